@@ -1,0 +1,1 @@
+"""The mesh CA: SPIFFE identities, CSR signing, rotation and join tokens."""

@@ -1,0 +1,1 @@
+"""The service registry: model, stores (embedded, etcd) and sources."""

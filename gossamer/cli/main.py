@@ -1,0 +1,107 @@
+"""Entry point of the `gossamer` command: the top-level group and error reporting.
+
+Subcommands live in their own modules and are imported only when used, so
+`gossamer --help` and short commands start fast. A `GossamerError` (a user mistake,
+bad input, an unreachable server) prints as one line plus a hint and exits non-zero;
+only genuine bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any
+
+import click
+
+from gossamer import __version__
+from gossamer.errors import GossamerError
+
+# command name -> (module, attribute, one-line help shown in `gossamer --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "certs": ("gossamer.cli.certs_cmd", "certs", "Manage the mesh CA and certificates."),
+    "token": ("gossamer.cli.token_cmd", "token", "Create, list and revoke join tokens."),
+    "control": ("gossamer.cli.control_cmd", "control", "Run the control plane."),
+    "status": ("gossamer.cli.status_cmd", "status", "Show connected sidecars and xDS state."),
+    "proxy": ("gossamer.cli.proxy_cmd", "proxy", "Run a sidecar proxy, or set up iptables."),
+    "registry": ("gossamer.cli.registry_cmd", "registry", "Inspect the service registry."),
+    "inject": ("gossamer.cli.compose_cmd", "inject", "Add sidecars to a compose file."),
+    "uninject": ("gossamer.cli.compose_cmd", "uninject", "Restore an injected compose file."),
+    "up": ("gossamer.cli.up_cmd", "up", "Run the demo mesh locally, without Docker."),
+    "stat": ("gossamer.cli.observe_cmd", "stat", "Golden metrics per service."),
+    "edges": ("gossamer.cli.observe_cmd", "edges", "Caller -> callee edges with identities."),
+    "top": ("gossamer.cli.observe_cmd", "top", "Live busiest routes."),
+}
+
+
+def _available(name: str) -> bool:
+    module = COMMANDS[name][0]
+    return importlib.util.find_spec(module) is not None
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n in COMMANDS if _available(n))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None or not _available(cmd_name):
+            return None
+        module = importlib.import_module(entry[0])
+        command = getattr(module, entry[1])
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{entry[0]}.{entry[1]} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="gossamer")
+def cli() -> None:
+    """Gossamer: a service mesh for Docker Compose.
+
+    Sidecars carry service-to-service traffic over mutual TLS with SPIFFE identities;
+    the control plane streams Envoy xDS v3 configuration to them.
+    """
+
+
+def report_error(exc: GossamerError) -> None:
+    """Print an error as one line plus a hint, in red when on a terminal."""
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; returns only when called with standalone exit disabled (tests)."""
+    try:
+        cli.main(args=argv, prog_name="gossamer", standalone_mode=False)
+    except GossamerError as exc:
+        report_error(exc)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

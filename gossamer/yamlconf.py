@@ -1,0 +1,244 @@
+"""Typed reading of YAML configuration with field paths and line numbers in errors.
+
+`load_document` parses YAML (ruamel.yaml, round-trip mode, so positions are kept) and
+returns a `Node`. Accessors such as `node.child("port").integer(minimum=1,
+maximum=65535)` validate as they read and raise `ConfigError` naming the field path
+(`services[0].ports[0].port`) and the line, e.g. `mesh.yaml:12: services[0].ports[0].port:
+must be between 1 and 65535, got 70000`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from gossamer.errors import ConfigError
+
+_MISSING: Any = object()
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|s|m|h|d)")
+_UNIT_SECONDS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Parse `5s`, `250ms`, `1h30m`, `24h` or a bare number of seconds into seconds."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration such as 5s, 250ms or 1h, got a boolean")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"a duration cannot be negative, got {text}")
+        return float(text)
+    s = str(text).strip()
+    if not s:
+        raise ValueError("expected a duration such as 5s, 250ms or 1h, got an empty string")
+    try:
+        value = float(s)
+    except ValueError:
+        pass
+    else:
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {s}")
+        return value
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        raise ValueError(f"expected a duration such as 5s, 250ms or 1h, got {s!r}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds compactly: 86400 -> '24h', 90 -> '1m30s', 0.25 -> '250ms'."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A value inside a loaded document, with where it came from."""
+
+    value: Any
+    path: str = ""
+    line: int | None = None
+    source: str | None = None
+
+    # -- errors ----------------------------------------------------------------
+    def error(self, message: str, *, hint: str | None = None) -> ConfigError:
+        return ConfigError(
+            message, field=self.path or None, source=self.source, line=self.line, hint=hint
+        )
+
+    # -- structure -------------------------------------------------------------
+    @property
+    def is_missing(self) -> bool:
+        return self.value is _MISSING
+
+    def _child_path(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.path}[{key}]"
+        return f"{self.path}.{key}" if self.path else str(key)
+
+    def child(self, key: str, default: Any = _MISSING) -> Node:
+        """The mapping entry `key`; a missing required key is an error on this node."""
+        mapping = self.mapping()
+        if key in mapping:
+            line = self.line
+            if isinstance(mapping, CommentedMap):
+                try:
+                    line = mapping.lc.key(key)[0] + 1
+                except (KeyError, TypeError):
+                    pass
+            return Node(mapping[key], self._child_path(key), line, self.source)
+        if default is _MISSING:
+            raise self.error(f"missing required field {key!r}")
+        return Node(default, self._child_path(key), self.line, self.source)
+
+    def has(self, key: str) -> bool:
+        return isinstance(self.value, dict) and key in self.value
+
+    def mapping(self) -> dict[str, Any]:
+        if not isinstance(self.value, dict):
+            raise self.error(f"expected a mapping, got {_kind(self.value)}")
+        return self.value
+
+    def items(self) -> Iterator[Node]:
+        """The entries of a sequence, each as a Node (an absent/null value is empty)."""
+        if self.value is None or self.value is _MISSING:
+            return iter(())
+        if not isinstance(self.value, list):
+            raise self.error(f"expected a list, got {_kind(self.value)}")
+        seq = self.value
+
+        def gen() -> Iterator[Node]:
+            for i, item in enumerate(seq):
+                line = self.line
+                if isinstance(seq, CommentedSeq):
+                    try:
+                        line = seq.lc.item(i)[0] + 1
+                    except (KeyError, TypeError, IndexError):
+                        pass
+                yield Node(item, self._child_path(i), line, self.source)
+
+        return gen()
+
+    def entries(self) -> Iterator[tuple[str, Node]]:
+        """The (key, Node) pairs of a mapping (an absent/null value is empty)."""
+        if self.value is None or self.value is _MISSING:
+            return
+        for key in self.mapping():
+            yield str(key), self.child(key)
+
+    def check_keys(self, allowed: Sequence[str]) -> None:
+        """Reject keys this mapping does not know, naming the first unknown one."""
+        for key in self.mapping():
+            if key not in allowed:
+                bad = self.child(str(key))
+                raise bad.error(
+                    "unknown field", hint=f"known fields here: {', '.join(sorted(allowed))}"
+                )
+
+    # -- scalars ---------------------------------------------------------------
+    def string(self) -> str:
+        if not isinstance(self.value, str):
+            raise self.error(f"expected a string, got {_kind(self.value)}")
+        return str(self.value)
+
+    def optional_string(self) -> str | None:
+        return None if self.value is None or self.is_missing else self.string()
+
+    def integer(self, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.error(f"expected an integer, got {_kind(self.value)}")
+        value = int(self.value)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            lo = "-inf" if minimum is None else str(minimum)
+            hi = "inf" if maximum is None else str(maximum)
+            raise self.error(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    def number(self, *, minimum: float | None = None, maximum: float | None = None) -> float:
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+            raise self.error(f"expected a number, got {_kind(self.value)}")
+        value = float(self.value)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise self.error(f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def boolean(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.error(f"expected true or false, got {_kind(self.value)}")
+        return bool(self.value)
+
+    def duration(self) -> float:
+        try:
+            return parse_duration(self.value)
+        except (ValueError, TypeError) as exc:
+            raise self.error(str(exc)) from None
+
+    def choice(self, choices: Sequence[str]) -> str:
+        value = self.string()
+        if value not in choices:
+            raise self.error(f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def string_list(self) -> list[str]:
+        return [item.string() for item in self.items()]
+
+
+def _kind(value: Any) -> str:
+    if value is _MISSING:
+        return "nothing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {value}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def load_document(text: str, *, source: str | None = None) -> Node:
+    """Parse YAML text; a syntax error becomes a ConfigError with its line."""
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"not valid YAML: {problem}", source=source, line=line) from None
+    except YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    return Node({} if data is None else data, "", 1, source)
+
+
+def load_file(path: str | Path) -> Node:
+    """Read and parse a YAML file; a missing or unreadable file is a ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {p}", hint="check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from None
+    return load_document(text, source=str(p))

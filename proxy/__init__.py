@@ -1,0 +1,1 @@
+"""The sidecar proxy: mTLS data path driven by xDS."""
