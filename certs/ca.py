@@ -7,9 +7,14 @@ Layout of the CA directory (keys are mode 0600, the directory 0700):
     intermediate-<n>.pem/.key
     bundle.pem              every trusted root: during a rotation, old and new
 
-Rotation: `rotate_root()` adds generation n+1 (new root and intermediate) and makes it
-active for issuance while the old root stays in the bundle, so leaves from either verify;
-`retire_root()` removes the old roots once every leaf has been renewed.
+Rotation: `rotate_root()` adds generation n+1 (new root and intermediate) to the bundle
+at once and makes it the issuing generation after a short propagation delay, so every
+sidecar has the new root before it meets a leaf signed under it; the old root stays in
+the bundle, so leaves from either generation verify. `retire_root()` removes the old
+roots once every leaf has been renewed.
+
+The *anchor* is the oldest trusted generation: every party trusts it during an overlap,
+so the control plane's own server certificate is issued from it and join tokens pin it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from gossamer.fsutil import atomic_write, locked
 STATE_FILE = "ca.json"
 BUNDLE_FILE = "bundle.pem"
 DEFAULT_CA_DIR = "./.gossamer/ca"
+# Time between adding a new root to the bundle and issuing leaves from it: the control
+# plane pushes the new bundle to every sidecar within this window.
+DEFAULT_PROPAGATION = 15.0
 
 
 def default_ca_dir() -> Path:
@@ -89,16 +97,41 @@ class CertificateAuthority:
     """A loaded CA directory. Use `init` to create one and `load` to open it."""
 
     def __init__(
-        self, directory: Path, trust_domain: str, generations: list[Generation], active: int
+        self,
+        directory: Path,
+        trust_domain: str,
+        generations: list[Generation],
+        active: int,
+        active_from: float = 0.0,
     ):
         self.directory = directory
         self.trust_domain = trust_domain
         self.generations = generations
         self.active = active
-        gen = self._generation(active)
-        self._signer = builders.LeafSigner(
-            gen.intermediate, _load_key(directory / f"intermediate-{active}.key")
-        )
+        self.active_from = active_from
+        self._generation(active)
+        self._signers: dict[int, builders.LeafSigner] = {}
+
+    @property
+    def anchor(self) -> int:
+        """The oldest trusted generation (server certificates and token pins use it)."""
+        return min(g.number for g in self.generations)
+
+    def issuing_generation(self, now: dt.datetime | None = None) -> int:
+        """The generation leaves are signed under now (the previous one while propagating)."""
+        current = (now or builders.utcnow()).timestamp()
+        if current >= self.active_from:
+            return self.active
+        older = [g.number for g in self.generations if g.number < self.active]
+        return max(older) if older else self.active
+
+    def _signer(self, number: int) -> builders.LeafSigner:
+        signer = self._signers.get(number)
+        if signer is None:
+            gen = self._generation(number)
+            key = _load_key(self.directory / f"intermediate-{number}.key")
+            signer = self._signers[number] = builders.LeafSigner(gen.intermediate, key)
+        return signer
 
     # -- creation and loading ----------------------------------------------------------
     @classmethod
@@ -150,7 +183,13 @@ class CertificateAuthority:
             )
             for n in state["generations"]
         ]
-        return cls(path, state["trust_domain"], generations, state["active"])
+        return cls(
+            path,
+            state["trust_domain"],
+            generations,
+            state["active"],
+            float(state.get("active_from", 0.0)),
+        )
 
     def _generation(self, number: int) -> Generation:
         for gen in self.generations:
@@ -185,13 +224,14 @@ class CertificateAuthority:
         uri = sid.uri
         csr = validate_csr(csr_pem, uri, allowed_dns=allowed_dns)
         dns = [d for d in _csr_dns(csr) if d in allowed_dns]
-        cert = self._signer.sign(
+        signer = self._signer(self.issuing_generation(now))
+        cert = signer.sign(
             csr.public_key(), uri, lifetime=dt.timedelta(seconds=ttl), dns_names=dns, now=now
         )
         leaf = _pem(cert)
         return IssuedCertificate(
             cert_pem=leaf,
-            chain_pem=leaf + self._signer.intermediate_pem,
+            chain_pem=leaf + signer.intermediate_pem,
             spiffe_id=uri,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
@@ -206,10 +246,14 @@ class CertificateAuthority:
         ip_addresses: Sequence[str] = (),
         ttl: float = builders.LEAF_LIFETIME.total_seconds(),
     ) -> tuple[bytes, IssuedCertificate]:
-        """A key and leaf for a mesh server (the control plane), DNS/IP SANs allowed."""
+        """A key and leaf for a mesh server (the control plane), DNS/IP SANs allowed.
+
+        Issued under the anchor generation, which every client trusts during a rotation.
+        """
         sid = identity if isinstance(identity, SpiffeId) else SpiffeId.parse(identity)
         key = generate_key()
-        cert = self._signer.sign(
+        signer = self._signer(self.anchor)
+        cert = signer.sign(
             key.public_key(),
             sid.uri,
             lifetime=dt.timedelta(seconds=ttl),
@@ -219,7 +263,7 @@ class CertificateAuthority:
         leaf = _pem(cert)
         issued = IssuedCertificate(
             leaf,
-            leaf + self._signer.intermediate_pem,
+            leaf + signer.intermediate_pem,
             sid.uri,
             cert.not_valid_before_utc,
             cert.not_valid_after_utc,
@@ -232,20 +276,25 @@ class CertificateAuthority:
         return b"".join(_pem(g.root) for g in self.generations)
 
     def root_pin(self) -> str:
-        return builders.spki_pin(self._generation(self.active).root)
+        """The pin join tokens carry: the anchor root's public key."""
+        return builders.spki_pin(self._generation(self.anchor).root)
+
+    def anchor_root_pem(self) -> bytes:
+        return _pem(self._generation(self.anchor).root)
 
     def root_pins(self) -> list[str]:
         return [builders.spki_pin(g.root) for g in self.generations]
 
     # -- rotation ----------------------------------------------------------------------
-    def rotate_root(self) -> int:
-        """Create generation n+1, issue from it, keep every older root trusted."""
+    def rotate_root(self, propagation: float = DEFAULT_PROPAGATION) -> int:
+        """Create generation n+1, trust it now, issue from it after `propagation` s."""
         with locked(self.directory / ".lock"):
             number = max(g.number for g in self.generations) + 1
             root, root_key = builders.make_root(self.trust_domain, number)
             _write_generation(self.directory, self.trust_domain, number, root, root_key)
             numbers = [g.number for g in self.generations] + [number]
-            _write_state(self.directory, self.trust_domain, numbers, number)
+            since = builders.utcnow().timestamp() + max(0.0, propagation)
+            _write_state(self.directory, self.trust_domain, numbers, number, since)
         self._reload()
         return number
 
@@ -263,11 +312,16 @@ class CertificateAuthority:
         ]
         if generation is not None and not retired:
             raise CaError(f"no root of generation {generation}")
+        if self.issuing_generation() != self.active:
+            raise CaError(
+                "the new root is still propagating; leaves are still issued from the old one",
+                hint="wait a few seconds after rotate-root, then retire",
+            )
         if not retired:
             raise CaError("there is no old root to retire", hint="only the active root remains")
         with locked(self.directory / ".lock"):
             keep = [g.number for g in self.generations if g.number not in retired]
-            _write_state(self.directory, self.trust_domain, keep, self.active)
+            _write_state(self.directory, self.trust_domain, keep, self.active, self.active_from)
             for n in retired:
                 for name in (f"root-{n}", f"intermediate-{n}"):
                     for suffix in (".pem", ".key"):
@@ -332,12 +386,37 @@ def _write_generation(
     atomic_write(path / f"intermediate-{number}.pem", _pem(inter))
 
 
-def _write_state(path: Path, trust_domain: str, generations: list[int], active: int) -> None:
+def _write_state(
+    path: Path, trust_domain: str, generations: list[int], active: int, active_from: float = 0.0
+) -> None:
     bundle = b"".join(_pem(_load_cert(path / f"root-{n}.pem")) for n in generations)
     atomic_write(path / BUNDLE_FILE, bundle)
     state: dict[str, Any] = {
         "trust_domain": trust_domain,
         "generations": generations,
         "active": active,
+        "active_from": active_from,
     }
     atomic_write(path / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+class CaReloader:
+    """The CA of a directory, reloaded when another process rotates or re-creates it.
+
+    `get()` costs one stat() when nothing changed, so callers may use it per request.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._ca = CertificateAuthority.load(self.directory)
+        self._stamp = self._ca.fingerprint()
+
+    def get(self) -> CertificateAuthority:
+        try:
+            stamp = self._ca.fingerprint()
+        except OSError:
+            return self._ca
+        if stamp != self._stamp:
+            self._ca = CertificateAuthority.load(self.directory)
+            self._stamp = stamp
+        return self._ca

@@ -139,13 +139,23 @@ def issue(
 
 @certs.command("rotate-root")
 @ca_dir_option
+@click.option(
+    "--propagation",
+    default="15s",
+    show_default=True,
+    help="Trust the new root at once; issue from it after this delay.",
+)
 @output_option
-def rotate_root(directory: Path | None, output: str) -> None:
+def rotate_root(directory: Path | None, propagation: str, output: str) -> None:
     """Create a new root and intermediate; issue from them; keep trusting the old root."""
     from gossamer.certs.ca import CertificateAuthority
 
+    try:
+        delay = parse_duration(propagation)
+    except ValueError as exc:
+        raise UsageError(f"--propagation: {exc}") from None
     ca = CertificateAuthority.load(resolve_dir(directory))
-    number = ca.rotate_root()
+    number = ca.rotate_root(delay)
     data = {"active_generation": number, "trusted_generations": [g.number for g in ca.generations]}
     emit(
         output,

@@ -133,7 +133,11 @@ def test_root_rotation_overlap_with_openssl(tmp_path):
     ca = tmp_path / "ca"
     gossamer("certs", "init", "--trust-domain", TD, "--dir", str(ca))
     old = issue(ca, tmp_path, "old")
-    rotated = json.loads(gossamer("certs", "rotate-root", "--dir", str(ca), "-o", "json").stdout)
+    rotated = json.loads(
+        gossamer(
+            "certs", "rotate-root", "--dir", str(ca), "--propagation", "0s", "-o", "json"
+        ).stdout
+    )
     assert rotated == {"active_generation": 2, "trusted_generations": [1, 2]}
     new = issue(ca, tmp_path, "new")
     bundle = ca / "bundle.pem"

@@ -115,8 +115,8 @@ def test_load_round_trip(ca):
 def test_rotation_keeps_old_root_until_retired(ca):
     old = issue(ca)
     old_pin = ca.root_pin()
-    assert ca.rotate_root() == 2
-    assert ca.root_pin() != old_pin
+    assert ca.rotate_root(propagation=0) == 2
+    assert ca.root_pin() == old_pin  # tokens pin the anchor until it is retired
     new = issue(ca)
     bundle = x509.load_pem_x509_certificates(ca.trust_bundle_pem())
     assert len(bundle) == 2
@@ -130,6 +130,7 @@ def test_rotation_keeps_old_root_until_retired(ca):
     with pytest.raises(CaError, match="active root"):
         ca.retire_root(2)
     assert ca.retire_root() == [1]
+    assert ca.root_pin() != old_pin
     assert len(x509.load_pem_x509_certificates(ca.trust_bundle_pem())) == 1
     assert not (ca.directory / "root-1.key").exists()
     with pytest.raises(CaError, match="no old root"):
@@ -177,3 +178,17 @@ def test_server_certificate_allows_dns(ca):
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["gossamer-control", "localhost"]
     assert b"PRIVATE KEY" in key_pem
+
+
+def test_rotation_propagation_delay(ca):
+    import datetime as dt
+
+    ca.rotate_root(propagation=60)
+    now = builders.utcnow()
+    assert ca.issuing_generation(now) == 1
+    assert ca.issuing_generation(now + dt.timedelta(seconds=61)) == 2
+    leaf = issue(ca)
+    inter = x509.load_pem_x509_certificates(leaf.chain_pem)[1]
+    inter.verify_directly_issued_by(ca.generations[0].root)
+    with pytest.raises(CaError, match="still propagating"):
+        ca.retire_root()
