@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -60,7 +61,7 @@ def test_web_catalog_inventory_chain(tmp_path):
             )
         )
         for port in (inv, cat, webp):
-            wait_for(lambda p=port: port_open(p), what=f"port {port}")
+            wait_for(functools.partial(port_open, port), what=f"port {port}")
         status, body = http_get(f"http://127.0.0.1:{webp}/")
         assert status == 200, body
         page = json.loads(body)
