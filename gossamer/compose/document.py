@@ -11,6 +11,7 @@ text), so untouched parts come out as they went in.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def guess_indent(text: str) -> IndentStyle:
     maps: Counter[int] = Counter()
     seqs: Counter[int] = Counter()
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    for prev, cur in zip(lines, lines[1:], strict=False):
+    for prev, cur in itertools.pairwise(lines):
         match = _KEY_LINE.match(prev)
         if match is None:
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from ruamel.yaml.comments import CommentedMap
 
@@ -89,6 +89,7 @@ class ServicePlan:
     networks: tuple[str, ...]  # networks its namespace is on (netns shape)
     profiles: tuple[str, ...]
     container_name: str | None = None
+    mesh_name: str = ""  # its name in the mesh: a DNS-1123 label (SPIFFE ID, mesh.yaml)
     port_offset: int = 0  # added to the sidecar's own ports (host shape: several share one)
 
 
@@ -99,6 +100,10 @@ class Plan:
     networks: tuple[str, ...]  # networks the control plane and observability join
     taken_host_ports: frozenset[int]
     retarget: dict[str, str] = field(default_factory=dict)  # service -> new network_mode
+
+    def renamed(self) -> list[ServicePlan]:
+        """Meshed services whose mesh name differs from their Compose name."""
+        return [sp for sp in self.meshed if sp.mesh_name != sp.name]
 
     def get(self, name: str) -> ServicePlan | None:
         return next((s for s in self.meshed if s.name == name), None)
@@ -175,6 +180,12 @@ def _check_shapes(doc: ComposeDocument, name: str, service: CommentedMap) -> Non
             raise doc.error(f"expected {kinds}", service, key, field=f"services.{name}.{key}")
 
 
+def mesh_name(name: str) -> str:
+    """A Compose service name as a DNS-1123 label: `Flask_App` -> `flask-app`."""
+    label = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")
+    return label[:63].rstrip("-")
+
+
 def _replicas(service: CommentedMap) -> int:
     counts = [service.get("scale")]
     deploy = service.get("deploy")
@@ -190,6 +201,21 @@ def _networks(service: CommentedMap) -> tuple[str, ...]:
     if isinstance(value, list):
         return tuple(str(v) for v in value)
     return ("default",)
+
+
+def _checked_mesh_name(doc: ComposeDocument, name: str, meshed: list[ServicePlan]) -> str:
+    label = mesh_name(name)
+    clash = next((sp.name for sp in meshed if sp.mesh_name == label), None)
+    if not label or clash is not None:
+        why = f"the same as {clash}'s" if clash else "empty"
+        raise doc.error(
+            f"{name}'s name in the mesh (a DNS-1123 label) would be {why}",
+            doc.services,
+            name,
+            field="services",
+            hint=f"rename {name}, or exclude it from the mesh",
+        )
+    return label
 
 
 def _check_collisions(
@@ -305,6 +331,7 @@ def make_plan(doc: ComposeDocument, options: InjectOptions) -> Plan:
                 networks=_networks(service) if shape == "netns" else (),
                 profiles=tuple(str(p) for p in profiles) if isinstance(profiles, list) else (),
                 container_name=str(container_name) if container_name else None,
+                mesh_name=_checked_mesh_name(doc, name, meshed),
                 port_offset=100 * sum(1 for m in meshed if m.shape == "host")
                 if shape == "host"
                 else 0,

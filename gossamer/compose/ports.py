@@ -108,12 +108,12 @@ def parse_port(value: Any) -> PortEntry | None:
         if not container:
             return None
         published = value.get("published")
-        host = _port_range(str(published)) if published is not None else None
+        fixed = _port_range(str(published)) if published is not None else None
         return PortEntry(
             container=container,
             protocol=str(value.get("protocol") or "tcp").lower(),
             published=True,
-            host=host or (),
+            host=fixed or (),
             host_ip=None if value.get("host_ip") is None else str(value.get("host_ip")),
         )
     if not isinstance(value, str) or "$" in value:

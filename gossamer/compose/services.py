@@ -23,7 +23,7 @@ file is in this module, so a change to those CLIs is one edit here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
@@ -45,7 +45,7 @@ PROMETHEUS_PORT = 9090
 
 def _q(text: str) -> DoubleQuotedScalarString:
     """A string Compose must not read as a number or a YAML 1.1 sexagesimal."""
-    return DoubleQuotedScalarString(text)
+    return cast(DoubleQuotedScalarString, DoubleQuotedScalarString(text))
 
 
 def _flow(items: Iterable[Any]) -> CommentedSeq:
@@ -133,7 +133,7 @@ def init_container(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
 def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     """The sidecar's arguments (after the `gossamer` entrypoint)."""
     control = f"127.0.0.1:{XDS_PORT}" if sp.shape == "host" else f"{names.CONTROL}:{XDS_PORT}"
-    args = ["proxy", "--service", sp.name, "--namespace", options.namespace]
+    args = ["proxy", "--service", sp.mesh_name, "--namespace", options.namespace]
     if sp.app_port is not None:
         args += ["--app-port", str(sp.app_port)]
     args += ["--control", control, "--token-file", names.container_token_file(sp.name)]
