@@ -179,3 +179,25 @@ def seq_to_map(
         result.ca.comment = seq.ca.comment
     attach_tail(result, tail)
     return result
+
+
+def _ends_with_blank_line(mapping: CommentedMap, key: Any) -> bool:
+    keys = _own_keys(mapping)
+    index = keys.index(key)
+    if index == 0:
+        return True
+    previous = keys[index - 1]
+    leaf = last_leaf(mapping[previous]) or (mapping, previous)
+    token = _token_at(leaf[0], leaf[1])
+    return token is not None and token.value.endswith("\n\n")
+
+
+def set_before(
+    mapping: CommentedMap, key: Any, comment: str | None = None, indent: int = 0
+) -> None:
+    """Put a blank line (unless there already is one) and `comment` above `key`."""
+    lines = [] if _ends_with_blank_line(mapping, key) else [""]
+    if comment:
+        lines += comment.splitlines()
+    if lines:
+        mapping.yaml_set_comment_before_after_key(key, before="\n".join(lines), indent=indent)

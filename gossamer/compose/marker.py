@@ -20,6 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from gossamer.compose import names
+from gossamer.compose.comments import set_before
 from gossamer.compose.document import ComposeDocument, line_of
 from gossamer.compose.plan import InjectOptions, Plan
 from gossamer.errors import ConfigError, UsageError
@@ -73,7 +74,7 @@ def block(options: InjectOptions, plan: Plan, blob: str) -> CommentedMap:
 
 def add_block(doc: ComposeDocument, options: InjectOptions, plan: Plan, blob: str) -> None:
     doc.data[names.EXTENSION] = block(options, plan, blob)
-    doc.data.yaml_set_comment_before_after_key(names.EXTENSION, before=HEADER, indent=0)
+    set_before(doc.data, names.EXTENSION, HEADER)
 
 
 def _names(value: Any) -> tuple[str, ...]:

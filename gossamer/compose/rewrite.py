@@ -19,15 +19,16 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from gossamer.compose import names, services
-from gossamer.compose.comments import append, kept_tail, move_key, seq_to_map
+from gossamer.compose.comments import append, kept_tail, move_key, seq_to_map, set_before
 from gossamer.compose.document import ComposeDocument
 from gossamer.compose.plan import NETWORK_KEYS, InjectOptions, Plan, ServicePlan
 
-GENERATED_HEADER = (
-    "Added by gossamer inject: per meshed service a namespace owner (-netns), in\n"
-    "transparent mode an iptables init container (-init), and the sidecar (-proxy);\n"
-    "then the control plane."
-)
+GENERATED_HEADER = {
+    "transparent": "Added by gossamer inject: for each meshed service its network namespace\n"
+    "owner (-netns), iptables set-up (-init) and sidecar (-proxy); the control plane.",
+    "explicit": "Added by gossamer inject: for each meshed service its network namespace\n"
+    "owner (-netns) and sidecar (-proxy); the control plane.",
+}
 
 
 def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[str]:
@@ -57,9 +58,7 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
         first = next(iter(generated))
         for key, value in generated.items():
             svc_map[key] = value
-        svc_map.yaml_set_comment_before_after_key(
-            first, before=GENERATED_HEADER, indent=doc.style.mapping
-        )
+        set_before(svc_map, first, GENERATED_HEADER[options.mode], indent=doc.style.mapping)
     secrets = _section(doc, "secrets")
     with kept_tail(secrets):
         secrets[names.CA_SECRET] = CommentedMap([("file", names.CA_DIR)])
@@ -81,10 +80,10 @@ def _section(doc: ComposeDocument, key: str) -> CommentedMap:
     if isinstance(value, CommentedMap):
         return value
     section = CommentedMap()
-    if key in doc.data:
-        doc.data[key] = section
-    else:
-        doc.data[key] = section
+    existed = key in doc.data
+    doc.data[key] = section
+    if not existed:
+        set_before(doc.data, key)
     return section
 
 
