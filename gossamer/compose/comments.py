@@ -145,17 +145,25 @@ def move_key(
     key: Any,
     dst: CommentedMap,
     dst_key: Any = None,
+    *,
+    keep_dst_tail: bool = True,
 ) -> Any:
-    """Move `src[key]` to the end of `dst` (as `dst_key`), with the key's comments."""
+    """Move `src[key]` to the end of `dst` (as `dst_key`), with the key's comments.
+
+    With `keep_dst_tail`, the lines after `dst`'s last entry stay at its end; without,
+    for a mapping being built from moved entries, comment lines that followed a moved
+    value stay right after it, as they were in the text.
+    """
     new_key = key if dst_key is None else dst_key
     with kept_tail(src):
         value = src[key]
         entry = src.ca.items.pop(key, None)
         del src[key]
-    with kept_tail(dst):
-        dst[new_key] = value
-        if entry is not None:
-            dst.ca.items[new_key] = entry
+    tail = detach_tail(dst) if keep_dst_tail else None
+    dst[new_key] = value
+    if entry is not None:
+        dst.ca.items[new_key] = entry
+    attach_tail(dst, tail)
     return value
 
 

@@ -48,6 +48,7 @@ def mesh_yaml(plan: Plan, *, trust_domain: str, namespace: str, source: str) -> 
         f"  xds_listen: {_q(f'0.0.0.0:{services.XDS_PORT}')}",
         f"  api_listen: {_q(f'0.0.0.0:{services.API_PORT}')}",
         f"  ca_dir: {_q(names.CONTAINER_CA_DIR)}",
+        f"  data_dir: {_q(names.CONTAINER_DATA_DIR)}",
         "  store: embedded",
         "services:",
     ]

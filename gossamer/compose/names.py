@@ -26,6 +26,7 @@ PROMETHEUS_FILE = f"{BOOTSTRAP_DIR}/prometheus.yml"
 # inside the containers
 CONTAINER_MESH_FILE = "/etc/gossamer/mesh.yaml"
 CONTAINER_CA_DIR = "/etc/gossamer/ca"
+CONTAINER_DATA_DIR = "/var/lib/gossamer"
 CONTAINER_PROMETHEUS_FILE = "/etc/prometheus/prometheus.yml"
 
 

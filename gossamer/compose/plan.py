@@ -45,6 +45,7 @@ NETWORK_KEYS = (
     "extra_hosts",
     "mac_address",
     "links",
+    "external_links",
 )
 
 

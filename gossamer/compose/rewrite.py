@@ -106,7 +106,7 @@ def _move_namespace(app: CommentedMap, owner: CommentedMap, sp: ServicePlan) -> 
     position = own.index(moving[0]) if moving else None
     with kept_tail(app):
         for key in moving:
-            move_key(app, key, owner)
+            move_key(app, key, owner, keep_dst_tail=False)
         _move_net_sysctls(app, owner)
         value = f"service:{names.netns(sp.name)}"
         if position is None:
@@ -124,27 +124,27 @@ def _move_net_sysctls(app: CommentedMap, owner: CommentedMap) -> None:
     if isinstance(sysctls, CommentedMap):
         net_keys = [k for k in sysctls if _is_net_sysctl(k)]
         if net_keys and len(net_keys) == len(sysctls):
-            move_key(app, "sysctls", owner)
+            move_key(app, "sysctls", owner, keep_dst_tail=False)
         elif net_keys:
             target = CommentedMap()
-            append(owner, "sysctls", target)
+            owner["sysctls"] = target
             for key in net_keys:
-                move_key(sysctls, key, target)
+                move_key(sysctls, key, target, keep_dst_tail=False)
     elif isinstance(sysctls, CommentedSeq):
         net_items = [i for i, item in enumerate(sysctls) if _is_net_sysctl(item)]
         if net_items and len(net_items) == len(sysctls):
-            move_key(app, "sysctls", owner)
+            move_key(app, "sysctls", owner, keep_dst_tail=False)
         elif net_items:
             moved = CommentedSeq()
             with kept_tail(sysctls):
+                entries = [(sysctls[i], sysctls.ca.items.get(i)) for i in net_items]
                 for index in reversed(net_items):
-                    entry = sysctls.ca.items.get(index)
-                    moved.insert(0, sysctls[index])
-                    del sysctls[index]
-                    if entry is not None:
-                        moved.ca.items = {k + 1: v for k, v in moved.ca.items.items()}
-                        moved.ca.items[0] = entry
-            append(owner, "sysctls", moved)
+                    del sysctls[index]  # shifts the later items' comments down
+            for position, (item, entry) in enumerate(entries):
+                moved.append(item)
+                if entry is not None:
+                    moved.ca.items[position] = entry
+            owner["sysctls"] = moved
 
 
 def _aliases_for(sp: ServicePlan) -> list[str]:
@@ -163,7 +163,7 @@ def _add_aliases(owner: CommentedMap, sp: ServicePlan) -> None:
     aliases = _aliases_for(sp)
     networks = owner.get("networks")
     if networks is None:
-        append(owner, "networks", CommentedMap([("default", _alias_map(aliases))]))
+        owner["networks"] = CommentedMap([("default", _alias_map(aliases))])
         return
     if isinstance(networks, CommentedSeq):
         owner["networks"] = seq_to_map(networks, lambda _item: _alias_map(aliases))

@@ -38,6 +38,7 @@ INBOUND_PORT = 15006
 XDS_PORT = 15012
 API_PORT = 15014
 READY_PATH = "/ready"
+HEALTH_PATH = "/healthz"
 JAEGER_UI_PORT = 16686
 OTLP_GRPC_PORT = 4317
 PROMETHEUS_PORT = 9090
@@ -134,8 +135,9 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     """The sidecar's arguments (after the `gossamer` entrypoint)."""
     control = f"127.0.0.1:{XDS_PORT}" if sp.shape == "host" else f"{names.CONTROL}:{XDS_PORT}"
     args = ["proxy", "--service", sp.mesh_name, "--namespace", options.namespace]
-    if sp.app_port is not None:
-        args += ["--app-port", str(sp.app_port)]
+    for port, protocol in sp.ports:
+        # the sidecar speaks HTTP/1.1 or carries opaque TCP
+        args += ["--app-port", f"{port}/{'http' if protocol == 'http' else 'tcp'}"]
     args += ["--control", control, "--token-file", names.container_token_file(sp.name)]
     if sp.port_offset:
         args += [
@@ -149,19 +151,37 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     return args
 
 
-def _ready_check(port: int) -> CommentedMap:
-    probe = (
-        "import urllib.request; "
-        f"urllib.request.urlopen('http://127.0.0.1:{port}{READY_PATH}', timeout=2)"
-    )
+def _healthcheck(test: list[str], *, start_period: str) -> CommentedMap:
     check = CommentedMap()
-    check["test"] = _flow(["CMD", "python3", "-c", probe])
+    check["test"] = _flow(test)
     check["interval"] = "5s"
     check["timeout"] = "3s"
     check["retries"] = 3
-    check["start_period"] = "60s"
+    check["start_period"] = start_period
     check["start_interval"] = "1s"
     return check
+
+
+def sidecar_ready_probe(port: int) -> str:
+    """Healthy once the sidecar has its certificate and configuration.
+
+    The admin `/ready` also waits for the app to accept connections, but Compose starts
+    the app only after its sidecar is healthy: so everything `/ready` reports missing
+    must be the app (`{"ready": false, "missing": ["app (...)"]}`).
+    """
+    return (
+        "import http.client,json,sys; "
+        f"c=http.client.HTTPConnection('127.0.0.1',{port},timeout=2); "
+        f"c.request('GET','{READY_PATH}'); "
+        "m=json.loads(c.getresponse().read())['missing']; "
+        "sys.exit(any(not x.startswith('app') for x in m))"
+    )
+
+
+def http_probe(port: int, path: str) -> str:
+    return (
+        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
+    )
 
 
 def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
@@ -181,9 +201,10 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     depends = CommentedMap()
     if sp.shape == "netns" and options.mode == "transparent":
         depends[names.init(sp.name)] = condition("service_completed_successfully")
-    depends[names.CONTROL] = condition("service_started")
+    depends[names.CONTROL] = condition("service_healthy")
     proxy["depends_on"] = depends
-    proxy["healthcheck"] = _ready_check(ADMIN_PORT + sp.port_offset)
+    probe = sidecar_ready_probe(ADMIN_PORT + sp.port_offset)
+    proxy["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="60s")
     proxy["restart"] = "unless-stopped"
     _profiles(proxy, sp)
     return proxy
@@ -220,6 +241,8 @@ def control_plane(plan: Plan, options: InjectOptions, notes: list[str]) -> Comme
     if any(sp.shape == "host" for sp in plan.meshed):
         ports.append(publish(XDS_PORT, XDS_PORT, plan, notes))
     _ports(control, ports)
+    probe = http_probe(API_PORT, HEALTH_PATH)
+    control["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="30s")
     control["restart"] = "unless-stopped"
     return control
 

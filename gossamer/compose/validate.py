@@ -44,6 +44,7 @@ FORBIDDEN_WITH_SHARED_NETNS = (
     "extra_hosts",
     "mac_address",
     "links",
+    "external_links",
 )
 SECTIONS = ("services", "volumes", "secrets", "networks", "configs")
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
@@ -191,6 +192,7 @@ def structure_problems(data: Any) -> list[str]:
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         return ["not a compose file with a services mapping"]
     svcs: dict[str, Any] = data["services"]
+    included = bool(data.get("include"))  # services of included files are not visible here
     problems: list[str] = []
     graph: dict[str, list[str]] = {}
     for name, service in svcs.items():
@@ -199,7 +201,7 @@ def structure_problems(data: Any) -> list[str]:
             continue
         edges = _depends(service)
         for target in edges:
-            if target not in svcs:
+            if target not in svcs and not included:
                 problems.append(f"services.{name}.depends_on: no service named {target!r}")
         joined = _joined(service)
         if joined is not None:
@@ -210,7 +212,10 @@ def structure_problems(data: Any) -> list[str]:
             if kind == "service":
                 edges = [*edges, target]
                 if target not in svcs:
-                    problems.append(f"services.{name}.network_mode: no service named {target!r}")
+                    if not included:
+                        problems.append(
+                            f"services.{name}.network_mode: no service named {target!r}"
+                        )
                 elif isinstance(svcs[target], dict) and _joined(svcs[target]):
                     problems.append(
                         f"services.{name}.network_mode: {target} itself joins another namespace"

@@ -79,15 +79,20 @@ def test_transparent_shape():
     assert proxy["user"] == "1337:1337"
     args = proxy["command"]
     assert args[args.index("--service") + 1] == "web"
-    assert args[args.index("--app-port") + 1] == "8000"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--app-port"] == [
+        "8000/http",
+        "9000/http",
+    ]
     assert args[args.index("--control") + 1] == "gossamer-control:15012"
     assert args[args.index("--token-file") + 1] == "/run/secrets/gossamer-token-web"
     assert args[args.index("--namespace") + 1] == "default"
     assert proxy["secrets"] == ["gossamer-token-web"]
     assert proxy["depends_on"]["web-init"] == {"condition": "service_completed_successfully"}
-    assert "127.0.0.1:15000/ready" in " ".join(proxy["healthcheck"]["test"])
+    assert "'127.0.0.1',15000" in " ".join(proxy["healthcheck"]["test"])
+    assert proxy["depends_on"]["gossamer-control"] == {"condition": "service_healthy"}
     control = services["gossamer-control"]
     assert control["command"] == ["control", "--config", "/etc/gossamer/mesh.yaml"]
+    assert "/healthz" in " ".join(control["healthcheck"]["test"])
     assert sorted(control["networks"]) == ["back", "front"]
     assert data["secrets"]["gossamer-token-web"] == {"file": ".gossamer/tokens/web.token"}
     assert data["secrets"]["gossamer-ca"] == {"file": ".gossamer/ca"}
@@ -328,3 +333,61 @@ def test_merge_keys_that_would_have_to_move_are_refused():
     text = "x-net: &net\n  ports: ['80:80']\nservices:\n  a:\n    <<: *net\n    image: a\n"
     with pytest.raises(ConfigError, match="YAML merge"):
         inject(text)
+
+
+TORTURE = """\
+# head comment
+services:  # all of them
+  # before web
+  web:  # web key
+    image: w  # image eol
+    # before ports
+    ports:  # ports key
+      # inside ports
+      - "80:80"  # port eol
+      # after port
+    networks:  # nets
+      - front  # front eol
+      # between nets
+      - back  # back eol
+    depends_on:  # deps
+      - db  # db dep
+    sysctls:
+      - net.ipv4.ip_forward=1  # net one
+      - kernel.msgmax=65536  # kernel one
+    # end of web
+  db:
+    image: d
+    hostname: dbhost  # last key of db
+  # before networks
+networks:
+  front:  # front net
+  back:
+# tail comment
+"""
+
+
+def test_every_comment_survives_and_stays_sensible():
+    data, text = inject(TORTURE)
+    assert semantic_problems(TORTURE, text) == []
+    services = data["services"]
+    assert services["web-netns"]["sysctls"] == ["net.ipv4.ip_forward=1"]
+    assert services["web"]["sysctls"] == ["kernel.msgmax=65536"]
+    assert services["web-netns"]["networks"] == {
+        "front": {"aliases": ["web"]},
+        "back": {"aliases": ["web"]},
+    }
+    assert services["db-netns"]["hostname"] == "dbhost"
+    # comments that follow a moved value travel with it; the rest stay put
+    assert text.index("# net one") > text.index("web-netns:")
+    assert text.index("# kernel one") < text.index("web-netns:")
+    assert text.index("# head comment") == 0
+    assert text.index("# before networks") < text.index("\nnetworks:")
+    assert uninject_text(text, source="compose.yaml") == TORTURE
+
+
+def test_included_services_are_not_dangling():
+    text = "include:\n  - other.yaml\nservices:\n  a:\n    image: a\n    depends_on: [from-other]\n"
+    data, out = inject(text)
+    assert data["services"]["a"]["depends_on"]["from-other"] == {"condition": "service_started"}
+    assert semantic_problems(text, out) == []
