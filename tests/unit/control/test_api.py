@@ -75,7 +75,7 @@ async def test_no_or_bad_token_refused(api):
 
 
 async def test_reads_for_viewer(api):
-    session, admin, tokens, *_ = api
+    session, _admin, tokens, *_ = api
     viewer = tokens.create("ci", "viewer")
     async with session.get("/v1/services", headers=bearer(viewer)) as r:
         body = await r.json()
