@@ -8,9 +8,10 @@ https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol)
   response, and we remember the latest per type.
 - A request whose `response_nonce` is not the latest we sent for its type is stale
   (§"Resource updates": "The management server should not send a DiscoveryResponse
-  for any DiscoveryRequest that has a stale nonce"): it is ignored entirely; the client
-  repeats its subscription when it ACKs the newer response. An empty nonce is a new
-  request, never stale.
+  for any DiscoveryRequest that has a stale nonce"): its subscription is ignored and it
+  gets no response; the client repeats its subscription when it ACKs the newer
+  response. Only its ACK/NACK of that older response is noted for the operator. An
+  empty nonce is a new request, never stale.
 - ACK/NACK (§"ACK and NACK semantics summary"): a request with the latest nonce is a
   NACK if it carries `error_detail` (recorded with the rejected version and the error),
   otherwise an ACK of `version_info`. After a NACK nothing is resent: the client keeps
@@ -34,6 +35,7 @@ https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol)
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -44,6 +46,8 @@ from .cache import FULL_STATE_TYPES, WILDCARD, Snapshot, SotwSubscription, sotw_
 from .stream import AdsStream, StreamEnvironment, log
 from .translate import names
 
+REMEMBERED_NONCES = 16
+
 
 class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]):
     protocol = "sotw"
@@ -53,7 +57,7 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Discove
         self.subscriptions: dict[str, SotwSubscription] = {}
         self._named: set[str] = set()
         self._latest_nonce: dict[str, str] = {}
-        self._latest_version: dict[str, str] = {}
+        self._sent_versions: dict[str, OrderedDict[str, str]] = {}
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
         if self.group is None:
@@ -66,25 +70,35 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Discove
         if not type_url:
             raise RemoteProtocolError("an ADS request must name its type_url")
         if request.response_nonce:
+            self._ack_or_nack(request)
             if request.response_nonce != self._latest_nonce.get(type_url):
                 self.info.stale_nonces += 1
                 return
-            version = self._latest_version.get(type_url, "")
-            if request.HasField("error_detail"):
-                self.info.record_nack(type_url, version, request.error_detail.message)
-                event(
-                    log,
-                    logging.WARNING,
-                    "xds update rejected",
-                    node=self.info.node_id,
-                    type=names.SHORT_NAMES.get(type_url, type_url),
-                    version=version,
-                    error=request.error_detail.message[:500],
-                )
-            else:
-                self.info.record_ack(type_url, request.version_info)
         self._subscribe(request)
         self.wake()
+
+    def _ack_or_nack(self, request: discovery_pb2.DiscoveryRequest) -> None:
+        """Record what the client says about a response we sent (even an older one:
+        it is still what the client did with that version)."""
+        type_url = request.type_url
+        version = self._sent_versions.get(type_url, {}).get(request.response_nonce)
+        if version is None:
+            return
+        if request.HasField("error_detail"):
+            self.info.record_nack(type_url, version, request.error_detail.message)
+            event(
+                log,
+                logging.WARNING,
+                "xds update rejected",
+                node=self.info.node_id,
+                type=names.SHORT_NAMES.get(type_url, type_url),
+                version=version,
+                error=request.error_detail.message[:500],
+            )
+        elif request.response_nonce == self._latest_nonce.get(type_url):
+            self.info.record_ack(type_url, request.version_info)
+        else:
+            self.info.record_ack(type_url, version)
 
     def _subscribe(self, request: discovery_pb2.DiscoveryRequest) -> None:
         type_url = request.type_url
@@ -127,7 +141,10 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Discove
                 continue
             nonce = self.next_nonce()
             self._latest_nonce[type_url] = nonce
-            self._latest_version[type_url] = current.version
+            sent = self._sent_versions.setdefault(type_url, OrderedDict())
+            sent[nonce] = current.version
+            while len(sent) > REMEMBERED_NONCES:
+                sent.popitem(last=False)
             self.info.record_sent(type_url, current.version)
             out.append(
                 discovery_pb2.DiscoveryResponse(

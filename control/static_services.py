@@ -80,20 +80,26 @@ def _endpoint(node: Node, key: ServiceKey, service: Service) -> Endpoint:
                 f"port {p} (entry {i}) is not one of the service's ports"
             )
     labels = tuple(sorted((k, v.string()) for k, v in node.child("labels", None).entries()))
+    instance_id = node.child("instance_id", f"{address}:{port}").string()
+    zone = node.child("zone", "").string()
+    host_node = node.child("node", "").string()
+    weight = node.child("weight", 1).integer(minimum=1, maximum=128)
+    health = Health(node.child("health", "healthy").choice([h.value for h in Health]))
+    mtls = node.child("mtls", False).boolean()
     try:
         return Endpoint(
             service=key,
-            instance_id=node.child("instance_id", f"{address}:{port}").string(),
+            instance_id=instance_id,
             address=address,
             port=port,
             service_ports=service_ports,
-            zone=node.child("zone", "").string(),
-            node=node.child("node", "").string(),
+            zone=zone,
+            node=host_node,
             labels=labels,
-            weight=node.child("weight", 1).integer(minimum=1, maximum=128),
-            health=Health(node.child("health", "healthy").choice([h.value for h in Health])),
-            mtls=node.child("mtls", False).boolean(),
+            weight=weight,
+            health=health,
+            mtls=mtls,
         )
-    except ConfigError as exc:
+    except ConfigError as exc:  # the model's own checks name a plain field
         target = node.child(exc.field) if exc.field and node.has(exc.field) else node
         raise target.error(exc.detail) from None
