@@ -103,9 +103,13 @@ class Publisher:
         translator = Translator(inputs)
         self._translator = translator
         groups = {g.name: g for g in translator.groups()}
-        for name in self.cache.watched_groups():
-            if name not in groups and name in self._known_groups:
-                groups[name] = self._known_groups[name]
+        watched = self.cache.watched_groups()
+        # groups that only streams asked for live as long as someone watches them
+        self._known_groups = {n: g for n, g in self._known_groups.items() if n in watched}
+        groups.update((n, g) for n, g in self._known_groups.items() if n not in groups)
+        for name in self.cache.groups():
+            if name not in groups:
+                self.cache.clear(name)
         memo: dict[tuple[int, str], Resource] = {}
         for group in groups.values():
             self._publish_group(translator, group, memo)

@@ -27,9 +27,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import grpc
 from envoy.config.core.v3 import base_pb2
 
-from gossamer.errors import GossamerError
+from gossamer.errors import GossamerError, LocalProtocolError
 from gossamer.logs import event
 
 from .cache import Snapshot, SnapshotCache
@@ -70,7 +71,7 @@ class AdsStream(Generic[Req, Resp]):
         self.snapshot: Snapshot | None = None
         self._wake = asyncio.Event()
         self._closed = False
-        self._failure: BaseException | None = None
+        self._failure: GossamerError | None = None
         self._cancel_watch: Callable[[], None] | None = None
         self._nonces = 0
         self._finished = False
@@ -121,8 +122,13 @@ class AdsStream(Generic[Req, Resp]):
                 self.on_request(request)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # a bad request or a broken transport ends the stream
+        except GossamerError as exc:  # the client broke a rule: end its stream with why
             self._failure = exc
+        except grpc.RpcError:  # the client went away
+            pass
+        except Exception as exc:  # a bug: keep the traceback, end only this stream
+            log.exception("xds stream failed", extra={"fields": {"stream": self.info.stream_id}})
+            self._failure = LocalProtocolError(f"internal error: {type(exc).__name__}")
         finally:
             self._closed = True
             self._wake.set()
@@ -133,7 +139,7 @@ class AdsStream(Generic[Req, Resp]):
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if self._failure is not None and isinstance(self._failure, GossamerError):
+                if self._failure is not None:
                     raise self._failure
                 if self._closed:
                     return

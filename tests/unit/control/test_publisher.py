@@ -68,3 +68,19 @@ def test_trust_bundle_adds_the_mtls_side():
     assert names.INBOUND_LISTENER in sidecar.get(names.LISTENER).resources
     assert names.ROOT_CA_SECRET in sidecar.get(names.SECRET).resources
     assert PROXYLESS.name in cache.groups()
+
+
+def test_groups_nobody_watches_any_more_are_dropped():
+    cache = SnapshotCache()
+    publisher = Publisher(cache)
+    publisher.set_mesh(mesh_from_mapping({}))
+    publisher.set_state(state())
+    stranger = NodeGroup(ServiceKey("default", "ghost"))
+    publisher.ensure_group(stranger)
+    cancel = cache.watch(stranger.name, lambda s: None)
+    publisher.set_state(state(ports=2))
+    assert stranger.name in cache.groups()
+    cancel()
+    publisher.set_state(state(ports=3))
+    assert stranger.name not in cache.groups()
+    assert "sidecar:default/echo" in cache.groups()  # registry services always have one
