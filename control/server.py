@@ -26,6 +26,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -47,6 +48,7 @@ from .static_services import registry_from_document
 from .stream import StreamEnvironment
 from .streams import StreamRegistry
 from .translate import NodeGroup
+from .translate.names import SHORT_NAMES
 
 log = logging.getLogger("gossamer.control")
 
@@ -124,6 +126,7 @@ class ControlPlane:
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         self.watcher.load_initial()  # raises ConfigError: the process must not start
+        self.publisher.publish()  # snapshots exist before the first client can connect
         control = self.mesh.control
         if control.insecure_xds_listen is None:
             raise ConfigError(
@@ -167,6 +170,7 @@ class ControlPlane:
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.max_concurrent_streams", 100_000),
+                ("grpc.so_reuseport", 0),  # a second control plane on the same port must fail
             ]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
@@ -194,6 +198,38 @@ class ControlPlane:
 
     def bound_port(self, name: str) -> int:
         return self._bound[name]
+
+    def status(self) -> dict[str, Any]:
+        """What the operator API and `gossamer status` show: configuration, snapshot
+        versions per group, publishing, and every stream's ACK/NACK state."""
+        mesh = self.publisher.mesh
+        stats = self.publisher.stats
+        error = self.watcher.last_error
+        snapshots = {}
+        for group in self.cache.groups():
+            snapshot = self.cache.get(group)
+            if snapshot is not None:
+                snapshots[group] = {
+                    SHORT_NAMES.get(t, t): {"version": v.version, "resources": len(v.resources)}
+                    for t, v in snapshot.types.items()
+                }
+        return {
+            "config": {
+                "path": str(self.config_path),
+                "trust_domain": mesh.trust_domain if mesh else None,
+                "loads": self.watcher.loads,
+                "last_error": error.message if error else None,
+            },
+            "ports": dict(self._bound),
+            "publisher": {
+                "publishes": stats.publishes,
+                "last_seconds": stats.last_duration,
+                "last_at": stats.last_at,
+                "failures": stats.failures,
+            },
+            "snapshots": snapshots,
+            **self.registry.to_dict(),
+        }
 
     def reload(self) -> None:
         """SIGHUP: re-read mesh.yaml and the trust bundle now."""

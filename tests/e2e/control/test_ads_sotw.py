@@ -248,3 +248,24 @@ async def test_first_request_without_node_is_refused(tmp_path):
         finally:
             await client.close()
         assert len(plane.registry) == 0
+
+
+async def test_status_reports_snapshots_and_streams(tmp_path):
+    async with (
+        running_control_plane(tmp_path, mesh(services())) as (plane, target),
+        AdsClient(target, "n1", SIDECAR) as client,
+    ):
+        await client.request(names.CLUSTER)
+        response = await client.recv()
+        await client.ack(response, [])
+        await client.expect_silence(0.2)
+        status = plane.status()
+        assert status["config"]["trust_domain"] == "gossamer.local"
+        assert status["config"]["last_error"] is None
+        assert status["snapshots"]["sidecar:default/web"]["CDS"]["version"] == response.version_info
+        [stream] = status["streams"]
+        assert (
+            stream["node_id"] == "n1"
+            and stream["types"]["CDS"]["acked_version"] == response.version_info
+        )
+        assert status["ports"]["insecure_xds"] == int(target.rsplit(":", 1)[1])

@@ -100,3 +100,17 @@ def test_sigint_stops_cleanly(tmp_path):
     assert plane.proc.wait(10) == 0
     plane.stop()
     assert "Traceback" not in plane.log()
+
+
+def test_port_in_use_is_an_error_not_a_shared_port(tmp_path):
+    port = free_port()
+    config = tmp_path / "mesh.yaml"
+    write_mesh(config, mesh(services("a"), insecure_port=port))
+    plane = ControlPlaneProcess(config, tmp_path / "control.log")
+    plane.start(port)
+    try:
+        second = run_cli("control", "--config", str(config))
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "hint:" in second.stderr
+    finally:
+        assert plane.stop() == 0
