@@ -9,6 +9,7 @@ with `identify` reading the peer's SPIFFE ID from the TLS auth context, so each 
 decides how nodes are placed in groups.
 
 Plug-in points for the next step:
+- more services (identity, registration): `plane.add_servicer(register)` before `start()`;
 - registry: call `publisher.set_state(state)` (e.g. `sources.follow_store(store,
   plane.publisher.set_state)`) and construct with `static_registry=False`; today the
   static services of mesh.yaml are read by the temporary adapter in static_services.py;
@@ -90,6 +91,7 @@ class ControlPlane:
         self._trust_bundle_loader = trust_bundle_loader
         self._static_registry = static_registry
         self._servers: list[grpc.aio.Server] = []
+        self._servicers: list[Callable[[grpc.aio.Server], None]] = []
         self._bound: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.env = StreamEnvironment(
@@ -156,6 +158,11 @@ class ControlPlane:
             groups=len(self.cache.groups()),
         )
 
+    def add_servicer(self, register: Callable[[grpc.aio.Server], None]) -> None:
+        """Serve another gRPC service on every port opened from now on (the identity and
+        registration services): `register` is e.g. `lambda s: add_XServicer_to_server(x, s)`."""
+        self._servicers.append(register)
+
     async def serve_port(
         self,
         address: Address,
@@ -177,6 +184,8 @@ class ControlPlane:
             AdsServicer(self.env, identify), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        for register in self._servicers:
+            register(server)
         target = str(address)
         port: int
         try:

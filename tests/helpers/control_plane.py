@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,11 @@ def mesh(services: list[dict[str, Any]], *, insecure_port: int = 0, **extra: Any
 
 @contextlib.asynccontextmanager
 async def running_control_plane(
-    tmp_path: Path, data: Mapping[str, Any], *, trust_bundle: bytes | None = None
+    tmp_path: Path,
+    data: Mapping[str, Any],
+    *,
+    trust_bundle: bytes | None = None,
+    servicers: Iterable[Callable[[grpc.aio.Server], None]] = (),
 ) -> AsyncIterator[tuple[ControlPlane, str]]:
     """An in-process control plane on an ephemeral port; yields it and its target."""
     config = tmp_path / "mesh.yaml"
@@ -61,6 +65,8 @@ async def running_control_plane(
     plane = ControlPlane(
         config, reload_interval=3600, trust_bundle_loader=lambda _dir: trust_bundle
     )
+    for register in servicers:
+        plane.add_servicer(register)
     await plane.start()
     try:
         yield plane, f"127.0.0.1:{plane.bound_port('insecure_xds')}"

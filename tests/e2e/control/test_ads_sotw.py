@@ -269,3 +269,23 @@ async def test_status_reports_snapshots_and_streams(tmp_path):
             and stream["types"]["CDS"]["acked_version"] == response.version_info
         )
         assert status["ports"]["insecure_xds"] == int(target.rsplit(":", 1)[1])
+
+
+async def test_extra_servicers_share_the_port(tmp_path):
+    def ping(request: bytes, context: object) -> bytes:
+        return b"pong:" + request
+
+    def register(server: grpc.aio.Server) -> None:
+        handler = grpc.method_handlers_generic_handler(
+            "test.Ping", {"Ping": grpc.unary_unary_rpc_method_handler(ping)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+
+    async with (
+        running_control_plane(tmp_path, mesh(services()), servicers=[register]) as (
+            _,
+            target,
+        ),
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        assert await channel.unary_unary("/test.Ping/Ping")(b"x") == b"pong:x"
