@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from gossamer.control.cache import Resource, Snapshot
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.translate import PROXYLESS, MeshInputs, NodeGroup, Translator, names
@@ -79,7 +81,8 @@ def test_without_a_trust_bundle_nothing_needs_one():
     view = translator.view(NodeGroup(WEB))
     assert names.INBOUND_LISTENER not in view[names.LISTENER]
     assert view[names.SECRET] == {}
-    assert not view[names.CLUSTER]["outbound|9090||api.default"].transport_socket_matches
+    cluster: Any = view[names.CLUSTER]["outbound|9090||api.default"]
+    assert not cluster.transport_socket_matches
     assert snapshot_of(view).consistency_errors() == []
 
 
