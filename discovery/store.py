@@ -8,6 +8,9 @@ Contract (checked by one contract test suite run against every store):
   and continues from there: never a silent gap.
 - Lease-owned endpoints disappear when their lease is revoked or expires.
 - Writing an endpoint whose instance id already belongs to another owner is rejected.
+- One write is one revision; a write that changes several keys (delete_service, a
+  lease ending) yields several events carrying the same revision.
+- Deleting or updating something that does not exist raises NotFound.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from gossamer.discovery.model import (
     Service,
     ServiceKey,
 )
+from gossamer.errors import GossamerError
+
+
+class StoreUnavailable(GossamerError):
+    """The store cannot be reached (etcd down) or used (file unwritable) right now.
+
+    Writes that raise it may be retried; nothing already acknowledged is lost."""
+
+    hint = "check that the registry store (etcd) is running and reachable"
 
 
 class Store(abc.ABC):
