@@ -177,6 +177,9 @@ class EmbeddedStore(Store):
         """The state now, without awaiting (the store's own loop only)."""
         return RegistryState(self._revision, dict(self._services), dict(self._endpoints))
 
+    async def get_endpoint(self, key: ServiceKey, instance_id: str) -> Endpoint | None:
+        return self._endpoints.get((key, instance_id))
+
     @property
     def revision(self) -> int:
         return self._revision

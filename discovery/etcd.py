@@ -210,6 +210,10 @@ class EtcdStore(Store):
             event(log, logging.WARNING, "ignored foreign keys under the prefix", keys=skipped[:10])
         return state
 
+    async def get_endpoint(self, key: ServiceKey, instance_id: str) -> Endpoint | None:
+        current = await self._get(self.layout.endpoint(key, instance_id))
+        return None if current is None else ek.decode_endpoint(current.value)
+
     async def _get(self, key: bytes) -> Any:
         return await self._call("read", lambda: self.client.get(key))
 

@@ -52,6 +52,10 @@ class Store(abc.ABC):
     async def state(self) -> RegistryState:
         """The whole registry and the revision it was read at."""
 
+    async def get_endpoint(self, key: ServiceKey, instance_id: str) -> Endpoint | None:
+        """One endpoint, or None (stores override this with a cheaper read)."""
+        return (await self.state()).endpoints.get((key, instance_id))
+
     @abc.abstractmethod
     async def put_service(self, service: Service) -> int: ...
 
