@@ -58,7 +58,7 @@ def parse_store_url(url: str) -> StoreSpec:
             raise ConfigError(f"{item!r} in {url!r} is not HOST:PORT", field="store", hint=_HINT)
         port = int(m.group("port"))
         if not 1 <= port <= 65535:
-            raise ConfigError(f"port {port} in {url!r} is out of range", field="store")
+            raise ConfigError(f"port {port} in {url!r} is out of range", field="store", hint=_HINT)
         endpoints.append((m.group("v6") or m.group("host"), port))
     prefix = DEFAULT_PREFIX
     if slash:
