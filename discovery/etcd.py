@@ -13,10 +13,9 @@ Theory of operation:
   read (mod_revision), so two replicas never overwrite each other's registrations.
 - Lease-owned endpoints are attached to etcd leases; etcd deletes them when the lease
   is revoked or expires, which the watch reports like any other delete.
-- Watches start at `from_revision + 1`. When the stream breaks (member died, etcd
-  restarted) the watch reopens from the last revision it delivered, after a backoff,
-  so nothing is skipped; if etcd compacted that history meanwhile, the watcher gets
-  one RESYNC event with the full state and continues from its revision.
+- Watches (`etcd_watch`): one shared etcd watch feeds a local change log that every
+  watcher reads; a watcher older than the log replays etcd's history first. Broken
+  streams reopen from the last revision delivered; compacted history means RESYNC.
 - Calls that fail because etcd is unreachable are retried with exponential backoff and
   jitter for up to `retry_timeout`, then raise `StoreUnavailable`. A write that failed
   in flight may have been applied; retrying it is safe because every write here is
@@ -42,7 +41,9 @@ import grpc
 from aetcd import rpc
 
 from gossamer.discovery import etcd_keys as ek
+from gossamer.discovery.changelog import DEFAULT_MAX_EVENTS
 from gossamer.discovery.embedded import check_owner, duplicate_error
+from gossamer.discovery.etcd_watch import WatchCache
 from gossamer.discovery.model import (
     STATIC_OWNER,
     Endpoint,
@@ -119,6 +120,7 @@ class EtcdStore(Store):
         retry_timeout: float = 10.0,
         backoff: tuple[float, float] = (0.05, 1.0),
         rng: random.Random | None = None,
+        max_log_events: int = DEFAULT_MAX_EVENTS,
     ) -> None:
         self.endpoints = list(endpoints)
         self.layout = ek.KeyLayout(prefix)
@@ -127,7 +129,9 @@ class EtcdStore(Store):
         self.retry_timeout = retry_timeout
         self._backoff = backoff
         self._rng = rng or random.Random()
+        self._max_log_events = max_log_events
         self._client: Any = None
+        self._watches: WatchCache | None = None
         self._closed = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -146,10 +150,25 @@ class EtcdStore(Store):
             host=host, port=int(port), timeout=self._rpc_timeout, options=CHANNEL_OPTIONS
         )
         self._closed.clear()
-        await self._call("connect", lambda: self._client.get(self.layout.root))
+        try:
+            await self._call("connect", lambda: self.client.get(self.layout.root))
+        except BaseException:
+            client, self._client = self._client, None
+            await client.close()
+            raise
+        self._watches = WatchCache(
+            lambda: self.client.channel,
+            self.layout,
+            self._resync,
+            self._delays,
+            max_events=self._max_log_events,
+        )
 
     async def close(self) -> None:
         self._closed.set()
+        if self._watches is not None:
+            await self._watches.close()
+            self._watches = None
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
@@ -342,53 +361,10 @@ class EtcdStore(Store):
         return int(response.header.revision)
 
     # -- watch ---------------------------------------------------------------------
-    async def watch(self, from_revision: int) -> AsyncIterator[Event]:
-        cursor = from_revision
-        next_delay = self._delays()
-        while not self._closed.is_set():
-            try:
-                watch = await self.client.watch_prefix(self.layout.root, start_revision=cursor + 1)
-            except ax.RevisionCompactedError:
-                resync = await self._resync()
-                if resync is None:
-                    return
-                yield resync
-                cursor = resync.revision
-                continue
-            except (ax.ClientError, grpc.aio.AioRpcError, StoreUnavailable) as exc:
-                await self._pause(next_delay(), "watch could not start", exc)
-                continue
-            try:
-                async for item in watch:
-                    next_delay = self._delays()
-                    change = self._decode(item)
-                    if change is not None:
-                        yield change
-                    cursor = item.kv.mod_revision
-            except ax.RevisionCompactedError:
-                resync = await self._resync()
-                if resync is None:
-                    return
-                yield resync
-                cursor = resync.revision
-            except (ax.ClientError, grpc.aio.AioRpcError) as exc:
-                await self._pause(next_delay(), "watch stream broke, resuming", exc)
-            finally:
-                if self._client is not None:
-                    try:
-                        await watch.cancel()
-                    except (ax.ClientError, grpc.aio.AioRpcError, RuntimeError):
-                        pass
-
-    def _decode(self, item: Any) -> Event | None:
-        is_put = item.kind == aetcd.rtypes.EventKind.PUT
-        try:
-            return ek.decode_event(
-                self.layout, is_put, item.kv.key, item.kv.value, item.kv.mod_revision
-            )
-        except ek.BadValue as exc:
-            event(log, logging.WARNING, "ignored a malformed registry record", error=str(exc))
-            return None
+    def watch(self, from_revision: int) -> AsyncIterator[Event]:
+        if self._watches is None:
+            raise StoreUnavailable("the etcd registry store is not started")
+        return self._watches.watch(from_revision)
 
     async def _pause(self, delay: float, what: str, exc: BaseException) -> None:
         event(log, logging.INFO, what, error=str(exc), retry_in=round(delay, 3))

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from gossamer.discovery.etcd import EtcdStore
-from gossamer.discovery.model import Endpoint, Event, EventKind, ServiceKey
+from gossamer.discovery.model import Endpoint, Event, EventKind, Service, ServiceKey
 from gossamer.discovery.registry import Registry
 from gossamer.discovery.store import StoreUnavailable
-from tests.helpers.etcd import EtcdCluster, etcd_server  # noqa: F401 (fixture)
+from tests.helpers.etcd import (  # noqa: F401 (fixture)
+    EtcdCluster,
+    EtcdMember,
+    etcd_server,
+    free_port,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -99,11 +105,23 @@ async def test_outage_and_recovery(etcd_server: EtcdCluster) -> None:  # noqa: F
     await store.close()
 
 
-async def test_start_fails_clearly_when_etcd_is_down() -> None:
-    from tests.helpers.etcd import free_port
-
-    store = EtcdStore([("127.0.0.1", free_port())], retry_timeout=0.5)
+async def test_start_fails_clearly_when_etcd_is_down_and_works_once_it_is_up(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    store = EtcdStore([("127.0.0.1", port)], retry_timeout=0.5)
     with pytest.raises(StoreUnavailable) as info:
         await store.start()
     assert "unreachable" in info.value.message
-    await store.close()
+    with pytest.raises(StoreUnavailable):
+        store.watch(0)  # not started: a clear error, not an AttributeError
+    member = EtcdMember("solo", port, free_port(), tmp_path / "d", tmp_path / "log")
+    member.initial_cluster = f"solo={member.peer_url}"
+    member.start()
+    try:
+        EtcdCluster([member], tmp_path).wait_healthy()
+        await store.start()  # the failed start left nothing half-open
+        assert await store.put_service(Service("late")) > 0
+        await store.close()
+    finally:
+        member.kill()
