@@ -32,7 +32,6 @@ from pathlib import Path
 from gossamer.discovery import snapshot_file
 from gossamer.discovery.changelog import DEFAULT_MAX_EVENTS, ChangeLog
 from gossamer.discovery.model import (
-    STATIC_OWNER,
     Endpoint,
     Event,
     EventKind,
@@ -376,9 +375,13 @@ class EmbeddedStore(Store):
             self._persisted_revision = revision
 
     # -- watch ---------------------------------------------------------------------
-    async def watch(self, from_revision: int) -> AsyncIterator[Event]:
+    def watch(self, from_revision: int) -> AsyncIterator[Event]:
+        if not self._open:
+            raise StoreUnavailable("the embedded registry store is not open")
+        return self._watch(from_revision, self._log)
+
+    async def _watch(self, from_revision: int, log: ChangeLog) -> AsyncIterator[Event]:
         cursor = from_revision
-        log = self._log
         while True:
             batch = log.since(cursor)
             if batch is None:
@@ -394,6 +397,3 @@ class EmbeddedStore(Store):
             if log.closed:
                 return
             await log.wait_beyond(cursor)
-
-
-__all__ = ["STATIC_OWNER", "EmbeddedStore", "check_owner", "duplicate_error", "lease_owner"]

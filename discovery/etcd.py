@@ -108,6 +108,14 @@ def _translate(exc: BaseException) -> BaseException:
     return GossamerError(f"etcd refused the request: {text}")
 
 
+def _static_or_junk(value: bytes) -> bool:
+    """Whether delete_service takes this lease-less record along (malformed ones too)."""
+    try:
+        return ek.decode_endpoint(value).owner == STATIC_OWNER
+    except (ValueError, KeyError, TypeError, ConfigError):
+        return True
+
+
 class EtcdStore(Store):
     """Registry in etcd under `prefix`."""
 
@@ -253,11 +261,7 @@ class EtcdStore(Store):
             if current is None:
                 raise NotFound(f"no service {key} in the registry")
             eps = await self._call("read", lambda: self.client.get_prefix(prefix))
-            static = [
-                kv.key
-                for kv in eps.kvs
-                if kv.lease == 0 and ek.decode_endpoint(kv.value).owner == STATIC_OWNER
-            ]
+            static = [kv.key for kv in eps.kvs if kv.lease == 0 and _static_or_junk(kv.value)]
             compare = [
                 t.mod(skey) == current.mod_revision,
                 # nothing under the endpoints prefix changed since we read it

@@ -11,6 +11,8 @@ Contract (checked by one contract test suite run against every store):
 - One write is one revision; a write that changes several keys (delete_service, a
   lease ending) yields several events carrying the same revision.
 - Deleting or updating something that does not exist raises NotFound.
+- PUT events carry the new Service/Endpoint; DELETE events carry only `key` (and
+  `instance_id`). Every event but RESYNC carries `key`.
 """
 
 from __future__ import annotations

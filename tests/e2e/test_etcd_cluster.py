@@ -11,7 +11,7 @@ import pytest
 
 from gossamer.discovery.etcd import EtcdStore
 from gossamer.discovery.model import Endpoint, Event, EventKind, Service, ServiceKey
-from tests.helpers.etcd import EtcdCluster, etcd_cluster  # noqa: F401 (fixture)
+from tests.helpers.etcd import EtcdCluster
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ def endpoint(i: int) -> Endpoint:
     return Endpoint(KEY, f"i-{i}", "10.0.0.1", 1000 + i)
 
 
-async def test_killing_a_member_loses_nothing(etcd_cluster: EtcdCluster) -> None:  # noqa: F811
+async def test_killing_a_member_loses_nothing(etcd_cluster: EtcdCluster) -> None:
     leader = etcd_cluster.leader_index()
     assert leader is not None
     order = [leader] + [i for i in range(3) if i != leader]

@@ -14,12 +14,7 @@ from gossamer.discovery.etcd import EtcdStore
 from gossamer.discovery.model import Endpoint, Event, EventKind, Service, ServiceKey
 from gossamer.discovery.registry import Registry
 from gossamer.discovery.store import StoreUnavailable
-from tests.helpers.etcd import (  # noqa: F401 (fixture)
-    EtcdCluster,
-    EtcdMember,
-    etcd_server,
-    free_port,
-)
+from tests.helpers.etcd import EtcdCluster, EtcdMember, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +32,7 @@ async def wait_for_revision(seen: list[Event], revision: int, timeout: float = 2
         await asyncio.sleep(0.02)
 
 
-async def test_outage_and_recovery(etcd_server: EtcdCluster) -> None:  # noqa: F811
+async def test_outage_and_recovery(etcd_server: EtcdCluster) -> None:
     member = etcd_server.members[0]
     store = EtcdStore([("127.0.0.1", member.client_port)], prefix="/outage", retry_timeout=1.0)
     await store.start()

@@ -12,7 +12,7 @@ import pytest
 from gossamer.discovery.etcd import EtcdStore
 from gossamer.discovery.model import Endpoint, Service, ServiceKey
 from gossamer.discovery.registry import Registry
-from tests.helpers.etcd import EtcdCluster, etcd_server, free_port  # noqa: F401 (fixture)
+from tests.helpers.etcd import EtcdCluster, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def gossamer(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_list_shows_live_registrations(etcd_server: EtcdCluster) -> None:  # noqa: F811
+async def test_list_shows_live_registrations(etcd_server: EtcdCluster) -> None:
     port = etcd_server.members[0].client_port
     store = EtcdStore([("127.0.0.1", port)], prefix="/cli")
     await store.start()

@@ -30,7 +30,7 @@ from gossamer.discovery.model import (
 )
 from gossamer.discovery.store import Store
 from gossamer.errors import ConfigError, NotFound
-from tests.helpers.etcd import EtcdCluster, shared_etcd  # noqa: F401 (fixture)
+from tests.helpers.etcd import EtcdCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ kills whatever is still running.
 
 Usage from a test::
 
-    from tests.helpers.etcd import etcd_cluster, etcd_server   # fixtures
+    # fixtures, registered for every test by tests/conftest.py (pytest_plugins)
 
     async def test_x(etcd_server):                 # one member
         store = open_store(etcd_server.store_url("/t1"), data_dir=tmp_path)

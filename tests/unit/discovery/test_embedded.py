@@ -173,9 +173,10 @@ async def test_watches_end_when_the_store_closes():
     store = EmbeddedStore(None)
     await store.start()
     received: list[object] = []
+    stream = store.watch(0)
 
     async def follow() -> None:
-        async for event in store.watch(0):
+        async for event in stream:
             received.append(event)
 
     task = asyncio.create_task(follow())
@@ -185,6 +186,8 @@ async def test_watches_end_when_the_store_closes():
     assert len(received) == 1
     with pytest.raises(StoreUnavailable):
         await store.put_service(SVC)
+    with pytest.raises(StoreUnavailable):
+        store.watch(0)
 
 
 async def test_set_health_accepts_strings_and_keeps_everything_else():
