@@ -1,1 +1,1 @@
-"""Helpers shared by tests (and benchmarks): real servers to test against."""
+"""Helpers shared by tests: real servers, certificates, clients."""

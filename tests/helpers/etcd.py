@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,19 +37,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.procs import free_port
+
+__all__ = ["EtcdCluster", "EtcdMember", "free_port", "start_etcd"]
+
 ETCD_BINARY = os.environ.get("GOSSAMER_ETCD_BINARY", "/usr/bin/etcd")
 START_TIMEOUT = 30.0
 # setpriv (util-linux) sets PR_SET_PDEATHSIG, then execs etcd: if the test process dies,
 # so does etcd. The signal follows the *thread* that started it, so start members from
 # the main thread (pytest fixtures do).
 _SETPRIV = shutil.which("setpriv")
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (etcd binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
