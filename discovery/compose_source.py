@@ -7,7 +7,8 @@ long syntax `{target, published, host_ip, protocol, app_protocol, name}`) and fr
 knows, else `x-gossamer: {protocol: ...}`, else `http`. UDP (and SCTP) ports cannot be
 meshed and are listed apart. `${VAR}`, `${VAR:-default}` and `$VAR` in ports are substituted from
 `environ` (as Compose does from the shell); a container port that stays unresolved is
-an error. Errors carry the file, field path and line (ruamel keeps positions).
+an error. `x-gossamer: {mesh: false}` and `{port: N}` (read by `gossamer inject` too) are
+reported as `meshed` and `app_port`. Errors carry the file, field path and line.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from gossamer.discovery.model import PROTOCOLS, ServicePort
 from gossamer.yamlconf import Node, load_document, load_file
 
 MAX_RANGE = 1000
-X_GOSSAMER_KEYS = ("protocol", "ports")
+# the per-service keys `gossamer inject` also reads (gossamer/compose/plan.py), plus ports
+X_GOSSAMER_KEYS = ("mesh", "port", "protocol", "ports")
 _VAR = re.compile(r"\$(?:\{(?P<braced>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*)|(?P<dollar>\$))")
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 _NOT_COMPOSE = "not a compose file: expected a mapping with a top-level 'services' mapping"
@@ -41,6 +43,8 @@ class ComposeService:
     ports: tuple[ExposedPort, ...] = ()
     other_ports: tuple[str, ...] = ()  # not TCP, so not meshed: "51820/udp"
     line: int | None = None
+    meshed: bool = True  # false with `x-gossamer: {mesh: false}`
+    app_port: int | None = None  # `x-gossamer: {port: N}`: where the sidecar delivers
 
     def service_ports(self) -> tuple[ServicePort, ...]:
         return tuple(ServicePort(p.port, p.protocol) for p in self.ports)
@@ -133,9 +137,14 @@ class _Reader:
         self.overrides: dict[int, str] = {}
         self.tcp: dict[int, ExposedPort] = {}
         self.other: list[str] = []
+        self.meshed = True
+        self.app_port: int | None = None
         x = service.child("x-gossamer", None)
         if x.value is not None:
             x.check_keys(X_GOSSAMER_KEYS)
+            self.meshed = x.child("mesh", True).boolean()
+            if x.has("port"):
+                self.app_port = x.child("port").integer(minimum=1, maximum=65535)
             if x.has("protocol"):
                 self.default_protocol = x.child("protocol").choice(PROTOCOLS)
             for key, value in x.child("ports", None).entries():
@@ -195,7 +204,14 @@ def _service(name: str, node: Node, environ: Mapping[str, str]) -> ComposeServic
         text = _scalar(item, environ)
         body, _, transport = text.partition("/")
         reader.add(item, _range(item, body), transport or "tcp", None, None)
-    return ComposeService(name, tuple(reader.tcp.values()), tuple(reader.other), node.line)
+    return ComposeService(
+        name,
+        tuple(reader.tcp.values()),
+        tuple(reader.other),
+        node.line,
+        reader.meshed,
+        reader.app_port,
+    )
 
 
 def parse_compose(doc: Node, *, environ: Mapping[str, str] | None = None) -> ComposeFile:

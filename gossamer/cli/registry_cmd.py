@@ -175,6 +175,8 @@ def compose(compose_file: Path, output: str) -> None:
                 {"port": p.port, "protocol": p.protocol, "published": p.published} for p in s.ports
             ],
             "not_meshed": list(s.other_ports),
+            "meshed": s.meshed,
+            "app_port": s.app_port,
         }
         for s in parsed.services
     ]

@@ -74,6 +74,7 @@ services:
     expose: ["9000", 9100, "9200-9201/tcp"]
     x-gossamer:
       protocol: http2
+      port: 7000
       ports: {7000: tcp}
   worker:
 """
@@ -97,8 +98,15 @@ def test_short_long_expose_ranges_and_protocols():
     assert api.other_ports == ("53/udp",)
     assert api.ports[0] == ExposedPort(9000, "http2", "127.0.0.1:8000-8001", line=5)
     assert api.service_ports()[3] == ServicePort(7000, "tcp")
+    assert api.meshed and api.app_port == 7000
     worker = parsed.service("worker")
-    assert worker is not None and worker.ports == ()
+    assert worker is not None and worker.ports == () and worker.meshed
+
+
+def test_services_left_out_of_the_mesh():
+    text = "services:\n  db:\n    expose: [5432]\n    x-gossamer: {mesh: false}\n"
+    [db] = parse_compose_text(text).services
+    assert not db.meshed and [p.port for p in db.ports] == [5432]
 
 
 def test_environment_fills_variables():
@@ -168,6 +176,16 @@ def test_interpolation_rules():
             "services:\n  a:\n    x-gossamer: {ports: {web: grpc}}\n",
             "compose.yaml:3: services.a.x-gossamer.ports.web",
             "not a port number",
+        ),
+        (
+            "services:\n  a:\n    x-gossamer: {mesh: 'no'}\n",
+            "compose.yaml:3: services.a.x-gossamer.mesh",
+            "true or false",
+        ),
+        (
+            "services:\n  a:\n    x-gossamer: {port: 0}\n",
+            "compose.yaml:3: services.a.x-gossamer.port",
+            "between 1 and 65535",
         ),
     ],
 )
