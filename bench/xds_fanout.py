@@ -43,6 +43,7 @@ def mesh_text(port: int, services: int, change: int) -> str:
         "control:",
         f"  insecure_xds_listen: 127.0.0.1:{port}",
         "  xds_listen: 127.0.0.1:0",
+        "  bootstrap_listen: 127.0.0.1:0",
         "  api_listen: 127.0.0.1:0",
         "services:",
     ]

@@ -3,12 +3,14 @@
 ```yaml
 trust_domain: gossamer.local
 control:
-  xds_listen: 0.0.0.0:15012            # mTLS, for sidecars
+  xds_listen: 0.0.0.0:15012            # mTLS, for sidecars (ADS, registration, renewal)
+  bootstrap_listen: 0.0.0.0:15011      # server-auth TLS: first certificate with a join token
   insecure_xds_listen: 127.0.0.1:15010 # optional plaintext port (proxyless gRPC); warns at start
   api_listen: 127.0.0.1:15014          # operator API, dashboard, /metrics, http_sd
   ca_dir: ./.gossamer/ca
   data_dir: ./.gossamer/data           # the embedded store's files
   store: embedded                      # or etcd://host:port,host:port
+  lease_ttl: 10s                       # a lost sidecar's endpoint leaves after this
 services: [...]                        # discovery fields + per-service policy (policy.py)
 ```
 
@@ -28,11 +30,21 @@ from typing import Any
 
 from gossamer.control.policy import DEFAULT_POLICY, POLICY_KEYS, ServicePolicy, parse_service_policy
 from gossamer.discovery.model import DEFAULT_NAMESPACE, ServiceKey, check_label
+from gossamer.discovery.stores import parse_store_url
 from gossamer.errors import ConfigError
 from gossamer.yamlconf import Node, load_document, load_file
 
 TOP_LEVEL_KEYS = ("trust_domain", "control", "services")
-CONTROL_KEYS = ("xds_listen", "insecure_xds_listen", "api_listen", "ca_dir", "data_dir", "store")
+CONTROL_KEYS = (
+    "xds_listen",
+    "bootstrap_listen",
+    "insecure_xds_listen",
+    "api_listen",
+    "ca_dir",
+    "data_dir",
+    "store",
+    "lease_ttl",
+)
 # The discovery fields of a service entry, parsed by the registry's mesh-file source.
 SERVICE_DISCOVERY_KEYS = ("name", "namespace", "ports", "endpoints")
 SERVICE_KEYS = SERVICE_DISCOVERY_KEYS + POLICY_KEYS
@@ -76,37 +88,15 @@ def parse_address(text: str) -> Address:
 
 
 @dataclass(frozen=True)
-class StoreUrl:
-    """`embedded`, or etcd with its endpoints."""
-
-    kind: str
-    endpoints: tuple[Address, ...] = ()
-
-    def __str__(self) -> str:
-        if self.kind == "embedded":
-            return "embedded"
-        return "etcd://" + ",".join(str(e) for e in self.endpoints)
-
-
-def parse_store(text: str) -> StoreUrl:
-    if text == "embedded":
-        return StoreUrl("embedded")
-    if not text.startswith("etcd://"):
-        raise ValueError(f"expected 'embedded' or etcd://host:port[,host:port...], got {text!r}")
-    rest = text[len("etcd://") :].rstrip("/")
-    if not rest:
-        raise ValueError("etcd:// needs at least one host:port")
-    return StoreUrl("etcd", tuple(parse_address(part) for part in rest.split(",")))
-
-
-@dataclass(frozen=True)
 class ControlConfig:
     xds_listen: Address = Address("0.0.0.0", 15012)
+    bootstrap_listen: Address = Address("0.0.0.0", 15011)
     insecure_xds_listen: Address | None = None
     api_listen: Address = Address("127.0.0.1", 15014)
     ca_dir: Path = Path(".gossamer/ca")
     data_dir: Path = Path(".gossamer/data")
-    store: StoreUrl = StoreUrl("embedded")
+    store: str = "embedded"  # or etcd://host:port[,host:port...][/prefix]
+    lease_ttl: float = 10.0  # how long a sidecar's endpoint outlives its lost stream
 
 
 @dataclass(frozen=True)
@@ -182,17 +172,26 @@ def _parse_control(node: Node, base_dir: Path | None) -> ControlConfig:
         return path
 
     xds = address("xds_listen", defaults.xds_listen)
+    bootstrap = address("bootstrap_listen", defaults.bootstrap_listen)
     api = address("api_listen", defaults.api_listen)
     insecure = address("insecure_xds_listen", None)
-    assert xds is not None and api is not None
+    assert xds is not None and api is not None and bootstrap is not None
     store = defaults.store
     if node.has("store"):
         store_node = node.child("store")
+        store = store_node.string().strip()
         try:
-            store = parse_store(store_node.string())
-        except ValueError as exc:
-            raise store_node.error(str(exc)) from None
-    ports = [(k, a) for k, a in (("xds_listen", xds), ("api_listen", api)) if a.port != 0]
+            parse_store_url(store)
+        except ConfigError as exc:
+            raise store_node.error(exc.detail, hint=exc.hint) from None
+    lease_ttl = defaults.lease_ttl
+    if node.has("lease_ttl"):
+        lease_node = node.child("lease_ttl")
+        lease_ttl = lease_node.duration()
+        if not 1.0 <= lease_ttl <= 3600.0:
+            raise lease_node.error("must be between 1s and 1h")
+    named = (("xds_listen", xds), ("bootstrap_listen", bootstrap), ("api_listen", api))
+    ports = [(k, a) for k, a in named if a.port != 0]
     if insecure is not None and insecure.port != 0:
         ports.append(("insecure_xds_listen", insecure))
     seen: dict[tuple[str, int], str] = {}
@@ -203,11 +202,13 @@ def _parse_control(node: Node, base_dir: Path | None) -> ControlConfig:
         seen[(addr.host, addr.port)] = key
     return ControlConfig(
         xds_listen=xds,
+        bootstrap_listen=bootstrap,
         insecure_xds_listen=insecure,
         api_listen=api,
         ca_dir=directory("ca_dir", defaults.ca_dir),
         data_dir=directory("data_dir", defaults.data_dir),
         store=store,
+        lease_ttl=lease_ttl,
     )
 
 

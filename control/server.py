@@ -1,28 +1,24 @@
-"""The control-plane process: configuration, publisher, snapshot cache and gRPC ports.
+"""The control-plane process: configuration, registry, publisher, cache and gRPC ports.
 
-`ControlPlane(config_path)` loads mesh.yaml (fatal if invalid at start), publishes the
-first snapshots, then serves ADS and the standard gRPC health service on every
-configured port. Today that is `control.insecure_xds_listen` (plaintext; a warning is
-logged). The mTLS port (`control.xds_listen`) joins through `serve_port(address,
-credentials=..., identify=...)` once the identity service exists: the same servicer,
-with `identify` reading the peer's SPIFFE ID from the TLS auth context, so each port
-decides how nodes are placed in groups.
-
-Plug-in points for the next step:
-- more services (identity, registration): `plane.add_servicer(register)` before `start()`;
-- registry: call `publisher.set_state(state)` (e.g. `sources.follow_store(store,
-  plane.publisher.set_state)`) and construct with `static_registry=False`; today the
-  static services of mesh.yaml are read by the temporary adapter in static_services.py;
-- operator API: read `plane.registry.to_dict()` (streams, ACK/NACK), `plane.cache`
-  (snapshots and versions), `plane.publisher.stats`, `plane.watcher.last_error`;
-- trust bundle: `trust_bundle_loader(ca_dir)`, re-read on every reload and SIGHUP.
+`ControlPlane(config_path)` loads mesh.yaml (fatal if invalid at start), opens the
+registry store and syncs mesh.yaml's static services into it, publishes the first
+snapshots, then serves:
+- `control.bootstrap_listen`: server-authenticated TLS, the identity service only
+  (a new sidecar's first certificate, with a join token);
+- `control.xds_listen`: mutual TLS; ADS, identity (renewal), registration, gRPC health;
+  the peer's SPIFFE ID decides which resources it gets;
+- `control.insecure_xds_listen` (optional): plaintext ADS for local proxyless gRPC
+  clients, with a warning at start;
+- `control.api_listen`: the operator API and dashboard (control/api_server.py).
+Registry changes (sidecar registrations on any replica, mesh.yaml reloads) flow from
+the store's watch to the publisher. `secure=False` runs without a CA (protocol tests on
+the insecure port); `trust_bundle_loader` then provides the bundle, if any.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 from collections.abc import Callable
@@ -35,6 +31,9 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from gossamer.discovery.meshfile import MeshServices, parse_services
+from gossamer.discovery.store import Store
+from gossamer.discovery.stores import open_store
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.logs import event
 from gossamer.yamlconf import Node
@@ -44,8 +43,9 @@ from .cache import SnapshotCache
 from .config import Address, MeshConfig
 from .nodes import resolve_group
 from .publisher import Publisher
+from .registry_link import RegistryLink
 from .reload import ConfigWatcher
-from .static_services import registry_from_document
+from .security import MeshSecurity
 from .stream import StreamEnvironment
 from .streams import StreamRegistry
 from .translate import NodeGroup
@@ -55,22 +55,8 @@ log = logging.getLogger("gossamer.control")
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 TrustBundleLoader = Callable[[Path], bytes | None]
-
-
-def load_trust_bundle(ca_dir: Path) -> bytes | None:
-    """The CA's trust bundle, or None when there is no CA (yet) in `ca_dir`."""
-    try:  # the CA lands on main separately; until then there is no bundle
-        ca_module = importlib.import_module("gossamer.certs.ca")
-    except ImportError:
-        return None
-    if not ca_dir.exists():
-        return None
-    try:
-        bundle: bytes = ca_module.CertificateAuthority.load(ca_dir).trust_bundle_pem()
-    except GossamerError as exc:
-        event(log, logging.WARNING, "no trust bundle", ca_dir=str(ca_dir), error=exc.message)
-        return None
-    return bundle
+ServerHook = Callable[[grpc.aio.Server], None]
+CA_POLL_SECONDS = 1.0
 
 
 class ControlPlane:
@@ -79,8 +65,9 @@ class ControlPlane:
         config_path: str | Path,
         *,
         reload_interval: float = 0.5,
-        trust_bundle_loader: TrustBundleLoader = load_trust_bundle,
-        static_registry: bool = True,
+        secure: bool = True,
+        trust_bundle_loader: TrustBundleLoader | None = None,
+        store: Store | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.cache = SnapshotCache()
@@ -89,7 +76,11 @@ class ControlPlane:
         self.health = HealthServicer()
         self.watcher = ConfigWatcher(self.config_path, self._on_config, interval=reload_interval)
         self._trust_bundle_loader = trust_bundle_loader
-        self._static_registry = static_registry
+        self._secure = secure
+        self._store = store
+        self._static: MeshServices | None = None
+        self.link: RegistryLink | None = None
+        self.security: MeshSecurity | None = None
         self._servers: list[grpc.aio.Server] = []
         self._servicers: list[Callable[[grpc.aio.Server], None]] = []
         self._bound: dict[str, int] = {}
@@ -112,40 +103,85 @@ class ControlPlane:
         return resolve_group(node, identity, self.mesh.trust_domain)
 
     def _on_config(self, root: Node, mesh: MeshConfig) -> None:
-        state = None
-        if self._static_registry:
-            revision = (self.publisher.state.revision + 1) if self.publisher.state else 1
-            state = registry_from_document(root, revision)  # may raise ConfigError: nothing applied
+        static = parse_services(root)  # may raise ConfigError: nothing applied
         previous = self.publisher.mesh
         if previous is not None and previous.control != mesh.control:
             event(log, logging.WARNING, "control: settings changed; they apply after a restart")
             mesh = MeshConfig(mesh.trust_domain, previous.control, mesh.policies, mesh.source)
         self.publisher.set_mesh(mesh)
-        if state is not None:
-            self.publisher.set_state(state)
-        self.publisher.set_trust_bundle(self._trust_bundle_loader(mesh.control.ca_dir))
+        self._static = static
+        if self.link is not None:
+            self.link.request_sync(static)
+        self._refresh_trust_bundle()
+
+    def _refresh_trust_bundle(self) -> None:
+        if self.security is not None:
+            self.publisher.set_trust_bundle(self.security.trust_bundle())
+        elif self._trust_bundle_loader is not None and self.publisher.mesh is not None:
+            self.publisher.set_trust_bundle(
+                self._trust_bundle_loader(self.publisher.mesh.control.ca_dir)
+            )
+
+    async def _watch_ca(self) -> None:
+        """Push a rotated trust bundle to every sidecar within about a second."""
+        assert self.security is not None
+        stamp = self.security.ca_stamp()
+        while True:
+            await asyncio.sleep(CA_POLL_SECONDS)
+            try:
+                current = self.security.ca_stamp()
+            except (OSError, GossamerError):
+                continue
+            if current != stamp:
+                stamp = current
+                self._refresh_trust_bundle()
+                event(log, logging.INFO, "trust bundle changed: pushing it to every sidecar")
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         self.watcher.load_initial()  # raises ConfigError: the process must not start
-        self.publisher.publish()  # snapshots exist before the first client can connect
         control = self.mesh.control
-        if control.insecure_xds_listen is None:
+        if not self._secure and control.insecure_xds_listen is None:
             raise ConfigError(
                 "nothing to serve: control.insecure_xds_listen is not set",
                 field="control.insecure_xds_listen",
                 source=str(self.config_path),
-                hint="the mTLS port (xds_listen) needs the identity service, which is not built yet; "
-                "set insecure_xds_listen: 127.0.0.1:15010 for local clients",
             )
-        event(
-            log,
-            logging.WARNING,
-            "serving xDS without TLS or authentication",
-            address=str(control.insecure_xds_listen),
-            detail="any local process can read the mesh configuration from this port",
-        )
-        await self.serve_port(control.insecure_xds_listen, name="insecure_xds")
+        store = self._store or open_store(control.store, data_dir=control.data_dir)
+        self.link = RegistryLink(store, self.publisher.set_state)
+        if self._secure:
+            self.security = MeshSecurity(
+                control.ca_dir, self.mesh.trust_domain, self.link.registry, control.lease_ttl
+            )
+        self._refresh_trust_bundle()
+        assert self._static is not None
+        await self.link.start(self._static)  # the registry's state before anything is served
+        self.publisher.publish()  # snapshots exist before the first client can connect
+        if self.security is not None:
+            sec = self.security
+            await self.serve_port(
+                control.bootstrap_listen,
+                name="bootstrap",
+                credentials=sec.bootstrap_credentials(),
+                services=[sec.add_identity],
+            )
+            await self.serve_port(
+                control.xds_listen,
+                name="xds",
+                credentials=sec.mtls_credentials(),
+                identify=sec.identify,
+                services=[sec.add_identity, sec.add_registration],
+            )
+            self._tasks.append(asyncio.create_task(self._watch_ca(), name="ca-watcher"))
+        if control.insecure_xds_listen is not None:
+            event(
+                log,
+                logging.WARNING,
+                "serving xDS without TLS or authentication",
+                address=str(control.insecure_xds_listen),
+                detail="any local process can read the mesh configuration from this port",
+            )
+            await self.serve_port(control.insecure_xds_listen, name="insecure_xds")
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(ADS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="config-watcher"))
@@ -158,9 +194,8 @@ class ControlPlane:
             groups=len(self.cache.groups()),
         )
 
-    def add_servicer(self, register: Callable[[grpc.aio.Server], None]) -> None:
-        """Serve another gRPC service on every port opened from now on (the identity and
-        registration services): `register` is e.g. `lambda s: add_XServicer_to_server(x, s)`."""
+    def add_servicer(self, register: ServerHook) -> None:
+        """Serve another gRPC service on every ADS port opened from now on."""
         self._servicers.append(register)
 
     async def serve_port(
@@ -170,8 +205,10 @@ class ControlPlane:
         name: str,
         credentials: grpc.ServerCredentials | None = None,
         identify: Identify = no_identity,
+        services: list[ServerHook] | None = None,
     ) -> int:
-        """Serve ADS + health on one address; returns the bound port (0 picks one)."""
+        """Serve ADS + health (+ `services`) on one address; returns the bound port (0
+        picks one). The bootstrap port passes `services` without ADS: see start()."""
         server = grpc.aio.server(
             options=[
                 ("grpc.keepalive_time_ms", 30_000),
@@ -180,11 +217,14 @@ class ControlPlane:
                 ("grpc.so_reuseport", 0),  # a second control plane on the same port must fail
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AdsServicer(self.env, identify), server
-        )
+        if name != "bootstrap":
+            ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+                AdsServicer(self.env, identify), server
+            )
+            for register in self._servicers:
+                register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        for register in self._servicers:
+        for register in services or ():
             register(server)
         target = str(address)
         port: int
@@ -243,9 +283,13 @@ class ControlPlane:
     def reload(self) -> None:
         """SIGHUP: re-read mesh.yaml and the trust bundle now."""
         self.watcher.trigger()
-        mesh = self.publisher.mesh
-        if mesh is not None:
-            self.publisher.set_trust_bundle(self._trust_bundle_loader(mesh.control.ca_dir))
+        self._refresh_trust_bundle()
+
+    async def settle(self) -> None:
+        """Wait until mesh.yaml's last load reached the registry and the snapshots."""
+        if self.link is not None:
+            await self.link.settle()
+        self.publisher.publish()
 
     async def stop(self, grace: float = 2.0) -> None:
         with contextlib.suppress(Exception):
@@ -257,6 +301,8 @@ class ControlPlane:
                 await task
         await asyncio.gather(*(s.stop(grace) for s in self._servers), return_exceptions=True)
         self._servers.clear()
+        if self.link is not None:
+            await self.link.close()
 
     async def run_until_signalled(self) -> None:
         """Start, then serve until SIGTERM/SIGINT; SIGHUP reloads."""

@@ -44,6 +44,7 @@ def mesh(services: list[dict[str, Any]], *, insecure_port: int = 0, **extra: Any
         "control": {
             "insecure_xds_listen": f"127.0.0.1:{insecure_port}",
             "xds_listen": "127.0.0.1:0",
+            "bootstrap_listen": "127.0.0.1:0",
             "api_listen": "127.0.0.1:0",
         },
         "services": services,
@@ -63,7 +64,7 @@ async def running_control_plane(
     config = tmp_path / "mesh.yaml"
     write_mesh(config, data)
     plane = ControlPlane(
-        config, reload_interval=3600, trust_bundle_loader=lambda _dir: trust_bundle
+        config, reload_interval=3600, secure=False, trust_bundle_loader=lambda _dir: trust_bundle
     )
     for register in servicers:
         plane.add_servicer(register)
@@ -74,11 +75,12 @@ async def running_control_plane(
         await plane.stop(grace=0.2)
 
 
-def reload_now(plane: ControlPlane, path: Path, data: Mapping[str, Any]) -> None:
-    """Rewrite mesh.yaml and make the plane apply it at once (as SIGHUP would)."""
+async def reload_now(plane: ControlPlane, path: Path, data: Mapping[str, Any]) -> None:
+    """Rewrite mesh.yaml and make the plane apply it at once (as SIGHUP would), through
+    the registry store, until the snapshots reflect it."""
     write_mesh(path, data)
     assert plane.watcher.check(force=True), plane.watcher.last_error
-    plane.publisher.publish()
+    await plane.settle()
 
 
 class ControlPlaneProcess:

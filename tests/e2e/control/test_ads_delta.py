@@ -47,7 +47,7 @@ async def test_wildcard_subscription_ack_and_removal(tmp_path):
         info = plane.registry.streams()[0]
         assert info.protocol == "delta"
         assert info.types[names.CLUSTER].acked_version == first.system_version_info
-        reload_now(plane, config, mesh(services(shop=False)))
+        await reload_now(plane, config, mesh(services(shop=False)))
         second = await client.recv()
         assert list(second.removed_resources) == [SHOP]
         assert not second.resources  # nothing else changed
@@ -69,7 +69,7 @@ async def test_subscribe_unsubscribe_and_resubscribe(tmp_path):
         await client.ack(second)
         await client.request(names.ENDPOINT, unsubscribe=[ECHO])
         await client.expect_silence(0.3)
-        reload_now(plane, config, mesh(services(echo_endpoints=3)))
+        await reload_now(plane, config, mesh(services(echo_endpoints=3)))
         await client.expect_silence(0.3)  # ECHO changed, but nobody asks for it
         await client.request(names.ENDPOINT, [ECHO])
         third = await client.recv()
@@ -88,7 +88,7 @@ async def test_requested_absent_is_reported_removed_then_sent_when_created(tmp_p
         assert list(first.removed_resources) == [SHOP] and not first.resources
         await client.ack(first)
         await client.expect_silence(0.3)  # reported once
-        reload_now(plane, config, mesh(services(shop=True)))
+        await reload_now(plane, config, mesh(services(shop=True)))
         second = await client.recv()
         assert set(client.decode(second)) == {SHOP}
 
@@ -110,7 +110,7 @@ async def test_reconnect_with_initial_resource_versions_sends_only_differences(t
             await client.expect_silence(0.3)
             # while disconnected ECHO changes: only ECHO comes back
             await client.close()
-            reload_now(plane, config, mesh(services(echo_endpoints=3)))
+            await reload_now(plane, config, mesh(services(echo_endpoints=3)))
             await client.reconnect()
             await client.request(names.ENDPOINT, [ECHO, WEB], initial_versions=held)
             update = await client.recv()
@@ -138,7 +138,7 @@ async def test_nack_is_recorded_and_not_resent(tmp_path):
         await client.request(names.ENDPOINT, [ECHO])
         first = await client.recv()
         await client.ack(first)
-        reload_now(plane, config, mesh(services(echo_endpoints=3)))
+        await reload_now(plane, config, mesh(services(echo_endpoints=3)))
         second = await client.recv()
         await client.nack(second, "endpoint rejected")
         await client.expect_silence(0.3)

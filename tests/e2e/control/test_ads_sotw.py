@@ -68,7 +68,7 @@ async def test_nack_keeps_last_good_version_and_records_the_error(tmp_path):
         await client.request(names.CLUSTER)
         first = await client.recv()
         await client.ack(first)
-        reload_now(plane, config, mesh(services(echo_lb="least_request")))
+        await reload_now(plane, config, mesh(services(echo_lb="least_request")))
         second = await client.recv()
         assert second.version_info != first.version_info
         await client.nack(second, "unsupported lb policy", version=first.version_info)
@@ -80,7 +80,7 @@ async def test_nack_keeps_last_good_version_and_records_the_error(tmp_path):
         assert state.last_nack.error == "unsupported lb policy"
         assert plane.registry.last_nack("n1", names.CLUSTER) == state.last_nack
         # the next change is pushed and ACKed; the NACK stays on record
-        reload_now(plane, config, mesh(services(echo_lb="random")))
+        await reload_now(plane, config, mesh(services(echo_lb="random")))
         third = await client.recv()
         await client.ack(third)
         await client.expect_silence(0.2)
@@ -98,7 +98,7 @@ async def test_stale_nonce_is_ignored(tmp_path):
     ):
         await client.request(names.CLUSTER)
         first = await client.recv()
-        reload_now(plane, config, mesh(services(echo_lb="least_request")))
+        await reload_now(plane, config, mesh(services(echo_lb="least_request")))
         second = await client.recv()  # sent before the client answered `first`
         # A request with the older nonce that would narrow the subscription to ECHO:
         # applied, it would trigger a response holding only ECHO. It must be ignored.
@@ -110,7 +110,7 @@ async def test_stale_nonce_is_ignored(tmp_path):
         await client.expect_silence(0.2)
         assert info.types[names.CLUSTER].acked_version == second.version_info
         # still a wildcard subscription: the next push carries every cluster
-        reload_now(plane, config, mesh(services(echo_lb="random")))
+        await reload_now(plane, config, mesh(services(echo_lb="random")))
         third = await client.recv()
         assert {ECHO, WEB, names.PASSTHROUGH_CLUSTER} <= set(client.decode(third))
 
@@ -132,7 +132,7 @@ async def test_requested_before_it_exists_is_sent_when_it_appears(tmp_path):
                 "endpoints": [{"address": "127.0.0.1", "port": 7100}],
             }
         ]
-        reload_now(plane, config, mesh(services(extra=extra)))
+        await reload_now(plane, config, mesh(services(extra=extra)))
         eds = await client.recv(type_url=names.ENDPOINT)
         assert set(client.decode(eds)) == {late}
         lds = await client.recv(type_url=names.LISTENER)
@@ -176,7 +176,7 @@ async def test_endpoint_change_pushes_only_eds_and_in_order(tmp_path):
             await client.request(type_url, wanted)
             await client.ack(await client.recv(type_url=type_url), wanted)
         await client.expect_silence(0.3)
-        reload_now(plane, config, mesh(services(echo_endpoints=3)))
+        await reload_now(plane, config, mesh(services(echo_endpoints=3)))
         eds = await client.recv()
         assert eds.type_url == names.ENDPOINT
         assert set(client.decode(eds)) == {ECHO}  # WEB did not change
@@ -188,7 +188,7 @@ async def test_endpoint_change_pushes_only_eds_and_in_order(tmp_path):
             {"name": "shop", "ports": [{"port": 8081, "protocol": "http"}]},
             {"name": "db", "ports": [{"port": 5432, "protocol": "tcp"}]},
         ]
-        reload_now(plane, config, mesh(services(echo_endpoints=4, extra=extra)))
+        await reload_now(plane, config, mesh(services(echo_endpoints=4, extra=extra)))
         order = [(await client.recv()).type_url for _ in range(4)]
         assert order == [names.CLUSTER, names.ENDPOINT, names.LISTENER, names.ROUTE]
 

@@ -38,12 +38,19 @@ def test_invalid_config_at_start_is_one_clear_line(tmp_path):
     assert f"mesh.yaml:{line}: services[1].lb_policy: must be one of" in result.stderr
 
 
-def test_missing_insecure_port_is_explained(tmp_path):
+def test_ca_of_another_trust_domain_is_explained(tmp_path):
+    from gossamer.certs.ca import CertificateAuthority
+
+    CertificateAuthority.init(tmp_path / "ca", "other.example")
     config = tmp_path / "mesh.yaml"
-    config.write_text("control: {api_listen: '127.0.0.1:0'}\n")
+    config.write_text(
+        "trust_domain: gossamer.local\n"
+        "control: {ca_dir: ca, xds_listen: '127.0.0.1:0', bootstrap_listen: '127.0.0.1:0',"
+        " api_listen: '127.0.0.1:0'}\n"
+    )
     result = run_cli("control", "--config", str(config))
-    assert result.returncode == 1
-    assert "insecure_xds_listen" in result.stderr and "hint:" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "trust domain other.example" in result.stderr and "hint:" in result.stderr
 
 
 def cluster_names(response) -> set[str]:
@@ -109,7 +116,14 @@ def test_port_in_use_is_an_error_not_a_shared_port(tmp_path):
     plane = ControlPlaneProcess(config, tmp_path / "control.log")
     plane.start(port)
     try:
-        second = run_cli("control", "--config", str(config))
+        # the same registry file is locked by the first process
+        same = run_cli("control", "--config", str(config))
+        assert same.returncode == 1 and "in use by another process" in same.stderr
+        # its own registry, the same port: the port must not be shared silently
+        other = tmp_path / "other"
+        other.mkdir()
+        write_mesh(other / "mesh.yaml", mesh(services("a"), insecure_port=port))
+        second = run_cli("control", "--config", str(other / "mesh.yaml"))
         assert second.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "hint:" in second.stderr
     finally:

@@ -10,7 +10,6 @@ from gossamer.control.config import (
     load_mesh_text,
     mesh_from_mapping,
     parse_address,
-    parse_store,
 )
 from gossamer.discovery.model import ServiceKey
 from gossamer.errors import ConfigError
@@ -57,7 +56,7 @@ def test_full_file(tmp_path):
     assert mesh.control.insecure_xds_listen == Address("127.0.0.1", 15010)
     assert mesh.control.ca_dir == tmp_path / "ca"  # relative to the file
     assert mesh.control.data_dir == Path("/var/lib/gossamer")
-    assert [str(e) for e in mesh.control.store.endpoints] == ["10.0.0.1:2379", "10.0.0.2:2379"]
+    assert mesh.control.store == "etcd://10.0.0.1:2379,10.0.0.2:2379"
     policy = mesh.policy_for(ServiceKey("default", "catalog"))
     assert policy.lb_policy == "ring_hash" and policy.hash_header == "x-user"
     assert policy.timeout == 5.0
@@ -135,7 +134,7 @@ def test_policy_errors_name_field_and_line(snippet, line, field, words):
         ("trust_domain: Bad_Domain!\n", "trust_domain", "not a valid trust domain"),
         ("control: {xds_listen: nowhere}\n", "control.xds_listen", "host:port"),
         ("control: {api_listen: '127.0.0.1:99999'}\n", "control.api_listen", "port"),
-        ("control: {store: postgres://x}\n", "control.store", "etcd://"),
+        ("control: {store: postgres://x}\n", "control.store", "unknown registry store"),
         ("control: {api_listen: '0.0.0.0:15012'}\n", "control.api_listen", "already used"),
         ("control: {listen: x}\n", "control.listen", "unknown field"),
         ("tracing: on\n", "tracing", "unknown field"),
@@ -205,8 +204,11 @@ def test_parse_address_rejects(text):
         parse_address(text)
 
 
-def test_parse_store():
-    assert parse_store("embedded").kind == "embedded"
-    assert str(parse_store("etcd://a:1,b:2/")) == "etcd://a:1,b:2"
-    with pytest.raises(ValueError):
-        parse_store("etcd://")
+def test_store_url_and_lease_ttl():
+    mesh = mesh_from_mapping({"control": {"store": "etcd://a:1,b:2/mesh", "lease_ttl": "30s"}})
+    assert mesh.control.store == "etcd://a:1,b:2/mesh"
+    assert mesh.control.lease_ttl == 30.0
+    with pytest.raises(ConfigError, match="no etcd members"):
+        mesh_from_mapping({"control": {"store": "etcd://"}})
+    with pytest.raises(ConfigError, match="between 1s and 1h"):
+        mesh_from_mapping({"control": {"lease_ttl": "0.1s"}})
