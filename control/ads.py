@@ -16,6 +16,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from gossamer.errors import AuthorizationDenied, GossamerError, RemoteProtocolError
 
 from .delta import DeltaStream
+from .peer import peer_cert_not_after
 from .sotw import SotwStream
 from .stream import AdsStream, StreamEnvironment
 
@@ -57,6 +58,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         stream = SotwStream(self.env, context.peer(), self.identify(context))
+        stream.info.cert_not_after = peer_cert_not_after(context)
         async for response in self._serve(stream, requests, context):
             yield response
 
@@ -66,5 +68,6 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
         stream = DeltaStream(self.env, context.peer(), self.identify(context))
+        stream.info.cert_not_after = peer_cert_not_after(context)
         async for response in self._serve(stream, requests, context):
             yield response

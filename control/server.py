@@ -39,6 +39,7 @@ from gossamer.logs import event
 from gossamer.yamlconf import Node
 
 from .ads import AdsServicer, Identify, no_identity
+from .api_server import ApiServer
 from .cache import SnapshotCache
 from .config import Address, MeshConfig
 from .nodes import resolve_group
@@ -81,6 +82,8 @@ class ControlPlane:
         self._static: MeshServices | None = None
         self.link: RegistryLink | None = None
         self.security: MeshSecurity | None = None
+        self.api: ApiServer | None = None
+        self.serve_api = True
         self._servers: list[grpc.aio.Server] = []
         self._servicers: list[Callable[[grpc.aio.Server], None]] = []
         self._bound: dict[str, int] = {}
@@ -182,6 +185,9 @@ class ControlPlane:
                 detail="any local process can read the mesh configuration from this port",
             )
             await self.serve_port(control.insecure_xds_listen, name="insecure_xds")
+        if self.serve_api:
+            self.api = ApiServer(self)
+            self._bound["api"] = await self.api.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(ADS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="config-watcher"))
@@ -301,6 +307,8 @@ class ControlPlane:
                 await task
         await asyncio.gather(*(s.stop(grace) for s in self._servers), return_exceptions=True)
         self._servers.clear()
+        if self.api is not None:
+            await self.api.stop()
         if self.link is not None:
             await self.link.close()
 

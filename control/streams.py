@@ -65,6 +65,7 @@ class StreamInfo:
     node_cluster: str = ""
     group: str = ""
     identity: str | None = None
+    cert_not_after: float | None = None  # the client certificate's expiry (mTLS port)
     user_agent: str = ""
     stale_nonces: int = 0
     types: dict[str, TypeState] = field(default_factory=dict)
@@ -81,6 +82,8 @@ class StreamInfo:
         state.sent_version = version
         state.sent_at = self._now()
         state.responses += 1
+        if self._registry is not None:
+            self._registry.pushes_total += 1
 
     def record_ack(self, type_url: str, version: str) -> None:
         state = self.type(type_url)
@@ -111,6 +114,7 @@ class StreamInfo:
             "node_cluster": self.node_cluster,
             "group": self.group,
             "identity": self.identity,
+            "cert_not_after": self.cert_not_after,
             "user_agent": self.user_agent,
             "stale_nonces": self.stale_nonces,
             "types": {SHORT_NAMES.get(t, t): s.to_dict() for t, s in sorted(self.types.items())},
@@ -125,6 +129,8 @@ class StreamRegistry:
         self._streams: dict[int, StreamInfo] = {}
         self._ids = itertools.count(1)
         self._nacks: OrderedDict[tuple[str, str], Nack] = OrderedDict()
+        self.pushes_total = 0  # responses sent on every stream since start
+        self.nacks_total = 0
 
     def open(self, protocol: str, peer: str) -> StreamInfo:
         info = StreamInfo(next(self._ids), protocol, peer, self.clock(), _registry=self)
@@ -142,6 +148,7 @@ class StreamRegistry:
 
     def remember_nack(self, node_id: str, type_url: str, nack: Nack) -> None:
         key = (node_id, type_url)
+        self.nacks_total += 1
         self._nacks.pop(key, None)
         self._nacks[key] = nack
         while len(self._nacks) > MAX_REMEMBERED_NACKS:

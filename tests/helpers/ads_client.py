@@ -59,9 +59,16 @@ class _BaseClient:
     method = ""
 
     def __init__(
-        self, target: str, node_id: str = "test-node", metadata: Mapping[str, str] | None = None
+        self,
+        target: str,
+        node_id: str = "test-node",
+        metadata: Mapping[str, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.target = target
+        self.credentials = credentials
+        self.options = options
         self.node = make_node(node_id, metadata)
         self._sent_node = False
         self.channel: grpc.aio.Channel | None = None
@@ -78,7 +85,10 @@ class _BaseClient:
         await self.close()
 
     async def connect(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.target)
+        if self.credentials is None:
+            self.channel = grpc.aio.insecure_channel(self.target)
+        else:
+            self.channel = grpc.aio.secure_channel(self.target, self.credentials, self.options)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
         self.call = getattr(stub, self.method)()
         self._sent_node = False
