@@ -237,3 +237,51 @@ async def test_operator_api_tokens_and_roles(plane):
     text = await asyncio.to_thread(fetch_metrics)
     assert "gossamer_control_certificates_issued_total 1.0" in text
     assert "gossamer_control_services 2.0" in text
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gossamer.cli.main",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_gossamer_status_shows_acks_and_nacks(plane):
+    creds = await certify(plane, "web")
+    api = f"http://127.0.0.1:{plane.bound_port('api')}"
+    admin = (plane.mesh.control.data_dir / "admin-token").read_text().strip()
+    async with AdsClient(
+        xds_target(plane),
+        "web-7",
+        credentials=mtls_channel_credentials(creds),
+        options=GRPC_TLS_OPTIONS,
+    ) as client:
+        await client.request(names.CLUSTER)
+        clusters = await client.recv(timeout=5)
+        await client.ack(clusters)
+        await client.request(names.LISTENER)
+        listeners = await client.recv(type_url=names.LISTENER, timeout=5)
+        await client.nack(listeners, "listener inbound: unsupported filter")
+        await asyncio.sleep(0.2)
+        code, out, err = await run_cli("status", "--api", api, "--token", admin, "-o", "json")
+        assert code == 0, err
+        [row] = json.loads(out)["sidecars"]
+        assert row["node_id"] == "web-7" and row["identity"].endswith("/sa/web")
+        assert row["types"]["CDS"]["acked_version"] == clusters.version_info
+        assert row["types"]["LDS"]["last_nack"]["error"] == "listener inbound: unsupported filter"
+        assert 0 < row["cert_seconds_left"] <= 86400
+        code, out, err = await run_cli("status", "--api", api, "--token", admin)
+        assert code == 0 and "web-7" in out and "NACK" in out and "unsupported filter" in out
+    code, _out, err = await run_cli("status", "--api", api, "--token", "gsa1_wrong")
+    assert code == 1 and "refused" in err and "Traceback" not in err
+    code, _out, err = await run_cli("status", "--api", "http://127.0.0.1:1")
+    assert code == 1 and "cannot reach the control plane" in err
