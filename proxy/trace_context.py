@@ -1,0 +1,224 @@
+"""Trace context in HTTP headers: W3C Trace Context and B3 (single and multi), no I/O.
+
+Specs: https://www.w3.org/TR/trace-context/ (`traceparent`, `tracestate`) and
+https://github.com/openzipkin/b3-propagation (`b3: {trace}-{span}-{sampled}-{parent}`,
+or `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled`, `X-B3-Flags`).
+
+Headers are the data path's `list[tuple[bytes, bytes]]` with names in any case.
+`extract` reads one context, preferring `traceparent`, then `b3`, then the X-B3 set; a
+malformed header is ignored (as if absent), per both specs. A B3 context may carry no
+sampling decision (`sampled is None`: the receiver decides) or only a decision
+(`b3: 0`, ids zero). `inject` removes every trace header already present (so no stale
+context of another format survives) and writes the given formats.
+"""
+
+from __future__ import annotations
+
+Headers = list[tuple[bytes, bytes]]
+
+W3C = "tracecontext"
+B3 = "b3"
+B3_MULTI = "b3multi"
+FORMATS = (W3C, B3, B3_MULTI)
+
+_TRACEPARENT = b"traceparent"
+_TRACESTATE = b"tracestate"
+_B3 = b"b3"
+_XB3_TRACE = b"x-b3-traceid"
+_XB3_SPAN = b"x-b3-spanid"
+_XB3_PARENT = b"x-b3-parentspanid"
+_XB3_SAMPLED = b"x-b3-sampled"
+_XB3_FLAGS = b"x-b3-flags"
+TRACE_HEADERS = frozenset(
+    {_TRACEPARENT, _TRACESTATE, _B3, _XB3_TRACE, _XB3_SPAN, _XB3_PARENT, _XB3_SAMPLED, _XB3_FLAGS}
+)
+# lengths of the names above: a cheap filter before lower-casing a header name
+_LENGTHS = frozenset(len(n) for n in TRACE_HEADERS)
+_HEX = frozenset(b"0123456789abcdef")
+
+
+class TraceContext:
+    """A remote span context (ids as ints; 0 means absent)."""
+
+    __slots__ = ("fmt", "parent_id", "sampled", "span_id", "trace_id", "tracestate")
+
+    def __init__(
+        self,
+        trace_id: int,
+        span_id: int,
+        sampled: bool | None,
+        fmt: str = W3C,
+        tracestate: str = "",
+        parent_id: int = 0,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.sampled = sampled
+        self.fmt = fmt
+        self.tracestate = tracestate
+        self.parent_id = parent_id
+
+    @property
+    def has_ids(self) -> bool:
+        return self.trace_id != 0 and self.span_id != 0
+
+    def __repr__(self) -> str:
+        return (
+            f"TraceContext({self.trace_id:032x}, {self.span_id:016x}, sampled={self.sampled}, "
+            f"fmt={self.fmt})"
+        )
+
+
+def _hex_id(raw: bytes, lengths: tuple[int, ...]) -> int:
+    """A non-zero lower-case hex id of an allowed length, else 0."""
+    if len(raw) not in lengths or not _HEX.issuperset(raw):
+        return 0
+    return int(raw, 16)
+
+
+def parse_traceparent(value: bytes, tracestate: bytes = b"") -> TraceContext | None:
+    value = value.strip()
+    if len(value) < 55 or value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+        return None
+    version = value[:2]
+    if not _HEX.issuperset(version) or version == b"ff":
+        return None
+    if version == b"00" and len(value) != 55:
+        return None
+    if len(value) > 55 and value[55:56] != b"-":  # a future version may append fields
+        return None
+    trace_id = _hex_id(value[3:35], (32,))
+    span_id = _hex_id(value[36:52], (16,))
+    flags = value[53:55]
+    if not trace_id or not span_id or not _HEX.issuperset(flags):
+        return None
+    sampled = bool(int(flags, 16) & 1)
+    return TraceContext(trace_id, span_id, sampled, W3C, tracestate.decode("latin-1").strip())
+
+
+def _b3_sampled(raw: bytes) -> bool | None:
+    raw = raw.strip().lower()
+    if raw in (b"1", b"d", b"true"):
+        return True
+    if raw in (b"0", b"false"):
+        return False
+    return None
+
+
+def parse_b3_single(value: bytes) -> TraceContext | None:
+    parts = value.strip().split(b"-")
+    if len(parts) == 1:  # only a sampling decision
+        sampled = _b3_sampled(parts[0])
+        return None if sampled is None else TraceContext(0, 0, sampled, B3)
+    trace_id = _hex_id(parts[0], (16, 32))
+    span_id = _hex_id(parts[1], (16,))
+    if not trace_id or not span_id or len(parts) > 4:
+        return None
+    sampled = None
+    if len(parts) >= 3:
+        if parts[2] not in (b"0", b"1", b"d"):
+            return None
+        sampled = parts[2] != b"0"
+    parent = 0
+    if len(parts) == 4:
+        parent = _hex_id(parts[3], (16,))
+        if not parent:
+            return None
+    return TraceContext(trace_id, span_id, sampled, B3, parent_id=parent)
+
+
+def parse_b3_multi(found: dict[bytes, bytes]) -> TraceContext | None:
+    sampled = _b3_sampled(found.get(_XB3_SAMPLED, b""))
+    if found.get(_XB3_FLAGS, b"").strip() == b"1":
+        sampled = True  # debug implies sampled
+    trace_raw, span_raw = found.get(_XB3_TRACE), found.get(_XB3_SPAN)
+    if trace_raw is None or span_raw is None:
+        return None if sampled is None else TraceContext(0, 0, sampled, B3_MULTI)
+    trace_id = _hex_id(trace_raw.strip().lower(), (16, 32))
+    span_id = _hex_id(span_raw.strip().lower(), (16,))
+    if not trace_id or not span_id:
+        return None
+    parent = _hex_id(found.get(_XB3_PARENT, b"").strip().lower(), (16,))
+    return TraceContext(trace_id, span_id, sampled, B3_MULTI, parent_id=parent)
+
+
+def find_trace_headers(headers: Headers) -> dict[bytes, bytes] | None:
+    """The trace headers present (lower-case names), or None when there are none."""
+    found: dict[bytes, bytes] | None = None
+    lengths = _LENGTHS
+    for name, value in headers:
+        if len(name) in lengths:
+            lowered = name.lower()
+            if lowered in TRACE_HEADERS:
+                if found is None:
+                    found = {}
+                if lowered == _TRACESTATE and lowered in found:
+                    found[lowered] += b"," + value  # several tracestate headers combine
+                else:
+                    found.setdefault(lowered, value)
+    return found
+
+
+def extract(headers: Headers) -> TraceContext | None:
+    """The request's trace context, or None when it carries none (or only bad ones)."""
+    found = find_trace_headers(headers)
+    if found is None:
+        return None
+    return extract_found(found)
+
+
+def extract_found(found: dict[bytes, bytes]) -> TraceContext | None:
+    ctx = None
+    parent = found.get(_TRACEPARENT)
+    if parent is not None:
+        ctx = parse_traceparent(parent, found.get(_TRACESTATE, b""))
+    if ctx is None and _B3 in found:
+        ctx = parse_b3_single(found[_B3])
+    if ctx is None:
+        ctx = parse_b3_multi(found)
+    return ctx
+
+
+def format_traceparent(trace_id: int, span_id: int, sampled: bool) -> bytes:
+    return b"00-%032x-%016x-%s" % (trace_id, span_id, b"01" if sampled else b"00")
+
+
+def remove_trace_headers(headers: Headers) -> None:
+    lengths = _LENGTHS
+    headers[:] = [
+        (n, v) for n, v in headers if len(n) not in lengths or n.lower() not in TRACE_HEADERS
+    ]
+
+
+def inject(
+    headers: Headers,
+    trace_id: int,
+    span_id: int,
+    sampled: bool,
+    formats: tuple[str, ...] = (W3C,),
+    *,
+    tracestate: str = "",
+    parent_id: int = 0,
+    had_trace_headers: bool = True,
+) -> None:
+    """Write the context in each of `formats`, replacing any trace headers present
+    (pass `had_trace_headers=False` when the request had none, to skip that scan)."""
+    if had_trace_headers:
+        remove_trace_headers(headers)
+    flag = b"1" if sampled else b"0"
+    for fmt in formats:
+        if fmt == W3C:
+            headers.append((_TRACEPARENT, format_traceparent(trace_id, span_id, sampled)))
+            if tracestate:
+                headers.append((_TRACESTATE, tracestate.encode("latin-1")))
+        elif fmt == B3:
+            value = b"%032x-%016x-%s" % (trace_id, span_id, flag)
+            if parent_id:
+                value += b"-%016x" % parent_id
+            headers.append((_B3, value))
+        elif fmt == B3_MULTI:
+            headers.append((_XB3_TRACE, b"%032x" % trace_id))
+            headers.append((_XB3_SPAN, b"%016x" % span_id))
+            if parent_id:
+                headers.append((_XB3_PARENT, b"%016x" % parent_id))
+            headers.append((_XB3_SAMPLED, flag))
