@@ -101,8 +101,9 @@ async function poll() {
     return;
   }
   const win = document.getElementById("window").value;
+  const query = win ? `?window=${encodeURIComponent(win)}` : "";
   try {
-    const resp = await fetch(`/v1/overview?window=${encodeURIComponent(win)}`, {
+    const resp = await fetch(`/v1/overview${query}`, {
       headers: { Authorization: "Bearer " + token },
       cache: "no-store",
     });
@@ -174,7 +175,7 @@ function renderGraph(graph) {
   const depth = layers(graph);
   const columns = {};
   for (const n of graph.nodes) (columns[depth[n.id]] = columns[depth[n.id]] || []).push(n);
-  const W = 190, H = 62, GX = 110, GY = 36, PAD = 24;
+  const W = 210, H = 62, GX = 180, GY = 36, PAD = 24;
   const pos = {};
   let maxRows = 1, maxCol = 0;
   for (const [col, nodes] of Object.entries(columns)) {
@@ -187,8 +188,10 @@ function renderGraph(graph) {
   const width = PAD * 2 + (maxCol + 1) * W + maxCol * GX;
   const height = PAD * 2 + maxRows * H + (maxRows - 1) * GY;
   root.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  root.setAttribute("width", width);
-  root.setAttribute("height", height);
+  // scale to the page width (never above natural size)
+  root.setAttribute("width", "100%");
+  root.style.maxWidth = width + "px";
+  root.setAttribute("preserveAspectRatio", "xMinYMin meet");
   const defs = svg("defs");
   const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5",
     markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
@@ -205,11 +208,13 @@ function renderGraph(graph) {
     const mx = (x1 + x2) / 2;
     g.append(svg("path", { d: `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2} ${y2}`,
       "marker-end": "url(#arrow)" }));
-    const label = `${rps(e.rps)}/s · ${pct(e.success_rate)} · p99 ${ms(e.latency_p99_ms)}` +
-      (e.secured ? " · 🔒" : "");
-    const ly = (y1 + y2) / 2 - 6;
-    g.append(svg("rect", { class: "lbl-bg", x: mx - 88, y: ly - 11, width: 176, height: 15, rx: 3 }));
-    g.append(svg("text", { x: mx, y: ly, "text-anchor": "middle" }, label));
+    const short = (v) => (v === null || v === undefined ? "-" : (v * 100).toFixed(1) + "%");
+    const line1 = `${e.rps.toFixed(1)}/s · ${short(e.success_rate)}`;
+    const line2 = `p99 ${ms(e.latency_p99_ms)}` + (e.secured ? " · mTLS" : "");
+    const ly = (y1 + y2) / 2 - 10;
+    g.append(svg("rect", { class: "lbl-bg", x: mx - 62, y: ly - 12, width: 124, height: 30, rx: 3 }));
+    g.append(svg("text", { x: mx, y: ly, "text-anchor": "middle" }, line1));
+    g.append(svg("text", { x: mx, y: ly + 14, "text-anchor": "middle" }, line2));
     parts.push(g);
   }
   for (const n of graph.nodes) {
@@ -221,9 +226,11 @@ function renderGraph(graph) {
     g.append(svg("rect", { width: W, height: H }));
     g.append(svg("text", { x: 10, y: 20, class: "name" }, n.id));
     if (st) {
+      g.append(svg("text", { x: W - 10, y: 20, "text-anchor": "end", class: "meshed" },
+        `${st.meshed}/${st.instances} meshed`));
       g.append(svg("text", { x: 10, y: 38 }, `${rps(st.rps)} rps · ${pct(st.success_rate)}`));
       g.append(svg("text", { x: 10, y: 54 },
-        `p50 ${ms(st.latency_p50_ms)} · p99 ${ms(st.latency_p99_ms)} · ${st.meshed}/${st.instances}`));
+        `p50 ${ms(st.latency_p50_ms)} · p99 ${ms(st.latency_p99_ms)}`));
     } else if (n.outside) {
       g.append(svg("text", { x: 10, y: 40 }, "callers outside the mesh"));
     }
@@ -294,8 +301,8 @@ function renderSidecars(sidecars) {
     el("td", {}, ...s.types.map((t) => badge(t.type, t.state))),
     el("td", {}, s.last_nack
       ? el("div", { class: "nack-error" },
-        `${s.last_nack.type} ${s.last_nack.version ? "v" + s.last_nack.version + " " : ""}` +
-        `${s.last_nack.at ? new Date(s.last_nack.at * 1000).toLocaleTimeString() + ": " : ""}${s.last_nack.error}`)
+        `${s.last_nack.type} rejected${s.last_nack.version ? " (still on v" + s.last_nack.version + ")" : ""}` +
+        `${s.last_nack.at ? " at " + new Date(s.last_nack.at * 1000).toLocaleTimeString() : ""}: ${s.last_nack.error}`)
       : "-"))));
 }
 

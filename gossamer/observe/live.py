@@ -13,7 +13,7 @@ once (model.pick_route_rows).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -121,7 +121,7 @@ def current(
 
 
 def _quantiles(
-    pairs: list[Pair], by: tuple[str, ...], where: Mapping[str, str]
+    pairs: Sequence[Pair], by: tuple[str, ...], where: Mapping[str, str]
 ) -> dict[tuple[str, ...], tuple[float | None, float | None, float | None]]:
     buckets = rates(pairs, "gossamer_request_duration_seconds_bucket", (*by, "le"), where)
     grouped: dict[tuple[str, ...], list[tuple[float, float]]] = {}
@@ -138,7 +138,7 @@ def _quantiles(
 
 
 def live_stats(
-    pairs: list[Pair],
+    pairs: Sequence[Pair],
     *,
     instances: Mapping[str, int] | None = None,
     namespaces: Mapping[str, str] | None = None,
@@ -183,7 +183,7 @@ def live_stats(
     return rows
 
 
-def live_edges(pairs: list[Pair]) -> list[Edge]:
+def live_edges(pairs: Sequence[Pair]) -> list[Edge]:
     """Caller -> callee as the callees' sidecars saw it, with the identities from the
     connection counters of both sides (every identity ever seen on the edge)."""
     dest = {"reporter": "destination"}
@@ -220,7 +220,7 @@ def live_edges(pairs: list[Pair]) -> list[Edge]:
     return sorted(edges.values(), key=lambda e: (e.source, e.destination))
 
 
-def live_routes(pairs: list[Pair]) -> list[RouteStat]:
+def live_routes(pairs: Sequence[Pair]) -> list[RouteStat]:
     by = ("reporter", "source_service", "destination_service", "route", "method")
     totals = rates(pairs, "gossamer_route_requests_total", (*by, "classification"))
     rows: dict[tuple[str, ...], RouteStat] = {}
