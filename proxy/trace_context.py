@@ -14,6 +14,8 @@ context of another format survives) and writes the given formats.
 
 from __future__ import annotations
 
+import re
+
 Headers = list[tuple[bytes, bytes]]
 
 W3C = "tracecontext"
@@ -34,7 +36,11 @@ TRACE_HEADERS = frozenset(
 )
 # lengths of the names above: a cheap filter before lower-casing a header name
 _LENGTHS = frozenset(len(n) for n in TRACE_HEADERS)
-_HEX = frozenset(b"0123456789abcdef")
+_HEX_DIGITS = b"0123456789abcdef"
+# version-traceid-parentid-flags, and whatever a later version appends after a dash
+_TRACEPARENT_RE = re.compile(
+    rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z", re.S
+)
 
 
 class TraceContext:
@@ -71,29 +77,40 @@ class TraceContext:
 
 def _hex_id(raw: bytes, lengths: tuple[int, ...]) -> int:
     """A non-zero lower-case hex id of an allowed length, else 0."""
-    if len(raw) not in lengths or not _HEX.issuperset(raw):
+    if len(raw) not in lengths or raw.translate(None, _HEX_DIGITS):
         return 0
     return int(raw, 16)
 
 
 def parse_traceparent(value: bytes, tracestate: bytes = b"") -> TraceContext | None:
-    value = value.strip()
-    if len(value) < 55 or value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+    match = _TRACEPARENT_RE.match(value.strip())
+    if match is None:
         return None
-    version = value[:2]
-    if not _HEX.issuperset(version) or version == b"ff":
-        return None
-    if version == b"00" and len(value) != 55:
-        return None
-    if len(value) > 55 and value[55:56] != b"-":  # a future version may append fields
-        return None
-    trace_id = _hex_id(value[3:35], (32,))
-    span_id = _hex_id(value[36:52], (16,))
-    flags = value[53:55]
-    if not trace_id or not span_id or not _HEX.issuperset(flags):
+    version, trace_hex, span_hex, flags, rest = match.groups()
+    if version == b"ff" or (version == b"00" and rest):
+        return None  # ff is forbidden; version 00 has exactly four fields
+    trace_id = int(trace_hex, 16)
+    span_id = int(span_hex, 16)
+    if not trace_id or not span_id:
         return None
     sampled = bool(int(flags, 16) & 1)
     return TraceContext(trace_id, span_id, sampled, W3C, tracestate.decode("latin-1").strip())
+
+
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+
+
+def is_unsampled_traceparent(value: bytes) -> bool:
+    """True for a valid `traceparent` whose sampled flag is off (a cheap check for the
+    common case: no ids are decoded, no context object is made)."""
+    match = _TRACEPARENT_RE.match(value.strip())
+    if match is None:
+        return False
+    version, trace_hex, span_hex, flags, rest = match.groups()
+    if version == b"ff" or (version == b"00" and rest):
+        return False
+    return trace_hex != _ZERO_TRACE and span_hex != _ZERO_SPAN and not int(flags, 16) & 1
 
 
 def _b3_sampled(raw: bytes) -> bool | None:

@@ -151,6 +151,19 @@ class _Unsampled(SpanHandle):
         return self._trace_id
 
 
+class _UnsampledW3C(SpanHandle):
+    """Like _Unsampled, for a W3C parent; its trace id is decoded only if asked for."""
+
+    __slots__ = ("_traceparent",)
+
+    def __init__(self, traceparent: bytes) -> None:
+        self._traceparent = traceparent
+
+    @property
+    def trace_id(self) -> int:
+        return int(self._traceparent.strip()[3:35], 16)
+
+
 class _Recording(SpanHandle):
     __slots__ = ("_formats", "_had", "_kind", "_parent_id", "_span", "_tracestate")
     sampled = True
@@ -306,6 +319,10 @@ class Tracing:
         attributes: Mapping[str, Any] | None,
     ) -> SpanHandle:
         found = tc.find_trace_headers(headers)
+        if found is not None and self.sampler.parent_based:
+            w3c = found.get(b"traceparent")
+            if w3c is not None and tc.is_unsampled_traceparent(w3c):
+                return _UnsampledW3C(w3c)  # the common case: the caller decided "no"
         parent = tc.extract_found(found) if found is not None else None
         had = found is not None
         if parent is not None and parent.has_ids:

@@ -126,3 +126,16 @@ def test_inject_extract_round_trip(trace_id, span_id, sampled, fmt):
     ctx = tc.extract(headers)
     assert ctx is not None
     assert (ctx.trace_id, ctx.span_id, ctx.sampled, ctx.fmt) == (trace_id, span_id, sampled, fmt)
+
+
+def test_quick_unsampled_check_agrees_with_the_parser():
+    off = TP[:-2] + b"00"
+    assert tc.is_unsampled_traceparent(off) and not tc.is_unsampled_traceparent(TP)
+    for bad in (
+        b"00-00000000000000000000000000000000-b7ad6b7169203331-00",
+        b"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-x",
+        b"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-00",
+    ):
+        assert not tc.is_unsampled_traceparent(bad) and tc.parse_traceparent(bad) is None
+    assert tc.is_unsampled_traceparent(b"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-02-x")

@@ -243,3 +243,16 @@ def test_full_queue_drops_and_counts():
     assert len(exporter.get_finished_spans()) == 6 and tracing.exported == 6
     tracing.shutdown(1.0)
     assert server(tracing, []) is DISABLED
+
+
+def test_malformed_unsampled_parent_starts_a_new_trace():
+    tracing, exporter = make(ratio=1.0)
+    headers = [(b"traceparent", b"00-00000000000000000000000000000000-b7ad6b7169203331-00")]
+    span = server(tracing, headers)
+    assert span.sampled  # the bad header is ignored: a root, sampled at 100%
+    span.inject(headers)
+    ctx = tc.extract(headers)
+    assert ctx is not None and ctx.trace_id == span.trace_id and ctx.sampled
+    span.end(200)
+    (s,) = finished(tracing, exporter)
+    assert s.parent is None
