@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -29,7 +29,7 @@ from aiohttp import web
 from gossamer.control.api import OperatorApi
 from gossamer.control.api_tokens import ApiToken
 from gossamer.errors import ConfigError, GossamerError
-from gossamer.observe.overview import overview
+from gossamer.observe.overview import merge_certificates, overview
 from gossamer.observe.prometheus import PrometheusClient
 from gossamer.observe.settings import ObservabilitySettings
 from gossamer.observe.sidecars import sidecar_rows
@@ -81,10 +81,12 @@ class ObserveRoutes:
         settings: ObservabilitySettings,
         *,
         source: FigureSource | None = None,
+        remembered_nacks: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
         self.settings = settings
+        self.remembered_nacks = remembered_nacks
         self.clock = clock
         if source is None:
             if settings.prometheus_url:
@@ -159,8 +161,9 @@ class ObserveRoutes:
             guarded(self.source.certificates(), []),
         )
         raw = self.api.sources.sidecars()
-        remembered = getattr(self.api.sources, "remembered_nacks", None)
-        sidecars = sidecar_rows(raw, remembered() if callable(remembered) else None)
+        remembered = self.remembered_nacks() if self.remembered_nacks is not None else None
+        sidecars = sidecar_rows(raw, remembered)
+        certs = merge_certificates(certs, raw)
         body = overview(
             source=self.source.name,
             window=window,
@@ -188,10 +191,20 @@ def add_observe_routes(
     settings: ObservabilitySettings | None = None,
     *,
     source: FigureSource | None = None,
+    remembered_nacks: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ObserveRoutes:
-    """Add the dashboard and the /v1/stat, /v1/edges, /v1/top, /v1/overview routes."""
-    routes = ObserveRoutes(api, settings or ObservabilitySettings(), source=source, clock=clock)
+    """Add the dashboard and the /v1/stat, /v1/edges, /v1/top, /v1/overview routes.
+
+    `remembered_nacks` (e.g. the stream registry's `nacks`) lets the dashboard show the
+    last NACK of a sidecar whose stream has ended since."""
+    routes = ObserveRoutes(
+        api,
+        settings or ObservabilitySettings(),
+        source=source,
+        remembered_nacks=remembered_nacks,
+        clock=clock,
+    )
     r = app.router
     r.add_get("/", routes.index)
     r.add_get("/dashboard/{name}", routes.asset)

@@ -301,7 +301,7 @@ function renderSidecars(sidecars) {
     el("td", {}, ...s.types.map((t) => badge(t.type, t.state))),
     el("td", {}, s.last_nack
       ? el("div", { class: "nack-error" },
-        `${s.last_nack.type} rejected${s.last_nack.version ? " (still on v" + s.last_nack.version + ")" : ""}` +
+        `${s.last_nack.type}${s.last_nack.version ? " version " + s.last_nack.version : ""} rejected` +
         `${s.last_nack.at ? " at " + new Date(s.last_nack.at * 1000).toLocaleTimeString() : ""}: ${s.last_nack.error}`)
       : "-"))));
 }

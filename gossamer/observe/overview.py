@@ -38,6 +38,35 @@ def certificate_rows(
     return sorted(rows, key=lambda r: (r["seconds_left"], str(r.get("instance", ""))))
 
 
+def merge_certificates(
+    from_metrics: Iterable[Mapping[str, Any]], sidecars: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Certificates the sidecars export, plus those the control plane saw on their xDS
+    streams (`cert_not_after` of a stream row) that the metrics do not already show."""
+    out = [dict(c) for c in from_metrics]
+    seen = {(c.get("identity"), round(float(c.get("expires_at", 0)))) for c in out}
+    for row in sidecars:
+        when = row.get("cert_not_after")
+        identity = row.get("identity")
+        if when is None or not identity:
+            continue
+        if (identity, round(float(when))) in seen:
+            continue
+        seen.add((identity, round(float(when))))
+        service = str(row.get("node_cluster") or str(identity).rsplit("/sa/", 1)[-1])
+        out.append(
+            {
+                "service": service,
+                "namespace": "",
+                "instance": str(row.get("node_id") or row.get("peer") or ""),
+                "identity": identity,
+                "expires_at": float(when),
+                "seen_by": "control plane",
+            }
+        )
+    return out
+
+
 def graph(
     stats: list[ServiceStat],
     edges: list[Edge],

@@ -1,5 +1,9 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright).
 
+Two set-ups: the operator API app fed by a simulated registry (below), and the real
+control plane (in-process `ControlPlane`: registry store, xDS server, API server) with a
+real ADS client that NACKs a pushed configuration.
+
 The operator API app serves the page and `/v1/overview` while three services carry real
 traffic (telemetry recorded by the library, scraped live from their admin ports). The
 page must draw the three services with non-zero rates, warn about a certificate close to
@@ -11,17 +15,22 @@ the control plane records the NACK's error as its stream registry does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from gossamer.control.translate import names
 from gossamer.observe.settings import ObservabilitySettings
 from gossamer.proxy import ads_state as ads
+from tests.helpers.ads_client import AdsClient
+from tests.helpers.control_plane import mesh, reload_now, running_control_plane
 from tests.helpers.operator_api import operator_api
 from tests.helpers.sim_mesh import SimMesh, spiffe
 
@@ -160,3 +169,88 @@ async def test_dashboard_live(tmp_path, artifacts_dir):
             await browser.close()
             traffic.cancel()
             await asyncio.gather(traffic, return_exceptions=True)
+
+
+async def test_dashboard_on_the_real_control_plane(tmp_path, artifacts_dir):
+    """The control plane serves the page; its registry lists the sidecars' admin ports;
+    a sidecar's ADS stream NACKs a push and the page shows the error."""
+    from playwright.async_api import async_playwright
+
+    def services(lb: str) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "ports": [{"port": 8080, "protocol": "http"}], "lb_policy": lb}
+            for name in ("web", "catalog", "inventory")
+        ]
+
+    config = tmp_path / "mesh.yaml"
+    async with (
+        SimMesh(fail_every={"inventory": 5}) as sim,
+        running_control_plane(tmp_path, mesh(services("round_robin"))) as (plane, target),
+        AdsClient(target, "catalog~catalog-1", {"GOSSAMER_SERVICE": "catalog"}) as stream,
+        async_playwright() as pw,
+    ):
+        assert plane.link is not None
+        store = plane.link.store
+        for svc in sim.services:  # what the sidecars' registration would write
+            lease = await store.grant_lease(300)
+            endpoint = dataclasses.replace(svc.endpoint(), owner=f"lease:{lease}")
+            await store.put_endpoint(endpoint, lease=lease)
+        await plane.settle()
+        await stream.request(names.CLUSTER)
+        first = await stream.recv()
+        await stream.ack(first)
+        traffic = asyncio.create_task(sim.drive_for(90, rate=30))
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            await page.goto(
+                f"http://127.0.0.1:{plane.bound_port('api')}/#token={plane.api.admin_token}"
+            )
+            await page.wait_for_function(
+                """() => ['web', 'catalog', 'inventory'].every(s => {
+                  const row = document.querySelector(`#services tr[data-service="${s}"]`);
+                  return row && parseFloat(row.children[3].textContent) > 0;
+                })""",
+                timeout=20000,
+            )
+            ok = page.locator('#sidecars tr[data-node="catalog~catalog-1"][data-state="ACK"]')
+            await ok.wait_for(timeout=10000)
+
+            # a configuration change the sidecar cannot apply
+            await reload_now(plane, config, mesh(services("least_request")))
+            second = await stream.recv()
+            error = reject_with_the_sidecar_state_machine(second)
+            await stream.nack(second, error, version=first.version_info)
+            row = page.locator('#sidecars tr[data-node="catalog~catalog-1"][data-state="NACK"]')
+            await row.wait_for(timeout=10000)
+            shown = await row.inner_text()
+            assert "least_request is not supported" in shown
+            assert f"version {second.version_info} rejected" in shown
+            await page.screenshot(
+                path=str(artifacts_dir / "dashboard-control-plane.png"), full_page=True
+            )
+        finally:
+            await browser.close()
+            traffic.cancel()
+            await asyncio.gather(traffic, return_exceptions=True)
+
+
+def reject_with_the_sidecar_state_machine(response: Any) -> str:
+    """Feed a CDS push to the sidecar's ADS state machine with a decoder that refuses
+    least_request; the error of the NACK it answers."""
+
+    def decode(resources: Any) -> ads.Decoded:
+        for res in resources:
+            cluster = cluster_pb2.Cluster()
+            res.Unpack(cluster)
+            for policy in cluster.load_balancing_policy.policies:
+                if policy.typed_extension_config.name.endswith("least_request"):
+                    raise ValueError(f"cluster {cluster.name}: least_request is not supported")
+        return ads.Decoded(len(resources))
+
+    decoders = {t: (lambda rs: ads.Decoded(len(rs))) for t in ads.ORDER}
+    decoders[ads.CLUSTER] = decode
+    state = ads.AdsState(base_pb2.Node(id="catalog~catalog-1"), decoders)
+    (nack,) = state.handle(response)
+    assert nack.HasField("error_detail")
+    return str(nack.error_detail.message)

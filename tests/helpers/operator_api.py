@@ -52,14 +52,13 @@ async def operator_api(
         sidecars=lambda: list(shown),
         config_info=lambda: {"version": "test"},
     )
-    sources.remembered_nacks = lambda: nacks  # type: ignore[attr-defined]
     data = tmp_path / "api-data"
     tokens = ApiTokenStore(data)
     admin = tokens.ensure_admin()
     assert admin is not None
     api = OperatorApi(sources, tokens, None, AuditLog(data))
     app = api.app()
-    routes = add_observe_routes(app, api, settings)
+    routes = add_observe_routes(app, api, settings, remembered_nacks=lambda: nacks)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
