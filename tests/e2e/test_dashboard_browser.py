@@ -189,7 +189,7 @@ async def test_dashboard_on_the_real_control_plane(tmp_path, artifacts_dir):
         AdsClient(target, "catalog~catalog-1", {"GOSSAMER_SERVICE": "catalog"}) as stream,
         async_playwright() as pw,
     ):
-        assert plane.link is not None
+        assert plane.link is not None and plane.api is not None
         store = plane.link.store
         for svc in sim.services:  # what the sidecars' registration would write
             lease = await store.grant_lease(300)
