@@ -407,14 +407,15 @@ class Tracing:
         return self.processor.exported if self.processor is not None else 0
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        return self.processor.force_flush(int(timeout * 1000)) if self.processor else True
+        if self.processor is None or not self.enabled:
+            return True
+        return self.processor.force_flush(int(timeout * 1000))
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop the export thread; spans still queued after `timeout` are dropped."""
+        self.enabled = False  # the processor stays, for its counters
         if self.processor is not None:
             self.processor.shutdown_within(timeout)
-            self.processor = None
-            self.enabled = False
 
 
 def _trace_state(raw: str) -> TraceState:
