@@ -5,6 +5,7 @@ https://github.com/openzipkin/b3-propagation (`b3: {trace}-{span}-{sampled}-{par
 or `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled`, `X-B3-Flags`).
 
 Headers are the data path's `list[tuple[bytes, bytes]]` with names in any case.
+`Sampler` is the decision rule of an `OTEL_TRACES_SAMPLER` setting on such a context.
 `extract` reads one context, preferring `traceparent`, then `b3`, then the X-B3 set; a
 malformed header is ignored (as if absent), per both specs. A B3 context may carry no
 sampling decision (`sampled is None`: the receiver decides) or only a decision
@@ -239,3 +240,27 @@ def inject(
             if parent_id:
                 headers.append((_XB3_PARENT, b"%016x" % parent_id))
             headers.append((_XB3_SAMPLED, flag))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+class Sampler:
+    """The decision rule of one `OTEL_TRACES_SAMPLER` setting, without the SDK."""
+
+    __slots__ = ("bound", "parent_based", "root_on")
+
+    def __init__(self, kind: str, ratio: float) -> None:
+        self.parent_based = kind.startswith("parentbased_")
+        base = kind.removeprefix("parentbased_")
+        if base == "always_on":
+            ratio = 1.0
+        elif base == "always_off":
+            ratio = 0.0
+        self.bound = round(min(max(ratio, 0.0), 1.0) * (1 << 64))
+        self.root_on = self.bound > 0
+
+    def decide(self, parent: TraceContext | None, trace_id: int) -> bool:
+        if self.parent_based and parent is not None and parent.sampled is not None:
+            return parent.sampled
+        return (trace_id & _MASK64) < self.bound

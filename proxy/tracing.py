@@ -36,34 +36,14 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from opentelemetry.trace.status import Status, StatusCode
 
 from gossamer.proxy import trace_context as tc
+from gossamer.proxy.trace_context import Sampler
 from gossamer.proxy.tracing_export import DroppingBatchProcessor, TracingSettings
 
 Headers = list[tuple[bytes, bytes]]
-_MASK64 = (1 << 64) - 1
+__all__ = ["DISABLED", "Sampler", "SpanHandle", "Tracing"]
 _SERVER = SpanKind.SERVER
 _CLIENT = SpanKind.CLIENT
 PEER_IDENTITY = "gossamer.peer.spiffe_id"
-
-
-class Sampler:
-    """The decision rule of one `OTEL_TRACES_SAMPLER` setting, without the SDK."""
-
-    __slots__ = ("bound", "parent_based", "root_on")
-
-    def __init__(self, kind: str, ratio: float) -> None:
-        self.parent_based = kind.startswith("parentbased_")
-        base = kind.removeprefix("parentbased_")
-        if base == "always_on":
-            ratio = 1.0
-        elif base == "always_off":
-            ratio = 0.0
-        self.bound = round(min(max(ratio, 0.0), 1.0) * (1 << 64))
-        self.root_on = self.bound > 0
-
-    def decide(self, parent: tc.TraceContext | None, trace_id: int) -> bool:
-        if self.parent_based and parent is not None and parent.sampled is not None:
-            return parent.sampled
-        return (trace_id & _MASK64) < self.bound
 
 
 class _PresetIdGenerator(IdGenerator):
