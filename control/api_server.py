@@ -19,7 +19,6 @@ from gossamer.control.observe_api import add_observe_routes
 from gossamer.discovery.model import RegistryState
 from gossamer.errors import GossamerError
 from gossamer.logs import event
-from gossamer.observe.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
     from gossamer.control.server import ControlPlane
@@ -78,8 +77,7 @@ class ApiServer:
         self.api = OperatorApi(sources, self.tokens, join_tokens, AuditLog(data_dir))
         self.app = self.api.app()
         # dashboard and /v1/stat, /v1/edges, /v1/top, /v1/overview (control/observe_api.py);
-        # `mesh.observability` once mesh.yaml has that section, defaults until then
-        observability = getattr(mesh, "observability", None) or ObservabilitySettings()
+        observability = mesh.observability
         self.observe = add_observe_routes(
             self.app, self.api, observability, remembered_nacks=plane.registry.nacks
         )
