@@ -1,0 +1,163 @@
+"""Clusters at run time: hosts, balancer and connection pools, rebuilt per configuration.
+
+`ClusterManager.prepare(config)` builds new `ClusterRuntime`s without side effects;
+the returned commit publishes them and closes the pools of endpoints that disappeared.
+Hosts (in-flight counts, RTT estimates) and pools are kept across configurations for
+endpoints that did not change, so a routine EDS update does not reset connections.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gossamer.errors import UpstreamConnectError
+from gossamer.proxy.balancer import Balancer, Host, make_balancer
+from gossamer.proxy.config import Cluster, Endpoint, InboundConfig, ProxyConfig
+from gossamer.proxy.http1.client import Http1Client
+from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
+from gossamer.proxy.router import Router, destination_index
+from gossamer.proxy.tls import CredentialHolder, sni_for
+
+PoolKey = tuple[str, tuple[str, int]]
+
+
+class ClusterRuntime:
+    __slots__ = ("balancer", "config", "hash_header", "hosts", "pools", "service_label")
+
+    def __init__(
+        self,
+        config: Cluster,
+        hosts: list[Host],
+        balancer: Balancer,
+        pools: dict[tuple[str, int], EndpointPool],
+    ) -> None:
+        self.config = config
+        self.hosts = hosts
+        self.balancer = balancer
+        self.pools = pools
+        self.hash_header = config.hash_header.lower().encode() if config.hash_header else None
+        self.service_label = config.service
+
+    def choose(self, headers: list[tuple[bytes, bytes]], avoid: list[Host]) -> Host | None:
+        key = None
+        if self.hash_header is not None:
+            for k, v in headers:
+                if k.lower() == self.hash_header:
+                    key = v
+                    break
+        return self.balancer.choose(key, avoid)
+
+    def pool(self, host: Host) -> EndpointPool:
+        return self.pools[host.endpoint.key]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a request needs, captured when it starts (in-flight requests keep theirs)."""
+
+    config: ProxyConfig
+    router: Router
+    clusters: Mapping[str, ClusterRuntime]
+    destinations: Mapping[tuple[str, int], str]
+
+    @property
+    def inbound(self) -> InboundConfig:
+        return self.config.inbound
+
+
+class ClusterManager:
+    def __init__(
+        self,
+        credentials: CredentialHolder,
+        *,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
+        self.credentials = credentials
+        self.rng = rng
+        self.clock = clock
+        self._hosts: dict[tuple[str, Endpoint], Host] = {}
+        self._pools: dict[PoolKey, tuple[Cluster, EndpointPool]] = {}
+
+    def _connector(self, cluster: Cluster, endpoint: Endpoint) -> Callable[[Http1Client], Any]:
+        address, port = endpoint.address, endpoint.port
+        sni = sni_for(cluster.service, cluster.namespace, cluster.port)
+
+        async def connect(conn: Http1Client) -> Any:
+            if not cluster.tls:
+                return await open_plain(address, port, conn, cluster.connect_timeout)
+            contexts = self.credentials.contexts
+            if contexts is None:
+                raise UpstreamConnectError("no certificate yet")
+            return await open_mtls(
+                address,
+                port,
+                conn,
+                context=contexts.client,
+                sni=sni,
+                identity=cluster.identity,
+                connect_timeout=cluster.connect_timeout,
+            )
+
+        return connect
+
+    def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
+        hosts: dict[tuple[str, Endpoint], Host] = {}
+        pools: dict[PoolKey, tuple[Cluster, EndpointPool]] = {}
+        runtimes: dict[str, ClusterRuntime] = {}
+        for name, cluster in config.clusters.items():
+            cluster_hosts = []
+            cluster_pools: dict[tuple[str, int], EndpointPool] = {}
+            for ep in config.endpoints.get(name, ()):
+                host = self._hosts.get((name, ep)) or Host(ep)
+                hosts[(name, ep)] = host
+                cluster_hosts.append(host)
+                old = self._pools.get((name, ep.key))
+                if old is not None and old[0] == cluster:
+                    pool = old[1]
+                else:
+                    pool = EndpointPool(
+                        self._connector(cluster, ep),
+                        max_idle=cluster.max_idle_per_endpoint,
+                        idle_timeout=cluster.idle_timeout,
+                        clock=self.clock,
+                    )
+                pools[(name, ep.key)] = (cluster, pool)
+                cluster_pools[ep.key] = pool
+            balancer = make_balancer(
+                cluster.lb_policy,
+                cluster_hosts,
+                local_zone=config.node.zone,
+                rng=self.rng,
+                clock=self.clock,
+            )
+            runtimes[name] = ClusterRuntime(cluster, cluster_hosts, balancer, cluster_pools)
+        snapshot = Snapshot(
+            config=config,
+            router=Router(config.routes),
+            clusters=runtimes,
+            destinations=destination_index(config.clusters, config.endpoints),
+        )
+
+        def commit() -> None:
+            for key, (_, pool) in self._pools.items():
+                if pools.get(key, (None, None))[1] is not pool:
+                    pool.close()
+            self._hosts = hosts
+            self._pools = pools
+
+        return snapshot, commit
+
+    def pools(self) -> list[EndpointPool]:
+        return [pool for _, pool in self._pools.values()]
+
+    def expire_idle(self) -> None:
+        for _, pool in self._pools.values():
+            pool.expire()
+
+    def close(self) -> None:
+        for _, pool in self._pools.values():
+            pool.close()

@@ -1,0 +1,190 @@
+"""Layers of the data path (DESIGN.md section 4): errors, timeout, retry, metrics, authz.
+
+Each is a `Layer` (a function from a service to a service) reading its settings from
+the request: `request.route` (timeout, retry policy), `request.snapshot` (the
+authorization of the inbound listener), `request.conn` (peer identity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+from gossamer.errors import (
+    AuthorizationDenied,
+    GossamerError,
+    UpstreamConnectError,
+    UpstreamTimeout,
+)
+from gossamer.proxy.config import RetryPolicy
+from gossamer.proxy.metrics import Metrics
+from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
+from gossamer.proxy.service import Layer, Request, Response, Service, UpstreamReset, error_response
+
+Clock = Callable[[], float]
+
+
+def errors_layer(inner: Service) -> Service:
+    """Turn data-path failures into generated responses (x-gossamer-error)."""
+
+    async def call(req: Request) -> Response:
+        try:
+            return await inner(req)
+        except GossamerError as exc:
+            return error_response(exc)
+
+    return call
+
+
+def timeout_layer(inner: Service) -> Service:
+    """The route's timeout, until the response head (all tries and backoffs included)."""
+
+    async def call(req: Request) -> Response:
+        route = req.route
+        timeout = route.timeout if route is not None else None
+        if not timeout:
+            return await inner(req)
+        try:
+            async with asyncio.timeout(timeout):
+                return await inner(req)
+        except TimeoutError:
+            raise UpstreamTimeout(f"no response within {timeout:g}s") from None
+
+    return call
+
+
+def metrics_layer(metrics: Metrics, reporter: str, local_service: str) -> Layer:
+    """Count every response by peers and status (`gossamer_requests_total`)."""
+    outbound = reporter == "source"
+
+    def layer(inner: Service) -> Service:
+        async def call(req: Request) -> Response:
+            resp = await inner(req)
+            conn = req.conn
+            if outbound:
+                cluster = req.cluster
+                dst = cluster.service_label if cluster is not None else "unknown"
+                metrics.request(
+                    reporter,
+                    local_service,
+                    dst,
+                    resp.status,
+                    "mutual_tls" if cluster is not None and cluster.config.tls else "none",
+                )
+            else:
+                peer = conn.peer_identity if conn is not None else None
+                src = peer.rsplit("/", 1)[-1] if peer else "unknown"
+                metrics.request(
+                    reporter,
+                    src,
+                    local_service,
+                    resp.status,
+                    conn.security if conn is not None else "none",
+                )
+            return resp
+
+        return call
+
+    return layer
+
+
+def authz_layer(inner: Service) -> Service:
+    """Inbound: the peer's SPIFFE ID must be allowed by the current authorization."""
+
+    async def call(req: Request) -> Response:
+        peer = req.conn.peer_identity if req.conn is not None else None
+        if not req.snapshot.inbound.authorization.allows(peer):
+            raise AuthorizationDenied(f"{peer or 'an unidentified peer'} may not call this service")
+        return await inner(req)
+
+    return call
+
+
+class RetryLayer:
+    """Retries per the route's policy, within a retry budget per route."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        rng: random.Random,
+        clock: Clock,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ) -> None:
+        self.metrics = metrics
+        self.rng = rng
+        self.clock = clock
+        self.sleep = sleep
+        self.budgets: dict[tuple[str, float, float], RetryBudget] = {}
+
+    def budget(self, name: str, policy: RetryPolicy) -> RetryBudget:
+        key = (name, policy.budget_percent, policy.min_retries_per_second)
+        budget = self.budgets.get(key)
+        if budget is None:
+            budget = RetryBudget(
+                policy.budget_percent, policy.min_retries_per_second, clock=self.clock
+            )
+            self.budgets[key] = budget
+        return budget
+
+    def __call__(self, inner: Service) -> Service:
+        async def call(req: Request) -> Response:
+            route = req.route
+            policy: RetryPolicy | None = route.retry if route is not None else None
+            if policy is None or policy.attempts <= 1:
+                return await inner(req)
+            budget = self.budget(route.name, policy)
+            budget.record_request()
+            attempt = 1
+            while True:
+                resp: Response | None = None
+                error: GossamerError | None = None
+                failure: Failure | None = None
+                try:
+                    if policy.per_try_timeout:
+                        try:
+                            async with asyncio.timeout(policy.per_try_timeout):
+                                resp = await inner(req)
+                        except TimeoutError:
+                            failure = Failure.TIMEOUT
+                            error = UpstreamTimeout(
+                                f"no response within the per-try timeout ({policy.per_try_timeout:g}s)"
+                            )
+                    else:
+                        resp = await inner(req)
+                except UpstreamConnectError as exc:
+                    failure, error = Failure.CONNECT_FAILURE, exc
+                except UpstreamReset as exc:
+                    failure, error = Failure.RESET, exc
+                if resp is not None and resp.status not in policy.retry_status_codes:
+                    return resp
+                replayable = req.body is None or req.body.replayable
+                if attempt >= policy.attempts or not retry_allowed(
+                    policy,
+                    req.method,
+                    failure=failure,
+                    status=resp.status if resp is not None else 0,
+                    replayable=replayable,
+                ):
+                    return _give_up(resp, error)
+                dst = req.cluster.service_label if req.cluster is not None else "unknown"
+                if not budget.withdraw():
+                    self.metrics.retry(dst, "budget_exhausted")
+                    return _give_up(resp, error)
+                self.metrics.retry(dst, "retried")
+                if resp is not None:
+                    resp.discard()
+                delay = backoff_delay(policy, attempt, self.rng)
+                if delay > 0:
+                    await self.sleep(delay)  # type: ignore[misc]
+                attempt += 1
+
+        return call
+
+
+def _give_up(resp: Response | None, error: GossamerError | None) -> Response:
+    if resp is not None:
+        return resp
+    assert error is not None
+    raise error
