@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stat": ("gossamer.cli.observe_cmd", "stat", "Golden metrics per service."),
     "edges": ("gossamer.cli.observe_cmd", "edges", "Caller -> callee edges with identities."),
     "top": ("gossamer.cli.observe_cmd", "top", "Live busiest routes."),
+    "demo": ("gossamer.cli.demo_cmd", "demo", "Run a demo service or the load generator."),
 }
 
 

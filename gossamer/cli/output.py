@@ -37,7 +37,8 @@ def print_table(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(soft_wrap=True)
+    # Piped output keeps whole rows on one line so it can be grepped.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 400)
     table = Table(title=title, show_edge=False, header_style="bold", box=None, pad_edge=False)
     for col in columns:
         table.add_column(col)

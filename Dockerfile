@@ -1,0 +1,28 @@
+# One image for every part of the demo mesh: control plane, sidecars, init containers
+# (iptables) and the demo services. Build: docker build -t gossamer:latest .
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables iproute2 curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/gossamer
+COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY gossamer ./gossamer
+COPY certs ./certs
+COPY discovery ./discovery
+COPY control ./control
+COPY proxy ./proxy
+
+# xds-protos ships stale copies of OpenTelemetry's protobuf modules; reinstalling
+# opentelemetry-proto last puts the right ones back (DESIGN.md section 8).
+RUN pip install --no-cache-dir -c constraints.txt . \
+    && pip install --no-cache-dir --force-reinstall --no-deps \
+       "opentelemetry-proto==$(sed -n 's/^opentelemetry-proto==//p' constraints.txt)" \
+    && gossamer --version
+
+# The sidecar runs as this user so iptables can exempt its own traffic (--uid-owner).
+RUN useradd --system --uid 1337 --no-create-home gossamer
+ENV PYTHONUNBUFFERED=1 GOSSAMER_LOG_FORMAT=json
+ENTRYPOINT ["gossamer"]
+CMD ["--help"]

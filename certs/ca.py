@@ -1,0 +1,422 @@
+"""The mesh certificate authority: a directory of roots and intermediates, and issuance.
+
+Layout of the CA directory (keys are mode 0600, the directory 0700):
+
+    ca.json                 trust domain, generations, the active one
+    root-<n>.pem / .key     root of generation n (key absent for a retired root)
+    intermediate-<n>.pem/.key
+    bundle.pem              every trusted root: during a rotation, old and new
+
+Rotation: `rotate_root()` adds generation n+1 (new root and intermediate) to the bundle
+at once and makes it the issuing generation after a short propagation delay, so every
+sidecar has the new root before it meets a leaf signed under it; the old root stays in
+the bundle, so leaves from either generation verify. `retire_root()` removes the old
+roots once every leaf has been renewed.
+
+The *anchor* is the oldest trusted generation: every party trusts it during an overlap,
+so the control plane's own server certificate is issued from it and join tokens pin it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from gossamer.certs import builders
+from gossamer.certs.csr import validate_csr
+from gossamer.certs.errors import CaError, CaExists, CaNotFound
+from gossamer.certs.keys import generate_key, key_to_pem
+from gossamer.certs.spiffe import SpiffeId
+from gossamer.fsutil import atomic_write, locked
+
+STATE_FILE = "ca.json"
+BUNDLE_FILE = "bundle.pem"
+DEFAULT_CA_DIR = "./.gossamer/ca"
+# Time between adding a new root to the bundle and issuing leaves from it: the control
+# plane pushes the new bundle to every sidecar within this window.
+DEFAULT_PROPAGATION = 15.0
+
+
+def default_ca_dir() -> Path:
+    return Path(os.environ.get("GOSSAMER_CA_DIR", DEFAULT_CA_DIR))
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    cert_pem: bytes
+    chain_pem: bytes  # leaf + intermediate
+    spiffe_id: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    serial: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    root: x509.Certificate
+    intermediate: x509.Certificate
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise CaError(f"CA file missing: {path}", hint="the CA directory is incomplete") from None
+    except ValueError:
+        raise CaError(f"not a PEM certificate: {path}") from None
+
+
+def _load_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise CaError(f"CA key missing: {path}") from None
+    except (ValueError, TypeError) as exc:
+        raise CaError(f"cannot load private key {path}: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise CaError(f"{path}: only ECDSA and RSA CA keys are supported")
+    return key
+
+
+class CertificateAuthority:
+    """A loaded CA directory. Use `init` to create one and `load` to open it."""
+
+    def __init__(
+        self,
+        directory: Path,
+        trust_domain: str,
+        generations: list[Generation],
+        active: int,
+        active_from: float = 0.0,
+    ):
+        self.directory = directory
+        self.trust_domain = trust_domain
+        self.generations = generations
+        self.active = active
+        self.active_from = active_from
+        self._generation(active)
+        self._signers: dict[int, builders.LeafSigner] = {}
+
+    @property
+    def anchor(self) -> int:
+        """The oldest trusted generation (server certificates and token pins use it)."""
+        return min(g.number for g in self.generations)
+
+    def issuing_generation(self, now: dt.datetime | None = None) -> int:
+        """The generation leaves are signed under now (the previous one while propagating)."""
+        current = (now or builders.utcnow()).timestamp()
+        if current >= self.active_from:
+            return self.active
+        older = [g.number for g in self.generations if g.number < self.active]
+        return max(older) if older else self.active
+
+    def _signer(self, number: int) -> builders.LeafSigner:
+        signer = self._signers.get(number)
+        if signer is None:
+            gen = self._generation(number)
+            key = _load_key(self.directory / f"intermediate-{number}.key")
+            signer = self._signers[number] = builders.LeafSigner(gen.intermediate, key)
+        return signer
+
+    # -- creation and loading ----------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        directory: str | Path,
+        trust_domain: str,
+        *,
+        force: bool = False,
+        root_cert_pem: bytes | None = None,
+        root_key_pem: bytes | None = None,
+    ) -> CertificateAuthority:
+        """Create a root (or adopt the given one) and an intermediate in `directory`."""
+        SpiffeId(trust_domain, "default", "check")  # validates the trust domain
+        path = Path(directory)
+        if (path / STATE_FILE).exists() and not force:
+            raise CaExists(
+                f"a CA already exists in {path}", hint="pass --force to replace it (destroys it)"
+            )
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+        with locked(path / ".lock"):
+            for stale in path.glob("*-*.pem"):
+                stale.unlink()
+            for stale in path.glob("*-*.key"):
+                stale.unlink()
+            if root_cert_pem is not None or root_key_pem is not None:
+                root, root_key = _adopt_root(root_cert_pem, root_key_pem)
+            else:
+                root, root_key = builders.make_root(trust_domain, 1)
+            _write_generation(path, trust_domain, 1, root, root_key)
+            _write_state(path, trust_domain, [1], 1)
+        return cls.load(path)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CertificateAuthority:
+        path = Path(directory)
+        try:
+            state = json.loads((path / STATE_FILE).read_text())
+        except FileNotFoundError:
+            raise CaNotFound(
+                f"no CA in {path}", hint="create one with: gossamer certs init --trust-domain D"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise CaError(f"cannot read {path / STATE_FILE}: {exc}") from None
+        generations = [
+            Generation(
+                n, _load_cert(path / f"root-{n}.pem"), _load_cert(path / f"intermediate-{n}.pem")
+            )
+            for n in state["generations"]
+        ]
+        return cls(
+            path,
+            state["trust_domain"],
+            generations,
+            state["active"],
+            float(state.get("active_from", 0.0)),
+        )
+
+    def _generation(self, number: int) -> Generation:
+        for gen in self.generations:
+            if gen.number == number:
+                return gen
+        raise CaError(f"generation {number} is not in the CA state")
+
+    def fingerprint(self) -> tuple[int, int]:
+        """Changes whenever another process rotates or re-creates the CA (poll it)."""
+        st = (self.directory / STATE_FILE).stat()
+        return (st.st_ino, st.st_mtime_ns)
+
+    # -- issuance ----------------------------------------------------------------------
+    def issue(
+        self,
+        csr_pem: bytes | str,
+        identity: SpiffeId | str,
+        ttl: float = builders.LEAF_LIFETIME.total_seconds(),
+        *,
+        allowed_dns: Sequence[str] = (),
+        now: dt.datetime | None = None,
+    ) -> IssuedCertificate:
+        """Validate a CSR for `identity` and sign a leaf; raises CsrError subclasses."""
+        sid = identity if isinstance(identity, SpiffeId) else SpiffeId.parse(identity)
+        if sid.trust_domain != self.trust_domain:
+            raise CaError(
+                f"{sid} is outside this CA's trust domain {self.trust_domain}",
+                hint=f"use spiffe://{self.trust_domain}/ns/<namespace>/sa/<service>",
+            )
+        if ttl <= 0:
+            raise CaError("the certificate lifetime must be positive")
+        uri = sid.uri
+        csr = validate_csr(csr_pem, uri, allowed_dns=allowed_dns)
+        dns = [d for d in _csr_dns(csr) if d in allowed_dns]
+        signer = self._signer(self.issuing_generation(now))
+        cert = signer.sign(
+            csr.public_key(), uri, lifetime=dt.timedelta(seconds=ttl), dns_names=dns, now=now
+        )
+        leaf = _pem(cert)
+        return IssuedCertificate(
+            cert_pem=leaf,
+            chain_pem=leaf + signer.intermediate_pem,
+            spiffe_id=uri,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            serial=cert.serial_number,
+        )
+
+    def issue_server_certificate(
+        self,
+        identity: SpiffeId | str,
+        *,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+        ttl: float = builders.LEAF_LIFETIME.total_seconds(),
+    ) -> tuple[bytes, IssuedCertificate]:
+        """A key and leaf for a mesh server (the control plane), DNS/IP SANs allowed.
+
+        Issued under the anchor generation, which every client trusts during a rotation.
+        """
+        sid = identity if isinstance(identity, SpiffeId) else SpiffeId.parse(identity)
+        key = generate_key()
+        signer = self._signer(self.anchor)
+        cert = signer.sign(
+            key.public_key(),
+            sid.uri,
+            lifetime=dt.timedelta(seconds=ttl),
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+        )
+        leaf = _pem(cert)
+        issued = IssuedCertificate(
+            leaf,
+            leaf + signer.intermediate_pem,
+            sid.uri,
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+            cert.serial_number,
+        )
+        return key_to_pem(key), issued
+
+    # -- trust -------------------------------------------------------------------------
+    def trust_bundle_pem(self) -> bytes:
+        return b"".join(_pem(g.root) for g in self.generations)
+
+    def root_pin(self) -> str:
+        """The pin join tokens carry: the anchor root's public key."""
+        return builders.spki_pin(self._generation(self.anchor).root)
+
+    def anchor_root_pem(self) -> bytes:
+        return _pem(self._generation(self.anchor).root)
+
+    def root_pins(self) -> list[str]:
+        return [builders.spki_pin(g.root) for g in self.generations]
+
+    # -- rotation ----------------------------------------------------------------------
+    def rotate_root(self, propagation: float = DEFAULT_PROPAGATION) -> int:
+        """Create generation n+1, trust it now, issue from it after `propagation` s."""
+        with locked(self.directory / ".lock"):
+            number = max(g.number for g in self.generations) + 1
+            root, root_key = builders.make_root(self.trust_domain, number)
+            _write_generation(self.directory, self.trust_domain, number, root, root_key)
+            numbers = [g.number for g in self.generations] + [number]
+            since = builders.utcnow().timestamp() + max(0.0, propagation)
+            _write_state(self.directory, self.trust_domain, numbers, number, since)
+        self._reload()
+        return number
+
+    def retire_root(self, generation: int | None = None) -> list[int]:
+        """Drop old roots from the bundle (all but the active one, or just `generation`)."""
+        if generation == self.active:
+            raise CaError(
+                f"generation {generation} is the active root and cannot be retired",
+                hint="rotate first: gossamer certs rotate-root",
+            )
+        retired = [
+            g.number
+            for g in self.generations
+            if g.number != self.active and (generation is None or g.number == generation)
+        ]
+        if generation is not None and not retired:
+            raise CaError(f"no root of generation {generation}")
+        if self.issuing_generation() != self.active:
+            raise CaError(
+                "the new root is still propagating; leaves are still issued from the old one",
+                hint="wait a few seconds after rotate-root, then retire",
+            )
+        if not retired:
+            raise CaError("there is no old root to retire", hint="only the active root remains")
+        with locked(self.directory / ".lock"):
+            keep = [g.number for g in self.generations if g.number not in retired]
+            _write_state(self.directory, self.trust_domain, keep, self.active, self.active_from)
+            for n in retired:
+                for name in (f"root-{n}", f"intermediate-{n}"):
+                    for suffix in (".pem", ".key"):
+                        (self.directory / f"{name}{suffix}").unlink(missing_ok=True)
+        self._reload()
+        return retired
+
+    def _reload(self) -> None:
+        fresh = CertificateAuthority.load(self.directory)
+        self.__dict__.update(fresh.__dict__)
+
+
+def _csr_dns(csr: x509.CertificateSigningRequest) -> list[str]:
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.DNSName))
+
+
+def _adopt_root(
+    cert_pem: bytes | None, key_pem: bytes | None
+) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
+    if cert_pem is None or key_pem is None:
+        raise CaError("bringing your own root needs both --root-cert and --root-key")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise CaError("--root-cert is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise CaError(f"--root-key cannot be loaded: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise CaError("--root-key must be an ECDSA or RSA key")
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, pub) != cert.public_key().public_bytes(der, pub):
+        raise CaError("--root-key does not match --root-cert")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca or (bc.path_length is not None and bc.path_length < 1):
+        raise CaError("--root-cert is not a CA certificate that may sign an intermediate")
+    if cert.not_valid_after_utc <= builders.utcnow():
+        raise CaError("--root-cert has expired")
+    return cert, key
+
+
+def _write_generation(
+    path: Path,
+    trust_domain: str,
+    number: int,
+    root: x509.Certificate,
+    root_key: CertificateIssuerPrivateKeyTypes,
+) -> None:
+    inter, inter_key = builders.make_intermediate(trust_domain, number, root, root_key)
+    atomic_write(path / f"root-{number}.key", key_to_pem(root_key), mode=0o600)
+    atomic_write(path / f"root-{number}.pem", _pem(root))
+    atomic_write(path / f"intermediate-{number}.key", key_to_pem(inter_key), mode=0o600)
+    atomic_write(path / f"intermediate-{number}.pem", _pem(inter))
+
+
+def _write_state(
+    path: Path, trust_domain: str, generations: list[int], active: int, active_from: float = 0.0
+) -> None:
+    bundle = b"".join(_pem(_load_cert(path / f"root-{n}.pem")) for n in generations)
+    atomic_write(path / BUNDLE_FILE, bundle)
+    state: dict[str, Any] = {
+        "trust_domain": trust_domain,
+        "generations": generations,
+        "active": active,
+        "active_from": active_from,
+    }
+    atomic_write(path / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+class CaReloader:
+    """The CA of a directory, reloaded when another process rotates or re-creates it.
+
+    `get()` costs one stat() when nothing changed, so callers may use it per request.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._ca = CertificateAuthority.load(self.directory)
+        self._stamp = self._ca.fingerprint()
+
+    def get(self) -> CertificateAuthority:
+        try:
+            stamp = self._ca.fingerprint()
+        except OSError:
+            return self._ca
+        if stamp != self._stamp:
+            self._ca = CertificateAuthority.load(self.directory)
+            self._stamp = stamp
+        return self._ca

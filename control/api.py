@@ -1,0 +1,247 @@
+"""The operator API: JSON over HTTP on `api_listen`, bearer tokens with roles, audit log.
+
+Routes (role needed):
+  GET  /v1/services, /v1/endpoints, /v1/sidecars, /v1/config     viewer
+  GET  /v1/tokens                                                 operator
+  POST /v1/tokens {service, namespace?, ttl?}                     operator (token shown once)
+  DELETE /v1/tokens/{id}                                          operator
+  GET/POST /v1/api-tokens, DELETE /v1/api-tokens/{name}           admin
+  GET  /v1/audit                                                  admin
+  GET  /v1/http_sd    Prometheus HTTP service discovery (open: addresses only, no secrets)
+  GET  /metrics       the control plane's own metrics (open, like istiod's)
+  GET  /healthz       liveness (open)
+Every change is written to the audit log with the caller's token name. Join tokens and
+API tokens are returned once at creation and never again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gossamer.certs.errors import CaError
+from gossamer.certs.tokens import TokenStore
+from gossamer.control.api_tokens import ApiToken, ApiTokenStore, role_allows
+from gossamer.control.audit import AuditLog
+from gossamer.discovery.model import RegistryState
+from gossamer.errors import AuthorizationDenied, ConfigError, GossamerError, NotFound
+from gossamer.yamlconf import parse_duration
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ApiSources:
+    """Where the API reads the control plane's live state from."""
+
+    registry_state: Callable[[], Awaitable[RegistryState]]
+    sidecars: Callable[[], list[dict[str, Any]]]
+    config_info: Callable[[], dict[str, Any]]
+    service_policies: Callable[[], dict[str, dict[str, Any]]] = field(default=lambda: {})
+    ca_pin: Callable[[], str] | None = None
+    metrics_text: Callable[[], bytes] | None = None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, default=str), status=status, content_type="application/json"
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+class OperatorApi:
+    def __init__(
+        self,
+        sources: ApiSources,
+        api_tokens: ApiTokenStore,
+        join_tokens: TokenStore | None,
+        audit: AuditLog,
+    ) -> None:
+        self.sources = sources
+        self.api_tokens = api_tokens
+        self.join_tokens = join_tokens
+        self.audit = audit
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _guard(
+        self, role: str, handler: Callable[[web.Request, ApiToken], Awaitable[web.StreamResponse]]
+    ) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else None
+            try:
+                caller = self.api_tokens.authenticate(token)
+            except AuthorizationDenied as exc:
+                return _error(401, exc.message)
+            if not role_allows(caller.role, role):
+                if request.method != "GET":
+                    self.audit.record(
+                        caller.name, caller.role, f"{request.method} {request.path}", "", "denied"
+                    )
+                return _error(403, f"role {caller.role} may not do this (needs {role})")
+            try:
+                return await handler(request, caller)
+            except NotFound as exc:
+                return _error(404, exc.message)
+            except (ConfigError, CaError) as exc:
+                return _error(400, exc.message)
+            except GossamerError as exc:
+                return _error(500, exc.message)
+
+        return wrapped
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ConfigError("the request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise ConfigError("the request body must be a JSON object")
+        return data
+
+    # -- reads -------------------------------------------------------------------------
+    async def services(self, request: web.Request, caller: ApiToken) -> web.Response:
+        state = await self.sources.registry_state()
+        policies = self.sources.service_policies()
+        out = []
+        for key, svc in sorted(state.services.items()):
+            eps = state.endpoints_of(key)
+            out.append(
+                {
+                    **svc.to_dict(),
+                    "endpoints": len(eps),
+                    "healthy_endpoints": sum(e.health.value == "healthy" for e in eps),
+                    "policy": policies.get(f"{key.name}.{key.namespace}", {}),
+                }
+            )
+        return _json({"revision": state.revision, "services": out})
+
+    async def endpoints(self, request: web.Request, caller: ApiToken) -> web.Response:
+        state = await self.sources.registry_state()
+        wanted = request.query.get("service")
+        eps = [
+            e.to_dict()
+            for e in sorted(state.endpoints.values(), key=lambda e: (str(e.service), e.instance_id))
+            if wanted is None or e.service.name == wanted or str(e.service) == wanted
+        ]
+        return _json({"revision": state.revision, "endpoints": eps})
+
+    async def sidecars(self, request: web.Request, caller: ApiToken) -> web.Response:
+        return _json({"sidecars": self.sources.sidecars()})
+
+    async def config(self, request: web.Request, caller: ApiToken) -> web.Response:
+        return _json(self.sources.config_info())
+
+    async def audit_log(self, request: web.Request, caller: ApiToken) -> web.Response:
+        limit = int(request.query.get("limit", "100"))
+        return _json({"entries": self.audit.tail(limit)})
+
+    # -- join tokens -------------------------------------------------------------------
+    def _join_store(self) -> TokenStore:
+        if self.join_tokens is None or self.sources.ca_pin is None:
+            raise GossamerError("this control plane has no CA configured")
+        return self.join_tokens
+
+    async def list_join_tokens(self, request: web.Request, caller: ApiToken) -> web.Response:
+        return _json({"tokens": [r.public() for r in self._join_store().list()]})
+
+    async def create_join_token(self, request: web.Request, caller: ApiToken) -> web.Response:
+        body = await self._body(request)
+        store = self._join_store()
+        assert self.sources.ca_pin is not None
+        try:
+            ttl = parse_duration(body.get("ttl", "1h"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="ttl") from None
+        service = str(body.get("service", ""))
+        namespace = str(body.get("namespace", "default"))
+        token, record = store.create(service, self.sources.ca_pin(), namespace=namespace, ttl=ttl)
+        self.audit.record(
+            caller.name,
+            caller.role,
+            "create join token",
+            f"{service}.{namespace}",
+            "ok",
+            token_id=record.token_id,
+        )
+        return _json({"token": token, **record.public()}, 201)
+
+    async def revoke_join_token(self, request: web.Request, caller: ApiToken) -> web.Response:
+        token_id = request.match_info["token_id"]
+        record = self._join_store().revoke(token_id)
+        self.audit.record(caller.name, caller.role, "revoke join token", token_id, "ok")
+        return _json(record.public())
+
+    # -- API tokens --------------------------------------------------------------------
+    async def list_api_tokens(self, request: web.Request, caller: ApiToken) -> web.Response:
+        return _json({"tokens": [t.public() for t in self.api_tokens.list()]})
+
+    async def create_api_token(self, request: web.Request, caller: ApiToken) -> web.Response:
+        body = await self._body(request)
+        name, role = str(body.get("name", "")), str(body.get("role", ""))
+        token = self.api_tokens.create(name, role)
+        self.audit.record(
+            caller.name, caller.role, "create api token", name, "ok", granted_role=role
+        )
+        return _json({"name": name, "role": role, "token": token}, 201)
+
+    async def delete_api_token(self, request: web.Request, caller: ApiToken) -> web.Response:
+        name = request.match_info["name"]
+        self.api_tokens.delete(name)
+        self.audit.record(caller.name, caller.role, "delete api token", name, "ok")
+        return _json({"deleted": name})
+
+    # -- open endpoints ----------------------------------------------------------------
+    async def http_sd(self, request: web.Request) -> web.Response:
+        """Prometheus http_sd: one target group per sidecar with its admin (metrics) port."""
+        state = await self.sources.registry_state()
+        groups = []
+        for e in sorted(state.endpoints.values(), key=lambda e: (str(e.service), e.instance_id)):
+            if e.admin_port is None:
+                continue
+            groups.append(
+                {
+                    "targets": [f"{e.address}:{e.admin_port}"],
+                    "labels": {
+                        "__metrics_path__": "/metrics",
+                        "gossamer_service": e.service.name,
+                        "gossamer_namespace": e.service.namespace,
+                        "gossamer_instance": e.instance_id,
+                        "gossamer_zone": e.zone,
+                    },
+                }
+            )
+        return _json(groups)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = self.sources.metrics_text() if self.sources.metrics_text else b""
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        r = app.router
+        r.add_get("/v1/services", self._guard("viewer", self.services))
+        r.add_get("/v1/endpoints", self._guard("viewer", self.endpoints))
+        r.add_get("/v1/sidecars", self._guard("viewer", self.sidecars))
+        r.add_get("/v1/config", self._guard("viewer", self.config))
+        r.add_get("/v1/tokens", self._guard("operator", self.list_join_tokens))
+        r.add_post("/v1/tokens", self._guard("operator", self.create_join_token))
+        r.add_delete("/v1/tokens/{token_id}", self._guard("operator", self.revoke_join_token))
+        r.add_get("/v1/api-tokens", self._guard("admin", self.list_api_tokens))
+        r.add_post("/v1/api-tokens", self._guard("admin", self.create_api_token))
+        r.add_delete("/v1/api-tokens/{name}", self._guard("admin", self.delete_api_token))
+        r.add_get("/v1/audit", self._guard("admin", self.audit_log))
+        r.add_get("/v1/http_sd", self.http_sd)
+        r.add_get("/metrics", self.metrics)
+        r.add_get("/healthz", self.healthz)
+        return app

@@ -1,0 +1,114 @@
+"""The identity service: CSR in, SPIFFE certificate chain out.
+
+Two ways in, decided per call:
+- bootstrap: a join token (checked against the token store: scope, expiry, revocation)
+  names the service; the caller has no certificate yet (bootstrap port, server-auth TLS);
+- renewal: no token, and the caller's verified client certificate (xDS port, mutual TLS)
+  names the service.
+Either way the issued leaf carries exactly that service's SPIFFE ID, whatever the CSR
+asks for: a CSR naming anything else is refused. Tokens never appear in logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from gossamer.api import mesh_pb2
+from gossamer.certs.ca import CertificateAuthority
+from gossamer.certs.errors import CsrError, TokenError
+from gossamer.certs.spiffe import SpiffeId
+from gossamer.certs.tokens import TokenStore
+from gossamer.control.peer import peer_identity
+from gossamer.errors import GossamerError
+
+log = logging.getLogger("gossamer.control.identity")
+
+DEFAULT_TTL = 24 * 3600.0
+MAX_TTL = 7 * 24 * 3600.0
+MIN_TTL = 60.0
+
+
+class IdentityService:
+    """Implements gossamer.mesh.v1.Identity/Certify."""
+
+    def __init__(
+        self,
+        ca: Callable[[], CertificateAuthority],
+        tokens: TokenStore,
+        *,
+        default_ttl: float = DEFAULT_TTL,
+        max_ttl: float = MAX_TTL,
+        on_issue: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._ca = ca
+        self._tokens = tokens
+        self._default_ttl = default_ttl
+        self._max_ttl = max_ttl
+        self._on_issue = on_issue
+
+    def _ttl(self, requested: int) -> float:
+        if requested <= 0:
+            return self._default_ttl
+        return min(max(float(requested), MIN_TTL), self._max_ttl)
+
+    async def certify(
+        self, request: mesh_pb2.CertifyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> mesh_pb2.CertifyResponse:
+        ca = self._ca()
+        mode = "renewal"
+        if request.token:
+            mode = "bootstrap"
+            try:
+                record = self._tokens.verify(
+                    request.token,
+                    service=request.service or None,
+                    namespace=request.namespace or None,
+                )
+            except TokenError as exc:
+                log.warning(
+                    "join token refused",
+                    extra={"fields": {"reason": type(exc).__name__, "service": request.service}},
+                )
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
+                raise AssertionError("unreachable") from None
+            identity = SpiffeId(ca.trust_domain, record.namespace, record.service)
+        else:
+            peer = peer_identity(context, ca.trust_domain)
+            if peer is None:
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "a join token or a current mesh certificate is required",
+                )
+                raise AssertionError("unreachable")
+            identity = peer
+        try:
+            issued = ca.issue(request.csr, identity, self._ttl(request.ttl_seconds))
+        except CsrError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            raise AssertionError("unreachable") from None
+        except GossamerError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
+            raise AssertionError("unreachable") from None
+        log.info(
+            "certificate issued",
+            extra={
+                "fields": {
+                    "spiffe_id": issued.spiffe_id,
+                    "mode": mode,
+                    "serial": format(issued.serial, "x"),
+                    "not_after": issued.not_after.isoformat(),
+                }
+            },
+        )
+        if self._on_issue is not None:
+            self._on_issue(issued.spiffe_id, mode)
+        return mesh_pb2.CertifyResponse(
+            cert_chain=issued.chain_pem,
+            trust_bundle=ca.trust_bundle_pem(),
+            not_after_unix=int(issued.not_after.timestamp()),
+            spiffe_id=issued.spiffe_id,
+        )

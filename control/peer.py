@@ -1,0 +1,49 @@
+"""Who is on the other end of a gRPC call: the SPIFFE ID of a verified client certificate.
+
+On the mTLS port gRPC has already verified the client's chain against the trust bundle
+during the handshake; here we read the leaf from the call's auth context and take its
+single SPIFFE ID. On a port without client certificates there is no identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+
+from gossamer.certs.errors import InvalidSpiffeId
+from gossamer.certs.spiffe import SpiffeId, spiffe_ids_of
+
+
+def peer_identity(context: Any, trust_domain: str) -> SpiffeId | None:
+    """The caller's SpiffeId in `trust_domain`, or None if it presented no usable cert."""
+    try:
+        auth = context.auth_context()
+    except Exception:  # a context without transport security
+        return None
+    pems = auth.get("x509_pem_cert") or []
+    if not pems:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(pems[0])
+    except ValueError:
+        return None
+    ids = spiffe_ids_of(cert)
+    if len(ids) != 1:
+        return None
+    try:
+        sid = SpiffeId.parse(ids[0])
+    except InvalidSpiffeId:
+        return None
+    return sid if sid.trust_domain == trust_domain else None
+
+
+def peer_address(context: Any) -> str | None:
+    """The caller's IP address from gRPC's peer string (`ipv4:1.2.3.4:5`, `ipv6:[::1]:5`)."""
+    peer = str(context.peer() or "")
+    if peer.startswith("ipv4:"):
+        return peer[5:].rsplit(":", 1)[0]
+    if peer.startswith("ipv6:"):
+        host = peer[5:].rsplit(":", 1)[0]
+        return host.strip("[]")
+    return None

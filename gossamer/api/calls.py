@@ -1,0 +1,70 @@
+"""gRPC method descriptions for the mesh API, without generated service stubs.
+
+Servers build handlers with `identity_handler(...)` / `registration_handler(...)`;
+clients call `certify(channel)` / `register(channel)` to get typed multicallables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from gossamer.api import mesh_pb2
+
+IDENTITY = "gossamer.mesh.v1.Identity"
+REGISTRATION = "gossamer.mesh.v1.Registration"
+CERTIFY = f"/{IDENTITY}/Certify"
+REGISTER = f"/{REGISTRATION}/Register"
+
+CertifyHandler = Callable[
+    [mesh_pb2.CertifyRequest, grpc.aio.ServicerContext[Any, Any]],
+    Awaitable[mesh_pb2.CertifyResponse],
+]
+RegisterHandler = Callable[
+    [AsyncIterator[mesh_pb2.RegisterRequest], grpc.aio.ServicerContext[Any, Any]],
+    AsyncIterator[mesh_pb2.RegisterResponse],
+]
+
+
+def identity_handler(certify_fn: CertifyHandler) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        IDENTITY,
+        {
+            "Certify": grpc.unary_unary_rpc_method_handler(
+                certify_fn,
+                request_deserializer=mesh_pb2.CertifyRequest.FromString,
+                response_serializer=mesh_pb2.CertifyResponse.SerializeToString,
+            )
+        },
+    )
+
+
+def registration_handler(register_fn: RegisterHandler) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        REGISTRATION,
+        {
+            "Register": grpc.stream_stream_rpc_method_handler(
+                register_fn,
+                request_deserializer=mesh_pb2.RegisterRequest.FromString,
+                response_serializer=mesh_pb2.RegisterResponse.SerializeToString,
+            )
+        },
+    )
+
+
+def certify(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+    return channel.unary_unary(
+        CERTIFY,
+        request_serializer=mesh_pb2.CertifyRequest.SerializeToString,
+        response_deserializer=mesh_pb2.CertifyResponse.FromString,
+    )
+
+
+def register(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamMultiCallable[Any, Any]:
+    return channel.stream_stream(
+        REGISTER,
+        request_serializer=mesh_pb2.RegisterRequest.SerializeToString,
+        response_deserializer=mesh_pb2.RegisterResponse.FromString,
+    )

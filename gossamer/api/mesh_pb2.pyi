@@ -1,0 +1,84 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CertifyRequest(_message.Message):
+    __slots__ = ("csr", "token", "service", "namespace", "ttl_seconds")
+    CSR_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    csr: bytes
+    token: str
+    service: str
+    namespace: str
+    ttl_seconds: int
+    def __init__(self, csr: _Optional[bytes] = ..., token: _Optional[str] = ..., service: _Optional[str] = ..., namespace: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class CertifyResponse(_message.Message):
+    __slots__ = ("cert_chain", "trust_bundle", "not_after_unix", "spiffe_id")
+    CERT_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    cert_chain: bytes
+    trust_bundle: bytes
+    not_after_unix: int
+    spiffe_id: str
+    def __init__(self, cert_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., spiffe_id: _Optional[str] = ...) -> None: ...
+
+class Instance(_message.Message):
+    __slots__ = ("instance_id", "address", "port", "service_ports", "zone", "node", "labels", "weight", "admin_port", "health", "service", "namespace")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_PORTS_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_PORT_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    address: str
+    port: int
+    service_ports: _containers.RepeatedScalarFieldContainer[int]
+    zone: str
+    node: str
+    labels: _containers.ScalarMap[str, str]
+    weight: int
+    admin_port: int
+    health: str
+    service: str
+    namespace: str
+    def __init__(self, instance_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., service_ports: _Optional[_Iterable[int]] = ..., zone: _Optional[str] = ..., node: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weight: _Optional[int] = ..., admin_port: _Optional[int] = ..., health: _Optional[str] = ..., service: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("instance", "health")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    instance: Instance
+    health: str
+    def __init__(self, instance: _Optional[_Union[Instance, _Mapping]] = ..., health: _Optional[str] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("status", "message")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    message: str
+    def __init__(self, status: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,232 @@
+"""`gossamer certs`: create the mesh CA, issue leaves from CSRs, rotate roots, inspect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from gossamer.cli.output import emit, output_option, print_table
+from gossamer.errors import GossamerError, UsageError
+from gossamer.yamlconf import parse_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ca_dir_option(func: F) -> F:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="CA directory [default: $GOSSAMER_CA_DIR or ./.gossamer/ca].",
+    )(func)
+
+
+def resolve_dir(directory: Path | None) -> Path:
+    from gossamer.certs.ca import default_ca_dir
+
+    return directory if directory is not None else default_ca_dir()
+
+
+def read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise GossamerError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def parse_ttl(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--ttl: {exc}") from None
+    if seconds <= 0:
+        raise UsageError("--ttl must be positive")
+    return seconds
+
+
+@click.group()
+def certs() -> None:
+    """Manage the mesh CA: roots, intermediates, SPIFFE leaf certificates."""
+
+
+@certs.command()
+@click.option("--trust-domain", required=True, help="SPIFFE trust domain, e.g. gossamer.local.")
+@ca_dir_option
+@click.option("--force", is_flag=True, help="Replace an existing CA (its leaves stop verifying).")
+@click.option(
+    "--root-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Bring your own root: its certificate (PEM).",
+)
+@click.option(
+    "--root-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Bring your own root: its private key (PEM).",
+)
+@output_option
+def init(
+    trust_domain: str,
+    directory: Path | None,
+    force: bool,
+    root_cert: Path | None,
+    root_key: Path | None,
+    output: str,
+) -> None:
+    """Create a root CA (ECDSA P-256, 10 years) and an intermediate (1 year)."""
+    from gossamer.certs.ca import CertificateAuthority
+
+    if (root_cert is None) != (root_key is None):
+        raise UsageError("--root-cert and --root-key go together")
+    cert_pem = read_file(root_cert, "root certificate") if root_cert else None
+    key_pem = read_file(root_key, "root key") if root_key else None
+    path = resolve_dir(directory)
+    ca = CertificateAuthority.init(
+        path, trust_domain, force=force, root_cert_pem=cert_pem, root_key_pem=key_pem
+    )
+    data = {"directory": str(path), "trust_domain": ca.trust_domain, "root_pin": ca.root_pin()}
+    emit(
+        output,
+        data,
+        lambda: click.echo(
+            f"created the CA for {ca.trust_domain} in {path}\nroot pin: {ca.root_pin()}"
+        ),
+    )
+
+
+@certs.command()
+@click.option(
+    "--csr",
+    "csr_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CSR (PEM or DER).",
+)
+@click.option("--identity", required=True, help="spiffe://<td>/ns/<namespace>/sa/<service>")
+@ca_dir_option
+@click.option("--ttl", default="24h", show_default=True, help="Lifetime of the leaf.")
+@click.option("--allow-dns", multiple=True, help="DNS name the CSR may carry (repeatable).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the chain here instead of stdout.",
+)
+def issue(
+    csr_file: Path,
+    identity: str,
+    directory: Path | None,
+    ttl: str,
+    allow_dns: tuple[str, ...],
+    out: Path | None,
+) -> None:
+    """Sign a CSR for IDENTITY; prints the leaf + intermediate chain (PEM)."""
+    from gossamer.certs.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load(resolve_dir(directory))
+    issued = ca.issue(read_file(csr_file, "CSR"), identity, parse_ttl(ttl), allowed_dns=allow_dns)
+    if out is not None:
+        out.write_bytes(issued.chain_pem)
+        click.echo(
+            f"wrote {out} ({issued.spiffe_id}, expires {issued.not_after:%Y-%m-%d %H:%M}Z)",
+            err=True,
+        )
+    else:
+        click.echo(issued.chain_pem.decode(), nl=False)
+
+
+@certs.command("rotate-root")
+@ca_dir_option
+@click.option(
+    "--propagation",
+    default="15s",
+    show_default=True,
+    help="Trust the new root at once; issue from it after this delay.",
+)
+@output_option
+def rotate_root(directory: Path | None, propagation: str, output: str) -> None:
+    """Create a new root and intermediate; issue from them; keep trusting the old root."""
+    from gossamer.certs.ca import CertificateAuthority
+
+    try:
+        delay = parse_duration(propagation)
+    except ValueError as exc:
+        raise UsageError(f"--propagation: {exc}") from None
+    ca = CertificateAuthority.load(resolve_dir(directory))
+    number = ca.rotate_root(delay)
+    data = {"active_generation": number, "trusted_generations": [g.number for g in ca.generations]}
+    emit(
+        output,
+        data,
+        lambda: click.echo(
+            f"generation {number} is now active; the bundle trusts generations "
+            f"{', '.join(str(g.number) for g in ca.generations)}.\n"
+            "Once every leaf has been renewed, run: gossamer certs retire-root"
+        ),
+    )
+
+
+@certs.command("retire-root")
+@ca_dir_option
+@click.option("--generation", type=int, default=None, help="Retire only this generation.")
+@output_option
+def retire_root(directory: Path | None, generation: int | None, output: str) -> None:
+    """Remove old roots from the trust bundle (leaves they signed stop verifying)."""
+    from gossamer.certs.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load(resolve_dir(directory))
+    retired = ca.retire_root(generation)
+    emit(
+        output,
+        {"retired_generations": retired, "active_generation": ca.active},
+        lambda: click.echo(f"retired generation(s) {', '.join(map(str, retired))}"),
+    )
+
+
+@certs.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@output_option
+def inspect(file: Path, output: str) -> None:
+    """Show subject, SPIFFE ID, validity, time left and the issuer chain of FILE."""
+    from gossamer.certs.inspect import describe_chain, human_duration
+
+    data = describe_chain(read_file(file, "certificate file"))
+
+    def render() -> None:
+        rows = [
+            [
+                i,
+                "CA" if c["ca"] else "leaf",
+                c["subject"] or "-",
+                c["spiffe_id"] or "-",
+                c["not_after"][:19] + "Z",
+                human_duration(c["seconds_left"]),
+                c["issuer"],
+            ]
+            for i, c in enumerate(data["certificates"])
+        ]
+        print_table(["#", "kind", "subject", "spiffe id", "not after", "left", "issuer"], rows)
+        if len(rows) > 1:
+            click.echo(
+                "chain: "
+                + (
+                    "each certificate is issued by the next"
+                    if data["chain_links_ok"]
+                    else "BROKEN: a certificate is not issued by the next"
+                )
+            )
+
+    emit(output, data, render)
+
+
+@certs.command()
+@ca_dir_option
+def bundle(directory: Path | None) -> None:
+    """Print the trust bundle (every trusted root, PEM)."""
+    from gossamer.certs.ca import CertificateAuthority
+
+    click.echo(
+        CertificateAuthority.load(resolve_dir(directory)).trust_bundle_pem().decode(), nl=False
+    )
