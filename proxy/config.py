@@ -99,14 +99,15 @@ class NodeInfo:
 
 @dataclass(frozen=True, slots=True)
 class Listeners:
-    """Where the sidecar listens. Ports are fixed for the sidecar's lifetime.
+    """Where the sidecar listens. Ports are fixed for the sidecar's lifetime (its
+    command line); 0 means "whatever it listens on", another value must match.
 
     `passthrough`: unknown destinations (transparent mode) and absolute-form proxy
     requests for hosts outside the mesh (explicit mode) go straight to their target.
     """
 
-    outbound_port: int = 15001
-    inbound_port: int = 15006
+    outbound_port: int = 0
+    inbound_port: int = 0
     mode: ListenerMode = ListenerMode.EXPLICIT
     outbound_address: str = "127.0.0.1"
     inbound_address: str = "0.0.0.0"

@@ -28,7 +28,18 @@ from typing import Any
 
 from cryptography import x509
 
+from gossamer.certs.spiffe import spiffe_id_from_peercert, spiffe_ids_of
 from gossamer.errors import ConfigError
+
+__all__ = [
+    "CredentialHolder",
+    "Credentials",
+    "TlsContexts",
+    "build_contexts",
+    "port_from_sni",
+    "sni_for",
+    "spiffe_id_from_peercert",
+]
 
 _SNI = re.compile(r"^outbound_\.(\d{1,5})_\.")
 
@@ -43,16 +54,6 @@ def port_from_sni(name: str | None) -> int | None:
         return None
     m = _SNI.match(name)
     return int(m.group(1)) if m else None
-
-
-def spiffe_id_from_peercert(peercert: dict[str, Any] | None) -> str | None:
-    """The first `spiffe://` URI SAN of a certificate in `getpeercert()` form."""
-    if not peercert:
-        return None
-    for kind, value in peercert.get("subjectAltName", ()):
-        if kind == "URI" and isinstance(value, str) and value.startswith("spiffe://"):
-            return value
-    return None
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,10 @@ def build_contexts(credentials: Credentials) -> TlsContexts:
         leaf = x509.load_pem_x509_certificate(credentials.chain_pem)
     except ValueError as exc:
         raise ConfigError(f"the certificate is not valid PEM: {exc}") from None
-    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    uris = [u for u in sans.get_values_for_type(x509.UniformResourceIdentifier)]
-    spiffe = next((u for u in uris if u.startswith("spiffe://")), None)
-    if spiffe is None:
-        raise ConfigError("the certificate carries no spiffe:// URI SAN")
+    ids = spiffe_ids_of(leaf)
+    if len(ids) != 1:
+        raise ConfigError("the certificate must carry exactly one spiffe:// URI SAN")
+    spiffe = ids[0]
     contexts = []
     for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
         ctx = ssl.SSLContext(purpose)
