@@ -82,13 +82,16 @@ class ClusterManager:
         self._hosts: dict[tuple[str, Endpoint], Host] = {}
         self._pools: dict[PoolKey, tuple[Cluster, EndpointPool]] = {}
 
-    def _connector(self, cluster: Cluster, endpoint: Endpoint) -> Callable[[Http1Client], Any]:
+    def _connector(
+        self, cluster: Cluster, endpoint: Endpoint
+    ) -> Callable[[Http1Client, float], Any]:
         address, port = endpoint.address, endpoint.port
         sni = sni_for(cluster.service, cluster.namespace, cluster.port)
 
-        async def connect(conn: Http1Client) -> Any:
+        async def connect(conn: Http1Client, allowed: float) -> Any:
+            limit = min(cluster.connect_timeout, allowed)
             if not cluster.tls:
-                return await open_plain(address, port, conn, cluster.connect_timeout)
+                return await open_plain(address, port, conn, limit)
             contexts = self.credentials.contexts
             if contexts is None:
                 raise UpstreamConnectError("no certificate yet")
@@ -99,7 +102,7 @@ class ClusterManager:
                 context=contexts.client,
                 sni=sni,
                 identity=cluster.identity,
-                connect_timeout=cluster.connect_timeout,
+                connect_timeout=limit,
             )
 
         return connect

@@ -15,12 +15,19 @@ from gossamer.errors import (
     AuthorizationDenied,
     GossamerError,
     UpstreamConnectError,
-    UpstreamTimeout,
 )
 from gossamer.proxy.config import RetryPolicy
 from gossamer.proxy.metrics import Metrics
 from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
-from gossamer.proxy.service import Layer, Request, Response, Service, UpstreamReset, error_response
+from gossamer.proxy.service import (
+    Layer,
+    PerTryTimeout,
+    Request,
+    Response,
+    Service,
+    UpstreamReset,
+    error_response,
+)
 
 Clock = Callable[[], float]
 
@@ -38,18 +45,18 @@ def errors_layer(inner: Service) -> Service:
 
 
 def timeout_layer(inner: Service) -> Service:
-    """The route's timeout, until the response head (all tries and backoffs included)."""
+    """The route's timeout, until the response head (all tries and backoffs included).
+
+    Sets `request.deadline`; the upstream exchange enforces it with a timer (cheaper
+    than a timeout scope per request) and fails with UpstreamTimeout.
+    """
 
     async def call(req: Request) -> Response:
         route = req.route
         timeout = route.timeout if route is not None else None
-        if not timeout:
-            return await inner(req)
-        try:
-            async with asyncio.timeout(timeout):
-                return await inner(req)
-        except TimeoutError:
-            raise UpstreamTimeout(f"no response within {timeout:g}s") from None
+        if timeout:
+            req.deadline = asyncio.get_running_loop().time() + timeout
+        return await inner(req)
 
     return call
 
@@ -136,23 +143,18 @@ class RetryLayer:
                 return await inner(req)
             budget = self.budget(route.name, policy)
             budget.record_request()
+            loop = asyncio.get_running_loop()
             attempt = 1
             while True:
                 resp: Response | None = None
                 error: GossamerError | None = None
                 failure: Failure | None = None
+                if policy.per_try_timeout:
+                    req.try_deadline = loop.time() + policy.per_try_timeout
                 try:
-                    if policy.per_try_timeout:
-                        try:
-                            async with asyncio.timeout(policy.per_try_timeout):
-                                resp = await inner(req)
-                        except TimeoutError:
-                            failure = Failure.TIMEOUT
-                            error = UpstreamTimeout(
-                                f"no response within the per-try timeout ({policy.per_try_timeout:g}s)"
-                            )
-                    else:
-                        resp = await inner(req)
+                    resp = await inner(req)
+                except PerTryTimeout as exc:
+                    failure, error = Failure.TIMEOUT, exc
                 except UpstreamConnectError as exc:
                     failure, error = Failure.CONNECT_FAILURE, exc
                 except UpstreamReset as exc:
@@ -176,6 +178,8 @@ class RetryLayer:
                 if resp is not None:
                     resp.discard()
                 delay = backoff_delay(policy, attempt, self.rng)
+                if loop.time() + delay >= req.deadline:
+                    return _give_up(resp, error)
                 if delay > 0:
                     await self.sleep(delay)  # type: ignore[misc]
                 attempt += 1

@@ -19,9 +19,9 @@ listener allows passthrough; a `Host` that matches nothing is 404 `no-route`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -60,8 +60,13 @@ def _split_authority(authority: str, default_port: int) -> tuple[str, int]:
     return authority.strip("[]"), default_port
 
 
+_ID_PREFIX = os.urandom(8).hex().encode()
+_ids = itertools.count(1)
+
+
 def _request_id() -> bytes:
-    return str(uuid.UUID(bytes=os.urandom(16), version=4)).encode()
+    """Unique per request: a random per-process prefix and a counter (cheap)."""
+    return b"%s-%x" % (_ID_PREFIX, next(_ids))
 
 
 class Outbound:
@@ -187,7 +192,9 @@ class Outbound:
                     pool.close()
                 self._passthrough.clear()
             pool = EndpointPool(
-                lambda conn: open_plain(host, port, conn, 5.0), max_idle=8, clock=self.clock
+                lambda conn, allowed: open_plain(host, port, conn, min(5.0, allowed)),
+                max_idle=8,
+                clock=self.clock,
             )
             entry = (pool, Host(Endpoint(host, port)))
             self._passthrough[(host, port)] = entry

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gossamer.errors import UpstreamConnectError
+from gossamer.errors import UpstreamConnectError, UpstreamTimeout
 from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.service import IdentityMismatch
 from gossamer.proxy.tls import spiffe_id_from_peercert
@@ -92,7 +92,7 @@ def _why(exc: BaseException) -> str:
     return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
 
 
-Connector = Callable[[Http1Client], Awaitable[Any]]
+Connector = Callable[[Http1Client, float], Awaitable[Any]]  # (protocol, seconds allowed)
 
 
 class EndpointPool:
@@ -126,23 +126,33 @@ class EndpointPool:
         self.open = 0  # connections alive (idle or busy)
         self.connects_total = 0
 
-    async def acquire(self) -> tuple[Http1Client, bool]:
-        """A connection and whether it was reused; raises UpstreamConnectError."""
+    async def acquire(self, deadline: float = float("inf")) -> tuple[Http1Client, bool]:
+        """A connection and whether it was reused; raises UpstreamConnectError (or
+        UpstreamTimeout when `deadline`, a loop time, passes while connecting)."""
         idle = self._idle
         while idle:
             conn = idle.pop()
             if conn.usable:
                 conn.busy = True
                 return conn, True
-        return await self.fresh(), False
+        return await self.fresh(deadline), False
 
-    async def fresh(self) -> Http1Client:
+    async def fresh(self, deadline: float = float("inf")) -> Http1Client:
         """A new connection (never a pooled one)."""
         conn = Http1Client(self)
         self.connects_total += 1
         self.open += 1
+        left = deadline - conn.loop.time()
         try:
-            await self._connect(conn)
+            if left <= 0:
+                raise UpstreamTimeout("no time left to connect")
+            await self._connect(conn, left)
+        except UpstreamConnectError:
+            self.open -= 1
+            conn._owner = None
+            if conn.loop.time() >= deadline:
+                raise UpstreamTimeout("the route's timeout passed while connecting") from None
+            raise
         except BaseException:
             self.open -= 1
             conn._owner = None

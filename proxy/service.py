@@ -29,6 +29,7 @@ from gossamer.errors import (
 from gossamer.proxy.http1.body import BodyStream, RequestBody
 
 Headers = list[tuple[bytes, bytes]]
+INF = float("inf")
 
 
 class UpstreamReset(UpstreamError):
@@ -41,6 +42,10 @@ class NoHealthyUpstream(UpstreamError):
 
 class IdentityMismatch(UpstreamConnectError):
     """The peer's certificate names another SPIFFE ID than the cluster's service."""
+
+
+class PerTryTimeout(UpstreamTimeout):
+    """One try took longer than the route's per-try timeout (a retry may follow)."""
 
 
 class NoRoute(NotFound):
@@ -77,6 +82,7 @@ class Request:
         "body",
         "cluster",
         "conn",
+        "deadline",
         "expect_continue",
         "headers",
         "http10",
@@ -89,6 +95,7 @@ class Request:
         "snapshot",
         "start",
         "tried",
+        "try_deadline",
         "upgrade",
     )
 
@@ -124,6 +131,10 @@ class Request:
         self.route: Any = None
         self.cluster: Any = None
         self.tried: list[Any] = []
+        # absolute loop times: the route's timeout and the current try's (inf: none);
+        # the upstream connection enforces them with one timer per exchange
+        self.deadline = INF
+        self.try_deadline = INF
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case)."""

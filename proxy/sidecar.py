@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -224,6 +225,11 @@ class Sidecar:
         self.metrics.gauges["gossamer_upstream_connections"] = lambda: sum(
             p.open for p in self.manager.pools()
         )
+        # start-up objects never become garbage: keep the collector off them, and let
+        # the young generation grow (the data path allocates short-lived containers)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20000, 50, 100)
         event(log, logging.INFO, "sidecar listening", **self.bound_ports)
 
     async def _housekeeping(self) -> None:

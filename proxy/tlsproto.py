@@ -23,7 +23,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-_READ = 262144
+_READ = 17408  # one TLS record (16 KiB) and change: no large allocation per read
 
 OnHandshake = Callable[["TlsLayer"], asyncio.BaseProtocol | None]
 

@@ -40,7 +40,7 @@ class _InFlight:
 async def _exchange(pool: EndpointPool, host: Host, req: Request) -> Response:
     done = _InFlight(host)
     try:
-        conn, reused = await pool.acquire()
+        conn, reused = await pool.acquire(req.deadline)
         try:
             return await conn.send(req, done)
         except UpstreamReset:
@@ -51,7 +51,7 @@ async def _exchange(pool: EndpointPool, host: Host, req: Request) -> Response:
                 raise
         done()
         done = _InFlight(host)
-        conn = await pool.fresh()
+        conn = await pool.fresh(req.deadline)
         return await conn.send(req, done)
     except BaseException:
         done()

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import httptools
 
-from gossamer.errors import RemoteProtocolError
+from gossamer.errors import RemoteProtocolError, UpstreamTimeout
 from gossamer.proxy.http1.body import BodyReader, BodyStream
 from gossamer.proxy.http1.wire import (
     CHUNKED,
@@ -35,7 +35,15 @@ from gossamer.proxy.http1.wire import (
     parse_head,
     request_head,
 )
-from gossamer.proxy.service import Headers, Request, Response, Tunnel, UpstreamReset
+from gossamer.proxy.service import (
+    INF,
+    Headers,
+    PerTryTimeout,
+    Request,
+    Response,
+    Tunnel,
+    UpstreamReset,
+)
 
 MAX_RESPONSE_HEAD = 65536
 
@@ -172,12 +180,28 @@ class Http1Client(asyncio.Protocol):
                 parts = request_head(req.method, req.path, req.authority, req.headers, framing)
                 self.transport.write(b"".join(parts))
                 self._pump = self.loop.create_task(self._pump_body(reader, cl is None))
+        deadline = req.deadline if req.deadline <= req.try_deadline else req.try_deadline
+        timer = None
+        if deadline != INF:
+            timer = self.loop.call_at(deadline, self._expire, fut, deadline != req.deadline)
         try:
             return await fut
         except BaseException:
             if not fut.done() or fut.cancelled():
                 self.abort()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, fut: asyncio.Future[Response], per_try: bool) -> None:
+        if fut.done():
+            return
+        if per_try:
+            fut.set_exception(PerTryTimeout("no response within the per-try timeout"))
+        else:
+            fut.set_exception(UpstreamTimeout("no response within the route's timeout"))
+        self.abort()
 
     async def _pump_body(self, reader: BodyReader, chunked: bool) -> None:
         try:

@@ -86,6 +86,8 @@ class Http1Server(asyncio.Protocol):
         self.deadline = _INF
         self._queue: deque[Request | Response] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._serving = False
         self._reading: BodyStream | None = None
         self._in_head = False
         self._url = b""
@@ -114,6 +116,7 @@ class Http1Server(asyncio.Protocol):
             self._reading = None
         if self._task is not None and not self._responding:
             self._task.cancel()
+        self._wake()
         self._wake_drain()
 
     def pause_writing(self) -> None:
@@ -141,7 +144,7 @@ class Http1Server(asyncio.Protocol):
             return
         if self._in_head or self._fed:
             self._reject(408, b"request-timeout")
-        elif self._task is None:
+        elif not self._serving:
             self.close()
 
     def close(self) -> None:
@@ -149,10 +152,11 @@ class Http1Server(asyncio.Protocol):
             self._closed = True
             self.tracker.discard(self)
             self.transport.close()
+            self._wake()
 
     def shutdown(self) -> None:
         """Graceful stop: close now when idle, else after the current response."""
-        if self._task is None and not self._in_head:
+        if not self._serving and not self._in_head and not self._queue:
             self.close()
         else:
             self.deadline = min(self.deadline, self.loop.time() + self.limits.header_timeout)
@@ -280,23 +284,43 @@ class Http1Server(asyncio.Protocol):
 
     def _enqueue(self, item: Request | Response) -> None:
         self._queue.append(item)
-        if self._task is None:
+        if self._waiter is not None:
+            self._wake()
+        elif self._task is None:
             self._task = self.loop.create_task(self._run())
 
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
     async def _run(self) -> None:
+        """One task per connection serves its requests in order, parked when idle."""
+        queue = self._queue
         try:
-            while self._queue and not self._closed:
-                item = self._queue.popleft()
+            while not self._closed:
+                if not queue:
+                    self._waiter = self.loop.create_future()
+                    await self._waiter
+                    continue
+                item = queue.popleft()
                 if isinstance(item, Response):
                     item.headers.append((b"connection", b"close"))
                     self._write_simple(item, "GET")
                     self.close()
                     return
-                await self._serve(item)
+                self._serving = True
+                try:
+                    await self._serve(item)
+                finally:
+                    self._serving = False
         except asyncio.CancelledError:
             pass
         finally:
             self._task = None
+            self._waiter = None
 
     async def _serve(self, req: Request) -> None:
         try:

@@ -45,7 +45,13 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             HITS += 1
 
-    def _send(self, status: int, body: bytes, ctype: str = "text/plain", extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        ctype: str = "text/plain",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("content-type", ctype)
         self.send_header("content-length", str(len(body)))
@@ -56,7 +62,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _body_chunks(self):  # type: ignore[no-untyped-def]
+    def _body_chunks(self):
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip(), 16)

@@ -91,13 +91,17 @@ def upstream(
         "identity": identity or spiffe(service),
         "lb_policy": lb_policy,
         "endpoints": [
-            {"address": ep[0], "port": ep[1], "zone": ep[2] if len(ep) > 2 else ""}  # type: ignore[misc]
+            {"address": ep[0], "port": ep[1], "zone": ep[2] if len(ep) > 2 else ""}
             for ep in endpoints
         ],
     }
     if hash_header:
         cluster["hash_header"] = hash_header
-    route: dict[str, Any] = {"name": f"{service}-default", "clusters": [{"name": name}], "timeout": timeout}
+    route: dict[str, Any] = {
+        "name": f"{service}-default",
+        "clusters": [{"name": name}],
+        "timeout": timeout,
+    }
     if retry is not None:
         route["retry"] = retry
     vhost = {
