@@ -140,18 +140,19 @@ def _retry(n: Node) -> RetryPolicy:
             codes |= {502, 503, 504}
         else:
             conditions.add(item.choice(["connect-failure", "reset", "gateway-error"]))
+    values: dict[str, Any] = {
+        "attempts": n.child("attempts", 3).integer(minimum=1, maximum=10),
+        "per_try_timeout": _opt_duration(n, "per_try_timeout", None),
+        "retry_on": frozenset(conditions),
+        "retry_status_codes": frozenset(codes),
+        "retry_non_idempotent": n.child("retry_non_idempotent", False).boolean(),
+        "budget_percent": n.child("budget_percent", 20.0).number(minimum=0, maximum=1000),
+        "min_retries_per_second": n.child("min_retries_per_second", 10.0).number(minimum=0),
+        "backoff_base": n.child("backoff_base", 0.025).duration(),
+        "backoff_max": n.child("backoff_max", 0.25).duration(),
+    }
     try:
-        return RetryPolicy(
-            attempts=n.child("attempts", 3).integer(minimum=1, maximum=10),
-            per_try_timeout=_opt_duration(n, "per_try_timeout", None),
-            retry_on=frozenset(conditions),
-            retry_status_codes=frozenset(codes),
-            retry_non_idempotent=n.child("retry_non_idempotent", False).boolean(),
-            budget_percent=n.child("budget_percent", 20.0).number(minimum=0, maximum=1000),
-            min_retries_per_second=n.child("min_retries_per_second", 10.0).number(minimum=0),
-            backoff_base=n.child("backoff_base", 0.025).duration(),
-            backoff_max=n.child("backoff_max", 0.25).duration(),
-        )
+        return RetryPolicy(**values)
     except ConfigError as exc:
         raise n.error(exc.detail, hint=exc.hint) from None
 
@@ -220,23 +221,24 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
                 health=Health(e.child("health", "healthy").choice([h.value for h in Health])),
             )
         )
+    values: dict[str, Any] = {
+        "name": c.child("name").string(),
+        "service": c.child("service").string(),
+        "namespace": c.child("namespace", "default").string(),
+        "port": c.child("port").integer(minimum=1, maximum=65535),
+        "protocol": Protocol(c.child("protocol", "http").choice([p.value for p in Protocol])),
+        "tls": c.child("tls", True).boolean(),
+        "identity": c.child("identity", None).optional_string(),
+        "lb_policy": LbPolicy(
+            c.child("lb_policy", "round_robin").choice([p.value for p in LbPolicy])
+        ),
+        "hash_header": c.child("hash_header", None).optional_string(),
+        "connect_timeout": c.child("connect_timeout", 1.0).duration(),
+        "max_idle_per_endpoint": c.child("max_idle_per_endpoint", 64).integer(minimum=0),
+        "idle_timeout": c.child("idle_timeout", 60.0).duration(),
+    }
     try:
-        cluster = Cluster(
-            name=c.child("name").string(),
-            service=c.child("service").string(),
-            namespace=c.child("namespace", "default").string(),
-            port=c.child("port").integer(minimum=1, maximum=65535),
-            protocol=Protocol(c.child("protocol", "http").choice([p.value for p in Protocol])),
-            tls=c.child("tls", True).boolean(),
-            identity=c.child("identity", None).optional_string(),
-            lb_policy=LbPolicy(
-                c.child("lb_policy", "round_robin").choice([p.value for p in LbPolicy])
-            ),
-            hash_header=c.child("hash_header", None).optional_string(),
-            connect_timeout=c.child("connect_timeout", 1.0).duration(),
-            max_idle_per_endpoint=c.child("max_idle_per_endpoint", 64).integer(minimum=0),
-            idle_timeout=c.child("idle_timeout", 60.0).duration(),
-        )
+        cluster = Cluster(**values)
     except ConfigError as exc:
         raise c.error(exc.detail, hint=exc.hint) from None
     return cluster, tuple(endpoints)
