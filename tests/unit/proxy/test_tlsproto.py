@@ -129,7 +129,11 @@ async def test_wrong_identity_is_refused(pki):
 
 async def test_foreign_ca_and_missing_client_certificate_are_refused(pki):
     accepted: list[TlsLayer] = []
-    srv, port = await tls_server(pki, lambda layer: accepted.append(layer) or Collect())
+    def on_handshake(layer: TlsLayer) -> Collect:
+        accepted.append(layer)
+        return Collect()
+
+    srv, port = await tls_server(pki, on_handshake)
     foreign = build_contexts(pki["foreign"]).client
     with pytest.raises(UpstreamConnectError):
         # the server's chain does not verify against the foreign bundle either

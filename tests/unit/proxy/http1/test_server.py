@@ -40,9 +40,10 @@ async def service(req: Request) -> Response:
     if path == b"/continue":
         assert req.on_informational is not None
         req.on_informational(100, b"Continue", [])
-        reader = req.body.reader() if req.body else None
+        assert req.body is not None
+        body_reader = req.body.reader()
         data = b""
-        while reader is not None and (chunk := await reader.read()):
+        while chunk := await body_reader.read():
             data += chunk
         return Response(201, [], data)
     if path.startswith(b"/slow"):
