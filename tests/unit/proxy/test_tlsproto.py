@@ -129,6 +129,7 @@ async def test_wrong_identity_is_refused(pki):
 
 async def test_foreign_ca_and_missing_client_certificate_are_refused(pki):
     accepted: list[TlsLayer] = []
+
     def on_handshake(layer: TlsLayer) -> Collect:
         accepted.append(layer)
         return Collect()
