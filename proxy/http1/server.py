@@ -385,9 +385,30 @@ class Http1Server(asyncio.Protocol):
                 return False
             if tunnel.close is not None:
                 tunnel.close()
-        keep = req.keep_alive and req.upgrade is None
+        reqbody = req.body
+        keep = (
+            req.keep_alive
+            and req.upgrade is None
+            and (reqbody is None or reqbody.stream.done)
+            and not self.tracker.draining
+        )
         body = resp.body
-        if body is None or isinstance(body, bytes) or no_body(status, req.method):
+        streamed = not (body is None or isinstance(body, bytes) or no_body(status, req.method))
+        first = None
+        if streamed:
+            assert isinstance(body, BodyStream)
+            first = body.read_nowait()
+            if first is not None and body.done:
+                streamed = False  # the whole body is here: send it in one piece
+            elif resp.content_length is None and req.http10:
+                keep = False  # close-delimited
+        # say so when this connection ends after the response
+        conn = (
+            b""
+            if keep and not req.http10
+            else (b"connection: keep-alive\r\n" if keep else b"connection: close\r\n")
+        )
+        if not streamed:
             if no_body(status, req.method):
                 framing = b""
                 if req.method == "HEAD" and resp.content_length is not None:
@@ -395,26 +416,21 @@ class Http1Server(asyncio.Protocol):
                 resp.discard()
                 data = b""
             else:
-                data = body if isinstance(body, bytes) else b""
+                data = body if isinstance(body, bytes) else (first or b"")
                 framing = content_length(len(data))
-            parts = response_head(status, resp.reason, resp.headers, framing)
+            parts = response_head(status, resp.reason, resp.headers, framing + conn)
             if data:
                 parts.append(data)
             self.transport.write(b"".join(parts))
             return keep
-        first = body.read_nowait()
-        if first is not None and body.done and resp.content_length is None:
-            # the whole body is here: send it with a length
-            parts = response_head(status, resp.reason, resp.headers, content_length(len(first)))
-            parts.append(first)
-            self.transport.write(b"".join(parts))
-            return keep
+        assert isinstance(body, BodyStream)
         if resp.content_length is not None:
             framing, chunked = content_length(resp.content_length), False
         elif req.http10:
-            framing, chunked, keep = b"", False, False
+            framing, chunked = b"", False
         else:
             framing, chunked = CHUNKED, True
+        framing += conn
         parts = response_head(status, resp.reason, resp.headers, framing)
         if first:
             parts.append(chunk(first) if chunked else first)
