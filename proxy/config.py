@@ -137,18 +137,28 @@ class Authorization:
 
 @dataclass(frozen=True, slots=True)
 class AppPort:
-    """A port of the local app, served through cluster `inbound|<port>`."""
+    """A port of the local app, served through cluster `inbound|<port>`.
+
+    `port` is the service port (what peers name in their SNI); the app listens on
+    `target_port` when it differs (0: the same), on `address`.
+    """
 
     port: int
     protocol: Protocol = Protocol.HTTP
     address: str = "127.0.0.1"
+    target_port: int = 0
 
     def __post_init__(self) -> None:
         _port(self.port, "inbound.app_ports.port")
+        _port(self.target_port, "inbound.app_ports.target_port")
 
     @property
     def cluster_name(self) -> str:
         return f"inbound|{self.port}"
+
+    @property
+    def local_port(self) -> int:
+        return self.target_port or self.port
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,7 @@ class Inbound:
         pending = Pending()
         key = ("destination", source, self.local_service, "mutual_tls")
         task = asyncio.get_running_loop().create_task(
-            self._relay(layer, pending, app_port.address, app_port.port, key)
+            self._relay(layer, pending, app_port.address, app_port.local_port, key)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -59,7 +59,7 @@ def _with_inbound_clusters(config: ProxyConfig) -> ProxyConfig:
     endpoints = dict(config.endpoints)
     for ap in config.inbound.app_ports:
         clusters[ap.cluster_name] = _app_cluster(config.node, ap)
-        endpoints[ap.cluster_name] = (Endpoint(ap.address, ap.port),)
+        endpoints[ap.cluster_name] = (Endpoint(ap.address, ap.local_port),)
     return ProxyConfig(
         node=config.node,
         listeners=config.listeners,

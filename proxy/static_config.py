@@ -100,12 +100,13 @@ def _inbound(n: Node) -> InboundConfig:
     n.check_keys(["app_ports", "authorization"])
     ports = []
     for p in n.child("app_ports", []).items():
-        p.check_keys(["port", "protocol", "address"])
+        p.check_keys(["port", "protocol", "address", "target_port"])
         ports.append(
             AppPort(
                 port=p.child("port").integer(minimum=1, maximum=65535),
                 protocol=Protocol(p.child("protocol", "http").choice([x.value for x in Protocol])),
                 address=p.child("address", "127.0.0.1").string(),
+                target_port=p.child("target_port", 0).integer(minimum=0, maximum=65535),
             )
         )
     a = n.child("authorization", {})

@@ -37,12 +37,22 @@ class _InFlight:
             self.host.active -= 1
 
 
-async def _exchange(pool: EndpointPool, host: Host, req: Request) -> Response:
+async def _exchange(
+    pool: EndpointPool, host: Host, req: Request, clock: Clock | None = None
+) -> Response:
+    """One try on `host`; its RTT (from sending to the response head, not counting
+    connection set-up) feeds the host's peak-EWMA estimate when `clock` is given."""
     done = _InFlight(host)
     try:
         conn, reused = await pool.acquire(req.deadline)
         try:
-            return await conn.send(req, done)
+            if clock is None:
+                return await conn.send(req, done)
+            start = clock()
+            resp = await conn.send(req, done)
+            now = clock()
+            observe_rtt(host, now - start, now)
+            return resp
         except UpstreamReset:
             body = req.body
             if not reused or req.method not in IDEMPOTENT_METHODS:
@@ -65,10 +75,6 @@ def endpoint_service(clock: Clock) -> Service:
         if host is None:
             raise NoHealthyUpstream(f"{cluster.config.name} has no healthy endpoint")
         req.tried.append(host)
-        start = clock()
-        resp = await _exchange(cluster.pool(host), host, req)
-        now = clock()
-        observe_rtt(host, now - start, now)
-        return resp
+        return await _exchange(cluster.pool(host), host, req, clock)
 
     return call

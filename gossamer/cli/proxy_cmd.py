@@ -186,7 +186,7 @@ async def _serve(
     log = logging.getLogger("gossamer.proxy")
     config, credentials = _load(opts, node, static, ports)
     assert isinstance(config, ProxyConfig) and isinstance(credentials, Credentials)
-    app_ports = [ap.port for ap in config.inbound.app_ports] or [p for p, _ in ports]
+    app_ports = [ap.local_port for ap in config.inbound.app_ports] or [p for p, _ in ports]
     probe = None
     if app_ports:
         path = opts["probe_path"]

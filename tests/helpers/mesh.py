@@ -116,7 +116,7 @@ def config_doc(
     service: str,
     *,
     upstreams: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
-    app_ports: Sequence[tuple[int, str]] = (),
+    app_ports: Sequence[tuple[int, str] | tuple[int, str, int]] = (),
     allowed: Sequence[str] | None = None,
     zone: str = "",
     mode: str = "explicit",
@@ -129,7 +129,10 @@ def config_doc(
         "node": {"service": service, "zone": zone, "trust_domain": TRUST_DOMAIN},
         "listeners": {"mode": mode},
         "inbound": {
-            "app_ports": [{"port": p, "protocol": proto} for p, proto in app_ports],
+            "app_ports": [
+                {"port": ap[0], "protocol": ap[1], "target_port": ap[2] if len(ap) > 2 else 0}  # type: ignore[misc]
+                for ap in app_ports
+            ],
             "authorization": authz,
         },
         "clusters": [c for c, _ in upstreams],
