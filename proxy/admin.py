@@ -96,6 +96,8 @@ class Admin:
                         "active_requests": host.active,
                         "total_requests": host.total,
                         "rtt_ms": round(host.rtt * 1000, 3) if host.rtt >= 0 else None,
+                        "consecutive_failures": host.failures,
+                        "ejected": host.ejected_until > rt.clock(),
                         "connections": pool.open if pool is not None else 0,
                         "idle_connections": pool.idle_count if pool is not None else 0,
                     }

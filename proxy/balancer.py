@@ -37,7 +37,16 @@ Clock = Callable[[], float]
 class Host:
     """Runtime state of one endpoint (shared by successive balancers)."""
 
-    __slots__ = ("active", "endpoint", "rtt", "rtt_stamp", "total")
+    __slots__ = (
+        "active",
+        "ejected_until",
+        "ejections",
+        "endpoint",
+        "failures",
+        "rtt",
+        "rtt_stamp",
+        "total",
+    )
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -45,6 +54,9 @@ class Host:
         self.total = 0  # requests sent
         self.rtt = -1.0  # peak-EWMA estimate in seconds; < 0: not measured yet
         self.rtt_stamp = 0.0
+        self.failures = 0  # consecutive failures (outlier detection)
+        self.ejections = 0  # consecutive ejections
+        self.ejected_until = 0.0
 
     @property
     def weight(self) -> int:

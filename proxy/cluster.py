@@ -17,6 +17,7 @@ from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.balancer import Balancer, Host, make_balancer
 from gossamer.proxy.config import Cluster, Endpoint, InboundConfig, ProxyConfig
 from gossamer.proxy.http1.client import Http1Client
+from gossamer.proxy.outlier import record_failure, record_success
 from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
 from gossamer.proxy.router import Router, destination_index
 from gossamer.proxy.tls import CredentialHolder, sni_for
@@ -25,7 +26,15 @@ PoolKey = tuple[str, tuple[str, int]]
 
 
 class ClusterRuntime:
-    __slots__ = ("balancer", "config", "hash_header", "hosts", "pools", "service_label")
+    __slots__ = (
+        "balancer",
+        "clock",
+        "config",
+        "hash_header",
+        "hosts",
+        "pools",
+        "service_label",
+    )
 
     def __init__(
         self,
@@ -33,22 +42,37 @@ class ClusterRuntime:
         hosts: list[Host],
         balancer: Balancer,
         pools: dict[tuple[str, int], EndpointPool],
+        clock: Callable[[], float],
     ) -> None:
         self.config = config
         self.hosts = hosts
         self.balancer = balancer
         self.pools = pools
+        self.clock = clock
         self.hash_header = config.hash_header.lower().encode() if config.hash_header else None
         self.service_label = config.service
 
     def choose(self, headers: list[tuple[bytes, bytes]], avoid: list[Host]) -> Host | None:
+        """A host for the next try: not one already tried, nor an ejected one, when the
+        balancer has another."""
         key = None
         if self.hash_header is not None:
             for k, v in headers:
                 if k.lower() == self.hash_header:
                     key = v
                     break
+        now = self.clock()
+        out = [h for h in self.balancer.hosts if h.ejected_until > now]
+        if out:
+            avoid = [*avoid, *out]
         return self.balancer.choose(key, avoid)
+
+    def succeeded(self, host: Host) -> None:
+        if host.failures or host.ejections:
+            record_success(host)
+
+    def failed(self, host: Host) -> None:
+        record_failure(host, self.balancer.hosts, self.config.outlier, self.clock())
 
     def pool(self, host: Host) -> EndpointPool:
         return self.pools[host.endpoint.key]
@@ -137,7 +161,9 @@ class ClusterManager:
                 rng=self.rng,
                 clock=self.clock,
             )
-            runtimes[name] = ClusterRuntime(cluster, cluster_hosts, balancer, cluster_pools)
+            runtimes[name] = ClusterRuntime(
+                cluster, cluster_hosts, balancer, cluster_pools, self.clock
+            )
         snapshot = Snapshot(
             config=config,
             router=Router(config.routes),

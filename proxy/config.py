@@ -46,6 +46,7 @@ __all__ = [
     "ListenerMode",
     "Listeners",
     "NodeInfo",
+    "OutlierDetection",
     "Protocol",
     "ProxyConfig",
     "RetryPolicy",
@@ -254,6 +255,20 @@ class RouteTable:
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """Passive health (Envoy's consecutive gateway failures): after
+    `consecutive_failures` connect failures, resets or 502/503/504 in a row, an endpoint
+    is left out for `base_ejection` x (times ejected in a row), at most `max_ejection`
+    seconds; at most `max_ejection_percent` of a cluster's endpoints are out (at least
+    one may be). 0 failures disables it."""
+
+    consecutive_failures: int = 5
+    base_ejection: float = 5.0
+    max_ejection: float = 60.0
+    max_ejection_percent: int = 50
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """An upstream service port: how to balance it and whom to trust at its endpoints."""
 
@@ -269,6 +284,7 @@ class Cluster:
     connect_timeout: float = 1.0
     max_idle_per_endpoint: int = 64
     idle_timeout: float = 60.0
+    outlier: OutlierDetection = field(default_factory=OutlierDetection)
 
     def __post_init__(self) -> None:
         _port(self.port, f"clusters.{self.name}.port")

@@ -46,6 +46,7 @@ from gossamer.proxy.config import (
     ListenerMode,
     Listeners,
     NodeInfo,
+    OutlierDetection,
     Protocol,
     ProxyConfig,
     RetryPolicy,
@@ -192,6 +193,16 @@ def _routes(n: Node) -> RouteTable:
     return RouteTable(n.child("name", "outbound").string(), tuple(vhosts))
 
 
+def _outlier(n: Node) -> OutlierDetection:
+    n.check_keys(["consecutive_failures", "base_ejection", "max_ejection", "max_ejection_percent"])
+    return OutlierDetection(
+        consecutive_failures=n.child("consecutive_failures", 5).integer(minimum=0),
+        base_ejection=n.child("base_ejection", 5.0).duration(),
+        max_ejection=n.child("max_ejection", 60.0).duration(),
+        max_ejection_percent=n.child("max_ejection_percent", 50).integer(minimum=0, maximum=100),
+    )
+
+
 def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
     c.check_keys(
         [
@@ -208,6 +219,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
             "max_idle_per_endpoint",
             "idle_timeout",
             "endpoints",
+            "outlier",
         ]
     )
     endpoints = []
@@ -237,6 +249,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
         "connect_timeout": c.child("connect_timeout", 1.0).duration(),
         "max_idle_per_endpoint": c.child("max_idle_per_endpoint", 64).integer(minimum=0),
         "idle_timeout": c.child("idle_timeout", 60.0).duration(),
+        "outlier": _outlier(c.child("outlier", {})),
     }
     try:
         cluster = Cluster(**values)

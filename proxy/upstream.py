@@ -3,7 +3,7 @@
 Picks the endpoint with the cluster's balancer (avoiding endpoints this request already
 tried), takes a pooled connection, and sends. In-flight counts (least-request) cover the
 whole exchange, until the response body ends; the time to the response head feeds the
-peak-EWMA estimate. A pooled connection that turns out to be dead (the peer closed it
+peak-EWMA estimate; failures and successes feed outlier detection. A pooled connection that turns out to be dead (the peer closed it
 while idle) is retried once on a fresh connection when the request is idempotent and
 its body replayable, without counting as a retry.
 """
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.balancer import Host, observe_rtt
 from gossamer.proxy.config import IDEMPOTENT_METHODS
+from gossamer.proxy.outlier import GATEWAY_ERRORS
 from gossamer.proxy.pool import EndpointPool
 from gossamer.proxy.service import NoHealthyUpstream, Request, Response, Service, UpstreamReset
 
@@ -75,6 +77,15 @@ def endpoint_service(clock: Clock) -> Service:
         if host is None:
             raise NoHealthyUpstream(f"{cluster.config.name} has no healthy endpoint")
         req.tried.append(host)
-        return await _exchange(cluster.pool(host), host, req, clock)
+        try:
+            resp = await _exchange(cluster.pool(host), host, req, clock)
+        except (UpstreamConnectError, UpstreamReset):
+            cluster.failed(host)
+            raise
+        if resp.status in GATEWAY_ERRORS:
+            cluster.failed(host)
+        else:
+            cluster.succeeded(host)
+        return resp
 
     return call

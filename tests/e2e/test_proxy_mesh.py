@@ -155,7 +155,7 @@ def test_plaintext_and_foreign_certificates_are_refused(world: World, tmp_path: 
     no_cert = subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{target.inbound}", "-tls1_3",
          "-CAfile", str(bundle), "-quiet"],
-        input=f"GET / HTTP/1.1\r\nHost: catalog\r\n\r\n", capture_output=True, text=True, timeout=20,
+        input="GET / HTTP/1.1\r\nHost: catalog\r\n\r\n", capture_output=True, text=True, timeout=20,
     )  # fmt: skip
     assert "HTTP/1.1" not in no_cert.stdout
     assert "certificate required" in no_cert.stderr, no_cert.stderr

@@ -130,7 +130,7 @@ def config_doc(
         "listeners": {"mode": mode},
         "inbound": {
             "app_ports": [
-                {"port": ap[0], "protocol": ap[1], "target_port": ap[2] if len(ap) > 2 else 0}  # type: ignore[misc]
+                {"port": ap[0], "protocol": ap[1], "target_port": ap[2] if len(ap) > 2 else 0}
                 for ap in app_ports
             ],
             "authorization": authz,
