@@ -36,7 +36,7 @@ def test_ejection_time_grows_and_is_capped():
     for _ in range(4):
         for _ in range(3):
             record_failure(h, hs, POLICY, now)
-        times.append(h.ejected_until - now)
+        times.append(round(h.ejected_until - now, 6))
         now = h.ejected_until + 0.1
     assert times == [5.0, 10.0, 12.0, 12.0]
 
