@@ -17,6 +17,7 @@ from gossamer.errors import (
     UpstreamConnectError,
 )
 from gossamer.proxy.config import RetryPolicy
+from gossamer.proxy.http1.body import BodyStream
 from gossamer.proxy.metrics import Metrics
 from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
 from gossamer.proxy.service import (
@@ -159,9 +160,24 @@ class RetryLayer:
                     failure, error = Failure.CONNECT_FAILURE, exc
                 except UpstreamReset as exc:
                     failure, error = Failure.RESET, exc
-                if resp is not None and resp.status not in policy.retry_status_codes:
-                    return resp
                 replayable = req.body is None or req.body.replayable
+                if resp is not None and resp.status not in policy.retry_status_codes:
+                    if not _may_finish(resp, policy, req, attempt, replayable):
+                        return resp
+                    try:
+                        await _finish_body(resp, req.deadline)
+                        return resp
+                    except (UpstreamReset, TimeoutError) as exc:
+                        # the upstream broke before the (small) body was complete:
+                        # nothing reached the client yet, so this try can be retried
+                        resp.discard()
+                        resp = None
+                        failure = Failure.RESET
+                        error = (
+                            exc
+                            if isinstance(exc, UpstreamReset)
+                            else UpstreamReset("the response body stalled")
+                        )
                 if attempt >= policy.attempts or not retry_allowed(
                     policy,
                     req.method,
@@ -185,6 +201,35 @@ class RetryLayer:
                 attempt += 1
 
         return call
+
+
+SMALL_BODY = 65536
+
+
+def _may_finish(
+    resp: Response, policy: RetryPolicy, req: Request, attempt: int, replayable: bool
+) -> bool:
+    """Whether to wait for a small response body before answering, so that a reset
+    in the middle of it can still be retried (it usually is already complete)."""
+    body = resp.body
+    return (
+        isinstance(body, BodyStream)
+        and not body.done
+        and resp.content_length is not None
+        and resp.content_length <= SMALL_BODY
+        and attempt < policy.attempts
+        and retry_allowed(policy, req.method, failure=Failure.RESET, replayable=replayable)
+    )
+
+
+async def _finish_body(resp: Response, deadline: float) -> None:
+    body = resp.body
+    assert isinstance(body, BodyStream)
+    parts = []
+    async with asyncio.timeout_at(deadline if deadline != float("inf") else None):
+        while data := await body.read():
+            parts.append(data)
+    resp.body = b"".join(parts)
 
 
 def _give_up(resp: Response | None, error: GossamerError | None) -> Response:

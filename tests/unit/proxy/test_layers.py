@@ -159,3 +159,23 @@ async def test_authz_layer_denies_before_the_inner_service():
         if status == 403:
             assert resp.error == b"denied"
     assert len(calls) == 1
+
+
+async def test_a_reset_inside_a_small_body_is_retried():
+    calls = 0
+
+    async def inner(req: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        stream = BodyStream()
+        stream.feed(b"hal")
+        if calls == 1:
+            stream.fail(UpstreamReset("cut"))
+        else:
+            stream.feed(b"f of it")
+            stream.finish()
+        return Response(200, [], stream, content_length=10)
+
+    layer = RetryLayer(Metrics(), rng=random.Random(1), clock=lambda: 0.0)
+    resp = await compose(inner, errors_layer, layer)(request())
+    assert calls == 2 and resp.status == 200 and resp.body == b"half of it"
