@@ -169,11 +169,12 @@ async def test_a_reset_inside_a_small_body_is_retried():
         calls += 1
         stream = BodyStream()
         stream.feed(b"hal")
-        if calls == 1:
-            stream.fail(UpstreamReset("cut"))
+        loop = asyncio.get_running_loop()
+        if calls == 1:  # the connection breaks after the head and 3 bytes
+            loop.call_later(0.01, stream.fail, UpstreamReset("cut"))
         else:
-            stream.feed(b"f of it")
-            stream.finish()
+            loop.call_later(0.01, stream.feed, b"f of it")
+            loop.call_later(0.02, stream.finish)
         return Response(200, [], stream, content_length=10)
 
     layer = RetryLayer(Metrics(), rng=random.Random(1), clock=lambda: 0.0)
