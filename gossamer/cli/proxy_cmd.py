@@ -83,6 +83,20 @@ def _read(path: Path | None, what: str, flag: str) -> bytes:
 )
 @click.option("--trust-domain", default="gossamer.local", show_default=True)
 @click.option(
+    "--header-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds a client gets to send a request head (then 408).",
+)
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection is kept.",
+)
+@click.option(
     "--drain-timeout",
     type=float,
     default=10.0,
@@ -178,6 +192,7 @@ async def _serve(
 
     from gossamer.logs import event
     from gossamer.proxy.config import NodeInfo, ProxyConfig
+    from gossamer.proxy.http1.server import ServerLimits
     from gossamer.proxy.probe import ProbeSpec
     from gossamer.proxy.sidecar import Sidecar, SidecarOptions
     from gossamer.proxy.tls import Credentials
@@ -201,6 +216,10 @@ async def _serve(
         admin_address=str(opts["admin_address"]),
         probe=probe,
         drain_timeout=float(opts["drain_timeout"]),  # type: ignore[arg-type]
+        limits=ServerLimits(
+            header_timeout=float(opts["header_timeout"]),  # type: ignore[arg-type]
+            idle_timeout=float(opts["idle_timeout"]),  # type: ignore[arg-type]
+        ),
     )
     sidecar = Sidecar(options, credentials=credentials, config=config)
     await sidecar.start()
