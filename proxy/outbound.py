@@ -118,12 +118,12 @@ class Outbound:
                 cluster = snap.clusters.get(name) if name is not None else None
                 if cluster is None:
                     if snap.config.listeners.passthrough:
-                        self._spawn(self._tcp_passthrough(transport, dst))
+                        self._spawn(self._tcp_passthrough(transport, self._hold(transport), dst))
                     else:
                         transport.close()
                     return
                 if cluster.config.protocol is Protocol.TCP:
-                    self._spawn(self._tcp_to_cluster(transport, cluster))
+                    self._spawn(self._tcp_to_cluster(transport, self._hold(transport), cluster))
                     return
         server = Http1Server(self.service, info, self.tracker, self.limits)
         transport.set_protocol(server)
@@ -234,15 +234,21 @@ class Outbound:
     async def _connect(self, req: Request, cluster: ClusterRuntime) -> Response:
         return await self._tunnel(self._cluster_connector(cluster))
 
-    async def _relay(
-        self,
-        transport: Any,
-        connect: Callable[[asyncio.BaseProtocol], Any],
-        key: tuple[str, str, str, str],
-    ) -> None:
+    @staticmethod
+    def _hold(transport: Any) -> Pending:
+        """Keep what the app sends (now, before any await) until the relay is set up."""
         down = Pending()
         transport.set_protocol(down)
         down.connection_made(transport)
+        return down
+
+    async def _relay(
+        self,
+        transport: Any,
+        down: Pending,
+        connect: Callable[[asyncio.BaseProtocol], Any],
+        key: tuple[str, str, str, str],
+    ) -> None:
         up = Pending()
         try:
             upstream = await connect(up)
@@ -258,11 +264,11 @@ class Outbound:
             lambda sent, received: self.metrics.tcp_close(key, sent, received),
         )
 
-    async def _tcp_passthrough(self, transport: Any, dst: tuple[str, int]) -> None:
+    async def _tcp_passthrough(self, transport: Any, down: Pending, dst: tuple[str, int]) -> None:
         key = ("source", self.local_service, "PassthroughCluster", "none")
-        await self._relay(transport, lambda p: open_plain(dst[0], dst[1], p, 5.0), key)
+        await self._relay(transport, down, lambda p: open_plain(dst[0], dst[1], p, 5.0), key)
 
-    async def _tcp_to_cluster(self, transport: Any, cluster: ClusterRuntime) -> None:
+    async def _tcp_to_cluster(self, transport: Any, down: Pending, cluster: ClusterRuntime) -> None:
         try:
             connect = self._cluster_connector(cluster)
         except Exception:
@@ -270,7 +276,7 @@ class Outbound:
             return
         security = "mutual_tls" if cluster.config.tls else "none"
         key = ("source", self.local_service, cluster.service_label, security)
-        await self._relay(transport, connect, key)
+        await self._relay(transport, down, connect, key)
 
     async def close(self) -> None:
         for pool, _ in self._passthrough.values():

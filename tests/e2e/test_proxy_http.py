@@ -175,12 +175,12 @@ def test_expect_100_continue(world: World) -> None:
     assert out.startswith(b"HTTP/1.1 417") and b"connection: close" in out
     # and curl, which waits for the 100 before sending, succeeds
     data = Path("/etc/services").read_bytes()
-    out = subprocess.run(
+    curl = subprocess.run(
         ["curl", "-s", "-x", f"http://127.0.0.1:{world.web.outbound}", "-H", "Expect: 100-continue",
          "--data-binary", "@/etc/services", f"http://catalog:{HTTP_PORT}/count"],
         capture_output=True, text=True, timeout=20,
     )  # fmt: skip
-    assert out.stdout.split() == [str(len(data)), hashlib.sha256(data).hexdigest()]
+    assert curl.stdout.split() == [str(len(data)), hashlib.sha256(data).hexdigest()]
 
 
 def test_upgrade_passes_raw_bytes_after_101(world: World) -> None:
