@@ -301,6 +301,27 @@ def hey_fixed_rate(
     return Latency(rps, p50, p99, errors, out)
 
 
+def fixed_rate(
+    url: str,
+    *,
+    rate: int = 1000,
+    connections: int = 20,
+    duration: float = 10.0,
+    host: str | None = None,
+) -> Latency:
+    """Latency at a fixed rate with the open-loop generator in bench/_loadgen.py."""
+    m = re.match(r"http://127\.0\.0\.1:(\d+)(/.*)?$", url)
+    assert m, url
+    args = [sys.executable, "-m", "bench._loadgen", "--port", m.group(1), "--path", m.group(2) or "/",
+            "--rate", str(rate), "--duration", f"{duration:g}", "--connections", str(connections)]  # fmt: skip
+    if host:
+        args += ["--host-header", host]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60, cwd=REPO)
+    data = json.loads(out.stdout)
+    errors = int(data["errors"]) + int(data["sent"]) - int(data["completed"])
+    return Latency(data["rate"], data["p50_ms"], data["p99_ms"], errors, out.stdout)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
     print(f"\n{title}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.balancer import Balancer, Host, make_balancer
-from gossamer.proxy.config import Cluster, Endpoint, InboundConfig, ProxyConfig
+from gossamer.proxy.config import Cluster, Endpoint, InboundConfig, LbPolicy, ProxyConfig
 from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.outlier import record_failure, record_success
 from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
@@ -30,8 +30,10 @@ class ClusterRuntime:
         "balancer",
         "clock",
         "config",
+        "ejected_until",
         "hash_header",
         "hosts",
+        "measure_rtt",
         "pools",
         "service_label",
     )
@@ -51,6 +53,10 @@ class ClusterRuntime:
         self.clock = clock
         self.hash_header = config.hash_header.lower().encode() if config.hash_header else None
         self.service_label = config.service
+        # latest end of an ejection among the hosts (0: none), so that choosing a host
+        # costs nothing extra while no host is ejected
+        self.ejected_until = max((h.ejected_until for h in hosts), default=0.0)
+        self.measure_rtt = config.lb_policy is LbPolicy.EWMA
 
     def choose(self, headers: list[tuple[bytes, bytes]], avoid: list[Host]) -> Host | None:
         """A host for the next try: not one already tried, nor an ejected one, when the
@@ -61,10 +67,13 @@ class ClusterRuntime:
                 if k.lower() == self.hash_header:
                     key = v
                     break
-        now = self.clock()
-        out = [h for h in self.balancer.hosts if h.ejected_until > now]
-        if out:
-            avoid = [*avoid, *out]
+        if self.ejected_until:
+            now = self.clock()
+            if now < self.ejected_until:
+                out = [h for h in self.balancer.hosts if h.ejected_until > now]
+                avoid = [*avoid, *out]
+            else:
+                self.ejected_until = 0.0
         return self.balancer.choose(key, avoid)
 
     def succeeded(self, host: Host) -> None:
@@ -73,6 +82,7 @@ class ClusterRuntime:
 
     def failed(self, host: Host) -> None:
         record_failure(host, self.balancer.hosts, self.config.outlier, self.clock())
+        self.ejected_until = max(self.ejected_until, host.ejected_until)
 
     def pool(self, host: Host) -> EndpointPool:
         return self.pools[host.endpoint.key]

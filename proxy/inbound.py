@@ -153,21 +153,23 @@ class Inbound:
         if cluster is None:
             raise NoCluster(f"no cluster {name}")
         req.cluster = cluster
-        peer = conn.peer_identity or ""
-        own = self.credentials.contexts.spiffe_id if self.credentials.contexts else ""
-        headers: list[tuple[bytes, bytes]] = []
+        xfcc = conn.xfcc
+        if not xfcc:
+            own = self.credentials.contexts.spiffe_id if self.credentials.contexts else ""
+            xfcc = conn.xfcc = f"By={own};URI={conn.peer_identity or ''}".encode()
         forwarded = conn.client.encode()
-        for k, v in req.headers:
-            lk = k.lower()
-            if lk == XFCC:
-                continue
-            if lk == XFF:
-                forwarded = v + b", " + forwarded
-                continue
-            headers.append((k, v))
-        headers.append((XFF, forwarded))
-        headers.append((XFCC, f"By={own};URI={peer}".encode()))
-        req.headers = headers
+        if req.forwarded:  # replace what the peer sent; extend its forwarded-for chain
+            headers: list[tuple[bytes, bytes]] = []
+            for k, v in req.headers:
+                lk = k.lower()
+                if lk == XFCC:
+                    continue
+                if lk == XFF:
+                    forwarded = v + b", " + forwarded
+                    continue
+                headers.append((k, v))
+            req.headers = headers
+        req.headers += ((XFF, forwarded), (XFCC, xfcc))
         return await self._endpoint(req)
 
     async def close(self) -> None:

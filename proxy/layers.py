@@ -52,11 +52,16 @@ def timeout_layer(inner: Service) -> Service:
     than a timeout scope per request) and fails with UpstreamTimeout.
     """
 
+    loop: asyncio.AbstractEventLoop | None = None
+
     async def call(req: Request) -> Response:
+        nonlocal loop
         route = req.route
         timeout = route.timeout if route is not None else None
         if timeout:
-            req.deadline = asyncio.get_running_loop().time() + timeout
+            if loop is None:
+                loop = asyncio.get_running_loop()
+            req.deadline = loop.time() + timeout
         return await inner(req)
 
     return call
@@ -125,6 +130,7 @@ class RetryLayer:
         self.clock = clock
         self.sleep = sleep
         self.budgets: dict[tuple[str, float, float], RetryBudget] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def budget(self, name: str, policy: RetryPolicy) -> RetryBudget:
         key = (name, policy.budget_percent, policy.min_retries_per_second)
@@ -144,7 +150,9 @@ class RetryLayer:
                 return await inner(req)
             budget = self.budget(route.name, policy)
             budget.record_request()
-            loop = asyncio.get_running_loop()
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
             attempt = 1
             while True:
                 resp: Response | None = None

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gossamer.errors import UpstreamConnectError
-from gossamer.proxy.balancer import Host
+from gossamer.proxy.balancer import Host, RoundRobin
 from gossamer.proxy.cluster import ClusterRuntime, Snapshot
-from gossamer.proxy.config import Endpoint, ListenerMode, Protocol
+from gossamer.proxy.config import Cluster, Endpoint, ListenerMode, OutlierDetection, Protocol
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.layers import RetryLayer, errors_layer, metrics_layer, timeout_layer
@@ -48,7 +48,7 @@ from gossamer.proxy.service import (
 )
 from gossamer.proxy.tcp import Pending, splice_pending
 from gossamer.proxy.tls import CredentialHolder, sni_for
-from gossamer.proxy.upstream import _exchange, endpoint_service
+from gossamer.proxy.upstream import endpoint_service
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"})
 
@@ -97,7 +97,8 @@ class Outbound:
         self.service = compose(
             self._route, metrics_layer(metrics, "source", local_service), errors_layer
         )
-        self._passthrough: dict[tuple[str, int], tuple[EndpointPool, Host]] = {}
+        self._endpoint = endpoint_service(clock)
+        self._passthrough: dict[tuple[str, int], ClusterRuntime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connections ---------------------------------------------------------------
@@ -162,14 +163,8 @@ class Outbound:
         req.cluster = cluster
         if req.method == "CONNECT":
             return await self._connect(req, cluster)
-        headers = req.headers
-        has_id = False
-        for k, _ in headers:
-            if k.lower() == b"x-request-id":
-                has_id = True
-                break
-        if not has_id:
-            headers.append((b"x-request-id", _request_id()))
+        if not req.request_id:
+            req.headers.append((b"x-request-id", _request_id()))
         return await self._chain(req)
 
     def _target(self, req: Request) -> tuple[str, int]:
@@ -185,20 +180,33 @@ class Outbound:
         host, port = self._target(req)
         if req.method == "CONNECT":
             return await self._tunnel(lambda p: open_plain(host, port, p, 5.0))
-        entry = self._passthrough.get((host, port))
-        if entry is None:
+        cluster = self._passthrough.get((host, port))
+        if cluster is None:
             if len(self._passthrough) > 256:
-                for pool, _ in self._passthrough.values():
-                    pool.close()
+                for old in self._passthrough.values():
+                    for pool in old.pools.values():
+                        pool.close()
                 self._passthrough.clear()
-            pool = EndpointPool(
-                lambda conn, allowed: open_plain(host, port, conn, min(5.0, allowed)),
-                max_idle=8,
-                clock=self.clock,
-            )
-            entry = (pool, Host(Endpoint(host, port)))
-            self._passthrough[(host, port)] = entry
-        return await _exchange(entry[0], entry[1], req)
+            cluster = self._passthrough_cluster(host, port)
+            self._passthrough[(host, port)] = cluster
+        req.cluster = cluster
+        return await self._endpoint(req)
+
+    def _passthrough_cluster(self, host: str, port: int) -> ClusterRuntime:
+        """A one-endpoint plaintext cluster for a destination outside the mesh."""
+        endpoint = Endpoint(host, port)
+        pool = EndpointPool(
+            lambda conn, allowed: open_plain(host, port, conn, min(5.0, allowed)),
+            max_idle=8,
+            clock=self.clock,
+        )
+        config = Cluster(
+            "PassthroughCluster", "PassthroughCluster", port, tls=False,
+            outlier=OutlierDetection(consecutive_failures=0),
+        )  # fmt: skip
+        hosts = [Host(endpoint)]
+        balancer = RoundRobin(hosts, self.rng, self.clock)
+        return ClusterRuntime(config, hosts, balancer, {endpoint.key: pool}, self.clock)
 
     # -- tunnels and TCP ----------------------------------------------------------------
     def _cluster_connector(self, cluster: ClusterRuntime) -> Callable[[asyncio.BaseProtocol], Any]:
@@ -279,8 +287,9 @@ class Outbound:
         await self._relay(transport, down, connect, key)
 
     async def close(self) -> None:
-        for pool, _ in self._passthrough.values():
-            pool.close()
+        for cluster in self._passthrough.values():
+            for pool in cluster.pools.values():
+                pool.close()
         for task in list(self._tasks):
             task.cancel()
 

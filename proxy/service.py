@@ -84,6 +84,7 @@ class Request:
         "conn",
         "deadline",
         "expect_continue",
+        "forwarded",
         "headers",
         "http10",
         "keep_alive",
@@ -91,6 +92,7 @@ class Request:
         "on_informational",
         "path",
         "proxy_form",
+        "request_id",
         "route",
         "snapshot",
         "start",
@@ -126,6 +128,8 @@ class Request:
         self.upgrade = upgrade  # the Upgrade header when the client asked to switch
         self.start = start
         self.proxy_form = False  # absolute-form target: the client used us as an HTTP proxy
+        self.request_id = False  # the client sent an x-request-id
+        self.forwarded = False  # the client sent x-forwarded-for/-client-cert
         self.on_informational: Callable[[int, bytes, Headers], None] | None = None
         self.snapshot: Any = None
         self.route: Any = None

@@ -16,7 +16,15 @@ from typing import Any, Protocol
 class ConnectionInfo:
     """Facts about one downstream connection, shared by its requests."""
 
-    __slots__ = ("app_port", "client", "listener", "original_dst", "peer_identity", "security")
+    __slots__ = (
+        "app_port",
+        "client",
+        "listener",
+        "original_dst",
+        "peer_identity",
+        "security",
+        "xfcc",
+    )
 
     def __init__(
         self,
@@ -34,6 +42,7 @@ class ConnectionInfo:
         self.security = security  # "mutual_tls" or "none"
         self.app_port = app_port  # inbound: the AppPort this connection targets
         self.original_dst = original_dst  # transparent mode
+        self.xfcc = b""  # inbound: the x-forwarded-client-cert value for this peer
 
 
 class Tracked(Protocol):

@@ -44,6 +44,7 @@ from gossamer.proxy.tcp import splice
 
 log = logging.getLogger(__name__)
 _INF = float("inf")
+METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,10 @@ class Http1Server(asyncio.Protocol):
         except httptools.HttpParserError:
             self._reject(400, b"bad-request")
         else:
-            if self._in_head and self._fed > 2 * self.limits.max_head_bytes:
+            if self._in_head and (
+                self._fed > 2 * self.limits.max_head_bytes
+                or len(self._raw) > self.limits.max_headers
+            ):
                 self._reject(431, b"headers-too-large")
 
     def on_message_begin(self) -> None:
@@ -200,15 +204,24 @@ class Http1Server(asyncio.Protocol):
             raise _Reject(414, b"uri-too-long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # trailers are not forwarded
-        self._head_size += len(name) + len(value) + 4
-        self._raw.append((name, value))
-        if self._head_size > self.limits.max_head_bytes or len(self._raw) > self.limits.max_headers:
-            raise _Reject(431, b"headers-too-large")
+        if self._in_head:  # (trailers are not forwarded)
+            self._raw.append((name, value))
+
+    def _head_too_large(self) -> bool:
+        raw = self._raw
+        limits = self.limits
+        if len(raw) > limits.max_headers:
+            return True
+        # bytes fed so far bound the head from above: count exactly only when needed
+        if self._fed <= limits.max_head_bytes:
+            return False
+        size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in raw)
+        return size > limits.max_head_bytes
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_too_large():
+            raise _Reject(431, b"headers-too-large")
         self._fed = 0
         self.deadline = _INF
         parser = self.parser
@@ -216,7 +229,8 @@ class Http1Server(asyncio.Protocol):
             head = parse_head(self._raw)
         except ValueError:
             raise _Reject(400, b"bad-request") from None
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
         proxy_form = False
         if url[:1] == b"/":
@@ -260,6 +274,8 @@ class Http1Server(asyncio.Protocol):
         )
         req.on_informational = self.informational
         req.proxy_form = proxy_form
+        req.request_id = head.request_id
+        req.forwarded = head.forwarded
         self._enqueue(req)
 
     def on_body(self, data: bytes) -> None:

@@ -25,6 +25,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-client-cert"})
 LAST_CHUNK = b"0\r\n\r\n"
 CHUNKED = b"transfer-encoding: chunked\r\n"
 
@@ -37,8 +38,10 @@ class Head:
         "close",
         "content_length",
         "expect_continue",
+        "forwarded",
         "headers",
         "host",
+        "request_id",
         "upgrade",
     )
 
@@ -50,6 +53,8 @@ class Head:
         self.close = False
         self.upgrade: bytes | None = None
         self.expect_continue = False
+        self.request_id = False  # an x-request-id header is present
+        self.forwarded = False  # x-forwarded-for or x-forwarded-client-cert is present
 
 
 def parse_head(raw: Headers) -> Head:
@@ -61,8 +66,12 @@ def parse_head(raw: Headers) -> Head:
     for name, value in raw:
         lname = name.lower()
         if lname not in HOP_BY_HOP:
-            if lname == b"expect" and value.lower() == b"100-continue":
+            if lname == b"x-request-id":
+                head.request_id = True
+            elif lname == b"expect" and value.lower() == b"100-continue":
                 head.expect_continue = True
+            elif lname in FORWARDED:
+                head.forwarded = True
             kept.append((name, value))
         elif lname == b"host":
             if head.host is None:
