@@ -31,12 +31,12 @@ from gossamer.proxy.http1.wire import (
     LAST_CHUNK,
     chunk,
     content_length,
-    no_body,
     parse_head,
     request_head,
 )
 from gossamer.proxy.service import (
     INF,
+    REASONS,
     Headers,
     PerTryTimeout,
     Request,
@@ -81,7 +81,8 @@ class Http1Client(asyncio.Protocol):
         self._informational = False
         self._upgrade: Response | None = None
         self._tunnel: Tunnel | None = None
-        self._reason = b""
+        self._resp: Response | None = None  # parsed head, answered at the end of the data
+        self._parts: list[bytes] | None = None  # its body so far, while not yet answered
         self._raw: Headers = []
         self._head_size = 0
         self._write_paused = False
@@ -155,6 +156,8 @@ class Http1Client(asyncio.Protocol):
         self._keep_alive = True
         self._until_close = False
         self._stream = None
+        self._resp = None
+        self._parts = None
         fut: asyncio.Future[Response] = self.loop.create_future()
         self._fut = fut
         upgrade = b""
@@ -235,6 +238,21 @@ class Http1Client(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            resp = self._resp
+            if resp is not None:
+                # the head arrived in this piece of data: answer now, with the whole
+                # body as bytes when it came along (the usual case), else a stream
+                self._resp = None
+                parts = self._parts
+                if parts is not None:
+                    self._parts = None
+                    stream = self._stream = BodyStream(self.transport)
+                    for part in parts:
+                        stream.feed(part)
+                    resp.body = stream
+                fut = self._fut
+                if fut is not None and not fut.done():
+                    fut.set_result(resp)
         except httptools.HttpParserUpgrade as exc:
             resp = self._upgrade
             if resp is None:
@@ -250,20 +268,14 @@ class Http1Client(asyncio.Protocol):
             self._protocol_error(str(exc))
 
     def _protocol_error(self, why: str) -> None:
+        self._resp = None
+        self._parts = None
         err = RemoteProtocolError(f"malformed response from upstream: {why}")
         if self._fut is not None and not self._fut.done():
             self._fut.set_exception(err)
         elif self._stream is not None:
             self._stream.fail(err)
         self.abort()
-
-    def on_message_begin(self) -> None:
-        self._reason = b""
-        self._raw = []
-        self._head_size = 0
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
@@ -277,47 +289,56 @@ class Http1Client(asyncio.Protocol):
         if req is None or self._fut is None or self._fut.done():
             raise RemoteProtocolError("response without a request")
         head = parse_head(self._raw)
+        self._raw = []
+        self._head_size = 0
+        reason = REASONS.get(status, b"")
         if status < 200 and status != 101:
             self._informational = True
             if req.on_informational is not None:
-                req.on_informational(status, self._reason, head.headers)
+                req.on_informational(status, reason, head.headers)
             return
         self._keep_alive = self.parser.should_keep_alive() and not head.close
         if status == 101:
-            self._upgrade = Response(status, head.headers, None, reason=self._reason)
+            self._upgrade = Response(status, head.headers, None, reason=reason)
             return
-        if no_body(status, req.method):
+        method = req.method
+        if status in (204, 304) or method == "HEAD":
             resp = Response(
-                status, head.headers, None, reason=self._reason, content_length=head.content_length
+                status, head.headers, None, reason=reason, content_length=head.content_length
             )
-            if req.method == "HEAD":
+            if method == "HEAD":
                 self._keep_alive = self._keep_alive and not head.content_length
                 self._response_done = True
-        else:
-            self._stream = BodyStream(self.transport)
-            self._until_close = head.content_length is None and not head.chunked
-            if self._until_close:
-                self._keep_alive = False
-            resp = Response(
-                status,
-                head.headers,
-                self._stream,
-                reason=self._reason,
-                content_length=head.content_length,
-            )
-        self._fut.set_result(resp)
-        if self._response_done:
-            self._maybe_end()
+            self._fut.set_result(resp)
+            if self._response_done:
+                self._maybe_end()
+            return
+        self._until_close = head.content_length is None and not head.chunked
+        if self._until_close:
+            self._keep_alive = False
+        self._parts = []
+        self._resp = Response(
+            status, head.headers, None, reason=reason, content_length=head.content_length
+        )
 
     def on_body(self, data: bytes) -> None:
-        if self._stream is not None:
+        parts = self._parts
+        if parts is not None:
+            parts.append(data)
+        elif self._stream is not None:
             self._stream.feed(data)
 
     def on_message_complete(self) -> None:
         if self._informational:
             self._informational = False
             return
-        if self._stream is not None:
+        parts = self._parts
+        if parts is not None:
+            self._parts = None
+            resp = self._resp
+            if resp is not None:
+                resp.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        elif self._stream is not None:
             self._stream.finish()
         self._response_done = True
         self._maybe_end()

@@ -48,6 +48,8 @@ def get(path: bytes = b"/", method: str = "GET") -> Request:
 
 
 async def read_body(stream: object) -> bytes:
+    if isinstance(stream, bytes):  # the whole body came with the head
+        return stream
     assert isinstance(stream, BodyStream)
     data = b""
     while chunk := await stream.read():
