@@ -15,18 +15,29 @@ from gossamer.certs.errors import InvalidSpiffeId
 from gossamer.certs.spiffe import SpiffeId, spiffe_ids_of
 
 
-def peer_identity(context: Any, trust_domain: str) -> SpiffeId | None:
-    """The caller's SpiffeId in `trust_domain`, or None if it presented no usable cert."""
+def peer_certificate(context: Any) -> x509.Certificate | None:
+    """The client's leaf certificate, verified by gRPC's handshake (mTLS ports only)."""
     try:
-        auth = context.auth_context()
+        pems = context.auth_context().get("x509_pem_cert") or []
     except Exception:  # a context without transport security
         return None
-    pems = auth.get("x509_pem_cert") or []
     if not pems:
         return None
     try:
-        cert = x509.load_pem_x509_certificate(pems[0])
+        return x509.load_pem_x509_certificate(pems[0])
     except ValueError:
+        return None
+
+
+def peer_cert_not_after(context: Any) -> float | None:
+    cert = peer_certificate(context)
+    return None if cert is None else cert.not_valid_after_utc.timestamp()
+
+
+def peer_identity(context: Any, trust_domain: str) -> SpiffeId | None:
+    """The caller's SpiffeId in `trust_domain`, or None if it presented no usable cert."""
+    cert = peer_certificate(context)
+    if cert is None:
         return None
     ids = spiffe_ids_of(cert)
     if len(ids) != 1:

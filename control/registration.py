@@ -29,7 +29,7 @@ DEFAULT_LEASE_TTL = 10.0
 
 
 class Registration(Protocol):
-    async def set_health(self, health: Health) -> None: ...
+    async def set_health(self, health: Health) -> object: ...
 
     async def close(self) -> None: ...
 
@@ -37,7 +37,9 @@ class Registration(Protocol):
 class Registrar(Protocol):
     """What this service needs from the registry (gossamer.discovery.registry.Registry)."""
 
-    async def register(self, endpoint: Endpoint, ttl: float) -> Registration: ...
+    async def register(
+        self, endpoint: Endpoint, ttl: float, *, takeover: bool = False
+    ) -> Registration: ...
 
 
 def endpoint_from_instance(
@@ -109,7 +111,9 @@ class RegistrationService:
             return
         try:
             endpoint = endpoint_from_instance(instance, key, peer_address(context))
-            registration = await self._registry.register(endpoint, self._ttl)
+            # takeover: the same instance reconnecting (to this or another replica)
+            # before its previous lease ended replaces that lease at once
+            registration = await self._registry.register(endpoint, self._ttl, takeover=True)
         except GossamerError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
             return

@@ -8,6 +8,11 @@ Contract (checked by one contract test suite run against every store):
   and continues from there: never a silent gap.
 - Lease-owned endpoints disappear when their lease is revoked or expires.
 - Writing an endpoint whose instance id already belongs to another owner is rejected.
+- One write is one revision; a write that changes several keys (delete_service, a
+  lease ending) yields several events carrying the same revision.
+- Deleting or updating something that does not exist raises NotFound.
+- PUT events carry the new Service/Endpoint; DELETE events carry only `key` (and
+  `instance_id`). Every event but RESYNC carries `key`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ from gossamer.discovery.model import (
     Service,
     ServiceKey,
 )
+from gossamer.errors import GossamerError
+
+
+class StoreUnavailable(GossamerError):
+    """The store cannot be reached (etcd down) or used (file unwritable) right now.
+
+    Writes that raise it may be retried; nothing already acknowledged is lost."""
+
+    hint = "check that the registry store (etcd) is running and reachable"
 
 
 class Store(abc.ABC):
@@ -39,6 +53,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def state(self) -> RegistryState:
         """The whole registry and the revision it was read at."""
+
+    async def get_endpoint(self, key: ServiceKey, instance_id: str) -> Endpoint | None:
+        """One endpoint, or None (stores override this with a cheaper read)."""
+        return (await self.state()).endpoints.get((key, instance_id))
 
     @abc.abstractmethod
     async def put_service(self, service: Service) -> int: ...

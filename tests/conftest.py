@@ -8,6 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# real-server fixtures any test can ask for: etcd_server, etcd_cluster, shared_etcd
+pytest_plugins = ["tests.helpers.etcd"]
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

@@ -1,0 +1,81 @@
+"""The control plane's own Prometheus metrics, read from live state at scrape time.
+
+Streams by protocol, xDS pushes and NACKs since start, snapshot publishes and the
+duration of the last one (the push latency the control plane adds), certificates
+issued, registry size, configuration reloads and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .publisher import PublishStats
+from .streams import StreamRegistry
+
+
+@dataclass
+class ControlMetricSources:
+    streams: StreamRegistry
+    publish_stats: Callable[[], PublishStats]
+    certificates_issued: Callable[[], int]
+    registry_size: Callable[[], tuple[int, int]]  # (services, endpoints)
+    config_loads: Callable[[], int]
+    config_error: Callable[[], bool]
+
+
+class ControlCollector(Collector):
+    def __init__(self, sources: ControlMetricSources) -> None:
+        self.s = sources
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        streams = GaugeMetricFamily(
+            "gossamer_control_streams", "Open ADS streams", labels=["protocol"]
+        )
+        by_protocol: dict[str, int] = {"sotw": 0, "delta": 0}
+        for info in self.s.streams.streams():
+            by_protocol[info.protocol] = by_protocol.get(info.protocol, 0) + 1
+        for protocol, count in sorted(by_protocol.items()):
+            streams.add_metric([protocol], count)
+        yield streams
+        yield CounterMetricFamily(
+            "gossamer_control_xds_pushes", "xDS responses sent", value=self.s.streams.pushes_total
+        )
+        yield CounterMetricFamily(
+            "gossamer_control_xds_nacks", "NACKs received", value=self.s.streams.nacks_total
+        )
+        stats = self.s.publish_stats()
+        yield CounterMetricFamily(
+            "gossamer_control_publishes", "Snapshot publications", value=stats.publishes
+        )
+        yield GaugeMetricFamily(
+            "gossamer_control_last_publish_seconds",
+            "Time the last snapshot publication took (translate + diff)",
+            value=stats.last_duration,
+        )
+        yield CounterMetricFamily(
+            "gossamer_control_certificates_issued",
+            "Workload certificates issued",
+            value=self.s.certificates_issued(),
+        )
+        services, endpoints = self.s.registry_size()
+        yield GaugeMetricFamily("gossamer_control_services", "Services", value=services)
+        yield GaugeMetricFamily("gossamer_control_endpoints", "Endpoints", value=endpoints)
+        yield CounterMetricFamily(
+            "gossamer_control_config_loads", "mesh.yaml loads", value=self.s.config_loads()
+        )
+        yield GaugeMetricFamily(
+            "gossamer_control_config_error",
+            "1 when the last mesh.yaml change was rejected",
+            value=1 if self.s.config_error() else 0,
+        )
+
+
+def metrics_renderer(sources: ControlMetricSources) -> Callable[[], bytes]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControlCollector(sources))
+    return lambda: generate_latest(registry)

@@ -1,0 +1,49 @@
+"""Which NodeGroup a connecting node belongs to.
+
+On an mTLS port the peer's certificate decides: its SPIFFE ID names the service, and a
+node that claims another service in its metadata is refused. On the insecure port (no
+client certificate) a sidecar names its service in the node metadata, Istio-style:
+
+    node: {id: "...", metadata: {GOSSAMER_SERVICE: catalog, GOSSAMER_NAMESPACE: default}}
+
+and a node without it (a proxyless gRPC client) is in the `proxyless` group.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+
+from gossamer.discovery.model import DEFAULT_NAMESPACE, ServiceKey, check_label
+from gossamer.errors import AuthorizationDenied, ConfigError, RemoteProtocolError
+
+from .translate import PROXYLESS, NodeGroup
+from .translate.names import parse_spiffe_id
+
+SERVICE_KEY = "GOSSAMER_SERVICE"
+NAMESPACE_KEY = "GOSSAMER_NAMESPACE"
+
+
+def claimed_service(node: base_pb2.Node) -> ServiceKey | None:
+    fields = node.metadata.fields
+    if SERVICE_KEY not in fields:
+        return None
+    name = fields[SERVICE_KEY].string_value
+    namespace = fields[NAMESPACE_KEY].string_value if NAMESPACE_KEY in fields else DEFAULT_NAMESPACE
+    try:
+        return ServiceKey(check_label(namespace, NAMESPACE_KEY), check_label(name, SERVICE_KEY))
+    except ConfigError as exc:
+        raise RemoteProtocolError(f"node metadata: {exc.message}") from None
+
+
+def resolve_group(node: base_pb2.Node, identity: str | None, trust_domain: str) -> NodeGroup:
+    """The group for a node; `identity` is the peer's SPIFFE ID when mTLS proved one."""
+    claimed = claimed_service(node)
+    if identity is None:
+        return PROXYLESS if claimed is None else NodeGroup(claimed)
+    parsed = parse_spiffe_id(identity)
+    if parsed is None or parsed[0] != trust_domain:
+        raise AuthorizationDenied(f"peer identity {identity} is not a workload of {trust_domain}")
+    key = parsed[1]
+    if claimed is not None and claimed != key:
+        raise AuthorizationDenied(f"peer {identity} may not claim to be service {claimed}")
+    return NodeGroup(key)

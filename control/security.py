@@ -1,0 +1,83 @@
+"""The control plane's security pieces, assembled: CA, join tokens, its own TLS
+certificate, the identity and registration services, and peer identification.
+
+Created at start from mesh.yaml's `trust_domain` and `control.ca_dir`. If the directory
+holds no CA yet one is created (as istiod makes a self-signed root) and its pin logged;
+a CA of another trust domain is a configuration error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from gossamer.api import calls
+from gossamer.certs.ca import CaReloader, CertificateAuthority
+from gossamer.certs.errors import CaNotFound
+from gossamer.certs.tokens import TokenStore
+from gossamer.errors import ConfigError
+from gossamer.logs import event
+
+from .identity import IdentityService
+from .peer import peer_identity
+from .registration import Registrar, RegistrationService
+from .tls import ServerCertificates
+
+log = logging.getLogger("gossamer.control.security")
+
+
+class MeshSecurity:
+    def __init__(self, ca_dir: Path, trust_domain: str, registrar: Registrar, lease_ttl: float):
+        try:
+            self.ca = CaReloader(ca_dir)
+        except CaNotFound:
+            created = CertificateAuthority.init(ca_dir, trust_domain)
+            event(
+                log,
+                logging.WARNING,
+                "no CA found: created a new one",
+                ca_dir=str(ca_dir),
+                root_pin=created.root_pin(),
+            )
+            self.ca = CaReloader(ca_dir)
+        actual = self.ca.get().trust_domain
+        if actual != trust_domain:
+            raise ConfigError(
+                f"the CA in {ca_dir} is for trust domain {actual}, mesh.yaml says {trust_domain}",
+                field="trust_domain",
+                hint="point control.ca_dir at this mesh's CA, or fix trust_domain",
+            )
+        self.trust_domain = trust_domain
+        self.tokens = TokenStore(ca_dir)
+        self.server_certs = ServerCertificates(self.ca.get)
+        self.issued = 0
+        self.identity = IdentityService(self.ca.get, self.tokens, on_issue=self._count)
+        self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
+
+    def _count(self, _spiffe_id: str, _mode: str) -> None:
+        self.issued += 1
+
+    def trust_bundle(self) -> bytes:
+        return self.ca.get().trust_bundle_pem()
+
+    def ca_stamp(self) -> tuple[int, int]:
+        return self.ca.get().fingerprint()
+
+    def identify(self, context: Any) -> str | None:
+        sid = peer_identity(context, self.trust_domain)
+        return None if sid is None else sid.uri
+
+    def add_identity(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers([calls.identity_handler(self.identity.certify)])
+
+    def add_registration(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers([calls.registration_handler(self.registration.register)])
+
+    def bootstrap_credentials(self) -> grpc.ServerCredentials:
+        return self.server_certs.credentials(require_client_auth=False)
+
+    def mtls_credentials(self) -> grpc.ServerCredentials:
+        return self.server_certs.credentials(require_client_auth=True)

@@ -1,0 +1,56 @@
+"""Where the registry state comes from: following a Store's watch.
+
+`apply_event` folds one registry Event into a RegistryState (pure); `follow_store`
+reads the store's state, then applies every later change and hands each new state to
+`on_state` (the publisher's `set_state`, which coalesces bursts). A RESYNC event
+replaces the state wholesale, so a watcher that fell behind never serves a gap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from gossamer.discovery.model import STATIC_OWNER, Event, EventKind, RegistryState
+from gossamer.discovery.store import Store
+from gossamer.logs import event
+
+log = logging.getLogger("gossamer.control.sources")
+
+
+def apply_event(state: RegistryState, change: Event) -> RegistryState:
+    """The state after `change` (a new object; `state` is left untouched)."""
+    if change.kind is EventKind.RESYNC:
+        if change.state is None:
+            raise ValueError("a RESYNC event must carry the state")
+        return change.state
+    services = dict(state.services)
+    endpoints = dict(state.endpoints)
+    if change.kind is EventKind.PUT_SERVICE and change.service is not None:
+        services[change.service.key] = change.service
+    elif change.kind is EventKind.DELETE_SERVICE and change.key is not None:
+        services.pop(change.key, None)
+        for k in [
+            k for k, e in endpoints.items() if k[0] == change.key and e.owner == STATIC_OWNER
+        ]:
+            del endpoints[k]
+    elif change.kind is EventKind.PUT_ENDPOINT and change.endpoint is not None:
+        endpoints[(change.endpoint.service, change.endpoint.instance_id)] = change.endpoint
+    elif change.kind is EventKind.DELETE_ENDPOINT and change.key is not None:
+        endpoints.pop((change.key, change.instance_id or ""), None)
+    else:
+        raise ValueError(f"malformed registry event {change!r}")
+    return RegistryState(max(state.revision, change.revision), services, endpoints)
+
+
+async def follow_store(store: Store, on_state: Callable[[RegistryState], None]) -> None:
+    """Publish the store's state, then every change, until the watch ends."""
+    state = await store.state()
+    on_state(state)
+    async for change in store.watch(state.revision):
+        try:
+            state = apply_event(state, change)
+        except ValueError as exc:
+            event(log, logging.ERROR, "registry event ignored", error=str(exc))
+            continue
+        on_state(state)

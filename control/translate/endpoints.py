@@ -1,0 +1,69 @@
+"""ClusterLoadAssignments: a service port's endpoints grouped by locality (zone).
+
+Every locality carries a `load_balancing_weight` (gRPC ignores localities without one,
+DESIGN.md section 8): the sum of its healthy endpoints' weights, at least 1, so that
+weighted-locality balancing preserves the endpoint weights across zones. Health maps
+to Envoy's HealthStatus (draining -> DRAINING, unhealthy -> UNHEALTHY); endpoints that
+have a sidecar carry `tlsMode: istio` in the `envoy.transport_socket_match` metadata so
+the cluster's transport socket match picks mutual TLS for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import wrappers_pb2
+
+from gossamer.discovery.model import Endpoint, Health
+
+from . import names
+from .common import metadata
+
+HEALTH_STATUS = {
+    Health.HEALTHY: health_check_pb2.HEALTHY,
+    Health.UNHEALTHY: health_check_pb2.UNHEALTHY,
+    Health.DRAINING: health_check_pb2.DRAINING,
+}
+
+
+def lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
+    out = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(
+                    address=endpoint.address, port_value=endpoint.port
+                )
+            )
+        ),
+        health_status=HEALTH_STATUS[endpoint.health],
+        load_balancing_weight=wrappers_pb2.UInt32Value(value=endpoint.weight),
+    )
+    if endpoint.mtls:
+        out.metadata.CopyFrom(
+            metadata(names.TRANSPORT_SOCKET_MATCH, {names.TLS_MODE_KEY: names.TLS_MODE_MTLS})
+        )
+    return out
+
+
+def load_assignment(
+    cluster_name: str, endpoints: Iterable[Endpoint], service_port: int
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The endpoints serving `service_port`, in a stable order (zone, instance id)."""
+    by_zone: dict[str, list[Endpoint]] = {}
+    for ep in endpoints:
+        if ep.serves(service_port):
+            by_zone.setdefault(ep.zone, []).append(ep)
+    localities = []
+    for zone in sorted(by_zone):
+        members = sorted(by_zone[zone], key=lambda e: e.instance_id)
+        weight = sum(e.weight for e in members if e.health is Health.HEALTHY)
+        localities.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=base_pb2.Locality(zone=zone),
+                lb_endpoints=[lb_endpoint(e) for e in members],
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=max(1, weight)),
+            )
+        )
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name, endpoints=localities)

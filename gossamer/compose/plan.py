@@ -1,0 +1,371 @@
+"""Decide what `gossamer inject` does to a compose file, before touching it.
+
+`make_plan` reads the loaded file and the options and returns a `Plan`: which services
+get a sidecar and in which shape, the application port and the ports to declare in
+mesh.yaml, which ports stay reachable from the host, which services are left alone
+and why, and the networks the mesh's own services must join. It raises `ConfigError`
+(with the line) for input it cannot honour and `UsageError` for options that do not
+fit the file. Pure: no I/O, no mutation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ruamel.yaml.comments import CommentedMap
+
+from gossamer.compose import names
+from gossamer.compose.document import ComposeDocument
+from gossamer.compose.ports import (
+    PROTOCOLS,
+    guess_protocol,
+    host_ports,
+    published_tcp_ports,
+    service_ports,
+    tcp_ports,
+)
+from gossamer.errors import ConfigError, UsageError
+
+MODES = ("transparent", "explicit")
+Shape = Literal["netns", "host"]
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SETTINGS = ("mesh", "port", "protocol")
+# keys that describe a container's network namespace: they move to the namespace owner
+NETWORK_KEYS = (
+    "networks",
+    "ports",
+    "expose",
+    "hostname",
+    "domainname",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "extra_hosts",
+    "mac_address",
+    "links",
+    "external_links",
+)
+
+
+@dataclass(frozen=True)
+class InjectOptions:
+    """What the user asked for; recorded in the output so a re-run can compare."""
+
+    mode: str = "transparent"
+    only: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    observability: bool = False
+    image: str = names.DEFAULT_IMAGE
+    namespace: str = "default"
+    proxy_env: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"unknown mode {self.mode!r}", hint="use transparent or explicit")
+        if not _DNS_LABEL.match(self.namespace):
+            raise UsageError(
+                f"invalid namespace {self.namespace!r}",
+                hint="a DNS-1123 label: lowercase letters, digits and '-'",
+            )
+        both = sorted(set(self.only) & set(self.exclude))
+        if both:
+            raise UsageError(f"{', '.join(both)} both in --only and --exclude")
+        if not self.image.strip():
+            raise UsageError("--image must not be empty")
+        object.__setattr__(self, "only", tuple(sorted(set(self.only))))
+        object.__setattr__(self, "exclude", tuple(sorted(set(self.exclude))))
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """One meshed service."""
+
+    name: str
+    shape: Shape  # netns: own namespace owner; host: network_mode host, sidecar beside it
+    app_port: int | None  # where the sidecar delivers inbound traffic; None = client only
+    ports: tuple[tuple[int, str], ...]  # (container port, protocol) for mesh.yaml
+    published: tuple[int, ...]  # container ports the host reaches directly
+    networks: tuple[str, ...]  # networks its namespace is on (netns shape)
+    profiles: tuple[str, ...]
+    container_name: str | None = None
+    mesh_name: str = ""  # its name in the mesh: a DNS-1123 label (SPIFFE ID, mesh.yaml)
+    port_offset: int = 0  # added to the sidecar's own ports (host shape: several share one)
+
+
+@dataclass(frozen=True)
+class Plan:
+    meshed: tuple[ServicePlan, ...]
+    skipped: tuple[tuple[str, str], ...]  # (service, why it has no sidecar)
+    networks: tuple[str, ...]  # networks the control plane and observability join
+    taken_host_ports: frozenset[int]
+    retarget: dict[str, str] = field(default_factory=dict)  # service -> new network_mode
+
+    def renamed(self) -> list[ServicePlan]:
+        """Meshed services whose mesh name differs from their Compose name."""
+        return [sp for sp in self.meshed if sp.mesh_name != sp.name]
+
+    def get(self, name: str) -> ServicePlan | None:
+        return next((s for s in self.meshed if s.name == name), None)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    mesh: bool = True
+    port: int | None = None
+    protocol: str | None = None
+
+
+def _settings(doc: ComposeDocument, name: str, service: CommentedMap) -> _Settings:
+    raw = service.get(names.EXTENSION)
+    if raw is None:
+        return _Settings()
+    where = f"services.{name}.{names.EXTENSION}"
+    if not isinstance(raw, dict):
+        raise doc.error(
+            "expected a mapping such as {mesh: false}", service, names.EXTENSION, field=where
+        )
+    for key in raw:
+        if key not in _SETTINGS:
+            raise doc.error(
+                f"unknown setting {key!r}",
+                raw,
+                key,
+                field=where,
+                hint=f"known settings: {', '.join(_SETTINGS)}",
+            )
+    mesh = raw.get("mesh", True)
+    if not isinstance(mesh, bool):
+        raise doc.error("expected true or false", raw, "mesh", field=f"{where}.mesh")
+    port = raw.get("port")
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+    ):
+        raise doc.error("expected a port number (1-65535)", raw, "port", field=f"{where}.port")
+    protocol = raw.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise doc.error(
+            f"expected one of {', '.join(PROTOCOLS)}", raw, "protocol", field=f"{where}.protocol"
+        )
+    return _Settings(mesh=mesh, port=port, protocol=protocol)
+
+
+def _check_shapes(doc: ComposeDocument, name: str, service: CommentedMap) -> None:
+    """Reject values of keys the rewrite touches that are not what Compose allows."""
+    shapes = {
+        "networks": (list, dict),
+        "ports": (list,),
+        "expose": (list,),
+        "depends_on": (list, dict),
+        "environment": (list, dict),
+        "links": (list,),
+        "sysctls": (list, dict),
+        "profiles": (list,),
+    }
+    own = {k for k, _ in service.non_merged_items()}
+    for key, types in shapes.items():
+        if key not in service:
+            continue
+        if key not in own and key in NETWORK_KEYS:
+            raise doc.error(
+                f"{key!r} comes from a YAML merge (<<:) and cannot be moved to the sidecar's "
+                "namespace owner",
+                service,
+                None,
+                field=f"services.{name}",
+                hint=f"write {key} in the service itself, or exclude {name} from the mesh",
+            )
+        if not isinstance(service[key], types):
+            kinds = " or ".join("a list" if t is list else "a mapping" for t in types)
+            raise doc.error(f"expected {kinds}", service, key, field=f"services.{name}.{key}")
+
+
+def mesh_name(name: str) -> str:
+    """A Compose service name as a DNS-1123 label: `Flask_App` -> `flask-app`."""
+    label = re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")
+    return label[:63].rstrip("-")
+
+
+def _replicas(service: CommentedMap) -> int:
+    counts = [service.get("scale")]
+    deploy = service.get("deploy")
+    if isinstance(deploy, dict):
+        counts.append(deploy.get("replicas"))
+    return max((c for c in counts if isinstance(c, int) and not isinstance(c, bool)), default=1)
+
+
+def _networks(service: CommentedMap) -> tuple[str, ...]:
+    value = service.get("networks")
+    if isinstance(value, dict):
+        return tuple(str(k) for k in value)
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    return ("default",)
+
+
+def _checked_mesh_name(doc: ComposeDocument, name: str, meshed: list[ServicePlan]) -> str:
+    label = mesh_name(name)
+    clash = next((sp.name for sp in meshed if sp.mesh_name == label), None)
+    if not label or clash is not None:
+        why = f"the same as {clash}'s" if clash else "empty"
+        raise doc.error(
+            f"{name}'s name in the mesh (a DNS-1123 label) would be {why}",
+            doc.services,
+            name,
+            field="services",
+            hint=f"rename {name}, or exclude it from the mesh",
+        )
+    return label
+
+
+def _check_collisions(
+    doc: ComposeDocument, meshed: list[ServicePlan], options: InjectOptions
+) -> None:
+    services = doc.services
+    for sp in meshed:
+        for generated in names.per_service(sp.name):
+            if generated in services:
+                raise doc.error(
+                    f"the service name {generated!r} is needed by gossamer inject for {sp.name}",
+                    services,
+                    generated,
+                    field="services",
+                    hint=f"rename {generated}, or exclude {sp.name} from the mesh",
+                )
+    if meshed:
+        for generated in names.shared_services(options.observability):
+            if generated in services:
+                raise doc.error(
+                    f"the service name {generated!r} is needed by gossamer inject",
+                    services,
+                    generated,
+                    field="services",
+                    hint=f"rename {generated}"
+                    + (
+                        ", or inject without --with-observability"
+                        if generated != names.CONTROL
+                        else ""
+                    ),
+                )
+    for section, taken in (
+        ("secrets", [names.CA_SECRET, *(names.token_secret(s.name) for s in meshed)]),
+        ("configs", [names.MESH_CONFIG, names.PROMETHEUS_CONFIG]),
+    ):
+        existing = doc.data.get(section)
+        if not isinstance(existing, dict):
+            continue
+        for name in taken:
+            if name in existing:
+                raise doc.error(
+                    f"the {section[:-1]} name {name!r} is needed by gossamer inject",
+                    existing,
+                    name,
+                    field=section,
+                    hint=f"rename that {section[:-1]}",
+                )
+
+
+def make_plan(doc: ComposeDocument, options: InjectOptions) -> Plan:
+    services = doc.services
+    known = list(services)
+    for flag, listed in (("--only", options.only), ("--exclude", options.exclude)):
+        for name in listed:
+            if name not in services:
+                raise UsageError(
+                    f"{flag} {name}: no such service in {doc.source}",
+                    hint=f"services: {', '.join(known)}",
+                )
+    meshed: list[ServicePlan] = []
+    skipped: list[tuple[str, str]] = []
+    for name in known:
+        service = services[name]
+        settings = _settings(doc, name, service)
+        if options.only and name not in options.only:
+            skipped.append((name, "not listed in --only"))
+            continue
+        if name in options.exclude:
+            skipped.append((name, "listed in --exclude"))
+            continue
+        if not settings.mesh:
+            if name in options.only:
+                raise UsageError(f"--only {name}, but {name} has x-gossamer: {{mesh: false}}")
+            skipped.append((name, "x-gossamer: {mesh: false}"))
+            continue
+        shape: Shape = "netns"
+        mode = service.get("network_mode")
+        if mode is not None:
+            if str(mode) != "host":
+                reason = f"network_mode: {mode} (it has no network namespace of its own to mesh)"
+                if name in options.only:
+                    raise UsageError(f"--only {name}: cannot mesh it, {reason}")
+                skipped.append((name, reason))
+                continue
+            shape = "host"
+        if _replicas(service) > 1:
+            raise doc.error(
+                f"{name} runs {_replicas(service)} replicas; a Compose sidecar can share the "
+                "network namespace of one container only",
+                service,
+                "deploy" if "deploy" in service else "scale",
+                field=f"services.{name}",
+                hint=f"exclude it (--exclude {name}) or declare one service per replica",
+            )
+        _check_shapes(doc, name, service)
+        entries = service_ports(service)
+        tcp = tcp_ports(entries)
+        app_port = settings.port or (tcp[0] if tcp else None)
+        order = ([app_port] if app_port else []) + [p for p in tcp if p != app_port]
+        declared = tuple(
+            (p, settings.protocol if p == app_port and settings.protocol else guess_protocol(p))
+            for p in order
+        )
+        profiles = service.get("profiles")
+        container_name = service.get("container_name")
+        meshed.append(
+            ServicePlan(
+                name=name,
+                shape=shape,
+                app_port=app_port,
+                ports=declared,
+                published=tuple(published_tcp_ports(entries)),
+                networks=_networks(service) if shape == "netns" else (),
+                profiles=tuple(str(p) for p in profiles) if isinstance(profiles, list) else (),
+                container_name=str(container_name) if container_name else None,
+                mesh_name=_checked_mesh_name(doc, name, meshed),
+                port_offset=100 * sum(1 for m in meshed if m.shape == "host")
+                if shape == "host"
+                else 0,
+            )
+        )
+    _check_collisions(doc, meshed, options)
+    if not meshed:
+        raise ConfigError(
+            "nothing to mesh: every service is excluded or cannot have a sidecar",
+            source=doc.source,
+            hint="; ".join(f"{n}: {why}" for n, why in skipped),
+        )
+    union: dict[str, None] = {}
+    for sp in meshed:
+        for net in sp.networks:
+            union.setdefault(net, None)
+    if not union:
+        union["default"] = None
+    taken: set[int] = set()
+    for service in services.values():
+        taken |= host_ports(service_ports(service))
+    retarget: dict[str, str] = {}
+    netns_names = {s.name for s in meshed if s.shape == "netns"}
+    for name in known:
+        mode = services[name].get("network_mode")
+        if isinstance(mode, str) and mode.startswith("service:"):
+            target = mode.split(":", 1)[1]
+            if target in netns_names:
+                retarget[name] = f"service:{names.netns(target)}"
+    return Plan(
+        meshed=tuple(meshed),
+        skipped=tuple(skipped),
+        networks=tuple(union),
+        taken_host_ports=frozenset(taken),
+        retarget=retarget,
+    )

@@ -1,0 +1,287 @@
+"""The Compose definitions of the services `gossamer inject` adds.
+
+Shape (Kuma's universal-mode pattern, DESIGN.md section 7), for a meshed service S:
+
+- `S-netns` owns the network namespace: it takes S's ports, networks (with the alias
+  `S`, so the rest of the file still reaches S by name), expose, hostname and DNS
+  settings, and sleeps. Compose forbids those keys beside `network_mode: service:X`.
+- `S-init` (transparent mode) joins that namespace with NET_ADMIN/NET_RAW, installs
+  the iptables redirection once and exits; the sidecar waits for it to succeed.
+- `S-proxy` is the sidecar, in the same namespace, running as UID 1337 (the UID the
+  iptables rules exempt), with its join token as a Compose secret; it is healthy once
+  its admin `/ready` answers.
+- S itself gets `network_mode: service:S-netns` and waits for `S-proxy` to be healthy.
+
+A service on `network_mode: host` keeps it; its sidecar runs on the host network
+beside it (explicit mode: the host's iptables are never touched) and reaches the
+control plane through a port published on 127.0.0.1.
+
+Every command and port of the sidecar and control plane CLIs used by the generated
+file is in this module, so a change to those CLIs is one edit here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from gossamer.compose import names
+from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
+
+PROXY_UID = 1337
+ADMIN_PORT = 15000
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+XDS_PORT = 15012
+API_PORT = 15014
+READY_PATH = "/ready"
+HEALTH_PATH = "/healthz"
+JAEGER_UI_PORT = 16686
+OTLP_GRPC_PORT = 4317
+PROMETHEUS_PORT = 9090
+
+
+def _q(text: str) -> DoubleQuotedScalarString:
+    """A string Compose must not read as a number or a YAML 1.1 sexagesimal."""
+    return cast(DoubleQuotedScalarString, DoubleQuotedScalarString(text))
+
+
+def _flow(items: Iterable[Any]) -> CommentedSeq:
+    seq = CommentedSeq(items)
+    seq.fa.set_flow_style()
+    return seq
+
+
+def _block(items: Iterable[Any]) -> CommentedSeq:
+    return CommentedSeq(items)
+
+
+def condition(kind: str) -> CommentedMap:
+    return CommentedMap([("condition", kind)])
+
+
+def _profiles(target: CommentedMap, sp: ServicePlan) -> None:
+    if sp.profiles:
+        target["profiles"] = _flow(sp.profiles)
+
+
+def publish(host_port: int, container_port: int, plan: Plan, notes: list[str]) -> str | None:
+    """`127.0.0.1:H:C`, unless the user's file already publishes host port H."""
+    if host_port in plan.taken_host_ports:
+        notes.append(
+            f"host port {host_port} is already published by the file; "
+            f"port {container_port} of the added service is not published"
+        )
+        return None
+    return f"127.0.0.1:{host_port}:{container_port}"
+
+
+def proxy_env_values(sp: ServicePlan) -> dict[str, str]:
+    """What explicit mode puts in the app's environment: the sidecar as HTTP proxy."""
+    url = f"http://127.0.0.1:{OUTBOUND_PORT + sp.port_offset}"
+    local = "localhost,127.0.0.1,::1"
+    return {"HTTP_PROXY": url, "http_proxy": url, "NO_PROXY": local, "no_proxy": local}
+
+
+def netns_owner(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
+    """`S-netns`; the rewrite then moves S's network keys into it."""
+    owner = CommentedMap()
+    owner["image"] = options.image
+    owner["entrypoint"] = _flow(["sleep"])
+    owner["command"] = _flow(["infinity"])
+    owner["init"] = True  # a PID 1 that stops on SIGTERM
+    owner["restart"] = "unless-stopped"
+    _profiles(owner, sp)
+    return owner
+
+
+def iptables_command(sp: ServicePlan) -> list[str]:
+    """The init container's arguments (after the `gossamer` entrypoint)."""
+    excluded = [ADMIN_PORT, *sp.published]
+    return [
+        "proxy",
+        "iptables",
+        "install",
+        "--proxy-uid",
+        str(PROXY_UID),
+        "--inbound-port",
+        str(INBOUND_PORT),
+        "--outbound-port",
+        str(OUTBOUND_PORT),
+        # published ports stay reachable from the host as before, and Prometheus
+        # scrapes the admin port from outside the namespace
+        "--exclude-inbound-ports",
+        ",".join(str(p) for p in excluded),
+    ]
+
+
+def init_container(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
+    init = CommentedMap()
+    init["image"] = options.image
+    init["entrypoint"] = _flow(["gossamer"])
+    init["command"] = _flow(iptables_command(sp))
+    init["user"] = _q("0:0")
+    init["cap_add"] = _flow(["NET_ADMIN", "NET_RAW"])
+    init["network_mode"] = f"service:{names.netns(sp.name)}"
+    init["restart"] = _q("no")
+    _profiles(init, sp)
+    return init
+
+
+def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
+    """The sidecar's arguments (after the `gossamer` entrypoint)."""
+    control = f"127.0.0.1:{XDS_PORT}" if sp.shape == "host" else f"{names.CONTROL}:{XDS_PORT}"
+    args = ["proxy", "--service", sp.mesh_name, "--namespace", options.namespace]
+    for port, protocol in sp.ports:
+        # the sidecar speaks HTTP/1.1 or carries opaque TCP
+        args += ["--app-port", f"{port}/{'http' if protocol == 'http' else 'tcp'}"]
+    args += ["--control", control, "--token-file", names.container_token_file(sp.name)]
+    if sp.port_offset:
+        args += [
+            "--inbound-port",
+            str(INBOUND_PORT + sp.port_offset),
+            "--outbound-port",
+            str(OUTBOUND_PORT + sp.port_offset),
+            "--admin-port",
+            str(ADMIN_PORT + sp.port_offset),
+        ]
+    return args
+
+
+def _healthcheck(test: list[str], *, start_period: str) -> CommentedMap:
+    check = CommentedMap()
+    check["test"] = _flow(test)
+    check["interval"] = "5s"
+    check["timeout"] = "3s"
+    check["retries"] = 3
+    check["start_period"] = start_period
+    check["start_interval"] = "1s"
+    return check
+
+
+def sidecar_ready_probe(port: int) -> str:
+    """Healthy once the sidecar has its certificate and configuration.
+
+    The admin `/ready` also waits for the app to accept connections, but Compose starts
+    the app only after its sidecar is healthy: so everything `/ready` reports missing
+    must be the app (`{"ready": false, "missing": ["app (...)"]}`).
+    """
+    return (
+        "import http.client,json,sys; "
+        f"c=http.client.HTTPConnection('127.0.0.1',{port},timeout=2); "
+        f"c.request('GET','{READY_PATH}'); "
+        "m=json.loads(c.getresponse().read())['missing']; "
+        "sys.exit(any(not x.startswith('app') for x in m))"
+    )
+
+
+def http_probe(port: int, path: str) -> str:
+    return (
+        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
+    )
+
+
+def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
+    proxy = CommentedMap()
+    proxy["image"] = options.image
+    proxy["entrypoint"] = _flow(["gossamer"])
+    proxy["command"] = _flow(sidecar_command(sp, options))
+    proxy["user"] = _q(f"{PROXY_UID}:{PROXY_UID}")
+    proxy["network_mode"] = "host" if sp.shape == "host" else f"service:{names.netns(sp.name)}"
+    proxy["secrets"] = _block([names.token_secret(sp.name)])
+    if options.observability:
+        port = OTLP_GRPC_PORT
+        host = "127.0.0.1" if sp.shape == "host" else names.JAEGER
+        proxy["environment"] = CommentedMap(
+            [("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{port}")]
+        )
+    depends = CommentedMap()
+    if sp.shape == "netns" and options.mode == "transparent":
+        depends[names.init(sp.name)] = condition("service_completed_successfully")
+    depends[names.CONTROL] = condition("service_healthy")
+    proxy["depends_on"] = depends
+    probe = sidecar_ready_probe(ADMIN_PORT + sp.port_offset)
+    proxy["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="60s")
+    proxy["restart"] = "unless-stopped"
+    _profiles(proxy, sp)
+    return proxy
+
+
+def _networks(target: CommentedMap, plan: Plan) -> None:
+    if plan.networks != ("default",):
+        target["networks"] = _block(plan.networks)
+
+
+def _ports(target: CommentedMap, ports: list[str | None]) -> None:
+    published = [_q(p) for p in ports if p is not None]
+    if published:
+        target["ports"] = _block(published)
+
+
+def control_plane(plan: Plan, options: InjectOptions, notes: list[str]) -> CommentedMap:
+    control = CommentedMap()
+    control["image"] = options.image
+    control["entrypoint"] = _flow(["gossamer"])
+    control["command"] = _flow(["control", "--config", names.CONTAINER_MESH_FILE])
+    control["configs"] = _block(
+        [CommentedMap([("source", names.MESH_CONFIG), ("target", names.CONTAINER_MESH_FILE)])]
+    )
+    control["secrets"] = _block(
+        [CommentedMap([("source", names.CA_SECRET), ("target", names.CONTAINER_CA_DIR)])]
+    )
+    if options.observability:
+        control["environment"] = CommentedMap(
+            [("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{names.JAEGER}:{OTLP_GRPC_PORT}")]
+        )
+    _networks(control, plan)
+    ports = [publish(API_PORT, API_PORT, plan, notes)]
+    if any(sp.shape == "host" for sp in plan.meshed):
+        ports.append(publish(XDS_PORT, XDS_PORT, plan, notes))
+    _ports(control, ports)
+    probe = http_probe(API_PORT, HEALTH_PATH)
+    control["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="30s")
+    control["restart"] = "unless-stopped"
+    return control
+
+
+def jaeger(plan: Plan, notes: list[str]) -> CommentedMap:
+    service = CommentedMap()
+    service["image"] = names.JAEGER_IMAGE
+    service["command"] = _flow(
+        [
+            "--set",
+            f"receivers.otlp.protocols.grpc.endpoint=0.0.0.0:{OTLP_GRPC_PORT}",
+            "--set",
+            "receivers.otlp.protocols.http.endpoint=0.0.0.0:4318",
+        ]
+    )
+    _networks(service, plan)
+    ports = [publish(JAEGER_UI_PORT, JAEGER_UI_PORT, plan, notes)]
+    if any(sp.shape == "host" for sp in plan.meshed):
+        ports.append(publish(OTLP_GRPC_PORT, OTLP_GRPC_PORT, plan, notes))
+    _ports(service, ports)
+    service["restart"] = "unless-stopped"
+    return service
+
+
+def prometheus(plan: Plan, notes: list[str]) -> CommentedMap:
+    service = CommentedMap()
+    service["image"] = names.PROMETHEUS_IMAGE
+    service["configs"] = _block(
+        [
+            CommentedMap(
+                [
+                    ("source", names.PROMETHEUS_CONFIG),
+                    ("target", names.CONTAINER_PROMETHEUS_FILE),
+                ]
+            )
+        ]
+    )
+    _networks(service, plan)
+    _ports(service, [publish(PROMETHEUS_PORT, PROMETHEUS_PORT, plan, notes)])
+    service["depends_on"] = CommentedMap([(names.CONTROL, condition("service_started"))])
+    service["restart"] = "unless-stopped"
+    return service

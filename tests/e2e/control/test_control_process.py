@@ -1,0 +1,130 @@
+"""`gossamer control` as a real process: start-up errors, reloads, SIGHUP, shutdown."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from gossamer.control.translate import names
+from tests.helpers.ads_client import AdsClient
+from tests.helpers.control_plane import ControlPlaneProcess, mesh, mesh_yaml, write_mesh
+from tests.helpers.net import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gossamer.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_invalid_config_at_start_is_one_clear_line(tmp_path):
+    config = tmp_path / "mesh.yaml"
+    config.write_text(
+        "control:\n  insecure_xds_listen: 127.0.0.1:0\n"
+        "services:\n  - name: echo\n  - name: web\n    lb_policy: fastest\n"
+    )
+    line = 6
+    result = run_cli("control", "--config", str(config))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"mesh.yaml:{line}: services[1].lb_policy: must be one of" in result.stderr
+
+
+def test_ca_of_another_trust_domain_is_explained(tmp_path):
+    from gossamer.certs.ca import CertificateAuthority
+
+    CertificateAuthority.init(tmp_path / "ca", "other.example")
+    config = tmp_path / "mesh.yaml"
+    config.write_text(
+        "trust_domain: gossamer.local\n"
+        "control: {ca_dir: ca, xds_listen: '127.0.0.1:0', bootstrap_listen: '127.0.0.1:0',"
+        " api_listen: '127.0.0.1:0'}\n"
+    )
+    result = run_cli("control", "--config", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "trust domain other.example" in result.stderr and "hint:" in result.stderr
+
+
+def cluster_names(response) -> set[str]:
+    return set(AdsClient.decode(response))
+
+
+def services(*names_: str) -> list[dict[str, object]]:
+    return [{"name": n, "ports": [{"port": 8080}]} for n in names_]
+
+
+async def test_bad_reload_keeps_serving_then_sighup_applies_a_fix(tmp_path):
+    port = free_port()
+    config = tmp_path / "mesh.yaml"
+    write_mesh(config, mesh(services("a"), insecure_port=port))
+    # a poll interval far longer than the test: only SIGHUP makes it look at the file
+    plane = ControlPlaneProcess(config, tmp_path / "control.log", reload_interval=3600)
+    plane.start(port)
+    try:
+        async with AdsClient(f"127.0.0.1:{port}", "n1") as client:
+            await client.request(names.CLUSTER)
+            first = await client.recv()
+            await client.ack(first)
+            assert cluster_names(first) == {"outbound|8080||a.default"}
+
+            bad = mesh(services("a"), insecure_port=port)
+            bad["services"].append({"name": "BAD"})
+            config.write_text(mesh_yaml(bad))
+            assert plane.proc is not None
+            plane.proc.send_signal(signal.SIGHUP)
+            await client.expect_silence(1.0)  # nothing new is served
+            assert plane.alive()
+            log = plane.log()
+            assert "configuration rejected" in log
+            assert "services[1].name" in log and "mesh.yaml:" in log
+
+            write_mesh(config, mesh(services("a", "b"), insecure_port=port))
+            plane.proc.send_signal(signal.SIGHUP)
+            second = await client.recv()
+            assert cluster_names(second) == {"outbound|8080||a.default", "outbound|8080||b.default"}
+    finally:
+        code = plane.stop()
+    assert code == 0, plane.log()
+    assert "shutting down" in plane.log()
+
+
+def test_sigint_stops_cleanly(tmp_path):
+    port = free_port()
+    config = tmp_path / "mesh.yaml"
+    write_mesh(config, mesh(services("a"), insecure_port=port))
+    plane = ControlPlaneProcess(config, tmp_path / "control.log")
+    plane.start(port)
+    assert plane.proc is not None
+    plane.proc.send_signal(signal.SIGINT)
+    assert plane.proc.wait(10) == 0
+    plane.stop()
+    assert "Traceback" not in plane.log()
+
+
+def test_port_in_use_is_an_error_not_a_shared_port(tmp_path):
+    port = free_port()
+    config = tmp_path / "mesh.yaml"
+    write_mesh(config, mesh(services("a"), insecure_port=port))
+    plane = ControlPlaneProcess(config, tmp_path / "control.log")
+    plane.start(port)
+    try:
+        # the same registry file is locked by the first process
+        same = run_cli("control", "--config", str(config))
+        assert same.returncode == 1 and "in use by another process" in same.stderr
+        # its own registry, the same port: the port must not be shared silently
+        other = tmp_path / "other"
+        other.mkdir()
+        write_mesh(other / "mesh.yaml", mesh(services("a"), insecure_port=port))
+        second = run_cli("control", "--config", str(other / "mesh.yaml"))
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "hint:" in second.stderr
+    finally:
+        assert plane.stop() == 0

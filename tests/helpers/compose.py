@@ -1,0 +1,44 @@
+"""Helpers for the compose injection tests: the sample files and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO
+
+# Real compose files from docker/awesome-compose (CC0), copied from ../shared.
+SAMPLES = REPO / "tests" / "data" / "compose-samples"
+SHARED_SAMPLES = Path("/work/shared/compose-samples")
+
+
+def sample_paths() -> list[Path]:
+    """Every sample: the repository's copy, plus any newer one in the shared folder."""
+    found = {p.name: p for p in SAMPLES.iterdir() if p.suffix in (".yaml", ".yml")}
+    if SHARED_SAMPLES.is_dir():
+        for path in SHARED_SAMPLES.iterdir():
+            if path.suffix in (".yaml", ".yml"):
+                found[path.name] = path
+    return [found[name] for name in sorted(found)]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`gossamer ARGS` as a separate process, in `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "gossamer.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def plain(text: str) -> dict[str, Any]:
+    """A compose text as plain Python data."""
+    from ruamel.yaml import YAML
+
+    data = YAML(typ="safe", pure=True).load(text)
+    assert isinstance(data, dict)
+    return data

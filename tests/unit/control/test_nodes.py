@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from gossamer.control.nodes import resolve_group
+from gossamer.control.translate import PROXYLESS, NodeGroup
+from gossamer.discovery.model import ServiceKey
+from gossamer.errors import AuthorizationDenied, RemoteProtocolError
+from tests.helpers.ads_client import make_node
+
+TD = "gossamer.local"
+
+
+def test_metadata_places_sidecars_and_plain_nodes_are_proxyless():
+    assert resolve_group(make_node("x"), None, TD) is PROXYLESS
+    group = resolve_group(make_node("x", {"GOSSAMER_SERVICE": "web"}), None, TD)
+    assert group == NodeGroup(ServiceKey("default", "web")) and group.name == "sidecar:default/web"
+    shop = resolve_group(
+        make_node("x", {"GOSSAMER_SERVICE": "web", "GOSSAMER_NAMESPACE": "shop"}), None, TD
+    )
+    assert shop.service == ServiceKey("shop", "web")
+    with pytest.raises(RemoteProtocolError):
+        resolve_group(make_node("x", {"GOSSAMER_SERVICE": "Not A Label"}), None, TD)
+
+
+def test_identity_wins_and_must_match_the_claim():
+    spiffe = "spiffe://gossamer.local/ns/default/sa/web"
+    assert resolve_group(make_node("x"), spiffe, TD) == NodeGroup(ServiceKey("default", "web"))
+    with pytest.raises(AuthorizationDenied):
+        resolve_group(make_node("x", {"GOSSAMER_SERVICE": "db"}), spiffe, TD)
+    with pytest.raises(AuthorizationDenied):
+        resolve_group(make_node("x"), "spiffe://other.org/ns/default/sa/web", TD)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from typing import Any
+
+from gossamer.control.cache import Resource, Snapshot
+from gossamer.control.config import mesh_from_mapping
+from gossamer.control.translate import PROXYLESS, MeshInputs, NodeGroup, Translator, names
+from gossamer.control.translate.views import tcp_destinations
+from gossamer.discovery.model import Endpoint, RegistryState, Service, ServiceKey, ServicePort
+
+TD = "gossamer.local"
+WEB = ServiceKey("default", "web")
+API = ServiceKey("default", "api")
+VAULT = ServiceKey("default", "vault")
+
+
+def inputs(bundle: bytes | None = b"PEM") -> MeshInputs:
+    mesh = mesh_from_mapping(
+        {
+            "services": [
+                {"name": "web"},
+                {"name": "api"},
+                {"name": "vault", "authorization": {"allow": [f"spiffe://{TD}/ns/default/sa/api"]}},
+            ]
+        }
+    )
+    services = {
+        WEB: Service("web", ports=(ServicePort(8080),)),
+        API: Service("api", ports=(ServicePort(9090, "grpc"), ServicePort(5432, "tcp"))),
+        VAULT: Service("vault", ports=(ServicePort(8200),)),
+    }
+    endpoints = {
+        (API, "a1"): Endpoint(API, "a1", "10.0.0.1", 15006, mtls=True),
+        (VAULT, "v1"): Endpoint(VAULT, "v1", "10.0.0.2", 8200),
+    }
+    return MeshInputs(RegistryState(3, services, endpoints), TD, mesh.policies, bundle)
+
+
+def snapshot_of(view) -> Snapshot:
+    return Snapshot.build({t: [Resource.of(n, m) for n, m in by.items()] for t, by in view.items()})
+
+
+def test_sidecar_view():
+    view = Translator(inputs()).view(NodeGroup(WEB))
+    clusters = set(view[names.CLUSTER])
+    assert "outbound|9090||api.default" in clusters and "outbound|8080||web.default" in clusters
+    assert "outbound|8200||vault.default" not in clusters  # web may not call vault
+    assert {names.PASSTHROUGH_CLUSTER, "inbound|8080"} <= clusters
+    assert set(view[names.ENDPOINT]) == {
+        "outbound|8080||web.default",
+        "outbound|9090||api.default",
+        "outbound|5432||api.default",
+    }
+    assert set(view[names.LISTENER]) == {names.OUTBOUND_LISTENER, names.INBOUND_LISTENER}
+    assert set(view[names.ROUTE]) == {names.OUTBOUND_ROUTE}
+    assert set(view[names.SECRET]) == {names.ROOT_CA_SECRET}
+    assert snapshot_of(view).consistency_errors() == []
+    api_view = Translator(inputs()).view(NodeGroup(API))
+    assert "outbound|8200||vault.default" in api_view[names.CLUSTER]
+
+
+def test_proxyless_view():
+    view = Translator(inputs()).view(PROXYLESS)
+    assert set(view[names.LISTENER]) >= {
+        "api:9090",
+        "api.default:9090",
+        "api",
+        "api.default",
+        "vault:8200",
+    }
+    assert not any(
+        name.endswith(":5432") for name in view[names.LISTENER]
+    )  # no API listener for TCP
+    assert "outbound|8200||vault.default" in view[names.CLUSTER]
+    assert view[names.ROUTE] == {}
+    assert snapshot_of(view).consistency_errors() == []
+
+
+def test_without_a_trust_bundle_nothing_needs_one():
+    translator = Translator(inputs(bundle=None))
+    view = translator.view(NodeGroup(WEB))
+    assert names.INBOUND_LISTENER not in view[names.LISTENER]
+    assert view[names.SECRET] == {}
+    cluster: Any = view[names.CLUSTER]["outbound|9090||api.default"]
+    assert not cluster.transport_socket_matches
+    assert snapshot_of(view).consistency_errors() == []
+
+
+def test_unknown_service_sidecar_gets_outbound_only():
+    view = Translator(inputs()).view(NodeGroup(ServiceKey("default", "newcomer")))
+    assert set(view[names.LISTENER]) == {names.OUTBOUND_LISTENER}
+
+
+def test_equal_inputs_give_identical_versions():
+    one = snapshot_of(Translator(inputs()).view(NodeGroup(WEB)))
+    two = snapshot_of(Translator(inputs()).view(NodeGroup(WEB)))
+    assert one.versions() == two.versions()
+    groups = [g.name for g in Translator(inputs()).groups()]
+    assert groups == [
+        "proxyless",
+        "sidecar:default/api",
+        "sidecar:default/vault",
+        "sidecar:default/web",
+    ]
+
+
+def test_tcp_destinations_skip_shared_ports():
+    a = Service("a", ports=(ServicePort(5432, "tcp"), ServicePort(6379, "tcp")))
+    b = Service("b", ports=(ServicePort(5432, "tcp"),))
+    assert tcp_destinations([a, b]) == {6379: "outbound|6379||a.default"}

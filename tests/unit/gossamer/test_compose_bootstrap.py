@@ -1,0 +1,117 @@
+"""The `.gossamer/` folder: a real CA, real join tokens, generated configuration."""
+
+from __future__ import annotations
+
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from gossamer.certs.ca import CertificateAuthority
+from gossamer.certs.errors import TokenWrongService
+from gossamer.certs.tokens import TokenStore, parse_token
+from gossamer.compose import meshfiles
+from gossamer.compose.bootstrap import write_bootstrap
+from gossamer.compose.inject import inject_text
+from gossamer.compose.plan import InjectOptions
+from gossamer.errors import UsageError
+from gossamer.yamlconf import load_file
+
+TEXT = """\
+services:
+  web:
+    image: w
+    ports: ["8080:8000"]
+  Cache_1:
+    image: redis
+    expose: [6379]
+"""
+
+
+def plan_for(options: InjectOptions):
+    return inject_text(TEXT, options, source="compose.yaml").plan
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_first_run_creates_ca_tokens_and_config(tmp_path: Path):
+    options = InjectOptions(observability=True)
+    report = write_bootstrap(tmp_path, plan_for(options), options, source="compose.yaml")
+    folder = tmp_path / ".gossamer"
+    assert mode(folder) == 0o700
+    assert (folder / ".gitignore").read_text().endswith("*\n")
+    ca = CertificateAuthority.load(folder / "ca")
+    assert report.ca_created and ca.trust_domain == report.trust_domain == "gossamer.local"
+    assert sorted(report.tokens_created) == ["Cache_1", "web"]
+    store = TokenStore(folder / "ca")
+    for name, mesh_name in (("web", "web"), ("Cache_1", "cache-1")):
+        path = folder / "tokens" / f"{name}.token"
+        assert mode(path) == 0o644  # readable by the sidecar's UID inside the container
+        token = path.read_text().strip()
+        assert parse_token(token).ca_pin == ca.root_pin()
+        assert store.verify(token, service=mesh_name, namespace="default").service == mesh_name
+    with pytest.raises(TokenWrongService):
+        store.verify((folder / "tokens" / "web.token").read_text().strip(), service="cache-1")
+    mesh = load_file(folder / "mesh.yaml")
+    assert mesh.child("trust_domain").string() == "gossamer.local"
+    assert mesh.child("control").child("ca_dir").string() == "/etc/gossamer/ca"
+    services = {s.child("name").string(): s for s in mesh.child("services").items()}
+    assert sorted(services) == ["cache-1", "web"]
+    assert services["web"].child("ports").value == [{"port": 8000, "protocol": "http"}]
+    assert services["cache-1"].child("ports").value == [{"port": 6379, "protocol": "tcp"}]
+    prom = load_file(folder / "prometheus.yml")
+    (job,) = [j for j in prom.child("scrape_configs").items() if j.has("http_sd_configs")]
+    assert job.child("http_sd_configs").value[0]["url"] == (
+        "http://gossamer-control:15014/v1/http_sd"
+    )
+
+
+def test_second_run_keeps_everything(tmp_path: Path):
+    options = InjectOptions()
+    plan = plan_for(options)
+    write_bootstrap(tmp_path, plan, options, source="compose.yaml")
+    before = {p: p.read_bytes() for p in (tmp_path / ".gossamer").rglob("*") if p.is_file()}
+    report = write_bootstrap(tmp_path, plan, options, source="compose.yaml")
+    after = {p: p.read_bytes() for p in (tmp_path / ".gossamer").rglob("*") if p.is_file()}
+    assert before == after
+    assert not report.ca_created and not report.tokens_created and not report.files_written
+    assert sorted(report.tokens_kept) == ["Cache_1", "web"]
+
+
+def test_tokens_close_to_expiry_are_replaced(tmp_path: Path):
+    options = InjectOptions()
+    plan = plan_for(options)
+    write_bootstrap(tmp_path, plan, options, source="c", token_ttl=2 * 86400)
+    old = (tmp_path / ".gossamer" / "tokens" / "web.token").read_text()
+    later = time.time() + 1.5 * 86400
+    report = write_bootstrap(
+        tmp_path, plan, options, source="c", token_ttl=2 * 86400, clock=lambda: later
+    )
+    assert sorted(report.tokens_created) == ["Cache_1", "web"]
+    assert (tmp_path / ".gossamer" / "tokens" / "web.token").read_text() != old
+
+
+def test_an_edited_generated_file_is_kept(tmp_path: Path):
+    options = InjectOptions()
+    write_bootstrap(tmp_path, plan_for(options), options, source="c")
+    mesh = tmp_path / ".gossamer" / "mesh.yaml"
+    assert meshfiles.untouched(mesh.read_text())
+    edited = mesh.read_text() + "  - name: extra\n    ports: [{port: 1, protocol: tcp}]\n"
+    mesh.write_text(edited)
+    assert not meshfiles.untouched(edited)
+    only_web = InjectOptions(only=("web",))
+    report = write_bootstrap(tmp_path, plan_for(only_web), only_web, source="c")
+    assert report.files_kept == [".gossamer/mesh.yaml"] and mesh.read_text() == edited
+
+
+def test_trust_domain_of_an_existing_ca_wins(tmp_path: Path):
+    options = InjectOptions()
+    plan = plan_for(options)
+    report = write_bootstrap(tmp_path, plan, options, source="c", trust_domain="shop.test")
+    assert report.trust_domain == "shop.test"
+    assert write_bootstrap(tmp_path, plan, options, source="c").trust_domain == "shop.test"
+    with pytest.raises(UsageError, match=r"shop\.test"):
+        write_bootstrap(tmp_path, plan, options, source="c", trust_domain="other.test")
