@@ -107,10 +107,12 @@ class ClusterManager:
         self,
         credentials: CredentialHolder,
         *,
+        trust_domain: str = "gossamer.local",
         rng: random.Random,
         clock: Callable[[], float],
     ) -> None:
         self.credentials = credentials
+        self.trust_domain = trust_domain
         self.rng = rng
         self.clock = clock
         self._hosts: dict[tuple[str, Endpoint], Host] = {}
@@ -120,7 +122,9 @@ class ClusterManager:
         self, cluster: Cluster, endpoint: Endpoint
     ) -> Callable[[Http1Client, float], Any]:
         address, port = endpoint.address, endpoint.port
-        sni = sni_for(cluster.service, cluster.namespace, cluster.port)
+        sni = cluster.sni or sni_for(
+            cluster.service, cluster.namespace, cluster.port, self.trust_domain
+        )
 
         async def connect(conn: Http1Client, allowed: float) -> Any:
             limit = min(cluster.connect_timeout, allowed)

@@ -279,6 +279,7 @@ class Cluster:
     protocol: Protocol = Protocol.HTTP
     tls: bool = True
     identity: str | None = None  # the SPIFFE ID every endpoint must present
+    sni: str | None = None  # TLS server name (default: tls.sni_for the service port)
     lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
     hash_header: str | None = None  # ring_hash key
     connect_timeout: float = 1.0

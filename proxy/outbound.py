@@ -79,6 +79,7 @@ class Outbound:
         tracker: ConnectionTracker,
         limits: ServerLimits,
         local_service: str,
+        trust_domain: str = "gossamer.local",
         own_ports: frozenset[int],
         rng: random.Random,
         clock: Callable[[], float],
@@ -89,6 +90,7 @@ class Outbound:
         self.tracker = tracker
         self.limits = limits
         self.local_service = local_service
+        self.trust_domain = trust_domain
         self.own_ports = own_ports
         self.rng = rng
         self.clock = clock
@@ -224,7 +226,7 @@ class Outbound:
             ep.port,
             p,
             context=contexts.client,
-            sni=sni_for(cfg.service, cfg.namespace, cfg.port),
+            sni=cfg.sni or sni_for(cfg.service, cfg.namespace, cfg.port, self.trust_domain),
             identity=cfg.identity,
             connect_timeout=cfg.connect_timeout,
         )

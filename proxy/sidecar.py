@@ -99,7 +99,9 @@ class Sidecar:
         self.metrics = Metrics()
         self.credentials = CredentialHolder(credentials)
         self.holder = ConfigHolder()
-        self.manager = ClusterManager(self.credentials, rng=self.rng, clock=clock)
+        self.manager = ClusterManager(
+            self.credentials, trust_domain=options.node.trust_domain, rng=self.rng, clock=clock
+        )
         self.snapshot: Snapshot | None = None
         self.probe = AppProbe(options.probe)
         self.bound_ports: dict[str, int] = {}
@@ -180,6 +182,7 @@ class Sidecar:
             tracker=self.trackers["outbound"],
             limits=opts.limits,
             local_service=local_service,
+            trust_domain=opts.node.trust_domain,
             own_ports=frozenset(),
             rng=self.rng,
             clock=self.clock,

@@ -213,6 +213,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
             "protocol",
             "tls",
             "identity",
+            "sni",
             "lb_policy",
             "hash_header",
             "connect_timeout",
@@ -242,6 +243,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
         "protocol": Protocol(c.child("protocol", "http").choice([p.value for p in Protocol])),
         "tls": c.child("tls", True).boolean(),
         "identity": c.child("identity", None).optional_string(),
+        "sni": c.child("sni", None).optional_string(),
         "lb_policy": LbPolicy(
             c.child("lb_policy", "round_robin").choice([p.value for p in LbPolicy])
         ),

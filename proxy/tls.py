@@ -8,8 +8,9 @@
   with `check_hostname` off, then the caller compares the peer's SPIFFE ID (URI SAN)
   with the cluster's identity, which Python's ssl cannot match itself.
 - SNI names the target service port, Istio-style:
-  `outbound_.<port>_._.<service>.<namespace>.svc.cluster.local`. The inbound side reads
-  only the port (`inbound|<port>`); the rest is for people reading packet captures.
+  `outbound_.<port>_._.<service>.<namespace>.svc.<trust-domain>` (the control plane's
+  `names.sni`). The inbound side reads only the port (`inbound|<port>`); the rest is
+  for people reading packet captures and for the control plane's filter chain match.
 - `CredentialHolder` keeps the current contexts; rotation swaps them for new connections
   while open connections keep the context they were made with.
 """
@@ -44,8 +45,8 @@ __all__ = [
 _SNI = re.compile(r"^outbound_\.(\d{1,5})_\.")
 
 
-def sni_for(service: str, namespace: str, port: int) -> str:
-    return f"outbound_.{port}_._.{service}.{namespace}.svc.cluster.local"
+def sni_for(service: str, namespace: str, port: int, trust_domain: str = "gossamer.local") -> str:
+    return f"outbound_.{port}_._.{service}.{namespace}.svc.{trust_domain}"
 
 
 def port_from_sni(name: str | None) -> int | None:
