@@ -33,7 +33,6 @@ from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.layers import RetryLayer, errors_layer, metrics_layer, timeout_layer
 from gossamer.proxy.metrics import Metrics
-from gossamer.proxy.origdst import original_dst
 from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
 from gossamer.proxy.router import pick_cluster
 from gossamer.proxy.service import (
@@ -48,6 +47,7 @@ from gossamer.proxy.service import (
 )
 from gossamer.proxy.tcp import Pending, splice_pending
 from gossamer.proxy.tls import CredentialHolder, sni_for
+from gossamer.proxy.transparent import original_dst
 from gossamer.proxy.upstream import endpoint_service
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"})

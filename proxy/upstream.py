@@ -15,9 +15,8 @@ from collections.abc import Callable
 
 from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.balancer import Host, observe_rtt
-from gossamer.proxy.cluster import ClusterRuntime
+from gossamer.proxy.cluster import GATEWAY_ERRORS, ClusterRuntime
 from gossamer.proxy.config import IDEMPOTENT_METHODS
-from gossamer.proxy.outlier import GATEWAY_ERRORS
 from gossamer.proxy.service import NoHealthyUpstream, Request, Response, Service, UpstreamReset
 
 Clock = Callable[[], float]

@@ -30,17 +30,9 @@ import httptools
 
 from gossamer.proxy.http1.body import BodyStream, RequestBody
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
-from gossamer.proxy.http1.wire import (
-    CHUNKED,
-    LAST_CHUNK,
-    chunk,
-    content_length,
-    no_body,
-    parse_head,
-    response_head,
-)
+from gossamer.proxy.http1.responder import ResponseWriter
+from gossamer.proxy.http1.wire import parse_head
 from gossamer.proxy.service import Headers, Request, Response, Service, error_response, generated
-from gossamer.proxy.tcp import splice
 
 log = logging.getLogger(__name__)
 _INF = float("inf")
@@ -69,7 +61,7 @@ def _reject_response(status: int, code: bytes) -> Response:
     return generated(status, code)
 
 
-class Http1Server(asyncio.Protocol):
+class Http1Server(ResponseWriter, asyncio.Protocol):
     def __init__(
         self,
         service: Service,
@@ -119,25 +111,6 @@ class Http1Server(asyncio.Protocol):
             self._task.cancel()
         self._wake()
         self._wake_drain()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_drain()
-
-    def _wake_drain(self) -> None:
-        w = self._drain_waiter
-        if w is not None:
-            self._drain_waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    async def _drain(self) -> None:
-        if self._write_paused and not self._closed:
-            self._drain_waiter = self.loop.create_future()
-            await self._drain_waiter
 
     def check_deadline(self, now: float) -> None:
         """Called by the tracker's sweep."""
@@ -364,109 +337,3 @@ class Http1Server(asyncio.Protocol):
             self.close()
         elif not self._queue:
             self.deadline = self.loop.time() + self.limits.idle_timeout
-
-    def _write_simple(self, resp: Response, method: str) -> None:
-        data = resp.body if isinstance(resp.body, bytes) else b""
-        framing = b"" if no_body(resp.status, method) else content_length(len(data))
-        parts = response_head(resp.status, resp.reason, resp.headers, framing)
-        if data and framing:
-            parts.append(data)
-        self.transport.write(b"".join(parts))
-
-    def _write_informational(self, status: int, reason: bytes, headers: Headers) -> None:
-        if not self._closed and not self._responding:
-            self.transport.write(b"".join(response_head(status, reason, headers, b"")))
-
-    async def _respond(self, req: Request, resp: Response) -> bool:
-        """Write the response; True when the connection may serve another request."""
-        status = resp.status
-        tunnel = resp.tunnel
-        if tunnel is not None:
-            if status == 101 or (req.method == "CONNECT" and 200 <= status < 300):
-                framing = b""
-                if status == 101 and req.upgrade:
-                    framing = b"connection: upgrade\r\nupgrade: " + req.upgrade + b"\r\n"
-                self.transport.write(
-                    b"".join(response_head(status, resp.reason, resp.headers, framing))
-                )
-                self._closed = True
-                self.tracker.discard(self)
-                splice(
-                    self.transport,
-                    tunnel.transport,
-                    self._tail or b"",
-                    tunnel.pending,
-                    b_eof=tunnel.eof,
-                )
-                return False
-            if tunnel.close is not None:
-                tunnel.close()
-        reqbody = req.body
-        keep = (
-            req.keep_alive
-            and req.upgrade is None
-            and (reqbody is None or reqbody.stream.done)
-            and not self.tracker.draining
-        )
-        body = resp.body
-        streamed = not (body is None or isinstance(body, bytes) or no_body(status, req.method))
-        first = None
-        if streamed:
-            assert isinstance(body, BodyStream)
-            first = body.read_nowait()
-            if first is not None and body.done:
-                streamed = False  # the whole body is here: send it in one piece
-            elif resp.content_length is None and req.http10:
-                keep = False  # close-delimited
-        # say so when this connection ends after the response
-        conn = (
-            b""
-            if keep and not req.http10
-            else (b"connection: keep-alive\r\n" if keep else b"connection: close\r\n")
-        )
-        if not streamed:
-            if no_body(status, req.method):
-                framing = b""
-                if req.method == "HEAD" and resp.content_length is not None:
-                    framing = content_length(resp.content_length)
-                resp.discard()
-                data = b""
-            else:
-                data = body if isinstance(body, bytes) else (first or b"")
-                framing = content_length(len(data))
-            parts = response_head(status, resp.reason, resp.headers, framing + conn)
-            if data:
-                parts.append(data)
-            self.transport.write(b"".join(parts))
-            return keep
-        assert isinstance(body, BodyStream)
-        if resp.content_length is not None:
-            framing, chunked = content_length(resp.content_length), False
-        elif req.http10:
-            framing, chunked = b"", False
-        else:
-            framing, chunked = CHUNKED, True
-        framing += conn
-        parts = response_head(status, resp.reason, resp.headers, framing)
-        if first:
-            parts.append(chunk(first) if chunked else first)
-        self.transport.write(b"".join(parts))
-        try:
-            while True:
-                if self._write_paused:
-                    await self._drain()
-                if self._closed:
-                    resp.discard()
-                    return False
-                data = await body.read()
-                if not data:
-                    break
-                self.transport.write(chunk(data) if chunked else data)
-        except Exception:
-            # the upstream broke mid-body: the client sees a truncated response
-            self.transport.abort()
-            self._closed = True
-            return False
-        if chunked:
-            self.transport.write(LAST_CHUNK)
-        return keep

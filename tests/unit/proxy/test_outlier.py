@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 from gossamer.proxy.balancer import Host, RoundRobin
-from gossamer.proxy.cluster import ClusterRuntime
+from gossamer.proxy.cluster import ClusterRuntime, is_ejected, record_failure, record_success
 from gossamer.proxy.config import Cluster, Endpoint, OutlierDetection
-from gossamer.proxy.outlier import is_ejected, record_failure, record_success
 
 POLICY = OutlierDetection(consecutive_failures=3, base_ejection=5.0, max_ejection=12.0)
 
