@@ -6,13 +6,9 @@ Rules (nat table), in our own chains so removal is exact:
 - OUTPUT -> GOSSAMER_OUTPUT: TCP the app opens is redirected to the outbound port,
   except the proxy's own traffic (`-m owner --uid-owner <proxy uid>`: what the sidecar
   sends leaves unchanged, so nothing loops), loopback traffic, and excluded ports.
-The outbound listener recovers the original destination with SO_ORIGINAL_DST.
 IPv4 only (ip6tables rules are not installed).
 
-The original destination of a connection redirected by iptables (transparent mode).
-
-After `iptables -t nat ... -j REDIRECT`, the accepted socket's local address is the
-proxy's; netfilter keeps the address the client asked for, which
+After `-j REDIRECT`, the accepted socket's local address is the proxy's; netfilter keeps the address the client asked for, which
 `getsockopt(SOL_IP, SO_ORIGINAL_DST)` returns as a `struct sockaddr_in` (family, port in
 network order, IPv4 address); for IPv6, `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)`
 returns a `struct sockaddr_in6`.
