@@ -18,7 +18,7 @@ The SNI names the target port (`tls.port_from_sni`), which selects the app port
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gossamer.proxy.cluster import Snapshot
 from gossamer.proxy.config import Protocol
@@ -27,7 +27,7 @@ from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.layers import authz_layer, errors_layer, metrics_layer
 from gossamer.proxy.metrics import Metrics
 from gossamer.proxy.pool import open_plain
-from gossamer.proxy.service import NoCluster, Request, Response, Service, compose, generated
+from gossamer.proxy.service import NoCluster, NoConfig, Request, Response, Service, compose
 from gossamer.proxy.tcp import Pending, splice_pending
 from gossamer.proxy.tls import CredentialHolder, port_from_sni, spiffe_id_from_peercert
 from gossamer.proxy.tlsproto import TlsLayer
@@ -136,12 +136,12 @@ class Inbound:
     def _capture(self, inner: Service) -> Service:
         """Pin the configuration current when the request starts."""
 
-        async def call(req: Request) -> Response:
+        def call(req: Request) -> Awaitable[Response]:
             snap = self.snapshot()
             if snap is None:
-                return generated(503, b"no-config", "the sidecar has no configuration yet")
+                raise NoConfig("the sidecar has no configuration yet")
             req.snapshot = snap
-            return await inner(req)
+            return inner(req)
 
         return call
 

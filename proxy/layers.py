@@ -3,20 +3,24 @@
 Each is a `Layer` (a function from a service to a service) reading its settings from
 the request: `request.route` (timeout, retry policy), `request.snapshot` (the
 authorization of the inbound listener), `request.conn` (peer identity).
+
+Layers that act only before the inner service (timeout, authz, retry without a policy)
+are plain functions returning the inner awaitable, so they add no coroutine frame to
+the request's path; a synchronous raise is caught by `errors_layer` like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gossamer.errors import (
     AuthorizationDenied,
     GossamerError,
     UpstreamConnectError,
 )
-from gossamer.proxy.config import RetryPolicy
+from gossamer.proxy.config import RetryPolicy, Route
 from gossamer.proxy.http1.body import BodyStream
 from gossamer.proxy.metrics import Metrics
 from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
@@ -54,7 +58,7 @@ def timeout_layer(inner: Service) -> Service:
 
     loop: asyncio.AbstractEventLoop | None = None
 
-    async def call(req: Request) -> Response:
+    def call(req: Request) -> Awaitable[Response]:
         nonlocal loop
         route = req.route
         timeout = route.timeout if route is not None else None
@@ -62,7 +66,7 @@ def timeout_layer(inner: Service) -> Service:
             if loop is None:
                 loop = asyncio.get_running_loop()
             req.deadline = loop.time() + timeout
-        return await inner(req)
+        return inner(req)
 
     return call
 
@@ -105,11 +109,11 @@ def metrics_layer(metrics: Metrics, reporter: str, local_service: str) -> Layer:
 def authz_layer(inner: Service) -> Service:
     """Inbound: the peer's SPIFFE ID must be allowed by the current authorization."""
 
-    async def call(req: Request) -> Response:
+    def call(req: Request) -> Awaitable[Response]:
         peer = req.conn.peer_identity if req.conn is not None else None
         if not req.snapshot.inbound.authorization.allows(peer):
             raise AuthorizationDenied(f"{peer or 'an unidentified peer'} may not call this service")
-        return await inner(req)
+        return inner(req)
 
     return call
 
@@ -143,11 +147,14 @@ class RetryLayer:
         return budget
 
     def __call__(self, inner: Service) -> Service:
-        async def call(req: Request) -> Response:
+        def call(req: Request) -> Awaitable[Response]:
             route = req.route
             policy: RetryPolicy | None = route.retry if route is not None else None
             if policy is None or policy.attempts <= 1:
-                return await inner(req)
+                return inner(req)
+            return retrying(req, route, policy)
+
+        async def retrying(req: Request, route: Route, policy: RetryPolicy) -> Response:
             budget = self.budget(route.name, policy)
             budget.record_request()
             loop = self._loop

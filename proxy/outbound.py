@@ -22,7 +22,7 @@ import asyncio
 import itertools
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gossamer.errors import UpstreamConnectError
@@ -37,13 +37,13 @@ from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
 from gossamer.proxy.router import pick_cluster
 from gossamer.proxy.service import (
     NoCluster,
+    NoConfig,
     NoHealthyUpstream,
     NoRoute,
     Request,
     Response,
     Tunnel,
     compose,
-    generated,
 )
 from gossamer.proxy.tcp import Pending, splice_pending
 from gossamer.proxy.tls import CredentialHolder, sni_for
@@ -138,10 +138,11 @@ class Outbound:
         task.add_done_callback(self._tasks.discard)
 
     # -- HTTP requests -------------------------------------------------------------
-    async def _route(self, req: Request) -> Response:
+    def _route(self, req: Request) -> Awaitable[Response]:
+        """Pick the route and cluster; return the awaitable of the rest of the path."""
         snap = self.snapshot()
         if snap is None:
-            return generated(503, b"no-config", "the sidecar has no configuration yet")
+            raise NoConfig("the sidecar has no configuration yet")
         req.snapshot = snap
         match = snap.router.match(req.authority, req.path)
         cluster: ClusterRuntime | None
@@ -160,14 +161,14 @@ class Outbound:
                 if snap.config.listeners.passthrough and (
                     req.method == "CONNECT" or req.conn.original_dst is not None or req.proxy_form
                 ):
-                    return await self._http_passthrough(req)
+                    return self._http_passthrough(req)
                 raise NoRoute(f"no route for {req.authority or 'a request without Host'}")
         req.cluster = cluster
         if req.method == "CONNECT":
-            return await self._connect(req, cluster)
+            return self._connect(req, cluster)
         if not req.request_id:
             req.headers.append((b"x-request-id", _request_id()))
-        return await self._chain(req)
+        return self._chain(req)
 
     def _target(self, req: Request) -> tuple[str, int]:
         dst: tuple[str, int] | None = req.conn.original_dst if req.conn is not None else None

@@ -48,6 +48,10 @@ class PerTryTimeout(UpstreamTimeout):
     """One try took longer than the route's per-try timeout (a retry may follow)."""
 
 
+class NoConfig(UpstreamError):
+    """The sidecar has no configuration yet."""
+
+
 class NoRoute(NotFound):
     """No virtual host or route matches the request."""
 
@@ -61,6 +65,7 @@ ERRORS: dict[type[BaseException], tuple[int, bytes]] = {
     NoRoute: (404, b"no-route"),
     NoHealthyUpstream: (503, b"no-healthy-upstream"),
     NoCluster: (503, b"no-cluster"),
+    NoConfig: (503, b"no-config"),
     IdentityMismatch: (502, b"identity-mismatch"),
     UpstreamConnectError: (502, b"connect-failure"),
     UpstreamReset: (502, b"upstream-reset"),

@@ -40,6 +40,7 @@ class ResponseWriter:
     _tail: bytes | None
     _write_paused: bool
     _drain_waiter: asyncio.Future[None] | None
+    _streaming: tuple[BodyStream, bool, bool] | None = None  # (body, chunked, keep)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -72,8 +73,10 @@ class ResponseWriter:
         if not self._closed and not self._responding:
             self.transport.write(b"".join(response_head(status, reason, headers, b"")))
 
-    async def _respond(self, req: Request, resp: Response) -> bool:
-        """Write the response; True when the connection may serve another request."""
+    def _respond(self, req: Request, resp: Response) -> bool | None:
+        """Write the response if it can be written at once (the usual case): True when
+        the connection may serve another request; None when the body is still arriving
+        and `_stream_body` must follow (its head is written)."""
         status = resp.status
         tunnel = resp.tunnel
         if tunnel is not None:
@@ -146,6 +149,14 @@ class ResponseWriter:
         if first:
             parts.append(chunk(first) if chunked else first)
         self.transport.write(b"".join(parts))
+        self._streaming = (body, chunked, keep)
+        return None
+
+    async def _stream_body(self, resp: Response) -> bool:
+        """Write the rest of a body as it arrives; True when the connection may stay."""
+        assert self._streaming is not None
+        body, chunked, keep = self._streaming
+        self._streaming = None
         try:
             while True:
                 if self._write_paused:

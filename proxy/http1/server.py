@@ -302,7 +302,26 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
                     return
                 self._serving = True
                 try:
-                    await self._serve(item)
+                    # (inline rather than a coroutine per request: this is the hot path)
+                    req = item
+                    try:
+                        resp = await self.service(req)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.exception("service failed")
+                        resp = error_response(exc)
+                    if self._closed:
+                        resp.discard()
+                        continue
+                    self._responding = True
+                    try:
+                        keep = self._respond(req, resp)
+                        if keep is None:
+                            keep = await self._stream_body(resp)
+                    finally:
+                        self._responding = False
+                    self._finished(req, keep)
                 finally:
                     self._serving = False
         except asyncio.CancelledError:
@@ -311,22 +330,8 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
             self._task = None
             self._waiter = None
 
-    async def _serve(self, req: Request) -> None:
-        try:
-            resp = await self.service(req)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("service failed")
-            resp = error_response(exc)
-        if self._closed:
-            resp.discard()
-            return
-        self._responding = True
-        try:
-            keep = await self._respond(req, resp)
-        finally:
-            self._responding = False
+    def _finished(self, req: Request, keep: bool) -> None:
+        """After a response: keep the connection for the next request, or close it."""
         body = req.body
         if body is not None:
             if body.stream.done:
