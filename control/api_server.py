@@ -15,6 +15,7 @@ from gossamer.control.api import ApiSources, OperatorApi
 from gossamer.control.api_tokens import ApiTokenStore
 from gossamer.control.audit import AuditLog
 from gossamer.control.metrics import ControlMetricSources, metrics_renderer
+from gossamer.control.observe_api import add_observe_routes
 from gossamer.discovery.model import RegistryState
 from gossamer.errors import GossamerError
 from gossamer.logs import event
@@ -75,6 +76,11 @@ class ApiServer:
         join_tokens = security.tokens if security else None
         self.api = OperatorApi(sources, self.tokens, join_tokens, AuditLog(data_dir))
         self.app = self.api.app()
+        # dashboard and /v1/stat, /v1/edges, /v1/top, /v1/overview (control/observe_api.py);
+        observability = mesh.observability
+        self.observe = add_observe_routes(
+            self.app, self.api, observability, remembered_nacks=plane.registry.nacks
+        )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 

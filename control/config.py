@@ -32,9 +32,10 @@ from gossamer.control.policy import DEFAULT_POLICY, POLICY_KEYS, ServicePolicy, 
 from gossamer.discovery.model import DEFAULT_NAMESPACE, ServiceKey, check_label
 from gossamer.discovery.stores import parse_store_url
 from gossamer.errors import ConfigError
+from gossamer.observe.settings import ObservabilitySettings, parse_observability
 from gossamer.yamlconf import Node, load_document, load_file
 
-TOP_LEVEL_KEYS = ("trust_domain", "control", "services")
+TOP_LEVEL_KEYS = ("trust_domain", "control", "services", "observability")
 CONTROL_KEYS = (
     "xds_listen",
     "bootstrap_listen",
@@ -107,6 +108,7 @@ class MeshConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     policies: Mapping[ServiceKey, ServicePolicy] = field(default_factory=dict)
     source: str | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     def policy_for(self, key: ServiceKey) -> ServicePolicy:
         return self.policies.get(key, DEFAULT_POLICY)
@@ -132,7 +134,8 @@ def parse_mesh(root: Node, *, base_dir: Path | None = None) -> MeshConfig:
         if key in policies:
             raise entry.error(f"service {key} is declared twice")
         policies[key] = parse_service_policy(entry, trust_domain)
-    return MeshConfig(trust_domain, control, policies, root.source)
+    observability = parse_observability(root.child("observability", None))
+    return MeshConfig(trust_domain, control, policies, root.source, observability)
 
 
 def service_key_of(entry: Node) -> ServiceKey:

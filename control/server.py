@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -110,7 +111,7 @@ class ControlPlane:
         previous = self.publisher.mesh
         if previous is not None and previous.control != mesh.control:
             event(log, logging.WARNING, "control: settings changed; they apply after a restart")
-            mesh = MeshConfig(mesh.trust_domain, previous.control, mesh.policies, mesh.source)
+            mesh = dataclasses.replace(mesh, control=previous.control)
         self.publisher.set_mesh(mesh)
         self._static = static
         if self.link is not None:

@@ -12,6 +12,7 @@ import site
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,10 @@ def test_wheel_installs_and_every_module_imports(tmp_path: Path) -> None:
     )
     wheels = list(dist.glob("gossamer-*.whl"))
     assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as wheel:  # the dashboard ships as package data
+        names = set(wheel.namelist())
+    for asset in ("index.html", "app.js", "style.css"):
+        assert f"gossamer/control/dashboard/{asset}" in names, asset
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"

@@ -1,0 +1,382 @@
+"""The sidecar's metric families and their hot-path recorders (DESIGN.md section 3).
+
+Theory of operation: recording must cost next to nothing per request, so the data path
+never touches prometheus-client's locks or label maps. It asks once for a *series*
+object bound to a label tuple (`SidecarMetrics.requests(...)`, `.tcp(...)`; cached, so
+the proxy may keep the object on its route or connection) and then updates plain slots
+on it: `series.record(status, seconds)` is one dict increment, one bisect into the
+bucket bounds and one float add. The labelled Prometheus families are built only when
+`/metrics` is scraped: `SidecarMetrics` is a prometheus-client `Collector` registered
+in its own `CollectorRegistry` (one per sidecar).
+
+Families (Istio's vocabulary under the `gossamer_` prefix). Labels are bounded: service
+names, SPIFFE IDs of services, status codes, configured route names, a fixed set of
+methods; never paths, ids or addresses.
+
+- `gossamer_requests_total{reporter, source_service, destination_service, response_code,
+  classification, connection_security_policy}`
+- `gossamer_request_duration_seconds{reporter, source_service, destination_service,
+  connection_security_policy}` histogram, buckets 0.5 ms .. 10 s
+- `gossamer_route_requests_total{reporter, source_service, destination_service, route,
+  method, classification}` (what `gossamer top` ranks)
+- `gossamer_tcp_connections_opened_total`, `..._closed_total`, `gossamer_tcp_sent_bytes_total`,
+  `gossamer_tcp_received_bytes_total{reporter, source_service, destination_service,
+  connection_security_policy, source_principal, destination_principal}`
+- `gossamer_retries_total{destination_service}`,
+  `gossamer_retry_budget_exhausted_total{destination_service}`,
+  `gossamer_outlier_ejections_total{destination_service, reason}`
+- `gossamer_xds_updates_total{type}`, `gossamer_xds_nacks_total{type}`
+- `gossamer_certificate_expiry_timestamp_seconds{identity}`
+- extra counters and gauges registered by callback (`add_counter`, `add_gauge`)
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+_BUCKET_LE = (*(repr(b) for b in BUCKETS), "+Inf")
+REPORTERS = ("source", "destination")
+SECURITY_POLICIES = ("mutual_tls", "none")
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+XDS_TYPES = frozenset({"CDS", "EDS", "LDS", "RDS", "SDS"})
+REQUEST_LABELS = (
+    "reporter",
+    "source_service",
+    "destination_service",
+    "response_code",
+    "classification",
+    "connection_security_policy",
+)
+DURATION_LABELS = (
+    "reporter",
+    "source_service",
+    "destination_service",
+    "connection_security_policy",
+)
+ROUTE_LABELS = (
+    "reporter",
+    "source_service",
+    "destination_service",
+    "route",
+    "method",
+    "classification",
+)
+TCP_LABELS = (
+    "reporter",
+    "source_service",
+    "destination_service",
+    "connection_security_policy",
+    "source_principal",
+    "destination_principal",
+)
+
+
+def classify(status: int, grpc_status: int | None = None) -> str:
+    """`failure` for 5xx, a missing response (0) or a gRPC status other than OK."""
+    if status >= 500 or status <= 0:
+        return "failure"
+    if grpc_status:
+        return "failure"
+    return "success"
+
+
+def normalize_method(method: str) -> str:
+    """The method as a bounded label value: standard methods, else `other`."""
+    return method if method in METHODS else "other"
+
+
+def _unknown(value: str) -> str:
+    return value or "unknown"
+
+
+class RequestSeries:
+    """Counts and latencies of one (reporter, source, destination, security, route,
+    method). Hot path: `record(status, seconds)`."""
+
+    __slots__ = ("buckets", "failed", "labels", "ok", "sum")
+
+    def __init__(self, labels: tuple[str, str, str, str, str, str]) -> None:
+        self.labels = labels  # reporter, src, dst, security, route, method
+        self.ok: dict[int, int] = {}
+        self.failed: dict[int, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def record(self, status: int, seconds: float, failed: bool | None = None) -> None:
+        """Count one response. `failed` overrides the classification by status (pass
+        True for a gRPC response whose grpc-status is not OK)."""
+        if failed is None:
+            failed = status >= 500 or status <= 0
+        counts = self.failed if failed else self.ok
+        counts[status] = counts.get(status, 0) + 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+
+class TcpSeries:
+    """Connections and bytes of one (reporter, peers, security, principals). The proxy
+    calls `opened()` when a connection is established (after the TLS handshake, when
+    the peer's identity is known), adds to `sent`/`received` as bytes flow (or once at
+    the end), and calls `closed()` when it ends."""
+
+    __slots__ = ("closed_count", "labels", "opened_count", "received", "sent")
+
+    def __init__(self, labels: tuple[str, str, str, str, str, str]) -> None:
+        self.labels = labels
+        self.opened_count = 0
+        self.closed_count = 0
+        self.sent = 0
+        self.received = 0
+
+    def opened(self) -> None:
+        self.opened_count += 1
+
+    def closed(self, sent: int = 0, received: int = 0) -> None:
+        self.closed_count += 1
+        self.sent += sent
+        self.received += received
+
+    @property
+    def open_now(self) -> int:
+        return self.opened_count - self.closed_count
+
+
+def _bump(table: dict[Any, int], key: Any, n: int = 1) -> None:
+    table[key] = table.get(key, 0) + n
+
+
+class SidecarMetrics(Collector):
+    """Every metric one sidecar exports, with its own registry."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, str, str, str, str], RequestSeries] = {}
+        self._tcp: dict[tuple[str, str, str, str, str, str], TcpSeries] = {}
+        self.retries: dict[str, int] = {}
+        self.budget_exhausted: dict[str, int] = {}
+        self.ejections: dict[tuple[str, str], int] = {}
+        self.xds_updates: dict[str, int] = {}
+        self.xds_nacks: dict[str, int] = {}
+        self.cert_expiry: dict[str, float] = {}
+        self._extra: list[tuple[str, str, str, Callable[[], float]]] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    # -- series (ask once, keep the object) --------------------------------------------
+    def requests(
+        self,
+        reporter: str,
+        source: str,
+        destination: str,
+        security: str,
+        route: str = "",
+        method: str = "GET",
+    ) -> RequestSeries:
+        key = (reporter, source, destination, security, route, method)
+        series = self._requests.get(key)
+        if series is None:
+            if reporter not in REPORTERS:
+                raise ValueError(f"reporter must be one of {REPORTERS}, got {reporter!r}")
+            if security not in SECURITY_POLICIES:
+                raise ValueError(f"security must be one of {SECURITY_POLICIES}, got {security!r}")
+            labels = (
+                reporter,
+                _unknown(source),
+                _unknown(destination),
+                security,
+                route or "default",
+                normalize_method(method),
+            )
+            series = self._requests[key] = RequestSeries(labels)
+        return series
+
+    def tcp(
+        self,
+        reporter: str,
+        source: str,
+        destination: str,
+        security: str,
+        source_principal: str = "",
+        destination_principal: str = "",
+    ) -> TcpSeries:
+        key = (reporter, source, destination, security, source_principal, destination_principal)
+        series = self._tcp.get(key)
+        if series is None:
+            if reporter not in REPORTERS:
+                raise ValueError(f"reporter must be one of {REPORTERS}, got {reporter!r}")
+            labels = (
+                reporter,
+                _unknown(source),
+                _unknown(destination),
+                security,
+                _unknown(source_principal),
+                _unknown(destination_principal),
+            )
+            series = self._tcp[key] = TcpSeries(labels)
+        return series
+
+    # -- rare events -------------------------------------------------------------------
+    def retry(self, destination: str) -> None:
+        _bump(self.retries, _unknown(destination))
+
+    def retry_budget_exhausted(self, destination: str) -> None:
+        _bump(self.budget_exhausted, _unknown(destination))
+
+    def outlier_ejection(self, destination: str, reason: str = "consecutive_5xx") -> None:
+        _bump(self.ejections, (_unknown(destination), reason))
+
+    def xds_update(self, type_name: str) -> None:
+        _bump(self.xds_updates, _xds_type(type_name))
+
+    def xds_nack(self, type_name: str) -> None:
+        _bump(self.xds_nacks, _xds_type(type_name))
+
+    def set_certificate_expiry(self, identity: str, not_after: float) -> None:
+        """The current leaf's notAfter (Unix seconds); replaces any earlier identity."""
+        self.cert_expiry = {identity: float(not_after)}
+
+    def add_counter(self, name: str, help_text: str, value: Callable[[], float]) -> None:
+        """A counter read at scrape time (e.g. spans dropped by the trace exporter)."""
+        self._extra.append(("counter", name, help_text, value))
+
+    def add_gauge(self, name: str, help_text: str, value: Callable[[], float]) -> None:
+        self._extra.append(("gauge", name, help_text, value))
+
+    # -- scrape ------------------------------------------------------------------------
+    def collect(self) -> Iterator[Any]:
+        yield from self._request_families()
+        yield from self._tcp_families()
+        yield from self._event_families()
+        for kind, name, help_text, fn in list(self._extra):
+            if kind == "counter":
+                yield CounterMetricFamily(name, help_text, value=float(fn()))
+            else:
+                yield GaugeMetricFamily(name, help_text, value=float(fn()))
+
+    def _request_families(self) -> Iterator[Any]:
+        counts: dict[tuple[str, ...], int] = {}
+        routes: dict[tuple[str, ...], int] = {}
+        hist: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        for series in list(self._requests.values()):
+            rep, src, dst, sec, route, method = series.labels
+            for cls, table in (("success", series.ok), ("failure", series.failed)):
+                total = 0
+                for code, n in list(table.items()):
+                    _bump(counts, (rep, src, dst, str(code), cls, sec), n)
+                    total += n
+                if total:
+                    _bump(routes, (rep, src, dst, route, method, cls), total)
+            buckets, acc = hist.setdefault((rep, src, dst, sec), ([0] * len(_BUCKET_LE), [0.0]))
+            for i, n in enumerate(series.buckets):
+                buckets[i] += n
+            acc[0] += series.sum
+        fam = CounterMetricFamily(
+            "gossamer_requests", "Requests by reporter, peers and response.", labels=REQUEST_LABELS
+        )
+        for labels, n in counts.items():
+            fam.add_metric(labels, n)
+        yield fam
+        dur = HistogramMetricFamily(
+            "gossamer_request_duration_seconds",
+            "Request duration from request start to response end.",
+            labels=DURATION_LABELS,
+        )
+        for labels, (buckets, acc) in hist.items():
+            cumulative, running = [], 0
+            for le, n in zip(_BUCKET_LE, buckets, strict=True):
+                running += n
+                cumulative.append((le, running))
+            dur.add_metric(labels, cumulative, acc[0])
+        yield dur
+        rfam = CounterMetricFamily(
+            "gossamer_route_requests", "Requests by route and method.", labels=ROUTE_LABELS
+        )
+        for labels, n in routes.items():
+            rfam.add_metric(labels, n)
+        yield rfam
+
+    def _tcp_families(self) -> Iterator[Any]:
+        tcp = list(self._tcp.values())
+        for name, attr, help_text in (
+            ("gossamer_tcp_connections_opened", "opened_count", "Connections opened."),
+            ("gossamer_tcp_connections_closed", "closed_count", "Connections closed."),
+            ("gossamer_tcp_sent_bytes", "sent", "Bytes sent to the peer."),
+            ("gossamer_tcp_received_bytes", "received", "Bytes received from the peer."),
+        ):
+            fam = CounterMetricFamily(name, help_text, labels=TCP_LABELS)
+            for series in tcp:
+                fam.add_metric(series.labels, getattr(series, attr))
+            yield fam
+
+    def _event_families(self) -> Iterator[Any]:
+        for name, table, label, help_text in (
+            ("gossamer_retries", self.retries, "destination_service", "Retries sent."),
+            (
+                "gossamer_retry_budget_exhausted",
+                self.budget_exhausted,
+                "destination_service",
+                "Retries not sent because the retry budget was spent.",
+            ),
+            ("gossamer_xds_updates", self.xds_updates, "type", "xDS updates accepted."),
+            ("gossamer_xds_nacks", self.xds_nacks, "type", "xDS updates rejected (NACK)."),
+        ):
+            fam = CounterMetricFamily(name, help_text, labels=(label,))
+            for key, n in list(table.items()):
+                fam.add_metric((key,), n)
+            yield fam
+        ej = CounterMetricFamily(
+            "gossamer_outlier_ejections",
+            "Endpoints ejected by outlier detection.",
+            labels=("destination_service", "reason"),
+        )
+        for (dst, reason), n in list(self.ejections.items()):
+            ej.add_metric((dst, reason), n)
+        yield ej
+        cert = GaugeMetricFamily(
+            "gossamer_certificate_expiry_timestamp_seconds",
+            "When the sidecar's current certificate expires (Unix time).",
+            labels=("identity",),
+        )
+        for identity, when in list(self.cert_expiry.items()):
+            cert.add_metric((identity,), when)
+        yield cert
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every family (serve with CONTENT_TYPE)."""
+        return bytes(generate_latest(self.registry))
+
+    def request_series(self) -> list[RequestSeries]:
+        return list(self._requests.values())
+
+
+def _xds_type(type_name: str) -> str:
+    short = type_name.rsplit(".", 1)[-1]
+    mapping = {
+        "Cluster": "CDS",
+        "ClusterLoadAssignment": "EDS",
+        "Listener": "LDS",
+        "RouteConfiguration": "RDS",
+        "Secret": "SDS",
+    }
+    short = mapping.get(short, short)
+    return short if short in XDS_TYPES else "other"
