@@ -1,0 +1,386 @@
+"""The sidecar's runtime view of its configuration: frozen dataclasses and a holder.
+
+The xDS client builds a `ProxyConfig` from Envoy resources (Listener, RouteConfiguration,
+Cluster, ClusterLoadAssignment, Secret); `static_config.load_static_config` builds one
+from a YAML/JSON file for runs without a control plane. Every layer of the data path
+reads its settings from these objects, never from globals.
+
+`ConfigHolder.apply(config)` swaps the whole configuration at once. Requests capture the
+snapshot current when they start, so in-flight requests finish on the configuration they
+began with while new ones see the new one. Subscribers validate first (a `ConfigError`
+from any of them rejects the update and leaves the old configuration in place, which is
+what the xDS client turns into a NACK), then commit.
+
+Mapping from xDS (for the xDS client):
+- Listener `outbound`/`inbound` ports -> `Listeners`; RBAC on `inbound` -> `Authorization`.
+- RouteConfiguration `outbound` -> `RouteTable` (virtual hosts, routes with prefix match,
+  weighted clusters, timeout, retry policy: `num_retries + 1` is `RetryPolicy.attempts`,
+  `retry_on` "connect-failure,reset,gateway-error" -> `retry_on` + status codes).
+- Cluster `outbound|<port>||<svc>` -> `Cluster` (lb_policy, ring-hash header from the
+  route's hash policy, SPIFFE ID from the upstream TLS context's SAN matcher).
+- Cluster `inbound|<port>` -> `AppPort`.
+- ClusterLoadAssignment -> `Endpoint`s (locality zone, health status, weight).
+- Secret `ROOTCA` -> the trust bundle (held by the TLS credentials, not here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+from gossamer.discovery.model import Health
+from gossamer.errors import ConfigError
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "AppPort",
+    "Authorization",
+    "Cluster",
+    "ConfigHolder",
+    "Endpoint",
+    "Health",
+    "InboundConfig",
+    "LbPolicy",
+    "ListenerMode",
+    "Listeners",
+    "NodeInfo",
+    "OutlierDetection",
+    "Protocol",
+    "ProxyConfig",
+    "RetryPolicy",
+    "Route",
+    "RouteTable",
+    "VirtualHost",
+    "WeightedCluster",
+]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+RETRY_CONDITIONS = frozenset({"connect-failure", "reset"})
+
+
+class ListenerMode(StrEnum):
+    EXPLICIT = "explicit"  # apps send requests to the outbound port (HTTP proxy / Host)
+    TRANSPARENT = "transparent"  # iptables REDIRECT; SO_ORIGINAL_DST names the target
+
+
+class LbPolicy(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    LEAST_REQUEST = "least_request"
+    EWMA = "ewma"
+    RING_HASH = "ring_hash"
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+
+
+def _port(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535, got {value!r}", field=name)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """Who this sidecar is: its service, namespace, zone and node (from the CLI)."""
+
+    service: str
+    namespace: str = "default"
+    zone: str = ""
+    node: str = ""
+    trust_domain: str = "gossamer.local"
+
+    @property
+    def spiffe_id(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """Where the sidecar listens. Ports are fixed for the sidecar's lifetime (its
+    command line); 0 means "whatever it listens on", another value must match.
+
+    `passthrough`: unknown destinations (transparent mode) and absolute-form proxy
+    requests for hosts outside the mesh (explicit mode) go straight to their target.
+    """
+
+    outbound_port: int = 0
+    inbound_port: int = 0
+    mode: ListenerMode = ListenerMode.EXPLICIT
+    outbound_address: str = "127.0.0.1"
+    inbound_address: str = "0.0.0.0"
+    passthrough: bool = True
+
+    def __post_init__(self) -> None:
+        _port(self.outbound_port, "listeners.outbound_port")
+        _port(self.inbound_port, "listeners.inbound_port")
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """Which peer identities may call this service (checked before the app sees a byte).
+
+    `allow_all_mesh`: any peer whose certificate chains to the trust bundle; otherwise
+    only the SPIFFE IDs in `allowed`.
+    """
+
+    allow_all_mesh: bool = True
+    allowed: frozenset[str] = frozenset()
+
+    def allows(self, spiffe_id: str | None) -> bool:
+        if spiffe_id is None:
+            return False
+        return self.allow_all_mesh or spiffe_id in self.allowed
+
+
+@dataclass(frozen=True, slots=True)
+class AppPort:
+    """A port of the local app, served through cluster `inbound|<port>`.
+
+    `port` is the service port (what peers name in their SNI); the app listens on
+    `target_port` when it differs (0: the same), on `address`.
+    """
+
+    port: int
+    protocol: Protocol = Protocol.HTTP
+    address: str = "127.0.0.1"
+    target_port: int = 0
+
+    def __post_init__(self) -> None:
+        _port(self.port, "inbound.app_ports.port")
+        _port(self.target_port, "inbound.app_ports.target_port")
+
+    @property
+    def cluster_name(self) -> str:
+        return f"inbound|{self.port}"
+
+    @property
+    def local_port(self) -> int:
+        return self.target_port or self.port
+
+
+@dataclass(frozen=True, slots=True)
+class InboundConfig:
+    app_ports: tuple[AppPort, ...] = ()
+    authorization: Authorization = field(default_factory=Authorization)
+
+    def app_port(self, port: int | None) -> AppPort | None:
+        """The app port a connection targets (from its SNI); the first one by default."""
+        for ap in self.app_ports:
+            if ap.port == port:
+                return ap
+        if port is None and self.app_ports:
+            return self.app_ports[0]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Per-route retries.
+
+    attempts: total tries including the first (xDS num_retries + 1).
+    retry_on: failure kinds ("connect-failure", "reset"); retry_status_codes: responses.
+    A per-try timeout counts as a 504. Non-idempotent methods are retried only when
+    `retry_non_idempotent`. The budget allows `budget_percent` of requests as retries
+    over a sliding window, plus `min_retries_per_second`.
+    """
+
+    attempts: int = 3
+    per_try_timeout: float | None = None
+    retry_on: frozenset[str] = frozenset({"connect-failure", "reset"})
+    retry_status_codes: frozenset[int] = frozenset({502, 503, 504})
+    retry_non_idempotent: bool = False
+    budget_percent: float = 20.0
+    min_retries_per_second: float = 10.0
+    backoff_base: float = 0.025
+    backoff_max: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"must be at least 1, got {self.attempts}", field="retry.attempts")
+        unknown = self.retry_on - RETRY_CONDITIONS
+        if unknown:
+            raise ConfigError(
+                f"unknown retry condition {sorted(unknown)[0]!r}",
+                field="retry.retry_on",
+                hint="conditions: connect-failure, reset, or a status code such as 503",
+            )
+        if not 0 <= self.budget_percent <= 1000:
+            raise ConfigError("must be between 0 and 1000", field="retry.budget_percent")
+        if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
+            raise ConfigError("need 0 <= backoff_base <= backoff_max", field="retry.backoff")
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCluster:
+    name: str
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        if self.weight < 1:
+            raise ConfigError(f"weight must be at least 1, got {self.weight}", field=self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A path-prefix route to one or more weighted clusters."""
+
+    name: str
+    clusters: tuple[WeightedCluster, ...]
+    prefix: str = "/"
+    timeout: float | None = 15.0
+    retry: RetryPolicy | None = None
+
+    def __post_init__(self) -> None:
+        if not self.clusters:
+            raise ConfigError("a route needs at least one cluster", field=f"route {self.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """Requests whose authority matches one of `domains` (exact, `*.suffix`, or `*`)."""
+
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    name: str = "outbound"
+    virtual_hosts: tuple[VirtualHost, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    """Passive health (Envoy's consecutive gateway failures): after
+    `consecutive_failures` connect failures, resets or 502/503/504 in a row, an endpoint
+    is left out for `base_ejection` x (times ejected in a row), at most `max_ejection`
+    seconds; at most `max_ejection_percent` of a cluster's endpoints are out (at least
+    one may be). 0 failures disables it."""
+
+    consecutive_failures: int = 5
+    base_ejection: float = 5.0
+    max_ejection: float = 60.0
+    max_ejection_percent: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """An upstream service port: how to balance it and whom to trust at its endpoints."""
+
+    name: str
+    service: str
+    port: int
+    namespace: str = "default"
+    protocol: Protocol = Protocol.HTTP
+    tls: bool = True
+    identity: str | None = None  # the SPIFFE ID every endpoint must present
+    sni: str | None = None  # TLS server name (default: tls.sni_for the service port)
+    lb_policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    hash_header: str | None = None  # ring_hash key
+    connect_timeout: float = 1.0
+    max_idle_per_endpoint: int = 64
+    idle_timeout: float = 60.0
+    outlier: OutlierDetection = field(default_factory=OutlierDetection)
+
+    def __post_init__(self) -> None:
+        _port(self.port, f"clusters.{self.name}.port")
+        if self.tls and not (self.identity or "").startswith("spiffe://"):
+            raise ConfigError(
+                "a TLS cluster needs the SPIFFE ID of its service",
+                field=f"clusters.{self.name}.identity",
+            )
+        if self.lb_policy is LbPolicy.RING_HASH and not self.hash_header:
+            raise ConfigError(
+                "ring_hash needs a hash_header", field=f"clusters.{self.name}.hash_header"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One instance of a cluster: where its sidecar's inbound listener is."""
+
+    address: str
+    port: int
+    zone: str = ""
+    weight: int = 1
+    health: Health = Health.HEALTHY
+
+    def __post_init__(self) -> None:
+        _port(self.port, f"endpoint {self.address}")
+        if self.weight < 1:
+            raise ConfigError(f"weight must be at least 1, got {self.weight}", field="weight")
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.address, self.port)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Everything the data path needs, with the version of each resource type."""
+
+    node: NodeInfo
+    listeners: Listeners = field(default_factory=Listeners)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
+    routes: RouteTable = field(default_factory=RouteTable)
+    clusters: Mapping[str, Cluster] = field(default_factory=dict)
+    endpoints: Mapping[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("clusters", "endpoints", "versions"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        for key, cluster in self.clusters.items():
+            if key != cluster.name:
+                raise ConfigError(f"cluster registered as {key!r}", field=cluster.name)
+        for name in self.endpoints:
+            if name not in self.clusters:
+                raise ConfigError("endpoints for an unknown cluster", field=f"endpoints.{name}")
+        for vh in self.routes.virtual_hosts:
+            for route in vh.routes:
+                for wc in route.clusters:
+                    if wc.name not in self.clusters:
+                        raise ConfigError(
+                            f"route {route.name!r} names unknown cluster {wc.name!r}",
+                            field=f"routes.{vh.name}",
+                        )
+
+
+Commit = Callable[[], None]
+Prepare = Callable[[ProxyConfig], Commit]
+
+
+class ConfigHolder:
+    """Holds the current `ProxyConfig`; `apply` swaps it atomically (two-phase)."""
+
+    def __init__(self, config: ProxyConfig | None = None) -> None:
+        self._current = config
+        self._generation = 0 if config is None else 1
+        self._subscribers: list[Prepare] = []
+
+    @property
+    def current(self) -> ProxyConfig | None:
+        return self._current
+
+    @property
+    def generation(self) -> int:
+        """How many configurations were applied (0: none yet)."""
+        return self._generation
+
+    def subscribe(self, prepare: Prepare) -> None:
+        """`prepare(config)` validates and returns a commit callback; raise ConfigError
+        to reject the configuration."""
+        self._subscribers.append(prepare)
+
+    def apply(self, config: ProxyConfig) -> None:
+        """Validate with every subscriber, then switch; on error nothing changes."""
+        commits = [prepare(config) for prepare in self._subscribers]
+        self._current = config
+        self._generation += 1
+        for commit in commits:
+            commit()

@@ -1,0 +1,184 @@
+"""The inbound side: peers' mTLS connections, authorized, handed to the local app.
+
+Per connection: the TLS 1.3 handshake requires a client certificate chaining to the
+trust bundle (a plaintext client or a certificate from another CA never completes it).
+The SNI names the target port (`tls.port_from_sni`), which selects the app port
+(`inbound|<port>`; the first app port when there is no SNI).
+
+- HTTP ports: every request passes the authz layer first: a peer whose SPIFFE ID the
+  current authorization does not allow gets 403 `x-gossamer-error: denied` and the app
+  sees nothing. Allowed requests go to the app on 127.0.0.1:<port> over pooled plain
+  HTTP/1.1, with `x-forwarded-client-cert: By=<own ID>;URI=<peer ID>` (replacing any
+  such header the peer sent) and the peer's address appended to `x-forwarded-for`.
+- TCP ports: a denied peer's connection is closed before anything is read from it or
+  sent to the app; an allowed one is relayed to the app byte for byte (half-close
+  respected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from gossamer.proxy.cluster import Snapshot
+from gossamer.proxy.config import Protocol
+from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.http1.server import Http1Server, ServerLimits
+from gossamer.proxy.layers import authz_layer, errors_layer, metrics_layer
+from gossamer.proxy.metrics import Metrics
+from gossamer.proxy.pool import open_plain
+from gossamer.proxy.service import NoCluster, NoConfig, Request, Response, Service, compose
+from gossamer.proxy.tcp import Pending, splice_pending
+from gossamer.proxy.tls import CredentialHolder, port_from_sni, spiffe_id_from_peercert
+from gossamer.proxy.tlsproto import TlsLayer
+from gossamer.proxy.upstream import endpoint_service
+
+XFCC = b"x-forwarded-client-cert"
+XFF = b"x-forwarded-for"
+
+
+class Inbound:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot | None],
+        *,
+        credentials: CredentialHolder,
+        metrics: Metrics,
+        tracker: ConnectionTracker,
+        limits: ServerLimits,
+        local_service: str,
+        clock: Callable[[], float],
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self.snapshot = snapshot
+        self.credentials = credentials
+        self.metrics = metrics
+        self.tracker = tracker
+        self.limits = limits
+        self.local_service = local_service
+        self.handshake_timeout = handshake_timeout
+        self._endpoint = endpoint_service(clock)
+        self.service = compose(
+            self._forward,
+            metrics_layer(metrics, "destination", local_service),
+            errors_layer,
+            self._capture,
+            authz_layer,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def protocol(self) -> asyncio.BaseProtocol:
+        self.metrics.connection("inbound")
+        contexts = self.credentials.contexts
+        if contexts is None:
+            return _Refuse()
+        return TlsLayer(
+            contexts.server,
+            server_side=True,
+            on_handshake=self._on_handshake,
+            on_failure=self._on_failure,
+            handshake_timeout=self.handshake_timeout,
+        )
+
+    def _on_failure(self, exc: BaseException) -> None:
+        self.metrics.tls_failure("inbound")
+
+    def _on_handshake(self, layer: TlsLayer) -> asyncio.BaseProtocol | None:
+        snap = self.snapshot()
+        if snap is None:
+            return None
+        app_port = snap.inbound.app_port(port_from_sni(layer.sni))
+        if app_port is None:
+            return None
+        peer = spiffe_id_from_peercert(layer.get_extra_info("peercert"))
+        addr = layer.get_extra_info("peername")
+        info = ConnectionInfo(
+            "inbound",
+            addr[0] if addr else "",
+            peer_identity=peer,
+            security="mutual_tls",
+            app_port=app_port,
+        )
+        if app_port.protocol is Protocol.HTTP:
+            return Http1Server(self.service, info, self.tracker, self.limits)
+        source = peer.rsplit("/", 1)[-1] if peer else "unknown"
+        if not snap.inbound.authorization.allows(peer):
+            self.metrics.request("destination", source, self.local_service, 403, "mutual_tls")
+            return None
+        pending = Pending()
+        key = ("destination", source, self.local_service, "mutual_tls")
+        task = asyncio.get_running_loop().create_task(
+            self._relay(layer, pending, app_port.address, app_port.local_port, key)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return pending
+
+    async def _relay(
+        self,
+        layer: TlsLayer,
+        down: Pending,
+        address: str,
+        port: int,
+        key: tuple[str, str, str, str],
+    ) -> None:
+        up = Pending()
+        try:
+            app = await open_plain(address, port, up, 5.0)
+        except Exception:
+            layer.abort()
+            return
+        self.metrics.tcp_open(key)
+        splice_pending(
+            layer, down, app, up, lambda sent, received: self.metrics.tcp_close(key, sent, received)
+        )
+
+    def _capture(self, inner: Service) -> Service:
+        """Pin the configuration current when the request starts."""
+
+        def call(req: Request) -> Awaitable[Response]:
+            snap = self.snapshot()
+            if snap is None:
+                raise NoConfig("the sidecar has no configuration yet")
+            req.snapshot = snap
+            return inner(req)
+
+        return call
+
+    async def _forward(self, req: Request) -> Response:
+        snap = req.snapshot
+        conn = req.conn
+        name = conn.app_port.cluster_name
+        cluster = snap.clusters.get(name) if snap is not None else None
+        if cluster is None:
+            raise NoCluster(f"no cluster {name}")
+        req.cluster = cluster
+        xfcc = conn.xfcc
+        if not xfcc:
+            own = self.credentials.contexts.spiffe_id if self.credentials.contexts else ""
+            xfcc = conn.xfcc = f"By={own};URI={conn.peer_identity or ''}".encode()
+        forwarded = conn.client.encode()
+        if req.forwarded:  # replace what the peer sent; extend its forwarded-for chain
+            headers: list[tuple[bytes, bytes]] = []
+            for k, v in req.headers:
+                lk = k.lower()
+                if lk == XFCC:
+                    continue
+                if lk == XFF:
+                    forwarded = v + b", " + forwarded
+                    continue
+                headers.append((k, v))
+            req.headers = headers
+        req.headers += ((XFF, forwarded), (XFCC, xfcc))
+        return await self._endpoint(req)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class _Refuse(asyncio.Protocol):
+    """No certificate yet: nobody can be served."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]

@@ -1,0 +1,269 @@
+"""The sidecar at run time: listeners, pools, configuration, credentials, admin server.
+
+    sidecar = Sidecar(options, credentials=creds, config=config)
+    await sidecar.start()          # binds admin, outbound and inbound ports
+    sidecar.apply(new_config)      # atomic swap; ConfigError leaves the old one (NACK)
+    sidecar.rotate(new_creds)      # new TLS contexts for new connections only
+    await sidecar.stop(grace=10)   # stop accepting, let in-flight requests finish
+
+Without credentials the inbound port refuses connections and outbound mTLS cannot
+connect; without configuration outbound requests get 503 `no-config`; `/ready` says
+what is missing. The xDS client calls `apply` and `rotate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossamer.errors import ConfigError, GossamerError
+from gossamer.logs import event
+from gossamer.proxy.admin import Admin
+from gossamer.proxy.cluster import ClusterManager, Snapshot
+from gossamer.proxy.config import AppPort, Cluster, ConfigHolder, Endpoint, NodeInfo, ProxyConfig
+from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.http1.server import Http1Server, ServerLimits
+from gossamer.proxy.inbound import Inbound
+from gossamer.proxy.metrics import Metrics
+from gossamer.proxy.outbound import Outbound
+from gossamer.proxy.probe import AppProbe, ProbeSpec
+from gossamer.proxy.tls import CredentialHolder, Credentials
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SidecarOptions:
+    node: NodeInfo
+    outbound_port: int = 15001
+    inbound_port: int = 15006
+    admin_port: int = 15000
+    outbound_address: str = "127.0.0.1"
+    inbound_address: str = "0.0.0.0"
+    admin_address: str = "0.0.0.0"
+    probe: ProbeSpec | None = None
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    drain_timeout: float = 10.0
+
+
+def _with_inbound_clusters(config: ProxyConfig) -> ProxyConfig:
+    """Add the `inbound|<port>` clusters (the app on loopback) the inbound side uses."""
+    clusters = dict(config.clusters)
+    endpoints = dict(config.endpoints)
+    for ap in config.inbound.app_ports:
+        clusters[ap.cluster_name] = _app_cluster(config.node, ap)
+        endpoints[ap.cluster_name] = (Endpoint(ap.address, ap.local_port),)
+    return ProxyConfig(
+        node=config.node,
+        listeners=config.listeners,
+        inbound=config.inbound,
+        routes=config.routes,
+        clusters=clusters,
+        endpoints=endpoints,
+        versions=config.versions,
+    )
+
+
+def _app_cluster(node: NodeInfo, ap: AppPort) -> Cluster:
+    return Cluster(
+        name=ap.cluster_name,
+        service=node.service,
+        namespace=node.namespace,
+        port=ap.port,
+        protocol=ap.protocol,
+        tls=False,
+        max_idle_per_endpoint=256,
+    )
+
+
+class Sidecar:
+    def __init__(
+        self,
+        options: SidecarOptions,
+        *,
+        credentials: Credentials | None = None,
+        config: ProxyConfig | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.metrics = Metrics()
+        self.credentials = CredentialHolder(credentials)
+        self.holder = ConfigHolder()
+        self.manager = ClusterManager(
+            self.credentials, trust_domain=options.node.trust_domain, rng=self.rng, clock=clock
+        )
+        self.snapshot: Snapshot | None = None
+        self.probe = AppProbe(options.probe)
+        self.bound_ports: dict[str, int] = {}
+        self.trackers = {n: ConnectionTracker() for n in ("outbound", "inbound", "admin")}
+        self.admin = Admin(self)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.holder.subscribe(self._prepare)
+        self._initial = config
+        self.outbound: Outbound | None = None
+        self.inbound: Inbound | None = None
+
+    # -- configuration -------------------------------------------------------------------
+    def _prepare(self, config: ProxyConfig) -> Callable[[], None]:
+        if config.node.service != self.options.node.service:
+            raise ConfigError(
+                f"configuration for service {config.node.service!r}, "
+                f"this sidecar is {self.options.node.service!r}",
+                field="node.service",
+            )
+        for name, want in (
+            ("outbound_port", config.listeners.outbound_port),
+            ("inbound_port", config.listeners.inbound_port),
+        ):
+            have = self.bound_ports.get(name.split("_")[0])
+            if want and have is not None and want != have:
+                raise ConfigError(
+                    f"listener port {want} differs from the one in use ({have}); "
+                    "ports are fixed at start-up",
+                    field=f"listeners.{name}",
+                )
+        snapshot, commit = self.manager.prepare(_with_inbound_clusters(config))
+
+        def publish() -> None:
+            commit()
+            self.snapshot = snapshot
+            event(log, logging.INFO, "configuration applied", versions=dict(config.versions))
+
+        return publish
+
+    def apply(self, config: ProxyConfig) -> None:
+        """Switch to `config` atomically; a ConfigError leaves the current one."""
+        self.holder.apply(config)
+
+    def rotate(self, credentials: Credentials) -> None:
+        """New certificate for new connections; open ones keep theirs."""
+        contexts = self.credentials.update(credentials)
+        event(
+            log,
+            logging.INFO,
+            "certificate installed",
+            spiffe_id=contexts.spiffe_id,
+            not_after=contexts.not_after.isoformat(),
+        )
+
+    def current(self) -> Snapshot | None:
+        return self.snapshot
+
+    def not_ready(self) -> list[str]:
+        missing = []
+        if self.credentials.contexts is None:
+            missing.append("certificate")
+        if self.snapshot is None:
+            missing.append("configuration")
+        if not self.probe.ready:
+            missing.append(f"app ({self.probe.last_error})")
+        return missing
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        local_service = opts.node.service
+        self.outbound = Outbound(
+            self.current,
+            credentials=self.credentials,
+            metrics=self.metrics,
+            tracker=self.trackers["outbound"],
+            limits=opts.limits,
+            local_service=local_service,
+            trust_domain=opts.node.trust_domain,
+            own_ports=frozenset(),
+            rng=self.rng,
+            clock=self.clock,
+        )
+        self.inbound = Inbound(
+            self.current,
+            credentials=self.credentials,
+            metrics=self.metrics,
+            tracker=self.trackers["inbound"],
+            limits=opts.limits,
+            local_service=local_service,
+            clock=self.clock,
+        )
+        admin_tracker = self.trackers["admin"]
+
+        def admin_protocol() -> asyncio.Protocol:
+            return Http1Server(
+                self.admin.service, ConnectionInfo("admin"), admin_tracker, opts.limits
+            )
+
+        try:
+            for name, factory, address, port in (
+                ("admin", admin_protocol, opts.admin_address, opts.admin_port),
+                ("outbound", self.outbound.protocol, opts.outbound_address, opts.outbound_port),
+                ("inbound", self.inbound.protocol, opts.inbound_address, opts.inbound_port),
+            ):
+                server = await loop.create_server(
+                    factory, address, port, reuse_address=True, backlog=1024
+                )
+                self._servers.append(server)
+                self.bound_ports[name] = server.sockets[0].getsockname()[1]
+        except OSError as exc:
+            await self.stop(grace=0)
+            raise GossamerError(
+                f"cannot listen on port {port} ({name}): {exc.strerror or exc}",
+                hint="choose another port with --inbound-port/--outbound-port/--admin-port",
+            ) from None
+        self.outbound.own_ports = frozenset(self.bound_ports.values())
+        if self._initial is not None:
+            self.apply(self._initial)
+        self.probe.start()
+        self._tasks.append(loop.create_task(self._housekeeping()))
+        self.metrics.gauges["gossamer_upstream_connections"] = lambda: sum(
+            p.open for p in self.manager.pools()
+        )
+        # start-up objects never become garbage: keep the collector off them, and let
+        # the young generation grow (the data path allocates short-lived containers)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20000, 50, 100)
+        event(log, logging.INFO, "sidecar listening", **self.bound_ports)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            self.manager.expire_idle()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish within `grace`, close the rest."""
+        grace = self.options.drain_timeout if grace is None else grace
+        for server in self._servers:
+            server.close()
+        self.probe.stop()
+        aborted = await asyncio.gather(
+            self.trackers["outbound"].drain(grace), self.trackers["inbound"].drain(grace)
+        )
+        await self.trackers["admin"].drain(0)
+        for tracker in self.trackers.values():
+            tracker.stop()
+        for task in self._tasks:
+            task.cancel()
+        self.manager.close()
+        for side in (self.outbound, self.inbound):
+            if side is not None:
+                await side.close()
+        with contextlib.suppress(Exception):
+            for server in self._servers:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        if sum(aborted):
+            event(log, logging.WARNING, "connections aborted at shutdown", count=sum(aborted))
+
+    def describe(self) -> dict[str, Any]:
+        return {"service": self.options.node.service, "ports": dict(self.bound_ports)}

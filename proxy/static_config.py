@@ -1,0 +1,341 @@
+"""A `ProxyConfig` from a YAML/JSON document, and back (for `/config_dump`).
+
+For running a sidecar without a control plane (`gossamer proxy --static-config FILE`)
+and for tests. Errors name the field path and line. `dump_config` produces the same
+shape, so `load_config(dump_config(c)) == c`. Example:
+
+    node: {service: web, namespace: default, zone: zone-a}
+    listeners: {mode: explicit}
+    inbound:
+      app_ports: [{port: 8080, protocol: http}]
+      authorization: {allow_all_mesh: false, allowed: [spiffe://gossamer.local/ns/default/sa/web]}
+    clusters:
+      - name: outbound|8080||catalog
+        service: catalog
+        port: 8080
+        identity: spiffe://gossamer.local/ns/default/sa/catalog
+        lb_policy: least_request
+        endpoints: [{address: 10.0.0.7, port: 15006, zone: zone-a}]
+    routes:
+      virtual_hosts:
+        - name: catalog
+          domains: [catalog, "catalog:8080"]
+          routes:
+            - name: catalog-default
+              clusters: [{name: outbound|8080||catalog}]
+              timeout: 5s
+              retry: {attempts: 3, retry_on: [connect-failure, reset, 503], per_try_timeout: 1s}
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from gossamer.errors import ConfigError
+from gossamer.proxy.config import (
+    AppPort,
+    Authorization,
+    Cluster,
+    Endpoint,
+    Health,
+    InboundConfig,
+    LbPolicy,
+    ListenerMode,
+    Listeners,
+    NodeInfo,
+    OutlierDetection,
+    Protocol,
+    ProxyConfig,
+    RetryPolicy,
+    Route,
+    RouteTable,
+    VirtualHost,
+    WeightedCluster,
+)
+from gossamer.yamlconf import Node, load_document, load_file
+
+
+def _opt_duration(node: Node, key: str, default: float | None) -> float | None:
+    child = node.child(key, default)
+    if child.value is None:
+        return None
+    return child.duration()
+
+
+def _node(n: Node) -> NodeInfo:
+    n.check_keys(["service", "namespace", "zone", "node", "trust_domain"])
+    return NodeInfo(
+        service=n.child("service").string(),
+        namespace=n.child("namespace", "default").string(),
+        zone=n.child("zone", "").string(),
+        node=n.child("node", "").string(),
+        trust_domain=n.child("trust_domain", "gossamer.local").string(),
+    )
+
+
+def _listeners(n: Node) -> Listeners:
+    n.check_keys(
+        [
+            "outbound_port",
+            "inbound_port",
+            "mode",
+            "outbound_address",
+            "inbound_address",
+            "passthrough",
+        ]
+    )
+    return Listeners(
+        outbound_port=n.child("outbound_port", 0).integer(minimum=0, maximum=65535),
+        inbound_port=n.child("inbound_port", 0).integer(minimum=0, maximum=65535),
+        mode=ListenerMode(n.child("mode", "explicit").choice([m.value for m in ListenerMode])),
+        outbound_address=n.child("outbound_address", "127.0.0.1").string(),
+        inbound_address=n.child("inbound_address", "0.0.0.0").string(),
+        passthrough=n.child("passthrough", True).boolean(),
+    )
+
+
+def _inbound(n: Node) -> InboundConfig:
+    n.check_keys(["app_ports", "authorization"])
+    ports = []
+    for p in n.child("app_ports", []).items():
+        p.check_keys(["port", "protocol", "address", "target_port"])
+        ports.append(
+            AppPort(
+                port=p.child("port").integer(minimum=1, maximum=65535),
+                protocol=Protocol(p.child("protocol", "http").choice([x.value for x in Protocol])),
+                address=p.child("address", "127.0.0.1").string(),
+                target_port=p.child("target_port", 0).integer(minimum=0, maximum=65535),
+            )
+        )
+    a = n.child("authorization", {})
+    a.check_keys(["allow_all_mesh", "allowed"])
+    allowed = frozenset(a.child("allowed", []).string_list())
+    authz = Authorization(
+        allow_all_mesh=a.child("allow_all_mesh", not allowed).boolean(), allowed=allowed
+    )
+    return InboundConfig(app_ports=tuple(ports), authorization=authz)
+
+
+def _retry(n: Node) -> RetryPolicy:
+    n.check_keys(
+        [
+            "attempts",
+            "per_try_timeout",
+            "retry_on",
+            "retry_non_idempotent",
+            "budget_percent",
+            "min_retries_per_second",
+            "backoff_base",
+            "backoff_max",
+        ]
+    )
+    conditions: set[str] = set()
+    codes: set[int] = set()
+    for item in n.child("retry_on", ["connect-failure", "reset", 502, 503, 504]).items():
+        value = item.value
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            codes.add(int(value))
+        elif value == "gateway-error":
+            codes |= {502, 503, 504}
+        else:
+            conditions.add(item.choice(["connect-failure", "reset", "gateway-error"]))
+    values: dict[str, Any] = {
+        "attempts": n.child("attempts", 3).integer(minimum=1, maximum=10),
+        "per_try_timeout": _opt_duration(n, "per_try_timeout", None),
+        "retry_on": frozenset(conditions),
+        "retry_status_codes": frozenset(codes),
+        "retry_non_idempotent": n.child("retry_non_idempotent", False).boolean(),
+        "budget_percent": n.child("budget_percent", 20.0).number(minimum=0, maximum=1000),
+        "min_retries_per_second": n.child("min_retries_per_second", 10.0).number(minimum=0),
+        "backoff_base": n.child("backoff_base", 0.025).duration(),
+        "backoff_max": n.child("backoff_max", 0.25).duration(),
+    }
+    try:
+        return RetryPolicy(**values)
+    except ConfigError as exc:
+        raise n.error(exc.detail, hint=exc.hint) from None
+
+
+def _routes(n: Node) -> RouteTable:
+    n.check_keys(["name", "virtual_hosts"])
+    vhosts = []
+    for vh in n.child("virtual_hosts", []).items():
+        vh.check_keys(["name", "domains", "routes"])
+        routes = []
+        for r in vh.child("routes").items():
+            r.check_keys(["name", "prefix", "clusters", "timeout", "retry"])
+            clusters = []
+            for c in r.child("clusters").items():
+                c.check_keys(["name", "weight"])
+                clusters.append(
+                    WeightedCluster(
+                        c.child("name").string(), c.child("weight", 1).integer(minimum=1)
+                    )
+                )
+            retry = r.child("retry", None)
+            routes.append(
+                Route(
+                    name=r.child("name").string(),
+                    clusters=tuple(clusters),
+                    prefix=r.child("prefix", "/").string(),
+                    timeout=_opt_duration(r, "timeout", 15.0),
+                    retry=None if retry.value is None else _retry(retry),
+                )
+            )
+        vhosts.append(
+            VirtualHost(
+                vh.child("name").string(), tuple(vh.child("domains").string_list()), tuple(routes)
+            )
+        )
+    return RouteTable(n.child("name", "outbound").string(), tuple(vhosts))
+
+
+def _outlier(n: Node) -> OutlierDetection:
+    n.check_keys(["consecutive_failures", "base_ejection", "max_ejection", "max_ejection_percent"])
+    return OutlierDetection(
+        consecutive_failures=n.child("consecutive_failures", 5).integer(minimum=0),
+        base_ejection=n.child("base_ejection", 5.0).duration(),
+        max_ejection=n.child("max_ejection", 60.0).duration(),
+        max_ejection_percent=n.child("max_ejection_percent", 50).integer(minimum=0, maximum=100),
+    )
+
+
+def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
+    c.check_keys(
+        [
+            "name",
+            "service",
+            "namespace",
+            "port",
+            "protocol",
+            "tls",
+            "identity",
+            "sni",
+            "lb_policy",
+            "hash_header",
+            "connect_timeout",
+            "max_idle_per_endpoint",
+            "idle_timeout",
+            "endpoints",
+            "outlier",
+        ]
+    )
+    endpoints = []
+    for e in c.child("endpoints", []).items():
+        e.check_keys(["address", "port", "zone", "weight", "health"])
+        endpoints.append(
+            Endpoint(
+                address=e.child("address").string(),
+                port=e.child("port").integer(minimum=1, maximum=65535),
+                zone=e.child("zone", "").string(),
+                weight=e.child("weight", 1).integer(minimum=1, maximum=128),
+                health=Health(e.child("health", "healthy").choice([h.value for h in Health])),
+            )
+        )
+    values: dict[str, Any] = {
+        "name": c.child("name").string(),
+        "service": c.child("service").string(),
+        "namespace": c.child("namespace", "default").string(),
+        "port": c.child("port").integer(minimum=1, maximum=65535),
+        "protocol": Protocol(c.child("protocol", "http").choice([p.value for p in Protocol])),
+        "tls": c.child("tls", True).boolean(),
+        "identity": c.child("identity", None).optional_string(),
+        "sni": c.child("sni", None).optional_string(),
+        "lb_policy": LbPolicy(
+            c.child("lb_policy", "round_robin").choice([p.value for p in LbPolicy])
+        ),
+        "hash_header": c.child("hash_header", None).optional_string(),
+        "connect_timeout": c.child("connect_timeout", 1.0).duration(),
+        "max_idle_per_endpoint": c.child("max_idle_per_endpoint", 64).integer(minimum=0),
+        "idle_timeout": c.child("idle_timeout", 60.0).duration(),
+        "outlier": _outlier(c.child("outlier", {})),
+    }
+    try:
+        cluster = Cluster(**values)
+    except ConfigError as exc:
+        raise c.error(exc.detail, hint=exc.hint) from None
+    return cluster, tuple(endpoints)
+
+
+def load_config(root: Node, default_node: NodeInfo | None = None) -> ProxyConfig:
+    """Build and validate a ProxyConfig from a loaded document (`node` may be left out
+    when `default_node` is given)."""
+    root.check_keys(["node", "listeners", "inbound", "clusters", "routes", "versions"])
+    clusters: dict[str, Cluster] = {}
+    endpoints: dict[str, tuple[Endpoint, ...]] = {}
+    for c in root.child("clusters", []).items():
+        cluster, eps = _cluster(c)
+        if cluster.name in clusters:
+            raise c.error(f"duplicate cluster {cluster.name!r}")
+        clusters[cluster.name] = cluster
+        endpoints[cluster.name] = eps
+    versions = {k: str(v.value) for k, v in root.child("versions", {}).entries()}
+    try:
+        return ProxyConfig(
+            node=default_node
+            if default_node is not None and not root.has("node")
+            else _node(root.child("node")),
+            listeners=_listeners(root.child("listeners", {})),
+            inbound=_inbound(root.child("inbound", {})),
+            routes=_routes(root.child("routes", {})),
+            clusters=clusters,
+            endpoints=endpoints,
+            versions=versions or {"static": "1"},
+        )
+    except ConfigError as exc:
+        if exc.source is None and root.source is not None:
+            raise ConfigError(
+                exc.detail, field=exc.field, source=root.source, hint=exc.hint
+            ) from None
+        raise
+
+
+def load_config_text(
+    text: str, source: str | None = None, default_node: NodeInfo | None = None
+) -> ProxyConfig:
+    return load_config(load_document(text, source=source), default_node)
+
+
+def load_config_file(path: str | Path, default_node: NodeInfo | None = None) -> ProxyConfig:
+    return load_config(load_file(path), default_node)
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses, enums, sets and mappings as JSON-ready values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, frozenset | set):
+        return sorted(to_plain(v) for v in value)
+    if isinstance(value, tuple | list):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "items"):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
+def dump_config(config: ProxyConfig) -> dict[str, Any]:
+    """The document `load_config` reads (endpoints nested in their clusters)."""
+    clusters = []
+    for name, cluster in config.clusters.items():
+        entry = to_plain(cluster)
+        entry["endpoints"] = to_plain(config.endpoints.get(name, ()))
+        clusters.append(entry)
+    routes = to_plain(config.routes)
+    for vh in routes["virtual_hosts"]:
+        for route in vh["routes"]:
+            retry = route.get("retry")
+            if retry is not None:
+                retry["retry_on"] = retry["retry_on"] + retry.pop("retry_status_codes")
+    return {
+        "node": to_plain(config.node),
+        "listeners": to_plain(config.listeners),
+        "inbound": to_plain(config.inbound),
+        "clusters": clusters,
+        "routes": routes,
+        "versions": dict(config.versions),
+    }

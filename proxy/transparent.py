@@ -1,0 +1,187 @@
+"""Transparent mode: iptables REDIRECT rules, and the original destination after them.
+
+Rules (nat table), in our own chains so removal is exact:
+- PREROUTING -> GOSSAMER_INBOUND: TCP arriving for the app is redirected to the
+  inbound port; the admin port, the inbound port itself and excluded ports are not.
+- OUTPUT -> GOSSAMER_OUTPUT: TCP the app opens is redirected to the outbound port,
+  except the proxy's own traffic (`-m owner --uid-owner <proxy uid>`: what the sidecar
+  sends leaves unchanged, so nothing loops), loopback traffic, and excluded ports.
+IPv4 only (ip6tables rules are not installed).
+
+After `-j REDIRECT`, the accepted socket's local address is the proxy's; netfilter keeps the address the client asked for, which
+`getsockopt(SOL_IP, SO_ORIGINAL_DST)` returns as a `struct sockaddr_in` (family, port in
+network order, IPv4 address); for IPv6, `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)`
+returns a `struct sockaddr_in6`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from gossamer.errors import GossamerError
+
+INBOUND_CHAIN = "GOSSAMER_INBOUND"
+OUTPUT_CHAIN = "GOSSAMER_OUTPUT"
+
+
+@dataclass(frozen=True)
+class InterceptSpec:
+    proxy_uid: int
+    inbound_port: int = 15006
+    outbound_port: int = 15001
+    admin_port: int = 15000
+    exclude_inbound_ports: tuple[int, ...] = ()
+    exclude_outbound_ports: tuple[int, ...] = ()
+    intercept_inbound: bool = True
+
+
+def install_commands(spec: InterceptSpec) -> list[list[str]]:
+    nat = ["iptables", "-w", "-t", "nat"]
+    cmds: list[list[str]] = []
+    if spec.intercept_inbound:
+        cmds.append([*nat, "-N", INBOUND_CHAIN])
+        skip = (spec.admin_port, spec.inbound_port, *spec.exclude_inbound_ports)
+        for port in dict.fromkeys(skip):
+            cmds.append(
+                [*nat, "-A", INBOUND_CHAIN, "-p", "tcp", "--dport", str(port), "-j", "RETURN"]
+            )
+        cmds.append(
+            [
+                *nat,
+                "-A",
+                INBOUND_CHAIN,
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                str(spec.inbound_port),
+            ]
+        )
+        cmds.append([*nat, "-A", "PREROUTING", "-p", "tcp", "-j", INBOUND_CHAIN])
+    cmds.append([*nat, "-N", OUTPUT_CHAIN])
+    cmds.append(
+        [
+            *nat,
+            "-A",
+            OUTPUT_CHAIN,
+            "-m",
+            "owner",
+            "--uid-owner",
+            str(spec.proxy_uid),
+            "-j",
+            "RETURN",
+        ]
+    )
+    cmds.append([*nat, "-A", OUTPUT_CHAIN, "-o", "lo", "-j", "RETURN"])
+    cmds.append([*nat, "-A", OUTPUT_CHAIN, "-d", "127.0.0.0/8", "-j", "RETURN"])
+    for port in dict.fromkeys(spec.exclude_outbound_ports):
+        cmds.append([*nat, "-A", OUTPUT_CHAIN, "-p", "tcp", "--dport", str(port), "-j", "RETURN"])
+    cmds.append(
+        [
+            *nat,
+            "-A",
+            OUTPUT_CHAIN,
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            str(spec.outbound_port),
+        ]
+    )
+    cmds.append([*nat, "-A", "OUTPUT", "-p", "tcp", "-j", OUTPUT_CHAIN])
+    return cmds
+
+
+def remove_commands() -> list[list[str]]:
+    nat = ["iptables", "-w", "-t", "nat"]
+    return [
+        [*nat, "-D", "PREROUTING", "-p", "tcp", "-j", INBOUND_CHAIN],
+        [*nat, "-D", "OUTPUT", "-p", "tcp", "-j", OUTPUT_CHAIN],
+        [*nat, "-F", INBOUND_CHAIN],
+        [*nat, "-X", INBOUND_CHAIN],
+        [*nat, "-F", OUTPUT_CHAIN],
+        [*nat, "-X", OUTPUT_CHAIN],
+    ]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise GossamerError(
+            "iptables is not installed", hint="install the iptables package"
+        ) from None
+
+
+def remove() -> int:
+    """Remove our rules and chains; returns how many commands changed something."""
+    changed = 0
+    for cmd in remove_commands():
+        result = _run(cmd)
+        if result.returncode == 0:
+            changed += 1
+        elif "Permission denied" in result.stderr or "you must be root" in result.stderr:
+            raise GossamerError(
+                f"{' '.join(cmd)}: {result.stderr.strip()}",
+                hint="run as root or with the NET_ADMIN capability",
+            )
+    # -D removes one copy; repeat for duplicates left by older installs
+    while _run(remove_commands()[0]).returncode == 0:
+        changed += 1
+    return changed
+
+
+def install(spec: InterceptSpec) -> list[list[str]]:
+    """Install the rules (replacing ours if present); returns the commands run."""
+    remove()
+    cmds = install_commands(spec)
+    for cmd in cmds:
+        result = _run(cmd)
+        if result.returncode != 0:
+            remove()
+            hint = "run as root or with the NET_ADMIN capability"
+            raise GossamerError(f"{' '.join(cmd)}: {result.stderr.strip()}", hint=hint)
+    return cmds
+
+
+# -- SO_ORIGINAL_DST ---------------------------------------------------------
+
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h
+
+
+def parse_sockaddr(raw: bytes) -> tuple[str, int] | None:
+    """(address, port) of a sockaddr_in or sockaddr_in6, else None."""
+    if len(raw) < 8:
+        return None
+    (family,) = struct.unpack_from("=H", raw, 0)
+    (port,) = struct.unpack_from("!H", raw, 2)
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+    return None
+
+
+def original_dst(sock: Any) -> tuple[str, int] | None:
+    """Where a redirected connection was going; None when it was not redirected."""
+    if sock is None:
+        return None
+    try:
+        family = sock.family
+    except AttributeError:
+        family = socket.AF_INET
+    try:
+        if family == socket.AF_INET6:
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)
+        else:
+            raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError:
+        return None
+    return parse_sockaddr(raw)

@@ -1,0 +1,200 @@
+"""A small HTTP/TCP app for sidecar tests, run as a process.
+
+    python -m tests.helpers.echo_app --port P --name NAME [--tcp]
+
+HTTP (threaded, keep-alive, HTTP/1.1):
+  GET  /             -> "NAME\\n", header x-served-by: NAME
+  GET  /headers      -> the request headers as JSON
+  GET  /status/<n>   -> status n
+  GET  /slow/<ms>    -> waits, then answers
+  GET  /big/<bytes>  -> that many bytes, chunked, generated as it goes
+  POST /echo         -> the body back (Content-Length or chunked request bodies)
+  POST /count        -> reads the body in 64 KiB pieces: "<bytes> <sha256>"
+  POST /expect-reject-> with Expect: 100-continue, 417 without reading the body
+  GET  /ws           -> with Upgrade: 101, then echoes raw bytes upper-cased until EOF
+  GET  /hits         -> how many requests this app served
+TCP (--tcp): echoes every byte; when the client half-closes, sends "bye <n>\\n" (n =
+bytes received) and closes, proving the half-close passed through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HITS = 0
+LOCK = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "echo-app"
+    name = "app"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _count(self) -> None:
+        global HITS
+        with LOCK:
+            HITS += 1
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        ctype: str = "text/plain",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("x-served-by", self.name)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _body_chunks(self):
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                left = size
+                while left:
+                    data = self.rfile.read(min(left, 65536))
+                    if not data:
+                        return
+                    left -= len(data)
+                    yield data
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("content-length", "0"))
+            while left:
+                data = self.rfile.read(min(left, 65536))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+    def handle_expect_100(self) -> bool:
+        if self.path == "/expect-reject":
+            self._count()
+            self._send(417, b"not now\n", extra={"connection": "close"})
+            self.close_connection = True
+            return False
+        return super().handle_expect_100()
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        self._count()
+        path = self.path
+        if path == "/":
+            self._send(200, f"{self.name}\n".encode())
+        elif path == "/hits":
+            self._send(200, f"{HITS}\n".encode())
+        elif path == "/headers":
+            self._send(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
+        elif path.startswith("/status/"):
+            self._send(int(path.rsplit("/", 1)[1]), b"status\n")
+        elif path.startswith("/slow/"):
+            time.sleep(int(path.rsplit("/", 1)[1]) / 1000)
+            self._send(200, f"{self.name} slow\n".encode())
+        elif path.startswith("/big/"):
+            total = int(path.rsplit("/", 1)[1])
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("x-served-by", self.name)
+            self.end_headers()
+            block = b"x" * 65536
+            left = total
+            while left:
+                data = block[: min(left, len(block))]
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+                left -= len(data)
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/ws" and self.headers.get("upgrade"):
+            self.send_response(101)
+            self.send_header("connection", "upgrade")
+            self.send_header("upgrade", self.headers["upgrade"])
+            self.end_headers()
+            self.wfile.flush()
+            sock = self.connection
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                sock.sendall(data.upper())
+            self.close_connection = True
+        else:
+            self._send(404, b"no such path\n")
+
+    def do_POST(self) -> None:
+        self._count()
+        if self.path == "/echo":
+            body = b"".join(self._body_chunks())
+            self._send(200, body, self.headers.get("content-type", "application/octet-stream"))
+        elif self.path in ("/count", "/expect-reject"):
+            digest = hashlib.sha256()
+            n = 0
+            for data in self._body_chunks():
+                n += len(data)
+                digest.update(data)
+            self._send(200, f"{n} {digest.hexdigest()}\n".encode())
+        else:
+            for _ in self._body_chunks():
+                pass
+            self._send(404, b"no such path\n")
+
+    do_PUT = do_POST
+
+
+class TcpEcho(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        n = 0
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            n += len(data)
+            sock.sendall(data)
+        sock.sendall(f"bye {n}\n".encode())
+        sock.shutdown(socket.SHUT_WR)
+
+
+class TcpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--name", default="app")
+    parser.add_argument("--tcp", action="store_true")
+    args = parser.parse_args()
+    if args.tcp:
+        TcpServer((args.host, args.port), TcpEcho).serve_forever()
+        return
+    Handler.name = args.name
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Transparent mode: the iptables rules (e2e runs them) and SO_ORIGINAL_DST parsing."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from gossamer.proxy.transparent import (
+    InterceptSpec,
+    install_commands,
+    original_dst,
+    parse_sockaddr,
+    remove_commands,
+)
+
+
+def test_ipv4_sockaddr():
+    raw = (
+        struct.pack("=H", socket.AF_INET)
+        + struct.pack("!H", 8080)
+        + socket.inet_aton("10.1.2.3")
+        + b"\0" * 8
+    )
+    assert parse_sockaddr(raw) == ("10.1.2.3", 8080)
+
+
+def test_ipv6_sockaddr():
+    raw = (
+        struct.pack("=H", socket.AF_INET6)
+        + struct.pack("!H", 443)
+        + b"\0" * 4
+        + socket.inet_pton(socket.AF_INET6, "fd00::7")
+        + b"\0" * 4
+    )
+    assert parse_sockaddr(raw) == ("fd00::7", 443)
+
+
+def test_garbage_and_unredirected_sockets():
+    assert parse_sockaddr(b"\x01") is None
+    assert parse_sockaddr(struct.pack("=H", 99) + b"\0" * 14) is None
+    assert original_dst(None) is None
+    with socket.socket() as s:  # not redirected: the kernel has no original destination
+        s.bind(("127.0.0.1", 0))
+        assert original_dst(s) is None
+
+
+def test_rules_redirect_and_exclude_the_proxy_loopback_and_admin():
+    cmds = [
+        " ".join(c)
+        for c in install_commands(InterceptSpec(proxy_uid=1337, exclude_inbound_ports=(22,)))
+    ]
+    text = "\n".join(cmds)
+    assert "-A GOSSAMER_OUTPUT -m owner --uid-owner 1337 -j RETURN" in text
+    assert "-A GOSSAMER_OUTPUT -o lo -j RETURN" in text
+    assert "-A GOSSAMER_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in text
+    assert "-A GOSSAMER_INBOUND -p tcp --dport 15000 -j RETURN" in text
+    assert "-A GOSSAMER_INBOUND -p tcp --dport 22 -j RETURN" in text
+    assert "-A GOSSAMER_INBOUND -p tcp -j REDIRECT --to-ports 15006" in text
+    # exclusions come before the redirect in each chain
+    assert text.index("--uid-owner") < text.index("--to-ports 15001")
+    assert text.index("--dport 15000") < text.index("--to-ports 15006")
+    assert cmds[-1].endswith("-A OUTPUT -p tcp -j GOSSAMER_OUTPUT")
+
+
+def test_outbound_only_and_removal():
+    cmds = install_commands(InterceptSpec(proxy_uid=0, intercept_inbound=False))
+    assert not any("PREROUTING" in c for c in cmds)
+    removal = [" ".join(c) for c in remove_commands()]
+    assert any("-D PREROUTING" in c for c in removal) and any(
+        "-X GOSSAMER_OUTPUT" in c for c in removal
+    )
