@@ -163,7 +163,8 @@ class ClusterManager:
         self.rng = rng
         self.clock = clock
         self._hosts: dict[tuple[str, Endpoint], Host] = {}
-        self._pools: dict[PoolKey, tuple[Cluster, EndpointPool]] = {}
+        # pool key -> ((cluster settings, endpoint TLS), pool): reused while both are equal
+        self._pools: dict[PoolKey, tuple[tuple[Cluster, bool], EndpointPool]] = {}
 
     def _connector(
         self, cluster: Cluster, endpoint: Endpoint
@@ -173,9 +174,11 @@ class ClusterManager:
             cluster.service, cluster.namespace, cluster.port, self.trust_domain
         )
 
+        tls = cluster.tls and endpoint.tls
+
         async def connect(conn: Http1Client, allowed: float) -> Any:
             limit = min(cluster.connect_timeout, allowed)
-            if not cluster.tls:
+            if not tls:
                 return await open_plain(address, port, conn, limit)
             contexts = self.credentials.contexts
             if contexts is None:
@@ -194,7 +197,7 @@ class ClusterManager:
 
     def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
         hosts: dict[tuple[str, Endpoint], Host] = {}
-        pools: dict[PoolKey, tuple[Cluster, EndpointPool]] = {}
+        pools: dict[PoolKey, tuple[tuple[Cluster, bool], EndpointPool]] = {}
         runtimes: dict[str, ClusterRuntime] = {}
         for name, cluster in config.clusters.items():
             cluster_hosts = []
@@ -204,7 +207,7 @@ class ClusterManager:
                 hosts[(name, ep)] = host
                 cluster_hosts.append(host)
                 old = self._pools.get((name, ep.key))
-                if old is not None and old[0] == cluster:
+                if old is not None and old[0] == (cluster, ep.tls):
                     pool = old[1]
                 else:
                     pool = EndpointPool(
@@ -213,7 +216,7 @@ class ClusterManager:
                         idle_timeout=cluster.idle_timeout,
                         clock=self.clock,
                     )
-                pools[(name, ep.key)] = (cluster, pool)
+                pools[(name, ep.key)] = ((cluster, ep.tls), pool)
                 cluster_pools[ep.key] = pool
             balancer = make_balancer(
                 cluster.lb_policy,

@@ -21,6 +21,7 @@ Mapping from xDS (for the xDS client):
 - Cluster `inbound|<port>` -> `AppPort`.
 - ClusterLoadAssignment -> `Endpoint`s (locality zone, health status, weight).
 - Secret `ROOTCA` -> the trust bundle (held by the TLS credentials, not here).
+The translation itself is in xds_translate.py (with xds_clusters.py, xds_listeners.py).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class Authorization:
     """Which peer identities may call this service (checked before the app sees a byte).
 
     `allow_all_mesh`: any peer whose certificate chains to the trust bundle; otherwise
-    only the SPIFFE IDs in `allowed`.
+    only the SPIFFE IDs in `allowed`. An entry ending in `*` matches every ID that
+    starts with the rest (`spiffe://td/ns/shop/*`: every service of namespace shop).
     """
 
     allow_all_mesh: bool = True
@@ -133,7 +135,12 @@ class Authorization:
     def allows(self, spiffe_id: str | None) -> bool:
         if spiffe_id is None:
             return False
-        return self.allow_all_mesh or spiffe_id in self.allowed
+        if self.allow_all_mesh or spiffe_id in self.allowed:
+            return True
+        for entry in self.allowed:
+            if entry[-1:] == "*" and spiffe_id.startswith(entry[:-1]):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +257,13 @@ class VirtualHost:
 
 @dataclass(frozen=True, slots=True)
 class RouteTable:
+    """`validate_clusters` (RDS's field of that name): every cluster a route names must
+    exist. Off (the xDS default), a route to an unknown cluster answers 503 `no-cluster`
+    until the cluster arrives, so CDS and RDS updates can land in either order."""
+
     name: str = "outbound"
     virtual_hosts: tuple[VirtualHost, ...] = ()
+    validate_clusters: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,13 +314,17 @@ class Cluster:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One instance of a cluster: where its sidecar's inbound listener is."""
+    """One instance of a cluster: where its sidecar's inbound listener is.
+
+    `tls`: False for an instance without a sidecar in a TLS cluster (a static endpoint
+    of the mesh file): it is reached in plaintext (xDS: no `tlsMode` metadata)."""
 
     address: str
     port: int
     zone: str = ""
     weight: int = 1
     health: Health = Health.HEALTHY
+    tls: bool = True
 
     def __post_init__(self) -> None:
         _port(self.port, f"endpoint {self.address}")
@@ -341,7 +357,7 @@ class ProxyConfig:
         for name in self.endpoints:
             if name not in self.clusters:
                 raise ConfigError("endpoints for an unknown cluster", field=f"endpoints.{name}")
-        for vh in self.routes.virtual_hosts:
+        for vh in self.routes.virtual_hosts if self.routes.validate_clusters else ():
             for route in vh.routes:
                 for wc in route.clusters:
                     if wc.name not in self.clusters:

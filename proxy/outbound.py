@@ -217,7 +217,7 @@ class Outbound:
         if host is None:
             raise NoHealthyUpstream(f"{cluster.config.name} has no healthy endpoint")
         ep, cfg = host.endpoint, cluster.config
-        if not cfg.tls:
+        if not (cfg.tls and ep.tls):
             return lambda p: open_plain(ep.address, ep.port, p, cfg.connect_timeout)
         contexts = self.credentials.contexts
         if contexts is None:

@@ -160,7 +160,7 @@ def _retry(n: Node) -> RetryPolicy:
 
 
 def _routes(n: Node) -> RouteTable:
-    n.check_keys(["name", "virtual_hosts"])
+    n.check_keys(["name", "virtual_hosts", "validate_clusters"])
     vhosts = []
     for vh in n.child("virtual_hosts", []).items():
         vh.check_keys(["name", "domains", "routes"])
@@ -190,7 +190,11 @@ def _routes(n: Node) -> RouteTable:
                 vh.child("name").string(), tuple(vh.child("domains").string_list()), tuple(routes)
             )
         )
-    return RouteTable(n.child("name", "outbound").string(), tuple(vhosts))
+    return RouteTable(
+        n.child("name", "outbound").string(),
+        tuple(vhosts),
+        validate_clusters=n.child("validate_clusters", True).boolean(),
+    )
 
 
 def _outlier(n: Node) -> OutlierDetection:
@@ -225,7 +229,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
     )
     endpoints = []
     for e in c.child("endpoints", []).items():
-        e.check_keys(["address", "port", "zone", "weight", "health"])
+        e.check_keys(["address", "port", "zone", "weight", "health", "tls"])
         endpoints.append(
             Endpoint(
                 address=e.child("address").string(),
@@ -233,6 +237,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
                 zone=e.child("zone", "").string(),
                 weight=e.child("weight", 1).integer(minimum=1, maximum=128),
                 health=Health(e.child("health", "healthy").choice([h.value for h in Health])),
+                tls=e.child("tls", True).boolean(),
             )
         )
     values: dict[str, Any] = {

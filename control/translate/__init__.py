@@ -3,8 +3,24 @@ resources: pure functions over plain data (DESIGN.md section 3 and 5).
 
 `Translator(MeshInputs(...)).view(NodeGroup(...))` gives one group's resources by type
 URL and name; the modules below build each kind of resource.
+
+The names are loaded on first use (PEP 562), so that the sidecar can import the shared
+`names` module without loading the control plane's translation and its protobufs.
 """
 
-from .views import PROXYLESS, GroupResources, MeshInputs, NodeGroup, Translator
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .views import PROXYLESS, GroupResources, MeshInputs, NodeGroup, Translator
 
 __all__ = ["PROXYLESS", "GroupResources", "MeshInputs", "NodeGroup", "Translator"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import views
+
+        return getattr(views, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,12 +44,10 @@ from gossamer.discovery.model import Service, ServicePort
 
 from . import names, tls
 from .common import ads_source, duration, metadata, pack, struct
+from .names import HTTP_PROTOCOL_OPTIONS, PEAK_EWMA_NAME, PEAK_EWMA_TYPE_URL
 
 CONNECT_TIMEOUT = 5.0
-PEAK_EWMA_NAME = "gossamer.lb.peak_ewma"
-PEAK_EWMA_TYPE_URL = "type.googleapis.com/gossamer.lb.v1.PeakEwma"
 PEAK_EWMA_DECAY = "10s"
-HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def _policy_entry(name: str, config: Message) -> cluster_pb2.LoadBalancingPolicy.Policy:

@@ -41,6 +41,11 @@ TLS_MODE_MTLS = "istio"
 TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 GOSSAMER_METADATA = "gossamer"
 HTTP_PROTOCOLS = ("http", "http2", "grpc")
+# The load-balancing marker only our sidecar implements (clusters.py), and the cluster
+# extension that switches an upstream to HTTP/2.
+PEAK_EWMA_NAME = "gossamer.lb.peak_ewma"
+PEAK_EWMA_TYPE_URL = "type.googleapis.com/gossamer.lb.v1.PeakEwma"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def outbound_cluster(key: ServiceKey, port: int) -> str:

@@ -1,0 +1,392 @@
+"""CDS and EDS for the sidecar: Envoy Cluster and ClusterLoadAssignment -> typed specs.
+
+Pure functions; a resource the sidecar cannot honour raises ConfigError (the xDS client
+NACKs it). What each Cluster field becomes (the control plane's side is
+control/translate/clusters.py):
+
+- `outbound|<port>||<svc>.<ns>` (EDS): a `ClusterSpec`. Service, namespace, port and
+  protocol come from the `gossamer` filter metadata (else from the name). Load
+  balancing: the `lb_policy` enum, or the first entry of `load_balancing_policy` the
+  sidecar implements (the `gossamer.lb.peak_ewma` marker, least-request, random, round
+  robin, ring hash; wrr_locality is looked through: the sidecar balances zones itself).
+  Ring hash takes its header from the routes' hash policy (assembled later); without
+  one Envoy hashes randomly, so the sidecar picks at random. Upstream TLS: a
+  `transport_socket_matches` entry whose criterion is `tlsMode: <value>` selects mutual
+  TLS for endpoints carrying that metadata (others plaintext); a plain `transport_socket`
+  means TLS for every endpoint. The peer's SPIFFE ID is the exact URI SAN matcher and
+  the SNI is the context's `sni`. Outlier detection maps consecutive_5xx, base and max
+  ejection time and max_ejection_percent (absent: off, as in Envoy); the circuit
+  breakers' retry budget percent goes to the routes' retry policies.
+- `inbound|<port>` (STATIC, the local app): the sidecar builds its own from the inbound
+  listener; only its protocol is checked: an HTTP/2 app port cannot be served.
+- PassthroughCluster (ORIGINAL_DST): traffic outside the mesh passes through.
+- HTTP/2 and gRPC service ports of other services: the sidecar speaks HTTP/1.1 and
+  TCP, so these clusters are left out (listed in `ignored`, logged), not NACKed: a NACK
+  would also refuse every other service in the same update.
+- Other discovery types (DNS, ...) and unknown transport sockets: ConfigError.
+
+EDS: endpoints grouped by locality; the zone, health (UNKNOWN/HEALTHY/DEGRADED ->
+healthy, UNHEALTHY/TIMEOUT -> unhealthy, DRAINING -> draining), weight (unset: 1) and
+the `tlsMode` of the `envoy.transport_socket_match` metadata. Locality weights are not
+used: the balancer keeps to its own zone while it has healthy endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from xds.type.v3 import typed_struct_pb2
+
+from gossamer.control.translate import names
+from gossamer.discovery.model import Health
+from gossamer.errors import ConfigError
+from gossamer.proxy.config import Cluster, Endpoint, LbPolicy, OutlierDetection, Protocol
+
+_PREFIX = "type.googleapis.com/"
+_LB = _PREFIX + "envoy.extensions.load_balancing_policies."
+LB_TYPES = {
+    _LB + "round_robin.v3.RoundRobin": LbPolicy.ROUND_ROBIN,
+    _LB + "least_request.v3.LeastRequest": LbPolicy.LEAST_REQUEST,
+    _LB + "random.v3.Random": LbPolicy.RANDOM,
+    _LB + "ring_hash.v3.RingHash": LbPolicy.RING_HASH,
+    _LB + "maglev.v3.Maglev": LbPolicy.RING_HASH,
+}
+WRR_LOCALITY = _LB + "wrr_locality.v3.WrrLocality"
+TYPED_STRUCTS = (_PREFIX + "xds.type.v3.TypedStruct", _PREFIX + "udpa.type.v1.TypedStruct")
+LB_ENUM = {
+    cluster_pb2.Cluster.ROUND_ROBIN: LbPolicy.ROUND_ROBIN,
+    cluster_pb2.Cluster.LEAST_REQUEST: LbPolicy.LEAST_REQUEST,
+    cluster_pb2.Cluster.RANDOM: LbPolicy.RANDOM,
+    cluster_pb2.Cluster.RING_HASH: LbPolicy.RING_HASH,
+    cluster_pb2.Cluster.MAGLEV: LbPolicy.RING_HASH,
+}
+HEALTH = {
+    health_check_pb2.UNKNOWN: Health.HEALTHY,
+    health_check_pb2.HEALTHY: Health.HEALTHY,
+    health_check_pb2.DEGRADED: Health.HEALTHY,
+    health_check_pb2.UNHEALTHY: Health.UNHEALTHY,
+    health_check_pb2.TIMEOUT: Health.UNHEALTHY,
+    health_check_pb2.DRAINING: Health.DRAINING,
+}
+TLS_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+RAW_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+MAX_WEIGHT = 128
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """An outbound cluster as CDS describes it; `cluster.lb_policy` is RANDOM for a ring
+    hash (`ring_hash`) until a route supplies the header."""
+
+    cluster: Cluster
+    eds_name: str  # "" for a STATIC cluster, whose endpoints are `inline`
+    ring_hash: bool = False
+    tls_mode: str | None = None  # endpoints with this tlsMode get TLS; None: all (if tls)
+    retry_budget: float | None = None
+    inline: tuple[EndpointSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterSet:
+    """A decoded CDS update."""
+
+    outbound: Mapping[str, ClusterSpec] = field(default_factory=dict)
+    inbound_ports: frozenset[int] = frozenset()
+    passthrough: bool = False
+    ignored: Mapping[str, str] = field(default_factory=dict)  # name -> why
+
+    @property
+    def eds_names(self) -> tuple[str, ...]:
+        return tuple(sorted({s.eds_name for s in self.outbound.values() if s.eds_name}))
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    endpoint: Endpoint
+    tls_mode: str = ""  # the `tlsMode` metadata value ("" when absent)
+
+
+def unpack(packed: any_pb2.Any, message: Any, what: str) -> Any:
+    """Unpack an Any into `message`, or a ConfigError naming what was expected."""
+    if not packed.Is(message.DESCRIPTOR) or not packed.Unpack(message):
+        raise ConfigError(f"{what}: expected {message.DESCRIPTOR.full_name}, got {packed.type_url}")
+    return message
+
+
+def seconds(value: duration_pb2.Duration) -> float:
+    return float(value.seconds) + value.nanos / 1e9
+
+
+def _struct_value(struct: struct_pb2.Struct, key: str) -> Any:
+    if key not in struct.fields:
+        return None
+    value = struct.fields[key]
+    kind = value.WhichOneof("kind")
+    return getattr(value, kind) if kind else None
+
+
+# -- clusters ----------------------------------------------------------------------
+def decode_clusters(resources: Sequence[any_pb2.Any]) -> ClusterSet:
+    outbound: dict[str, ClusterSpec] = {}
+    inbound: set[int] = set()
+    ignored: dict[str, str] = {}
+    passthrough = False
+    for packed in resources:
+        cluster = unpack(packed, cluster_pb2.Cluster(), "CDS resource")
+        name = cluster.name
+        if cluster.type == cluster_pb2.Cluster.ORIGINAL_DST:
+            passthrough = True
+            continue
+        if name.startswith("inbound|"):
+            inbound.add(_inbound_port(cluster))
+            continue
+        spec = _outbound(cluster)
+        if isinstance(spec, str):
+            ignored[name] = spec
+        else:
+            outbound[name] = spec
+    return ClusterSet(outbound, frozenset(inbound), passthrough, ignored)
+
+
+def _inbound_port(cluster: cluster_pb2.Cluster) -> int:
+    port = cluster.name.removeprefix("inbound|")
+    if not port.isdigit():
+        raise ConfigError(f"cluster {cluster.name}: expected inbound|<port>")
+    if _http2(cluster):
+        raise ConfigError(
+            f"cluster {cluster.name}: the app port {port} speaks HTTP/2 (http2 or grpc); "
+            "this sidecar serves HTTP/1.1 and TCP app ports",
+            hint="declare the port as http or tcp in mesh.yaml",
+        )
+    return int(port)
+
+
+def _http2(cluster: cluster_pb2.Cluster) -> bool:
+    packed = cluster.typed_extension_protocol_options.get(names.HTTP_PROTOCOL_OPTIONS)
+    if packed is None:
+        return False
+    options = unpack(
+        packed, http_protocol_options_pb2.HttpProtocolOptions(), f"cluster {cluster.name}"
+    )
+    if options.HasField("explicit_http_config"):
+        return bool(options.explicit_http_config.HasField("http2_protocol_options"))
+    return options.HasField("use_downstream_protocol_config") or options.HasField("auto_config")
+
+
+def _identity(cluster: cluster_pb2.Cluster) -> tuple[str, str, str]:
+    """(service, namespace, protocol) from the gossamer metadata, else from the name."""
+    meta = cluster.metadata.filter_metadata.get(names.GOSSAMER_METADATA)
+    if meta is not None and _struct_value(meta, "service"):
+        return (
+            str(_struct_value(meta, "service")),
+            str(_struct_value(meta, "namespace") or "default"),
+            str(_struct_value(meta, "protocol") or "http"),
+        )
+    # outbound|<port>||<svc>.<ns>
+    parts = cluster.name.split("|")
+    if len(parts) == 4 and parts[0] == "outbound" and parts[3]:
+        svc, _, ns = parts[3].partition(".")
+        return svc, ns or "default", "http"
+    raise ConfigError(f"cluster {cluster.name}: cannot tell which service it is")
+
+
+def _port(cluster: cluster_pb2.Cluster) -> int:
+    meta = cluster.metadata.filter_metadata.get(names.GOSSAMER_METADATA)
+    value = _struct_value(meta, "port") if meta is not None else None
+    if value is None:
+        parts = cluster.name.split("|")
+        value = parts[1] if len(parts) == 4 and parts[1].isdigit() else None
+    if value is None:
+        raise ConfigError(f"cluster {cluster.name}: cannot tell its service port")
+    return int(value)
+
+
+def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
+    name = cluster.name
+    if cluster.type not in (cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STATIC):
+        kind = cluster_pb2.Cluster.DiscoveryType.Name(cluster.type)
+        raise ConfigError(f"cluster {name}: discovery type {kind} is not supported (EDS only)")
+    service, namespace, protocol = _identity(cluster)
+    if protocol in ("http2", "grpc") or _http2(cluster):
+        return f"{protocol} upstream: this sidecar carries HTTP/1.1 and TCP"
+    lb = _lb_policy(cluster)
+    identity, sni, tls_mode = _upstream_tls(cluster)
+    outlier = OutlierDetection(consecutive_failures=0)
+    if cluster.HasField("outlier_detection"):
+        od = cluster.outlier_detection
+        outlier = OutlierDetection(
+            consecutive_failures=od.consecutive_5xx.value if od.HasField("consecutive_5xx") else 5,
+            base_ejection=seconds(od.base_ejection_time)
+            if od.HasField("base_ejection_time")
+            else 30.0,
+            max_ejection=seconds(od.max_ejection_time)
+            if od.HasField("max_ejection_time")
+            else 300.0,
+            max_ejection_percent=od.max_ejection_percent.value
+            if od.HasField("max_ejection_percent")
+            else 10,
+        )
+    budget = None
+    for threshold in cluster.circuit_breakers.thresholds:
+        if threshold.HasField("retry_budget") and threshold.retry_budget.HasField("budget_percent"):
+            budget = threshold.retry_budget.budget_percent.value
+    try:
+        spec = Cluster(
+            name=name,
+            service=service,
+            port=_port(cluster),
+            namespace=namespace,
+            protocol=Protocol.TCP if protocol == "tcp" else Protocol.HTTP,
+            tls=identity is not None,
+            identity=identity,
+            sni=sni or None,
+            lb_policy=LbPolicy.RANDOM if lb is LbPolicy.RING_HASH else lb,
+            connect_timeout=seconds(cluster.connect_timeout)
+            if cluster.HasField("connect_timeout")
+            else 5.0,
+            outlier=outlier,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"cluster {name}: {exc.message}") from None
+    if cluster.type == cluster_pb2.Cluster.STATIC:
+        inline = load_assignment(cluster.load_assignment, name)
+        return ClusterSpec(spec, "", lb is LbPolicy.RING_HASH, tls_mode, budget, inline)
+    eds_name = cluster.eds_cluster_config.service_name or name
+    return ClusterSpec(spec, eds_name, lb is LbPolicy.RING_HASH, tls_mode, budget)
+
+
+def _lb_policy(cluster: cluster_pb2.Cluster) -> LbPolicy:
+    if cluster.HasField("load_balancing_policy"):
+        seen: list[str] = []
+        found = _first_supported(cluster.load_balancing_policy, seen)
+        if found is None:
+            raise ConfigError(
+                f"cluster {cluster.name}: no supported load-balancing policy among "
+                + (", ".join(seen) or "none"),
+                hint="the sidecar implements round robin, random, least request, "
+                "peak EWMA and ring hash",
+            )
+        return found
+    policy = LB_ENUM.get(cluster.lb_policy)
+    if policy is None:
+        enum_name = cluster_pb2.Cluster.LbPolicy.Name(cluster.lb_policy)
+        raise ConfigError(f"cluster {cluster.name}: lb_policy {enum_name} is not supported")
+    return policy
+
+
+def _first_supported(policy: cluster_pb2.LoadBalancingPolicy, seen: list[str]) -> LbPolicy | None:
+    for entry in policy.policies:
+        typed = entry.typed_extension_config.typed_config
+        seen.append(entry.typed_extension_config.name or typed.type_url)
+        if typed.type_url in LB_TYPES:
+            return LB_TYPES[typed.type_url]
+        if typed.type_url in TYPED_STRUCTS:
+            marker = typed_struct_pb2.TypedStruct()
+            if typed.Unpack(marker) and marker.type_url == names.PEAK_EWMA_TYPE_URL:
+                return LbPolicy.EWMA
+        elif typed.type_url == WRR_LOCALITY:
+            inner = unpack(typed, wrr_locality_pb2.WrrLocality(), "wrr_locality")
+            found = _first_supported(inner.endpoint_picking_policy, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def _upstream_tls(cluster: cluster_pb2.Cluster) -> tuple[str | None, str, str | None]:
+    """(peer SPIFFE ID or None for plaintext, SNI, tlsMode value selecting TLS)."""
+    sockets: list[tuple[Any, str | None]] = []
+    for match in cluster.transport_socket_matches:
+        criteria = dict(match.match.fields)
+        if set(criteria) - {names.TLS_MODE_KEY}:
+            raise ConfigError(
+                f"cluster {cluster.name}: transport socket match {match.name!r} "
+                f"uses keys other than {names.TLS_MODE_KEY}"
+            )
+        value = criteria.get(names.TLS_MODE_KEY)
+        sockets.append((match.transport_socket, value.string_value if value else None))
+    if cluster.HasField("transport_socket"):
+        sockets.append((cluster.transport_socket, None))
+    for socket, mode in sockets:
+        typed = socket.typed_config
+        if typed.type_url == RAW_SOCKET_TYPE:
+            continue
+        if typed.type_url != TLS_SOCKET_TYPE:
+            raise ConfigError(
+                f"cluster {cluster.name}: transport socket {socket.name or typed.type_url} "
+                "is not supported (TLS or raw_buffer)"
+            )
+        context = unpack(typed, tls_pb2.UpstreamTlsContext(), f"cluster {cluster.name}")
+        identity = _san(context.common_tls_context)
+        if identity is None:
+            raise ConfigError(
+                f"cluster {cluster.name}: upstream TLS without an exact spiffe:// URI SAN "
+                "to verify the peer with"
+            )
+        return identity, context.sni, mode
+    return None, "", None
+
+
+def _san(common: tls_pb2.CommonTlsContext) -> str | None:
+    contexts = []
+    if common.HasField("combined_validation_context"):
+        contexts.append(common.combined_validation_context.default_validation_context)
+    if common.HasField("validation_context"):
+        contexts.append(common.validation_context)
+    for ctx in contexts:
+        for typed in ctx.match_typed_subject_alt_names:
+            if typed.matcher.exact.startswith("spiffe://"):
+                return str(typed.matcher.exact)
+        for matcher in ctx.match_subject_alt_names:
+            if matcher.exact.startswith("spiffe://"):
+                return str(matcher.exact)
+    return None
+
+
+# -- endpoints ---------------------------------------------------------------------
+def decode_endpoints(resources: Sequence[any_pb2.Any]) -> dict[str, tuple[EndpointSpec, ...]]:
+    out: dict[str, tuple[EndpointSpec, ...]] = {}
+    for packed in resources:
+        cla = unpack(packed, endpoint_pb2.ClusterLoadAssignment(), "EDS resource")
+        out[cla.cluster_name] = load_assignment(cla, cla.cluster_name)
+    return out
+
+
+def load_assignment(cla: endpoint_pb2.ClusterLoadAssignment, name: str) -> tuple[EndpointSpec, ...]:
+    seen: set[tuple[str, int]] = set()
+    specs = []
+    for locality in cla.endpoints:
+        zone = locality.locality.zone
+        for lb in locality.lb_endpoints:
+            if lb.WhichOneof("host_identifier") != "endpoint":
+                raise ConfigError(f"{name}: named endpoints are not supported")
+            sock = lb.endpoint.address.socket_address
+            if not sock.address or not 0 < sock.port_value < 65536:
+                raise ConfigError(
+                    f"{name}: endpoint without an address and port "
+                    f"({sock.address!r}:{sock.port_value})"
+                )
+            key = (sock.address, sock.port_value)
+            if key in seen:
+                continue
+            seen.add(key)
+            weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
+            meta = lb.metadata.filter_metadata.get(names.TRANSPORT_SOCKET_MATCH)
+            mode = _struct_value(meta, names.TLS_MODE_KEY) if meta is not None else None
+            endpoint = Endpoint(
+                address=sock.address,
+                port=sock.port_value,
+                zone=zone,
+                weight=min(max(weight, 1), MAX_WEIGHT),
+                health=HEALTH.get(lb.health_status, Health.UNHEALTHY),
+            )
+            specs.append(EndpointSpec(endpoint, str(mode or "")))
+    return tuple(specs)
