@@ -17,10 +17,9 @@ from gossamer.discovery.model import DEFAULT_NAMESPACE, ServiceKey, check_label
 from gossamer.errors import AuthorizationDenied, ConfigError, RemoteProtocolError
 
 from .translate import PROXYLESS, NodeGroup
-from .translate.names import parse_spiffe_id
+from .translate.names import NAMESPACE_KEY, SERVICE_KEY, parse_spiffe_id
 
-SERVICE_KEY = "GOSSAMER_SERVICE"
-NAMESPACE_KEY = "GOSSAMER_NAMESPACE"
+__all__ = ["NAMESPACE_KEY", "SERVICE_KEY", "claimed_service", "resolve_group"]
 
 
 def claimed_service(node: base_pb2.Node) -> ServiceKey | None:

@@ -18,9 +18,10 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
+if TYPE_CHECKING:  # grpc is imported where used: the sidecar imports CONTROL_TLS_NAME only
+    import grpc
 
 from gossamer.certs.builders import utcnow
 from gossamer.certs.ca import CertificateAuthority
@@ -86,6 +87,8 @@ class ServerCertificates:
         return self._bundle
 
     def _configuration(self) -> Any:
+        import grpc
+
         return grpc.ssl_server_certificate_configuration(
             [(self._key, self._chain)], root_certificates=self._bundle
         )
@@ -105,6 +108,8 @@ class ServerCertificates:
                     return None
                 self._served[port_id] = self._generation
                 return self._configuration()
+
+        import grpc
 
         with self._lock:
             initial = self._configuration()

@@ -5,7 +5,9 @@ Plain HTTP/1.1 served by the same server protocol as the data path:
 - `/ready`: 200 only when the certificate, the configuration and the app's readiness
   are all in place; otherwise 503 with what is missing (JSON).
 - `/config_dump`: the applied configuration as JSON, with the version of each resource
-  type, the configuration generation and the certificate in use.
+  type, the configuration generation and the certificate in use; with a control plane
+  also `xds`: the ADS stream's state per type (version, ACK/NACK counts, last NACK
+  error) and the accepted Envoy resources themselves (`?resources=0` leaves them out).
 - `/clusters`: every cluster's endpoints with health, zone, LB weight, in-flight and
   total requests, RTT estimate, whether the balancer currently uses them, and pool state.
 - `/metrics`: Prometheus text format.
@@ -49,18 +51,20 @@ class Admin:
             missing = self.sidecar.not_ready()
             return _json(503 if missing else 200, {"ready": not missing, "missing": missing})
         if path == b"/config_dump":
-            return _json(200, self.config_dump())
+            return _json(200, self.config_dump(b"resources=0" not in req.path))
         if path == b"/clusters":
             return _json(200, self.clusters())
         if path == b"/metrics":
-            return Response(200, [(b"content-type", PROM)], self.sidecar.metrics.render())
+            return Response(200, [(b"content-type", PROM)], self.sidecar.telemetry.render_metrics())
         return _text(404, "unknown admin path; try /ready /live /config_dump /clusters /metrics\n")
 
-    def config_dump(self) -> dict[str, Any]:
+    def config_dump(self, resources: bool = True) -> dict[str, Any]:
         sc = self.sidecar
         config = sc.holder.current
         contexts = sc.credentials.contexts
+        xds = sc.xds_status(resources=resources) if sc.xds_status is not None else None
         return {
+            "xds": xds,
             "generation": sc.holder.generation,
             "versions": dict(config.versions) if config is not None else {},
             "certificate": None

@@ -8,6 +8,10 @@ Bootstrap (join token `gst1.<id>.<secret>.<pin>`):
    CSR (the key never leaves this process) with the token.
 3. Receive the leaf chain and the trust bundle; from now on the sidecar uses mutual TLS.
 Renewal sends a new CSR over the mutual-TLS channel, with no token.
+
+The calls go through the sidecar's own small gRPC client (grpc_client.py); the
+grpcio-flavoured helpers at the end (`GRPC_TLS_OPTIONS`, `mtls_channel_credentials`)
+are for tests and tools that talk to the control plane with grpcio.
 """
 
 from __future__ import annotations
@@ -19,18 +23,22 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gossamer.api import calls, mesh_pb2
+from gossamer.api import mesh_pb2
 from gossamer.certs.builders import spki_pin
 from gossamer.certs.keys import build_csr, generate_key, key_to_pem
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.certs.tokens import parse_token
 from gossamer.control.tls import CONTROL_TLS_NAME
 from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
+from gossamer.proxy.control_channels import control_channel
+from gossamer.proxy.grpc_client import Channel, GrpcError
+from gossamer.proxy.tls import _load_chain
 
+CERTIFY = "/gossamer.mesh.v1.Identity/Certify"
+REGISTER = "/gossamer.mesh.v1.Registration/Register"
 GRPC_TLS_OPTIONS = (("grpc.ssl_target_name_override", CONTROL_TLS_NAME),)
 
 
@@ -98,13 +106,39 @@ def _credentials(key_pem: bytes, reply: mesh_pb2.CertifyResponse) -> WorkloadCre
     )
 
 
-def _rpc_error(exc: grpc.aio.AioRpcError, what: str) -> GossamerError:
-    code = exc.code()
-    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+def _rpc_error(exc: Any, what: str) -> GossamerError:
+    """A failed call (this client's GrpcError or grpcio's AioRpcError) as a GossamerError."""
+    code = getattr(exc.code(), "name", str(exc.code()))
+    if code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
         return AuthorizationDenied(f"{what} refused: {exc.details()}")
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
         return UpstreamConnectError(f"{what} failed, control plane unreachable: {exc.details()}")
     return BootstrapError(f"{what} failed: {exc.details()}")
+
+
+def _client_context(bundle_pem: bytes) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cadata=bundle_pem.decode("ascii"))
+    ctx.set_alpn_protocols(["h2"])
+    return ctx  # check_hostname is on: the server's name is CONTROL_TLS_NAME
+
+
+def mtls_context(current: WorkloadCredentials) -> ssl.SSLContext:
+    """Client TLS for the xDS port: our certificate, the trust bundle for the server."""
+    ctx = _client_context(current.bundle_pem)
+    _load_chain(ctx, current.chain_pem, current.key_pem)
+    return ctx
+
+
+async def _certify(
+    channel: Channel, request: mesh_pb2.CertifyRequest, timeout: float, what: str
+) -> mesh_pb2.CertifyResponse:
+    try:
+        raw = await channel.unary(CERTIFY, request.SerializeToString(), timeout=timeout)
+    except GrpcError as exc:
+        raise _rpc_error(exc, what) from None
+    return mesh_pb2.CertifyResponse.FromString(raw)
 
 
 async def bootstrap(
@@ -124,17 +158,11 @@ async def bootstrap(
     key = generate_key()
     identity = "" if trust_domain is None else SpiffeId(trust_domain, namespace, service).uri
     csr = build_csr(key, identity) if identity else _csr_without_san(key)
-    creds = grpc.ssl_channel_credentials(root_certificates=root_pem)
-    async with grpc.aio.secure_channel(
-        f"{host}:{port}", creds, options=GRPC_TLS_OPTIONS
-    ) as channel:
-        request = mesh_pb2.CertifyRequest(
-            csr=csr, token=token, service=service, namespace=namespace, ttl_seconds=ttl_seconds
-        )
-        try:
-            reply = await calls.certify(channel)(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise _rpc_error(exc, "certification with the join token") from None
+    request = mesh_pb2.CertifyRequest(
+        csr=csr, token=token, service=service, namespace=namespace, ttl_seconds=ttl_seconds
+    )
+    async with control_channel(host, port, _client_context(root_pem), keepalive=0) as channel:
+        reply = await _certify(channel, request, timeout, "certification with the join token")
     return _credentials(key_to_pem(key), reply)
 
 
@@ -150,22 +178,22 @@ def _csr_without_san(key: Any) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def mtls_channel_credentials(current: WorkloadCredentials) -> grpc.ChannelCredentials:
+async def renew(
+    channel: Channel, *, ttl_seconds: int = 0, timeout: float = 10.0
+) -> WorkloadCredentials:
+    """A fresh key and certificate, asked for over an existing mutual-TLS channel."""
+    key = generate_key()
+    request = mesh_pb2.CertifyRequest(csr=_csr_without_san(key), ttl_seconds=ttl_seconds)
+    reply = await _certify(channel, request, timeout, "certificate renewal")
+    return _credentials(key_to_pem(key), reply)
+
+
+def mtls_channel_credentials(current: WorkloadCredentials) -> Any:
+    """grpcio channel credentials for the same mutual TLS (tests and tools)."""
+    import grpc
+
     return grpc.ssl_channel_credentials(
         root_certificates=current.bundle_pem,
         private_key=current.key_pem,
         certificate_chain=current.chain_pem,
     )
-
-
-async def renew(
-    channel: grpc.aio.Channel, *, ttl_seconds: int = 0, timeout: float = 10.0
-) -> WorkloadCredentials:
-    """A fresh key and certificate, asked for over an existing mutual-TLS channel."""
-    key = generate_key()
-    request = mesh_pb2.CertifyRequest(csr=_csr_without_san(key), ttl_seconds=ttl_seconds)
-    try:
-        reply = await calls.certify(channel)(request, timeout=timeout)
-    except grpc.aio.AioRpcError as exc:
-        raise _rpc_error(exc, "certificate renewal") from None
-    return _credentials(key_to_pem(key), reply)

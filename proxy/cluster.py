@@ -81,6 +81,7 @@ class ClusterRuntime:
         "hash_header",
         "hosts",
         "measure_rtt",
+        "on_eject",
         "pools",
         "service_label",
     )
@@ -92,8 +93,10 @@ class ClusterRuntime:
         balancer: Balancer,
         pools: dict[tuple[str, int], EndpointPool],
         clock: Callable[[], float],
+        on_eject: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_eject = on_eject  # called with the service name when a host is ejected
         self.hosts = hosts
         self.balancer = balancer
         self.pools = pools
@@ -128,7 +131,11 @@ class ClusterRuntime:
             record_success(host)
 
     def failed(self, host: Host) -> None:
-        record_failure(host, self.balancer.hosts, self.config.outlier, self.clock())
+        if (
+            record_failure(host, self.balancer.hosts, self.config.outlier, self.clock())
+            and self.on_eject is not None
+        ):
+            self.on_eject(self.service_label)
         self.ejected_until = max(self.ejected_until, host.ejected_until)
 
     def pool(self, host: Host) -> EndpointPool:
@@ -157,9 +164,11 @@ class ClusterManager:
         trust_domain: str = "gossamer.local",
         rng: random.Random,
         clock: Callable[[], float],
+        on_eject: Callable[[str], None] | None = None,
     ) -> None:
         self.credentials = credentials
         self.trust_domain = trust_domain
+        self.on_eject = on_eject
         self.rng = rng
         self.clock = clock
         self._hosts: dict[tuple[str, Endpoint], Host] = {}
@@ -226,7 +235,7 @@ class ClusterManager:
                 clock=self.clock,
             )
             runtimes[name] = ClusterRuntime(
-                cluster, cluster_hosts, balancer, cluster_pools, self.clock
+                cluster, cluster_hosts, balancer, cluster_pools, self.clock, self.on_eject
             )
         snapshot = Snapshot(
             config=config,

@@ -137,10 +137,7 @@ class Authorization:
             return False
         if self.allow_all_mesh or spiffe_id in self.allowed:
             return True
-        for entry in self.allowed:
-            if entry[-1:] == "*" and spiffe_id.startswith(entry[:-1]):
-                return True
-        return False
+        return any(e[-1:] == "*" and spiffe_id.startswith(e[:-1]) for e in self.allowed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,13 @@ from gossamer.proxy.cluster import Snapshot
 from gossamer.proxy.config import Protocol
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
-from gossamer.proxy.layers import authz_layer, errors_layer, metrics_layer
-from gossamer.proxy.metrics import Metrics
+from gossamer.proxy.layers import authz_layer, errors_layer
+from gossamer.proxy.metrics_defs import TcpSeries
 from gossamer.proxy.pool import open_plain
 from gossamer.proxy.service import NoCluster, NoConfig, Request, Response, Service, compose
 from gossamer.proxy.tcp import Pending, splice_pending
+from gossamer.proxy.telemetry import Telemetry
+from gossamer.proxy.telemetry_layers import inbound_telemetry, peer_service
 from gossamer.proxy.tls import CredentialHolder, port_from_sni, spiffe_id_from_peercert
 from gossamer.proxy.tlsproto import TlsLayer
 from gossamer.proxy.upstream import endpoint_service
@@ -43,28 +45,26 @@ class Inbound:
         snapshot: Callable[[], Snapshot | None],
         *,
         credentials: CredentialHolder,
-        metrics: Metrics,
+        telemetry: Telemetry,
         tracker: ConnectionTracker,
         limits: ServerLimits,
         local_service: str,
         clock: Callable[[], float],
         handshake_timeout: float = 10.0,
+        request_telemetry: bool = True,
     ) -> None:
         self.snapshot = snapshot
         self.credentials = credentials
-        self.metrics = metrics
+        self.metrics = telemetry.metrics
         self.tracker = tracker
         self.limits = limits
         self.local_service = local_service
         self.handshake_timeout = handshake_timeout
         self._endpoint = endpoint_service(clock)
-        self.service = compose(
-            self._forward,
-            metrics_layer(metrics, "destination", local_service),
-            errors_layer,
-            self._capture,
-            authz_layer,
-        )
+        layers = []
+        if request_telemetry:
+            layers.append(inbound_telemetry(telemetry, local_service, self._own_identity))
+        self.service = compose(self._forward, *layers, errors_layer, self._capture, authz_layer)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def protocol(self) -> asyncio.BaseProtocol:
@@ -79,6 +79,10 @@ class Inbound:
             on_failure=self._on_failure,
             handshake_timeout=self.handshake_timeout,
         )
+
+    def _own_identity(self) -> str | None:
+        contexts = self.credentials.contexts
+        return contexts.spiffe_id if contexts is not None else None
 
     def _on_failure(self, exc: BaseException) -> None:
         self.metrics.tls_failure("inbound")
@@ -101,14 +105,20 @@ class Inbound:
         )
         if app_port.protocol is Protocol.HTTP:
             return Http1Server(self.service, info, self.tracker, self.limits)
-        source = peer.rsplit("/", 1)[-1] if peer else "unknown"
+        source = peer_service(peer)
         if not snap.inbound.authorization.allows(peer):
-            self.metrics.request("destination", source, self.local_service, 403, "mutual_tls")
+            self.metrics.requests(
+                "destination", source, self.local_service, "mutual_tls", app_port.cluster_name,
+                "CONNECT",
+            ).record(403, 0.0)  # fmt: skip
             return None
         pending = Pending()
-        key = ("destination", source, self.local_service, "mutual_tls")
+        series = self.metrics.tcp(
+            "destination", source, self.local_service, "mutual_tls", peer or "",
+            self._own_identity() or "",
+        )  # fmt: skip
         task = asyncio.get_running_loop().create_task(
-            self._relay(layer, pending, app_port.address, app_port.local_port, key)
+            self._relay(layer, pending, app_port.address, app_port.local_port, series)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -120,7 +130,7 @@ class Inbound:
         down: Pending,
         address: str,
         port: int,
-        key: tuple[str, str, str, str],
+        series: TcpSeries,
     ) -> None:
         up = Pending()
         try:
@@ -128,10 +138,8 @@ class Inbound:
         except Exception:
             layer.abort()
             return
-        self.metrics.tcp_open(key)
-        splice_pending(
-            layer, down, app, up, lambda sent, received: self.metrics.tcp_close(key, sent, received)
-        )
+        series.opened()
+        splice_pending(layer, down, app, up, series.closed)
 
     def _capture(self, inner: Service) -> Service:
         """Pin the configuration current when the request starts."""

@@ -1,4 +1,5 @@
-"""Layers of the data path (DESIGN.md section 4): errors, timeout, retry, metrics, authz.
+"""Layers of the data path (DESIGN.md section 4): errors, timeout, retry, authz (the
+telemetry layers are in telemetry_layers.py).
 
 Each is a `Layer` (a function from a service to a service) reading its settings from
 the request: `request.route` (timeout, retry policy), `request.snapshot` (the
@@ -22,10 +23,9 @@ from gossamer.errors import (
 )
 from gossamer.proxy.config import RetryPolicy, Route
 from gossamer.proxy.http1.body import BodyStream
-from gossamer.proxy.metrics import Metrics
+from gossamer.proxy.metrics_defs import SidecarMetrics
 from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
 from gossamer.proxy.service import (
-    Layer,
     PerTryTimeout,
     Request,
     Response,
@@ -71,41 +71,6 @@ def timeout_layer(inner: Service) -> Service:
     return call
 
 
-def metrics_layer(metrics: Metrics, reporter: str, local_service: str) -> Layer:
-    """Count every response by peers and status (`gossamer_requests_total`)."""
-    outbound = reporter == "source"
-
-    def layer(inner: Service) -> Service:
-        async def call(req: Request) -> Response:
-            resp = await inner(req)
-            conn = req.conn
-            if outbound:
-                cluster = req.cluster
-                dst = cluster.service_label if cluster is not None else "unknown"
-                metrics.request(
-                    reporter,
-                    local_service,
-                    dst,
-                    resp.status,
-                    "mutual_tls" if cluster is not None and cluster.config.tls else "none",
-                )
-            else:
-                peer = conn.peer_identity if conn is not None else None
-                src = peer.rsplit("/", 1)[-1] if peer else "unknown"
-                metrics.request(
-                    reporter,
-                    src,
-                    local_service,
-                    resp.status,
-                    conn.security if conn is not None else "none",
-                )
-            return resp
-
-        return call
-
-    return layer
-
-
 def authz_layer(inner: Service) -> Service:
     """Inbound: the peer's SPIFFE ID must be allowed by the current authorization."""
 
@@ -123,7 +88,7 @@ class RetryLayer:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: SidecarMetrics,
         *,
         rng: random.Random,
         clock: Clock,
@@ -203,9 +168,9 @@ class RetryLayer:
                     return _give_up(resp, error)
                 dst = req.cluster.service_label if req.cluster is not None else "unknown"
                 if not budget.withdraw():
-                    self.metrics.retry(dst, "budget_exhausted")
+                    self.metrics.retry_budget_exhausted(dst)
                     return _give_up(resp, error)
-                self.metrics.retry(dst, "retried")
+                self.metrics.retry(dst)
                 if resp is not None:
                     resp.discard()
                 delay = backoff_delay(policy, attempt, self.rng)

@@ -26,6 +26,8 @@ methods; never paths, ids or addresses.
   `gossamer_retry_budget_exhausted_total{destination_service}`,
   `gossamer_outlier_ejections_total{destination_service, reason}`
 - `gossamer_xds_updates_total{type}`, `gossamer_xds_nacks_total{type}`
+- `gossamer_downstream_connections_total{listener}`,
+  `gossamer_tls_handshake_failures_total{listener}`
 - `gossamer_certificate_expiry_timestamp_seconds{identity}`
 - extra counters and gauges registered by callback (`add_counter`, `add_gauge`)
 """
@@ -177,6 +179,8 @@ class SidecarMetrics(Collector):
         self.ejections: dict[tuple[str, str], int] = {}
         self.xds_updates: dict[str, int] = {}
         self.xds_nacks: dict[str, int] = {}
+        self.connections: dict[str, int] = {}
+        self.tls_failures: dict[str, int] = {}
         self.cert_expiry: dict[str, float] = {}
         self._extra: list[tuple[str, str, str, Callable[[], float]]] = []
         self.registry = CollectorRegistry(auto_describe=False)
@@ -250,6 +254,13 @@ class SidecarMetrics(Collector):
 
     def xds_nack(self, type_name: str) -> None:
         _bump(self.xds_nacks, _xds_type(type_name))
+
+    def connection(self, listener: str) -> None:
+        """A downstream connection accepted on `listener` (outbound, inbound)."""
+        _bump(self.connections, listener)
+
+    def tls_failure(self, listener: str) -> None:
+        _bump(self.tls_failures, listener)
 
     def set_certificate_expiry(self, identity: str, not_after: float) -> None:
         """The current leaf's notAfter (Unix seconds); replaces any earlier identity."""
@@ -339,6 +350,18 @@ class SidecarMetrics(Collector):
             ),
             ("gossamer_xds_updates", self.xds_updates, "type", "xDS updates accepted."),
             ("gossamer_xds_nacks", self.xds_nacks, "type", "xDS updates rejected (NACK)."),
+            (
+                "gossamer_downstream_connections",
+                self.connections,
+                "listener",
+                "Connections accepted.",
+            ),
+            (
+                "gossamer_tls_handshake_failures",
+                self.tls_failures,
+                "listener",
+                "Refused TLS handshakes.",
+            ),
         ):
             fam = CounterMetricFamily(name, help_text, labels=(label,))
             for key, n in list(table.items()):

@@ -10,7 +10,7 @@ Connection dispatch (per accepted connection):
   to an endpoint the balancer picks. Any other destination passes through unchanged
   as plain TCP (iptables excludes the proxy's own UID, so that does not loop).
 
-Request path: metrics -> errors -> route (virtual host, route, weighted cluster; adds
+Request path: telemetry -> errors -> route (virtual host, route, weighted cluster; adds
 `x-request-id` and `x-forwarded-proto`) -> timeout -> retry -> endpoint. Requests for
 hosts outside the mesh in absolute form (and CONNECT) are forwarded directly when the
 listener allows passthrough; a `Host` that matches nothing is 404 `no-route`.
@@ -31,8 +31,8 @@ from gossamer.proxy.cluster import ClusterRuntime, Snapshot
 from gossamer.proxy.config import Cluster, Endpoint, ListenerMode, OutlierDetection, Protocol
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
-from gossamer.proxy.layers import RetryLayer, errors_layer, metrics_layer, timeout_layer
-from gossamer.proxy.metrics import Metrics
+from gossamer.proxy.layers import RetryLayer, errors_layer, timeout_layer
+from gossamer.proxy.metrics_defs import TcpSeries
 from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
 from gossamer.proxy.router import pick_cluster
 from gossamer.proxy.service import (
@@ -46,6 +46,8 @@ from gossamer.proxy.service import (
     compose,
 )
 from gossamer.proxy.tcp import Pending, splice_pending
+from gossamer.proxy.telemetry import Telemetry
+from gossamer.proxy.telemetry_layers import outbound_telemetry
 from gossamer.proxy.tls import CredentialHolder, sni_for
 from gossamer.proxy.transparent import original_dst
 from gossamer.proxy.upstream import endpoint_service
@@ -75,7 +77,7 @@ class Outbound:
         snapshot: Callable[[], Snapshot | None],
         *,
         credentials: CredentialHolder,
-        metrics: Metrics,
+        telemetry: Telemetry,
         tracker: ConnectionTracker,
         limits: ServerLimits,
         local_service: str,
@@ -83,10 +85,11 @@ class Outbound:
         own_ports: frozenset[int],
         rng: random.Random,
         clock: Callable[[], float],
+        request_telemetry: bool = True,
     ) -> None:
         self.snapshot = snapshot
         self.credentials = credentials
-        self.metrics = metrics
+        self.metrics = metrics = telemetry.metrics
         self.tracker = tracker
         self.limits = limits
         self.local_service = local_service
@@ -96,9 +99,8 @@ class Outbound:
         self.clock = clock
         self.retry = RetryLayer(metrics, rng=rng, clock=clock)
         self._chain = compose(endpoint_service(clock), timeout_layer, self.retry)
-        self.service = compose(
-            self._route, metrics_layer(metrics, "source", local_service), errors_layer
-        )
+        layers = [outbound_telemetry(telemetry, local_service)] if request_telemetry else []
+        self.service = compose(self._route, *layers, errors_layer)
         self._endpoint = endpoint_service(clock)
         self._passthrough: dict[tuple[str, int], ClusterRuntime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -212,13 +214,16 @@ class Outbound:
         return ClusterRuntime(config, hosts, balancer, {endpoint.key: pool}, self.clock)
 
     # -- tunnels and TCP ----------------------------------------------------------------
-    def _cluster_connector(self, cluster: ClusterRuntime) -> Callable[[asyncio.BaseProtocol], Any]:
+    def _cluster_connector(
+        self, cluster: ClusterRuntime
+    ) -> tuple[Callable[[asyncio.BaseProtocol], Any], bool]:
+        """How to connect to an endpoint the balancer picks, and whether it is mTLS."""
         host = cluster.balancer.choose()
         if host is None:
             raise NoHealthyUpstream(f"{cluster.config.name} has no healthy endpoint")
         ep, cfg = host.endpoint, cluster.config
         if not (cfg.tls and ep.tls):
-            return lambda p: open_plain(ep.address, ep.port, p, cfg.connect_timeout)
+            return lambda p: open_plain(ep.address, ep.port, p, cfg.connect_timeout), False
         contexts = self.credentials.contexts
         if contexts is None:
             raise UpstreamConnectError("no certificate yet")
@@ -230,7 +235,7 @@ class Outbound:
             sni=cfg.sni or sni_for(cfg.service, cfg.namespace, cfg.port, self.trust_domain),
             identity=cfg.identity,
             connect_timeout=cfg.connect_timeout,
-        )
+        ), True
 
     async def _tunnel(self, connect: Callable[[asyncio.BaseProtocol], Any]) -> Response:
         pending = Pending()
@@ -243,7 +248,7 @@ class Outbound:
         return Response(200, [], None, tunnel=tunnel)
 
     async def _connect(self, req: Request, cluster: ClusterRuntime) -> Response:
-        return await self._tunnel(self._cluster_connector(cluster))
+        return await self._tunnel(self._cluster_connector(cluster)[0])
 
     @staticmethod
     def _hold(transport: Any) -> Pending:
@@ -258,7 +263,7 @@ class Outbound:
         transport: Any,
         down: Pending,
         connect: Callable[[asyncio.BaseProtocol], Any],
-        key: tuple[str, str, str, str],
+        series: TcpSeries,
     ) -> None:
         up = Pending()
         try:
@@ -266,28 +271,29 @@ class Outbound:
         except Exception:
             transport.abort()
             return
-        self.metrics.tcp_open(key)
-        splice_pending(
-            transport,
-            down,
-            upstream,
-            up,
-            lambda sent, received: self.metrics.tcp_close(key, sent, received),
-        )
+        series.opened()
+        splice_pending(transport, down, upstream, up, series.closed)
 
     async def _tcp_passthrough(self, transport: Any, down: Pending, dst: tuple[str, int]) -> None:
-        key = ("source", self.local_service, "PassthroughCluster", "none")
-        await self._relay(transport, down, lambda p: open_plain(dst[0], dst[1], p, 5.0), key)
+        series = self.metrics.tcp("source", self.local_service, "PassthroughCluster", "none")
+        await self._relay(transport, down, lambda p: open_plain(dst[0], dst[1], p, 5.0), series)
 
     async def _tcp_to_cluster(self, transport: Any, down: Pending, cluster: ClusterRuntime) -> None:
         try:
-            connect = self._cluster_connector(cluster)
+            connect, tls = self._cluster_connector(cluster)
         except Exception:
             transport.abort()
             return
-        security = "mutual_tls" if cluster.config.tls else "none"
-        key = ("source", self.local_service, cluster.service_label, security)
-        await self._relay(transport, down, connect, key)
+        contexts = self.credentials.contexts
+        series = self.metrics.tcp(
+            "source",
+            self.local_service,
+            cluster.service_label,
+            "mutual_tls" if tls else "none",
+            contexts.spiffe_id if contexts is not None else "",
+            (cluster.config.identity or "") if tls else "",
+        )
+        await self._relay(transport, down, connect, series)
 
     async def close(self) -> None:
         for cluster in self._passthrough.values():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -51,8 +52,11 @@ async def probe_once(spec: ProbeSpec) -> str | None:
 
 
 class AppProbe:
+    """`on_change(ready)` is called when readiness flips (the registration reports it)."""
+
     def __init__(self, spec: ProbeSpec | None) -> None:
         self.spec = spec
+        self.on_change: Callable[[bool], None] | None = None
         self.ready = spec is None  # nothing to probe: ready
         self.last_error: str | None = None if spec is None else "not probed yet"
         self._successes = 0
@@ -60,6 +64,12 @@ class AppProbe:
         self._task: asyncio.Task[None] | None = None
 
     def record(self, error: str | None) -> None:
+        before = self.ready
+        self._record(error)
+        if self.ready != before and self.on_change is not None:
+            self.on_change(self.ready)
+
+    def _record(self, error: str | None) -> None:
         assert self.spec is not None
         if error is None:
             self._successes += 1

@@ -1,6 +1,6 @@
 """The sidecar at run time: listeners, pools, configuration, credentials, admin server.
 
-    sidecar = Sidecar(options, credentials=creds, config=config)
+    sidecar = Sidecar(options, credentials=creds, config=config, telemetry=telemetry)
     await sidecar.start()          # binds admin, outbound and inbound ports
     sidecar.apply(new_config)      # atomic swap; ConfigError leaves the old one (NACK)
     sidecar.rotate(new_creds)      # new TLS contexts for new connections only
@@ -8,13 +8,16 @@
 
 Without credentials the inbound port refuses connections and outbound mTLS cannot
 connect; without configuration outbound requests get 503 `no-config`; `/ready` says
-what is missing. The xDS client calls `apply` and `rotate`.
+what is missing. The agent (agent.py) calls `apply` and `rotate`. `telemetry` (metrics,
+traces, access logs; telemetry.py) defaults to metrics only; `options.telemetry` False
+leaves out the per-request metrics and spans (the benchmark's reference).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import random
@@ -31,9 +34,9 @@ from gossamer.proxy.config import AppPort, Cluster, ConfigHolder, Endpoint, Node
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.inbound import Inbound
-from gossamer.proxy.metrics import Metrics
 from gossamer.proxy.outbound import Outbound
 from gossamer.proxy.probe import AppProbe, ProbeSpec
+from gossamer.proxy.telemetry import Telemetry
 from gossamer.proxy.tls import CredentialHolder, Credentials
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class SidecarOptions:
     probe: ProbeSpec | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
     drain_timeout: float = 10.0
+    telemetry: bool = True  # per-request metrics, spans and access logs
 
 
 def _with_inbound_clusters(config: ProxyConfig) -> ProxyConfig:
@@ -60,15 +64,7 @@ def _with_inbound_clusters(config: ProxyConfig) -> ProxyConfig:
     for ap in config.inbound.app_ports:
         clusters[ap.cluster_name] = _app_cluster(config.node, ap)
         endpoints[ap.cluster_name] = (Endpoint(ap.address, ap.local_port),)
-    return ProxyConfig(
-        node=config.node,
-        listeners=config.listeners,
-        inbound=config.inbound,
-        routes=config.routes,
-        clusters=clusters,
-        endpoints=endpoints,
-        versions=config.versions,
-    )
+    return dataclasses.replace(config, clusters=clusters, endpoints=endpoints)
 
 
 def _app_cluster(node: NodeInfo, ap: AppPort) -> Cluster:
@@ -90,18 +86,26 @@ class Sidecar:
         *,
         credentials: Credentials | None = None,
         config: ProxyConfig | None = None,
+        telemetry: Telemetry | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
         self.rng = rng or random.Random()
         self.clock = clock
-        self.metrics = Metrics()
-        self.credentials = CredentialHolder(credentials)
+        self.telemetry = telemetry or Telemetry()
+        self.metrics = self.telemetry.metrics
+        self.credentials = CredentialHolder()
         self.holder = ConfigHolder()
         self.manager = ClusterManager(
-            self.credentials, trust_domain=options.node.trust_domain, rng=self.rng, clock=clock
+            self.credentials,
+            trust_domain=options.node.trust_domain,
+            rng=self.rng,
+            clock=clock,
+            on_eject=self.metrics.outlier_ejection,
         )
+        self.draining = False
+        self.xds_status: Callable[..., dict[str, Any]] | None = None  # set by the agent
         self.snapshot: Snapshot | None = None
         self.probe = AppProbe(options.probe)
         self.bound_ports: dict[str, int] = {}
@@ -113,6 +117,8 @@ class Sidecar:
         self._initial = config
         self.outbound: Outbound | None = None
         self.inbound: Inbound | None = None
+        if credentials is not None:
+            self.rotate(credentials)
 
     # -- configuration -------------------------------------------------------------------
     def _prepare(self, config: ProxyConfig) -> Callable[[], None]:
@@ -149,6 +155,7 @@ class Sidecar:
     def rotate(self, credentials: Credentials) -> None:
         """New certificate for new connections; open ones keep theirs."""
         contexts = self.credentials.update(credentials)
+        self.metrics.set_certificate_expiry(contexts.spiffe_id, contexts.not_after.timestamp())
         event(
             log,
             logging.INFO,
@@ -168,6 +175,8 @@ class Sidecar:
             missing.append("configuration")
         if not self.probe.ready:
             missing.append(f"app ({self.probe.last_error})")
+        if self.draining:
+            missing.append("draining")
         return missing
 
     # -- life cycle ------------------------------------------------------------------------
@@ -178,7 +187,7 @@ class Sidecar:
         self.outbound = Outbound(
             self.current,
             credentials=self.credentials,
-            metrics=self.metrics,
+            telemetry=self.telemetry,
             tracker=self.trackers["outbound"],
             limits=opts.limits,
             local_service=local_service,
@@ -186,15 +195,17 @@ class Sidecar:
             own_ports=frozenset(),
             rng=self.rng,
             clock=self.clock,
+            request_telemetry=opts.telemetry,
         )
         self.inbound = Inbound(
             self.current,
             credentials=self.credentials,
-            metrics=self.metrics,
+            telemetry=self.telemetry,
             tracker=self.trackers["inbound"],
             limits=opts.limits,
             local_service=local_service,
             clock=self.clock,
+            request_telemetry=opts.telemetry,
         )
         admin_tracker = self.trackers["admin"]
 
@@ -225,8 +236,10 @@ class Sidecar:
             self.apply(self._initial)
         self.probe.start()
         self._tasks.append(loop.create_task(self._housekeeping()))
-        self.metrics.gauges["gossamer_upstream_connections"] = lambda: sum(
-            p.open for p in self.manager.pools()
+        self.metrics.add_gauge(
+            "gossamer_upstream_connections",
+            "Open connections to upstream endpoints.",
+            lambda: sum(p.open for p in self.manager.pools()),
         )
         # start-up objects never become garbage: keep the collector off them, and let
         # the young generation grow (the data path allocates short-lived containers)

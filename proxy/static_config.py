@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
@@ -55,7 +55,9 @@ from gossamer.proxy.config import (
     VirtualHost,
     WeightedCluster,
 )
-from gossamer.yamlconf import Node, load_document, load_file
+
+if TYPE_CHECKING:  # (ruamel is loaded only to read a file: xDS-driven sidecars never do)
+    from gossamer.yamlconf import Node
 
 
 def _opt_duration(node: Node, key: str, default: float | None) -> float | None:
@@ -301,10 +303,14 @@ def load_config(root: Node, default_node: NodeInfo | None = None) -> ProxyConfig
 def load_config_text(
     text: str, source: str | None = None, default_node: NodeInfo | None = None
 ) -> ProxyConfig:
+    from gossamer.yamlconf import load_document
+
     return load_config(load_document(text, source=source), default_node)
 
 
 def load_config_file(path: str | Path, default_node: NodeInfo | None = None) -> ProxyConfig:
+    from gossamer.yamlconf import load_file
+
     return load_config(load_file(path), default_node)
 
 

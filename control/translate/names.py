@@ -41,6 +41,9 @@ TLS_MODE_MTLS = "istio"
 TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 GOSSAMER_METADATA = "gossamer"
 HTTP_PROTOCOLS = ("http", "http2", "grpc")
+# Node metadata by which a sidecar names its service on the insecure port (nodes.py).
+SERVICE_KEY = "GOSSAMER_SERVICE"
+NAMESPACE_KEY = "GOSSAMER_NAMESPACE"
 # The load-balancing marker only our sidecar implements (clusters.py), and the cluster
 # extension that switches an upstream to HTTP/2.
 PEAK_EWMA_NAME = "gossamer.lb.peak_ewma"

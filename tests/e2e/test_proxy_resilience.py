@@ -57,7 +57,7 @@ def test_killing_an_instance_under_load_loses_no_get(tmp_path):
         result = load.stop()
         assert result.errors == []
         assert set(result.statuses) == {200}, result.statuses
-        retried = client.metric("gossamer_retries_total", outcome="retried")
+        retried = client.metric("gossamer_retries_total", destination_service="catalog")
         assert retried >= 1  # the requests that hit the dead instance were retried
         endpoints = client.admin_json("/clusters")["clusters"][0]["endpoints"]
         dead = next(e for e in endpoints if e["port"] == victim.inbound)
@@ -76,8 +76,8 @@ def test_retry_budget_stops_a_retry_storm(tmp_path):
         elapsed = time.monotonic() - start
         requests = result.total
         assert set(result.statuses) == {503}
-        retried = client.metric("gossamer_retries_total", outcome="retried")
-        exhausted = client.metric("gossamer_retries_total", outcome="budget_exhausted")
+        retried = client.metric("gossamer_retries_total", destination_service="catalog")
+        exhausted = client.metric("gossamer_retry_budget_exhausted_total", destination_service="catalog")
         # without a budget: 2 retries per request. With it: in any 10 s window, 20% of the
         # window's requests plus a reserve of 10/s x 10 s; a run of `elapsed` seconds
         # overlaps at most elapsed // 10 + 2 windows' reserves.
