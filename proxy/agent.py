@@ -179,8 +179,10 @@ class Agent:
             at = renewal_time(creds.not_before, creds.not_after, self.rng)
             await asyncio.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()))
             new = await self._renew_once(creds)
-            self._install(dataclasses.replace(new, bundle_pem=self.credentials.bundle_pem))
-            await self.channels.replace(mtls_context(self.credentials))
+            bundle = self.credentials.bundle_pem if self.credentials else new.bundle_pem
+            installed = dataclasses.replace(new, bundle_pem=bundle)
+            self._install(installed)
+            await self.channels.replace(mtls_context(installed))
             assert self.xds is not None
             self.xds.restart()
             self.renewals += 1

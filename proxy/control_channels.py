@@ -21,7 +21,7 @@ def reconnect_delay(
     attempt: int, rng: random.Random, base: float = 0.25, cap: float = 5.0
 ) -> float:
     """Exponential back-off with jitter: between half and all of min(cap, base * 2^n)."""
-    ceiling = min(cap, base * (2 ** min(attempt, 30)))
+    ceiling: float = min(cap, base * (2.0 ** min(attempt, 30)))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 

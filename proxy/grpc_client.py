@@ -171,8 +171,9 @@ class Stream:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, authority: str) -> None:
+    def __init__(self, authority: str, scheme: bytes) -> None:
         self.authority = authority.encode()
+        self.scheme = scheme
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -250,7 +251,7 @@ class _Connection(asyncio.Protocol):
         sid = self.h2.get_next_available_stream_id()
         headers = [
             (b":method", b"POST"),
-            (b":scheme", b"https"),
+            (b":scheme", self.scheme),
             (b":path", path.encode()),
             (b":authority", self.authority),
             (b"content-type", b"application/grpc"),
@@ -315,13 +316,14 @@ class _Connection(asyncio.Protocol):
 
 
 class Channel:
-    """A connection to one gRPC server; reconnects lazily after a failure."""
+    """A connection to one gRPC server; reconnects lazily after a failure. `context`
+    None: plaintext HTTP/2 with prior knowledge (a local trace collector)."""
 
     def __init__(
         self,
         host: str,
         port: int,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | None,
         server_hostname: str,
         *,
         connect_timeout: float = 5.0,
@@ -355,12 +357,13 @@ class Channel:
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self.connect_timeout):
+                    tls = self.context is not None
                     _, conn = await loop.create_connection(
-                        lambda: _Connection(self.server_hostname),
+                        lambda: _Connection(self.server_hostname, b"https" if tls else b"http"),
                         self.host,
                         self.port,
                         ssl=self.context,
-                        server_hostname=self.server_hostname,
+                        server_hostname=self.server_hostname if tls else None,
                     )
             except TimeoutError:
                 raise GrpcError(Status.UNAVAILABLE, f"{self.target}: connect timed out") from None

@@ -23,6 +23,7 @@ translation in xds_translate.py; this module does the I/O around them:
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -255,8 +256,22 @@ class XdsClient:
         return out
 
 
+# Types inside the resources that decoding never needs (only their type URL is read);
+# loaded on the first /config_dump so the JSON shows them too.
+DUMP_ONLY_MODULES = (
+    "envoy.extensions.transport_sockets.raw_buffer.v3.raw_buffer_pb2",
+    "envoy.extensions.filters.http.router.v3.router_pb2",
+    "envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2",
+    "envoy.extensions.load_balancing_policies.round_robin.v3.round_robin_pb2",
+    "envoy.extensions.load_balancing_policies.random.v3.random_pb2",
+    "envoy.extensions.load_balancing_policies.least_request.v3.least_request_pb2",
+)
+
+
 def _as_json(packed: Any) -> Any:
-    """One accepted resource as JSON (types the sidecar never loads stay opaque)."""
+    """One accepted resource as JSON (a type this build does not know stays opaque)."""
+    for module in DUMP_ONLY_MODULES:
+        importlib.import_module(module)
     try:
         return json_format.MessageToDict(packed)
     except (TypeError, KeyError) as exc:

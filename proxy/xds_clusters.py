@@ -179,7 +179,9 @@ def _http2(cluster: cluster_pb2.Cluster) -> bool:
     )
     if options.HasField("explicit_http_config"):
         return bool(options.explicit_http_config.HasField("http2_protocol_options"))
-    return options.HasField("use_downstream_protocol_config") or options.HasField("auto_config")
+    return bool(options.HasField("use_downstream_protocol_config")) or bool(
+        options.HasField("auto_config")
+    )
 
 
 def _identity(cluster: cluster_pb2.Cluster) -> tuple[str, str, str]:

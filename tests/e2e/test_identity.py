@@ -18,10 +18,10 @@ from gossamer.proxy.bootstrap import (
     BootstrapError,
     _client_context,
     bootstrap,
-    control_channel,
     mtls_context,
     renew,
 )
+from gossamer.proxy.control_channels import control_channel
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"

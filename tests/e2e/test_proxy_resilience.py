@@ -77,7 +77,9 @@ def test_retry_budget_stops_a_retry_storm(tmp_path):
         requests = result.total
         assert set(result.statuses) == {503}
         retried = client.metric("gossamer_retries_total", destination_service="catalog")
-        exhausted = client.metric("gossamer_retry_budget_exhausted_total", destination_service="catalog")
+        exhausted = client.metric(
+            "gossamer_retry_budget_exhausted_total", destination_service="catalog"
+        )
         # without a budget: 2 retries per request. With it: in any 10 s window, 20% of the
         # window's requests plus a reserve of 10/s x 10 s; a run of `elapsed` seconds
         # overlaps at most elapsed // 10 + 2 windows' reserves.

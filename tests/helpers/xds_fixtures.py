@@ -11,7 +11,14 @@ from google.protobuf.message import Message
 
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.translate import MeshInputs, NodeGroup, Translator, names
-from gossamer.discovery.model import Endpoint, RegistryState, Service, ServiceKey, ServicePort
+from gossamer.discovery.model import (
+    Endpoint,
+    Health,
+    RegistryState,
+    Service,
+    ServiceKey,
+    ServicePort,
+)
 from gossamer.proxy import xds_clusters, xds_listeners, xds_translate
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 
@@ -73,7 +80,7 @@ def endpoints() -> dict[tuple[ServiceKey, str], Endpoint]:
     out[(key("legacy"), "l1")] = Endpoint(key("legacy"), "l1", "10.0.1.1", 7000, weight=3)
     out[(key("web"), "w1")] = Endpoint(key("web"), "w1", "10.0.2.1", 15006, mtls=True)
     inv = key("inventory")
-    out[(inv, "i1")] = Endpoint(inv, "i1", "10.0.3.1", 15006, mtls=True, health="draining")
+    out[(inv, "i1")] = Endpoint(inv, "i1", "10.0.3.1", 15006, mtls=True, health=Health.DRAINING)
     return out
 
 

@@ -67,10 +67,10 @@ def test_lb_policies_fall_back_to_what_grpc_supports(lb, expected):
 def test_ewma_marker_and_least_request_choices():
     cluster = build(policy_of(lb_policy="ewma"))
     first, second, _ = cluster.load_balancing_policy.policies
-    assert first.typed_extension_config.name == clusters.PEAK_EWMA_NAME
+    assert first.typed_extension_config.name == names.PEAK_EWMA_NAME
     marker = typed_struct_pb2.TypedStruct()
     assert first.typed_extension_config.typed_config.Unpack(marker)
-    assert marker.type_url == clusters.PEAK_EWMA_TYPE_URL and marker.value["decay"] == "10s"
+    assert marker.type_url == names.PEAK_EWMA_TYPE_URL and marker.value["decay"] == "10s"
     least = least_request_pb2.LeastRequest()
     assert second.typed_extension_config.typed_config.Unpack(least)
     assert least.choice_count.value == 2
