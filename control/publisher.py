@@ -8,6 +8,12 @@ builds the snapshots of the proxyless group, of every service's sidecar group an
 every group a connected stream follows; a resource shared by several groups is
 serialised and hashed once. An inconsistent snapshot is logged and not published (the
 group keeps its last good one).
+
+`hold(seconds)` publishes nothing for a while (inputs still change): after a restart
+of an embedded registry, whose sidecar registrations died with the old process, so
+that re-registering sidecars are back before any sidecar is told the endpoint set
+(else a caller that reconnects first would see its callees vanish). Streams that
+connect meanwhile wait for their first snapshot, keeping their last good configuration.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class Publisher:
         self._translator: Translator | None = None
         self._known_groups: dict[str, NodeGroup] = {}
         self._scheduled = False
+        self._held_until: float | None = None
 
     # -- inputs --------------------------------------------------------------------
     @property
@@ -89,6 +96,19 @@ class Publisher:
         self._scheduled = False
         self.publish()
 
+    def hold(self, seconds: float) -> None:
+        """Publish nothing for `seconds` (then everything at once); needs a running loop."""
+        self._held_until = self.clock() + seconds
+        asyncio.get_running_loop().call_later(seconds, self._release)
+
+    @property
+    def held(self) -> bool:
+        return self._held_until is not None and self.clock() < self._held_until
+
+    def _release(self) -> None:
+        self._held_until = None
+        self.publish()
+
     # -- output --------------------------------------------------------------------
     def inputs(self) -> MeshInputs | None:
         if self._state is None or self._mesh is None:
@@ -97,7 +117,7 @@ class Publisher:
 
     def publish(self) -> None:
         inputs = self.inputs()
-        if inputs is None:
+        if inputs is None or self.held:
             return
         started = self.clock()
         translator = Translator(inputs)
@@ -128,7 +148,7 @@ class Publisher:
     def ensure_group(self, group: NodeGroup) -> None:
         """Make sure a group a new stream joins has a snapshot (if inputs exist)."""
         self._known_groups[group.name] = group
-        if self.cache.get(group.name) is None and self._translator is not None:
+        if self.cache.get(group.name) is None and self._translator is not None and not self.held:
             self._publish_group(self._translator, group, {})
 
     def _publish_group(

@@ -34,7 +34,7 @@ from grpc_health.v1._async import HealthServicer
 
 from gossamer.discovery.meshfile import MeshServices, parse_services
 from gossamer.discovery.store import Store
-from gossamer.discovery.stores import open_store
+from gossamer.discovery.stores import REGISTRY_FILE, open_store
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.logs import event
 from gossamer.yamlconf import Node
@@ -151,6 +151,12 @@ class ControlPlane:
                 field="control.insecure_xds_listen",
                 source=str(self.config_path),
             )
+        # an embedded registry restarting from its file lost the sidecars' registrations
+        restarted = (
+            self._store is None
+            and control.store == "embedded"
+            and (Path(control.data_dir) / REGISTRY_FILE).exists()
+        )
         store = self._store or open_store(control.store, data_dir=control.data_dir)
         self.link = RegistryLink(store, self.publisher.set_state)
         if self._secure:
@@ -160,6 +166,14 @@ class ControlPlane:
         self._refresh_trust_bundle()
         assert self._static is not None
         await self.link.start(self._static)  # the registry's state before anything is served
+        if restarted:
+            self.publisher.hold(control.lease_ttl)
+            event(
+                log,
+                logging.INFO,
+                "waiting for sidecars to register again before serving configuration",
+                seconds=control.lease_ttl,
+            )
         self.publisher.publish()  # snapshots exist before the first client can connect
         if self.security is not None:
             sec = self.security

@@ -80,6 +80,7 @@ class Agent:
         self.xds: XdsClient | None = None
         self.registration: Registration | None = None
         self.renewals = 0
+        self._received = dt.datetime.now(dt.UTC)  # when the current leaf arrived
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- start-up ----------------------------------------------------------------------
@@ -110,6 +111,8 @@ class Agent:
                 await asyncio.sleep(delay)
 
     def _install(self, creds: WorkloadCredentials) -> None:
+        if self.credentials is None or creds.chain_pem != self.credentials.chain_pem:
+            self._received = dt.datetime.now(dt.UTC)
         self.credentials = creds
         self.sidecar.rotate(Credentials(creds.chain_pem, creds.key_pem, creds.bundle_pem))
 
@@ -176,7 +179,10 @@ class Agent:
         while True:
             creds = self.credentials
             assert creds is not None and self.channels is not None
-            at = renewal_time(creds.not_before, creds.not_after, self.rng)
+            # the leaf's life counts from when it arrived: not_before is backdated by a
+            # minute for clock skew, which would put a short-lived leaf's 50-80% behind us
+            start = max(creds.not_before, self._received)
+            at = renewal_time(start, creds.not_after, self.rng)
             await asyncio.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()))
             new = await self._renew_once(creds)
             bundle = self.credentials.bundle_pem if self.credentials else new.bundle_pem

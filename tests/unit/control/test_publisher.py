@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 from gossamer.control.cache import SnapshotCache
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.publisher import Publisher
@@ -84,3 +86,19 @@ def test_groups_nobody_watches_any_more_are_dropped():
     publisher.set_state(state(ports=3))
     assert stranger.name not in cache.groups()
     assert "sidecar:default/echo" in cache.groups()  # registry services always have one
+
+
+async def test_hold_publishes_nothing_until_it_ends():
+    now = [0.0]
+    cache = SnapshotCache()
+    publisher = Publisher(cache, clock=lambda: now[0])
+    publisher.hold(0.05)  # the release itself runs on the loop's own clock
+    publisher.set_mesh(mesh_from_mapping({}))
+    publisher.set_state(state())
+    publisher.publish()
+    publisher.ensure_group(NodeGroup(ServiceKey("default", "newcomer")))
+    assert cache.groups() == [] and publisher.held
+    now[0] = 1.0
+    await asyncio.sleep(0.1)
+    assert not publisher.held
+    assert "sidecar:default/echo" in cache.groups()
