@@ -16,7 +16,8 @@ Theory of operation (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2
   cancelled it).
 - Flow control: received data is acknowledged as soon as it is buffered (messages are
   small and consumed at once); sends wait for window when the peer's is exhausted.
-- GOAWAY: no new streams on this connection; the caller opens a new channel.
+- GOAWAY: the connection ends (h2 processes no frame after it), its calls fail with
+  UNAVAILABLE, and the next call opens a new connection.
 - Keepalive: a PING every `keepalive` seconds; no answer within `keepalive_timeout`
   closes the connection, so a vanished control plane fails the streams instead of
   leaving them hanging. (The control plane tolerates pings every 10 s or slower.)
@@ -193,13 +194,22 @@ class _Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed.done():
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._close(GrpcError(Status.INTERNAL, f"HTTP/2 protocol error: {exc}"))
+            if self.h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+                # frames after a GOAWAY in the same read: the server is going away
+                error = GrpcError(Status.UNAVAILABLE, "the server closed the connection")
+            else:
+                error = GrpcError(Status.INTERNAL, f"HTTP/2 protocol error: {exc}")
+            self._close(error)
             return
         for event in events:
             self._event(event)
+            if self.closed.done():
+                return
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -229,11 +239,10 @@ class _Connection(asyncio.Protocol):
                 if not w.done():
                     w.set_result(None)
         elif isinstance(event, h2.events.ConnectionTerminated):
+            # h2 accepts no frame after GOAWAY, so calls cannot finish on this connection
             self.going_away = True
-            last = event.last_stream_id or 0
-            for sid, s in list(self.streams.items()):
-                if sid > last:
-                    s.fail(GrpcError(Status.UNAVAILABLE, "the server is going away"))
+            code = getattr(event.error_code, "name", event.error_code)
+            self._close(GrpcError(Status.UNAVAILABLE, f"the server closed the connection ({code})"))
         elif isinstance(event, h2.events.PingAckReceived):
             acked = self._ping_acked
             if acked is not None and not acked.done():

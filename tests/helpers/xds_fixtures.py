@@ -123,3 +123,14 @@ def config_for(
 ) -> ProxyConfig:
     node = NodeInfo(service, namespace, trust_domain=TD)
     return xds_translate.assemble(node, pieces_of(view(service, namespace, **kw)), app_ports)
+
+
+def make_ca_bundle() -> bytes:
+    """The trust bundle of a fresh mesh CA."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.helpers.pki import make_ca
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return make_ca(Path(tmp)).trust_bundle_pem()

@@ -14,13 +14,13 @@ from gossamer.proxy import xds_clusters, xds_listeners, xds_translate
 from gossamer.proxy.config import Health, LbPolicy, ListenerMode, NodeInfo, Protocol
 from gossamer.proxy.sidecar import Sidecar, SidecarOptions
 from gossamer.proxy.xds_translate import AppPortArg, assemble, local_app_ports, missing
-from tests.helpers.pki import make_ca
 from tests.helpers.xds_fixtures import (
     POLICIES,
     SERVICES,
     TD,
     config_for,
     key,
+    make_ca_bundle,
     pieces_of,
     spiffe,
     view,
@@ -174,14 +174,6 @@ def test_root_ca_secret():
     good = view("web", bundle=ca_bundle)
     assert xds_translate.decode_secret(good[names.SECRET]) == ca_bundle
     assert xds_translate.decode_secret([]) is None
-
-
-def make_ca_bundle() -> bytes:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return make_ca(Path(tmp)).trust_bundle_pem()
 
 
 def test_own_http2_port_is_refused_other_services_http2_ignored():
