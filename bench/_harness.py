@@ -70,9 +70,19 @@ class Procs:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, args: Sequence[str], name: str) -> subprocess.Popen[bytes]:
+        return self.start_env(args, name, {})
+
+    def start_env(
+        self, args: Sequence[str], name: str, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            list(args), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+            list(args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+            env={**os.environ, **env},
         )
         self.procs.append(proc)
         return proc

@@ -5,7 +5,9 @@ translation in xds_translate.py; this module does the I/O around them:
 
 - `run()` keeps one AggregatedDiscoveryService stream open on the channel the agent
   provides, sends what the state machine says, and answers every response at once.
-- A response is decoded, joined with the last accepted value of the other types, and
+- A response is decoded, joined with the last accepted value of the other types (EDS
+  and RDS responses carry only what changed: they are merged by name into what was
+  accepted before, restricted to the names subscribed to now), and
   applied to the sidecar (`Sidecar.apply`, two-phase): only then is it ACKed. Anything
   that raises (a resource the sidecar cannot honour, a combination the data path
   rejects) is NACKed with the error, and the previous configuration stays in use.
@@ -86,6 +88,7 @@ class XdsClient:
         self.bundle: bytes | None = None
         self.applied_versions: dict[str, str] = {}
         self.raw: dict[str, list[Any]] = {}  # type URL -> the accepted resources
+        self._raw_names: dict[str, dict[str, Any]] = {}
         self.connected = False
         self.last_error: str | None = None
         self.streams = 0
@@ -123,9 +126,14 @@ class XdsClient:
         self._commit(self.pieces.replace(clusters=cds))
         return ads.Decoded(cds, cds.eds_names)
 
+    def _subscribed(self, type_url: str, merged: dict[str, Any]) -> dict[str, Any]:
+        names = set(self.state.subs[type_url].names)
+        return {name: value for name, value in merged.items() if name in names}
+
     def _endpoints(self, resources: Sequence[Any]) -> ads.Decoded:
         eds = decode_endpoints(resources)
-        self._commit(self.pieces.replace(endpoints=eds, endpoints_seen=True))
+        merged = self._subscribed(ads.ENDPOINT, {**self.pieces.endpoints, **eds})
+        self._commit(self.pieces.replace(endpoints=merged, endpoints_seen=True))
         return ads.Decoded(eds)
 
     def _listeners(self, resources: Sequence[Any]) -> ads.Decoded:
@@ -135,7 +143,8 @@ class XdsClient:
 
     def _routes(self, resources: Sequence[Any]) -> ads.Decoded:
         rds = decode_routes(resources)
-        self._commit(self.pieces.replace(routes=rds))
+        merged = self._subscribed(ads.ROUTE, {**self.pieces.routes, **rds})
+        self._commit(self.pieces.replace(routes=merged))
         return ads.Decoded(rds)
 
     def _secret(self, resources: Sequence[Any]) -> ads.Decoded:
@@ -171,8 +180,21 @@ class XdsClient:
                 )
             elif sub.acks > before[0]:
                 self.metrics.xds_update(kind)
-                self.raw[response.type_url] = list(response.resources)
+                self._keep_raw(response, sub)
         return requests
+
+    def _keep_raw(self, response: Any, sub: ads.Subscription) -> None:
+        """The accepted resources, for /config_dump: all of them for wildcard types,
+        merged by name (and pruned to the subscription) for the others."""
+        resources = list(response.resources)
+        if sub.wildcard or not isinstance(sub.applied, dict):
+            self.raw[response.type_url] = resources
+            return
+        by_name = dict(self._raw_names.get(response.type_url, {}))
+        by_name.update(zip(sub.applied, resources, strict=False))
+        by_name = {n: r for n, r in by_name.items() if n in set(sub.names)}
+        self._raw_names[response.type_url] = by_name
+        self.raw[response.type_url] = list(by_name.values())
 
     async def run(self) -> None:
         attempt = 0

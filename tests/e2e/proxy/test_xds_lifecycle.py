@@ -59,6 +59,8 @@ def test_instances_join_leave_and_one_dies_under_load(tmp_path):
             lambda: ports_of(web.endpoints(CATALOG)) == {c.inbound for c in catalogs},
             what="the new instance in web's endpoints",
         )
+        # EDS updates carry only the clusters that changed: the others are kept
+        assert ports_of(web.endpoints("outbound|8080||web")) == {web.inbound}
 
         # steady load; one of the three sidecars is killed (no goodbye): no GET is lost
         load = Load(web.outbound, "catalog", "/", threads=4).start()

@@ -143,3 +143,28 @@ def test_a_secret_of_the_wrong_type_is_nacked(resources):
     h = Harness()
     (nack,) = h.send(names.SECRET, resources, "s1", "n1")
     assert "expected envoy.extensions.transport_sockets.tls.v3.Secret" in nack.error_detail.message
+
+
+def test_eds_and_rds_updates_carry_only_what_changed():
+    h = Harness()
+    view = _complete(h)
+    before = h.applied[-1].endpoints
+    catalog = next(
+        c for c in view[names.ENDPOINT] if c.cluster_name.startswith("outbound|8080||catalog")
+    )
+    changed = type(catalog)()
+    changed.CopyFrom(catalog)
+    del changed.endpoints[0].lb_endpoints[0]
+    h.send(names.ENDPOINT, [changed], "e9", "n9")  # only the cluster that changed
+    after = h.applied[-1].endpoints
+    assert len(after[catalog.cluster_name]) == len(before[catalog.cluster_name]) - 1
+    for name, members in before.items():
+        if name != catalog.cluster_name:
+            assert after[name] == members, name  # the others are kept
+    dumped = h.client.status(resources=True)["types"]["EDS"]["resources"]
+    subscribed = h.client.state.subs[names.ENDPOINT].names
+    assert sorted(r["clusterName"] for r in dumped) == sorted(subscribed)
+    # an RDS update naming nothing new keeps the routes
+    routes = h.applied[-1].routes
+    h.send(names.ROUTE, [], "r9", "n10")
+    assert h.applied[-1].routes == routes

@@ -1,0 +1,109 @@
+"""Benchmark pieces for sidecars run by the real control plane (not a benchmark itself).
+
+`control_plane()` starts `gossamer control` on free loopback ports with a mesh.yaml
+written from a list of services; `xds_sidecar()` starts `gossamer proxy` bootstrapped
+with a join token and waits until it is ready; `otlp_receiver()` starts a real OTLP
+trace receiver (tests/helpers/otlp_receiver.py) in its own process, so trace export
+costs what it costs against a live collector.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._harness import REPO, Procs, Sidecar, free_port, wait_http
+
+RECEIVER = """
+import sys
+from tests.helpers.otlp_receiver import OtlpReceiver
+r = OtlpReceiver().start()
+print(r.port, flush=True)
+sys.stdin.read()
+print(len(r.spans()), flush=True)
+r.stop()
+"""
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    xds: int
+    bootstrap: int
+    api: int
+
+    def token(self, service: str) -> str:
+        from gossamer.certs.ca import CertificateAuthority
+        from gossamer.certs.tokens import TokenStore
+
+        ca_dir = self.workdir / "ca"
+        pin = CertificateAuthority.load(ca_dir).root_pin()
+        return TokenStore(ca_dir).create(service, pin, ttl=3600)[0]
+
+
+def control_plane(procs: Procs, services: Sequence[dict[str, Any]]) -> ControlPlane:
+    workdir = procs.workdir
+    cp = ControlPlane(workdir, free_port(), free_port(), free_port())
+    mesh = {
+        "trust_domain": "gossamer.local",
+        "control": {
+            "xds_listen": f"127.0.0.1:{cp.xds}",
+            "bootstrap_listen": f"127.0.0.1:{cp.bootstrap}",
+            "api_listen": f"127.0.0.1:{cp.api}",
+            "ca_dir": str(workdir / "ca"),
+            "data_dir": str(workdir / "data"),
+        },
+        "services": list(services),
+    }
+    config = workdir / "mesh.yaml"
+    config.write_text(json.dumps(mesh))  # JSON is YAML
+    procs.start([sys.executable, "-m", "gossamer.cli.main", "control", "--config", str(config)],
+                "control")  # fmt: skip
+    wait_http(f"http://127.0.0.1:{cp.api}/healthz")
+    return cp
+
+
+def xds_sidecar(
+    procs: Procs,
+    cp: ControlPlane,
+    service: str,
+    *,
+    app_port: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Sidecar:
+    inbound, outbound, admin = free_port(), free_port(), free_port()
+    args = [
+        sys.executable, "-m", "gossamer.cli.main", "proxy", "--service", service,
+        "--control", f"127.0.0.1:{cp.xds}", "--bootstrap", f"127.0.0.1:{cp.bootstrap}",
+        "--token", cp.token(service), "--instance-id", f"{service}-bench",
+        "--inbound-port", str(inbound), "--outbound-port", str(outbound),
+        "--admin-port", str(admin), "--admin-address", "127.0.0.1",
+    ]  # fmt: skip
+    if app_port:
+        args += ["--app-port", app_port]
+    proc = procs.start_env(args, f"sidecar-{service}", env or {})
+    wait_http(f"http://127.0.0.1:{admin}/ready", timeout=60)
+    return Sidecar(service, inbound, outbound, admin, proc.pid)
+
+
+class OtlpReceiverProcess:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.endpoint = f"http://127.0.0.1:{self.proc.stdout.readline().strip()}"
+
+    def stop(self) -> int:
+        """Stop it; returns how many spans it received."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        received = int(self.proc.stdout.readline().strip() or 0)
+        self.proc.wait(10)
+        return received
