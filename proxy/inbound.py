@@ -61,10 +61,13 @@ class Inbound:
         self.local_service = local_service
         self.handshake_timeout = handshake_timeout
         self._endpoint = endpoint_service(clock)
-        layers = []
-        if request_telemetry:
-            layers.append(inbound_telemetry(telemetry, local_service, self._own_identity))
-        self.service = compose(self._forward, *layers, errors_layer, self._capture, authz_layer)
+        # the telemetry layer also makes the error responses (one coroutine for both)
+        outer = (
+            inbound_telemetry(telemetry, local_service, self._own_identity)
+            if request_telemetry
+            else errors_layer
+        )
+        self.service = compose(self._forward, outer, self._capture, authz_layer)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def protocol(self) -> asyncio.BaseProtocol:

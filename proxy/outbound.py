@@ -99,8 +99,9 @@ class Outbound:
         self.clock = clock
         self.retry = RetryLayer(metrics, rng=rng, clock=clock)
         self._chain = compose(endpoint_service(clock), timeout_layer, self.retry)
-        layers = [outbound_telemetry(telemetry, local_service)] if request_telemetry else []
-        self.service = compose(self._route, *layers, errors_layer)
+        # the telemetry layer also makes the error responses (one coroutine for both)
+        outer = outbound_telemetry(telemetry, local_service) if request_telemetry else errors_layer
+        self.service = compose(self._route, outer)
         self._endpoint = endpoint_service(clock)
         self._passthrough: dict[tuple[str, int], ClusterRuntime] = {}
         self._tasks: set[asyncio.Task[None]] = set()

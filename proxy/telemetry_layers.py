@@ -12,6 +12,8 @@ the sidecar generates too (403, 502, 503 ...):
   into the request handed to the app, so the app's own calls (if it forwards the
   headers) continue the trace; source = the peer's service from its SPIFFE ID.
 
+Each also turns data-path failures into the generated responses (what `errors_layer`
+does when telemetry is off), so a request goes through one coroutine for both.
 Durations run from the end of the request head to the response head (the moment the
 sidecar starts answering); spans end at the same point. Tracing off (no OTLP endpoint)
 costs one attribute test per request; not sampled (99% at the default 1%) costs a
@@ -24,19 +26,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from gossamer.proxy.service import Layer, Request, Response, Service
+from gossamer.errors import GossamerError
+from gossamer.proxy.service import Layer, Request, Response, Service, error_response
 from gossamer.proxy.telemetry import Telemetry
 from gossamer.proxy.tracing import DISABLED, SpanHandle
 
 MTLS = "mutual_tls"
 NONE = "none"
-
-
-def _host_port(authority: str) -> tuple[str, int | None]:
-    host, sep, port = authority.rpartition(":")
-    if sep and port.isdigit() and "]" not in port:
-        return host, int(port)
-    return authority, None
 
 
 def peer_service(spiffe_id: str | None) -> str:
@@ -55,13 +51,14 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
             nonlocal loop
             span: SpanHandle = DISABLED
             if tracing.enabled:
-                host, port = _host_port(req.authority)
                 span = tracing.start_client_span(
-                    req.headers, method=req.method, path=req.path, server_address=host,
-                    server_port=port,
-                )  # fmt: skip
+                    req.headers, method=req.method, path=req.path, server_address=req.authority
+                )
                 span.inject(req.headers)
-            resp = await inner(req)
+            try:
+                resp = await inner(req)
+            except GossamerError as exc:
+                resp = error_response(exc)
             if loop is None:
                 loop = asyncio.get_running_loop()
             seconds = loop.time() - req.start
@@ -112,13 +109,15 @@ def inbound_telemetry(
             peer = conn.peer_identity if conn is not None else None
             span: SpanHandle = DISABLED
             if tracing.enabled:
-                host, port = _host_port(req.authority)
                 span = tracing.start_server_span(
-                    req.headers, method=req.method, path=req.path, server_address=host,
-                    server_port=port, peer_identity=peer,
+                    req.headers, method=req.method, path=req.path,
+                    server_address=req.authority, peer_identity=peer,
                 )  # fmt: skip
                 span.inject(req.headers)
-            resp = await inner(req)
+            try:
+                resp = await inner(req)
+            except GossamerError as exc:
+                resp = error_response(exc)
             if loop is None:
                 loop = asyncio.get_running_loop()
             seconds = loop.time() - req.start

@@ -254,7 +254,8 @@ class Tracing:
         scheme: str = "http",
         attributes: Mapping[str, Any] | None = None,
     ) -> SpanHandle:
-        """The inbound span: parent from the request's headers (if any)."""
+        """The inbound span: parent from the request's headers (if any). `server_address`
+        may be an authority (`host:port`) when `server_port` is not given."""
         if not self.enabled:
             return DISABLED
         return self._start(
@@ -338,6 +339,10 @@ class Tracing:
     ) -> SpanHandle:
         if isinstance(path, bytes):
             path = path.decode("latin-1")
+        if server_port is None:  # an authority (host:port): split only for recorded spans
+            host, sep, port = server_address.rpartition(":")
+            if sep and port.isdigit() and "]" not in port:
+                server_address, server_port = host, int(port)
         url_path, _, _query = path.partition("?")
         attrs: dict[str, Any] = {
             "http.request.method": method,
