@@ -5,6 +5,7 @@ steady load loses no GET, and a sidecar started before its control plane waits f
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ SERVICES = [
 CATALOG = "outbound|8080||catalog"
 
 
-def ports_of(endpoints: list[dict]) -> set[int]:
+def ports_of(endpoints: list[dict[str, Any]]) -> set[int]:
     return {e["port"] for e in endpoints}
 
 

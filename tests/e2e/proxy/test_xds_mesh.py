@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 from collections import Counter
 
@@ -73,8 +74,10 @@ def _mtls_get(port: int, sni: str, creds, path: str = "/") -> tuple[int, dict[st
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata=creds.bundle_pem.decode())
     _load_chain(ctx, creds.chain_pem, creds.key_pem)
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
-    conn._server_hostname = sni  # type: ignore[attr-defined] (the SNI; http.client has no option)
+    # http.client takes the SNI from the host it connects to: connect by hand
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn.sock = ctx.wrap_socket(raw, server_hostname=sni)
     conn.request("GET", path, headers={"Host": "vault"})
     resp = conn.getresponse()
     out = resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()

@@ -4,6 +4,7 @@ configuration the sidecar cannot honour is refused: traffic carries on through a
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_a_configuration_the_sidecar_cannot_honour_is_nacked(tmp_path):
         grpc_catalog = {**SERVICES[1], "ports": [{"port": 8080, "protocol": "grpc"}]}
         mesh.set_services([SERVICES[0], grpc_catalog])
 
-        def nacked() -> dict | None:
+        def nacked() -> dict[str, Any] | None:
             for s in mesh.status()["sidecars"]:
                 nack = s["types"].get("CDS", {}).get("last_nack")
                 if s["node_id"].endswith(catalog.instance) and nack:

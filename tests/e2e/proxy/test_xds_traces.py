@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.helpers.otlp_receiver import OtlpReceiver
+from tests.helpers.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.helpers.procs import processes
 from tests.helpers.xds_mesh import XdsMesh, http_service, spiffe
 
@@ -56,7 +56,7 @@ def test_one_trace_across_two_hops(tmp_path):
         # a request without context starts a new trace, still one per request
         assert web.get("catalog", "/")[0] == 200
 
-        def fresh(spans: list) -> list:
+        def fresh(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
             return [x for x in spans if x.trace_id != PARENT_TRACE]
 
         spans = fresh(receiver.wait_for(lambda s: len(fresh(s)) >= 2))

@@ -65,3 +65,23 @@ def test_the_cluster_avoids_ejected_hosts_while_it_has_others():
     now[0] = 6.0
     picks = {cluster.choose([], []) for _ in range(20)}
     assert picks == set(hs)
+
+
+def test_an_ejection_is_counted_for_the_destination_service():
+    from gossamer.proxy.metrics_defs import SidecarMetrics
+
+    metrics = SidecarMetrics()
+    hs = hosts(3)
+    config = Cluster("outbound|8080||catalog", "catalog", 8080, tls=False, outlier=POLICY)
+    rt = ClusterRuntime(
+        config,
+        hs,
+        RoundRobin(hs, random.Random(1), lambda: 0.0),
+        {},
+        lambda: 0.0,
+        metrics.outlier_ejection,
+    )
+    for _ in range(3):
+        rt.failed(hs[0])
+    assert metrics.ejections == {("catalog", "consecutive_5xx"): 1}
+    assert b'gossamer_outlier_ejections_total{destination_service="catalog"' in metrics.render()
