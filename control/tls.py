@@ -20,21 +20,20 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # grpc is imported where used: the sidecar imports CONTROL_TLS_NAME only
+if TYPE_CHECKING:  # grpc is imported where used (this module is light to import)
     import grpc
 
 from gossamer.certs.builders import utcnow
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.rotation import renewal_time
 from gossamer.certs.spiffe import SpiffeId
+from gossamer.control.translate.names import CONTROL_TLS_NAME
 
 log = logging.getLogger("gossamer.control.tls")
 
 CONTROL_NAMESPACE = "gossamer-system"
 CONTROL_SERVICE = "control"
-# Sidecars verify the control plane's certificate against this name, whatever address
-# they reached it by (the pin or the trust bundle is what establishes trust).
-CONTROL_TLS_NAME = "gossamer-control"
+__all__ = ["CONTROL_TLS_NAME", "ServerCertificates"]
 
 
 class ServerCertificates:

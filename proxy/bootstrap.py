@@ -31,7 +31,7 @@ from gossamer.certs.builders import spki_pin
 from gossamer.certs.keys import build_csr, generate_key, key_to_pem
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.certs.tokens import parse_token
-from gossamer.control.tls import CONTROL_TLS_NAME
+from gossamer.control.translate.names import CONTROL_TLS_NAME
 from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
 from gossamer.proxy.control_channels import control_channel
 from gossamer.proxy.grpc_client import Channel, GrpcError

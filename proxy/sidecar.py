@@ -67,6 +67,19 @@ def _with_inbound_clusters(config: ProxyConfig) -> ProxyConfig:
     return dataclasses.replace(config, clusters=clusters, endpoints=endpoints)
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim: returns free memory inside the heap to the OS, which the
+    allocator alone does only at the top of the heap."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+        return trim
+    except (OSError, AttributeError):
+        return None
+
+
 def _app_cluster(node: NodeInfo, ap: AppPort) -> Cluster:
     return Cluster(
         name=ap.cluster_name,
@@ -249,9 +262,17 @@ class Sidecar:
         event(log, logging.INFO, "sidecar listening", **self.bound_ports)
 
     async def _housekeeping(self) -> None:
+        trim = _malloc_trim()
         while True:
             await asyncio.sleep(5.0)
             self.manager.expire_idle()
+            # Closed connections are reference cycles (protocol <-> parser/transport)
+            # that hold their TLS state; with the young generation this large they
+            # would wait for a rare full collection, and RSS would creep up under
+            # connection churn. A full pass over what is not frozen takes ~1 ms.
+            gc.collect()
+            if trim is not None:
+                trim(0)  # and give the freed heap pages back
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish within `grace`, close the rest."""

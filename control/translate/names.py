@@ -41,6 +41,9 @@ TLS_MODE_MTLS = "istio"
 TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 GOSSAMER_METADATA = "gossamer"
 HTTP_PROTOCOLS = ("http", "http2", "grpc")
+# Sidecars verify the control plane's certificate against this name, whatever address
+# they reached it by (the pin or the trust bundle is what establishes trust).
+CONTROL_TLS_NAME = "gossamer-control"
 # Node metadata by which a sidecar names its service on the insecure port (nodes.py).
 SERVICE_KEY = "GOSSAMER_SERVICE"
 NAMESPACE_KEY = "GOSSAMER_NAMESPACE"
