@@ -9,8 +9,10 @@ all), driven by the same load generators in one run:
              load -> sidecar web (outbound) -> mTLS -> sidecar catalog (inbound) -> backend,
              golden metrics recorded on both, OpenTelemetry tracing with the default
              parent-based 1% sampling, spans exported over OTLP/gRPC to a real receiver
+  gossamer, metrics only:
+             a second pair without tracing (no OTLP endpoint: the default)
   gossamer, telemetry off:
-             the same two hops through a second pair with GOSSAMER_TELEMETRY=off
+             a third pair with GOSSAMER_TELEMETRY=off
 The sidecars are the real thing: `gossamer proxy` bootstrapped with join tokens by a
 `gossamer control` process, configured over ADS (routes with retries, EDS endpoints).
 Measured: maximum requests/s with `wrk` at 50 keep-alive connections; latency p50/p99
@@ -49,6 +51,7 @@ from bench._mesh import OtlpReceiverProcess, control_plane, xds_sidecar
 
 SERVICE_PORT = 8080
 ON = "gossamer, metrics + tracing 1%"
+METRICS = "gossamer, metrics only"
 OFF = "gossamer, telemetry off"
 
 
@@ -57,7 +60,7 @@ def services() -> list[dict[str, object]]:
     http = [{"port": SERVICE_PORT, "protocol": "http"}]
     return [
         {"name": name, "ports": http, "retries": retries}
-        for name in ("web", "catalog", "web-off", "catalog-off")
+        for name in ("web", "catalog", "web-m", "catalog-m", "web-off", "catalog-off")
     ]
 
 
@@ -95,6 +98,8 @@ def main(argv: list[str]) -> int:
         sidecars = {
             "catalog": xds_sidecar(procs, cp, "catalog", app_port=app, env=tracing),
             "web": xds_sidecar(procs, cp, "web", env=tracing),
+            "catalog-m": xds_sidecar(procs, cp, "catalog-m", app_port=app),
+            "web-m": xds_sidecar(procs, cp, "web-m"),
             "catalog-off": xds_sidecar(procs, cp, "catalog-off", app_port=app, env=off),
             "web-off": xds_sidecar(procs, cp, "web-off", env=off),
         }
@@ -104,6 +109,8 @@ def main(argv: list[str]) -> int:
             "haproxy": (f"http://127.0.0.1:{front}/", None, ()),
             ON: (f"http://127.0.0.1:{sidecars['web'].outbound}/", "catalog:8080",
                  ("web", "catalog")),
+            METRICS: (f"http://127.0.0.1:{sidecars['web-m'].outbound}/", "catalog-m:8080",
+                      ("web-m", "catalog-m")),
             OFF: (f"http://127.0.0.1:{sidecars['web-off'].outbound}/", "catalog-off:8080",
                   ("web-off", "catalog-off")),
         }  # fmt: skip
@@ -118,10 +125,10 @@ def main(argv: list[str]) -> int:
         samples: dict[str, list[tuple[Throughput, Latency]]] = {name: [] for name in paths}
         peaks = dict.fromkeys(pids, 0.0)
         for round_no in range(args.rounds):
-            # the telemetry pairs alternate their order (ABBA), so a drift in the load of
-            # this shared machine hits both; their cost is the median of per-round ratios
-            order = ["direct", "haproxy", ON, OFF] if round_no % 2 == 0 else [
-                "direct", "haproxy", OFF, ON]  # fmt: skip
+            # the sidecar pairs alternate their order (ABBA), so a drift in the load of
+            # this shared machine hits all; their cost is the median of per-round ratios
+            pairs = [ON, METRICS, OFF] if round_no % 2 == 0 else [OFF, METRICS, ON]
+            order = ["direct", "haproxy", *pairs]
             for name in order:
                 url, h, watched = paths[name]
                 headers = [f"Host: {h}"] if h else []
@@ -168,12 +175,16 @@ def main(argv: list[str]) -> int:
         [[n, f"{idle[n]:.1f}", f"{peaks[n]:.1f}"] for n in pids],
     )
     on_tp, on_lat = results[ON]
-    paired = [on[0].rps / off[0].rps for on, off in zip(samples[ON], samples[OFF], strict=True)]
-    loss = 1 - statistics.median(paired)
-    print(
-        f"\ntelemetry cost: {loss:+.1%} of the throughput (median of the per-round ratios "
-        f"{', '.join(f'{r:.2f}' for r in paired)}); {spans} spans reached the receiver"
-    )
+    costs = {}
+    for name in (ON, METRICS):
+        paired = [a[0].rps / b[0].rps for a, b in zip(samples[name], samples[OFF], strict=True)]
+        costs[name] = 1 - statistics.median(paired)
+        print(
+            f"\n{name} vs telemetry off: {costs[name]:+.1%} of the throughput (median of the "
+            f"per-round ratios {', '.join(f'{r:.2f}' for r in paired)})"
+        )
+    loss = costs[ON]
+    print(f"{spans} spans reached the OTLP receiver")
     checks = [
         ("throughput >= 50% of haproxy", on_tp.rps >= 0.5 * h_tp.rps),
         ("added p50 <= 1 ms", on_lat.p50_ms - d_lat.p50_ms <= 1.0),
