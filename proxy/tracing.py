@@ -44,6 +44,8 @@ __all__ = ["DISABLED", "Sampler", "SpanHandle", "Tracing"]
 _SERVER = SpanKind.SERVER
 _CLIENT = SpanKind.CLIENT
 PEER_IDENTITY = "gossamer.peer.spiffe_id"
+_W3C_ONLY = (tc.W3C,)
+_TRACEPARENT = b"traceparent"
 
 
 class _PresetIdGenerator(IdGenerator):
@@ -104,6 +106,9 @@ class _UnsampledRoot(SpanHandle):
         self._trace_id, self._span_id, self._formats, self._had = trace_id, span_id, formats, had
 
     def inject(self, headers: Headers) -> None:
+        if not self._had and self._formats == _W3C_ONLY:  # the common case, kept cheap
+            headers.append((_TRACEPARENT, b"00-%032x-%016x-00" % (self._trace_id, self._span_id)))
+            return
         tc.inject(
             headers,
             self._trace_id,
