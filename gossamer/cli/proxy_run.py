@@ -86,9 +86,22 @@ def run(opts: dict[str, Any]) -> None:
     if not isinstance(static, Path):
         agent_options = _agent_options(opts, app_ports)
     setup_logging()
+    _one_malloc_arena()
     import uvloop
 
     uvloop.run(_serve(opts, node, app_ports, static, agent_options))
+
+
+def _one_malloc_arena() -> None:
+    """One glibc malloc arena for the whole process: the few helper threads (span
+    export, bootstrap) would otherwise each keep an arena of their own, and the memory
+    they held stays resident (a sidecar must stay small)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def _token(opts: dict[str, Any]) -> str:
