@@ -165,15 +165,15 @@ def _telemetry(opts: dict[str, Any], service: str, namespace: str, instance: str
     )
 
 
-def _options(opts: dict[str, Any], node: Any, app_ports: tuple[Any, ...]) -> Any:
+def _options(opts: dict[str, Any], node: Any, probe_port: int | None) -> Any:
     from gossamer.proxy.http1.server import ServerLimits
     from gossamer.proxy.probe import ProbeSpec
     from gossamer.proxy.sidecar import SidecarOptions
 
     probe = None
-    if app_ports:
+    if probe_port:
         path = opts["probe_path"]
-        probe = ProbeSpec(port=app_ports[0].port, path=str(path) if path else None)
+        probe = ProbeSpec(port=probe_port, path=str(path) if path else None)
     telemetry_off = os.environ.get("GOSSAMER_TELEMETRY", "").strip().lower() in ("off", "0")
     return SidecarOptions(
         node=node,
@@ -203,12 +203,15 @@ async def _serve(
     from gossamer.logs import event
     from gossamer.proxy.sidecar import Sidecar
 
-    options = _options(opts, node, app_ports)
-    instance = agent_options.instance_id if agent_options is not None else ""
-    telemetry = _telemetry(opts, node.service, node.namespace, instance)
     config = credentials = None
+    probe_port = app_ports[0].port if app_ports else None
     if static is not None:
         config, credentials = _load(opts, node, static, app_ports)
+        if config.inbound.app_ports:  # the file's first app port is probed
+            probe_port = config.inbound.app_ports[0].local_port
+    options = _options(opts, node, probe_port)
+    instance = agent_options.instance_id if agent_options is not None else ""
+    telemetry = _telemetry(opts, node.service, node.namespace, instance)
     sidecar = Sidecar(options, credentials=credentials, config=config, telemetry=telemetry)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -32,7 +32,7 @@ def test_usage_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     out = gossamer("proxy", "--service", "web")
     assert out.returncode == 2 and "--control and a token" in out.stderr and "hint:" in out.stderr
     out = gossamer("proxy", "--service", "web", "--control", "cp:15010", "--token", "x")
-    assert out.returncode == 2 and "not available in this build yet" in out.stderr
+    assert out.returncode == 1 and "join token" in out.stderr  # malformed: refused at once
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "node: {service: web}\nclusters:\n  - name: c\n    service: s\n    port: 99999\n"

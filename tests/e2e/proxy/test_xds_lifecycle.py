@@ -1,6 +1,7 @@
 """Instances come and go while traffic flows: a sidecar that stops deregisters and
-leaves every peer's endpoints, a new one appears, killing one of three endpoints under
-steady load loses no GET, and a sidecar started before its control plane waits for it."""
+leaves every peer's endpoints, one whose app dies is reported unhealthy, a new one
+appears, killing one of three endpoints under steady load loses no GET, and a sidecar
+started before its control plane waits for it."""
 
 from __future__ import annotations
 
@@ -52,6 +53,22 @@ def test_instances_join_leave_and_one_dies_under_load(tmp_path):
         )
         log = mesh.control.log() if mesh.control else ""
         assert "instance deregistered" in log
+
+        # an app that stops answering: its sidecar reports it unhealthy, peers skip it;
+        # back up, healthy again
+        (app,) = [p for p in procs if "catalog-2" in p.args]
+        app_port = int(app.args[app.args.index("--port") + 1])
+        app.stop()
+        sick = catalogs[-1]  # the sidecar of catalog-2
+
+        def health_at_web() -> str:
+            found = [e for e in web.endpoints(CATALOG) if e["port"] == sick.inbound]
+            return str(found[0]["health"]) if found else "absent"
+
+        wait_for(lambda: health_at_web() == "unhealthy", timeout=15, what="unhealthy at web")
+        assert not sick.ready()
+        mesh.app("catalog-2", app_port)
+        wait_for(lambda: health_at_web() == "healthy", timeout=15, what="healthy again")
 
         # a new instance registers and appears
         newcomer = mesh.sidecar("catalog", mesh.app("catalog-new"))
