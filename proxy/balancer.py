@@ -67,9 +67,17 @@ class Host:
         return f"Host({ep.address}:{ep.port} zone={ep.zone!r} w={ep.weight} active={self.active})"
 
 
-def eligible_hosts(hosts: Sequence[Host], local_zone: str) -> list[Host]:
-    """Healthy hosts of the local zone if there are any, else every healthy host."""
+def eligible_hosts(
+    hosts: Sequence[Host], local_zone: str, panic_threshold: float = 0.0
+) -> list[Host]:
+    """Healthy hosts of the local zone if there are any, else every healthy host.
+
+    Panic (Envoy's `healthy_panic_threshold`, in percent; 0: never): when fewer than
+    that share of the hosts is healthy, every host but the draining ones is eligible,
+    since a small healthy minority would be overwhelmed by all the traffic."""
     healthy = [h for h in hosts if h.endpoint.health is Health.HEALTHY]
+    if panic_threshold and hosts and len(healthy) * 100 < panic_threshold * len(hosts):
+        return [h for h in hosts if h.endpoint.health is not Health.DRAINING]
     if local_zone:
         local = [h for h in healthy if h.endpoint.zone == local_zone]
         if local:
@@ -334,9 +342,10 @@ def make_balancer(
     local_zone: str = "",
     rng: random.Random,
     clock: Clock,
+    panic_threshold: float = 0.0,
 ) -> Balancer:
-    """A balancer of `policy` over the eligible hosts (locality and health applied)."""
-    return _POLICIES[policy](eligible_hosts(hosts, local_zone), rng, clock)
+    """A balancer of `policy` over the eligible hosts (locality, health, panic applied)."""
+    return _POLICIES[policy](eligible_hosts(hosts, local_zone, panic_threshold), rng, clock)
 
 
 __all__ = [

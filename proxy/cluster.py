@@ -233,6 +233,7 @@ class ClusterManager:
                 local_zone=config.node.zone,
                 rng=self.rng,
                 clock=self.clock,
+                panic_threshold=cluster.panic_threshold,
             )
             runtimes[name] = ClusterRuntime(
                 cluster, cluster_hosts, balancer, cluster_pools, self.clock, self.on_eject

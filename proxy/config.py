@@ -295,6 +295,7 @@ class Cluster:
     max_idle_per_endpoint: int = 64
     idle_timeout: float = 60.0
     outlier: OutlierDetection = field(default_factory=OutlierDetection)
+    panic_threshold: float = 0.0  # % healthy below which every host is used (0: never)
 
     def __post_init__(self) -> None:
         _port(self.port, f"clusters.{self.name}.port")

@@ -227,6 +227,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
             "idle_timeout",
             "endpoints",
             "outlier",
+            "panic_threshold",
         ]
     )
     endpoints = []
@@ -259,6 +260,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
         "max_idle_per_endpoint": c.child("max_idle_per_endpoint", 64).integer(minimum=0),
         "idle_timeout": c.child("idle_timeout", 60.0).duration(),
         "outlier": _outlier(c.child("outlier", {})),
+        "panic_threshold": c.child("panic_threshold", 0.0).number(minimum=0.0, maximum=100.0),
     }
     try:
         cluster = Cluster(**values)

@@ -42,7 +42,8 @@ from gossamer.proxy.config import NodeInfo, ProxyConfig
 from gossamer.proxy.control_channels import Channels, reconnect_delay
 from gossamer.proxy.grpc_client import GrpcError
 from gossamer.proxy.metrics_defs import SidecarMetrics
-from gossamer.proxy.xds_clusters import decode_clusters, decode_endpoints
+from gossamer.proxy.xds_clusters import decode_clusters
+from gossamer.proxy.xds_endpoints import decode_endpoints
 from gossamer.proxy.xds_listeners import decode_listeners, decode_routes
 from gossamer.proxy.xds_translate import AppPortArg, Pieces, assemble, decode_secret, missing
 

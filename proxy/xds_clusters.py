@@ -14,9 +14,12 @@ control/translate/clusters.py):
   `transport_socket_matches` entry whose criterion is `tlsMode: <value>` selects mutual
   TLS for endpoints carrying that metadata (others plaintext); a plain `transport_socket`
   means TLS for every endpoint. The peer's SPIFFE ID is the exact URI SAN matcher and
-  the SNI is the context's `sni`. Outlier detection maps consecutive_5xx, base and max
-  ejection time and max_ejection_percent (absent: off, as in Envoy); the circuit
-  breakers' retry budget percent goes to the routes' retry policies.
+  the SNI is the context's `sni`. Outlier detection maps the enforced consecutive
+  5xx / gateway-failure count, base and max ejection time and max_ejection_percent
+  (absent: off, as in Envoy); the panic threshold maps as is (Envoy's default 50%);
+  the circuit breakers' retry budget percent goes to the routes' retry policies.
+  Active health checks, success-rate ejection and circuit-breaker limits are not
+  implemented: a cluster that asks for them is refused (NACK) with that reason.
 - `inbound|<port>` (STATIC, the local app): the sidecar builds its own from the inbound
   listener; only its protocol is checked: an HTTP/2 app port cannot be served.
 - PassthroughCluster (ORIGINAL_DST): traffic outside the mesh passes through.
@@ -25,10 +28,7 @@ control/translate/clusters.py):
   would also refuse every other service in the same update.
 - Other discovery types (DNS, ...) and unknown transport sockets: ConfigError.
 
-EDS: endpoints grouped by locality; the zone, health (UNKNOWN/HEALTHY/DEGRADED ->
-healthy, UNHEALTHY/TIMEOUT -> unhealthy, DRAINING -> draining), weight (unset: 1) and
-the `tlsMode` of the `envoy.transport_socket_match` metadata. Locality weights are not
-used: the balancer keeps to its own zone while it has healthy endpoints.
+EDS is decoded in xds_endpoints.py.
 """
 
 from __future__ import annotations
@@ -38,18 +38,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import health_check_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from google.protobuf import any_pb2
 from xds.type.v3 import typed_struct_pb2
 
 from gossamer.control.translate import names
-from gossamer.discovery.model import Health
 from gossamer.errors import ConfigError
-from gossamer.proxy.config import Cluster, Endpoint, LbPolicy, OutlierDetection, Protocol
+from gossamer.proxy.config import Cluster, LbPolicy, OutlierDetection, Protocol
+from gossamer.proxy.xds_endpoints import (
+    EndpointSpec,
+    load_assignment,
+    seconds,
+    struct_value,
+    unpack,
+)
 
 _PREFIX = "type.googleapis.com/"
 _LB = _PREFIX + "envoy.extensions.load_balancing_policies."
@@ -69,17 +73,8 @@ LB_ENUM = {
     cluster_pb2.Cluster.RING_HASH: LbPolicy.RING_HASH,
     cluster_pb2.Cluster.MAGLEV: LbPolicy.RING_HASH,
 }
-HEALTH = {
-    health_check_pb2.UNKNOWN: Health.HEALTHY,
-    health_check_pb2.HEALTHY: Health.HEALTHY,
-    health_check_pb2.DEGRADED: Health.HEALTHY,
-    health_check_pb2.UNHEALTHY: Health.UNHEALTHY,
-    health_check_pb2.TIMEOUT: Health.UNHEALTHY,
-    health_check_pb2.DRAINING: Health.DRAINING,
-}
 TLS_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 RAW_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
-MAX_WEIGHT = 128
 
 
 @dataclass(frozen=True)
@@ -107,31 +102,6 @@ class ClusterSet:
     @property
     def eds_names(self) -> tuple[str, ...]:
         return tuple(sorted({s.eds_name for s in self.outbound.values() if s.eds_name}))
-
-
-@dataclass(frozen=True)
-class EndpointSpec:
-    endpoint: Endpoint
-    tls_mode: str = ""  # the `tlsMode` metadata value ("" when absent)
-
-
-def unpack(packed: any_pb2.Any, message: Any, what: str) -> Any:
-    """Unpack an Any into `message`, or a ConfigError naming what was expected."""
-    if not packed.Is(message.DESCRIPTOR) or not packed.Unpack(message):
-        raise ConfigError(f"{what}: expected {message.DESCRIPTOR.full_name}, got {packed.type_url}")
-    return message
-
-
-def seconds(value: duration_pb2.Duration) -> float:
-    return float(value.seconds) + value.nanos / 1e9
-
-
-def _struct_value(struct: struct_pb2.Struct, key: str) -> Any:
-    if key not in struct.fields:
-        return None
-    value = struct.fields[key]
-    kind = value.WhichOneof("kind")
-    return getattr(value, kind) if kind else None
 
 
 # -- clusters ----------------------------------------------------------------------
@@ -187,11 +157,11 @@ def _http2(cluster: cluster_pb2.Cluster) -> bool:
 def _identity(cluster: cluster_pb2.Cluster) -> tuple[str, str, str]:
     """(service, namespace, protocol) from the gossamer metadata, else from the name."""
     meta = cluster.metadata.filter_metadata.get(names.GOSSAMER_METADATA)
-    if meta is not None and _struct_value(meta, "service"):
+    if meta is not None and struct_value(meta, "service"):
         return (
-            str(_struct_value(meta, "service")),
-            str(_struct_value(meta, "namespace") or "default"),
-            str(_struct_value(meta, "protocol") or "http"),
+            str(struct_value(meta, "service")),
+            str(struct_value(meta, "namespace") or "default"),
+            str(struct_value(meta, "protocol") or "http"),
         )
     # outbound|<port>||<svc>.<ns>
     parts = cluster.name.split("|")
@@ -203,7 +173,7 @@ def _identity(cluster: cluster_pb2.Cluster) -> tuple[str, str, str]:
 
 def _port(cluster: cluster_pb2.Cluster) -> int:
     meta = cluster.metadata.filter_metadata.get(names.GOSSAMER_METADATA)
-    value = _struct_value(meta, "port") if meta is not None else None
+    value = struct_value(meta, "port") if meta is not None else None
     if value is None:
         parts = cluster.name.split("|")
         value = parts[1] if len(parts) == 4 and parts[1].isdigit() else None
@@ -222,25 +192,15 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
         return f"{protocol} upstream: this sidecar carries HTTP/1.1 and TCP"
     lb = _lb_policy(cluster)
     identity, sni, tls_mode = _upstream_tls(cluster)
-    outlier = OutlierDetection(consecutive_failures=0)
-    if cluster.HasField("outlier_detection"):
-        od = cluster.outlier_detection
-        outlier = OutlierDetection(
-            consecutive_failures=od.consecutive_5xx.value if od.HasField("consecutive_5xx") else 5,
-            base_ejection=seconds(od.base_ejection_time)
-            if od.HasField("base_ejection_time")
-            else 30.0,
-            max_ejection=seconds(od.max_ejection_time)
-            if od.HasField("max_ejection_time")
-            else 300.0,
-            max_ejection_percent=od.max_ejection_percent.value
-            if od.HasField("max_ejection_percent")
-            else 10,
-        )
+    _unsupported_resilience(cluster)
+    outlier = _outlier(cluster)
     budget = None
     for threshold in cluster.circuit_breakers.thresholds:
         if threshold.HasField("retry_budget") and threshold.retry_budget.HasField("budget_percent"):
             budget = threshold.retry_budget.budget_percent.value
+    panic = 50.0  # Envoy's default
+    if cluster.common_lb_config.HasField("healthy_panic_threshold"):
+        panic = cluster.common_lb_config.healthy_panic_threshold.value
     try:
         spec = Cluster(
             name=name,
@@ -256,6 +216,7 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
             if cluster.HasField("connect_timeout")
             else 5.0,
             outlier=outlier,
+            panic_threshold=panic,
         )
     except ConfigError as exc:
         raise ConfigError(f"cluster {name}: {exc.message}") from None
@@ -264,6 +225,66 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
         return ClusterSpec(spec, "", lb is LbPolicy.RING_HASH, tls_mode, budget, inline)
     eds_name = cluster.eds_cluster_config.service_name or name
     return ClusterSpec(spec, eds_name, lb is LbPolicy.RING_HASH, tls_mode, budget)
+
+
+def _u32(message: Any, name: str, default: int) -> int:
+    return int(getattr(message, name).value) if message.HasField(name) else default
+
+
+def _outlier(cluster: cluster_pb2.Cluster) -> OutlierDetection:
+    """Envoy's outlier detection as the sidecar's: one count of consecutive gateway
+    failures (connect failures, resets, 502/503/504), from whichever of consecutive_5xx
+    and consecutive_gateway_failure is enforced (the lower if both); no section: off."""
+    if not cluster.HasField("outlier_detection"):
+        return OutlierDetection(consecutive_failures=0)
+    od = cluster.outlier_detection
+    rules = (
+        (_u32(od, "consecutive_5xx", 5), _u32(od, "enforcing_consecutive_5xx", 100)),
+        (
+            _u32(od, "consecutive_gateway_failure", 5),
+            _u32(od, "enforcing_consecutive_gateway_failure", 0),
+        ),
+    )
+    counts = [n for n, enforcing in rules if n > 0 and enforcing > 0]
+    return OutlierDetection(
+        consecutive_failures=min(counts, default=0),
+        base_ejection=seconds(od.base_ejection_time) if od.HasField("base_ejection_time") else 30.0,
+        max_ejection=seconds(od.max_ejection_time) if od.HasField("max_ejection_time") else 300.0,
+        max_ejection_percent=_u32(od, "max_ejection_percent", 10),
+    )
+
+
+BREAKER_LIMITS = (
+    "max_connections",
+    "max_pending_requests",
+    "max_requests",
+    "max_retries",
+    "max_connection_pools",
+)
+
+
+def _unsupported_resilience(cluster: cluster_pb2.Cluster) -> None:
+    """What the sidecar does not implement is refused, not silently dropped."""
+    name = cluster.name
+    if cluster.health_checks:
+        raise ConfigError(
+            f"cluster {name}: active health checks are not supported by this sidecar",
+            hint="sidecars report their apps' readiness; remove health_check from mesh.yaml",
+        )
+    od = cluster.outlier_detection
+    if od.HasField("enforcing_success_rate") and od.enforcing_success_rate.value > 0:
+        raise ConfigError(
+            f"cluster {name}: success-rate outlier detection is not supported by this sidecar",
+            hint="use consecutive_5xx or consecutive_gateway_errors",
+        )
+    for threshold in cluster.circuit_breakers.thresholds:
+        limits = [f for f in BREAKER_LIMITS if threshold.HasField(f)]
+        if limits:
+            raise ConfigError(
+                f"cluster {name}: circuit breaker limits ({', '.join(limits)}) are not "
+                "supported by this sidecar (its retry budget is)",
+                hint="remove circuit_breakers from mesh.yaml; retries.budget_percent works",
+            )
 
 
 def _lb_policy(cluster: cluster_pb2.Cluster) -> LbPolicy:
@@ -351,44 +372,3 @@ def _san(common: tls_pb2.CommonTlsContext) -> str | None:
             if matcher.exact.startswith("spiffe://"):
                 return str(matcher.exact)
     return None
-
-
-# -- endpoints ---------------------------------------------------------------------
-def decode_endpoints(resources: Sequence[any_pb2.Any]) -> dict[str, tuple[EndpointSpec, ...]]:
-    out: dict[str, tuple[EndpointSpec, ...]] = {}
-    for packed in resources:
-        cla = unpack(packed, endpoint_pb2.ClusterLoadAssignment(), "EDS resource")
-        out[cla.cluster_name] = load_assignment(cla, cla.cluster_name)
-    return out
-
-
-def load_assignment(cla: endpoint_pb2.ClusterLoadAssignment, name: str) -> tuple[EndpointSpec, ...]:
-    seen: set[tuple[str, int]] = set()
-    specs = []
-    for locality in cla.endpoints:
-        zone = locality.locality.zone
-        for lb in locality.lb_endpoints:
-            if lb.WhichOneof("host_identifier") != "endpoint":
-                raise ConfigError(f"{name}: named endpoints are not supported")
-            sock = lb.endpoint.address.socket_address
-            if not sock.address or not 0 < sock.port_value < 65536:
-                raise ConfigError(
-                    f"{name}: endpoint without an address and port "
-                    f"({sock.address!r}:{sock.port_value})"
-                )
-            key = (sock.address, sock.port_value)
-            if key in seen:
-                continue
-            seen.add(key)
-            weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
-            meta = lb.metadata.filter_metadata.get(names.TRANSPORT_SOCKET_MATCH)
-            mode = _struct_value(meta, names.TLS_MODE_KEY) if meta is not None else None
-            endpoint = Endpoint(
-                address=sock.address,
-                port=sock.port_value,
-                zone=zone,
-                weight=min(max(weight, 1), MAX_WEIGHT),
-                health=HEALTH.get(lb.health_status, Health.UNHEALTHY),
-            )
-            specs.append(EndpointSpec(endpoint, str(mode or "")))
-    return tuple(specs)

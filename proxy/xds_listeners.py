@@ -55,7 +55,7 @@ from gossamer.proxy.config import (
     WeightedCluster,
 )
 from gossamer.proxy.tls import port_from_sni
-from gossamer.proxy.xds_clusters import seconds, unpack
+from gossamer.proxy.xds_endpoints import seconds, unpack
 
 _P = "type.googleapis.com/envoy.extensions."
 HCM_TYPE = _P + "filters.network.http_connection_manager.v3.HttpConnectionManager"

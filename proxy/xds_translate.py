@@ -46,7 +46,8 @@ from gossamer.proxy.config import (
     RouteTable,
     VirtualHost,
 )
-from gossamer.proxy.xds_clusters import ClusterSet, EndpointSpec, unpack
+from gossamer.proxy.xds_clusters import ClusterSet
+from gossamer.proxy.xds_endpoints import EndpointSpec, unpack
 from gossamer.proxy.xds_listeners import ListenerSet, RouteSpec
 
 __all__ = [

@@ -19,7 +19,7 @@ from gossamer.discovery.model import (
     ServiceKey,
     ServicePort,
 )
-from gossamer.proxy import xds_clusters, xds_listeners, xds_translate
+from gossamer.proxy import xds_clusters, xds_endpoints, xds_listeners, xds_translate
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 
 TD = "gossamer.local"
@@ -111,7 +111,7 @@ def view(service: str, namespace: str = "default", **kw: Any) -> dict[str, list[
 def pieces_of(resources: Mapping[str, list[any_pb2.Any]]) -> xds_translate.Pieces:
     return xds_translate.Pieces(
         clusters=xds_clusters.decode_clusters(resources[names.CLUSTER]),
-        endpoints=xds_clusters.decode_endpoints(resources[names.ENDPOINT]),
+        endpoints=xds_endpoints.decode_endpoints(resources[names.ENDPOINT]),
         endpoints_seen=True,
         listeners=xds_listeners.decode_listeners(resources[names.LISTENER], TD),
         routes=xds_listeners.decode_routes(resources[names.ROUTE]),

@@ -162,3 +162,20 @@ def test_locality_fails_over_when_the_zone_has_no_healthy_host():
     ]
     assert set(eligible_hosts(hosts, "a")) == {hosts[1], hosts[2]}
     assert eligible_hosts(hosts, "b") == [hosts[1]]
+
+
+def test_panic_threshold_uses_every_host_when_too_few_are_healthy():
+    from gossamer.proxy.balancer import eligible_hosts
+    from gossamer.proxy.config import Endpoint, Health
+
+    def host(i: int, health: Health) -> Host:
+        return Host(Endpoint(f"10.0.0.{i}", 1, health=health))
+
+    sick = [host(1, Health.HEALTHY), host(2, Health.UNHEALTHY), host(3, Health.UNHEALTHY)]
+    draining = host(4, Health.DRAINING)
+    assert eligible_hosts(sick, "") == sick[:1]  # no panic threshold: healthy only
+    panicked = eligible_hosts([*sick, draining], "", panic_threshold=50.0)
+    assert panicked == sick  # 1 of 4 healthy < 50%: all but the draining one
+    assert eligible_hosts(sick[:2], "", panic_threshold=50.0) == sick[:1]  # 50% is enough
+    none_healthy = [host(5, Health.UNHEALTHY)]
+    assert eligible_hosts(none_healthy, "", panic_threshold=50.0) == none_healthy

@@ -23,7 +23,7 @@ from google.protobuf import any_pb2
 
 from gossamer.control.translate import NodeGroup, names
 from gossamer.errors import ConfigError
-from gossamer.proxy import xds_clusters, xds_listeners, xds_translate
+from gossamer.proxy import xds_clusters, xds_endpoints, xds_listeners, xds_translate
 from tests.helpers.xds_fixtures import TD, key, translator
 
 CATALOG = "outbound|8080||catalog.default"
@@ -55,7 +55,7 @@ def refuses(type_url: str, change: Callable[[dict[str, Any]], None], match: str)
     change(view[type_url])
     decode: dict[str, Callable[[list[any_pb2.Any]], Any]] = {
         names.CLUSTER: xds_clusters.decode_clusters,
-        names.ENDPOINT: xds_clusters.decode_endpoints,
+        names.ENDPOINT: xds_endpoints.decode_endpoints,
         names.LISTENER: lambda rs: xds_listeners.decode_listeners(rs, TD),
         names.ROUTE: xds_listeners.decode_routes,
         names.SECRET: xds_translate.decode_secret,

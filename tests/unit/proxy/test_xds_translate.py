@@ -209,3 +209,48 @@ def test_listeners_rds_names():
     resources = view("web")
     listeners = xds_listeners.decode_listeners(resources[names.LISTENER], TD)
     assert listeners.rds_names == (names.OUTBOUND_ROUTE,)
+
+
+def _with_catalog(**extra: object) -> list[dict[str, object]]:
+    return [p for p in POLICIES if p["name"] != "catalog"] + [
+        {**next(p for p in POLICIES if p["name"] == "catalog"), **extra}
+    ]
+
+
+def test_resilience_policy_from_mesh_yaml():
+    default = config_for("web").clusters[CATALOG]
+    assert default.outlier.consecutive_failures == 5 and default.panic_threshold == 50.0
+    tuned = _with_catalog(
+        outlier_detection={
+            "consecutive_5xx": 0,
+            "consecutive_gateway_errors": 3,
+            "base_ejection_time": "10s",
+            "max_ejection_percent": 30,
+            "panic_threshold": 25,
+        }
+    )
+    cluster = config_for("web", policies=tuned).clusters[CATALOG]
+    assert cluster.outlier.consecutive_failures == 3  # the gateway rule is the enforced one
+    assert cluster.outlier.base_ejection == 10.0
+    assert cluster.outlier.max_ejection_percent == 30
+    assert cluster.panic_threshold == 25.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"health_check": {"http_path": "/healthz"}}, "active health checks are not supported"),
+        (
+            {"outlier_detection": {"success_rate": {"minimum_hosts": 3}}},
+            "success-rate outlier detection is not supported",
+        ),
+        (
+            {"circuit_breakers": {"max_connections": 10}},
+            r"circuit breaker limits \(max_connections\)",
+        ),
+    ],
+)
+def test_resilience_the_sidecar_does_not_implement_is_refused(extra, message):
+    resources = view("web", policies=_with_catalog(**extra))
+    with pytest.raises(ConfigError, match=message):
+        xds_clusters.decode_clusters(resources[names.CLUSTER])

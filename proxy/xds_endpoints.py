@@ -1,0 +1,106 @@
+"""EDS for the sidecar: ClusterLoadAssignment -> endpoint specs (pure).
+
+Endpoints are grouped by locality; each keeps its zone, health (UNKNOWN/HEALTHY/DEGRADED
+-> healthy, UNHEALTHY/TIMEOUT -> unhealthy, DRAINING -> draining), weight (unset: 1)
+and the `tlsMode` of its `envoy.transport_socket_match` metadata (which decides, with
+the cluster's transport socket match, whether it is reached over mutual TLS). Locality
+weights are not used: the balancer keeps to its own zone while it has healthy
+endpoints. Named endpoints and endpoints without an address are refused.
+
+Also the small helpers every decoder uses (xds_clusters, xds_listeners, xds_translate):
+unpacking an Any with a clear error, durations and Struct values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2
+
+from gossamer.control.translate import names
+from gossamer.discovery.model import Health
+from gossamer.errors import ConfigError
+from gossamer.proxy.config import Endpoint
+
+MAX_WEIGHT = 128
+
+
+def unpack(packed: any_pb2.Any, message: Any, what: str) -> Any:
+    """Unpack an Any into `message`, or a ConfigError naming what was expected."""
+    if not packed.Is(message.DESCRIPTOR) or not packed.Unpack(message):
+        raise ConfigError(f"{what}: expected {message.DESCRIPTOR.full_name}, got {packed.type_url}")
+    return message
+
+
+def seconds(value: duration_pb2.Duration) -> float:
+    return float(value.seconds) + value.nanos / 1e9
+
+
+def struct_value(struct: struct_pb2.Struct, key: str) -> Any:
+    """A Struct field as a Python value (None when absent)."""
+    if key not in struct.fields:
+        return None
+    value = struct.fields[key]
+    kind = value.WhichOneof("kind")
+    return getattr(value, kind) if kind else None
+
+
+HEALTH = {
+    health_check_pb2.UNKNOWN: Health.HEALTHY,
+    health_check_pb2.HEALTHY: Health.HEALTHY,
+    health_check_pb2.DEGRADED: Health.HEALTHY,
+    health_check_pb2.UNHEALTHY: Health.UNHEALTHY,
+    health_check_pb2.TIMEOUT: Health.UNHEALTHY,
+    health_check_pb2.DRAINING: Health.DRAINING,
+}
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    endpoint: Endpoint
+    tls_mode: str = ""  # the `tlsMode` metadata value ("" when absent)
+
+
+# -- endpoints ---------------------------------------------------------------------
+def decode_endpoints(resources: Sequence[any_pb2.Any]) -> dict[str, tuple[EndpointSpec, ...]]:
+    out: dict[str, tuple[EndpointSpec, ...]] = {}
+    for packed in resources:
+        cla = unpack(packed, endpoint_pb2.ClusterLoadAssignment(), "EDS resource")
+        out[cla.cluster_name] = load_assignment(cla, cla.cluster_name)
+    return out
+
+
+def load_assignment(cla: endpoint_pb2.ClusterLoadAssignment, name: str) -> tuple[EndpointSpec, ...]:
+    seen: set[tuple[str, int]] = set()
+    specs = []
+    for locality in cla.endpoints:
+        zone = locality.locality.zone
+        for lb in locality.lb_endpoints:
+            if lb.WhichOneof("host_identifier") != "endpoint":
+                raise ConfigError(f"{name}: named endpoints are not supported")
+            sock = lb.endpoint.address.socket_address
+            if not sock.address or not 0 < sock.port_value < 65536:
+                raise ConfigError(
+                    f"{name}: endpoint without an address and port "
+                    f"({sock.address!r}:{sock.port_value})"
+                )
+            key = (sock.address, sock.port_value)
+            if key in seen:
+                continue
+            seen.add(key)
+            weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
+            meta = lb.metadata.filter_metadata.get(names.TRANSPORT_SOCKET_MATCH)
+            mode = struct_value(meta, names.TLS_MODE_KEY) if meta is not None else None
+            endpoint = Endpoint(
+                address=sock.address,
+                port=sock.port_value,
+                zone=zone,
+                weight=min(max(weight, 1), MAX_WEIGHT),
+                health=HEALTH.get(lb.health_status, Health.UNHEALTHY),
+            )
+            specs.append(EndpointSpec(endpoint, str(mode or "")))
+    return tuple(specs)
