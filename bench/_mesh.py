@@ -92,11 +92,16 @@ def xds_sidecar(
 
 
 class OtlpReceiverProcess:
-    def __init__(self) -> None:
+    """Stopped by `stop()`, or with the run's other processes (`procs`) if that never
+    comes (an error on the way)."""
+
+    def __init__(self, procs: Procs) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", RECEIVER],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+            start_new_session=True,
         )  # fmt: skip
+        procs.procs.append(self.proc)  # type: ignore[arg-type]
         assert self.proc.stdout is not None
         self.endpoint = f"http://127.0.0.1:{self.proc.stdout.readline().strip()}"
 

@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
         haproxy_backend(procs, backend)
         front, middle = free_port(), free_port()
         haproxy_pair(procs, ids, front, middle, backend)
-        receiver = OtlpReceiverProcess()
+        receiver = OtlpReceiverProcess(procs)
         cp = control_plane(procs, services())
         tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}  # default sampler: 1%
         off = {"GOSSAMER_TELEMETRY": "off"}

@@ -18,7 +18,7 @@ from typing import Any
 
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.tokens import TokenStore
-from tests.helpers.control_plane import ControlPlaneProcess, write_mesh
+from tests.helpers.control_plane import wait_serving, write_mesh
 from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, port_open, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ class XdsMesh:
         }
         self.config = tmp / "mesh.yaml"
         self.set_services(services)
-        self.control: ControlPlaneProcess | None = None
+        self.control: Process | None = None
         self.restarts = 0
 
     # -- control plane -----------------------------------------------------------------
@@ -110,12 +110,22 @@ class XdsMesh:
             {"trust_domain": TD, "control": self.control_settings, "services": services},
         )
 
-    def start_control(self) -> ControlPlaneProcess:
+    def start_control(self) -> Process:
+        """`gossamer control` as one of the block's processes (stopped with them)."""
         log = self.tmp / f"control-{self.restarts}.log"
         self.restarts += 1
-        self.control = ControlPlaneProcess(self.config, log, reload_interval=0.2)
-        self.control.start(self.ports["insecure"])
-        return self.control
+        args = gossamer_cmd("control", "--config", str(self.config), "--reload-interval", "0.2")
+        self.control = Process(args, log, env={"GOSSAMER_LOG_FORMAT": "json"}, cwd=REPO)
+        self.procs.append(self.control)
+        control = self.control
+        wait_for(
+            lambda: not control.alive() or port_open(self.ports["api"]),
+            timeout=30,
+            what="the control plane",
+        )
+        assert control.alive(), control.output()
+        wait_serving(f"127.0.0.1:{self.ports['insecure']}", 20)
+        return control
 
     def stop_control(self) -> None:
         if self.control is not None:

@@ -51,7 +51,7 @@ def test_instances_join_leave_and_one_dies_under_load(tmp_path):
             timeout=10,
             what="the stopped instance to leave web's endpoints",
         )
-        log = mesh.control.log() if mesh.control else ""
+        log = mesh.control.output() if mesh.control else ""
         assert "instance deregistered" in log
 
         # an app that stops answering: its sidecar reports it unhealthy, peers skip it;
