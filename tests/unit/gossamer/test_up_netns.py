@@ -62,7 +62,7 @@ def test_create_builds_bridge_namespaces_veths_and_hosts_files(tmp_path: Path):
 def test_a_failing_step_names_the_command(tmp_path: Path):
     layout = isolated_layout(Subnet("10.213.5"), "321")
     network = netns.Network(layout, "321", FakeRun(fail="ip netns add gup-321-web"), tmp_path)
-    with pytest.raises(GossamerError, match="ip netns add gup-321-web.*File exists"):
+    with pytest.raises(GossamerError, match=r"ip netns add gup-321-web.*File exists"):
         network.create()
 
 

@@ -32,7 +32,7 @@ def test_render_shows_connected_sidecars_and_per_service_figures():
                 "meshed": 1,
                 "instances": 1,
             },
-        ],  # fmt: skip
+        ],
         running=10,
         expected_processes=11,
         expected_sidecars=5,
