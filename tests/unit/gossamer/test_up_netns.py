@@ -3,6 +3,7 @@ namespaces are exercised by tests/e2e/test_up.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -119,6 +120,6 @@ def test_cleanup_stale_removes_namespaces_links_files_and_rules(tmp_path: Path):
 
 
 def test_choose_subnet_skips_prefixes_in_use(monkeypatch):
-    monkeypatch.setattr(netns.os, "getpid", lambda: 254 * 1000 + 6)  # starts at .7
+    monkeypatch.setattr(os, "getpid", lambda: 254 * 1000 + 6)  # starts at .7
     run = FakeRun({"ip -4 -o addr show": "3: gupb9 inet 10.213.7.1/24", "ip -4 route": ""})
     assert netns.choose_subnet(run) == Subnet("10.213.8")
