@@ -44,7 +44,9 @@ S stays reachable by name), S-init in transparent mode (installs iptables rules 
 NET_ADMIN, then exits) and S-proxy (the sidecar, healthy before S starts). Ports S
 published stay reachable from the host. A service opts out with
 `x-gossamer: {mesh: false}`; `x-gossamer: {port: N, protocol: http|http2|grpc|tcp}`
-sets the port the sidecar delivers to (default: its first TCP port).
+sets the port the sidecar delivers to (default: its first TCP port);
+`x-gossamer: {service: NAME}` sets its name in the mesh, so several Compose services
+(one per replica; `deploy.replicas` cannot be meshed) are instances of one service.
 
 Explicit mode needs no privileges: nothing is intercepted, and the app gets
 HTTP_PROXY/http_proxy pointing at its sidecar (127.0.0.1:15001) unless --no-proxy-env.
@@ -138,7 +140,8 @@ def inject(
     for name, why in plan.skipped:
         _say(f"  left alone: {name} ({why})")
     for sp in plan.renamed():
-        _say(f"  {sp.name} is {sp.mesh_name} in the mesh (names there are DNS-1123 labels)")
+        why = "x-gossamer: service" if sp.named else "names there are DNS-1123 labels"
+        _say(f"  {sp.name} is {sp.mesh_name} in the mesh ({why})")
     for sp in plan.meshed:
         if sp.shape == "host":
             _say(f"  {sp.name}: network_mode host, so its sidecar runs beside it in explicit mode")

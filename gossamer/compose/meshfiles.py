@@ -52,7 +52,9 @@ def mesh_yaml(plan: Plan, *, trust_domain: str, namespace: str, source: str) -> 
         "  store: embedded",
         "services:",
     ]
-    declared = [sp for sp in plan.meshed if sp.ports]
+    # replicas (x-gossamer: {service: NAME}) share one entry
+    unique = {sp.mesh_name: sp for sp in reversed(plan.meshed)}
+    declared = [sp for sp in plan.meshed if sp.ports and unique[sp.mesh_name] is sp]
     for sp in declared:
         ports = ", ".join(f"{{port: {port}, protocol: {proto}}}" for port, proto in sp.ports)
         lines += [

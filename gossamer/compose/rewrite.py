@@ -151,6 +151,9 @@ def _aliases_for(sp: ServicePlan) -> list[str]:
     aliases = [sp.name]
     if sp.container_name and sp.container_name != sp.name:
         aliases.append(sp.container_name)
+    if sp.named and sp.mesh_name not in aliases:
+        # replicas of one mesh service all answer to its name, as Compose's replicas do
+        aliases.append(sp.mesh_name)
     return aliases
 
 
