@@ -78,6 +78,15 @@ is recorded in the output, and `gossamer uninject` restores it byte for byte.
 @click.option("--image", default="gossamer:latest", show_default=True, help="Gossamer image.")
 @click.option("--namespace", default="default", show_default=True, help="Mesh namespace.")
 @click.option("--no-proxy-env", is_flag=True, help="Explicit mode: do not set HTTP_PROXY.")
+@click.option(
+    "--bootstrap",
+    type=click.Choice(["files", "volumes"]),
+    default="files",
+    show_default=True,
+    help="files: CA and join tokens made now in .gossamer/ (Compose secrets); volumes: "
+    "made by a one-shot service at `docker compose up`, in named volumes (the file "
+    "stands alone, e.g. in a repository).",
+)
 @click.option("--trust-domain", default=None, help="For a new CA [default: gossamer.local].")
 @click.option("--token-ttl", default="720h", show_default=True, help="Join token lifetime.")
 @click.option("--force", is_flag=True, help="Replace an output gossamer did not write.")
@@ -97,6 +106,7 @@ def inject(
     image: str,
     namespace: str,
     no_proxy_env: bool,
+    bootstrap: str,
     trust_domain: str | None,
     token_ttl: str,
     force: bool,
@@ -118,6 +128,8 @@ def inject(
         image=image,
         namespace=namespace,
         proxy_env=not no_proxy_env,
+        bootstrap=bootstrap,
+        trust_domain=trust_domain if bootstrap == "volumes" else None,
     )
     ttl = _ttl(token_ttl)
     target = file if in_place else (None if output in (None, "-") else Path(output))

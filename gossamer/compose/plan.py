@@ -29,6 +29,7 @@ from gossamer.compose.ports import (
 from gossamer.errors import ConfigError, UsageError
 
 MODES = ("transparent", "explicit")
+BOOTSTRAPS = ("files", "volumes")
 Shape = Literal["netns", "host"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SETTINGS = ("mesh", "port", "protocol", "service")
@@ -60,10 +61,18 @@ class InjectOptions:
     image: str = names.DEFAULT_IMAGE
     namespace: str = "default"
     proxy_env: bool = True
+    # files: CA and tokens made now under .gossamer/ (Compose secrets); volumes: made by
+    # a one-shot service at `docker compose up`, in named volumes (nothing on the host)
+    bootstrap: str = "files"
+    trust_domain: str | None = None  # volumes: the CA's trust domain (default gossamer.local)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}", hint="use transparent or explicit")
+        if self.bootstrap not in BOOTSTRAPS:
+            raise UsageError(f"unknown bootstrap {self.bootstrap!r}", hint="use files or volumes")
+        if self.trust_domain is not None and self.bootstrap != "volumes":
+            raise UsageError("a recorded trust domain applies to --bootstrap volumes only")
         if not _DNS_LABEL.match(self.namespace):
             raise UsageError(
                 f"invalid namespace {self.namespace!r}",
@@ -265,7 +274,7 @@ def _check_collisions(
                     hint=f"rename {generated}, or exclude {sp.name} from the mesh",
                 )
     if meshed:
-        for generated in names.shared_services(options.observability):
+        for generated in names.shared_services(options.observability, options.bootstrap):
             if generated in services:
                 raise doc.error(
                     f"the service name {generated!r} is needed by gossamer inject",
@@ -275,13 +284,19 @@ def _check_collisions(
                     hint=f"rename {generated}"
                     + (
                         ", or inject without --with-observability"
-                        if generated != names.CONTROL
+                        if generated in (names.JAEGER, names.PROMETHEUS)
                         else ""
                     ),
                 )
     for section, taken in (
         ("secrets", [names.CA_SECRET, *(names.token_secret(s.name) for s in meshed)]),
         ("configs", [names.MESH_CONFIG, names.PROMETHEUS_CONFIG]),
+        (
+            "volumes",
+            [names.CA_VOLUME, *(names.token_volume(s.name) for s in meshed)]
+            if options.bootstrap == "volumes"
+            else [],
+        ),
     ):
         existing = doc.data.get(section)
         if not isinstance(existing, dict):
