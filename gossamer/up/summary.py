@@ -62,9 +62,9 @@ def render(snapshot: Snapshot, now: float | None = None) -> list[str]:
     lines = [head, f"  {'service':<10} {'rps':>6} {'success':>8} {'p99 ms':>7} {'sidecars':>8}"]
     for name in SHOWN:
         row = rows.get(name, {})
+        sidecars = f"{row.get('meshed', 0)}/{row.get('instances', 0)}"
         lines.append(
             f"  {name:<10} {_num(row.get('rps')):>6} {_pct(row.get('success_rate')):>8}"
-            f" {_num(row.get('latency_p99_ms')):>7}"
-            f" {row.get('meshed', 0)}/{row.get('instances', 0):<6}"
+            f" {_num(row.get('latency_p99_ms')):>7} {sidecars:>8}"
         )
     return lines
