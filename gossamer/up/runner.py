@@ -140,7 +140,7 @@ class DemoMesh:
         self.last_answer = f"HTTP {answer.status} {answer.body[:200]}"
         return answer.complete
 
-    def start(self, timeout: float) -> None:
+    def start(self, timeout: float, progress: Callable[[str], None] = lambda _: None) -> None:
         deadline = time.monotonic() + timeout
         layout, sup = self.layout, self.supervisor
         iptables = self._iptables() if layout.isolated else []
@@ -151,6 +151,7 @@ class DemoMesh:
             )
         self._wait("the control plane's API did not answer", lambda: probes.control_ready(layout),
                    deadline, self.control.log_path)  # fmt: skip
+        progress("control plane ready")
         self._check_iptables(iptables, deadline)
         for instance in layout.instances:
             self.sidecars[instance.name] = sup.start(
@@ -167,7 +168,9 @@ class DemoMesh:
         self._wait(
             lambda: "sidecars not ready: " + ", ".join(sorted(pending)), sidecars_ready, deadline
         )
+        progress(f"{len(self.sidecars)} sidecars ready (certificate, configuration, app)")
         self._wait("no complete answer through the mesh", self._mesh_answers, deadline)
+        progress("web -> catalog -> inventory answered through the mesh")
         entry = layout.entry
         self.loadgen = sup.start("loadgen", commands.loadgen(layout, entry, self.settings))
 

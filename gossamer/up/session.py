@@ -151,7 +151,10 @@ def run(options: UpOptions, out: TextIO = sys.stdout) -> int:
         release_ports()
         mesh = DemoMesh(layout, state, options.settings, network)
         printer.say(f"starting the demo mesh (logs in {state.logs}) ...")
-        mesh.start(options.timeout)
+        mesh.start(
+            options.timeout,
+            lambda what: printer.say(f"  {time.monotonic() - started:5.1f} s  {what}"),
+        )
         seconds = time.monotonic() - started
         token = state.admin_token()
         for line in report.banner(
