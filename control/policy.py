@@ -9,6 +9,7 @@ hash_header: x-user           # ring_hash only: the request header hashed to pic
 timeout: 5s                   # whole-request timeout (0 disables it)
 retries: {attempts: 2, per_try_timeout: 1s, on: [connect-failure, reset, 503], budget_percent: 20}
 authorization: {allow: [spiffe://gossamer.local/ns/default/sa/web]}   # absent: every mesh identity
+outlier_detection: {...}      # circuit_breakers: {...}, health_check: {...}: see resilience.py
 ```
 
 `parse_service_policy` reads only these keys; `POLICY_KEYS` lets the mesh-file parser
@@ -20,10 +21,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gossamer.control.resilience import (
+    CircuitBreakerPolicy,
+    HealthCheckPolicy,
+    OutlierPolicy,
+    parse_circuit_breakers,
+    parse_health_check,
+    parse_outlier,
+)
 from gossamer.yamlconf import Node
 
 LB_POLICIES = ("round_robin", "random", "least_request", "ewma", "ring_hash")
-POLICY_KEYS = ("lb_policy", "hash_header", "timeout", "retries", "authorization")
+POLICY_KEYS = (
+    "lb_policy",
+    "hash_header",
+    "timeout",
+    "retries",
+    "authorization",
+    "outlier_detection",
+    "circuit_breakers",
+    "health_check",
+)
 RETRY_KEYS = ("attempts", "per_try_timeout", "on", "budget_percent")
 
 # Retry conditions, named as Envoy's `x-envoy-retry-on` / `x-envoy-retry-grpc-on` values
@@ -79,6 +97,9 @@ class ServicePolicy:
     timeout: float | None = None
     retries: RetryPolicy | None = None
     authorization: Authorization | None = None
+    outlier: OutlierPolicy | None = None
+    circuit_breakers: CircuitBreakerPolicy | None = None
+    health_check: HealthCheckPolicy | None = None
 
     def allows(self, spiffe_id: str) -> bool:
         """Whether a caller with this identity may call the service (absent: everyone)."""
@@ -113,7 +134,27 @@ def parse_service_policy(service: Node, trust_domain: str) -> ServicePolicy:
     authorization = None
     if service.has("authorization") and service.child("authorization").value is not None:
         authorization = _parse_authorization(service.child("authorization"), trust_domain)
-    return ServicePolicy(lb, hash_header, timeout, retries, authorization)
+
+    def section(key: str) -> Node | None:
+        return (
+            service.child(key)
+            if service.has(key) and service.child(key).value is not None
+            else None
+        )
+
+    outlier_node = section("outlier_detection")
+    breaker_node = section("circuit_breakers")
+    health_node = section("health_check")
+    return ServicePolicy(
+        lb,
+        hash_header,
+        timeout,
+        retries,
+        authorization,
+        outlier=parse_outlier(outlier_node) if outlier_node else None,
+        circuit_breakers=parse_circuit_breakers(breaker_node) if breaker_node else None,
+        health_check=parse_health_check(health_node) if health_node else None,
+    )
 
 
 def _parse_retries(node: Node) -> RetryPolicy:

@@ -26,15 +26,14 @@ others plaintext. gRPC ignores `transport_socket_matches` (it reads only
 
 from __future__ import annotations
 
-from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2, protocol_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, extension_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
 from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 from xds.type.v3 import typed_struct_pb2
@@ -44,6 +43,7 @@ from gossamer.discovery.model import Service, ServicePort
 
 from . import names, tls
 from .common import ads_source, duration, metadata, pack, struct
+from .resilience import apply_resilience
 
 CONNECT_TIMEOUT = 5.0
 PEAK_EWMA_NAME = "gossamer.lb.peak_ewma"
@@ -130,12 +130,6 @@ def outbound_cluster(
             eds_config=ads_source(), service_name=name
         ),
         connect_timeout=duration(CONNECT_TIMEOUT),
-        outlier_detection=outlier_detection_pb2.OutlierDetection(
-            consecutive_5xx=wrappers_pb2.UInt32Value(value=5),
-            interval=duration(5),
-            base_ejection_time=duration(30),
-            max_ejection_percent=wrappers_pb2.UInt32Value(value=50),
-        ),
         metadata=metadata(
             names.GOSSAMER_METADATA,
             {
@@ -148,20 +142,7 @@ def outbound_cluster(
         ),
     )
     _set_lb(cluster, policy)
-    if policy.retries is not None and policy.retries.budget_percent is not None:
-        cluster.circuit_breakers.CopyFrom(
-            circuit_breaker_pb2.CircuitBreakers(
-                thresholds=[
-                    circuit_breaker_pb2.CircuitBreakers.Thresholds(
-                        priority=base_pb2.DEFAULT,
-                        retry_budget=circuit_breaker_pb2.CircuitBreakers.Thresholds.RetryBudget(
-                            budget_percent=percent_pb2.Percent(value=policy.retries.budget_percent),
-                            min_retry_concurrency=wrappers_pb2.UInt32Value(value=3),
-                        ),
-                    )
-                ]
-            )
-        )
+    apply_resilience(cluster, policy)
     if port.protocol in ("http2", "grpc"):
         _use_http2(cluster)
     if mtls:
