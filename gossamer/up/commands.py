@@ -115,6 +115,10 @@ def sidecar(layout: Layout, instance: Instance, state: StateDir) -> list[str]:
         NAMESPACE,
         "--node",
         instance.name,
+        "--instance-id",
+        instance.name,
+        "--advertise-address",
+        instance.address,
         "--control",
         f"{control.address}:{control.xds}",
         "--bootstrap",
@@ -135,7 +139,8 @@ def sidecar(layout: Layout, instance: Instance, state: StateDir) -> list[str]:
         "127.0.0.1",
     )
     if instance.app_port is not None:
-        argv += ["--app-port", f"{instance.app_port}/http"]
+        # peers call the service port; the app may listen on another one (loopback)
+        argv += ["--app-port", f"{SERVICE_PORT}:{instance.app_port}/http"]
     return in_netns(instance.netns, argv, PROXY_UID if layout.isolated else None)
 
 

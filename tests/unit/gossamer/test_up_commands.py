@@ -78,6 +78,9 @@ def test_sidecar_command_names_the_control_plane_and_its_token(tmp_path: Path):
     assert argv[argv.index("--token-file") + 1] == str(tmp_path / "tokens" / "catalog.token")
     assert argv[argv.index("--inbound-port") + 1] == str(catalog.sidecar.inbound)
     assert argv[argv.index("--inbound-address") + 1] == "127.0.0.1"
+    assert argv[argv.index("--instance-id") + 1] == "catalog-2"
+    assert argv[argv.index("--advertise-address") + 1] == "127.0.0.1"
+    assert argv[argv.index("--app-port") + 1] == f"8080:{catalog.app_port}/http"
     loadgen = gossamer_args(commands.sidecar(layout, layout.entry, state))
     assert "--app-port" not in loadgen
 
