@@ -103,7 +103,8 @@ def loadgen(layout: Layout, instance: Instance, settings: Settings) -> list[str]
     return in_netns(instance.netns, argv, APP_UID)
 
 
-def sidecar(layout: Layout, instance: Instance, state: StateDir) -> list[str]:
+def sidecar(layout: Layout, instance: Instance) -> list[str]:
+    """The sidecar's command; its join token goes in its environment (`sidecar_env`)."""
     control = layout.control
     ports = instance.sidecar
     listen = "0.0.0.0" if layout.isolated else instance.address
@@ -123,8 +124,6 @@ def sidecar(layout: Layout, instance: Instance, state: StateDir) -> list[str]:
         f"{control.address}:{control.xds}",
         "--bootstrap",
         f"{control.address}:{control.bootstrap}",
-        "--token-file",
-        str(state.token_file(instance.service)),
         "--inbound-port",
         str(ports.inbound),
         "--outbound-port",
@@ -142,6 +141,12 @@ def sidecar(layout: Layout, instance: Instance, state: StateDir) -> list[str]:
         # peers call the service port; the app may listen on another one (loopback)
         argv += ["--app-port", f"{SERVICE_PORT}:{instance.app_port}/http"]
     return in_netns(instance.netns, argv, PROXY_UID if layout.isolated else None)
+
+
+def sidecar_env(instance: Instance, state: StateDir) -> dict[str, str]:
+    """$GOSSAMER_TOKEN: readable by the sidecar whatever user it runs as and wherever
+    the state directory is (pytest's and /root's folders are closed to other users)."""
+    return {"GOSSAMER_TOKEN": state.token(instance.service)}
 
 
 def iptables_install(instance: Instance) -> list[str]:

@@ -155,7 +155,9 @@ class DemoMesh:
         self._check_iptables(iptables, deadline)
         for instance in layout.instances:
             self.sidecars[instance.name] = sup.start(
-                f"{instance.name}-proxy", commands.sidecar(layout, instance, self.state)
+                f"{instance.name}-proxy",
+                commands.sidecar(layout, instance),
+                env=commands.sidecar_env(instance, self.state),
             )
         pending = set(self.sidecars)
 

@@ -143,8 +143,7 @@ def run(options: UpOptions, out: TextIO = sys.stdout) -> int:
                 for item in netns.cleanup_stale():
                     printer.say(f"removed {item} left by an earlier run")
             layout, release_ports = _layout(options, run_id)
-            uid = layouts.PROXY_UID if options.isolate else None
-            state = prepare(options.state_dir, layout, sidecar_uid=uid)
+            state = prepare(options.state_dir, layout)
             if options.isolate:
                 network = netns.Network(layout, run_id)
                 network.create()

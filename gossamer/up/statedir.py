@@ -4,8 +4,9 @@
     mesh.yaml           the control plane's configuration (meshfile.py)
     ca/                 a new mesh CA (root + intermediate)
     data/               the control plane's data: embedded registry, admin-token, audit
-    tokens/S.token      one join token per service (mode 0600; in isolated mode owned by
-                        the sidecar's UID, which is the only process that reads it)
+    tokens/S.token      one join token per service (mode 0600; `gossamer up` hands each to
+                        its sidecars in $GOSSAMER_TOKEN, so a sidecar running as another
+                        user needs no access to this folder)
     logs/NAME.log       one log per process
     status.json         written once the mesh is up: addresses, pids, URLs (for tools)
 
@@ -64,6 +65,9 @@ class StateDir:
     def token_file(self, service: str) -> Path:
         return self.root / "tokens" / f"{service}.token"
 
+    def token(self, service: str) -> str:
+        return self.token_file(service).read_text(encoding="utf-8").strip()
+
     def admin_token(self) -> str:
         return self.admin_token_file.read_text(encoding="utf-8").strip()
 
@@ -110,9 +114,7 @@ def _wipe(root: Path) -> None:
     shutil.rmtree(root)
 
 
-def prepare(
-    root: Path, layout: Layout, *, sidecar_uid: int | None = None, jaeger_url: str | None = None
-) -> StateDir:
+def prepare(root: Path, layout: Layout, *, jaeger_url: str | None = None) -> StateDir:
     """Wipe and recreate `root`: CA, one join token per service, mesh.yaml, logs/."""
     from gossamer.certs.ca import CertificateAuthority
     from gossamer.certs.tokens import TokenStore
@@ -121,8 +123,7 @@ def prepare(
     try:
         _wipe(state.root)
         state.root.mkdir(parents=True, mode=0o700)
-        # the sidecars of isolated mode run as another user: they may traverse, not list
-        os.chmod(state.root, 0o711 if sidecar_uid is not None else 0o700)
+        os.chmod(state.root, 0o700)
         (state.root / MARKER).write_text("made by gossamer up; wiped at its next start\n")
         state.write_status({"pid": os.getpid(), "ready": False})
         state.logs.mkdir()
@@ -131,13 +132,11 @@ def prepare(
         pin = ca.root_pin()
         store = TokenStore(state.ca_dir)
         tokens = state.root / "tokens"
-        tokens.mkdir(mode=0o711 if sidecar_uid is not None else 0o700)
+        tokens.mkdir(mode=0o700)
         for service in SERVICES:
             token, _ = store.create(service, pin, namespace=NAMESPACE, ttl=TOKEN_TTL)
             path = state.token_file(service)
             atomic_write(path, token + "\n", mode=0o600)
-            if sidecar_uid is not None:
-                os.chown(path, sidecar_uid, sidecar_uid)
     except OSError as exc:
         raise GossamerError(
             f"cannot prepare the state directory {root}: {exc.strerror or exc}",

@@ -70,18 +70,21 @@ def test_sidecar_command_names_the_control_plane_and_its_token(tmp_path: Path):
     layout = loopback()
     state = StateDir(tmp_path)
     catalog = layout.get("catalog-2")
-    argv = gossamer_args(commands.sidecar(layout, catalog, state))
+    argv = gossamer_args(commands.sidecar(layout, catalog))
     assert argv[argv.index("--service") + 1] == "catalog"
     assert argv[argv.index("--node") + 1] == "catalog-2"
     assert argv[argv.index("--control") + 1] == f"127.0.0.1:{layout.control.xds}"
     assert argv[argv.index("--bootstrap") + 1] == f"127.0.0.1:{layout.control.bootstrap}"
-    assert argv[argv.index("--token-file") + 1] == str(tmp_path / "tokens" / "catalog.token")
+    assert "--token-file" not in argv and "--token" not in argv  # not on a command line
+    (tmp_path / "tokens").mkdir()
+    state.token_file("catalog").write_text("gst1.x.y.z\n")
+    assert commands.sidecar_env(catalog, state) == {"GOSSAMER_TOKEN": "gst1.x.y.z"}
     assert argv[argv.index("--inbound-port") + 1] == str(catalog.sidecar.inbound)
     assert argv[argv.index("--inbound-address") + 1] == "127.0.0.1"
     assert argv[argv.index("--instance-id") + 1] == "catalog-2"
     assert argv[argv.index("--advertise-address") + 1] == "127.0.0.1"
     assert argv[argv.index("--app-port") + 1] == f"8080:{catalog.app_port}/http"
-    loadgen = gossamer_args(commands.sidecar(layout, layout.entry, state))
+    loadgen = gossamer_args(commands.sidecar(layout, layout.entry))
     assert "--app-port" not in loadgen
 
 
@@ -95,7 +98,7 @@ def test_isolated_commands_run_in_the_namespace_as_other_users(tmp_path: Path):
     args = gossamer_args(app)
     assert "--proxy" not in args  # transparent: iptables hands connections to the sidecar
     assert args[args.index("--host") + 1] == "0.0.0.0"
-    sidecar = commands.sidecar(layout, web, state)
+    sidecar = commands.sidecar(layout, web)
     assert sidecar[:4] == ["ip", "netns", "exec", "gup-99-web"] and "--reuid=1337" in sidecar
     control = commands.control_plane(layout, state)
     assert control[:4] == ["ip", "netns", "exec", "gup-99-control"]

@@ -71,11 +71,3 @@ def test_a_folder_in_use_by_a_live_run_is_refused(tmp_path: Path):
         other.wait()
     assert running_pid(state.root) is None
     prepare(tmp_path / "up", layout())  # a dead run's folder is reused
-
-
-@pytest.mark.root
-def test_isolated_tokens_belong_to_the_sidecar_user(tmp_path: Path):
-    assert os.geteuid() == 0, "giving the tokens to the sidecar's user needs root"
-    state = prepare(tmp_path / "up", layout(), sidecar_uid=1337)
-    assert state.token_file("web").stat().st_uid == 1337
-    assert stat.S_IMODE(state.root.stat().st_mode) == 0o711
