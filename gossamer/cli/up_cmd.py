@@ -34,7 +34,7 @@ from gossamer.up.statedir import DEFAULT_STATE_DIR
     help="Requests per second the load generator sends.",
 )  # fmt: skip
 @click.option(
-    "--fail-rate", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+    "--fail-rate", type=click.FloatRange(0, 1), default=0.05, show_default=True,
     help="Share of inventory's answers that are 503 (the mesh retries them).",
 )  # fmt: skip
 @click.option(

@@ -24,7 +24,7 @@ class Settings:
     """Knobs of the demo that reach the processes' command lines."""
 
     rate: float = 5.0  # load generator requests per second
-    fail_rate: float = 0.02  # share of inventory answers that are 503
+    fail_rate: float = 0.05  # share of inventory answers that are 503
     latency_ms: float = 2.0
 
 
