@@ -22,7 +22,7 @@ _POLICY = {
     "catalog": [
         "    lb_policy: least_request",
         "    timeout: 3s",
-        "    retries: {attempts: 2, per_try_timeout: 1s, on: [connect-failure, reset, 503]}",
+        "    retries: {attempts: 2, per_try_timeout: 1s, on: [connect-failure, reset, 502, 503]}",
     ],
     "inventory": [
         "    timeout: 2s",
