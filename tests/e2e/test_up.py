@@ -185,9 +185,28 @@ def check_mesh(status: dict[str, Any], run_curl: list[str]) -> None:
     assert code == 200 and {s["name"] for s in json.loads(raw)["services"]} >= {"web", "catalog"}
 
 
-def stop_and_check(up: Up) -> str:
+def route_around_a_dead_replica(up: Up, status: dict[str, Any], curl: list[str]) -> None:
+    """Kill catalog-2's app: the mesh sends everything to catalog-1 from then on."""
+    os.kill(status["processes"]["catalog-2"], signal.SIGKILL)
+    wait_for(lambda: "! catalog-2 exited" in up.output(), timeout=5, what="the exit reported")
+
+    def only_catalog_1() -> bool:
+        for _ in range(10):
+            out = subprocess.run(curl, capture_output=True, text=True, timeout=15)
+            if out.returncode != 0:
+                return False
+            _web, catalog, _inventory = json.loads(out.stdout)["path"]
+            if not catalog.endswith(f"-{status['processes']['catalog-1']}"):
+                return False
+        return True
+
+    wait_for(only_catalog_1, timeout=20, interval=0.5, what="traffic to catalog-1 only")
+
+
+def stop_and_check(up: Up, processes: int = 11) -> str:
     before = descendants(up.proc.pid)
-    assert len(before) >= 11, before  # control plane, 4 apps, 5 sidecars, load generator
+    # control plane, 4 apps, 5 sidecars, load generator
+    assert len(before) == processes, before
     up.proc.send_signal(signal.SIGTERM)
     assert up.proc.wait(30) == 0, up.output()
     output = up.output()
@@ -212,7 +231,8 @@ def test_up_loopback(tmp_path: Path):
         assert code == 200 and b"<html" in page.lower()
         wait_for(lambda: "sidecars connected 5/5" in up.output(), timeout=10, what="summary")
         assert "processes running 11/11" in up.output()
-        stop_and_check(up)
+        route_around_a_dead_replica(up, status, [*shlex.split(curl), "-sf", "--max-time", "10"])
+        stop_and_check(up, processes=10)
 
 
 @pytest.mark.root
