@@ -230,3 +230,64 @@ def bundle(directory: Path | None) -> None:
     click.echo(
         CertificateAuthority.load(resolve_dir(directory)).trust_bundle_pem().decode(), nl=False
     )
+
+
+def _token_target(text: str) -> tuple[str, Path]:
+    service, sep, path = text.partition("=")
+    if not sep or not service or not path:
+        raise UsageError(f"--token {text!r}: expected SERVICE=FILE")
+    return service, Path(path)
+
+
+def _owner(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    uid, _, gid = text.partition(":")
+    if not uid.isdigit() or not (gid or uid).isdigit():
+        raise UsageError(f"--owner {text!r}: expected UID or UID:GID")
+    return int(uid), int(gid or uid)
+
+
+@certs.command("bootstrap")
+@ca_dir_option
+@click.option("--trust-domain", default="gossamer.local", show_default=True)
+@click.option("--namespace", default="default", show_default=True)
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    metavar="SERVICE=FILE",
+    help="Write a join token for SERVICE to FILE (repeatable).",
+)
+@click.option("--ttl", default="720h", show_default=True, help="Lifetime of new tokens.")
+@click.option("--owner", default=None, metavar="UID[:GID]", help="Give the token files to.")
+def bootstrap(
+    directory: Path | None,
+    trust_domain: str,
+    namespace: str,
+    tokens: tuple[str, ...],
+    ttl: str,
+    owner: str | None,
+) -> None:
+    """Make sure a CA exists in --dir and each FILE holds a valid join token for SERVICE.
+
+    Creates the CA only if the folder has none, and a token only if FILE lacks one that
+    stays valid for another day (mode 0400, owned by --owner), so running it at every
+    start changes nothing that still works. `gossamer inject --bootstrap volumes` runs
+    it in a one-shot container at `docker compose up`.
+    """
+    from gossamer.compose.bootstrap import bootstrap_volume
+
+    wanted = [_token_target(t) for t in tokens]
+    created, report = bootstrap_volume(
+        resolve_dir(directory),
+        wanted,
+        trust_domain=trust_domain,
+        namespace=namespace,
+        ttl=parse_ttl(ttl),
+        owner=_owner(owner),
+    )
+    click.echo(
+        f"CA {'created' if created else 'kept'} in {resolve_dir(directory)}; "
+        f"join tokens: {len(report.created)} created, {len(report.kept)} kept"
+    )

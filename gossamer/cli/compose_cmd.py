@@ -44,7 +44,9 @@ S stays reachable by name), S-init in transparent mode (installs iptables rules 
 NET_ADMIN, then exits) and S-proxy (the sidecar, healthy before S starts). Ports S
 published stay reachable from the host. A service opts out with
 `x-gossamer: {mesh: false}`; `x-gossamer: {port: N, protocol: http|http2|grpc|tcp}`
-sets the port the sidecar delivers to (default: its first TCP port).
+sets the port the sidecar delivers to (default: its first TCP port);
+`x-gossamer: {service: NAME}` sets its name in the mesh, so several Compose services
+(one per replica; `deploy.replicas` cannot be meshed) are instances of one service.
 
 Explicit mode needs no privileges: nothing is intercepted, and the app gets
 HTTP_PROXY/http_proxy pointing at its sidecar (127.0.0.1:15001) unless --no-proxy-env.
@@ -76,6 +78,15 @@ is recorded in the output, and `gossamer uninject` restores it byte for byte.
 @click.option("--image", default="gossamer:latest", show_default=True, help="Gossamer image.")
 @click.option("--namespace", default="default", show_default=True, help="Mesh namespace.")
 @click.option("--no-proxy-env", is_flag=True, help="Explicit mode: do not set HTTP_PROXY.")
+@click.option(
+    "--bootstrap",
+    type=click.Choice(["files", "volumes"]),
+    default="files",
+    show_default=True,
+    help="files: CA and join tokens made now in .gossamer/ (Compose secrets); volumes: "
+    "made by a one-shot service at `docker compose up`, in named volumes (the file "
+    "stands alone, e.g. in a repository).",
+)
 @click.option("--trust-domain", default=None, help="For a new CA [default: gossamer.local].")
 @click.option("--token-ttl", default="720h", show_default=True, help="Join token lifetime.")
 @click.option("--force", is_flag=True, help="Replace an output gossamer did not write.")
@@ -95,6 +106,7 @@ def inject(
     image: str,
     namespace: str,
     no_proxy_env: bool,
+    bootstrap: str,
     trust_domain: str | None,
     token_ttl: str,
     force: bool,
@@ -116,6 +128,8 @@ def inject(
         image=image,
         namespace=namespace,
         proxy_env=not no_proxy_env,
+        bootstrap=bootstrap,
+        trust_domain=trust_domain if bootstrap == "volumes" else None,
     )
     ttl = _ttl(token_ttl)
     target = file if in_place else (None if output in (None, "-") else Path(output))
@@ -138,7 +152,8 @@ def inject(
     for name, why in plan.skipped:
         _say(f"  left alone: {name} ({why})")
     for sp in plan.renamed():
-        _say(f"  {sp.name} is {sp.mesh_name} in the mesh (names there are DNS-1123 labels)")
+        why = "x-gossamer: service" if sp.named else "names there are DNS-1123 labels"
+        _say(f"  {sp.name} is {sp.mesh_name} in the mesh ({why})")
     for sp in plan.meshed:
         if sp.shape == "host":
             _say(f"  {sp.name}: network_mode host, so its sidecar runs beside it in explicit mode")

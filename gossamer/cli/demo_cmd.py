@@ -18,6 +18,7 @@ def demo() -> None:
 @demo.command()
 @click.option("--role", type=click.Choice(["web", "catalog", "inventory"]), required=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--upstream", help="Base URL of the next service, e.g. http://catalog:8080.")
 @click.option("--proxy", help="Send upstream calls through this HTTP proxy (the sidecar).")
 @click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
@@ -25,6 +26,7 @@ def demo() -> None:
 def app(
     role: str,
     port: int,
+    host: str,
     upstream: str | None,
     proxy: str | None,
     fail_rate: float,
@@ -35,7 +37,7 @@ def app(
 
     if role in UPSTREAM_OF and not upstream:
         raise UsageError(f"--upstream is required for {role} (it calls {UPSTREAM_OF[role]})")
-    run(DemoConfig(role, port, upstream, proxy, fail_rate, latency_ms))
+    run(DemoConfig(role, port, upstream, proxy, fail_rate, latency_ms, host))
 
 
 @demo.command()

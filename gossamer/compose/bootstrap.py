@@ -82,6 +82,71 @@ def _token_usable(
     return record.expires - now() >= _MIN_LEFT
 
 
+@dataclass
+class TokenReport:
+    created: list[str] = field(default_factory=list)  # token files written
+    kept: list[str] = field(default_factory=list)  # still valid for at least a day
+
+
+def ensure_tokens(
+    ca_dir: Path,
+    wanted: list[tuple[str, str, Path]],
+    *,
+    pin: str,
+    namespace: str,
+    ttl: float = DEFAULT_TOKEN_TTL,
+    owner: tuple[int, int] | None = None,
+    mode: int = 0o644,
+    clock: Callable[[], float] = time.time,
+) -> TokenReport:
+    """For each (label, mesh service, file): keep the file's token if it stays valid for
+    another day, else write a new one. `owner` (uid, gid) gets the file (run as root)."""
+    report = TokenReport()
+    for label, service, path in wanted:
+        if path.exists() and _token_usable(
+            ca_dir, path.read_text(encoding="utf-8").strip(), service, namespace, clock
+        ):
+            report.kept.append(label)
+        else:
+            token = _new_token(ca_dir, pin, service, namespace, ttl)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, token + "\n", mode=mode)
+            report.created.append(label)
+        if owner is not None:
+            os.chown(path, *owner)
+    return report
+
+
+def bootstrap_volume(
+    ca_dir: Path,
+    wanted: list[tuple[str, Path]],
+    *,
+    trust_domain: str,
+    namespace: str,
+    ttl: float = DEFAULT_TOKEN_TTL,
+    owner: tuple[int, int] | None = None,
+) -> tuple[bool, TokenReport]:
+    """`gossamer certs bootstrap`: the CA in `ca_dir` (created if absent) and a join token
+    per (mesh service, file), readable only by `owner` (the sidecar's user)."""
+    from gossamer.discovery.model import check_label
+
+    for service, _path in wanted:  # before anything is written
+        check_label(service, "service")
+    check_label(namespace, "namespace")
+    try:
+        _, pin, created = _open_ca(ca_dir, trust_domain)
+        labelled = [(f"{service} ({path})", service, path) for service, path in wanted]
+        report = ensure_tokens(
+            ca_dir, labelled, pin=pin, namespace=namespace, ttl=ttl, owner=owner, mode=0o400
+        )
+    except OSError as exc:
+        raise GossamerError(
+            f"cannot write the bootstrap files: {exc.strerror or exc}",
+            hint="run as root, with the CA and token folders mounted writable",
+        ) from None
+    return created, report
+
+
 def _write_generated(path: Path, text: str, report: BootstrapReport) -> None:
     rel = str(path.relative_to(report.directory.parent))
     if path.exists():
@@ -118,22 +183,17 @@ def write_bootstrap(
         report.trust_domain, pin, report.ca_created = _open_ca(ca_dir, trust_domain)
         tokens = base / names.BOOTSTRAP_DIR / "tokens"
         tokens.mkdir(mode=0o700, exist_ok=True)
-        for sp in plan.meshed:
-            path = base / names.token_file(sp.name)
-            if path.exists() and _token_usable(
-                ca_dir,
-                path.read_text(encoding="utf-8").strip(),
-                sp.mesh_name,
-                options.namespace,
-                clock,
-            ):
-                report.tokens_kept.append(sp.name)
-                continue
-            token = _new_token(ca_dir, pin, sp.mesh_name, options.namespace, token_ttl)
-            atomic_write(path, token + "\n", mode=0o644)
-            report.tokens_created.append(sp.name)
+        wanted = [(sp.name, sp.mesh_name, base / names.token_file(sp.name)) for sp in plan.meshed]
+        made = ensure_tokens(
+            ca_dir, wanted, pin=pin, namespace=options.namespace, ttl=token_ttl, clock=clock
+        )
+        report.tokens_created, report.tokens_kept = made.created, made.kept
         mesh = meshfiles.mesh_yaml(
-            plan, trust_domain=report.trust_domain, namespace=options.namespace, source=source
+            plan,
+            trust_domain=report.trust_domain,
+            namespace=options.namespace,
+            source=source,
+            observability=options.observability,
         )
         _write_generated(base / names.MESH_FILE, mesh, report)
         if options.observability:

@@ -60,6 +60,10 @@ def block(options: InjectOptions, plan: Plan, blob: str) -> CommentedMap:
     result["image"] = options.image
     result["observability"] = options.observability
     result["proxy_env"] = options.proxy_env
+    if options.bootstrap != "files":  # recorded only when not the default (older files)
+        result["bootstrap"] = options.bootstrap
+    if options.trust_domain is not None:
+        result["trust_domain"] = options.trust_domain
     for key, values in (
         ("only", options.only),
         ("exclude", options.exclude),
@@ -115,6 +119,8 @@ def read(doc: ComposeDocument) -> Marker | None:
             image=str(raw["image"]),
             namespace=str(raw["namespace"]),
             proxy_env=bool(raw.get("proxy_env", True)),
+            bootstrap=str(raw.get("bootstrap", "files")),
+            trust_domain=str(raw["trust_domain"]) if raw.get("trust_domain") else None,
         )
     except (
         KeyError,

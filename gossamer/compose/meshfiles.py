@@ -40,8 +40,18 @@ def untouched(text: str) -> bool:
     return hashlib.sha256(lines[3].encode("utf-8")).hexdigest() == digest
 
 
-def mesh_yaml(plan: Plan, *, trust_domain: str, namespace: str, source: str) -> str:
+def mesh_yaml(
+    plan: Plan, *, trust_domain: str, namespace: str, source: str, observability: bool = False
+) -> str:
     """The control plane's configuration: listeners, CA, and the meshed services."""
+    body = mesh_body(
+        plan, trust_domain=trust_domain, namespace=namespace, observability=observability
+    )
+    return _with_header(body, source, "The control plane's mesh.yaml")
+
+
+def mesh_body(plan: Plan, *, trust_domain: str, namespace: str, observability: bool = False) -> str:
+    """mesh.yaml without the header (inline in the compose file with --bootstrap volumes)."""
     lines = [
         f"trust_domain: {_q(trust_domain)}",
         "control:",
@@ -52,7 +62,9 @@ def mesh_yaml(plan: Plan, *, trust_domain: str, namespace: str, source: str) -> 
         "  store: embedded",
         "services:",
     ]
-    declared = [sp for sp in plan.meshed if sp.ports]
+    # replicas (x-gossamer: {service: NAME}) share one entry
+    unique = {sp.mesh_name: sp for sp in reversed(plan.meshed)}
+    declared = [sp for sp in plan.meshed if sp.ports and unique[sp.mesh_name] is sp]
     for sp in declared:
         ports = ", ".join(f"{{port: {port}, protocol: {proto}}}" for port, proto in sp.ports)
         lines += [
@@ -62,11 +74,22 @@ def mesh_yaml(plan: Plan, *, trust_domain: str, namespace: str, source: str) -> 
         ]
     if not declared:
         lines[-1] = "services: []"
-    return _with_header("\n".join(lines) + "\n", source, "The control plane's mesh.yaml")
+    if observability:
+        # the dashboard and `gossamer stat` read Prometheus; trace links open Jaeger's UI
+        lines += [
+            "observability:",
+            f"  prometheus_url: {_q(f'http://{names.PROMETHEUS}:{services.PROMETHEUS_PORT}')}",
+            f"  jaeger_url: {_q(f'http://127.0.0.1:{services.JAEGER_UI_PORT}')}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def prometheus_yml(source: str) -> str:
     """Prometheus finds every sidecar through the control plane's http_sd endpoint."""
+    return _with_header(prometheus_body(), source, "Prometheus configuration")
+
+
+def prometheus_body() -> str:
     control = f"{names.CONTROL}:{services.API_PORT}"
     body = "\n".join(
         [
@@ -83,4 +106,4 @@ def prometheus_yml(source: str) -> str:
             f"      - targets: [{_q(control)}]",
         ]
     )
-    return _with_header(body + "\n", source, "Prometheus configuration")
+    return body + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 EXTENSION = "x-gossamer"  # per-service settings, and the top-level marker block
 DEFAULT_IMAGE = "gossamer:latest"
 CONTROL = "gossamer-control"
+BOOTSTRAP = "gossamer-bootstrap"  # --bootstrap volumes: makes the CA and tokens at `up`
 JAEGER = "jaeger"
 PROMETHEUS = "prometheus"
 JAEGER_IMAGE = "jaegertracing/jaeger:2.13.0"
@@ -22,6 +23,11 @@ MESH_CONFIG = "gossamer-mesh"
 MESH_FILE = f"{BOOTSTRAP_DIR}/mesh.yaml"
 PROMETHEUS_CONFIG = "gossamer-prometheus"
 PROMETHEUS_FILE = f"{BOOTSTRAP_DIR}/prometheus.yml"
+
+# --bootstrap volumes: named volumes instead of files on the host
+CA_VOLUME = "gossamer-ca"
+CONTAINER_TOKEN_DIR = "/run/gossamer/token"  # a sidecar's token volume, read-only
+BOOTSTRAP_TOKENS_DIR = "/etc/gossamer/tokens"  # every token volume, in gossamer-bootstrap
 
 # inside the containers
 CONTAINER_MESH_FILE = "/etc/gossamer/mesh.yaml"
@@ -53,8 +59,15 @@ def token_file(service: str) -> str:
     return f"{BOOTSTRAP_DIR}/tokens/{service}.token"
 
 
-def container_token_file(service: str) -> str:
+def container_token_file(service: str, bootstrap: str = "files") -> str:
+    if bootstrap == "volumes":
+        return f"{CONTAINER_TOKEN_DIR}/token"
     return f"/run/secrets/{token_secret(service)}"
+
+
+def token_volume(service: str) -> str:
+    """--bootstrap volumes: the volume holding one sidecar's join token."""
+    return f"gossamer-token-{service}"
 
 
 def per_service(service: str) -> tuple[str, ...]:
@@ -62,6 +75,7 @@ def per_service(service: str) -> tuple[str, ...]:
     return (netns(service), init(service), proxy(service))
 
 
-def shared_services(observability: bool) -> tuple[str, ...]:
+def shared_services(observability: bool, bootstrap: str = "files") -> tuple[str, ...]:
     """The services added once per file."""
-    return (CONTROL, JAEGER, PROMETHEUS) if observability else (CONTROL,)
+    added = (CONTROL, JAEGER, PROMETHEUS) if observability else (CONTROL,)
+    return (*added, BOOTSTRAP) if bootstrap == "volumes" else added

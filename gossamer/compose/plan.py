@@ -29,9 +29,10 @@ from gossamer.compose.ports import (
 from gossamer.errors import ConfigError, UsageError
 
 MODES = ("transparent", "explicit")
+BOOTSTRAPS = ("files", "volumes")
 Shape = Literal["netns", "host"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_SETTINGS = ("mesh", "port", "protocol")
+_SETTINGS = ("mesh", "port", "protocol", "service")
 # keys that describe a container's network namespace: they move to the namespace owner
 NETWORK_KEYS = (
     "networks",
@@ -60,10 +61,18 @@ class InjectOptions:
     image: str = names.DEFAULT_IMAGE
     namespace: str = "default"
     proxy_env: bool = True
+    # files: CA and tokens made now under .gossamer/ (Compose secrets); volumes: made by
+    # a one-shot service at `docker compose up`, in named volumes (nothing on the host)
+    bootstrap: str = "files"
+    trust_domain: str | None = None  # volumes: the CA's trust domain (default gossamer.local)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}", hint="use transparent or explicit")
+        if self.bootstrap not in BOOTSTRAPS:
+            raise UsageError(f"unknown bootstrap {self.bootstrap!r}", hint="use files or volumes")
+        if self.trust_domain is not None and self.bootstrap != "volumes":
+            raise UsageError("a recorded trust domain applies to --bootstrap volumes only")
         if not _DNS_LABEL.match(self.namespace):
             raise UsageError(
                 f"invalid namespace {self.namespace!r}",
@@ -91,6 +100,7 @@ class ServicePlan:
     profiles: tuple[str, ...]
     container_name: str | None = None
     mesh_name: str = ""  # its name in the mesh: a DNS-1123 label (SPIFFE ID, mesh.yaml)
+    named: bool = False  # mesh_name set with x-gossamer: {service: NAME} (replicas share it)
     port_offset: int = 0  # added to the sidecar's own ports (host shape: several share one)
 
 
@@ -115,6 +125,7 @@ class _Settings:
     mesh: bool = True
     port: int | None = None
     protocol: str | None = None
+    service: str | None = None  # the mesh service name, shared by replicas
 
 
 def _settings(doc: ComposeDocument, name: str, service: CommentedMap) -> _Settings:
@@ -148,7 +159,15 @@ def _settings(doc: ComposeDocument, name: str, service: CommentedMap) -> _Settin
         raise doc.error(
             f"expected one of {', '.join(PROTOCOLS)}", raw, "protocol", field=f"{where}.protocol"
         )
-    return _Settings(mesh=mesh, port=port, protocol=protocol)
+    named = raw.get("service")
+    if named is not None and (not isinstance(named, str) or not _DNS_LABEL.match(named)):
+        raise doc.error(
+            "expected a service name: a DNS-1123 label (lowercase letters, digits and '-')",
+            raw,
+            "service",
+            field=f"{where}.service",
+        )
+    return _Settings(mesh=mesh, port=port, protocol=protocol, service=named)
 
 
 def _check_shapes(doc: ComposeDocument, name: str, service: CommentedMap) -> None:
@@ -204,19 +223,40 @@ def _networks(service: CommentedMap) -> tuple[str, ...]:
     return ("default",)
 
 
-def _checked_mesh_name(doc: ComposeDocument, name: str, meshed: list[ServicePlan]) -> str:
-    label = mesh_name(name)
-    clash = next((sp.name for sp in meshed if sp.mesh_name == label), None)
-    if not label or clash is not None:
-        why = f"the same as {clash}'s" if clash else "empty"
+def _checked_mesh_name(
+    doc: ComposeDocument, name: str, meshed: list[ServicePlan], named: str | None
+) -> str:
+    """The service's mesh name; two Compose services may share one only when it is
+    given explicitly (`x-gossamer: {service: NAME}`): they are replicas of one service."""
+    label = named or mesh_name(name)
+    clash = next((sp for sp in meshed if sp.mesh_name == label), None)
+    if not label or (clash is not None and not (named or clash.named)):
+        why = f"the same as {clash.name}'s" if clash else "empty"
         raise doc.error(
             f"{name}'s name in the mesh (a DNS-1123 label) would be {why}",
             doc.services,
             name,
             field="services",
-            hint=f"rename {name}, or exclude it from the mesh",
+            hint=f"rename {name}, exclude it from the mesh, or if both are replicas of one "
+            f"service, give both x-gossamer: {{service: {label or 'NAME'}}}",
         )
     return label
+
+
+def _check_replicas(doc: ComposeDocument, meshed: list[ServicePlan]) -> None:
+    """Replicas of one mesh service must declare the same ports (mesh.yaml has one entry)."""
+    first: dict[str, ServicePlan] = {}
+    for sp in meshed:
+        other = first.setdefault(sp.mesh_name, sp)
+        if other is not sp and other.ports != sp.ports:
+            raise doc.error(
+                f"{sp.name} and {other.name} are both the mesh service {sp.mesh_name} but "
+                "declare different ports",
+                doc.services,
+                sp.name,
+                field=f"services.{sp.name}",
+                hint="give replicas the same ports (or x-gossamer: {port: N, protocol: P})",
+            )
 
 
 def _check_collisions(
@@ -234,7 +274,7 @@ def _check_collisions(
                     hint=f"rename {generated}, or exclude {sp.name} from the mesh",
                 )
     if meshed:
-        for generated in names.shared_services(options.observability):
+        for generated in names.shared_services(options.observability, options.bootstrap):
             if generated in services:
                 raise doc.error(
                     f"the service name {generated!r} is needed by gossamer inject",
@@ -244,13 +284,19 @@ def _check_collisions(
                     hint=f"rename {generated}"
                     + (
                         ", or inject without --with-observability"
-                        if generated != names.CONTROL
+                        if generated in (names.JAEGER, names.PROMETHEUS)
                         else ""
                     ),
                 )
     for section, taken in (
         ("secrets", [names.CA_SECRET, *(names.token_secret(s.name) for s in meshed)]),
         ("configs", [names.MESH_CONFIG, names.PROMETHEUS_CONFIG]),
+        (
+            "volumes",
+            [names.CA_VOLUME, *(names.token_volume(s.name) for s in meshed)]
+            if options.bootstrap == "volumes"
+            else [],
+        ),
     ):
         existing = doc.data.get(section)
         if not isinstance(existing, dict):
@@ -332,12 +378,14 @@ def make_plan(doc: ComposeDocument, options: InjectOptions) -> Plan:
                 networks=_networks(service) if shape == "netns" else (),
                 profiles=tuple(str(p) for p in profiles) if isinstance(profiles, list) else (),
                 container_name=str(container_name) if container_name else None,
-                mesh_name=_checked_mesh_name(doc, name, meshed),
+                mesh_name=_checked_mesh_name(doc, name, meshed, settings.service),
+                named=settings.service is not None,
                 port_offset=100 * sum(1 for m in meshed if m.shape == "host")
                 if shape == "host"
                 else 0,
             )
         )
+    _check_replicas(doc, meshed)
     _check_collisions(doc, meshed, options)
     if not meshed:
         raise ConfigError(

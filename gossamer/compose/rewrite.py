@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import LiteralScalarString
 
-from gossamer.compose import names, services
+from gossamer.compose import meshfiles, names, services
 from gossamer.compose.comments import append, kept_tail, move_key, seq_to_map, set_before
 from gossamer.compose.document import ComposeDocument
 from gossamer.compose.plan import NETWORK_KEYS, InjectOptions, Plan, ServicePlan
@@ -51,6 +52,8 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
                     generated[names.init(sp.name)] = services.init_container(sp, options)
             generated[names.proxy(sp.name)] = services.sidecar(sp, options)
             _wire_app(app, sp, options, notes)
+        if options.bootstrap == "volumes":
+            generated[names.BOOTSTRAP] = services.bootstrap(plan, options)
         generated[names.CONTROL] = services.control_plane(plan, options, notes)
         if options.observability:
             generated[names.JAEGER] = services.jaeger(plan, notes)
@@ -59,18 +62,39 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
         for key, value in generated.items():
             svc_map[key] = value
         set_before(svc_map, first, GENERATED_HEADER[options.mode], indent=doc.style.mapping)
-    secrets = _section(doc, "secrets")
-    with kept_tail(secrets):
-        secrets[names.CA_SECRET] = CommentedMap([("file", names.CA_DIR)])
-        for sp in plan.meshed:
-            secrets[names.token_secret(sp.name)] = CommentedMap(
-                [("file", names.token_file(sp.name))]
-            )
+    if options.bootstrap == "volumes":
+        volumes = _section(doc, "volumes")
+        with kept_tail(volumes):
+            volumes[names.CA_VOLUME] = CommentedMap()
+            for sp in plan.meshed:
+                volumes[names.token_volume(sp.name)] = CommentedMap()
+    else:
+        secrets = _section(doc, "secrets")
+        with kept_tail(secrets):
+            secrets[names.CA_SECRET] = CommentedMap([("file", names.CA_DIR)])
+            for sp in plan.meshed:
+                secrets[names.token_secret(sp.name)] = CommentedMap(
+                    [("file", names.token_file(sp.name))]
+                )
     configs = _section(doc, "configs")
     with kept_tail(configs):
-        configs[names.MESH_CONFIG] = CommentedMap([("file", names.MESH_FILE)])
-        if options.observability:
-            configs[names.PROMETHEUS_CONFIG] = CommentedMap([("file", names.PROMETHEUS_FILE)])
+        if options.bootstrap == "volumes":
+            # not secret: inline, so the file needs nothing beside it
+            trust_domain = options.trust_domain or services.DEFAULT_TRUST_DOMAIN
+            mesh = meshfiles.mesh_body(
+                plan,
+                trust_domain=trust_domain,
+                namespace=options.namespace,
+                observability=options.observability,
+            )
+            configs[names.MESH_CONFIG] = CommentedMap([("content", LiteralScalarString(mesh))])
+            if options.observability:
+                prom = LiteralScalarString(meshfiles.prometheus_body())
+                configs[names.PROMETHEUS_CONFIG] = CommentedMap([("content", prom)])
+        else:
+            configs[names.MESH_CONFIG] = CommentedMap([("file", names.MESH_FILE)])
+            if options.observability:
+                configs[names.PROMETHEUS_CONFIG] = CommentedMap([("file", names.PROMETHEUS_FILE)])
     return notes
 
 
@@ -151,6 +175,9 @@ def _aliases_for(sp: ServicePlan) -> list[str]:
     aliases = [sp.name]
     if sp.container_name and sp.container_name != sp.name:
         aliases.append(sp.container_name)
+    if sp.named and sp.mesh_name not in aliases:
+        # replicas of one mesh service all answer to its name, as Compose's replicas do
+        aliases.append(sp.mesh_name)
     return aliases
 
 

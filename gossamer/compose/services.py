@@ -42,6 +42,7 @@ HEALTH_PATH = "/healthz"
 JAEGER_UI_PORT = 16686
 OTLP_GRPC_PORT = 4317
 PROMETHEUS_PORT = 9090
+DEFAULT_TRUST_DOMAIN = "gossamer.local"
 
 
 def _q(text: str) -> DoubleQuotedScalarString:
@@ -138,7 +139,8 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     for port, protocol in sp.ports:
         # the sidecar speaks HTTP/1.1 or carries opaque TCP
         args += ["--app-port", f"{port}/{'http' if protocol == 'http' else 'tcp'}"]
-    args += ["--control", control, "--token-file", names.container_token_file(sp.name)]
+    token = names.container_token_file(sp.name, options.bootstrap)
+    args += ["--control", control, "--token-file", token]
     if sp.port_offset:
         args += [
             "--inbound-port",
@@ -191,7 +193,11 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     proxy["command"] = _flow(sidecar_command(sp, options))
     proxy["user"] = _q(f"{PROXY_UID}:{PROXY_UID}")
     proxy["network_mode"] = "host" if sp.shape == "host" else f"service:{names.netns(sp.name)}"
-    proxy["secrets"] = _block([names.token_secret(sp.name)])
+    if options.bootstrap == "volumes":
+        mount = f"{names.token_volume(sp.name)}:{names.CONTAINER_TOKEN_DIR}:ro"
+        proxy["volumes"] = _block([mount])
+    else:
+        proxy["secrets"] = _block([names.token_secret(sp.name)])
     if options.observability:
         port = OTLP_GRPC_PORT
         host = "127.0.0.1" if sp.shape == "host" else names.JAEGER
@@ -201,6 +207,8 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     depends = CommentedMap()
     if sp.shape == "netns" and options.mode == "transparent":
         depends[names.init(sp.name)] = condition("service_completed_successfully")
+    if options.bootstrap == "volumes":
+        depends[names.BOOTSTRAP] = condition("service_completed_successfully")
     depends[names.CONTROL] = condition("service_healthy")
     proxy["depends_on"] = depends
     probe = sidecar_ready_probe(ADMIN_PORT + sp.port_offset)
@@ -229,9 +237,15 @@ def control_plane(plan: Plan, options: InjectOptions, notes: list[str]) -> Comme
     control["configs"] = _block(
         [CommentedMap([("source", names.MESH_CONFIG), ("target", names.CONTAINER_MESH_FILE)])]
     )
-    control["secrets"] = _block(
-        [CommentedMap([("source", names.CA_SECRET), ("target", names.CONTAINER_CA_DIR)])]
-    )
+    if options.bootstrap == "volumes":
+        control["volumes"] = _block([f"{names.CA_VOLUME}:{names.CONTAINER_CA_DIR}"])
+        control["depends_on"] = CommentedMap(
+            [(names.BOOTSTRAP, condition("service_completed_successfully"))]
+        )
+    else:
+        control["secrets"] = _block(
+            [CommentedMap([("source", names.CA_SECRET), ("target", names.CONTAINER_CA_DIR)])]
+        )
     if options.observability:
         control["environment"] = CommentedMap(
             [("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{names.JAEGER}:{OTLP_GRPC_PORT}")]
@@ -245,6 +259,37 @@ def control_plane(plan: Plan, options: InjectOptions, notes: list[str]) -> Comme
     control["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="30s")
     control["restart"] = "unless-stopped"
     return control
+
+
+def bootstrap_command(plan: Plan, options: InjectOptions) -> list[str]:
+    """`gossamer-bootstrap`'s arguments: the CA (made once) and a token per sidecar."""
+    args: list[str] = ["certs", "bootstrap", "--dir", names.CONTAINER_CA_DIR]
+    args += ["--trust-domain", options.trust_domain or DEFAULT_TRUST_DOMAIN]
+    args += ["--namespace", options.namespace, "--owner", _q(f"{PROXY_UID}:{PROXY_UID}")]
+    for sp in plan.meshed:
+        target = f"{names.BOOTSTRAP_TOKENS_DIR}/{sp.name}/token"
+        args += ["--token", f"{sp.mesh_name}={target}"]
+    return args
+
+
+def bootstrap(plan: Plan, options: InjectOptions) -> CommentedMap:
+    """--bootstrap volumes: a one-shot container that makes the mesh's secrets at
+    `docker compose up` (the CA once, each join token while it stays valid) in named
+    volumes: the CA's for the control plane, one per sidecar for its token only."""
+    service = CommentedMap()
+    service["image"] = options.image
+    service["entrypoint"] = _flow(["gossamer"])
+    service["command"] = _block(bootstrap_command(plan, options))
+    service["user"] = _q("0:0")
+    mounts = [f"{names.CA_VOLUME}:{names.CONTAINER_CA_DIR}"]
+    mounts += [
+        f"{names.token_volume(sp.name)}:{names.BOOTSTRAP_TOKENS_DIR}/{sp.name}"
+        for sp in plan.meshed
+    ]
+    service["volumes"] = _block(mounts)
+    service["network_mode"] = "none"
+    service["restart"] = _q("no")
+    return service
 
 
 def jaeger(plan: Plan, notes: list[str]) -> CommentedMap:

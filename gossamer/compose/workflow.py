@@ -123,7 +123,7 @@ def inject_file(
         _check_overwrite(target, path)
     base = (target or path).parent
     report = None
-    if with_bootstrap:
+    if with_bootstrap and result.options.bootstrap == "files":
         report = bootstrap.write_bootstrap(
             base,
             result.plan,

@@ -53,6 +53,7 @@ class DemoConfig:
     proxy: str | None = None  # the sidecar's outbound port as an HTTP proxy (explicit mode)
     fail_rate: float = 0.0
     latency_ms: float = 2.0
+    host: str = "0.0.0.0"
 
 
 class DemoService:
@@ -149,7 +150,7 @@ def run(config: DemoConfig) -> None:
         pass
     web.run_app(
         DemoService(config).app(),
-        host="0.0.0.0",
+        host=config.host,
         port=config.port,
         print=None,
         access_log=None,

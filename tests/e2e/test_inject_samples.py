@@ -31,6 +31,10 @@ pytestmark = pytest.mark.e2e
 MODES = [
     pytest.param(InjectOptions(mode="transparent", observability=True), id="transparent+obs"),
     pytest.param(InjectOptions(mode="explicit"), id="explicit"),
+    pytest.param(
+        InjectOptions(mode="explicit", observability=True, bootstrap="volumes"),
+        id="explicit+obs+volumes",
+    ),
 ]
 
 
@@ -40,7 +44,15 @@ def check_shape(data: dict[str, Any], options: InjectOptions, meshed: list[str])
         app = services[name]
         assert app["depends_on"][f"{name}-proxy"] == {"condition": "service_healthy"}
         proxy = services[f"{name}-proxy"]
-        assert proxy["secrets"] == [f"gossamer-token-{name}"]
+        if options.bootstrap == "volumes":
+            # its own token volume only, made by the one-shot bootstrap service
+            assert proxy["volumes"] == [f"gossamer-token-{name}:/run/gossamer/token:ro"]
+            assert "secrets" not in proxy
+            assert proxy["depends_on"]["gossamer-bootstrap"] == {
+                "condition": "service_completed_successfully"
+            }
+        else:
+            assert proxy["secrets"] == [f"gossamer-token-{name}"]
         if app.get("network_mode") == "host":
             continue
         assert app["network_mode"] == f"service:{name}-netns"
@@ -61,6 +73,11 @@ def check_shape(data: dict[str, Any], options: InjectOptions, meshed: list[str])
         )
     assert "gossamer-control" in services
     assert ("jaeger" in services) == options.observability
+    assert ("gossamer-bootstrap" in services) == (options.bootstrap == "volumes")
+    if options.bootstrap == "volumes":
+        assert not any(str(s).startswith("gossamer-") for s in data.get("secrets") or {})
+        assert {f"gossamer-token-{n}" for n in meshed} <= set(data["volumes"])
+        assert all("content" in c for n, c in data["configs"].items() if n.startswith("gossamer"))
 
 
 @pytest.mark.parametrize("options", MODES)
@@ -75,6 +92,8 @@ def test_inject_sample(sample: Path, options: InjectOptions, tmp_path: Path):
     outcome = inject_file(path, None, options)
     out = outcome.output
     assert out is not None and outcome.written and out.parent == tmp_path
+    # volumes: nothing secret on the host, the file stands alone
+    assert (tmp_path / ".gossamer").exists() == (options.bootstrap == "files")
     assert path.read_bytes() == original
     text = out.read_text()
     assert schema_problems(text) == []
@@ -84,7 +103,7 @@ def test_inject_sample(sample: Path, options: InjectOptions, tmp_path: Path):
     data = plain(text)
     for section in ("secrets", "configs"):
         for name, entry in (data.get(section) or {}).items():
-            if name.startswith("gossamer-"):
+            if name.startswith("gossamer-") and "file" in entry:
                 assert (tmp_path / entry["file"]).exists(), (section, name)
     meshed = [sp.name for sp in outcome.result.plan.meshed]
     assert meshed, "every sample has something to mesh"

@@ -115,3 +115,40 @@ def test_trust_domain_of_an_existing_ca_wins(tmp_path: Path):
     assert write_bootstrap(tmp_path, plan, options, source="c").trust_domain == "shop.test"
     with pytest.raises(UsageError, match=r"shop\.test"):
         write_bootstrap(tmp_path, plan, options, source="c", trust_domain="other.test")
+
+
+def test_bootstrap_volume_creates_once_then_keeps(tmp_path: Path):
+    from gossamer.compose.bootstrap import bootstrap_volume
+
+    wanted = [("web", tmp_path / "t" / "web" / "token"), ("web", tmp_path / "t" / "w2" / "token")]
+    created, report = bootstrap_volume(
+        tmp_path / "ca", wanted, trust_domain="demo.local", namespace="shop"
+    )
+    assert created and len(report.created) == 2 and report.kept == []
+    tokens = [p.read_text().strip() for _, p in wanted]
+    assert tokens[0] != tokens[1] and all(mode(p) == 0o400 for _, p in wanted)
+    store = TokenStore(tmp_path / "ca")
+    assert store.verify(tokens[1], service="web", namespace="shop").service == "web"
+    created, report = bootstrap_volume(
+        tmp_path / "ca", wanted, trust_domain="demo.local", namespace="shop"
+    )
+    assert not created and report.created == [] and len(report.kept) == 2
+    assert [p.read_text().strip() for _, p in wanted] == tokens
+    with pytest.raises(UsageError, match=r"trust domain demo\.local"):
+        bootstrap_volume(tmp_path / "ca", wanted, trust_domain="other.local", namespace="shop")
+
+
+def test_certs_bootstrap_cli_errors(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from gossamer.cli.main import cli
+
+    runner = CliRunner()
+    for args, message in (
+        (["--token", "web"], "expected SERVICE=FILE"),
+        (["--token", "web=x", "--owner", "me"], "expected UID or UID:GID"),
+        (["--token", "Web_1=x"], "service"),
+    ):
+        result = runner.invoke(cli, ["certs", "bootstrap", "--dir", str(tmp_path / "ca"), *args])
+        assert result.exit_code != 0
+        assert message in str(result.exception) or message in result.output

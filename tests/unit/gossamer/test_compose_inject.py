@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from gossamer.compose import meshfiles
 from gossamer.compose.inject import inject_text, uninject_text
 from gossamer.compose.plan import InjectOptions
 from gossamer.compose.validate import semantic_problems, structure_problems
@@ -391,3 +392,53 @@ def test_included_services_are_not_dangling():
     data, out = inject(text)
     assert data["services"]["a"]["depends_on"]["from-other"] == {"condition": "service_started"}
     assert semantic_problems(text, out) == []
+
+
+REPLICAS = """\
+services:
+  web:
+    image: w
+    ports: ["8000:8000"]
+  catalog:
+    image: c
+    expose: [8080]
+    x-gossamer: {service: catalog}
+  catalog-2:
+    image: c
+    expose: [8080]
+    x-gossamer: {service: catalog}  # a second replica of the same mesh service
+"""
+
+
+def test_replicas_share_one_mesh_service():
+    result = inject_text(REPLICAS, InjectOptions(), source="c.yaml")
+    by_name = {sp.name: sp for sp in result.plan.meshed}
+    assert by_name["catalog-2"].mesh_name == by_name["catalog"].mesh_name == "catalog"
+    assert by_name["catalog-2"].named and not by_name["web"].named
+    services = plain(result.text)["services"]
+    args = services["catalog-2-proxy"]["command"]
+    assert args[args.index("--service") + 1] == "catalog"
+    # both answer to the service's name, as replicas of one Compose service do
+    assert services["catalog-2-netns"]["networks"]["default"]["aliases"] == ["catalog-2", "catalog"]
+    assert services["catalog-netns"]["networks"]["default"]["aliases"] == ["catalog"]
+    # each replica has its own join token, both scoped to the mesh service
+    assert services["catalog-2-proxy"]["secrets"] == ["gossamer-token-catalog-2"]
+    mesh = meshfiles.mesh_yaml(result.plan, trust_domain="td", namespace="default", source="c")
+    assert mesh.count('name: "catalog"') == 1
+    assert structure_problems(plain(result.text)) == []
+
+
+def test_replica_mistakes_name_the_line():
+    with pytest.raises(ConfigError, match="would be the same as catalog's"):
+        inject(REPLICAS.replace("    x-gossamer: {service: catalog}\n", "", 1).replace(
+            "    x-gossamer: {service: catalog}  # a second replica of the same mesh service\n",
+            "  Catalog:\n    image: c\n",
+        ))  # fmt: skip
+    different = REPLICAS.replace("    expose: [8080]\n    x-gossamer: {service: catalog}  #",
+                                 "    expose: [9090]\n    x-gossamer: {service: catalog}  #")  # fmt: skip
+    with pytest.raises(ConfigError, match="declare different ports") as info:
+        inject(different)
+    assert info.value.line == 9  # the replica's own key
+    with pytest.raises(ConfigError) as info:
+        inject(REPLICAS.replace("{service: catalog}  #", "{service: Catalog_2}  #"))
+    assert "x-gossamer.service" in info.value.message and info.value.line == 12

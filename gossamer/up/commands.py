@@ -1,0 +1,170 @@
+"""The command line of every process `gossamer up` starts (pure).
+
+Every process is the `gossamer` CLI run by the same Python (`python -m
+gossamer.cli.main`), so the demo runs from a checkout's virtual environment as well as
+from an installed package. In the isolated shape a command is wrapped to run in its
+instance's network namespace (`ip netns exec`, which also bind-mounts the namespace's
+hosts file from /etc/netns/NAME/) as an unprivileged user (`setpriv`), asking again
+for the parent-death signal that a change of user clears.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from gossamer.up.layout import NAMESPACE, PROXY_UID, SERVICE_PORT, Instance, Layout
+from gossamer.up.statedir import StateDir
+
+APP_UID = 65534  # nobody: the demo apps need no privilege (isolated shape)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Knobs of the demo that reach the processes' command lines."""
+
+    rate: float = 5.0  # load generator requests per second
+    fail_rate: float = 0.05  # share of inventory answers that are 503
+    latency_ms: float = 2.0
+
+
+def gossamer(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gossamer.cli.main", *args]
+
+
+def in_netns(netns: str | None, argv: list[str], uid: int | None = None) -> list[str]:
+    """Run `argv` in `netns` (as `uid`), or unchanged outside the isolated shape."""
+    if netns is None:
+        return argv
+    wrapped = ["ip", "netns", "exec", netns]
+    if uid is not None:
+        wrapped += [
+            "setpriv",
+            "--pdeathsig",
+            "TERM",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--",
+        ]
+    return wrapped + argv
+
+
+def control_plane(layout: Layout, state: StateDir) -> list[str]:
+    argv = gossamer("control", "--config", str(state.mesh_file), "--reload-interval", "1")
+    return in_netns(layout.control.netns, argv)
+
+
+def upstream_url(instance: Instance) -> str | None:
+    """Apps name their upstream as in Compose; the sidecar resolves the name."""
+    if instance.upstream is None:
+        return None
+    return f"http://{instance.upstream}:{SERVICE_PORT}"
+
+
+def proxy_url(layout: Layout, instance: Instance) -> str | None:
+    """Loopback shape: the app's sidecar as its HTTP proxy (explicit mode)."""
+    if layout.isolated:
+        return None  # transparent: iptables sends the app's connections to its sidecar
+    return f"http://127.0.0.1:{instance.sidecar.outbound}"
+
+
+def app(layout: Layout, instance: Instance, settings: Settings) -> list[str]:
+    assert instance.role is not None and instance.app_port is not None
+    argv = gossamer(
+        "demo",
+        "app",
+        "--role",
+        instance.role,
+        "--host",
+        "0.0.0.0" if layout.isolated else instance.address,
+        "--port",
+        str(instance.app_port),
+        "--latency-ms",
+        str(settings.latency_ms),
+    )
+    upstream = upstream_url(instance)
+    if upstream is not None:
+        argv += ["--upstream", upstream]
+    proxy = proxy_url(layout, instance)
+    if proxy is not None:
+        argv += ["--proxy", proxy]
+    if instance.role == "inventory" and settings.fail_rate > 0:
+        argv += ["--fail-rate", str(settings.fail_rate)]
+    return in_netns(instance.netns, argv, APP_UID)
+
+
+def loadgen(layout: Layout, instance: Instance, settings: Settings) -> list[str]:
+    argv = gossamer("demo", "loadgen", "--url", f"{upstream_url(instance)}/")
+    argv += ["--rate", str(settings.rate)]
+    proxy = proxy_url(layout, instance)
+    if proxy is not None:
+        argv += ["--proxy", proxy]
+    return in_netns(instance.netns, argv, APP_UID)
+
+
+def sidecar(layout: Layout, instance: Instance) -> list[str]:
+    """The sidecar's command; its join token goes in its environment (`sidecar_env`)."""
+    control = layout.control
+    ports = instance.sidecar
+    listen = "0.0.0.0" if layout.isolated else instance.address
+    argv = gossamer(
+        "proxy",
+        "--service",
+        instance.service,
+        "--namespace",
+        NAMESPACE,
+        "--node",
+        instance.name,
+        "--instance-id",
+        instance.name,
+        "--advertise-address",
+        instance.address,
+        "--control",
+        f"{control.address}:{control.xds}",
+        "--bootstrap",
+        f"{control.address}:{control.bootstrap}",
+        "--inbound-port",
+        str(ports.inbound),
+        "--outbound-port",
+        str(ports.outbound),
+        "--admin-port",
+        str(ports.admin),
+        "--inbound-address",
+        listen,
+        "--admin-address",
+        listen,
+        "--outbound-address",
+        "127.0.0.1",
+    )
+    if instance.app_port is not None:
+        # peers call the service port; the app may listen on another one (loopback)
+        argv += ["--app-port", f"{SERVICE_PORT}:{instance.app_port}/http"]
+    return in_netns(instance.netns, argv, PROXY_UID if layout.isolated else None)
+
+
+def sidecar_env(instance: Instance, state: StateDir) -> dict[str, str]:
+    """$GOSSAMER_TOKEN: readable by the sidecar whatever user it runs as and wherever
+    the state directory is (pytest's and /root's folders are closed to other users)."""
+    return {"GOSSAMER_TOKEN": state.token(instance.service)}
+
+
+def iptables_install(instance: Instance) -> list[str]:
+    """Transparent interception in the instance's namespace (isolated shape)."""
+    assert instance.netns is not None
+    argv = gossamer(
+        "proxy",
+        "iptables",
+        "install",
+        "--proxy-uid",
+        str(PROXY_UID),
+        "--inbound-port",
+        str(instance.sidecar.inbound),
+        "--outbound-port",
+        str(instance.sidecar.outbound),
+        "--admin-port",
+        str(instance.sidecar.admin),
+    )
+    if instance.app_port is None:
+        argv.append("--no-inbound")
+    return in_netns(instance.netns, argv)

@@ -1,0 +1,150 @@
+"""The state directory of one `gossamer up` run (default `.gossamer/up/`), fresh each run.
+
+    .gossamer-up        marker: this folder belongs to `gossamer up` (safe to wipe)
+    mesh.yaml           the control plane's configuration (meshfile.py)
+    ca/                 a new mesh CA (root + intermediate)
+    data/               the control plane's data: embedded registry, admin-token, audit
+    tokens/S.token      one join token per service (mode 0600; `gossamer up` hands each to
+                        its sidecars in $GOSSAMER_TOKEN, so a sidecar running as another
+                        user needs no access to this folder)
+    logs/NAME.log       one log per process
+    status.json         written once the mesh is up: addresses, pids, URLs (for tools)
+
+A folder without the marker is never wiped (the user may have pointed `--state-dir` at
+something else); a folder whose status.json names a live `gossamer up` is in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gossamer.errors import GossamerError, UsageError
+from gossamer.fsutil import atomic_write
+from gossamer.up.layout import NAMESPACE, SERVICES, TRUST_DOMAIN, Layout
+from gossamer.up.meshfile import CA_DIR, DATA_DIR, mesh_yaml
+
+MARKER = ".gossamer-up"
+DEFAULT_STATE_DIR = Path(".gossamer/up")
+TOKEN_TTL = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    @property
+    def mesh_file(self) -> Path:
+        return self.root / "mesh.yaml"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / CA_DIR
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / DATA_DIR
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    def token_file(self, service: str) -> Path:
+        return self.root / "tokens" / f"{service}.token"
+
+    def token(self, service: str) -> str:
+        return self.token_file(service).read_text(encoding="utf-8").strip()
+
+    def admin_token(self) -> str:
+        return self.admin_token_file.read_text(encoding="utf-8").strip()
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        atomic_write(self.status_file, json.dumps(status, indent=2) + "\n", mode=0o600)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(root: Path) -> int | None:
+    """The pid of a live `gossamer up` using `root`, if any."""
+    try:
+        status = json.loads((root / "status.json").read_text(encoding="utf-8"))
+        pid = int(status["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if pid != os.getpid() and _pid_alive(pid) else None
+
+
+def _wipe(root: Path) -> None:
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise UsageError(f"{root} exists and is not a folder", hint="choose another --state-dir")
+    pid = running_pid(root)
+    if pid is not None:
+        raise UsageError(
+            f"another gossamer up (pid {pid}) is running with {root}",
+            hint="stop it first (Ctrl-C in its terminal), or pass another --state-dir",
+        )
+    if not (root / MARKER).exists() and any(root.iterdir()):
+        raise UsageError(
+            f"{root} is not empty and was not made by gossamer up; not wiping it",
+            hint="choose another --state-dir (an empty or new folder)",
+        )
+    shutil.rmtree(root)
+
+
+def prepare(root: Path, layout: Layout, *, jaeger_url: str | None = None) -> StateDir:
+    """Wipe and recreate `root`: CA, one join token per service, mesh.yaml, logs/."""
+    from gossamer.certs.ca import CertificateAuthority
+    from gossamer.certs.tokens import TokenStore
+
+    state = StateDir(root.absolute())
+    try:
+        _wipe(state.root)
+        state.root.mkdir(parents=True, mode=0o700)
+        os.chmod(state.root, 0o700)
+        (state.root / MARKER).write_text("made by gossamer up; wiped at its next start\n")
+        state.write_status({"pid": os.getpid(), "ready": False})
+        state.logs.mkdir()
+        atomic_write(state.mesh_file, mesh_yaml(layout, jaeger_url=jaeger_url))
+        ca = CertificateAuthority.init(state.ca_dir, TRUST_DOMAIN)
+        pin = ca.root_pin()
+        store = TokenStore(state.ca_dir)
+        tokens = state.root / "tokens"
+        tokens.mkdir(mode=0o700)
+        for service in SERVICES:
+            token, _ = store.create(service, pin, namespace=NAMESPACE, ttl=TOKEN_TTL)
+            path = state.token_file(service)
+            atomic_write(path, token + "\n", mode=0o600)
+    except OSError as exc:
+        raise GossamerError(
+            f"cannot prepare the state directory {root}: {exc.strerror or exc}",
+            hint="check its permissions, or pass another --state-dir",
+        ) from None
+    return state
+
+
+def clear_status(state: StateDir) -> None:
+    with contextlib.suppress(OSError):
+        state.status_file.unlink()
