@@ -95,8 +95,7 @@ class H2Client(H2Base):
             return
         if not self.goaway:
             self.goaway = True
-            self.h2.close_connection()
-            self.flush()
+            self.send_goaway(0)
         if not self.streams:
             self.close()
 
@@ -276,6 +275,7 @@ class H2Client(H2Base):
                 self._fail(ex, err)
                 self._maybe_idle()
         elif isinstance(event, h2.events.ConnectionTerminated):
+            self._keep_open()
             self._goaway(event.last_stream_id or 0)
         elif isinstance(event, h2.events.InformationalResponseReceived):
             pass

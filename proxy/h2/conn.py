@@ -160,6 +160,24 @@ class H2Base(asyncio.Protocol):
             self.handle(event)
         self.flush()
 
+    # -- GOAWAY ---------------------------------------------------------------------------
+    # h2's state machine closes the whole connection on sending or receiving GOAWAY, but
+    # RFC 9113 section 6.8 lets the streams already started finish: the sidecar keeps the
+    # connection open (refusing new streams itself) until they have.
+    def _keep_open(self) -> None:
+        machine = self.h2.state_machine
+        if machine.state is h2.connection.ConnectionState.CLOSED and not self.closed:
+            machine.state = (
+                h2.connection.ConnectionState.CLIENT_OPEN
+                if self.h2.config.client_side
+                else h2.connection.ConnectionState.SERVER_OPEN
+            )
+
+    def send_goaway(self, last_stream_id: int, code: int = 0) -> None:
+        self.h2.close_connection(code, last_stream_id=last_stream_id)
+        self._keep_open()
+        self.flush()
+
     def handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._wake_windows(getattr(event, "stream_id", 0))

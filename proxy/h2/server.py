@@ -167,8 +167,7 @@ class H2Server(H2Base):
         if self.draining or self.closed:
             return
         self.draining = True
-        self.h2.close_connection(NO_ERROR, last_stream_id=self._last_stream)
-        self.flush()
+        self.send_goaway(self._last_stream, NO_ERROR)
         if not self._tasks:
             self.close()
 
@@ -204,6 +203,7 @@ class H2Server(H2Base):
             if task is not None:
                 task.cancel()
         elif isinstance(event, h2.events.ConnectionTerminated):
+            self._keep_open()
             self.draining = True
             if not self._tasks:
                 self.close()
