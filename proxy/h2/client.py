@@ -29,7 +29,15 @@ import h2.events
 
 from gossamer.errors import UpstreamConnectError, UpstreamTimeout
 from gossamer.proxy.h2 import grpc
-from gossamer.proxy.h2.conn import CANCEL, REFUSED_STREAM, H2Base, H2Body, Headers, forwardable
+from gossamer.proxy.h2.conn import (
+    CANCEL,
+    REFUSED_STREAM,
+    H2Base,
+    H2Body,
+    Headers,
+    StreamGone,
+    forwardable,
+)
 from gossamer.proxy.http1.body import BodyReader
 from gossamer.proxy.service import INF, PerTryTimeout, Request, Response, UpstreamReset
 
@@ -85,6 +93,8 @@ class H2Client(H2Base):
 
     def close(self) -> None:
         if not self.closed:
+            if self.transport is not None:
+                self.flush_now()
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
@@ -180,7 +190,7 @@ class H2Client(H2Base):
                 await self.send_data(sid, b"", end=True)
         except asyncio.CancelledError:
             return
-        except ConnectionResetError:
+        except StreamGone:
             return
         except Exception:
             # the downstream body failed (client gone): abandon this stream only

@@ -54,6 +54,10 @@ INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
 NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 
 
+class StreamGone(ConnectionResetError):
+    """The stream (or the whole connection) ended before what was to be sent on it."""
+
+
 def forwardable(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """End-to-end headers in lower case, without pseudo and connection headers."""
     out: Headers = []
@@ -119,8 +123,14 @@ class H2Base(asyncio.Protocol):
 
     def __init__(self, *, client_side: bool) -> None:
         self.loop = asyncio.get_running_loop()
+        # outbound headers are already lower-case and filtered (`forwardable`): h2's
+        # validation and normalisation of them would only cost time
         config = h2.config.H2Configuration(
-            client_side=client_side, header_encoding=None, validate_inbound_headers=True
+            client_side=client_side,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config)
         self.h2.local_settings = h2.settings.Settings(
@@ -135,6 +145,7 @@ class H2Base(asyncio.Protocol):
         self.closed = False
         self._windows: dict[int, asyncio.Future[None]] = {}
         self._write_paused = False
+        self._flush_pending = False
         self._drain_waiter: asyncio.Future[None] | None = None
 
     # -- transport -------------------------------------------------------------------
@@ -145,6 +156,15 @@ class H2Base(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
+        """Write what h2 has queued, once per event-loop turn: the frames of every
+        stream that made progress in this turn go out in one write (one TLS record
+        batch, one syscall) instead of one per frame."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
@@ -192,7 +212,7 @@ class H2Base(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        err = ConnectionResetError("the connection was lost")
+        err = StreamGone("the connection was lost")
         for waiter in self._windows.values():
             if not waiter.done():
                 waiter.set_exception(err)
@@ -227,18 +247,18 @@ class H2Base(asyncio.Protocol):
         """Wake a sender waiting for window on a stream that was reset or closed."""
         waiter = self._windows.pop(stream_id, None)
         if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("the stream was reset"))
+            waiter.set_exception(StreamGone("the stream was reset"))
             waiter.exception()
 
     async def send_data(self, stream_id: int, data: bytes, end: bool = False) -> None:
-        """Send `data` on a stream as the windows allow (raises ConnectionResetError when
+        """Send `data` on a stream as the windows allow (raises StreamGone when
         the stream or the connection goes away first)."""
         conn = self.h2
         view = memoryview(data)
         try:
             while True:
                 if self.closed:
-                    raise ConnectionResetError("the connection is closed")
+                    raise StreamGone("the connection is closed")
                 if self._write_paused:
                     self._drain_waiter = self.loop.create_future()
                     await self._drain_waiter
@@ -261,16 +281,16 @@ class H2Base(asyncio.Protocol):
                 if not view:
                     return
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-            raise ConnectionResetError(f"stream {stream_id} closed: {exc}") from None
+            raise StreamGone(f"stream {stream_id} closed: {exc}") from None
 
     def send_headers(self, stream_id: int, headers: Headers, end: bool = False) -> None:
-        """Send a header block (raises ConnectionResetError when the stream is gone)."""
+        """Send a header block (raises StreamGone when the stream is gone)."""
         if self.closed:
-            raise ConnectionResetError("the connection is closed")
+            raise StreamGone("the connection is closed")
         try:
             self.h2.send_headers(stream_id, headers, end_stream=end)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-            raise ConnectionResetError(f"stream {stream_id} closed: {exc}") from None
+            raise StreamGone(f"stream {stream_id} closed: {exc}") from None
         self.flush()
 
     def ack(self, stream_id: int, size: int) -> None:

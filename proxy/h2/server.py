@@ -36,6 +36,7 @@ from gossamer.proxy.h2.conn import (
     H2Base,
     H2Body,
     Headers,
+    StreamGone,
     forwardable,
 )
 from gossamer.proxy.http1.body import BodyStream, RequestBody
@@ -158,6 +159,7 @@ class H2Server(H2Base):
 
     def close(self) -> None:
         if not self.closed:
+            self.flush_now()
             self.closed = True
             self.tracker.discard(self)
             self.transport.close()
@@ -248,7 +250,7 @@ class H2Server(H2Base):
         except asyncio.CancelledError:
             if resp is not None:
                 resp.discard()
-        except ConnectionResetError:
+        except StreamGone:
             if resp is not None:
                 resp.discard()
         finally:
@@ -282,7 +284,7 @@ class H2Server(H2Base):
         try:
             while data := await body.read():
                 await self.send_data(sid, data)
-        except ConnectionResetError:
+        except StreamGone:
             raise
         except Exception:
             # the upstream broke mid-body: the client sees the stream reset

@@ -6,7 +6,8 @@ Methods of service `test.Echo` (messages are raw bytes):
   Unary         -> b"NAME:" + request; trailing metadata x-instance: NAME,
                    x-trailer: done; initial metadata x-served-by: NAME
   ServerStream  -> request b"<n>": n messages b"NAME:<i>", then trailer x-count: n
-  Bidi          -> each request message back upper-cased, then trailer x-instance
+  Bidi          -> initial metadata x-served-by: NAME, each request message back
+                   upper-cased, then trailer x-instance
   Fail          -> request b"<code>:<details>": aborts with that status and details,
                    trailing metadata x-why: test
   Deadline      -> the time remaining of the call as seen by the app (b"%.3f" or
@@ -44,6 +45,7 @@ def build(name: str, unavailable: bool) -> grpc.GenericRpcHandler:
         context.set_trailing_metadata((("x-count", str(n)),))
 
     def bidi(requests: Any, context: Any) -> Any:
+        context.send_initial_metadata((("x-served-by", name),))
         for message in requests:
             yield message.upper()
         context.set_trailing_metadata((("x-instance", name),))

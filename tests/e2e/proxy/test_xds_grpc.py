@@ -13,9 +13,12 @@ library, prior knowledge) gets its response and trailers too.
 from __future__ import annotations
 
 import functools
+import queue
+import signal
 import socket
 import sys
 from collections import Counter
+from collections.abc import Iterator
 
 import grpc
 import h2.config
@@ -124,8 +127,6 @@ def test_bidi_streaming_call_interleaves(world: World) -> None:
     call = world.channel.stream_stream(
         "/test.Echo/Bidi", request_serializer=_ident, response_deserializer=_ident
     )
-    import queue
-
     outbox: queue.Queue[bytes | None] = queue.Queue()
 
     def requests():
@@ -233,3 +234,37 @@ def h2_call(
         sock.sendall(conn.data_to_send())
     sock.close()
     return status, head, body, trailers
+
+
+def test_drain_lets_an_open_stream_finish_and_calls_move_on(world: World) -> None:
+    """(Last: it stops one instance.) SIGTERM to the sidecar serving a bidi call: the
+    call carries on and ends with its trailers (GOAWAY: open streams finish), new calls
+    go to the other instances, none fails."""
+    call = world.channel.stream_stream(
+        "/test.Echo/Bidi", request_serializer=_ident, response_deserializer=_ident
+    )
+    outbox: queue.Queue[bytes | None] = queue.Queue()
+
+    def requests() -> Iterator[bytes]:
+        while (item := outbox.get()) is not None:
+            yield item
+
+    stream = call(requests(), timeout=20)
+    outbox.put(b"before")
+    assert next(stream) == b"BEFORE"
+    name = dict(stream.initial_metadata())["x-served-by"]
+    draining = world.greeters[int(name.rsplit("-", 1)[1])]
+    draining.process.signal(signal.SIGTERM)
+    wait_for(lambda: not draining.ready(), timeout=10, what="the sidecar to start draining")
+    # meanwhile other calls keep succeeding (on the others, or retried there)
+    served = Counter(world.unary("Unary", b"x")[0].split(b":")[0] for _ in range(20))
+    assert sum(served.values()) == 20
+    outbox.put(b"during")
+    assert next(stream) == b"DURING"  # the open stream still flows through the drain
+    outbox.put(None)
+    assert list(stream) == []
+    assert stream.code() == grpc.StatusCode.OK
+    assert dict(stream.trailing_metadata())["x-instance"] == name
+    wait_for(lambda: not draining.process.alive(), timeout=15, what="the sidecar to exit")
+    served = Counter(world.unary("Unary", b"x")[0].split(b":")[0] for _ in range(20))
+    assert name.encode() not in served and sum(served.values()) == 20, served
