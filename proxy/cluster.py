@@ -23,12 +23,15 @@ from gossamer.proxy.config import (
     OutlierDetection,
     ProxyConfig,
 )
+from gossamer.proxy.h2.client import H2Client
+from gossamer.proxy.h2.pool import H2Pool
 from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
 from gossamer.proxy.router import Router, destination_index
 from gossamer.proxy.tls import CredentialHolder, sni_for
 
 PoolKey = tuple[str, tuple[str, int]]
+Pool = EndpointPool | H2Pool  # HTTP/1.1 (and TCP tunnels) or multiplexed HTTP/2
 
 # -- outlier detection -------------------------------------------------------
 # Outlier detection: leave out endpoints that keep failing (pure; clock injected).
@@ -91,7 +94,7 @@ class ClusterRuntime:
         config: Cluster,
         hosts: list[Host],
         balancer: Balancer,
-        pools: dict[tuple[str, int], EndpointPool],
+        pools: dict[tuple[str, int], Pool],
         clock: Callable[[], float],
         on_eject: Callable[[str], None] | None = None,
     ) -> None:
@@ -138,7 +141,7 @@ class ClusterRuntime:
             self.on_eject(self.service_label)
         self.ejected_until = max(self.ejected_until, host.ejected_until)
 
-    def pool(self, host: Host) -> EndpointPool:
+    def pool(self, host: Host) -> Pool:
         return self.pools[host.endpoint.key]
 
 
@@ -173,51 +176,64 @@ class ClusterManager:
         self.clock = clock
         self._hosts: dict[tuple[str, Endpoint], Host] = {}
         # pool key -> ((cluster settings, endpoint TLS), pool): reused while both are equal
-        self._pools: dict[PoolKey, tuple[tuple[Cluster, bool], EndpointPool]] = {}
+        self._pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
 
     def _connector(
         self, cluster: Cluster, endpoint: Endpoint
-    ) -> Callable[[Http1Client, float], Any]:
+    ) -> Callable[[Http1Client | H2Client, float], Any]:
         address, port = endpoint.address, endpoint.port
         sni = cluster.sni or sni_for(
             cluster.service, cluster.namespace, cluster.port, self.trust_domain
         )
 
         tls = cluster.tls and endpoint.tls
+        h2 = cluster.protocol.is_h2
 
-        async def connect(conn: Http1Client, allowed: float) -> Any:
+        async def connect(conn: Http1Client | H2Client, allowed: float) -> Any:
             limit = min(cluster.connect_timeout, allowed)
             if not tls:
                 return await open_plain(address, port, conn, limit)
             contexts = self.credentials.contexts
             if contexts is None:
                 raise UpstreamConnectError("no certificate yet")
-            return await open_mtls(
+            layer = await open_mtls(
                 address,
                 port,
                 conn,
-                context=contexts.client,
+                context=contexts.client_h2 if h2 else contexts.client,
                 sni=sni,
                 identity=cluster.identity,
                 connect_timeout=limit,
             )
+            if h2 and layer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
+                layer.abort()
+                raise UpstreamConnectError(f"{address}:{port} did not negotiate HTTP/2 (ALPN h2)")
+            return layer
 
         return connect
 
     def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
         hosts: dict[tuple[str, Endpoint], Host] = {}
-        pools: dict[PoolKey, tuple[tuple[Cluster, bool], EndpointPool]] = {}
+        pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
         runtimes: dict[str, ClusterRuntime] = {}
         for name, cluster in config.clusters.items():
             cluster_hosts = []
-            cluster_pools: dict[tuple[str, int], EndpointPool] = {}
+            cluster_pools: dict[tuple[str, int], Pool] = {}
             for ep in config.endpoints.get(name, ()):
                 host = self._hosts.get((name, ep)) or Host(ep)
                 hosts[(name, ep)] = host
                 cluster_hosts.append(host)
                 old = self._pools.get((name, ep.key))
+                pool: Pool
                 if old is not None and old[0] == (cluster, ep.tls):
                     pool = old[1]
+                elif cluster.protocol.is_h2:
+                    pool = H2Pool(
+                        self._connector(cluster, ep),
+                        idle_timeout=cluster.idle_timeout,
+                        clock=self.clock,
+                        scheme=b"https" if cluster.tls and ep.tls else b"http",
+                    )
                 else:
                     pool = EndpointPool(
                         self._connector(cluster, ep),
@@ -254,7 +270,7 @@ class ClusterManager:
 
         return snapshot, commit
 
-    def pools(self) -> list[EndpointPool]:
+    def pools(self) -> list[Pool]:
         return [pool for _, pool in self._pools.values()]
 
     def expire_idle(self) -> None:

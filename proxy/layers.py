@@ -24,7 +24,13 @@ from gossamer.errors import (
 from gossamer.proxy.config import RetryPolicy, Route
 from gossamer.proxy.http1.body import BodyStream
 from gossamer.proxy.metrics_defs import SidecarMetrics
-from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
+from gossamer.proxy.retry import (
+    Failure,
+    RetryBudget,
+    backoff_delay,
+    grpc_retryable,
+    retry_allowed,
+)
 from gossamer.proxy.service import (
     PerTryTimeout,
     Request,
@@ -65,7 +71,8 @@ def timeout_layer(inner: Service) -> Service:
         if timeout:
             if loop is None:
                 loop = asyncio.get_running_loop()
-            req.deadline = loop.time() + timeout
+            # (a gRPC call's own deadline may be earlier)
+            req.deadline = min(req.deadline, loop.time() + timeout)
         return inner(req)
 
     return call
@@ -141,7 +148,17 @@ class RetryLayer:
                 except UpstreamReset as exc:
                     failure, error = Failure.RESET, exc
                 replayable = req.body is None or req.body.replayable
-                if resp is not None and resp.status not in policy.retry_status_codes:
+                grpc_retry = (
+                    resp is not None
+                    and req.grpc
+                    and bool(policy.retry_grpc_statuses)
+                    and grpc_retryable(resp, policy.retry_grpc_statuses, req.body)
+                )
+                if (
+                    resp is not None
+                    and resp.status not in policy.retry_status_codes
+                    and not grpc_retry
+                ):
                     if not _may_finish(resp, policy, req, attempt, replayable):
                         return resp
                     try:
@@ -158,12 +175,15 @@ class RetryLayer:
                             if isinstance(exc, UpstreamReset)
                             else UpstreamReset("the response body stalled")
                         )
-                if attempt >= policy.attempts or not retry_allowed(
-                    policy,
-                    req.method,
-                    failure=failure,
-                    status=resp.status if resp is not None else 0,
-                    replayable=replayable,
+                if attempt >= policy.attempts or not (
+                    grpc_retry
+                    or retry_allowed(
+                        policy,
+                        req.method,
+                        failure=failure,
+                        status=resp.status if resp is not None else 0,
+                        replayable=replayable,
+                    )
                 ):
                     return _give_up(resp, error)
                 dst = req.cluster.service_label if req.cluster is not None else "unknown"
