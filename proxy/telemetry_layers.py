@@ -167,12 +167,15 @@ def record_grpc(series: RequestSeries, resp: Response, seconds: float) -> Respon
     status = resp.status
     body = resp.body
     if not isinstance(body, H2Body):
-        series.record(status, seconds, grpc.failed(status, grpc.status_of(resp.headers)))
+        code = grpc.status_of(resp.headers)
+        series.record(status, seconds, grpc.failed(status, code))
+        series.grpc_status(code)
         return resp
 
     def ended(b: H2Body) -> None:
-        code = grpc.status_of(b.trailers)
+        code = None if b.broken else grpc.status_of(b.trailers)
         series.record(status, seconds, b.broken or grpc.failed(status, code))
+        series.grpc_status(code)
 
     if body.done:
         ended(body)

@@ -191,12 +191,19 @@ def test_grpc_statuses_are_classified(world: World) -> None:
             response_code="200", classification="failure",
         )  # fmt: skip
 
-    before = failures()
+    def internal() -> float:
+        return world.web.metric(
+            "gossamer_grpc_responses_total", reporter="source", destination_service="greeter",
+            grpc_status="13",
+        )  # fmt: skip
+
+    before, before_13 = failures(), internal()
     for _ in range(3):
         with pytest.raises(grpc.RpcError):
             world.unary("Fail", b"INTERNAL:boom")
     world.unary("Unary", b"ok")
     assert failures() - before == 3
+    assert internal() - before_13 == 3
 
 
 def h2_call(

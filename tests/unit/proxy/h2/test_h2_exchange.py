@@ -257,3 +257,22 @@ async def test_http1_listener_hands_the_h2c_preface_over() -> None:
     finally:
         tracker.stop()
         srv.close()
+
+
+async def test_grpc_timeout_sent_upstream_is_the_time_left() -> None:
+    from gossamer.proxy.h2 import grpc
+
+    app = App()
+    async with h2_server(app) as (port, _):
+        pool = pool_for(port)
+        conn, _ = await pool.acquire()
+        req = request(b"/x")
+        req.headers.append((b"grpc-timeout", b"5S"))  # what the client asked for...
+        req.grpc = 2
+        req.deadline = asyncio.get_running_loop().time() + 1.0  # ...minus what elapsed
+        await conn.send(req)
+        seen = app.requests[-1]
+        sent = grpc.parse_timeout(dict(seen.headers)[b"grpc-timeout"])
+        assert sent is not None and 0.9 < sent <= 1.0
+        assert seen.grpc == 2 and seen.deadline - seen.start == pytest.approx(sent)
+        pool.close()
