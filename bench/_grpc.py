@@ -3,7 +3,7 @@
 `python -m bench._grpc PORT` runs a gRPC backend (grpc.aio, generic handler, no
 generated code): `/bench.Echo/Unary` answers the request message. `h2load_max` drives
 gRPC unary calls with h2load (real gRPC framing, `te: trailers`, h2c prior knowledge)
-at full speed; `h2load_rate` at a fixed total rate, with latency percentiles computed
+at full speed; `h2load_rate` at a fixed total rate (evenly spaced, from one connection), with latency percentiles computed
 from h2load's per-request log (h2load itself prints only mean and deviation).
 `grpc_check` makes one call with a grpcio client and checks the answer, so the load is
 known to be gRPC calls that succeed, not just HTTP/2 200s.
@@ -44,7 +44,7 @@ def _h2load(args: list[str]) -> tuple[float, int, str]:
     if m is None or r is None:
         raise RuntimeError(f"h2load failed: {out.stderr or text}")
     ok = int(s.group(1)) if s else 0
-    errors = int(r.group(5)) + int(r.group(6)) + (int(r.group(3)) - ok)
+    errors = int(r.group(5)) + int(r.group(6)) + max(0, int(r.group(3)) - ok)
     return float(m.group(1)), errors, text
 
 
@@ -69,15 +69,17 @@ def h2load_max(
 
 
 def h2load_rate(
-    url: str, authority: str | None, *, rate: int, duration: float, clients: int = 10
+    url: str, authority: str | None, *, rate: int, duration: float, clients: int = 1
 ) -> H2Result:
+    """Open loop: h2load issues each client's requests on a timer (1/rate apart: one
+    client, so they are evenly spaced; several clients fire in step, in bursts)."""
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "frame"
         body.write_bytes(FRAME)
         log = Path(tmp) / "log"
         n = int(rate * duration)
         rps, errors, _ = _h2load(
-            [*_common(url, authority, body), "-c", str(clients), "-m", "8",
+            [*_common(url, authority, body), "-c", str(clients), "-m", "32",
              "-n", str(n), f"--rps={rate / clients:g}", f"--log-file={log}"]
         )  # fmt: skip
         times = sorted(

@@ -69,6 +69,13 @@ def forwardable(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     return out
 
 
+class _Connection(h2.connection.H2Connection):
+    # h2 remembers 65,536 closed streams per connection (for frames that arrive late),
+    # several MB on a busy connection; a late frame for a stream forgotten sooner only
+    # gets a RST_STREAM(STREAM_CLOSED)
+    MAX_CLOSED_STREAMS = 1024
+
+
 class H2Body(BodyStream):
     """A body arriving on an HTTP/2 stream; `trailers` are set when they arrive (before
     the body ends). Reading returns flow-control credit; discarding resets the stream."""
@@ -132,7 +139,7 @@ class H2Base(asyncio.Protocol):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.h2 = h2.connection.H2Connection(config)
+        self.h2: h2.connection.H2Connection = _Connection(config)
         self.h2.local_settings = h2.settings.Settings(
             client=client_side,
             initial_values={
