@@ -4,6 +4,7 @@
     await sidecar.start()          # binds admin, outbound and inbound ports
     sidecar.apply(new_config)      # atomic swap; ConfigError leaves the old one (NACK)
     sidecar.rotate(new_creds)      # new TLS contexts for new connections only
+    sidecar.begin_drain()          # /ready fails, responses say `Connection: close`
     await sidecar.stop(grace=10)   # stop accepting, let in-flight requests finish
 
 Without credentials the inbound port refuses connections and outbound mTLS cannot
@@ -274,9 +275,18 @@ class Sidecar:
             if trim is not None:
                 trim(0)  # and give the freed heap pages back
 
+    def begin_drain(self) -> None:
+        """Draining starts (before the listeners close): `/ready` fails, and every
+        HTTP/1.1 response on the data path from now on carries `Connection: close` and
+        ends its connection, so clients and peers reconnect elsewhere."""
+        self.draining = True
+        self.trackers["outbound"].draining = True
+        self.trackers["inbound"].draining = True
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish within `grace`, close the rest."""
         grace = self.options.drain_timeout if grace is None else grace
+        self.draining = True
         for server in self._servers:
             server.close()
         self.probe.stop()
