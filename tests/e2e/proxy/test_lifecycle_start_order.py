@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import time
+from functools import partial
 
 import pytest
 
@@ -42,6 +43,10 @@ def _only_app_missing(sc: XdsSidecar) -> bool:
     return bool(missing) and all(m.startswith("app") for m in missing)
 
 
+def _unhealthy_at(web: XdsSidecar, service: str) -> bool:
+    return [e["health"] for e in web.endpoints(f"outbound|8080||{service}")] == ["unhealthy"]
+
+
 def test_app_starting_after_its_sidecar(tmp_path):
     with processes() as procs:
         mesh = XdsMesh(tmp_path, procs, SERVICES)
@@ -57,15 +62,9 @@ def test_app_starting_after_its_sidecar(tmp_path):
         )
         web = mesh.sidecar("web")
         for sc in (catalog, stock, orders):
-            wait_for(lambda sc=sc: _only_app_missing(sc), timeout=30, what=f"{sc.instance}")
-            cluster = f"outbound|8080||{sc.service}"
+            wait_for(partial(_only_app_missing, sc), timeout=30, what=sc.instance)
             # unhealthy at web, which balances over it anyway (panic: none is healthy)
-            wait_for(
-                lambda sc=sc, cluster=cluster: (
-                    [e["health"] for e in web.endpoints(cluster)] == ["unhealthy"]
-                ),
-                what=f"{sc.service} at web",
-            )
+            wait_for(partial(_unhealthy_at, web, sc.service), what=f"{sc.service} at web")
 
         # the bound, and failing at once: a clear 503 naming what is missing
         status, error, body, took = _get(web.outbound, "stock")
@@ -120,7 +119,7 @@ def test_app_starting_before_its_sidecar(tmp_path):
             "web", token=tokens[1], wait_ready=False, extra=["--hold-requests-until-ready", "0"]
         )
         for sc in (slow, fast):
-            wait_for(lambda sc=sc: port_open(sc.outbound), timeout=30, what="outbound")
+            wait_for(partial(port_open, sc.outbound), timeout=30, what="outbound")
         status, error, body, took = _get(slow.outbound, "catalog")
         assert (status, error) == (503, "no-config"), body
         assert b"waited 1 s" in body
