@@ -89,7 +89,7 @@ def test_sigterm_under_load_drains_without_cutting_a_request(tmp_path):
             what="requests in flight to the leaving instance",
         )
         served_before = (_at_web(web, leaving.inbound) or {})["total_requests"]
-        for client, ms in zip(clients, (600, 2500), strict=True):
+        for client, ms in zip(clients, (600, 4000), strict=True):
             client.request("GET", f"/slow/{ms}", headers={"Host": "catalog"})
         time.sleep(0.1)  # let those requests reach the sidecar (a head start, not a wait)
 
