@@ -276,3 +276,38 @@ async def test_grpc_timeout_sent_upstream_is_the_time_left() -> None:
         assert sent is not None and 0.9 < sent <= 1.0
         assert seen.grpc == 2 and seen.deadline - seen.start == pytest.approx(sent)
         pool.close()
+
+
+async def test_idle_connections_expire_and_a_closed_pool_says_goaway() -> None:
+    app = App()
+    now = [1000.0]
+    async with h2_server(app) as (port, _):
+        pool = pool_for(port)
+        pool.clock = lambda: now[0]
+        conn, _ = await pool.acquire()
+        await conn.send(request(b"/a"))
+        for _ in range(100):  # the stream ends when the response's END_STREAM arrives
+            if not conn.streams:
+                break
+            await asyncio.sleep(0.01)
+        pool.expire()
+        assert not conn.closed  # idle for no time yet
+        now[0] += pool.idle_timeout + 1
+        pool.expire()
+        assert conn.goaway and conn.closed
+        # a closed pool: the busy connection gets GOAWAY, finishes its stream, closes
+        conn2, reused = await pool.acquire()
+        assert not reused and conn2 is not conn
+        pending = asyncio.create_task(conn2.send(request(b"/wait")))
+        while len(app.requests) < 2:
+            await asyncio.sleep(0.01)
+        pool.close()
+        assert conn2.goaway and not conn2.closed
+        app.release.set()
+        resp = await pending
+        assert await read_all(resp.body) == b"released"
+        for _ in range(100):
+            if conn2.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert conn2.closed
