@@ -4,6 +4,9 @@
 the returned commit publishes them and closes the pools of endpoints that disappeared.
 Hosts (in-flight counts, RTT estimates) and pools are kept across configurations for
 endpoints that did not change, so a routine EDS update does not reset connections.
+HTTP/1.1 and TCP clusters get `EndpointPool`s; http2/grpc clusters get `H2Pool`s
+(multiplexed h2: over mTLS with ALPN `h2`, which the peer must select, or h2c to the
+local app), so each call is balanced on its own.
 """
 
 from __future__ import annotations

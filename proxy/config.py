@@ -17,7 +17,8 @@ Mapping from xDS (for the xDS client):
   weighted clusters, timeout, retry policy: `num_retries + 1` is `RetryPolicy.attempts`,
   `retry_on` "connect-failure,reset,gateway-error" -> `retry_on` + status codes).
 - Cluster `outbound|<port>||<svc>` -> `Cluster` (lb_policy, ring-hash header from the
-  route's hash policy, SPIFFE ID from the upstream TLS context's SAN matcher).
+  route's hash policy, SPIFFE ID from the upstream TLS context's SAN matcher; protocol
+  http2/grpc from the metadata or the HTTP/2 protocol options).
 - Cluster `inbound|<port>` -> `AppPort`.
 - ClusterLoadAssignment -> `Endpoint`s (locality zone, health status, weight).
 - Secret `ROOTCA` -> the trust bundle (held by the TLS credentials, not here).
