@@ -6,7 +6,9 @@ tried and ejected ones), takes a pooled connection, and sends. In-flight counts
 clusters the time from sending to the response head feeds the RTT estimate; failures
 and successes feed outlier detection. A pooled connection that turns out to be dead
 (the peer closed it while idle) is retried once on a fresh connection when the request
-is idempotent and its body replayable, without counting as a retry.
+is idempotent and its body replayable, without counting as a retry. An HTTP/2 stream
+the upstream refused (REFUSED_STREAM, or left unstarted by a GOAWAY) goes once to
+another endpoint, whatever the method: it was not processed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.balancer import Host, observe_rtt
 from gossamer.proxy.cluster import GATEWAY_ERRORS, ClusterRuntime
 from gossamer.proxy.config import IDEMPOTENT_METHODS
+from gossamer.proxy.h2.client import StreamRefused
 from gossamer.proxy.service import NoHealthyUpstream, Request, Response, Service, UpstreamReset
 
 Clock = Callable[[], float]
@@ -53,6 +56,22 @@ def endpoint_service(clock: Clock) -> Service:
             conn, reused = await pool.acquire(req.deadline)
             start = clock() if cluster.measure_rtt else 0.0
             try:
+                resp = await conn.send(req, done)
+            except StreamRefused:
+                # HTTP/2: the upstream refused the stream or is going away (GOAWAY):
+                # nothing was processed, so once more on another endpoint
+                body = req.body
+                if body is not None and not body.replayable:
+                    raise
+                done()
+                other = cluster.choose(req.headers, req.tried)
+                if other is None:
+                    raise
+                host = other
+                req.tried.append(host)
+                pool = cluster.pools[host.endpoint.key]
+                done = _InFlight(host)
+                conn, reused = await pool.acquire(req.deadline)
                 resp = await conn.send(req, done)
             except UpstreamReset:
                 body = req.body
