@@ -21,6 +21,7 @@ from gossamer.errors import (
     GossamerError,
     UpstreamConnectError,
 )
+from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.config import RetryPolicy, Route
 from gossamer.proxy.http1.body import BodyStream
 from gossamer.proxy.metrics_defs import SidecarMetrics
@@ -125,60 +126,71 @@ class RetryLayer:
             loop = self._loop
             if loop is None:
                 loop = self._loop = asyncio.get_running_loop()
-            attempt = 1
-            while True:
-                resp: Response | None = None
-                error: GossamerError | None = None
-                failure: Failure | None = None
-                if policy.per_try_timeout:
-                    req.try_deadline = loop.time() + policy.per_try_timeout
-                try:
-                    resp = await inner(req)
-                except PerTryTimeout as exc:
-                    failure, error = Failure.TIMEOUT, exc
-                except UpstreamConnectError as exc:
-                    failure, error = Failure.CONNECT_FAILURE, exc
-                except UpstreamReset as exc:
-                    failure, error = Failure.RESET, exc
-                replayable = req.body is None or req.body.replayable
-                if resp is not None and resp.status not in policy.retry_status_codes:
-                    if not _may_finish(resp, policy, req, attempt, replayable):
-                        return resp
+            held: list[CircuitBreaker] = []
+            try:
+                attempt = 1
+                while True:
+                    resp: Response | None = None
+                    error: GossamerError | None = None
+                    failure: Failure | None = None
+                    if policy.per_try_timeout:
+                        req.try_deadline = loop.time() + policy.per_try_timeout
                     try:
-                        await _finish_body(resp, req.deadline)
-                        return resp
-                    except (UpstreamReset, TimeoutError) as exc:
-                        # the upstream broke before the (small) body was complete:
-                        # nothing reached the client yet, so this try can be retried
+                        resp = await inner(req)
+                    except PerTryTimeout as exc:
+                        failure, error = Failure.TIMEOUT, exc
+                    except UpstreamConnectError as exc:
+                        failure, error = Failure.CONNECT_FAILURE, exc
+                    except UpstreamReset as exc:
+                        failure, error = Failure.RESET, exc
+                    replayable = req.body is None or req.body.replayable
+                    if resp is not None and resp.status not in policy.retry_status_codes:
+                        if not _may_finish(resp, policy, req, attempt, replayable):
+                            return resp
+                        try:
+                            await _finish_body(resp, req.deadline)
+                            return resp
+                        except (UpstreamReset, TimeoutError) as exc:
+                            # the upstream broke before the (small) body was complete:
+                            # nothing reached the client yet, so this try can be retried
+                            resp.discard()
+                            resp = None
+                            failure = Failure.RESET
+                            error = (
+                                exc
+                                if isinstance(exc, UpstreamReset)
+                                else UpstreamReset("the response body stalled")
+                            )
+                    if attempt >= policy.attempts or not retry_allowed(
+                        policy,
+                        req.method,
+                        failure=failure,
+                        status=resp.status if resp is not None else 0,
+                        replayable=replayable,
+                    ):
+                        return _give_up(resp, error)
+                    dst = req.cluster.service_label if req.cluster is not None else "unknown"
+                    if not budget.withdraw():
+                        self.metrics.retry_budget_exhausted(dst)
+                        return _give_up(resp, error)
+                    if not held and req.cluster is not None:
+                        # circuit breaker: one unit of max_retries while this request retries
+                        breaker = req.cluster.breaker
+                        if not breaker.try_acquire_retry():
+                            return _give_up(resp, error)
+                        held.append(breaker)
+                    self.metrics.retry(dst)
+                    if resp is not None:
                         resp.discard()
-                        resp = None
-                        failure = Failure.RESET
-                        error = (
-                            exc
-                            if isinstance(exc, UpstreamReset)
-                            else UpstreamReset("the response body stalled")
-                        )
-                if attempt >= policy.attempts or not retry_allowed(
-                    policy,
-                    req.method,
-                    failure=failure,
-                    status=resp.status if resp is not None else 0,
-                    replayable=replayable,
-                ):
-                    return _give_up(resp, error)
-                dst = req.cluster.service_label if req.cluster is not None else "unknown"
-                if not budget.withdraw():
-                    self.metrics.retry_budget_exhausted(dst)
-                    return _give_up(resp, error)
-                self.metrics.retry(dst)
-                if resp is not None:
-                    resp.discard()
-                delay = backoff_delay(policy, attempt, self.rng)
-                if loop.time() + delay >= req.deadline:
-                    return _give_up(resp, error)
-                if delay > 0:
-                    await self.sleep(delay)  # type: ignore[misc]
-                attempt += 1
+                    delay = backoff_delay(policy, attempt, self.rng)
+                    if loop.time() + delay >= req.deadline:
+                        return _give_up(resp, error)
+                    if delay > 0:
+                        await self.sleep(delay)  # type: ignore[misc]
+                    attempt += 1
+            finally:
+                if held:
+                    held[0].release_retry()
 
         return call
 
