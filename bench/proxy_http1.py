@@ -23,7 +23,14 @@ sidecar RSS idle and peak under the wrk load. Targets (issues 5 and 7): throughp
 50% of haproxy's, added latency over direct <= 1 ms p50 and <= 5 ms p99, RSS <= 60 MB per
 sidecar, telemetry costs <= 10% of the throughput.
 
-Run: flock /tmp/gossamer-bench.lock ./dev bench proxy_http1 [--duration 5] [--rounds 4]
+HTTP/2 and gRPC in the same run (bench/_grpc.py): a grpc.aio backend, called directly
+and through a sidecar pair (h2c from the load generator to `web-g`'s outbound port,
+routed by :authority, h2 over mTLS with ALPN between the sidecars, h2c to the backend;
+metrics on, tracing off): gRPC unary calls/s with h2load (10 connections x 10 streams),
+and latency p50/p99 at a fixed rate (`--h2-rate`, default 500 calls/s), each the median
+of `--h2-rounds` interleaved rounds.
+
+Run: flock /tmp/gossamer-bench.lock ./dev bench proxy_http1 [--duration 5] [--rounds 3]
 The machine is shared: numbers move with other work; run it twice when in doubt.
 """
 
@@ -31,10 +38,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from typing import Any
 
+from bench._grpc import METHOD, H2Result, grpc_check, h2load_max, h2load_rate
 from bench._harness import (
     Latency,
+    Procs,
     RssPeak,
     Throughput,
     fixed_rate,
@@ -44,10 +55,11 @@ from bench._harness import (
     identities,
     print_table,
     rss_mb,
+    wait_port,
     workspace,
     wrk,
 )
-from bench._mesh import OtlpReceiverProcess, control_plane, xds_sidecar
+from bench._mesh import ControlPlane, OtlpReceiverProcess, control_plane, xds_sidecar
 
 SERVICE_PORT = 8080
 ON = "gossamer, metrics + tracing 1%"
@@ -58,10 +70,14 @@ OFF = "gossamer, telemetry off"
 def services() -> list[dict[str, object]]:
     retries = {"attempts": 1, "on": ["connect-failure", "reset"]}
     http = [{"port": SERVICE_PORT, "protocol": "http"}]
-    return [
+    out: list[dict[str, object]] = [
         {"name": name, "ports": http, "retries": retries}
-        for name in ("web", "catalog", "web-m", "catalog-m", "web-off", "catalog-off")
+        for name in ("web", "catalog", "web-m", "catalog-m", "web-off", "catalog-off", "web-g")
     ]
+    grpc_retries = {"attempts": 1, "on": ["connect-failure", "refused-stream", "unavailable"]}
+    grpc = [{"port": SERVICE_PORT, "protocol": "grpc"}]
+    out.append({"name": "greeter", "ports": grpc, "retries": grpc_retries})
+    return out
 
 
 def _median(runs: list[tuple[Throughput, Latency]]) -> tuple[Throughput, Latency]:
@@ -81,7 +97,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--h2-duration", type=float, default=4.0, help="seconds per h2 run")
+    parser.add_argument("--h2-rate", type=int, default=500, help="gRPC calls/s for latency")
+    parser.add_argument("--h2-rounds", type=int, default=2)
     args = parser.parse_args(argv)
 
     with workspace("gossamer-bench-") as (tmp, procs):
@@ -141,6 +160,7 @@ def main(argv: list[str]) -> int:
                 lat = fixed_rate(url, rate=args.rate, duration=args.duration, host=h)
                 samples[name].append((tp, lat))
         spans = receiver.stop()
+        h2 = _grpc_part(procs, cp, args)
 
     results = {name: _median(runs) for name, runs in samples.items()}
     d_tp, d_lat = results["direct"]
@@ -193,4 +213,63 @@ def main(argv: list[str]) -> int:
         ("metrics + tracing 1% cost <= 10% throughput", loss <= 0.10),
     ]
     print_table("targets", ["target", "met"], [[t, "yes" if ok else "NO"] for t, ok in checks])
+    _print_grpc(h2, args)
     return 0
+
+
+def _grpc_part(procs: Procs, cp: ControlPlane, args: argparse.Namespace) -> dict[str, Any]:
+    """gRPC unary calls/s and HTTP/2 latency at a fixed rate: direct vs two sidecars."""
+    backend = free_port()
+    procs.start([sys.executable, "-m", "bench._grpc", str(backend)], "grpc-backend")
+    wait_port(backend)
+    greeter = xds_sidecar(procs, cp, "greeter", app_port=f"{SERVICE_PORT}:{backend}")
+    web = xds_sidecar(procs, cp, "web-g")
+    paths = {
+        "direct": (f"http://127.0.0.1:{backend}{METHOD}", None),
+        "gossamer, two sidecars": (f"http://127.0.0.1:{web.outbound}{METHOD}", "greeter:8080"),
+    }
+    grpc_check(f"127.0.0.1:{backend}", None)
+    grpc_check(f"127.0.0.1:{web.outbound}", "greeter:8080")
+    for url, authority in paths.values():  # warm up
+        h2load_max(url, authority, duration=1)
+    pids = [greeter.pid, web.pid]
+    samples: dict[str, list[tuple[H2Result, H2Result]]] = {name: [] for name in paths}
+    peak = 0.0
+    for round_no in range(args.h2_rounds):
+        order = list(paths) if round_no % 2 == 0 else list(reversed(paths))
+        for name in order:
+            url, authority = paths[name]
+            with RssPeak(pids) as watch:
+                tp = h2load_max(url, authority, duration=args.h2_duration)
+            peak = max(peak, *watch.peak.values())
+            lat = h2load_rate(url, authority, rate=args.h2_rate, duration=args.h2_duration)
+            samples[name].append((tp, lat))
+    results = {}
+    for name, runs in samples.items():
+        results[name] = (
+            statistics.median(r[0].rps for r in runs),
+            statistics.median(r[1].p50_ms for r in runs),
+            statistics.median(r[1].p99_ms for r in runs),
+            statistics.median(r[1].rps for r in runs),
+            sum(r[0].errors + r[1].errors for r in runs),
+        )
+    return {"results": results, "peak": peak}
+
+
+def _print_grpc(h2: dict[str, Any], args: argparse.Namespace) -> None:
+    results = h2["results"]
+    d_rps, d_p50, d_p99, _, _ = results["direct"]
+    rows = [
+        [name, f"{rps:,.0f}", f"{rps / d_rps:.2f}", f"{p50:.2f}", f"{p99:.2f}",
+         f"{p50 - d_p50:+.2f}", f"{p99 - d_p99:+.2f}", f"{rate:,.0f}", errors]
+        for name, (rps, p50, p99, rate, errors) in results.items()
+    ]  # fmt: skip
+    print_table(
+        f"gRPC unary over HTTP/2: max calls/s with h2load (10 connections x 10 streams); "
+        f"latency at {args.h2_rate} calls/s; median of {args.h2_rounds} rounds of "
+        f"{args.h2_duration:g} s",
+        ["path", "calls/s", "x direct", "p50 ms", "p99 ms", "p50 +direct", "p99 +direct",
+         "rate calls/s", "errors"],
+        rows,
+    )  # fmt: skip
+    print(f"gRPC sidecars' peak RSS under load: {h2['peak']:.1f} MB")

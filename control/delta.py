@@ -27,16 +27,14 @@ Theory of operation (spec: envoyproxy/envoy docs/root/api-docs/xds_protocol.rst,
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from gossamer.errors import RemoteProtocolError
-from gossamer.logs import event
 
 from .cache import WILDCARD, DeltaSubscription, Snapshot, delta_update
-from .stream import AdsStream, StreamEnvironment, log
+from .stream import AdsStream, StreamEnvironment
 from .translate import names
 
 OUTSTANDING_NONCES = 16
@@ -73,16 +71,7 @@ class DeltaStream(
         if version is None:
             self.info.stale_nonces += 1
         elif request.HasField("error_detail"):
-            self.info.record_nack(type_url, version, request.error_detail.message)
-            event(
-                log,
-                logging.WARNING,
-                "xds update rejected",
-                node=self.info.node_id,
-                type=names.SHORT_NAMES.get(type_url, type_url),
-                version=version,
-                error=request.error_detail.message[:500],
-            )
+            self.record_nack(type_url, version, request.error_detail.message)
         else:
             self.info.record_ack(type_url, version)
 

@@ -34,16 +34,14 @@ https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol)
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from gossamer.errors import RemoteProtocolError
-from gossamer.logs import event
 
 from .cache import FULL_STATE_TYPES, WILDCARD, Snapshot, SotwSubscription, sotw_update
-from .stream import AdsStream, StreamEnvironment, log
+from .stream import AdsStream, StreamEnvironment
 from .translate import names
 
 REMEMBERED_NONCES = 16
@@ -85,16 +83,7 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Discove
         if version is None:
             return
         if request.HasField("error_detail"):
-            self.info.record_nack(type_url, version, request.error_detail.message)
-            event(
-                log,
-                logging.WARNING,
-                "xds update rejected",
-                node=self.info.node_id,
-                type=names.SHORT_NAMES.get(type_url, type_url),
-                version=version,
-                error=request.error_detail.message[:500],
-            )
+            self.record_nack(type_url, version, request.error_detail.message)
         elif request.response_nonce == self._latest_nonce.get(type_url):
             self.info.record_ack(type_url, request.version_info)
         else:

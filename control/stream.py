@@ -35,7 +35,7 @@ from gossamer.logs import event
 
 from .cache import Snapshot, SnapshotCache
 from .streams import StreamInfo, StreamRegistry
-from .translate import NodeGroup
+from .translate import NodeGroup, names
 
 log = logging.getLogger("gossamer.control.ads")
 
@@ -87,6 +87,19 @@ class AdsStream(Generic[Req, Resp]):
     def next_nonce(self) -> str:
         self._nonces += 1
         return str(self._nonces)
+
+    def record_nack(self, type_url: str, version: str, message: str) -> None:
+        """A client refused `version` of `type_url`: keep its error, log it once."""
+        self.info.record_nack(type_url, version, message)
+        event(
+            log,
+            logging.WARNING,
+            "xds update rejected",
+            node=self.info.node_id,
+            type=names.SHORT_NAMES.get(type_url, type_url),
+            version=version,
+            error=message[:500],
+        )
 
     def attach(self, node: base_pb2.Node) -> None:
         """Place the stream in its node group and follow that group's snapshots."""

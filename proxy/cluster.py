@@ -26,6 +26,8 @@ from gossamer.proxy.config import (
     LbPolicy,
     ProxyConfig,
 )
+from gossamer.proxy.h2.client import H2Client
+from gossamer.proxy.h2.pool import H2Pool
 from gossamer.proxy.health_check import HealthChecker
 from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
@@ -33,6 +35,7 @@ from gossamer.proxy.router import Router, destination_index
 from gossamer.proxy.tls import CredentialHolder, sni_for
 
 PoolKey = tuple[str, tuple[str, int]]
+Pool = EndpointPool | H2Pool  # HTTP/1.1 (and TCP tunnels) or multiplexed HTTP/2
 
 INF = float("inf")
 
@@ -66,7 +69,7 @@ class ClusterRuntime:
         config: Cluster,
         hosts: list[Host],
         balancer: Balancer,
-        pools: dict[tuple[str, int], EndpointPool],
+        pools: dict[tuple[str, int], Pool],
         clock: Callable[[], float],
         on_eject: Callable[[str, str], None] | None = None,
         *,
@@ -175,7 +178,7 @@ class ClusterRuntime:
         """An active health check moved a host in or out."""
         self.refresh(self.clock())
 
-    def pool(self, host: Host) -> EndpointPool:
+    def pool(self, host: Host) -> Pool:
         return self.pools[host.endpoint.key]
 
 
@@ -219,7 +222,7 @@ class ClusterManager:
         self.clock = clock
         self._hosts: dict[tuple[str, Endpoint], Host] = {}
         # pool key -> ((cluster settings, endpoint TLS), pool): reused while both are equal
-        self._pools: dict[PoolKey, tuple[tuple[Cluster, bool], EndpointPool]] = {}
+        self._pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
 
     async def open(
         self, cluster: Cluster, endpoint: Endpoint, protocol: asyncio.BaseProtocol, limit: float
@@ -244,9 +247,35 @@ class ClusterManager:
 
     def _connector(
         self, cluster: Cluster, endpoint: Endpoint
-    ) -> Callable[[Http1Client, float], Any]:
-        async def connect(conn: Http1Client, allowed: float) -> Any:
-            return await self.open(cluster, endpoint, conn, min(cluster.connect_timeout, allowed))
+    ) -> Callable[[Http1Client | H2Client, float], Any]:
+        address, port = endpoint.address, endpoint.port
+        sni = cluster.sni or sni_for(
+            cluster.service, cluster.namespace, cluster.port, self.trust_domain
+        )
+
+        tls = cluster.tls and endpoint.tls
+        h2 = cluster.protocol.is_h2
+
+        async def connect(conn: Http1Client | H2Client, allowed: float) -> Any:
+            limit = min(cluster.connect_timeout, allowed)
+            if not tls:
+                return await open_plain(address, port, conn, limit)
+            contexts = self.credentials.contexts
+            if contexts is None:
+                raise UpstreamConnectError("no certificate yet")
+            layer = await open_mtls(
+                address,
+                port,
+                conn,
+                context=contexts.client_h2 if h2 else contexts.client,
+                sni=sni,
+                identity=cluster.identity,
+                connect_timeout=limit,
+            )
+            if h2 and layer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
+                layer.abort()
+                raise UpstreamConnectError(f"{address}:{port} did not negotiate HTTP/2 (ALPN h2)")
+            return layer
 
         return connect
 
@@ -266,18 +295,26 @@ class ClusterManager:
 
     def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
         hosts: dict[tuple[str, Endpoint], Host] = {}
-        pools: dict[PoolKey, tuple[tuple[Cluster, bool], EndpointPool]] = {}
+        pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
         runtimes: dict[str, ClusterRuntime] = {}
         for name, cluster in config.clusters.items():
             cluster_hosts = []
-            cluster_pools: dict[tuple[str, int], EndpointPool] = {}
+            cluster_pools: dict[tuple[str, int], Pool] = {}
             for ep in config.endpoints.get(name, ()):
                 host = self._hosts.get((name, ep)) or Host(ep)
                 hosts[(name, ep)] = host
                 cluster_hosts.append(host)
                 old = self._pools.get((name, ep.key))
+                pool: Pool
                 if old is not None and old[0] == (cluster, ep.tls):
                     pool = old[1]
+                elif cluster.protocol.is_h2:
+                    pool = H2Pool(
+                        self._connector(cluster, ep),
+                        idle_timeout=cluster.idle_timeout,
+                        clock=self.clock,
+                        scheme=b"https" if cluster.tls and ep.tls else b"http",
+                    )
                 else:
                     pool = EndpointPool(
                         self._connector(cluster, ep),
@@ -358,7 +395,7 @@ class ClusterManager:
         if runtime is not None:
             runtime.health_changed()
 
-    def pools(self) -> list[EndpointPool]:
+    def pools(self) -> list[Pool]:
         return [pool for _, pool in self._pools.values()]
 
     def expire_idle(self) -> None:

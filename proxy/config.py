@@ -78,7 +78,14 @@ class LbPolicy(StrEnum):
 
 class Protocol(StrEnum):
     HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
     TCP = "tcp"
+
+    @property
+    def is_h2(self) -> bool:
+        """Carried over HTTP/2 (http2 and grpc ports)."""
+        return self is Protocol.HTTP2 or self is Protocol.GRPC
 
 
 def _port(value: int, name: str) -> None:
@@ -188,7 +195,9 @@ class RetryPolicy:
     """Per-route retries.
 
     attempts: total tries including the first (xDS num_retries + 1).
-    retry_on: failure kinds ("connect-failure", "reset"); retry_status_codes: responses.
+    retry_on: failure kinds ("connect-failure", "reset"); retry_status_codes: responses;
+    retry_grpc_statuses: gRPC statuses of trailers-only answers (14: UNAVAILABLE), retried
+    whatever the method, only when the whole request body was buffered (unary calls).
     A per-try timeout counts as a 504. Non-idempotent methods are retried only when
     `retry_non_idempotent`. The budget allows `budget_percent` of requests as retries
     over a sliding window, plus `min_retries_per_second`.
@@ -198,6 +207,7 @@ class RetryPolicy:
     per_try_timeout: float | None = None
     retry_on: frozenset[str] = frozenset({"connect-failure", "reset"})
     retry_status_codes: frozenset[int] = frozenset({502, 503, 504})
+    retry_grpc_statuses: frozenset[int] = frozenset()  # gRPC statuses (trailers-only)
     retry_non_idempotent: bool = False
     budget_percent: float = 20.0
     min_retries_per_second: float = 10.0

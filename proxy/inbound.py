@@ -5,10 +5,11 @@ trust bundle (a plaintext client or a certificate from another CA never complete
 The SNI names the target port (`tls.port_from_sni`), which selects the app port
 (`inbound|<port>`; the first app port when there is no SNI).
 
-- HTTP ports: every request passes the authz layer first: a peer whose SPIFFE ID the
+- HTTP ports (http, http2, grpc): HTTP/2 when the peer negotiated ALPN `h2`, else
+  HTTP/1.1. Every request passes the authz layer first: a peer whose SPIFFE ID the
   current authorization does not allow gets 403 `x-gossamer-error: denied` and the app
   sees nothing. Allowed requests go to the app on 127.0.0.1:<port> over pooled plain
-  HTTP/1.1, with `x-forwarded-client-cert: By=<own ID>;URI=<peer ID>` (replacing any
+  HTTP/1.1 (http2/grpc ports: multiplexed h2c, trailers and gRPC deadlines kept), with `x-forwarded-client-cert: By=<own ID>;URI=<peer ID>` (replacing any
   such header the peer sent) and the peer's address appended to `x-forwarded-for`.
 - TCP ports: a denied peer's connection is closed before anything is read from it or
   sent to the app; an allowed one is relayed to the app byte for byte (half-close
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from gossamer.proxy.cluster import Snapshot
 from gossamer.proxy.config import Protocol
+from gossamer.proxy.h2.server import H2Server
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.layers import authz_layer, errors_layer
@@ -106,7 +108,9 @@ class Inbound:
             security="mutual_tls",
             app_port=app_port,
         )
-        if app_port.protocol is Protocol.HTTP:
+        if app_port.protocol is not Protocol.TCP:
+            if layer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
+                return H2Server(self.service, info, self.tracker, self.limits)
             return Http1Server(self.service, info, self.tracker, self.limits)
         source = peer_service(peer)
         if not snap.inbound.authorization.allows(peer):

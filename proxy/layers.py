@@ -25,7 +25,13 @@ from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.config import RetryPolicy, Route
 from gossamer.proxy.http1.body import BodyStream
 from gossamer.proxy.metrics_defs import SidecarMetrics
-from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
+from gossamer.proxy.retry import (
+    Failure,
+    RetryBudget,
+    backoff_delay,
+    grpc_retryable,
+    retry_allowed,
+)
 from gossamer.proxy.service import (
     PerTryTimeout,
     Request,
@@ -66,7 +72,8 @@ def timeout_layer(inner: Service) -> Service:
         if timeout:
             if loop is None:
                 loop = asyncio.get_running_loop()
-            req.deadline = loop.time() + timeout
+            # (a gRPC call's own deadline may be earlier)
+            req.deadline = min(req.deadline, loop.time() + timeout)
         return inner(req)
 
     return call
@@ -121,76 +128,94 @@ class RetryLayer:
             return retrying(req, route, policy)
 
         async def retrying(req: Request, route: Route, policy: RetryPolicy) -> Response:
+            held: list[CircuitBreaker] = []  # the cluster's max_retries unit, once taken
+            try:
+                return await attempts(req, route, policy, held)
+            finally:
+                if held:
+                    held[0].release_retry()
+
+        async def attempts(
+            req: Request, route: Route, policy: RetryPolicy, held: list[CircuitBreaker]
+        ) -> Response:
             budget = self.budget(route.name, policy)
             budget.record_request()
             loop = self._loop
             if loop is None:
                 loop = self._loop = asyncio.get_running_loop()
-            held: list[CircuitBreaker] = []
-            try:
-                attempt = 1
-                while True:
-                    resp: Response | None = None
-                    error: GossamerError | None = None
-                    failure: Failure | None = None
-                    if policy.per_try_timeout:
-                        req.try_deadline = loop.time() + policy.per_try_timeout
+            attempt = 1
+            while True:
+                resp: Response | None = None
+                error: GossamerError | None = None
+                failure: Failure | None = None
+                if policy.per_try_timeout:
+                    req.try_deadline = loop.time() + policy.per_try_timeout
+                try:
+                    resp = await inner(req)
+                except PerTryTimeout as exc:
+                    failure, error = Failure.TIMEOUT, exc
+                except UpstreamConnectError as exc:
+                    failure, error = Failure.CONNECT_FAILURE, exc
+                except UpstreamReset as exc:
+                    failure, error = Failure.RESET, exc
+                replayable = req.body is None or req.body.replayable
+                grpc_retry = (
+                    resp is not None
+                    and req.grpc
+                    and bool(policy.retry_grpc_statuses)
+                    and grpc_retryable(resp, policy.retry_grpc_statuses, req.body)
+                )
+                if (
+                    resp is not None
+                    and resp.status not in policy.retry_status_codes
+                    and not grpc_retry
+                ):
+                    if not _may_finish(resp, policy, req, attempt, replayable):
+                        return resp
                     try:
-                        resp = await inner(req)
-                    except PerTryTimeout as exc:
-                        failure, error = Failure.TIMEOUT, exc
-                    except UpstreamConnectError as exc:
-                        failure, error = Failure.CONNECT_FAILURE, exc
-                    except UpstreamReset as exc:
-                        failure, error = Failure.RESET, exc
-                    replayable = req.body is None or req.body.replayable
-                    if resp is not None and resp.status not in policy.retry_status_codes:
-                        if not _may_finish(resp, policy, req, attempt, replayable):
-                            return resp
-                        try:
-                            await _finish_body(resp, req.deadline)
-                            return resp
-                        except (UpstreamReset, TimeoutError) as exc:
-                            # the upstream broke before the (small) body was complete:
-                            # nothing reached the client yet, so this try can be retried
-                            resp.discard()
-                            resp = None
-                            failure = Failure.RESET
-                            error = (
-                                exc
-                                if isinstance(exc, UpstreamReset)
-                                else UpstreamReset("the response body stalled")
-                            )
-                    if attempt >= policy.attempts or not retry_allowed(
+                        await _finish_body(resp, req.deadline)
+                        return resp
+                    except (UpstreamReset, TimeoutError) as exc:
+                        # the upstream broke before the (small) body was complete:
+                        # nothing reached the client yet, so this try can be retried
+                        resp.discard()
+                        resp = None
+                        failure = Failure.RESET
+                        error = (
+                            exc
+                            if isinstance(exc, UpstreamReset)
+                            else UpstreamReset("the response body stalled")
+                        )
+                if attempt >= policy.attempts or not (
+                    grpc_retry
+                    or retry_allowed(
                         policy,
                         req.method,
                         failure=failure,
                         status=resp.status if resp is not None else 0,
                         replayable=replayable,
-                    ):
+                    )
+                ):
+                    return _give_up(resp, error)
+                dst = req.cluster.service_label if req.cluster is not None else "unknown"
+                if not budget.withdraw():
+                    self.metrics.retry_budget_exhausted(dst)
+                    return _give_up(resp, error)
+                if not held and req.cluster is not None:
+                    # circuit breaker: one unit of max_retries while this request retries
+                    breaker = req.cluster.breaker
+                    if not breaker.try_acquire_retry():
                         return _give_up(resp, error)
-                    dst = req.cluster.service_label if req.cluster is not None else "unknown"
-                    if not budget.withdraw():
-                        self.metrics.retry_budget_exhausted(dst)
-                        return _give_up(resp, error)
-                    if not held and req.cluster is not None:
-                        # circuit breaker: one unit of max_retries while this request retries
-                        breaker = req.cluster.breaker
-                        if not breaker.try_acquire_retry():
-                            return _give_up(resp, error)
-                        held.append(breaker)
-                    self.metrics.retry(dst)
-                    if resp is not None:
-                        resp.discard()
-                    delay = backoff_delay(policy, attempt, self.rng)
-                    if loop.time() + delay >= req.deadline:
-                        return _give_up(resp, error)
-                    if delay > 0:
-                        await self.sleep(delay)  # type: ignore[misc]
-                    attempt += 1
-            finally:
-                if held:
-                    held[0].release_retry()
+                    held.append(breaker)
+                self.metrics.retry(dst)
+                if resp is not None:
+                    resp.discard()
+                delay = backoff_delay(policy, attempt, self.rng)
+                if loop.time() + delay >= req.deadline:
+                    return _give_up(resp, error)
+                if delay > 0:
+                    await self.sleep(delay)  # type: ignore[misc]
+                attempt += 1
 
         return call
 

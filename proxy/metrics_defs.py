@@ -19,6 +19,9 @@ methods; never paths, ids or addresses.
   connection_security_policy}` histogram, buckets 0.5 ms .. 10 s
 - `gossamer_route_requests_total{reporter, source_service, destination_service, route,
   method, classification}` (what `gossamer top` ranks)
+- `gossamer_grpc_responses_total{reporter, source_service, destination_service,
+  grpc_status}`: gRPC calls by final status (0-16 or `unknown`); their classification in
+  `gossamer_requests_total` follows grpc-status, response_code stays the HTTP status
 - `gossamer_tcp_connections_opened_total`, `..._closed_total`, `gossamer_tcp_sent_bytes_total`,
   `gossamer_tcp_received_bytes_total{reporter, source_service, destination_service,
   connection_security_policy, source_principal, destination_principal}`
@@ -82,6 +85,7 @@ ROUTE_LABELS = (
     "method",
     "classification",
 )
+GRPC_LABELS = ("reporter", "source_service", "destination_service", "grpc_status")
 TCP_LABELS = (
     "reporter",
     "source_service",
@@ -114,7 +118,7 @@ class RequestSeries:
     """Counts and latencies of one (reporter, source, destination, security, route,
     method). Hot path: `record(status, seconds)`."""
 
-    __slots__ = ("buckets", "failed", "labels", "ok", "sum")
+    __slots__ = ("buckets", "failed", "grpc", "labels", "ok", "sum")
 
     def __init__(self, labels: tuple[str, str, str, str, str, str]) -> None:
         self.labels = labels  # reporter, src, dst, security, route, method
@@ -122,6 +126,7 @@ class RequestSeries:
         self.failed: dict[int, int] = {}
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.sum = 0.0
+        self.grpc: dict[str, int] | None = None  # gRPC calls by grpc-status (lazily)
 
     def record(self, status: int, seconds: float, failed: bool | None = None) -> None:
         """Count one response. `failed` overrides the classification by status (pass
@@ -132,6 +137,13 @@ class RequestSeries:
         counts[status] = counts.get(status, 0) + 1
         self.buckets[bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
+
+    def grpc_status(self, status: int | None) -> None:
+        """Count a gRPC call's final status (bounded: the 17 codes, else `unknown`)."""
+        label = str(status) if status is not None and 0 <= status <= 16 else "unknown"
+        if self.grpc is None:
+            self.grpc = {}
+        self.grpc[label] = self.grpc.get(label, 0) + 1
 
     @property
     def count(self) -> int:
@@ -297,6 +309,7 @@ class SidecarMetrics(Collector):
     def _request_families(self) -> Iterator[Any]:
         counts: dict[tuple[str, ...], int] = {}
         routes: dict[tuple[str, ...], int] = {}
+        grpc: dict[tuple[str, ...], int] = {}
         hist: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
         for series in list(self._requests.values()):
             rep, src, dst, sec, route, method = series.labels
@@ -307,6 +320,8 @@ class SidecarMetrics(Collector):
                     total += n
                 if total:
                     _bump(routes, (rep, src, dst, route, method, cls), total)
+            for status, n in list((series.grpc or {}).items()):
+                _bump(grpc, (rep, src, dst, status), n)
             buckets, acc = hist.setdefault((rep, src, dst, sec), ([0] * len(_BUCKET_LE), [0.0]))
             for i, n in enumerate(series.buckets):
                 buckets[i] += n
@@ -335,6 +350,14 @@ class SidecarMetrics(Collector):
         for labels, n in routes.items():
             rfam.add_metric(labels, n)
         yield rfam
+        gfam = CounterMetricFamily(
+            "gossamer_grpc_responses",
+            "gRPC calls by final grpc-status (unknown: none, e.g. a reset).",
+            labels=GRPC_LABELS,
+        )
+        for labels, n in grpc.items():
+            gfam.add_metric(labels, n)
+        yield gfam
 
     def _tcp_families(self) -> Iterator[Any]:
         tcp = list(self._tcp.values())

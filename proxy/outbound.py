@@ -1,12 +1,14 @@
 """The outbound side: the app's connections to the sidecar, routed to mesh services.
 
 Connection dispatch (per accepted connection):
-- explicit mode, or a connection made straight to the outbound port: HTTP/1.1; requests
+- explicit mode, or a connection made straight to the outbound port: HTTP/1.1, or
+  HTTP/2 when the app opens with the h2c preface (prior knowledge; gRPC clients do),
+  each stream routed by its :authority as HTTP/1.1 requests are by Host; requests
   name their target as an HTTP proxy would (`GET http://catalog:8080/x`, `CONNECT
   catalog:5432`) or with a `Host` header naming a mesh service.
 - transparent mode: `SO_ORIGINAL_DST` gives the address the app dialled. If it is an
-  endpoint of a mesh cluster on the cluster's port: HTTP clusters are parsed as HTTP
-  and routed by Host (falling back to that cluster), TCP clusters are relayed over mTLS
+  endpoint of a mesh cluster on the cluster's port: HTTP clusters (http, http2, grpc)
+  are parsed as HTTP/1.1 or HTTP/2 (preface) and routed by Host/:authority (falling back to that cluster), TCP clusters are relayed over mTLS
   to an endpoint the balancer picks. Any other destination passes through unchanged
   as plain TCP (iptables excludes the proxy's own UID, so that does not loop).
 
@@ -19,6 +21,7 @@ listener allows passthrough; a `Host` that matches nothing is 404 `no-route`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import random
@@ -29,6 +32,7 @@ from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.balancer import Host, RoundRobin
 from gossamer.proxy.cluster import ClusterRuntime, Snapshot
 from gossamer.proxy.config import Cluster, Endpoint, ListenerMode, OutlierDetection, Protocol
+from gossamer.proxy.h2.server import H2Server
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.layers import RetryLayer, errors_layer, timeout_layer
@@ -138,8 +142,16 @@ class Outbound:
                     self._spawn(self._tcp_to_cluster(transport, self._hold(transport), cluster))
                     return
         server = Http1Server(self.service, info, self.tracker, self.limits)
+        server.h2_handover = functools.partial(self._to_h2, info)
         transport.set_protocol(server)
         server.connection_made(transport)
+
+    def _to_h2(self, info: ConnectionInfo, transport: Any, received: bytes) -> None:
+        """The app opened with the HTTP/2 preface (h2c, prior knowledge)."""
+        server = H2Server(self.service, info, self.tracker, self.limits)
+        transport.set_protocol(server)
+        server.connection_made(transport)
+        server.data_received(received)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

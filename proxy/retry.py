@@ -7,7 +7,9 @@ Theory of operation:
   the method is idempotent (RFC 9110 section 9.2.2) unless the policy says otherwise
   (a connect failure is always safe: nothing was sent); the request body can be
   replayed (not yet streamed, or streamed but still held in the replay buffer); and
-  the budget has room.
+  the budget has room. gRPC: a trailers-only answer whose grpc-status the policy names
+  (`unavailable`...) is retried whatever the method, but only when the request body
+  had fully arrived within the replay limit (`grpc_retryable`).
 - Backoff is exponential with full jitter: try n waits uniform(0, min(max, base x 2^(n-1))).
 - The budget (as Finagle's and linkerd's) stops retry storms: over a sliding window
   (`window` seconds in `buckets` slices) retries may not exceed `percent` of requests
@@ -21,8 +23,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 from gossamer.proxy.config import IDEMPOTENT_METHODS, RetryPolicy
+from gossamer.proxy.h2 import grpc
 
 Clock = Callable[[], float]
 
@@ -53,6 +57,17 @@ def retry_allowed(
     if failure is Failure.TIMEOUT:
         return 504 in policy.retry_status_codes
     return status in policy.retry_status_codes
+
+
+def grpc_retryable(resp: Any, statuses: frozenset[int], body: Any) -> bool:
+    """A gRPC answer that may be retried: trailers-only (nothing reached the client)
+    with a status the policy names, for a call whose request body had fully arrived and
+    is still held for replay (a unary call; never a streaming call under way)."""
+    if resp.body is not None:
+        return False
+    if body is not None and not (body.stream.done and body.replayable):
+        return False
+    return grpc.status_of(resp.headers) in statuses
 
 
 def backoff_delay(policy: RetryPolicy, retry: int, rng: random.Random) -> float:

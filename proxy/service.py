@@ -95,6 +95,7 @@ class Request:
         "deadline",
         "expect_continue",
         "forwarded",
+        "grpc",
         "headers",
         "http10",
         "keep_alive",
@@ -140,6 +141,7 @@ class Request:
         self.proxy_form = False  # absolute-form target: the client used us as an HTTP proxy
         self.request_id = False  # the client sent an x-request-id
         self.forwarded = False  # the client sent x-forwarded-for/-client-cert
+        self.grpc = 0  # 1: a gRPC call (HTTP/2); 2: one with a grpc-timeout (its deadline)
         self.on_informational: Callable[[int, bytes, Headers], None] | None = None
         self.snapshot: Any = None
         self.route: Any = None

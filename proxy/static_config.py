@@ -129,6 +129,7 @@ def _retry(n: Node) -> RetryPolicy:
             "attempts",
             "per_try_timeout",
             "retry_on",
+            "retry_grpc_statuses",
             "retry_non_idempotent",
             "budget_percent",
             "min_retries_per_second",
@@ -151,6 +152,9 @@ def _retry(n: Node) -> RetryPolicy:
         "per_try_timeout": _opt_duration(n, "per_try_timeout", None),
         "retry_on": frozenset(conditions),
         "retry_status_codes": frozenset(codes),
+        "retry_grpc_statuses": frozenset(
+            i.integer(minimum=0, maximum=16) for i in n.child("retry_grpc_statuses", []).items()
+        ),
         "retry_non_idempotent": n.child("retry_non_idempotent", False).boolean(),
         "budget_percent": n.child("budget_percent", 20.0).number(minimum=0, maximum=1000),
         "min_retries_per_second": n.child("min_retries_per_second", 10.0).number(minimum=0),

@@ -27,6 +27,10 @@ import asyncio
 from collections.abc import Callable
 
 from gossamer.errors import GossamerError
+from gossamer.proxy.h2 import grpc
+from gossamer.proxy.h2.conn import H2Body
+from gossamer.proxy.h2.server import grpc_error
+from gossamer.proxy.metrics_defs import RequestSeries
 from gossamer.proxy.service import Layer, Request, Response, Service, error_response
 from gossamer.proxy.telemetry import Telemetry
 from gossamer.proxy.tracing import DISABLED, SpanHandle
@@ -71,8 +75,13 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
             else:
                 tls, dst = False, "unknown"
             route_name = route.name if route is not None else ""
-            requests("source", local_service, dst, MTLS if tls else NONE, route_name, req.method
-                     ).record(resp.status, seconds)  # fmt: skip
+            series = requests(
+                "source", local_service, dst, MTLS if tls else NONE, route_name, req.method
+            )
+            if req.grpc:
+                resp = record_grpc(series, resp, seconds)
+            else:
+                series.record(resp.status, seconds)
             if span is not DISABLED:
                 if span.sampled and cluster is not None:
                     span.set_peer(cluster.config.identity)
@@ -125,8 +134,11 @@ def inbound_telemetry(
             app = conn.app_port if conn is not None else None
             route_name = app.cluster_name if app is not None else ""
             security = conn.security if conn is not None else NONE
-            requests("destination", src, local_service, security, route_name, req.method
-                     ).record(resp.status, seconds)  # fmt: skip
+            series = requests("destination", src, local_service, security, route_name, req.method)
+            if req.grpc:
+                resp = record_grpc(series, resp, seconds)
+            else:
+                series.record(resp.status, seconds)
             if span is not DISABLED:
                 span.end(resp.status, resp.error.decode() if resp.error else None)
             if access is not None:
@@ -143,6 +155,33 @@ def inbound_telemetry(
         return call
 
     return layer
+
+
+def record_grpc(series: RequestSeries, resp: Response, seconds: float) -> Response:
+    """Count a gRPC call: response_code is the HTTP status, the classification follows
+    grpc-status (from a trailers-only answer at once, else from the trailers when the
+    body ends; a body that breaks is a failure). A generated error becomes the
+    trailers-only answer the client will get. Returns the response to send."""
+    if resp.error is not None and resp.status != 200:
+        resp = grpc_error(resp)
+    status = resp.status
+    body = resp.body
+    if not isinstance(body, H2Body):
+        code = grpc.status_of(resp.headers)
+        series.record(status, seconds, grpc.failed(status, code))
+        series.grpc_status(code)
+        return resp
+
+    def ended(b: H2Body) -> None:
+        code = None if b.broken else grpc.status_of(b.trailers)
+        series.record(status, seconds, b.broken or grpc.failed(status, code))
+        series.grpc_status(code)
+
+    if body.done:
+        ended(body)
+    else:
+        body.on_end = ended
+    return resp
 
 
 def _upstream(req: Request) -> str | None:

@@ -11,6 +11,9 @@
   `outbound_.<port>_._.<service>.<namespace>.svc.<trust-domain>` (the control plane's
   `names.sni`). The inbound side reads only the port (`inbound|<port>`); the rest is
   for people reading packet captures and for the control plane's filter chain match.
+- ALPN: the server context offers `h2` and `http/1.1` (a peer that offers nothing gets
+  HTTP/1.1); HTTP/1.1 pools use a client context without ALPN, HTTP/2 pools
+  (`client_h2`) offer only `h2` and refuse a peer that does not select it.
 - `CredentialHolder` keeps the current contexts; rotation swaps them for new connections
   while open connections keep the context they were made with.
 """
@@ -71,6 +74,7 @@ class TlsContexts:
     server: ssl.SSLContext
     client: ssl.SSLContext
     spiffe_id: str
+    client_h2: ssl.SSLContext
     not_after: datetime
     serial: int
 
@@ -110,8 +114,8 @@ def build_contexts(credentials: Credentials) -> TlsContexts:
     if len(ids) != 1:
         raise ConfigError("the certificate must carry exactly one spiffe:// URI SAN")
     spiffe = ids[0]
-    contexts = []
-    for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+    contexts: list[ssl.SSLContext] = []
+    for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT, ssl.PROTOCOL_TLS_CLIENT):
         ctx = ssl.SSLContext(purpose)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -120,6 +124,9 @@ def build_contexts(credentials: Credentials) -> TlsContexts:
         else:
             ctx.num_tickets = 0  # no resumption: every connection proves its identity
             ctx.sni_callback = _record_sni
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+        if len(contexts) == 2:
+            ctx.set_alpn_protocols(["h2"])
         try:
             ctx.load_verify_locations(cadata=credentials.bundle_pem.decode("ascii"))
             _load_chain(ctx, credentials.chain_pem, credentials.key_pem)
@@ -130,6 +137,7 @@ def build_contexts(credentials: Credentials) -> TlsContexts:
         server=contexts[0],
         client=contexts[1],
         spiffe_id=spiffe,
+        client_h2=contexts[2],
         not_after=leaf.not_valid_after_utc,
         serial=leaf.serial_number,
     )

@@ -23,11 +23,11 @@ control/translate/clusters.py):
   routes' retry policies; max_connection_pools is refused. One HTTP or TCP health
   check (proxy/health_check.py); gRPC/custom checks and TCP payloads are refused.
 - `inbound|<port>` (STATIC, the local app): the sidecar builds its own from the inbound
-  listener; only its protocol is checked: an HTTP/2 app port cannot be served.
+  listener; only its protocol is read: HTTP/2 protocol options (http2 and grpc ports)
+  make the app port an HTTP/2 one (the sidecar speaks h2c to the app there).
 - PassthroughCluster (ORIGINAL_DST): traffic outside the mesh passes through.
-- HTTP/2 and gRPC service ports of other services: the sidecar speaks HTTP/1.1 and
-  TCP, so these clusters are left out (listed in `ignored`, logged), not NACKed: a NACK
-  would also refuse every other service in the same update.
+- HTTP/2 and gRPC service ports (the `protocol` metadata, or HTTP/2 protocol options):
+  clusters of protocol http2/grpc, reached over multiplexed h2 (ALPN h2 over mTLS).
 - Other discovery types (DNS, ...) and unknown transport sockets: ConfigError.
 
 EDS is decoded in xds_endpoints.py.
@@ -83,6 +83,7 @@ LB_ENUM = {
     cluster_pb2.Cluster.RING_HASH: LbPolicy.RING_HASH,
     cluster_pb2.Cluster.MAGLEV: LbPolicy.RING_HASH,
 }
+PROTOCOLS = frozenset(p.value for p in Protocol)
 TLS_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 RAW_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 
@@ -106,6 +107,7 @@ class ClusterSet:
 
     outbound: Mapping[str, ClusterSpec] = field(default_factory=dict)
     inbound_ports: frozenset[int] = frozenset()
+    inbound_h2: frozenset[int] = frozenset()  # app ports that speak HTTP/2
     passthrough: bool = False
     ignored: Mapping[str, str] = field(default_factory=dict)  # name -> why
 
@@ -118,6 +120,7 @@ class ClusterSet:
 def decode_clusters(resources: Sequence[any_pb2.Any]) -> ClusterSet:
     outbound: dict[str, ClusterSpec] = {}
     inbound: set[int] = set()
+    inbound_h2: set[int] = set()
     ignored: dict[str, str] = {}
     passthrough = False
     for packed in resources:
@@ -127,26 +130,23 @@ def decode_clusters(resources: Sequence[any_pb2.Any]) -> ClusterSet:
             passthrough = True
             continue
         if name.startswith("inbound|"):
-            inbound.add(_inbound_port(cluster))
+            port = _inbound_port(cluster)
+            inbound.add(port)
+            if _http2(cluster):
+                inbound_h2.add(port)
             continue
         spec = _outbound(cluster)
         if isinstance(spec, str):
             ignored[name] = spec
         else:
             outbound[name] = spec
-    return ClusterSet(outbound, frozenset(inbound), passthrough, ignored)
+    return ClusterSet(outbound, frozenset(inbound), frozenset(inbound_h2), passthrough, ignored)
 
 
 def _inbound_port(cluster: cluster_pb2.Cluster) -> int:
     port = cluster.name.removeprefix("inbound|")
     if not port.isdigit():
         raise ConfigError(f"cluster {cluster.name}: expected inbound|<port>")
-    if _http2(cluster):
-        raise ConfigError(
-            f"cluster {cluster.name}: the app port {port} speaks HTTP/2 (http2 or grpc); "
-            "this sidecar serves HTTP/1.1 and TCP app ports",
-            hint="declare the port as http or tcp in mesh.yaml",
-        )
     return int(port)
 
 
@@ -198,8 +198,8 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
         kind = cluster_pb2.Cluster.DiscoveryType.Name(cluster.type)
         raise ConfigError(f"cluster {name}: discovery type {kind} is not supported (EDS only)")
     service, namespace, protocol = _identity(cluster)
-    if protocol in ("http2", "grpc") or _http2(cluster):
-        return f"{protocol} upstream: this sidecar carries HTTP/1.1 and TCP"
+    if protocol not in ("http2", "grpc", "tcp") and _http2(cluster):
+        protocol = "http2"
     lb = _lb_policy(cluster)
     identity, sni, tls_mode = _upstream_tls(cluster)
     outlier = _outlier(cluster)
@@ -216,7 +216,7 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
             service=service,
             port=_port(cluster),
             namespace=namespace,
-            protocol=Protocol.TCP if protocol == "tcp" else Protocol.HTTP,
+            protocol=Protocol(protocol) if protocol in PROTOCOLS else Protocol.HTTP,
             tls=identity is not None,
             identity=identity,
             sni=sni or None,

@@ -23,8 +23,10 @@ plane's side is control/translate/listeners.py and routes.py.
 Retry conditions: connect-failure; reset and reset-before-request -> reset; 5xx ->
 connect-failure, reset and every 5xx status; gateway-error -> connect-failure and
 502/503/504; retriable-4xx -> 409; retriable-status-codes -> the listed codes.
-refused-stream (HTTP/2) and the gRPC conditions never occur on HTTP/1.1 and are
-ignored; anything else is refused.
+refused-stream (HTTP/2: a stream the upstream refused or a GOAWAY left unstarted, so
+nothing was processed) -> connect-failure; the gRPC conditions (cancelled,
+deadline-exceeded, internal, resource-exhausted, unavailable) -> those gRPC statuses of
+trailers-only answers; anything else is refused.
 """
 
 from __future__ import annotations
@@ -72,16 +74,13 @@ LISTENER_FILTERS = frozenset(
     }
 )
 DEFAULT_ROUTE_TIMEOUT = 15.0
-IGNORED_RETRY_ON = frozenset(
-    {
-        "refused-stream",
-        "cancelled",
-        "deadline-exceeded",
-        "internal",
-        "resource-exhausted",
-        "unavailable",
-    }
-)
+GRPC_RETRY_ON = {
+    "cancelled": 1,
+    "deadline-exceeded": 4,
+    "resource-exhausted": 8,
+    "internal": 13,
+    "unavailable": 14,
+}
 MAX_ATTEMPTS = 11
 
 
@@ -329,6 +328,7 @@ def _route(r: route_components_pb2.Route, name: str, where: str) -> tuple[Route,
 def retry_policy(policy: route_components_pb2.RetryPolicy, where: str) -> RetryPolicy | None:
     conditions: set[str] = set()
     codes: set[int] = set()
+    grpc_codes: set[int] = set()
     for token in filter(None, (t.strip() for t in policy.retry_on.split(","))):
         if token in ("connect-failure", "reset"):
             conditions.add(token)
@@ -344,9 +344,13 @@ def retry_policy(policy: route_components_pb2.RetryPolicy, where: str) -> RetryP
             codes.add(409)
         elif token == "retriable-status-codes":
             codes |= set(policy.retriable_status_codes)
-        elif token not in IGNORED_RETRY_ON:
+        elif token == "refused-stream":
+            conditions.add("connect-failure")
+        elif token in GRPC_RETRY_ON:
+            grpc_codes.add(GRPC_RETRY_ON[token])
+        else:
             raise ConfigError(f"{where}: retry condition {token!r} is not supported")
-    if not conditions and not codes:
+    if not conditions and not codes and not grpc_codes:
         return None
     retries = policy.num_retries.value if policy.HasField("num_retries") else 1
     base, top = 0.025, 0.25
@@ -361,6 +365,7 @@ def retry_policy(policy: route_components_pb2.RetryPolicy, where: str) -> RetryP
             per_try_timeout=per_try or None,
             retry_on=frozenset(conditions),
             retry_status_codes=frozenset(codes),
+            retry_grpc_statuses=frozenset(grpc_codes),
             backoff_base=base,
             backoff_max=max(top, base),
         )

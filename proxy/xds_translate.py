@@ -167,7 +167,13 @@ def assemble(
         local = local_app_ports([p for p, _ in lds.inbound.ports], app_ports)
         inbound = InboundConfig(
             app_ports=tuple(
-                AppPort(port, protocol, target_port=local.get(port, port))
+                AppPort(
+                    port,
+                    Protocol.HTTP2
+                    if protocol is Protocol.HTTP and port in cds.inbound_h2
+                    else protocol,
+                    target_port=local.get(port, port),
+                )
                 for port, protocol in lds.inbound.ports
             ),
             authorization=lds.inbound.authorization,

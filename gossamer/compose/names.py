@@ -79,3 +79,21 @@ def shared_services(observability: bool, bootstrap: str = "files") -> tuple[str,
     """The services added once per file."""
     added = (CONTROL, JAEGER, PROMETHEUS) if observability else (CONTROL,)
     return (*added, BOOTSTRAP) if bootstrap == "volumes" else added
+
+
+# Keys that describe a container's network namespace: they move to the namespace owner
+# (Docker refuses them on a container that joins another one's namespace)
+NETWORK_KEYS = (
+    "networks",
+    "ports",
+    "expose",
+    "hostname",
+    "domainname",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "extra_hosts",
+    "mac_address",
+    "links",
+    "external_links",
+)

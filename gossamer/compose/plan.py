@@ -33,21 +33,7 @@ BOOTSTRAPS = ("files", "volumes")
 Shape = Literal["netns", "host"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SETTINGS = ("mesh", "port", "protocol", "service")
-# keys that describe a container's network namespace: they move to the namespace owner
-NETWORK_KEYS = (
-    "networks",
-    "ports",
-    "expose",
-    "hostname",
-    "domainname",
-    "dns",
-    "dns_search",
-    "dns_opt",
-    "extra_hosts",
-    "mac_address",
-    "links",
-    "external_links",
-)
+NETWORK_KEYS = names.NETWORK_KEYS
 
 
 @dataclass(frozen=True)

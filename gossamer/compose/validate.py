@@ -30,22 +30,9 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from gossamer.compose.names import NETWORK_KEYS
+
 SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
-# Docker refuses these on a container that joins another one's network namespace.
-FORBIDDEN_WITH_SHARED_NETNS = (
-    "networks",
-    "ports",
-    "expose",
-    "hostname",
-    "domainname",
-    "dns",
-    "dns_search",
-    "dns_opt",
-    "extra_hosts",
-    "mac_address",
-    "links",
-    "external_links",
-)
 SECTIONS = ("services", "volumes", "secrets", "networks", "configs")
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 PLACEHOLDER = "/gossamer-placeholder"
@@ -205,7 +192,7 @@ def structure_problems(data: Any) -> list[str]:
                 problems.append(f"services.{name}.depends_on: no service named {target!r}")
         joined = _joined(service)
         if joined is not None:
-            for key in FORBIDDEN_WITH_SHARED_NETNS:
+            for key in NETWORK_KEYS:  # Docker refuses these with a shared netns
                 if key in service:
                     problems.append(f"services.{name}: {key!r} beside network_mode: {joined}")
             kind, _, target = joined.partition(":")

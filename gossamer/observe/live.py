@@ -22,7 +22,7 @@ from gossamer.observe.model import (
     Edge,
     RouteStat,
     ServiceStat,
-    pick_route_rows,
+    route_rows,
     success_rate,
 )
 from gossamer.observe.quantile import bucket_quantile
@@ -223,17 +223,7 @@ def live_edges(pairs: Sequence[Pair]) -> list[Edge]:
 def live_routes(pairs: Sequence[Pair]) -> list[RouteStat]:
     by = ("reporter", "source_service", "destination_service", "route", "method")
     totals = rates(pairs, "gossamer_route_requests_total", (*by, "classification"))
-    rows: dict[tuple[str, ...], RouteStat] = {}
-    ok: dict[tuple[str, ...], float] = {}
-    for key, rate in totals.items():
-        rep, src, dst, route, method, cls = key
-        row = rows.setdefault(key[:5], RouteStat(src, dst, route, method, reporter=rep))
-        row.rps += rate
-        if cls == "success":
-            ok[key[:5]] = ok.get(key[:5], 0.0) + rate
-    for key, row in rows.items():
-        row.success_rate = success_rate(ok.get(key, 0.0), row.rps)
-    return pick_route_rows(list(rows.values()))
+    return route_rows(totals)
 
 
 def certificates(scrapes: Iterable[Scrape]) -> list[dict[str, object]]:

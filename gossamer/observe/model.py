@@ -8,6 +8,7 @@ request finished in the window); a success rate is None when there was no reques
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,3 +118,19 @@ def pick_route_rows(rows: list[RouteStat]) -> list[RouteStat]:
     chosen = [r for r in chosen if r.rps > 0]
     chosen.sort(key=lambda r: (-r.rps, r.source, r.destination, r.route, r.method))
     return chosen
+
+
+def route_rows(rates: Mapping[tuple[str, ...], float]) -> list[RouteStat]:
+    """Route rows from request rates keyed by (reporter, source, destination, route,
+    method, classification), counted once each (see `pick_route_rows`)."""
+    rows: dict[tuple[str, ...], RouteStat] = {}
+    ok: dict[tuple[str, ...], float] = {}
+    for key, rate in rates.items():
+        rep, src, dst, route, method, cls = key
+        row = rows.setdefault(key[:5], RouteStat(src, dst, route, method, reporter=rep))
+        row.rps += rate
+        if cls == "success":
+            ok[key[:5]] = ok.get(key[:5], 0.0) + rate
+    for key, row in rows.items():
+        row.success_rate = success_rate(ok.get(key, 0.0), row.rps)
+    return pick_route_rows(list(rows.values()))

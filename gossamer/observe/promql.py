@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gossamer.errors import UsageError
-from gossamer.observe.model import Edge, RouteStat, ServiceStat, pick_route_rows, success_rate
+from gossamer.observe.model import Edge, RouteStat, ServiceStat, route_rows, success_rate
 
 Vector = list[dict[str, Any]]
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:-]*$")
@@ -184,15 +184,5 @@ def top_rows(results: Mapping[str, Vector], limit: int | None = None) -> list[Ro
         "method",
         "classification",
     )
-    rows: dict[tuple[str, ...], RouteStat] = {}
-    ok: dict[tuple[str, ...], float] = {}
-    for key, rate in data.items():
-        rep, src, dst, route, method, cls = key
-        row = rows.setdefault(key[:5], RouteStat(src, dst, route, method, reporter=rep))
-        row.rps += rate
-        if cls == "success":
-            ok[key[:5]] = ok.get(key[:5], 0.0) + rate
-    for key, row in rows.items():
-        row.success_rate = success_rate(ok.get(key, 0.0), row.rps)
-    picked = pick_route_rows(list(rows.values()))
+    picked = route_rows(data)
     return picked[:limit] if limit is not None else picked

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,10 @@ def _reject_response(status: int, code: bytes) -> Response:
 
 
 class Http1Server(ResponseWriter, asyncio.Protocol):
+    # set on connections that may turn out to be HTTP/2 with prior knowledge: called
+    # with the transport and the bytes received so far (from the connection preface)
+    h2_handover: Callable[[Any, bytes], None] | None = None
+
     def __init__(
         self,
         service: Service,
@@ -155,7 +160,9 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
             else:
                 log.error("request handling failed", exc_info=ctx)
                 self._reject(500, b"internal-error")
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            if self.h2_handover is not None and self._is_h2_preface(exc, data):
+                return
             self._reject(400, b"bad-request")
         else:
             if self._in_head and (
@@ -163,6 +170,20 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
                 or len(self._raw) > self.limits.max_headers
             ):
                 self._reject(431, b"headers-too-large")
+
+    def _is_h2_preface(self, exc: Exception, data: bytes) -> bool:
+        """llhttp stops at `PRI * HTTP/2.0\r\n\r\n` (the first 18 bytes of the HTTP/2
+        preface): on a connection's first message, hand it over to HTTP/2 (costs
+        nothing on the HTTP/1.1 path: this runs only when parsing failed)."""
+        start = self._fed - len(data)  # where `data` starts in the connection's bytes
+        if self._task is not None or start > 18 or str(exc) != "Pause on PRI/Upgrade":
+            return False
+        handover = self.h2_handover
+        assert handover is not None
+        self._closed = True
+        self.tracker.discard(self)
+        handover(self.transport, b"PRI * HTTP/2.0\r\n\r\n" + data[18 - start :])
+        return True
 
     def on_message_begin(self) -> None:
         self._in_head = True

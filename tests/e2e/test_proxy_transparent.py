@@ -10,7 +10,8 @@ The app in A dials B's address and port as if there were no mesh; `gossamer prox
 iptables install` redirects it, the sidecar recovers the original destination and
 carries the request over mTLS; a destination outside the mesh (C) passes through
 unchanged; plaintext sent straight to B's app port is captured by B's sidecar and
-refused. The namespaces are deleted afterwards.
+refused. A gRPC client dialling B's gRPC port is detected by its h2c preface and carried
+over h2 with ALPN to B's app. The namespaces are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ PROXY_UID = 1337
 TAG = f"g{os.getpid() % 100000}"
 NS = {name: f"{TAG}{name}" for name in ("a", "b", "c")}
 SUBNET = (os.getpid() % 200) + 20
+GRPC_PORT = 50051
+GRPC_CALL = """
+import grpc, sys
+channel = grpc.insecure_channel(sys.argv[1])
+call = channel.unary_unary("/test.Echo/Unary")
+reply, info = call.with_call(b"hi", timeout=10)
+print(reply.decode(), dict(info.trailing_metadata())["x-trailer"])
+"""
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -106,9 +115,19 @@ class World:
                     cwd=REPO,
                 )
             )
+        procs.append(
+            Process(
+                ["ip", "netns", "exec", NS["b"], py, "-m", "tests.helpers.grpc_app",
+                 "--port", str(GRPC_PORT), "--name", "greeter-b"],
+                tmp / "app-b-grpc.log",
+                cwd=REPO,
+            )
+        )  # fmt: skip
         # the server side: intercept inbound and outbound, then run its sidecar as 1337
         catalog_cfg = config_doc(
-            "catalog", app_ports=[(8080, "http"), (5432, "tcp")], mode="transparent"
+            "catalog",
+            app_ports=[(8080, "http"), (5432, "tcp"), (GRPC_PORT, "grpc")],
+            mode="transparent",
         )
         self.catalog = self.mesh.sidecar(
             "catalog", catalog_cfg, user=PROXY_UID, netns=NS["b"], ports=(15006, 15001, 15000),
@@ -123,6 +142,12 @@ class World:
         ]
         # the tcp cluster's endpoints are B's address on the tcp service port
         ups[1][0]["endpoints"] = [{"address": ip("b", 2), "port": 5432, "zone": ""}]
+        ups.append(
+            upstream(
+                "greeter", [(ip("b", 2), GRPC_PORT)], port=GRPC_PORT, protocol="grpc",
+                identity=spiffe("catalog"),
+            )
+        )  # fmt: skip
         self.web = self.mesh.sidecar(
             "web", config_doc("web", upstreams=ups, mode="transparent"), user=PROXY_UID,
             netns=NS["a"], ports=(15006, 15001, 15000), extra_args=["--outbound-address", "0.0.0.0"],
@@ -203,6 +228,13 @@ def test_traffic_was_intercepted_and_plaintext_is_refused(world: World) -> None:
         check=False,
     )
     assert out.returncode != 0 and out.stdout == ""
+
+
+def test_grpc_to_a_mesh_address_is_carried_over_h2(world: World) -> None:
+    """The app dials B's gRPC port with h2c prior knowledge; A's sidecar recognises the
+    preface, routes by the original destination, h2 over mTLS to B, h2c to the app."""
+    out = in_ns("a", sys.executable, "-c", GRPC_CALL, f"{ip('b', 2)}:{GRPC_PORT}")
+    assert out.stdout.split() == ["greeter-b:hi", "done"], out
 
 
 def test_iptables_remove_restores_direct_connections(world: World) -> None:

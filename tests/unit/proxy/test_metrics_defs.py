@@ -138,3 +138,18 @@ def test_empty_sidecar_still_renders_every_family():
         "gossamer_certificate_expiry_timestamp_seconds",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
+
+
+def test_grpc_statuses_are_counted_with_bounded_labels():
+    m = SidecarMetrics()
+    series = m.requests("source", "web", "greeter", "mutual_tls", "r", "POST")
+    for status in (0, 0, 14, None, 99):
+        series.grpc_status(status)
+    s = scrape(m)["gossamer_grpc_responses_total"]
+    assert value(s, grpc_status="0", destination_service="greeter") == 2
+    assert value(s, grpc_status="14") == 1
+    assert value(s, grpc_status="unknown") == 2  # no status (reset) or out of range
+    assert {ls["grpc_status"] for ls, _ in s} == {"0", "14", "unknown"}
+    plain = SidecarMetrics()
+    plain.requests("source", "web", "catalog", "mutual_tls").record(200, 0.001)
+    assert "gossamer_grpc_responses_total" not in scrape(plain)

@@ -151,7 +151,7 @@ def test_unknown_retry_condition():
     refuses(names.ROUTE, change, "retry condition 'envoy-ratelimited' is not supported")
 
 
-def test_retry_conditions_of_http2_and_grpc_are_ignored():
+def test_retry_conditions_of_http2_and_grpc():
     view = resources("web")
     config: route_pb2.RouteConfiguration = view[names.ROUTE][names.OUTBOUND_ROUTE]
     for vh in config.virtual_hosts:
@@ -160,7 +160,11 @@ def test_retry_conditions_of_http2_and_grpc_are_ignored():
             vh.routes[0].route.retry_policy.ClearField("retriable_status_codes")
     spec = xds_listeners.decode_routes(pack(view[names.ROUTE]))[names.OUTBOUND_ROUTE]
     (route,) = next(vh for vh in spec.table.virtual_hosts if vh.name.startswith("catalog")).routes
-    assert route.retry is None  # nothing left that HTTP/1.1 can retry on
+    assert route.retry is not None
+    # a refused stream processed nothing (as a connect failure); UNAVAILABLE is 14
+    assert route.retry.retry_on == {"connect-failure"}
+    assert route.retry.retry_grpc_statuses == {14}
+    assert not route.retry.retry_status_codes
 
 
 def test_an_http_filter_the_sidecar_lacks():

@@ -32,9 +32,10 @@ CATALOG = "outbound|8080||catalog.default"
 def test_web_sidecar_clusters_follow_mesh_policy():
     config = config_for("web")
     # web may call everything but vault (allows only catalog) and audit (ns default/*
-    # is allowed, so web may call it); echo (grpc) is left out: HTTP/1.1 only
+    # is allowed, so web may call it); echo (grpc) is carried over HTTP/2
     assert set(config.clusters) == {
         CATALOG,
+        "outbound|50051||echo.default",
         "outbound|8080||web.default",
         "outbound|9000||inventory.default",
         "outbound|9001||inventory.default",
@@ -176,18 +177,20 @@ def test_root_ca_secret():
     assert xds_translate.decode_secret([]) is None
 
 
-def test_own_http2_port_is_refused_other_services_http2_ignored():
+def test_http2_ports_become_http2_app_ports_and_grpc_clusters():
     policies = [*POLICIES]
     services = dict(SERVICES)
     services[key("web")] = Service("web", ports=(ServicePort(8080, "grpc"),))
     resources = view("web", policies=policies, services=services)
-    with pytest.raises(ConfigError, match=r"inbound\|8080.*HTTP/2.*HTTP/1.1 and TCP"):
-        xds_clusters.decode_clusters(resources[names.CLUSTER])
-    # catalog's sidecar may call web: it leaves the grpc cluster out and says why
+    decoded = xds_clusters.decode_clusters(resources[names.CLUSTER])
+    assert decoded.inbound_h2 == {8080}
+    config = assemble(NodeInfo("web", trust_domain=TD), pieces_of(resources))
+    assert [ap.protocol for ap in config.inbound.app_ports] == [Protocol.HTTP2]
+    # catalog's sidecar may call web: over HTTP/2, with the grpc protocol
     resources = view("catalog", policies=policies, services=services)
     decoded = xds_clusters.decode_clusters(resources[names.CLUSTER])
-    assert "outbound|8080||web.default" in decoded.ignored
-    assert "outbound|8080||web.default" not in decoded.outbound
+    assert not decoded.ignored
+    assert decoded.outbound["outbound|8080||web.default"].cluster.protocol is Protocol.GRPC
 
 
 def test_agrees_with_sni_naming_of_the_data_path():
