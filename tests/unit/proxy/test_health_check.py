@@ -94,3 +94,18 @@ def test_the_checker_takes_a_failing_host_out_and_stops_with_the_target():
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_the_cluster_avoids_hosts_failing_checks_unless_in_panic():
+    from gossamer.proxy.balancer import RoundRobin
+    from gossamer.proxy.cluster import ClusterRuntime
+
+    hs = [Host(Endpoint(f"10.0.0.{i}", 1)) for i in range(3)]
+    config = Cluster("c", "catalog", 80, tls=False, panic_threshold=50.0, health_check=CHECK)
+    rt = ClusterRuntime(config, hs, RoundRobin(hs, random.Random(1), lambda: 0.0), {}, lambda: 0.0)
+    hs[0].hc_failed = True
+    rt.health_changed()
+    assert {rt.choose([], []) for _ in range(12)} == {hs[1], hs[2]}
+    hs[1].hc_failed = True  # 1 of 3 healthy < 50%: panic, every host
+    rt.health_changed()
+    assert {rt.choose([], []) for _ in range(12)} == set(hs)
