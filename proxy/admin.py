@@ -5,7 +5,8 @@ Plain HTTP/1.1 served by the same server protocol as the data path:
 - `/ready`: 200 only when the certificate, the configuration and the app's readiness
   are all in place; otherwise 503 with what is missing (JSON).
 - `/config_dump`: the applied configuration as JSON, with the version of each resource
-  type, the configuration generation and the certificate in use; with a control plane
+  type, the configuration generation and the certificate in use (serial, issuer, how
+  many roots the trust bundle holds); with a control plane
   also `xds`: the ADS stream's state per type (version, ACK/NACK counts, last NACK
   error) and the accepted Envoy resources themselves (`?resources=0` leaves them out).
 - `/clusters`: every cluster's endpoints with health, zone, LB weight, in-flight and
@@ -73,6 +74,8 @@ class Admin:
                 "spiffe_id": contexts.spiffe_id,
                 "not_after": contexts.not_after.isoformat(),
                 "serial": f"{contexts.serial:x}",
+                "issuer": contexts.issuer,
+                "trusted_roots": contexts.trusted_roots,
             },
             "listeners": sc.bound_ports,
             "config": dump_config(config) if config is not None else None,

@@ -20,10 +20,11 @@ ADS stream moves to the new one at once; the registration stream stays where it 
 (see registration.py) and the old channel closes when nothing uses it any more. The
 ROOTCA secret's trust bundle replaces the bundle while the leaf stays.
 
-Stop: the registration reports `draining` (peers stop choosing this instance),
+Stop: `/ready` fails and HTTP/1.1 responses carry `Connection: close` from the first
+moment; the registration reports `draining` (peers stop choosing this instance),
 `drain_notice` seconds pass so their configuration catches up, the data path stops
-accepting and finishes in-flight requests, then the registration stream is closed
-(deregistration) and the channels with it.
+accepting and finishes in-flight requests (within the sidecar's `drain_timeout`), then
+the registration stream is closed (deregistration) and the channels with it.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ class Agent:
     # -- stop --------------------------------------------------------------------------
     async def stop(self, grace: float | None = None) -> None:
         registration = self.registration
-        self.sidecar.draining = True
+        self.sidecar.begin_drain()
         if registration is not None and registration.registered and await registration.drain():
             await asyncio.sleep(self.options.drain_notice)
         await self.sidecar.stop(grace)

@@ -11,6 +11,9 @@ The SNI names the target port (`tls.port_from_sni`), which selects the app port
   sees nothing. Allowed requests go to the app on 127.0.0.1:<port> over pooled plain
   HTTP/1.1 (http2/grpc ports: multiplexed h2c, trailers and gRPC deadlines kept), with `x-forwarded-client-cert: By=<own ID>;URI=<peer ID>` (replacing any
   such header the peer sent) and the peer's address appended to `x-forwarded-for`.
+  An app that refuses the connection (not started yet, restarting) is tried again
+  every 100 ms for up to `hold` seconds, then the peer gets 503
+  `x-gossamer-error: app-not-ready` (retriable: the request never reached the app).
 - TCP ports: a denied peer's connection is closed before anything is read from it or
   sent to the app; an allowed one is relayed to the app byte for byte (half-close
   respected).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.cluster import Snapshot
 from gossamer.proxy.config import Protocol
 from gossamer.proxy.h2.server import H2Server
@@ -29,7 +33,15 @@ from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.layers import authz_layer, errors_layer
 from gossamer.proxy.metrics_defs import TcpSeries
 from gossamer.proxy.pool import open_plain
-from gossamer.proxy.service import NoCluster, NoConfig, Request, Response, Service, compose
+from gossamer.proxy.service import (
+    AppNotReady,
+    NoCluster,
+    NoConfig,
+    Request,
+    Response,
+    Service,
+    compose,
+)
 from gossamer.proxy.tcp import Pending, splice_pending
 from gossamer.proxy.telemetry import Telemetry
 from gossamer.proxy.telemetry_layers import inbound_telemetry, peer_service
@@ -37,6 +49,7 @@ from gossamer.proxy.tls import CredentialHolder, port_from_sni, spiffe_id_from_p
 from gossamer.proxy.tlsproto import TlsLayer
 from gossamer.proxy.upstream import endpoint_service
 
+APP_RETRY_INTERVAL = 0.1
 XFCC = b"x-forwarded-client-cert"
 XFF = b"x-forwarded-for"
 
@@ -54,8 +67,10 @@ class Inbound:
         clock: Callable[[], float],
         handshake_timeout: float = 10.0,
         request_telemetry: bool = True,
+        hold: float = 0.0,
     ) -> None:
         self.snapshot = snapshot
+        self.hold = hold  # seconds a request waits for the app to accept connections
         self.credentials = credentials
         self.metrics = telemetry.metrics
         self.tracker = tracker
@@ -185,7 +200,28 @@ class Inbound:
                 headers.append((k, v))
             req.headers = headers
         req.headers += ((XFF, forwarded), (XFCC, xfcc))
-        return await self._endpoint(req)
+        try:
+            return await self._endpoint(req)
+        except UpstreamConnectError:
+            return await self._wait_for_app(req)
+
+    async def _wait_for_app(self, req: Request) -> Response:
+        """The app refused the connection (not started yet, or restarting): try again
+        every 100 ms for at most `hold` seconds (and the request's deadline), then 503."""
+        loop = asyncio.get_running_loop()
+        deadline = min(loop.time() + self.hold, req.deadline)  # the loop's clock, as deadlines
+        while loop.time() + APP_RETRY_INTERVAL <= deadline:
+            await asyncio.sleep(APP_RETRY_INTERVAL)
+            req.tried.clear()
+            try:
+                return await self._endpoint(req)
+            except UpstreamConnectError:
+                continue
+        app_port = req.conn.app_port
+        raise AppNotReady(
+            f"the app does not accept connections on {app_port.address}:"
+            f"{app_port.local_port} (waited {self.hold:g} s)"
+        )
 
     async def close(self) -> None:
         for task in list(self._tasks):

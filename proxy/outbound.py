@@ -21,6 +21,7 @@ listener allows passthrough; a `Host` that matches nothing is 404 `no-route`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import os
@@ -91,8 +92,12 @@ class Outbound:
         rng: random.Random,
         clock: Callable[[], float],
         request_telemetry: bool = True,
+        hold: float = 0.0,
+        configured: asyncio.Event | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.hold = hold  # seconds a request waits for the first configuration
+        self.configured = configured
         self.credentials = credentials
         self.metrics = metrics = telemetry.metrics
         self.tracker = tracker
@@ -159,10 +164,25 @@ class Outbound:
         task.add_done_callback(self._tasks.discard)
 
     # -- HTTP requests -------------------------------------------------------------
+    async def _held(self, req: Request) -> Response:
+        """Before the first configuration: wait for it, at most `hold` seconds."""
+        assert self.configured is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.hold):
+                await self.configured.wait()
+        if self.snapshot() is None:
+            raise NoConfig(
+                f"the sidecar has no configuration yet (waited {self.hold:g} s for the "
+                "control plane; see its /ready)"
+            )
+        return await self._route(req)
+
     def _route(self, req: Request) -> Awaitable[Response]:
         """Pick the route and cluster; return the awaitable of the rest of the path."""
         snap = self.snapshot()
         if snap is None:
+            if self.hold > 0 and self.configured is not None:
+                return self._held(req)
             raise NoConfig("the sidecar has no configuration yet")
         req.snapshot = snap
         match = snap.router.match(req.authority, req.path)

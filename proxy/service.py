@@ -56,6 +56,10 @@ class NoConfig(UpstreamError):
     """The sidecar has no configuration yet."""
 
 
+class AppNotReady(UpstreamError):
+    """Inbound: the local app does not accept connections (not started yet, or gone)."""
+
+
 class NoRoute(NotFound):
     """No virtual host or route matches the request."""
 
@@ -71,6 +75,7 @@ ERRORS: dict[type[BaseException], tuple[int, bytes]] = {
     Overflow: (503, b"overflow"),
     NoCluster: (503, b"no-cluster"),
     NoConfig: (503, b"no-config"),
+    AppNotReady: (503, b"app-not-ready"),
     IdentityMismatch: (502, b"identity-mismatch"),
     UpstreamConnectError: (502, b"connect-failure"),
     UpstreamReset: (502, b"upstream-reset"),

@@ -4,11 +4,14 @@
     await sidecar.start()          # binds admin, outbound and inbound ports
     sidecar.apply(new_config)      # atomic swap; ConfigError leaves the old one (NACK)
     sidecar.rotate(new_creds)      # new TLS contexts for new connections only
+    sidecar.begin_drain()          # /ready fails, responses say `Connection: close`
     await sidecar.stop(grace=10)   # stop accepting, let in-flight requests finish
 
 Without credentials the inbound port refuses connections and outbound mTLS cannot
-connect; without configuration outbound requests get 503 `no-config`; `/ready` says
-what is missing. The agent (agent.py) calls `apply` and `rotate`. `telemetry` (metrics,
+connect; without configuration outbound requests wait up to `hold_until_ready` seconds
+for it, then get 503 `no-config`; inbound requests whose app does not accept
+connections wait as long for it, then get 503 `app-not-ready`; `/ready` says what is
+missing. The agent (agent.py) calls `apply` and `rotate`. `telemetry` (metrics,
 traces, access logs; telemetry.py) defaults to metrics only; `options.telemetry` False
 leaves out the per-request metrics and spans (the benchmark's reference).
 """
@@ -30,7 +33,15 @@ from gossamer.errors import ConfigError, GossamerError
 from gossamer.logs import event
 from gossamer.proxy.admin import Admin
 from gossamer.proxy.cluster import ClusterManager, Snapshot
-from gossamer.proxy.config import AppPort, Cluster, ConfigHolder, Endpoint, NodeInfo, ProxyConfig
+from gossamer.proxy.config import (
+    AppPort,
+    Cluster,
+    ConfigHolder,
+    Endpoint,
+    NodeInfo,
+    OutlierDetection,
+    ProxyConfig,
+)
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.inbound import Inbound
@@ -54,6 +65,9 @@ class SidecarOptions:
     probe: ProbeSpec | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
     drain_timeout: float = 10.0
+    # how long a request waits for what it needs before a 503 (0: fail at once):
+    # outbound, the first configuration; inbound, the app accepting connections
+    hold_until_ready: float = 5.0
     telemetry: bool = True  # per-request metrics, spans and access logs
 
 
@@ -89,6 +103,8 @@ def _app_cluster(node: NodeInfo, ap: AppPort) -> Cluster:
         protocol=ap.protocol,
         tls=False,
         max_idle_per_endpoint=256,
+        # the one local app is never ejected: a refused connection waits for it instead
+        outlier=OutlierDetection(consecutive_failures=0),
     )
 
 
@@ -120,6 +136,7 @@ class Sidecar:
             on_health_failure=self.metrics.health_check_failure,
         )
         self.draining = False
+        self.configured = asyncio.Event()  # set when the first configuration is applied
         self.xds_status: Callable[..., dict[str, Any]] | None = None  # set by the agent
         self.snapshot: Snapshot | None = None
         self.probe = AppProbe(options.probe)
@@ -159,6 +176,7 @@ class Sidecar:
         def publish() -> None:
             commit()
             self.snapshot = snapshot
+            self.configured.set()
             event(log, logging.INFO, "configuration applied", versions=dict(config.versions))
 
         return publish
@@ -211,6 +229,8 @@ class Sidecar:
             rng=self.rng,
             clock=self.clock,
             request_telemetry=opts.telemetry,
+            hold=opts.hold_until_ready,
+            configured=self.configured,
         )
         self.inbound = Inbound(
             self.current,
@@ -221,6 +241,7 @@ class Sidecar:
             local_service=local_service,
             clock=self.clock,
             request_telemetry=opts.telemetry,
+            hold=opts.hold_until_ready,
         )
         admin_tracker = self.trackers["admin"]
 
@@ -285,9 +306,18 @@ class Sidecar:
             await asyncio.sleep(0.25)
             self.manager.tick()
 
+    def begin_drain(self) -> None:
+        """Draining starts (before the listeners close): `/ready` fails, and every
+        HTTP/1.1 response on the data path from now on carries `Connection: close` and
+        ends its connection, so clients and peers reconnect elsewhere."""
+        self.draining = True
+        self.trackers["outbound"].draining = True
+        self.trackers["inbound"].draining = True
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish within `grace`, close the rest."""
         grace = self.options.drain_timeout if grace is None else grace
+        self.draining = True
         for server in self._servers:
             server.close()
         self.probe.stop()

@@ -77,6 +77,8 @@ class TlsContexts:
     client_h2: ssl.SSLContext
     not_after: datetime
     serial: int
+    issuer: str = ""  # the leaf's issuer (the intermediate that signed it), RFC 4514
+    trusted_roots: int = 0  # certificates in the trust bundle
 
 
 def _tmpfs_dir() -> str:
@@ -140,6 +142,8 @@ def build_contexts(credentials: Credentials) -> TlsContexts:
         client_h2=contexts[2],
         not_after=leaf.not_valid_after_utc,
         serial=leaf.serial_number,
+        issuer=leaf.issuer.rfc4514_string(),
+        trusted_roots=credentials.bundle_pem.count(b"-----BEGIN CERTIFICATE-----"),
     )
 
 

@@ -132,6 +132,16 @@ DEFAULT_PROXY_UID = 1337
     show_default=True,
     help="Seconds between reporting `draining` and closing the listeners at shutdown.",
 )
+@click.option(
+    "--hold-requests-until-ready",
+    "hold",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds a request waits for what it lacks before a 503: outbound, the first "
+    "configuration (then `no-config`); inbound, the app accepting connections (then "
+    "`app-not-ready`). 0 fails at once.",
+)
 @click.pass_context
 def proxy(ctx: click.Context, /, **opts: object) -> None:
     """Run a sidecar proxy beside SERVICE (or manage iptables, see the subcommand).

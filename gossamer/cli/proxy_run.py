@@ -185,6 +185,7 @@ def _options(opts: dict[str, Any], node: Any, probe_port: int | None) -> Any:
         admin_address=str(opts["admin_address"]),
         probe=probe,
         drain_timeout=float(opts["drain_timeout"]),
+        hold_until_ready=float(opts["hold"]),
         limits=ServerLimits(
             header_timeout=float(opts["header_timeout"]),
             idle_timeout=float(opts["idle_timeout"]),
