@@ -7,6 +7,7 @@ outlier_detection:
   consecutive_gateway_errors: 3     # ... or this many 502/503/504 in a row (0: off)
   interval: 5s                      # how often ejections are evaluated
   base_ejection_time: 30s           # first ejection; each further one lasts longer
+  max_ejection_time: 300s           # ... but never longer than this
   max_ejection_percent: 50          # never eject more than this share of endpoints
   success_rate: {minimum_hosts: 3, request_volume: 20, stdev_factor: 1.9}   # optional
   panic_threshold: 50               # below this % healthy, balance over all endpoints
@@ -27,6 +28,7 @@ OUTLIER_KEYS = (
     "consecutive_gateway_errors",
     "interval",
     "base_ejection_time",
+    "max_ejection_time",
     "max_ejection_percent",
     "success_rate",
     "panic_threshold",
@@ -56,6 +58,7 @@ class OutlierPolicy:
     consecutive_gateway_errors: int = 0
     interval: float = 5.0
     base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
     max_ejection_percent: int = 50
     success_rate: SuccessRatePolicy | None = None
     panic_threshold: float = 50.0
@@ -115,6 +118,9 @@ def parse_outlier(node: Node) -> OutlierPolicy:
         )
         if node.has("base_ejection_time")
         else d.base_ejection_time,
+        max_ejection_time=_positive_duration(node.child("max_ejection_time"), d.max_ejection_time)
+        if node.has("max_ejection_time")
+        else d.max_ejection_time,
         max_ejection_percent=node.child("max_ejection_percent", d.max_ejection_percent).integer(
             minimum=0, maximum=100
         ),

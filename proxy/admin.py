@@ -104,7 +104,10 @@ class Admin:
                         "total_requests": host.total,
                         "rtt_ms": round(host.rtt * 1000, 3) if host.rtt >= 0 else None,
                         "consecutive_failures": host.failures,
+                        "consecutive_5xx": host.errors_5xx,
                         "ejected": host.ejected_until > rt.clock(),
+                        "ejection_multiplier": host.ejections,
+                        "health_check_failed": host.hc_failed,
                         "connections": pool.open if pool is not None else 0,
                         "idle_connections": pool.idle_count if pool is not None else 0,
                     }
@@ -116,6 +119,7 @@ class Admin:
                     "lb_policy": rt.config.lb_policy.value,
                     "tls": rt.config.tls,
                     "identity": rt.config.identity,
+                    "circuit_breaker": rt.breaker.state(),
                     "endpoints": endpoints,
                 }
             )

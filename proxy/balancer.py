@@ -42,9 +42,14 @@ class Host:
         "ejected_until",
         "ejections",
         "endpoint",
+        "errors_5xx",
         "failures",
+        "hc_failed",
+        "hc_streak",
         "rtt",
         "rtt_stamp",
+        "sr_ok",
+        "sr_total",
         "total",
     )
 
@@ -54,9 +59,16 @@ class Host:
         self.total = 0  # requests sent
         self.rtt = -1.0  # peak-EWMA estimate in seconds; < 0: not measured yet
         self.rtt_stamp = 0.0
-        self.failures = 0  # consecutive failures (outlier detection)
-        self.ejections = 0  # consecutive ejections
+        # outlier detection (proxy/outlier.py)
+        self.failures = 0  # consecutive gateway failures
+        self.errors_5xx = 0  # consecutive 5xx (and local failures)
+        self.ejections = 0  # the ejection-time multiplier
         self.ejected_until = 0.0
+        self.sr_total = 0  # outcomes this interval (success rate)
+        self.sr_ok = 0
+        # active health checking (proxy/health_check.py)
+        self.hc_failed = False
+        self.hc_streak = 0  # checks in a row contradicting the current state
 
     @property
     def weight(self) -> int:

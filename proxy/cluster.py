@@ -4,27 +4,34 @@
 the returned commit publishes them and closes the pools of endpoints that disappeared.
 Hosts (in-flight counts, RTT estimates) and pools are kept across configurations for
 endpoints that did not change, so a routine EDS update does not reset connections.
+HTTP/1.1 and TCP clusters get `EndpointPool`s; http2/grpc clusters get `H2Pool`s
+(multiplexed h2: over mTLS with ALPN `h2`, which the peer must select, or h2c to the
+local app), so each call is balanced on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gossamer.errors import UpstreamConnectError
+from gossamer.proxy import outlier
 from gossamer.proxy.balancer import Balancer, Host, make_balancer
+from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.config import (
     Cluster,
     Endpoint,
+    Health,
     InboundConfig,
     LbPolicy,
-    OutlierDetection,
     ProxyConfig,
 )
 from gossamer.proxy.h2.client import H2Client
 from gossamer.proxy.h2.pool import H2Pool
+from gossamer.proxy.health_check import HealthChecker
 from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
 from gossamer.proxy.router import Router, destination_index
@@ -33,60 +40,31 @@ from gossamer.proxy.tls import CredentialHolder, sni_for
 PoolKey = tuple[str, tuple[str, int]]
 Pool = EndpointPool | H2Pool  # HTTP/1.1 (and TCP tunnels) or multiplexed HTTP/2
 
-# -- outlier detection -------------------------------------------------------
-# Outlier detection: leave out endpoints that keep failing (pure; clock injected).
-#
-# Consecutive failures of a host (connect failures, resets, 502/503/504 answers) count
-# up; a success resets the count. At the threshold the host is ejected for
-# `base_ejection x ejections` seconds (capped), unless that would put more than
-# `max_ejection_percent` of the cluster's hosts out at once (one host may always be out).
-# Ejected hosts are avoided by the balancer while others exist; when the time is up the
-# host takes traffic again and is ejected for longer if it fails again.
-
-GATEWAY_ERRORS = frozenset({502, 503, 504})
-
-
-def is_ejected(host: Host, now: float) -> bool:
-    return host.ejected_until > now
-
-
-def record_success(host: Host) -> None:
-    host.failures = 0
-    host.ejections = 0
-
-
-def record_failure(host: Host, hosts: Sequence[Host], policy: OutlierDetection, now: float) -> bool:
-    """Count a failure; True when it ejected the host."""
-    host.failures += 1
-    if not policy.consecutive_failures or host.failures < policy.consecutive_failures:
-        return False
-    if is_ejected(host, now):
-        return False
-    out = sum(1 for h in hosts if is_ejected(h, now))
-    if out >= max(1, len(hosts) * policy.max_ejection_percent // 100):
-        return False
-    host.ejections += 1
-    host.failures = 0
-    host.ejected_until = now + min(policy.base_ejection * host.ejections, policy.max_ejection)
-    return True
-
-
-def ejected(hosts: Sequence[Host], now: float) -> list[Host]:
-    return [h for h in hosts if h.ejected_until > now]
+INF = float("inf")
 
 
 class ClusterRuntime:
+    """One cluster under one configuration: balancer, pools, breaker, and the hosts the
+    balancer avoids (ejected by outlier detection or failing active health checks)
+    unless too few are left (panic: every host takes traffic)."""
+
     __slots__ = (
         "balancer",
+        "breaker",
         "clock",
         "config",
-        "ejected_until",
+        "excluded",
         "hash_header",
         "hosts",
         "measure_rtt",
+        "next_tick",
         "on_eject",
+        "on_first_use",
         "pools",
+        "recheck_at",
+        "rng",
         "service_label",
+        "used",
     )
 
     def __init__(
@@ -96,23 +74,58 @@ class ClusterRuntime:
         balancer: Balancer,
         pools: dict[tuple[str, int], Pool],
         clock: Callable[[], float],
-        on_eject: Callable[[str], None] | None = None,
+        on_eject: Callable[[str, str], None] | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        rng: random.Random | None = None,
+        used: bool = True,
+        on_first_use: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self.on_eject = on_eject  # called with the service name when a host is ejected
+        self.used = used  # carried a request (health checks start then)
+        self.on_first_use = on_first_use
+        self.on_eject = on_eject  # (service, reason) when a host is ejected
         self.hosts = hosts
         self.balancer = balancer
         self.pools = pools
         self.clock = clock
+        self.breaker = breaker or CircuitBreaker(config.name, config.breaker)
+        self.rng = rng or random.Random()
         self.hash_header = config.hash_header.lower().encode() if config.hash_header else None
         self.service_label = config.service
-        # latest end of an ejection among the hosts (0: none), so that choosing a host
-        # costs nothing extra while no host is ejected
-        self.ejected_until = max((h.ejected_until for h in hosts), default=0.0)
         self.measure_rtt = config.lb_policy is LbPolicy.EWMA
+        self.excluded: list[Host] = []
+        self.recheck_at = INF  # when the next ejection ends (INF: none)
+        now = clock()
+        self.next_tick = now + config.outlier.interval
+        self.refresh(now)
+
+    def refresh(self, now: float) -> None:
+        """Recompute the hosts to avoid; call after an ejection or a health change."""
+        out: list[Host] = []
+        until = INF
+        for h in self.balancer.hosts:
+            if h.ejected_until > now:
+                out.append(h)
+                until = min(until, h.ejected_until)
+            elif h.hc_failed:
+                out.append(h)
+        panic = self.config.panic_threshold
+        if out and panic:
+            healthy = sum(
+                1
+                for h in self.hosts
+                if h.endpoint.health is Health.HEALTHY
+                and not h.hc_failed
+                and h.ejected_until <= now
+            )
+            if healthy * 100 < panic * len(self.hosts):
+                out = []
+        self.excluded = out
+        self.recheck_at = until
 
     def choose(self, headers: list[tuple[bytes, bytes]], avoid: list[Host]) -> Host | None:
-        """A host for the next try: not one already tried, nor an ejected one, when the
+        """A host for the next try: not one already tried, nor an excluded one, when the
         balancer has another."""
         key = None
         if self.hash_header is not None:
@@ -120,26 +133,53 @@ class ClusterRuntime:
                 if k.lower() == self.hash_header:
                     key = v
                     break
-        if self.ejected_until:
+        if not self.used:
+            self.used = True
+            if self.on_first_use is not None:
+                self.on_first_use(self.config.name)
+        if self.recheck_at != INF:
             now = self.clock()
-            if now < self.ejected_until:
-                out = [h for h in self.balancer.hosts if h.ejected_until > now]
-                avoid = [*avoid, *out]
-            else:
-                self.ejected_until = 0.0
+            if now >= self.recheck_at:
+                self.refresh(now)
+        if self.excluded:
+            avoid = [*avoid, *self.excluded]
         return self.balancer.choose(key, avoid)
 
+    def result(self, host: Host, status: int) -> None:
+        """One exchange's outcome for outlier detection: a status, or 0 (LOCAL_FAILURE)
+        for a connect failure or reset."""
+        if 0 < status < 500 and not (host.failures or host.errors_5xx):
+            host.sr_total += 1  # the common case, kept cheap
+            host.sr_ok += 1
+            return
+        now = self.clock()
+        reason = outlier.record(
+            host, status, self.balancer.hosts, self.config.outlier, now, self.rng
+        )
+        if reason is not None:
+            if self.on_eject is not None:
+                self.on_eject(self.service_label, reason)
+            self.refresh(now)
+
     def succeeded(self, host: Host) -> None:
-        if host.failures or host.ejections:
-            record_success(host)
+        self.result(host, 200)
 
     def failed(self, host: Host) -> None:
-        if (
-            record_failure(host, self.balancer.hosts, self.config.outlier, self.clock())
-            and self.on_eject is not None
-        ):
-            self.on_eject(self.service_label)
-        self.ejected_until = max(self.ejected_until, host.ejected_until)
+        self.result(host, outlier.LOCAL_FAILURE)
+
+    def tick(self, now: float) -> None:
+        """Outlier detection's interval work, when the interval has passed."""
+        if now < self.next_tick:
+            return
+        self.next_tick = now + self.config.outlier.interval
+        for _, reason in outlier.tick(self.balancer.hosts, self.config.outlier, now, self.rng):
+            if self.on_eject is not None:
+                self.on_eject(self.service_label, reason)
+        self.refresh(now)
+
+    def health_changed(self) -> None:
+        """An active health check moved a host in or out."""
+        self.refresh(self.clock())
 
     def pool(self, host: Host) -> Pool:
         return self.pools[host.endpoint.key]
@@ -167,16 +207,46 @@ class ClusterManager:
         trust_domain: str = "gossamer.local",
         rng: random.Random,
         clock: Callable[[], float],
-        on_eject: Callable[[str], None] | None = None,
+        on_eject: Callable[[str, str], None] | None = None,
+        on_overflow: Callable[[str, str], None] | None = None,
+        on_health_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.credentials = credentials
         self.trust_domain = trust_domain
-        self.on_eject = on_eject
+        self.on_eject = on_eject  # (service, reason)
+        self.on_overflow = on_overflow  # (service, limit)
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._runtimes: Mapping[str, ClusterRuntime] = {}
+        self._used: set[str] = set()
+        self.health = HealthChecker(
+            self.open, rng=rng, on_change=self._health_changed, on_failure=on_health_failure
+        )
         self.rng = rng
         self.clock = clock
         self._hosts: dict[tuple[str, Endpoint], Host] = {}
         # pool key -> ((cluster settings, endpoint TLS), pool): reused while both are equal
         self._pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
+
+    async def open(
+        self, cluster: Cluster, endpoint: Endpoint, protocol: asyncio.BaseProtocol, limit: float
+    ) -> Any:
+        """A connection to `endpoint` as the cluster's traffic makes them (mTLS with the
+        cluster's identity, or plaintext); returns the transport."""
+        if not (cluster.tls and endpoint.tls):
+            return await open_plain(endpoint.address, endpoint.port, protocol, limit)
+        contexts = self.credentials.contexts
+        if contexts is None:
+            raise UpstreamConnectError("no certificate yet")
+        return await open_mtls(
+            endpoint.address,
+            endpoint.port,
+            protocol,
+            context=contexts.client,
+            sni=cluster.sni
+            or sni_for(cluster.service, cluster.namespace, cluster.port, self.trust_domain),
+            identity=cluster.identity,
+            connect_timeout=limit,
+        )
 
     def _connector(
         self, cluster: Cluster, endpoint: Endpoint
@@ -212,6 +282,20 @@ class ClusterManager:
 
         return connect
 
+    def breaker(self, cluster: Cluster) -> CircuitBreaker:
+        """The cluster's breaker (one per name, kept across configurations)."""
+        breaker = self._breakers.get(cluster.name)
+        if breaker is None:
+            on_overflow = self.on_overflow
+            service = cluster.service
+            breaker = CircuitBreaker(
+                cluster.name,
+                cluster.breaker,
+                None if on_overflow is None else lambda limit: on_overflow(service, limit),
+            )
+            self._breakers[cluster.name] = breaker
+        return breaker
+
     def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
         hosts: dict[tuple[str, Endpoint], Host] = {}
         pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
@@ -240,6 +324,7 @@ class ClusterManager:
                         max_idle=cluster.max_idle_per_endpoint,
                         idle_timeout=cluster.idle_timeout,
                         clock=self.clock,
+                        breaker=self.breaker(cluster),
                     )
                 pools[(name, ep.key)] = ((cluster, ep.tls), pool)
                 cluster_pools[ep.key] = pool
@@ -252,7 +337,16 @@ class ClusterManager:
                 panic_threshold=cluster.panic_threshold,
             )
             runtimes[name] = ClusterRuntime(
-                cluster, cluster_hosts, balancer, cluster_pools, self.clock, self.on_eject
+                cluster,
+                cluster_hosts,
+                balancer,
+                cluster_pools,
+                self.clock,
+                self.on_eject,
+                breaker=self.breaker(cluster),
+                rng=self.rng,
+                used=cluster.health_check is None or name in self._used,
+                on_first_use=self._first_use,
             )
         snapshot = Snapshot(
             config=config,
@@ -267,8 +361,42 @@ class ClusterManager:
                     pool.close()
             self._hosts = hosts
             self._pools = pools
+            for name, runtime in runtimes.items():
+                self._breakers[name].limits = runtime.config.breaker
+            for name in set(self._breakers) - set(runtimes):
+                del self._breakers[name]
+            self._used &= set(runtimes)
+            self._runtimes = runtimes
+            self._sync_health()
 
         return snapshot, commit
+
+    # -- outlier detection and health checks ------------------------------------------
+    def tick(self) -> None:
+        """Outlier detection's interval work for every cluster whose interval passed."""
+        now = self.clock()
+        for runtime in self._runtimes.values():
+            runtime.tick(now)
+
+    def _first_use(self, name: str) -> None:
+        self._used.add(name)
+        self._sync_health()
+
+    def _sync_health(self) -> None:
+        targets: dict[tuple[str, tuple[str, int]], tuple[Cluster, Host]] = {}
+        for name, runtime in self._runtimes.items():
+            if runtime.config.health_check is not None and name in self._used:
+                for host in runtime.hosts:
+                    targets[(name, host.endpoint.key)] = (runtime.config, host)
+        try:
+            self.health.sync(targets)
+        except RuntimeError:  # no running loop (configuration applied before start)
+            pass
+
+    def _health_changed(self, name: str) -> None:
+        runtime = self._runtimes.get(name)
+        if runtime is not None:
+            runtime.health_changed()
 
     def pools(self) -> list[Pool]:
         return [pool for _, pool in self._pools.values()]
@@ -278,5 +406,6 @@ class ClusterManager:
             pool.expire()
 
     def close(self) -> None:
+        self.health.close()
         for _, pool in self._pools.values():
             pool.close()

@@ -17,7 +17,8 @@ Mapping from xDS (for the xDS client):
   weighted clusters, timeout, retry policy: `num_retries + 1` is `RetryPolicy.attempts`,
   `retry_on` "connect-failure,reset,gateway-error" -> `retry_on` + status codes).
 - Cluster `outbound|<port>||<svc>` -> `Cluster` (lb_policy, ring-hash header from the
-  route's hash policy, SPIFFE ID from the upstream TLS context's SAN matcher).
+  route's hash policy, SPIFFE ID from the upstream TLS context's SAN matcher; protocol
+  http2/grpc from the metadata or the HTTP/2 protocol options).
 - Cluster `inbound|<port>` -> `AppPort`.
 - ClusterLoadAssignment -> `Endpoint`s (locality zone, health status, weight).
 - Secret `ROOTCA` -> the trust bundle (held by the TLS credentials, not here).
@@ -38,10 +39,12 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "AppPort",
     "Authorization",
+    "BreakerLimits",
     "Cluster",
     "ConfigHolder",
     "Endpoint",
     "Health",
+    "HealthCheck",
     "InboundConfig",
     "LbPolicy",
     "ListenerMode",
@@ -275,16 +278,69 @@ class RouteTable:
 
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
-    """Passive health (Envoy's consecutive gateway failures): after
-    `consecutive_failures` connect failures, resets or 502/503/504 in a row, an endpoint
-    is left out for `base_ejection` x (times ejected in a row), at most `max_ejection`
-    seconds; at most `max_ejection_percent` of a cluster's endpoints are out (at least
-    one may be). 0 failures disables it."""
+    """Passive health, Envoy's outlier detection (semantics in proxy/outlier.py).
+
+    - `consecutive_failures`: gateway failures in a row (connect failures, resets,
+      502/503/504; Envoy's consecutive_gateway_failure), enforced at
+      `enforcing_consecutive_gateway` percent; 0: off.
+    - `consecutive_5xx`: any 5xx or local failure in a row, enforced at
+      `enforcing_consecutive_5xx` percent; 0: off.
+    - success rate, evaluated every `interval` seconds when `enforcing_success_rate` > 0:
+      among hosts with at least `success_rate_request_volume` requests in the interval
+      (if there are `success_rate_minimum_hosts` of them), a host whose success rate is
+      below mean - `success_rate_stdev_factor`/1000 x stdev is ejected.
+    - An ejection lasts `base_ejection` x (a multiplier raised by each ejection, lowered
+      by each interval the host spends in service), at most max(`max_ejection`,
+      `base_ejection`) seconds; at most `max_ejection_percent` of the hosts are out
+      (one host may always be)."""
 
     consecutive_failures: int = 5
     base_ejection: float = 5.0
     max_ejection: float = 60.0
     max_ejection_percent: int = 50
+    consecutive_5xx: int = 0
+    enforcing_consecutive_5xx: int = 100
+    enforcing_consecutive_gateway: int = 100
+    interval: float = 10.0
+    success_rate_minimum_hosts: int = 5
+    success_rate_request_volume: int = 100
+    success_rate_stdev_factor: int = 1900
+    enforcing_success_rate: int = 0
+
+    @property
+    def success_rate(self) -> bool:
+        return self.enforcing_success_rate > 0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerLimits:
+    """Circuit-breaker thresholds of a cluster (Envoy's default priority); None: no
+    limit. `max_pending_requests`: requests waiting for a connection when
+    `max_connections` are open."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active health checking of a cluster's endpoints (Envoy's HealthCheck): an HTTP
+    GET of `http_path` answered with a status in `expected_statuses`, or (path None) a
+    connection that opens; `unhealthy_threshold` failures in a row take a host out,
+    `healthy_threshold` successes in a row bring it back."""
+
+    http_path: str | None = None
+    interval: float = 5.0
+    timeout: float = 1.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+    expected_statuses: tuple[tuple[int, int], ...] = ((200, 201),)  # [start, end) ranges
+    host: str = ""  # Host header ("": the service name)
+
+    def expected(self, status: int) -> bool:
+        return any(lo <= status < hi for lo, hi in self.expected_statuses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +362,8 @@ class Cluster:
     idle_timeout: float = 60.0
     outlier: OutlierDetection = field(default_factory=OutlierDetection)
     panic_threshold: float = 0.0  # % healthy below which every host is used (0: never)
+    breaker: BreakerLimits = field(default_factory=BreakerLimits)
+    health_check: HealthCheck | None = None
 
     def __post_init__(self) -> None:
         _port(self.port, f"clusters.{self.name}.port")

@@ -21,6 +21,7 @@ from gossamer.errors import (
     GossamerError,
     UpstreamConnectError,
 )
+from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.config import RetryPolicy, Route
 from gossamer.proxy.http1.body import BodyStream
 from gossamer.proxy.metrics_defs import SidecarMetrics
@@ -127,6 +128,16 @@ class RetryLayer:
             return retrying(req, route, policy)
 
         async def retrying(req: Request, route: Route, policy: RetryPolicy) -> Response:
+            held: list[CircuitBreaker] = []  # the cluster's max_retries unit, once taken
+            try:
+                return await attempts(req, route, policy, held)
+            finally:
+                if held:
+                    held[0].release_retry()
+
+        async def attempts(
+            req: Request, route: Route, policy: RetryPolicy, held: list[CircuitBreaker]
+        ) -> Response:
             budget = self.budget(route.name, policy)
             budget.record_request()
             loop = self._loop
@@ -190,6 +201,12 @@ class RetryLayer:
                 if not budget.withdraw():
                     self.metrics.retry_budget_exhausted(dst)
                     return _give_up(resp, error)
+                if not held and req.cluster is not None:
+                    # circuit breaker: one unit of max_retries while this request retries
+                    breaker = req.cluster.breaker
+                    if not breaker.try_acquire_retry():
+                        return _give_up(resp, error)
+                    held.append(breaker)
                 self.metrics.retry(dst)
                 if resp is not None:
                     resp.discard()

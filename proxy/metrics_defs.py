@@ -27,7 +27,9 @@ methods; never paths, ids or addresses.
   connection_security_policy, source_principal, destination_principal}`
 - `gossamer_retries_total{destination_service}`,
   `gossamer_retry_budget_exhausted_total{destination_service}`,
-  `gossamer_outlier_ejections_total{destination_service, reason}`
+  `gossamer_outlier_ejections_total{destination_service, reason}`,
+  `gossamer_circuit_breaker_overflows_total{destination_service, limit}`,
+  `gossamer_health_check_failures_total{destination_service}`
 - `gossamer_xds_updates_total{type}`, `gossamer_xds_nacks_total{type}`
 - `gossamer_downstream_connections_total{listener}`,
   `gossamer_tls_handshake_failures_total{listener}`
@@ -189,6 +191,8 @@ class SidecarMetrics(Collector):
         self.retries: dict[str, int] = {}
         self.budget_exhausted: dict[str, int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
+        self.overflows: dict[tuple[str, str], int] = {}
+        self.hc_failures: dict[str, int] = {}
         self.xds_updates: dict[str, int] = {}
         self.xds_nacks: dict[str, int] = {}
         self.connections: dict[str, int] = {}
@@ -260,6 +264,12 @@ class SidecarMetrics(Collector):
 
     def outlier_ejection(self, destination: str, reason: str = "consecutive_5xx") -> None:
         _bump(self.ejections, (_unknown(destination), reason))
+
+    def overflow(self, destination: str, limit: str) -> None:
+        _bump(self.overflows, (_unknown(destination), limit))
+
+    def health_check_failure(self, destination: str) -> None:
+        _bump(self.hc_failures, _unknown(destination))
 
     def xds_update(self, type_name: str) -> None:
         _bump(self.xds_updates, _xds_type(type_name))
@@ -371,6 +381,12 @@ class SidecarMetrics(Collector):
                 "destination_service",
                 "Retries not sent because the retry budget was spent.",
             ),
+            (
+                "gossamer_health_check_failures",
+                self.hc_failures,
+                "destination_service",
+                "Active health checks that failed.",
+            ),
             ("gossamer_xds_updates", self.xds_updates, "type", "xDS updates accepted."),
             ("gossamer_xds_nacks", self.xds_nacks, "type", "xDS updates rejected (NACK)."),
             (
@@ -398,6 +414,14 @@ class SidecarMetrics(Collector):
         for (dst, reason), n in list(self.ejections.items()):
             ej.add_metric((dst, reason), n)
         yield ej
+        over = CounterMetricFamily(
+            "gossamer_circuit_breaker_overflows",
+            "Requests or connections refused by a circuit-breaker limit.",
+            labels=("destination_service", "limit"),
+        )
+        for (dst, limit), n in list(self.overflows.items()):
+            over.add_metric((dst, limit), n)
+        yield over
         cert = GaugeMetricFamily(
             "gossamer_certificate_expiry_timestamp_seconds",
             "When the sidecar's current certificate expires (Unix time).",

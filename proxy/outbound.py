@@ -38,7 +38,8 @@ from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.layers import RetryLayer, errors_layer, timeout_layer
 from gossamer.proxy.metrics_defs import TcpSeries
-from gossamer.proxy.pool import EndpointPool, open_mtls, open_plain
+from gossamer.proxy.outlier import LOCAL_FAILURE
+from gossamer.proxy.pool import EndpointPool, open_plain
 from gossamer.proxy.router import pick_cluster
 from gossamer.proxy.service import (
     NoCluster,
@@ -53,7 +54,7 @@ from gossamer.proxy.service import (
 from gossamer.proxy.tcp import Pending, splice_pending
 from gossamer.proxy.telemetry import Telemetry
 from gossamer.proxy.telemetry_layers import outbound_telemetry
-from gossamer.proxy.tls import CredentialHolder, sni_for
+from gossamer.proxy.tls import CredentialHolder
 from gossamer.proxy.transparent import original_dst
 from gossamer.proxy.upstream import endpoint_service
 
@@ -113,6 +114,11 @@ class Outbound:
         self.service = compose(self._route, outer)
         self._endpoint = endpoint_service(clock)
         self._passthrough: dict[tuple[str, int], ClusterRuntime] = {}
+        # opens a connection to a cluster's endpoint as its traffic does (the sidecar
+        # sets the cluster manager's; this default covers plaintext clusters)
+        self.open_endpoint: Callable[
+            [Cluster, Endpoint, asyncio.BaseProtocol, float], Awaitable[Any]
+        ] = _open_plain_endpoint
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connections ---------------------------------------------------------------
@@ -249,26 +255,39 @@ class Outbound:
     # -- tunnels and TCP ----------------------------------------------------------------
     def _cluster_connector(
         self, cluster: ClusterRuntime
-    ) -> tuple[Callable[[asyncio.BaseProtocol], Any], bool]:
-        """How to connect to an endpoint the balancer picks, and whether it is mTLS."""
-        host = cluster.balancer.choose()
+    ) -> tuple[Callable[[asyncio.BaseProtocol], Any], bool, Callable[[], None]]:
+        """How to connect to an endpoint the balancer picks, whether it is mTLS, and
+        the release of its unit of the cluster's max_connections, taken now (Overflow
+        when none is left: a relay cannot wait as a pending request) and given back
+        by the caller when the connection ends (or here, if connecting fails).
+        Connect failures and successes feed outlier detection."""
+        host = cluster.choose([], [])
         if host is None:
             raise NoHealthyUpstream(f"{cluster.config.name} has no healthy endpoint")
         ep, cfg = host.endpoint, cluster.config
-        if not (cfg.tls and ep.tls):
-            return lambda p: open_plain(ep.address, ep.port, p, cfg.connect_timeout), False
-        contexts = self.credentials.contexts
-        if contexts is None:
+        tls = cfg.tls and ep.tls
+        if tls and self.credentials.contexts is None:
             raise UpstreamConnectError("no certificate yet")
-        return lambda p: open_mtls(
-            ep.address,
-            ep.port,
-            p,
-            context=contexts.client,
-            sni=cfg.sni or sni_for(cfg.service, cfg.namespace, cfg.port, self.trust_domain),
-            identity=cfg.identity,
-            connect_timeout=cfg.connect_timeout,
-        ), True
+        breaker = cluster.breaker
+        if not breaker.try_acquire_connection():
+            raise breaker.connection_refused()
+        release = _Once(breaker.release_connection)
+        manager_open = self.open_endpoint
+
+        async def connect(protocol: asyncio.BaseProtocol) -> Any:
+            try:
+                transport = await manager_open(cfg, ep, protocol, cfg.connect_timeout)
+            except UpstreamConnectError:
+                release()
+                cluster.result(host, LOCAL_FAILURE)
+                raise
+            except BaseException:
+                release()
+                raise
+            cluster.result(host, 200)
+            return transport
+
+        return connect, tls, release
 
     async def _tunnel(self, connect: Callable[[asyncio.BaseProtocol], Any]) -> Response:
         pending = Pending()
@@ -281,7 +300,9 @@ class Outbound:
         return Response(200, [], None, tunnel=tunnel)
 
     async def _connect(self, req: Request, cluster: ClusterRuntime) -> Response:
-        return await self._tunnel(self._cluster_connector(cluster)[0])
+        connect, _, release = self._cluster_connector(cluster)
+        release()  # a CONNECT tunnel is counted as a request, not as a held connection
+        return await self._tunnel(connect)
 
     @staticmethod
     def _hold(transport: Any) -> Pending:
@@ -297,6 +318,7 @@ class Outbound:
         down: Pending,
         connect: Callable[[asyncio.BaseProtocol], Any],
         series: TcpSeries,
+        release: Callable[[], None] | None = None,
     ) -> None:
         up = Pending()
         try:
@@ -305,7 +327,14 @@ class Outbound:
             transport.abort()
             return
         series.opened()
-        splice_pending(transport, down, upstream, up, series.closed)
+        on_close = series.closed
+        if release is not None:
+
+            def on_close(sent: int = 0, received: int = 0) -> None:
+                release()
+                series.closed(sent, received)
+
+        splice_pending(transport, down, upstream, up, on_close)
 
     async def _tcp_passthrough(self, transport: Any, down: Pending, dst: tuple[str, int]) -> None:
         series = self.metrics.tcp("source", self.local_service, "PassthroughCluster", "none")
@@ -313,7 +342,7 @@ class Outbound:
 
     async def _tcp_to_cluster(self, transport: Any, down: Pending, cluster: ClusterRuntime) -> None:
         try:
-            connect, tls = self._cluster_connector(cluster)
+            connect, tls, release = self._cluster_connector(cluster)
         except Exception:
             transport.abort()
             return
@@ -326,7 +355,11 @@ class Outbound:
             contexts.spiffe_id if contexts is not None else "",
             (cluster.config.identity or "") if tls else "",
         )
-        await self._relay(transport, down, connect, series)
+        try:
+            await self._relay(transport, down, connect, series, release)
+        finally:
+            if transport.is_closing():
+                release()
 
     async def close(self) -> None:
         for cluster in self._passthrough.values():
@@ -334,6 +367,28 @@ class Outbound:
                 pool.close()
         for task in list(self._tasks):
             task.cancel()
+
+
+async def _open_plain_endpoint(
+    cluster: Cluster, endpoint: Endpoint, protocol: asyncio.BaseProtocol, limit: float
+) -> Any:
+    if cluster.tls and endpoint.tls:
+        raise UpstreamConnectError("no way to open mTLS connections")
+    return await open_plain(endpoint.address, endpoint.port, protocol, limit)
+
+
+class _Once:
+    """A callback that runs at most once."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def __call__(self) -> None:
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
 
 
 class _TunnelFeed(asyncio.Protocol):

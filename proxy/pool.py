@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gossamer.errors import UpstreamConnectError, UpstreamTimeout
+from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.service import IdentityMismatch
 from gossamer.proxy.tls import spiffe_id_from_peercert
@@ -101,6 +102,7 @@ class EndpointPool:
     __slots__ = (
         "_connect",
         "_idle",
+        "breaker",
         "clock",
         "closed",
         "connects_total",
@@ -116,8 +118,10 @@ class EndpointPool:
         max_idle: int = 64,
         idle_timeout: float = 60.0,
         clock: Callable[[], float],
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._connect = connect
+        self.breaker = breaker  # the cluster's: max_connections, max_pending_requests
         self._idle: list[Http1Client] = []
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
@@ -129,16 +133,58 @@ class EndpointPool:
     async def acquire(self, deadline: float = float("inf")) -> tuple[Http1Client, bool]:
         """A connection and whether it was reused; raises UpstreamConnectError (or
         UpstreamTimeout when `deadline`, a loop time, passes while connecting)."""
+        conn = self._pop_idle()
+        if conn is not None:
+            return conn, True
+        return await self._new(deadline)
+
+    def _pop_idle(self) -> Http1Client | None:
         idle = self._idle
         while idle:
             conn = idle.pop()
             if conn.usable:
                 conn.busy = True
-                return conn, True
-        return await self.fresh(deadline), False
+                return conn
+        return None
+
+    async def _new(self, deadline: float) -> tuple[Http1Client, bool]:
+        """A new connection within the breaker's max_connections, or, over it, wait as
+        a pending request for a connection of the cluster to close or go idle (an idle
+        one of this pool is then reused)."""
+        breaker = self.breaker
+        if breaker is not None and not breaker.try_acquire_connection():
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    await breaker.wait_connection(deadline - loop.time())
+                except TimeoutError:
+                    raise UpstreamTimeout(
+                        "the route's timeout passed while waiting for a connection"
+                    ) from None
+                conn = self._pop_idle()
+                if conn is not None:
+                    return conn, True
+                if breaker.try_acquire_connection():
+                    break
+        return await self._open(deadline), False
 
     async def fresh(self, deadline: float = float("inf")) -> Http1Client:
         """A new connection (never a pooled one)."""
+        breaker = self.breaker
+        if breaker is not None and not breaker.try_acquire_connection():
+            return (await self._new(deadline))[0]
+        return await self._open(deadline)
+
+    async def _open(self, deadline: float = float("inf")) -> Http1Client:
+        """Connect; the breaker's unit for it is already taken (given back on failure)."""
+        try:
+            return await self._connect_new(deadline)
+        except BaseException:
+            if self.breaker is not None:
+                self.breaker.release_connection()
+            raise
+
+    async def _connect_new(self, deadline: float) -> Http1Client:
         conn = Http1Client(self)
         self.connects_total += 1
         self.open += 1
@@ -166,9 +212,13 @@ class EndpointPool:
             return
         conn.idle_since = self.clock()
         self._idle.append(conn)
+        if self.breaker is not None and self.breaker.has_waiters:
+            self.breaker.notify()
 
     def lost(self, conn: Http1Client) -> None:
         self.open -= 1
+        if self.breaker is not None:
+            self.breaker.release_connection()
         if conn in self._idle:
             self._idle.remove(conn)
 

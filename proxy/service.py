@@ -48,6 +48,10 @@ class PerTryTimeout(UpstreamTimeout):
     """One try took longer than the route's per-try timeout (a retry may follow)."""
 
 
+class Overflow(UpstreamError):
+    """A circuit-breaker limit of the cluster is reached (answered at once, not queued)."""
+
+
 class NoConfig(UpstreamError):
     """The sidecar has no configuration yet."""
 
@@ -68,6 +72,7 @@ class NoCluster(UpstreamError):
 ERRORS: dict[type[BaseException], tuple[int, bytes]] = {
     NoRoute: (404, b"no-route"),
     NoHealthyUpstream: (503, b"no-healthy-upstream"),
+    Overflow: (503, b"overflow"),
     NoCluster: (503, b"no-cluster"),
     NoConfig: (503, b"no-config"),
     AppNotReady: (503, b"app-not-ready"),

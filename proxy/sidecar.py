@@ -132,6 +132,8 @@ class Sidecar:
             rng=self.rng,
             clock=clock,
             on_eject=self.metrics.outlier_ejection,
+            on_overflow=self.metrics.overflow,
+            on_health_failure=self.metrics.health_check_failure,
         )
         self.draining = False
         self.configured = asyncio.Event()  # set when the first configuration is applied
@@ -266,10 +268,12 @@ class Sidecar:
                 hint="choose another port with --inbound-port/--outbound-port/--admin-port",
             ) from None
         self.outbound.own_ports = frozenset(self.bound_ports.values())
+        self.outbound.open_endpoint = self.manager.open
         if self._initial is not None:
             self.apply(self._initial)
         self.probe.start()
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self._tasks.append(loop.create_task(self._outlier_intervals()))
         self.metrics.add_gauge(
             "gossamer_upstream_connections",
             "Open connections to upstream endpoints.",
@@ -294,6 +298,13 @@ class Sidecar:
             gc.collect()
             if trim is not None:
                 trim(0)  # and give the freed heap pages back
+
+    async def _outlier_intervals(self) -> None:
+        """Outlier detection's interval work (success rate, ejection-time decay); each
+        cluster runs it when its own interval has passed."""
+        while True:
+            await asyncio.sleep(0.25)
+            self.manager.tick()
 
     def begin_drain(self) -> None:
         """Draining starts (before the listeners close): `/ready` fails, and every

@@ -38,9 +38,11 @@ from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
     AppPort,
     Authorization,
+    BreakerLimits,
     Cluster,
     Endpoint,
     Health,
+    HealthCheck,
     InboundConfig,
     LbPolicy,
     ListenerMode,
@@ -203,13 +205,68 @@ def _routes(n: Node) -> RouteTable:
     )
 
 
+_OUTLIER_INTS = {  # field -> (default, maximum)
+    "consecutive_failures": (5, None),
+    "consecutive_5xx": (0, None),
+    "enforcing_consecutive_5xx": (100, 100),
+    "enforcing_consecutive_gateway": (100, 100),
+    "max_ejection_percent": (50, 100),
+    "success_rate_minimum_hosts": (5, None),
+    "success_rate_request_volume": (100, None),
+    "success_rate_stdev_factor": (1900, None),
+    "enforcing_success_rate": (0, 100),
+}
+
+
 def _outlier(n: Node) -> OutlierDetection:
-    n.check_keys(["consecutive_failures", "base_ejection", "max_ejection", "max_ejection_percent"])
+    n.check_keys([*_OUTLIER_INTS, "base_ejection", "max_ejection", "interval"])
+    ints = {
+        k: n.child(k, default).integer(minimum=0, maximum=top)
+        for k, (default, top) in _OUTLIER_INTS.items()
+    }
+    interval = n.child("interval", 10.0).duration()
+    if interval <= 0:
+        raise n.child("interval").error("must be more than 0")
     return OutlierDetection(
-        consecutive_failures=n.child("consecutive_failures", 5).integer(minimum=0),
         base_ejection=n.child("base_ejection", 5.0).duration(),
         max_ejection=n.child("max_ejection", 60.0).duration(),
-        max_ejection_percent=n.child("max_ejection_percent", 50).integer(minimum=0, maximum=100),
+        interval=interval,
+        **ints,
+    )
+
+
+def _optional_limit(n: Node, key: str) -> int | None:
+    child = n.child(key, None)
+    return None if child.value is None else child.integer(minimum=0)
+
+
+def _breaker(n: Node) -> BreakerLimits:
+    keys = ["max_connections", "max_pending_requests", "max_requests", "max_retries"]
+    n.check_keys(keys)
+    return BreakerLimits(*(_optional_limit(n, k) for k in keys))
+
+
+def _health_check(n: Node) -> HealthCheck | None:
+    if n.value is None:
+        return None
+    n.check_keys(
+        ["http_path", "interval", "timeout", "unhealthy_threshold", "healthy_threshold",
+         "expected_statuses", "host"]
+    )  # fmt: skip
+    statuses = tuple(
+        (s.child("start").integer(minimum=100), s.child("end").integer(minimum=101))
+        if isinstance(s.value, dict)
+        else (s.integer(minimum=100, maximum=599), s.integer() + 1)
+        for s in n.child("expected_statuses", [200]).items()
+    )
+    return HealthCheck(
+        http_path=n.child("http_path", None).optional_string(),
+        interval=n.child("interval", 5.0).duration(),
+        timeout=n.child("timeout", 1.0).duration(),
+        unhealthy_threshold=n.child("unhealthy_threshold", 3).integer(minimum=1),
+        healthy_threshold=n.child("healthy_threshold", 2).integer(minimum=1),
+        expected_statuses=statuses,
+        host=n.child("host", "").string(),
     )
 
 
@@ -232,6 +289,8 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
             "endpoints",
             "outlier",
             "panic_threshold",
+            "breaker",
+            "health_check",
         ]
     )
     endpoints = []
@@ -265,6 +324,8 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
         "idle_timeout": c.child("idle_timeout", 60.0).duration(),
         "outlier": _outlier(c.child("outlier", {})),
         "panic_threshold": c.child("panic_threshold", 0.0).number(minimum=0.0, maximum=100.0),
+        "breaker": _breaker(c.child("breaker", {})),
+        "health_check": _health_check(c.child("health_check", None)),
     }
     try:
         cluster = Cluster(**values)

@@ -14,12 +14,14 @@ control/translate/clusters.py):
   `transport_socket_matches` entry whose criterion is `tlsMode: <value>` selects mutual
   TLS for endpoints carrying that metadata (others plaintext); a plain `transport_socket`
   means TLS for every endpoint. The peer's SPIFFE ID is the exact URI SAN matcher and
-  the SNI is the context's `sni`. Outlier detection maps the enforced consecutive
-  5xx / gateway-failure count, base and max ejection time and max_ejection_percent
-  (absent: off, as in Envoy); the panic threshold maps as is (Envoy's default 50%);
-  the circuit breakers' retry budget percent goes to the routes' retry policies.
-  Active health checks, success-rate ejection and circuit-breaker limits are not
-  implemented: a cluster that asks for them is refused (NACK) with that reason.
+  the SNI is the context's `sni`. Outlier detection maps field for field with Envoy's
+  defaults (consecutive 5xx and gateway failures with their enforcing percentages,
+  success rate, interval, base/max ejection time, max_ejection_percent; absent: off,
+  as in Envoy); the panic threshold maps as is (Envoy's default 50%). Circuit
+  breakers: the default priority's max_connections, max_pending_requests,
+  max_requests, max_retries (proxy/breaker.py); the retry budget percent goes to the
+  routes' retry policies; max_connection_pools is refused. One HTTP or TCP health
+  check (proxy/health_check.py); gRPC/custom checks and TCP payloads are refused.
 - `inbound|<port>` (STATIC, the local app): the sidecar builds its own from the inbound
   listener; only its protocol is read: HTTP/2 protocol options (http2 and grpc ports)
   make the app port an HTTP/2 one (the sidecar speaks h2c to the app there).
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -46,7 +49,14 @@ from xds.type.v3 import typed_struct_pb2
 
 from gossamer.control.translate import names
 from gossamer.errors import ConfigError
-from gossamer.proxy.config import Cluster, LbPolicy, OutlierDetection, Protocol
+from gossamer.proxy.config import (
+    BreakerLimits,
+    Cluster,
+    HealthCheck,
+    LbPolicy,
+    OutlierDetection,
+    Protocol,
+)
 from gossamer.proxy.xds_endpoints import (
     EndpointSpec,
     load_assignment,
@@ -192,7 +202,6 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
         protocol = "http2"
     lb = _lb_policy(cluster)
     identity, sni, tls_mode = _upstream_tls(cluster)
-    _unsupported_resilience(cluster)
     outlier = _outlier(cluster)
     budget = None
     for threshold in cluster.circuit_breakers.thresholds:
@@ -217,6 +226,8 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
             else 5.0,
             outlier=outlier,
             panic_threshold=panic,
+            breaker=_breaker(cluster),
+            health_check=_health_check(cluster),
         )
     except ConfigError as exc:
         raise ConfigError(f"cluster {name}: {exc.message}") from None
@@ -232,59 +243,106 @@ def _u32(message: Any, name: str, default: int) -> int:
 
 
 def _outlier(cluster: cluster_pb2.Cluster) -> OutlierDetection:
-    """Envoy's outlier detection as the sidecar's: one count of consecutive gateway
-    failures (connect failures, resets, 502/503/504), from whichever of consecutive_5xx
-    and consecutive_gateway_failure is enforced (the lower if both); no section: off."""
+    """Envoy's OutlierDetection, field for field with Envoy's defaults (proxy/outlier.py
+    has the semantics); no section: off, as in Envoy."""
     if not cluster.HasField("outlier_detection"):
-        return OutlierDetection(consecutive_failures=0)
+        return OutlierDetection(consecutive_failures=0, consecutive_5xx=0)
     od = cluster.outlier_detection
-    rules = (
-        (_u32(od, "consecutive_5xx", 5), _u32(od, "enforcing_consecutive_5xx", 100)),
-        (
-            _u32(od, "consecutive_gateway_failure", 5),
-            _u32(od, "enforcing_consecutive_gateway_failure", 0),
-        ),
-    )
-    counts = [n for n, enforcing in rules if n > 0 and enforcing > 0]
+    if od.split_external_local_origin_errors:
+        raise ConfigError(
+            f"cluster {cluster.name}: split_external_local_origin_errors is not supported "
+            "(local failures count as 5xx and gateway failures)"
+        )
+
+    def secs(name: str, default: float) -> float:
+        return seconds(getattr(od, name)) if od.HasField(name) else default
+
     return OutlierDetection(
-        consecutive_failures=min(counts, default=0),
-        base_ejection=seconds(od.base_ejection_time) if od.HasField("base_ejection_time") else 30.0,
-        max_ejection=seconds(od.max_ejection_time) if od.HasField("max_ejection_time") else 300.0,
+        consecutive_5xx=_u32(od, "consecutive_5xx", 5),
+        enforcing_consecutive_5xx=_u32(od, "enforcing_consecutive_5xx", 100),
+        consecutive_failures=_u32(od, "consecutive_gateway_failure", 5),
+        enforcing_consecutive_gateway=_u32(od, "enforcing_consecutive_gateway_failure", 0),
+        interval=max(secs("interval", 10.0), 0.001),
+        base_ejection=secs("base_ejection_time", 30.0),
+        max_ejection=secs("max_ejection_time", 300.0),
         max_ejection_percent=_u32(od, "max_ejection_percent", 10),
+        success_rate_minimum_hosts=_u32(od, "success_rate_minimum_hosts", 5),
+        success_rate_request_volume=_u32(od, "success_rate_request_volume", 100),
+        success_rate_stdev_factor=_u32(od, "success_rate_stdev_factor", 1900),
+        enforcing_success_rate=_u32(od, "enforcing_success_rate", 100),
     )
 
 
-BREAKER_LIMITS = (
-    "max_connections",
-    "max_pending_requests",
-    "max_requests",
-    "max_retries",
-    "max_connection_pools",
-)
-
-
-def _unsupported_resilience(cluster: cluster_pb2.Cluster) -> None:
-    """What the sidecar does not implement is refused, not silently dropped."""
+def _breaker(cluster: cluster_pb2.Cluster) -> BreakerLimits:
+    """The default-priority thresholds. No thresholds: no limits. Thresholds present:
+    Envoy's defaults for the limits they leave out (1024 connections, pending and
+    active requests; 3 active retries, unless a retry budget governs retries)."""
     name = cluster.name
-    if cluster.health_checks:
-        raise ConfigError(
-            f"cluster {name}: active health checks are not supported by this sidecar",
-            hint="sidecars report their apps' readiness; remove health_check from mesh.yaml",
-        )
-    od = cluster.outlier_detection
-    if od.HasField("enforcing_success_rate") and od.enforcing_success_rate.value > 0:
-        raise ConfigError(
-            f"cluster {name}: success-rate outlier detection is not supported by this sidecar",
-            hint="use consecutive_5xx or consecutive_gateway_errors",
-        )
+    chosen = None
     for threshold in cluster.circuit_breakers.thresholds:
-        limits = [f for f in BREAKER_LIMITS if threshold.HasField(f)]
-        if limits:
-            raise ConfigError(
-                f"cluster {name}: circuit breaker limits ({', '.join(limits)}) are not "
-                "supported by this sidecar (its retry budget is)",
-                hint="remove circuit_breakers from mesh.yaml; retries.budget_percent works",
-            )
+        if threshold.priority == base_pb2.DEFAULT:
+            chosen = threshold
+    if chosen is None:
+        return BreakerLimits()
+    if chosen.HasField("max_connection_pools"):
+        raise ConfigError(
+            f"cluster {name}: circuit breaker max_connection_pools is not supported",
+            hint="max_connections, max_pending_requests, max_requests and max_retries are",
+        )
+    budget = chosen.HasField("retry_budget")
+    return BreakerLimits(
+        max_connections=_u32(chosen, "max_connections", 1024),
+        max_pending_requests=_u32(chosen, "max_pending_requests", 1024),
+        max_requests=_u32(chosen, "max_requests", 1024),
+        max_retries=_u32(chosen, "max_retries", 3)
+        if chosen.HasField("max_retries") or not budget
+        else None,
+    )
+
+
+def _health_check(cluster: cluster_pb2.Cluster) -> HealthCheck | None:
+    """The first HealthCheck (HTTP or TCP); other kinds are refused."""
+    name = cluster.name
+    if not cluster.health_checks:
+        return None
+    if len(cluster.health_checks) > 1:
+        raise ConfigError(f"cluster {name}: one health check per cluster is supported")
+    hc = cluster.health_checks[0]
+    kind = hc.WhichOneof("health_checker")
+    if kind not in ("http_health_check", "tcp_health_check"):
+        raise ConfigError(
+            f"cluster {name}: {kind or 'an empty'} health check is not supported",
+            hint="use an HTTP path or a TCP check",
+        )
+    if not (hc.HasField("timeout") and hc.HasField("interval")):
+        raise ConfigError(f"cluster {name}: a health check needs a timeout and an interval")
+    if kind == "tcp_health_check" and (
+        hc.tcp_health_check.HasField("send") or len(hc.tcp_health_check.receive)
+    ):
+        raise ConfigError(f"cluster {name}: TCP health check payloads are not supported")
+    path = None
+    statuses: tuple[tuple[int, int], ...] = ((200, 201),)
+    host = ""
+    if kind == "http_health_check":
+        http = hc.http_health_check
+        path = http.path or "/"
+        if not path.startswith("/") or any(c in path for c in " \r\n"):
+            raise ConfigError(f"cluster {name}: health check path {path!r} is not a path")
+        host = http.host
+        if http.expected_statuses:
+            statuses = tuple((int(r.start), int(r.end)) for r in http.expected_statuses)
+    try:
+        return HealthCheck(
+            http_path=path,
+            interval=max(seconds(hc.interval), 0.05),
+            timeout=max(seconds(hc.timeout), 0.01),
+            unhealthy_threshold=_u32(hc, "unhealthy_threshold", 1),
+            healthy_threshold=_u32(hc, "healthy_threshold", 1),
+            expected_statuses=statuses,
+            host=host,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"cluster {name}: health check: {exc}") from None
 
 
 def _lb_policy(cluster: cluster_pb2.Cluster) -> LbPolicy:

@@ -30,6 +30,7 @@ def outlier_detection(policy: OutlierPolicy) -> outlier_detection_pb2.OutlierDet
         consecutive_5xx=_u32(policy.consecutive_5xx),
         interval=duration(policy.interval),
         base_ejection_time=duration(policy.base_ejection_time),
+        max_ejection_time=duration(policy.max_ejection_time),
         max_ejection_percent=_u32(policy.max_ejection_percent),
         # Envoy enforces each rule at a percentage: 0 turns a rule off, 100 always
         enforcing_consecutive_5xx=_u32(100 if policy.consecutive_5xx else 0),

@@ -244,10 +244,8 @@ class H2Client(H2Base):
             return
         if self.goaway:
             self.close()
-        else:
-            self.idle_since = self.loop.time()
-            if self._owner is not None:
-                self._owner.idle(self)
+        elif self._owner is not None:
+            self._owner.idle(self)
 
     # -- events -----------------------------------------------------------------------------
     def handle(self, event: h2.events.Event) -> None:

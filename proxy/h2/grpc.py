@@ -9,8 +9,7 @@ Theory of operation (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2
   decides the classification (any status other than OK is a failure).
 - `grpc-timeout` is `<1..8 digits><unit>` with unit H, M, S, m, u or n. The sidecar
   takes the earlier of it and the route's timeout as the call's deadline, and sends the
-  time that remains to the upstream (rounded up, so it is never shorter than the
-  deadline the sidecar enforces... minus what elapsed).
+  upstream the time that remains (in the finest unit that fits, rounded up).
 - Retries on gRPC statuses follow Envoy's `x-envoy-retry-grpc-on` names and only apply
   to trailers-only responses (the status is known before anything reached the client).
 """

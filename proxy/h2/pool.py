@@ -61,7 +61,6 @@ class H2Pool:
                 return conn, True
         connecting = self._connecting
         if connecting is not None:
-            loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout_at(None if deadline == float("inf") else deadline):
                     conn = await asyncio.shield(connecting)
@@ -69,7 +68,6 @@ class H2Pool:
                 raise UpstreamTimeout("the deadline passed while connecting") from None
             if conn.usable:
                 return conn, False
-            del loop
         fut: asyncio.Future[H2Client] = asyncio.get_running_loop().create_future()
         self._connecting = fut
         try:
@@ -119,6 +117,8 @@ class H2Pool:
             self.conns.remove(conn)
 
     def idle(self, conn: H2Client) -> None:
+        """The connection has no stream left."""
+        conn.idle_since = self.clock()
         if self.closed:
             conn.shutdown()
 

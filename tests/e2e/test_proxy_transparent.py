@@ -142,6 +142,7 @@ class World:
         ]
         # the tcp cluster's endpoints are B's address on the tcp service port
         ups[1][0]["endpoints"] = [{"address": ip("b", 2), "port": 5432, "zone": ""}]
+        ups[1][0]["breaker"] = {"max_connections": 2}  # circuit breaking of TCP relays
         ups.append(
             upstream(
                 "greeter", [(ip("b", 2), GRPC_PORT)], port=GRPC_PORT, protocol="grpc",
@@ -198,6 +199,54 @@ def test_tcp_to_a_mesh_address_keeps_half_close(world: World) -> None:
     )
     out = in_ns("a", sys.executable, "-c", script)
     assert out.stdout == "b'xxxbye 5000\\n' 5009"
+
+
+TCP_OVERFLOW = """
+import socket, sys, time
+target = (sys.argv[1], 5432)
+held = [socket.create_connection(target, timeout=10) for _ in range(2)]
+for s in held:
+    s.sendall(b"x")
+    assert s.recv(10) == b"x"  # both relays are up
+third = socket.create_connection(target, timeout=10)
+start = time.monotonic()
+try:
+    third.sendall(b"y")
+    data = third.recv(100)
+except ConnectionResetError:
+    data = b""
+print("third", repr(data), round(time.monotonic() - start, 3))
+held[0].close()
+deadline = time.monotonic() + 10
+while True:  # the freed unit lets a new relay through
+    s = socket.create_connection(target, timeout=10)
+    try:
+        s.sendall(b"z")
+        if s.recv(10) == b"z":
+            break
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert time.monotonic() < deadline, "no relay after a connection closed"
+print("after ok")
+"""
+
+
+def test_tcp_relays_over_max_connections_are_closed_at_once(world: World) -> None:
+    out = in_ns("a", sys.executable, "-c", TCP_OVERFLOW, ip("b", 2))
+    third, after = out.stdout.splitlines()
+    _, data, seconds = third.split()
+    assert data == "b''" and float(seconds) < 1.0, out.stdout
+    assert after == "after ok"
+    metrics = in_ns("a", "curl", "-s", "http://127.0.0.1:15000/metrics").stdout
+    overflow = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("gossamer_circuit_breaker_overflows_total{")
+        and 'destination_service="db"' in line
+        and 'limit="max_connections"' in line
+    ]
+    assert overflow and float(overflow[0].rsplit(" ", 1)[1]) >= 1, overflow
 
 
 def test_unknown_destination_passes_through_unchanged(world: World) -> None:

@@ -13,6 +13,9 @@ HTTP (threaded, keep-alive, HTTP/1.1):
   POST /expect-reject-> with Expect: 100-continue, 417 without reading the body
   GET  /ws           -> with Upgrade: 101, then echoes raw bytes upper-cased until EOF
   GET  /hits         -> how many requests this app served
+  GET  /healthz      -> 200, or 503 after /control/health/fail (until /control/health/ok)
+  GET  /control/fail-half/on|off -> from then on "/" answers every other request 500
+  (/healthz and the /control/... switches are not counted in /hits; /hits itself is)
 TCP (--tcp): echoes every byte; when the client half-closes, sends "bye <n>\\n" (n =
 bytes received) and closes, proving the half-close passed through.
 """
@@ -30,6 +33,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HITS = 0
 LOCK = threading.Lock()
+FAIL_HALF = False
+HEALTHY = True
+SERVED = 0  # requests to "/" (every other one fails when FAIL_HALF)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -99,10 +105,28 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
-        self._count()
+        global FAIL_HALF, HEALTHY, SERVED
         path = self.path
+        if path.startswith("/control/"):
+            if path.startswith("/control/fail-half/"):
+                FAIL_HALF = path.endswith("/on")
+            elif path.startswith("/control/health/"):
+                HEALTHY = path.endswith("/ok")
+            self._send(200, b"ok\n")
+            return
+        if path == "/healthz":  # not counted either: /hits counts the traffic
+            self._send(200 if HEALTHY else 503, b"healthz\n")
+            return
+        self._count()
         if path == "/":
-            self._send(200, f"{self.name}\n".encode())
+            with LOCK:
+                SERVED += 1
+                fail = FAIL_HALF and SERVED % 2 == 0
+            if fail:
+                self._send(500, f"{self.name} failing\n".encode())
+            else:
+                self._send(200, f"{self.name}\n".encode())
+
         elif path == "/hits":
             self._send(200, f"{HITS}\n".encode())
         elif path == "/headers":

@@ -31,6 +31,7 @@ def test_defaults_without_sections():
     c = cluster_for("")
     assert c.outlier_detection.consecutive_5xx.value == 5
     assert c.outlier_detection.base_ejection_time.seconds == 30
+    assert c.outlier_detection.max_ejection_time.seconds == 300
     assert c.outlier_detection.enforcing_success_rate.value == 0
     assert c.common_lb_config.healthy_panic_threshold.value == 50
     assert not c.HasField("circuit_breakers") and not c.health_checks
@@ -43,6 +44,7 @@ def test_full_sections_translate():
         "      consecutive_gateway_errors: 3\n"
         "      interval: 1s\n"
         "      base_ejection_time: 2s\n"
+        "      max_ejection_time: 20s\n"
         "      max_ejection_percent: 34\n"
         "      success_rate: {minimum_hosts: 3, request_volume: 20, stdev_factor: 1.5}\n"
         "      panic_threshold: 30\n"
@@ -55,6 +57,7 @@ def test_full_sections_translate():
     assert od.enforcing_consecutive_gateway_failure.value == 100
     assert od.success_rate_stdev_factor.value == 1500 and od.success_rate_minimum_hosts.value == 3
     assert od.max_ejection_percent.value == 34 and od.interval.seconds == 1
+    assert od.max_ejection_time.seconds == 20
     assert c.common_lb_config.healthy_panic_threshold.value == 30
     [t] = c.circuit_breakers.thresholds
     assert (

@@ -11,7 +11,7 @@ from gossamer.control.translate import names
 from gossamer.discovery.model import Service, ServicePort
 from gossamer.errors import ConfigError
 from gossamer.proxy import xds_clusters, xds_listeners, xds_translate
-from gossamer.proxy.config import Health, LbPolicy, ListenerMode, NodeInfo, Protocol
+from gossamer.proxy.config import BreakerLimits, Health, LbPolicy, ListenerMode, NodeInfo, Protocol
 from gossamer.proxy.sidecar import Sidecar, SidecarOptions
 from gossamer.proxy.xds_translate import AppPortArg, assemble, local_app_ports, missing
 from tests.helpers.xds_fixtures import (
@@ -48,7 +48,7 @@ def test_web_sidecar_clusters_follow_mesh_policy():
     assert catalog.lb_policy is LbPolicy.LEAST_REQUEST
     assert catalog.tls and catalog.identity == spiffe("catalog")
     assert catalog.sni == f"outbound_.8080_._.catalog.default.svc.{TD}"
-    assert catalog.outlier.consecutive_failures == 5 and catalog.outlier.base_ejection == 30.0
+    assert catalog.outlier.consecutive_5xx == 5 and catalog.outlier.base_ejection == 30.0
     assert config.clusters["outbound|5432||db.default"].protocol is Protocol.TCP
     assert config.clusters["outbound|5432||db.default"].lb_policy is LbPolicy.RANDOM
     assert config.clusters["outbound|7000||legacy.default"].lb_policy is LbPolicy.EWMA
@@ -222,7 +222,8 @@ def _with_catalog(**extra: object) -> list[dict[str, object]]:
 
 def test_resilience_policy_from_mesh_yaml():
     default = config_for("web").clusters[CATALOG]
-    assert default.outlier.consecutive_failures == 5 and default.panic_threshold == 50.0
+    assert default.outlier.consecutive_5xx == 5 and default.panic_threshold == 50.0
+    assert default.outlier.enforcing_consecutive_gateway == 0 and not default.outlier.success_rate
     tuned = _with_catalog(
         outlier_detection={
             "consecutive_5xx": 0,
@@ -234,26 +235,83 @@ def test_resilience_policy_from_mesh_yaml():
     )
     cluster = config_for("web", policies=tuned).clusters[CATALOG]
     assert cluster.outlier.consecutive_failures == 3  # the gateway rule is the enforced one
+    assert cluster.outlier.enforcing_consecutive_gateway == 100
+    assert cluster.outlier.enforcing_consecutive_5xx == 0
     assert cluster.outlier.base_ejection == 10.0
     assert cluster.outlier.max_ejection_percent == 30
     assert cluster.panic_threshold == 25.0
 
 
+def test_success_rate_breakers_and_health_check_from_mesh_yaml():
+    tuned = _with_catalog(
+        outlier_detection={
+            "interval": "2s",
+            "success_rate": {"minimum_hosts": 3, "request_volume": 20, "stdev_factor": 1.0},
+        },
+        circuit_breakers={"max_connections": 10, "max_pending_requests": 2},
+        health_check={"http_path": "/healthz", "interval": "3s", "unhealthy_threshold": 2},
+    )
+    cluster = config_for("web", policies=tuned).clusters[CATALOG]
+    od = cluster.outlier
+    assert od.success_rate and od.interval == 2.0
+    assert (od.success_rate_minimum_hosts, od.success_rate_request_volume) == (3, 20)
+    assert od.success_rate_stdev_factor == 1000
+    assert od.consecutive_5xx == 5 and od.enforcing_consecutive_gateway == 0
+    # the limits left out take Envoy's defaults; catalog's retry budget governs retries
+    assert cluster.breaker == BreakerLimits(10, 2, 1024, None)
+    hc = cluster.health_check
+    assert hc is not None and hc.http_path == "/healthz" and hc.interval == 3.0
+    assert hc.unhealthy_threshold == 2 and hc.expected(200) and not hc.expected(503)
+    tcp = _with_catalog(health_check={"tcp": True})
+    hc = config_for("web", policies=tcp).clusters[CATALOG].health_check
+    assert hc is not None and hc.http_path is None
+
+
+def test_a_retry_budget_alone_leaves_active_retries_unlimited():
+    budget = config_for("web").clusters[CATALOG].breaker  # catalog: budget_percent 25
+    assert budget == BreakerLimits(1024, 1024, 1024, None)
+    plain = _with_catalog(retries={"attempts": 2}, circuit_breakers={"max_requests": 5})
+    assert config_for("web", policies=plain).clusters[CATALOG].breaker == BreakerLimits(
+        1024, 1024, 5, 3
+    )
+    none = [{k: v for k, v in p.items() if k != "retries"} for p in POLICIES]
+    assert config_for("web", policies=none).clusters[CATALOG].breaker == BreakerLimits()
+
+
+def _catalog_proto(resources):
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    for packed in resources[names.CLUSTER]:
+        cluster = cluster_pb2.Cluster()
+        packed.Unpack(cluster)
+        if cluster.name == CATALOG:
+            return cluster
+    raise AssertionError("no catalog cluster")
+
+
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("change", "message"),
     [
-        ({"health_check": {"http_path": "/healthz"}}, "active health checks are not supported"),
+        (lambda c: c.health_checks.add().grpc_health_check.SetInParent(), "grpc_health_check"),
         (
-            {"outlier_detection": {"success_rate": {"minimum_hosts": 3}}},
-            "success-rate outlier detection is not supported",
+            lambda c: c.circuit_breakers.thresholds.add().max_connection_pools.__setattr__(
+                "value", 3
+            ),
+            "max_connection_pools",
         ),
         (
-            {"circuit_breakers": {"max_connections": 10}},
-            r"circuit breaker limits \(max_connections\)",
+            lambda c: c.outlier_detection.__setattr__("split_external_local_origin_errors", True),
+            "split_external_local_origin_errors",
         ),
     ],
 )
-def test_resilience_the_sidecar_does_not_implement_is_refused(extra, message):
-    resources = view("web", policies=_with_catalog(**extra))
+def test_resilience_the_sidecar_does_not_implement_is_refused(change, message):
+    from google.protobuf import any_pb2
+
+    resources = view("web")
+    cluster = _catalog_proto(resources)
+    change(cluster)
+    packed = any_pb2.Any()
+    packed.Pack(cluster)
     with pytest.raises(ConfigError, match=message):
-        xds_clusters.decode_clusters(resources[names.CLUSTER])
+        xds_clusters.decode_clusters([packed])

@@ -276,3 +276,89 @@ async def test_grpc_timeout_sent_upstream_is_the_time_left() -> None:
         assert sent is not None and 0.9 < sent <= 1.0
         assert seen.grpc == 2 and seen.deadline - seen.start == pytest.approx(sent)
         pool.close()
+
+
+async def test_idle_connections_expire_and_a_closed_pool_says_goaway() -> None:
+    app = App()
+    now = [1000.0]
+    async with h2_server(app) as (port, _):
+        pool = pool_for(port)
+        pool.clock = lambda: now[0]
+        conn, _ = await pool.acquire()
+        await conn.send(request(b"/a"))
+        for _ in range(100):  # the stream ends when the response's END_STREAM arrives
+            if not conn.streams:
+                break
+            await asyncio.sleep(0.01)
+        pool.expire()
+        assert not conn.closed  # idle for no time yet
+        now[0] += pool.idle_timeout + 1
+        pool.expire()
+        assert conn.goaway and conn.closed
+        # a closed pool: the busy connection gets GOAWAY, finishes its stream, closes
+        conn2, reused = await pool.acquire()
+        assert not reused and conn2 is not conn
+        pending = asyncio.create_task(conn2.send(request(b"/wait")))
+        while len(app.requests) < 2:
+            await asyncio.sleep(0.01)
+        pool.close()
+        assert conn2.goaway and not conn2.closed
+        app.release.set()
+        resp = await pending
+        assert await read_all(resp.body) == b"released"
+        for _ in range(100):
+            if conn2.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert conn2.closed
+
+
+async def test_a_refused_stream_goes_to_another_endpoint() -> None:
+    """A draining upstream refuses new streams (REFUSED_STREAM): the call, though a
+    POST, is sent once more to another endpoint, as nothing was processed."""
+    import random
+
+    from gossamer.proxy.balancer import Host, RoundRobin
+    from gossamer.proxy.cluster import ClusterRuntime
+    from gossamer.proxy.config import Cluster, Endpoint, OutlierDetection, Protocol
+    from gossamer.proxy.upstream import endpoint_service
+
+    refusing, serving = App(), App()
+    tracker = ConnectionTracker()
+    loop = asyncio.get_running_loop()
+
+    def draining_server() -> H2Server:
+        server = H2Server(refusing, ConnectionInfo("inbound"), tracker)
+        server.draining = True  # refuses every stream it is offered
+        return server
+
+    srv_a = await loop.create_server(draining_server, "127.0.0.1", 0)
+    async with h2_server(serving) as (port_b, _):
+        port_a = srv_a.sockets[0].getsockname()[1]
+        hosts = [Host(Endpoint("127.0.0.1", port_a)), Host(Endpoint("127.0.0.1", port_b))]
+        config = Cluster(
+            "c", "greeter", 80, tls=False, protocol=Protocol.GRPC,
+            outlier=OutlierDetection(consecutive_failures=0),
+        )  # fmt: skip
+        rng = random.Random(1)
+        cluster = ClusterRuntime(
+            config,
+            hosts,
+            RoundRobin(hosts, rng, time.monotonic),
+            {h.endpoint.key: pool_for(h.endpoint.port) for h in hosts},
+            time.monotonic,
+        )
+        service = endpoint_service(time.monotonic)
+        tried = []
+        for i in range(4):
+            req = request(b"/call-%d" % i, b"payload")
+            req.cluster = cluster
+            resp = await service(req)
+            assert resp.status == 200
+            tried.append(len(req.tried))
+        assert not refusing.requests and len(serving.requests) == 4
+        assert 2 in tried  # some calls went to the refusing endpoint first
+        for pool in cluster.pools.values():
+            pool.close()
+    srv_a.close()
+    tracker.stop()
