@@ -147,3 +147,32 @@ def test_sigterm_under_load_drains_without_cutting_a_request(tmp_path):
             "requests": result.total,
         }
         print("drain timeline", timeline)
+
+
+def test_drain_timeout_bounds_the_shutdown(tmp_path):
+    """A request that outlives `--drain-timeout` is cut at the deadline, and the
+    sidecar exits then instead of waiting for it."""
+    with processes() as procs:
+        mesh = XdsMesh(tmp_path, procs, SERVICES)
+        mesh.start_control()
+        timing = ["--drain-notice", "0.2", "--drain-timeout", "1"]
+        catalog = mesh.sidecar("catalog", mesh.app("catalog-0"), extra=timing)
+        client = http.client.HTTPConnection("127.0.0.1", catalog.outbound, timeout=15)
+        client.request("GET", "/slow/8000", headers={"Host": "catalog"})
+        wait_for(
+            lambda: catalog.metric("gossamer_upstream_connections") >= 1,
+            timeout=10,
+            interval=0.02,
+            what="the slow request to reach the app",
+        )
+        signalled = time.monotonic()
+        catalog.process.signal(signal.SIGTERM)
+        with pytest.raises((OSError, http.client.HTTPException)):
+            client.getresponse().read()  # cut: the connection is aborted at the deadline
+        cut = time.monotonic() - signalled
+        assert catalog.process.proc.wait(10) == 0
+        exited = time.monotonic() - signalled
+        # notice (0.2 s) + the draining acknowledgement + the 1 s deadline, not 8 s
+        assert 1.0 <= cut < 5.0, cut
+        assert exited < 6.0, exited
+        assert "connections aborted at shutdown" in catalog.process.output()
