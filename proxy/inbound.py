@@ -11,9 +11,11 @@ The SNI names the target port (`tls.port_from_sni`), which selects the app port
   sees nothing. Allowed requests go to the app on 127.0.0.1:<port> over pooled plain
   HTTP/1.1 (http2/grpc ports: multiplexed h2c, trailers and gRPC deadlines kept), with `x-forwarded-client-cert: By=<own ID>;URI=<peer ID>` (replacing any
   such header the peer sent) and the peer's address appended to `x-forwarded-for`.
-  An app that refuses the connection (not started yet, restarting) is tried again
-  every 100 ms for up to `hold` seconds, then the peer gets 503
-  `x-gossamer-error: app-not-ready` (retriable: the request never reached the app).
+  An app that refuses the connection before it has ever answered (not started yet) is
+  tried again every 100 ms for up to `hold` seconds, then the peer gets 503
+  `x-gossamer-error: app-not-ready` (retriable: the request never reached the app);
+  once it has answered, a refused connection (the app died) fails fast with 502
+  `connect-failure`, and the readiness probe takes the instance out of rotation.
 - TCP ports: a denied peer's connection is closed before anything is read from it or
   sent to the app; an allowed one is relayed to the app byte for byte (half-close
   respected).
@@ -71,6 +73,9 @@ class Inbound:
     ) -> None:
         self.snapshot = snapshot
         self.hold = hold  # seconds a request waits for the app to accept connections
+        # ... until the app has answered once: later a refused connection means the app
+        # died or restarts, which fails fast (502 connect-failure) as in Envoy
+        self.app_seen = False
         self.credentials = credentials
         self.metrics = telemetry.metrics
         self.tracker = tracker
@@ -201,9 +206,13 @@ class Inbound:
             req.headers = headers
         req.headers += ((XFF, forwarded), (XFCC, xfcc))
         try:
-            return await self._endpoint(req)
+            resp = await self._endpoint(req)
         except UpstreamConnectError:
+            if self.app_seen:  # it ran and went away: fail fast, peers go elsewhere
+                raise
             return await self._wait_for_app(req)
+        self.app_seen = True
+        return resp
 
     async def _wait_for_app(self, req: Request) -> Response:
         """The app refused the connection (not started yet, or restarting): try again
@@ -214,9 +223,11 @@ class Inbound:
             await asyncio.sleep(APP_RETRY_INTERVAL)
             req.tried.clear()
             try:
-                return await self._endpoint(req)
+                resp = await self._endpoint(req)
             except UpstreamConnectError:
                 continue
+            self.app_seen = True
+            return resp
         app_port = req.conn.app_port
         raise AppNotReady(
             f"the app does not accept connections on {app_port.address}:"

@@ -91,6 +91,15 @@ def test_app_starting_after_its_sidecar(tmp_path):
         assert set(result.statuses) == {200}, result.statuses
         wait_for(catalog.ready, timeout=10, what="catalog's sidecar ready once its app is")
 
+        # the app answered once; now it dies: no hold, a fast 502 (it will not come back
+        # by waiting, and its probe takes the instance out of rotation)
+        (app,) = [p for p in procs if "catalog-0" in p.args]
+        app.stop()
+        wait_for(lambda: not port_open(later), what="catalog's app to stop listening")
+        status, error, body, took = _get(web.outbound, "catalog")
+        assert (status, error) == (502, "connect-failure"), body
+        assert took < 1.0, took
+
 
 def test_app_starting_before_its_sidecar(tmp_path):
     with processes() as procs:
