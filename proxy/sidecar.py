@@ -42,6 +42,7 @@ from gossamer.proxy.config import (
     OutlierDetection,
     ProxyConfig,
 )
+from gossamer.proxy.h2.server import H2Server
 from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.inbound import Inbound
@@ -309,10 +310,15 @@ class Sidecar:
     def begin_drain(self) -> None:
         """Draining starts (before the listeners close): `/ready` fails, and every
         HTTP/1.1 response on the data path from now on carries `Connection: close` and
-        ends its connection, so clients and peers reconnect elsewhere."""
+        ends its connection, and HTTP/2 connections get GOAWAY, so clients and peers
+        reconnect elsewhere."""
         self.draining = True
-        self.trackers["outbound"].draining = True
-        self.trackers["inbound"].draining = True
+        for side in ("outbound", "inbound"):
+            tracker = self.trackers[side]
+            tracker.draining = True
+            for conn in list(tracker.live):
+                if isinstance(conn, H2Server):
+                    conn.shutdown()  # GOAWAY now: open streams finish, new ones go elsewhere
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish within `grace`, close the rest."""
