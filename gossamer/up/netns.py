@@ -29,6 +29,7 @@ from pathlib import Path
 from gossamer.errors import GossamerError, UsageError
 from gossamer.fsutil import locked
 from gossamer.up.layout import Layout, Subnet
+from gossamer.up.statedir import pid_alive
 
 PREFIX = "gup"
 NETNS_DIR = Path("/etc/netns")
@@ -69,16 +70,6 @@ def bridge_name(run_id: str) -> str:
 
 def veth_name(run_id: str, index: int) -> str:
     return f"{PREFIX}{run_id}v{index}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Network:
@@ -189,7 +180,7 @@ def ours(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def stale_names(names: list[str], alive: Callable[[int], bool] = _pid_alive) -> list[str]:
+def stale_names(names: list[str], alive: Callable[[int], bool] = pid_alive) -> list[str]:
     """Names made by a `gossamer up` that no longer runs."""
     return [n for n in names if (pid := ours(n)) is not None and not alive(pid)]
 
@@ -211,7 +202,7 @@ def list_links(run: Run) -> list[str]:
 
 def cleanup_stale(
     run: Run = run_command,
-    alive: Callable[[int], bool] = _pid_alive,
+    alive: Callable[[int], bool] = pid_alive,
     netns_dir: Path = NETNS_DIR,
 ) -> list[str]:
     """Remove what crashed runs left: namespaces, links, hosts files, FORWARD rules."""

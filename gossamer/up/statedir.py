@@ -75,7 +75,8 @@ class StateDir:
         atomic_write(self.status_file, json.dumps(status, indent=2) + "\n", mode=0o600)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -92,7 +93,7 @@ def running_pid(root: Path) -> int | None:
         pid = int(status["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return pid if pid != os.getpid() and _pid_alive(pid) else None
+    return pid if pid != os.getpid() and pid_alive(pid) else None
 
 
 def _wipe(root: Path) -> None:
