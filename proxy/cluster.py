@@ -290,8 +290,15 @@ class ClusterManager:
                 cluster.breaker,
                 None if on_overflow is None else lambda limit: on_overflow(service, limit),
             )
+            breaker.reclaim = lambda: self._close_one_idle(cluster.name)
             self._breakers[cluster.name] = breaker
         return breaker
+
+    def _close_one_idle(self, name: str) -> bool:
+        for (cluster_name, _), (_, pool) in self._pools.items():
+            if cluster_name == name and isinstance(pool, EndpointPool) and pool.close_idle():
+                return True
+        return False
 
     def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
         hosts: dict[tuple[str, Endpoint], Host] = {}
