@@ -14,7 +14,10 @@ gives it back. A request over a limit is answered at once (`Overflow`: 503 with
 Connections: a new connection takes a unit of `max_connections`. When none is left the
 request becomes pending (`await breaker.wait_connection(timeout)`), at most
 `max_pending_requests` of them; a pending request is woken when a connection of the
-cluster closes or becomes idle, and then reuses an idle connection or opens one. The
+cluster closes or becomes idle, and then reuses an idle connection or opens one. So
+that idle connections to one endpoint cannot hold every unit while a request for
+another waits, a pending request first asks `reclaim` to close one idle connection
+of the cluster. The
 HTTP/1.1 pools (pool.py), the TCP relays (outbound.py) and the HTTP/2 path share this
 API; `on_overflow(limit)` (metrics) is told which limit refused.
 """
@@ -43,6 +46,7 @@ class CircuitBreaker:
         "name",
         "on_overflow",
         "pending",
+        "reclaim",
         "requests",
         "retries",
     )
@@ -61,6 +65,9 @@ class CircuitBreaker:
         self.requests = 0
         self.retries = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # closes an idle connection of the cluster (any endpoint) to free a unit for a
+        # request that must wait; its close wakes the waiter (set by the cluster manager)
+        self.reclaim: Callable[[], bool] | None = None
 
     def _overflow(self, limit: str) -> bool:
         if self.on_overflow is not None:
@@ -128,6 +135,8 @@ class CircuitBreaker:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self.pending += 1
+        if self.reclaim is not None:
+            self.reclaim()
         try:
             async with asyncio.timeout(timeout if timeout != float("inf") else None):
                 await waiter

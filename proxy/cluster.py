@@ -228,25 +228,38 @@ class ClusterManager:
         self._pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
 
     async def open(
-        self, cluster: Cluster, endpoint: Endpoint, protocol: asyncio.BaseProtocol, limit: float
+        self,
+        cluster: Cluster,
+        endpoint: Endpoint,
+        protocol: asyncio.BaseProtocol,
+        limit: float,
+        alpn_h2: bool | None = None,
     ) -> Any:
         """A connection to `endpoint` as the cluster's traffic makes them (mTLS with the
-        cluster's identity, or plaintext); returns the transport."""
+        cluster's identity and ALPN h2 for HTTP/2 clusters, or `alpn_h2` when given; or
+        plaintext); returns the transport."""
         if not (cluster.tls and endpoint.tls):
             return await open_plain(endpoint.address, endpoint.port, protocol, limit)
         contexts = self.credentials.contexts
         if contexts is None:
             raise UpstreamConnectError("no certificate yet")
-        return await open_mtls(
+        h2 = alpn_h2 if alpn_h2 is not None else cluster.protocol.is_h2
+        layer = await open_mtls(
             endpoint.address,
             endpoint.port,
             protocol,
-            context=contexts.client,
+            context=contexts.client_h2 if h2 else contexts.client,
             sni=cluster.sni
             or sni_for(cluster.service, cluster.namespace, cluster.port, self.trust_domain),
             identity=cluster.identity,
             connect_timeout=limit,
         )
+        if h2 and layer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
+            layer.abort()
+            raise UpstreamConnectError(
+                f"{endpoint.address}:{endpoint.port} did not negotiate HTTP/2 (ALPN h2)"
+            )
+        return layer
 
     def _connector(
         self, cluster: Cluster, endpoint: Endpoint
@@ -293,8 +306,15 @@ class ClusterManager:
                 cluster.breaker,
                 None if on_overflow is None else lambda limit: on_overflow(service, limit),
             )
+            breaker.reclaim = lambda: self._close_one_idle(cluster.name)
             self._breakers[cluster.name] = breaker
         return breaker
+
+    def _close_one_idle(self, name: str) -> bool:
+        for (cluster_name, _), (_, pool) in self._pools.items():
+            if cluster_name == name and isinstance(pool, EndpointPool) and pool.close_idle():
+                return True
+        return False
 
     def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
         hosts: dict[tuple[str, Endpoint], Host] = {}

@@ -329,7 +329,8 @@ class HealthCheck:
     """Active health checking of a cluster's endpoints (Envoy's HealthCheck): an HTTP
     GET of `http_path` answered with a status in `expected_statuses`, or (path None) a
     connection that opens; `unhealthy_threshold` failures in a row take a host out,
-    `healthy_threshold` successes in a row bring it back."""
+    `healthy_threshold` successes in a row bring it back. `http2`: the GET goes over
+    HTTP/2 (ALPN h2 with TLS), as HTTP/2 and gRPC ports need."""
 
     http_path: str | None = None
     interval: float = 5.0
@@ -338,6 +339,7 @@ class HealthCheck:
     healthy_threshold: int = 2
     expected_statuses: tuple[tuple[int, int], ...] = ((200, 201),)  # [start, end) ranges
     host: str = ""  # Host header ("": the service name)
+    http2: bool = False  # the GET over HTTP/2 (Envoy's codec_client_type HTTP2)
 
     def expected(self, status: int) -> bool:
         return any(lo <= status < hi for lo, hi in self.expected_statuses)

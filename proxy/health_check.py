@@ -4,9 +4,10 @@ Theory of operation (Envoy's active health checking, HealthCheck in the Cluster)
 - Each host of a checked cluster is probed every `interval` (x a random 0.9-1.1, and a
   random first delay within the first interval, so that sidecars and hosts do not
   probe in step). A probe opens a connection the way real traffic does (mutual TLS to
-  the peer's inbound port, identity verified); an HTTP check sends `GET path` and
-  passes when the status is expected (default 200); a TCP check passes when the
-  connection opens. Every probe ends within `timeout`.
+  the peer's inbound port, identity verified); an HTTP check sends `GET path` (over
+  HTTP/2 with ALPN h2 when the check says so, as on HTTP/2 and gRPC ports) and passes
+  when the status is expected (default 200); a TCP check passes when the connection
+  opens (which proves the peer's sidecar, not its app). Every probe ends within `timeout`.
 - `observe` (pure) folds results: `unhealthy_threshold` failures in a row take a
   healthy host out (`host.hc_failed`), `healthy_threshold` successes in a row bring it
   back. Hosts start healthy (the registry already carries the app's readiness); the
@@ -22,11 +23,17 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
 from gossamer.errors import GossamerError
 from gossamer.proxy.balancer import Host
 from gossamer.proxy.config import Cluster, Endpoint, HealthCheck
 
-Opener = Callable[[Cluster, Endpoint, asyncio.BaseProtocol, float], Awaitable[Any]]
+# (cluster, endpoint, protocol, seconds allowed, ALPN h2 or not) -> transport
+Opener = Callable[[Cluster, Endpoint, asyncio.BaseProtocol, float, bool], Awaitable[Any]]
 
 
 def observe(host: Host, ok: bool, check: HealthCheck) -> bool:
@@ -87,6 +94,64 @@ class _Probe(asyncio.Protocol):
             self.status.set_exception(ConnectionError("closed before a status line"))
 
 
+class _H2Probe(asyncio.Protocol):
+    """One HTTP/2 GET on a fresh connection: the `:status` of its response."""
+
+    def __init__(self) -> None:
+        self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.transport: Any = None
+
+    def start(self, transport: Any, path: str, authority: str, tls: bool) -> None:
+        self.transport = transport
+        self.conn.initiate_connection()
+        self.conn.send_headers(
+            1,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https" if tls else b"http"),
+                (b":path", path.encode()),
+                (b":authority", authority.encode()),
+                (b"user-agent", b"gossamer-health-check"),
+            ],
+            end_stream=True,
+        )
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        if self.status.done():
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.status.set_exception(ValueError(f"HTTP/2: {exc}"))
+            return
+        for ev in events:
+            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == 1:
+                status = dict(ev.headers).get(b":status", b"")
+                if status.isdigit():
+                    self.status.set_result(int(status))
+                else:
+                    self.status.set_exception(ValueError("no :status"))
+                return
+            if isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                self.status.set_exception(ConnectionError("stream reset"))
+                return
+        pending = self.conn.data_to_send()
+        if pending and self.transport is not None:
+            self.transport.write(pending)
+
+    def eof_received(self) -> bool:
+        self.connection_lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.status.done():
+            self.status.set_exception(ConnectionError("closed before a response"))
+
+
 class HealthChecker:
     """The probing tasks of one sidecar, one per (cluster, host)."""
 
@@ -108,14 +173,19 @@ class HealthChecker:
 
     async def probe(self, cluster: Cluster, endpoint: Endpoint, check: HealthCheck) -> bool:
         """One check of one endpoint; True when it passed."""
-        proto = _Probe()
+        proto: _Probe | _H2Probe = _H2Probe() if check.http2 else _Probe()
         transport: Any = None
         try:
             async with asyncio.timeout(check.timeout):
-                transport = await self.opener(cluster, endpoint, proto, check.timeout)
+                h2 = check.http2 if check.http_path is not None else cluster.protocol.is_h2
+                transport = await self.opener(cluster, endpoint, proto, check.timeout, h2)
                 if check.http_path is None:
                     return True
-                transport.write(http_request(check, cluster.service))
+                if isinstance(proto, _H2Probe):
+                    tls = cluster.tls and endpoint.tls
+                    proto.start(transport, check.http_path, check.host or cluster.service, tls)
+                else:
+                    transport.write(http_request(check, cluster.service))
                 return check.expected(await proto.status)
         except (GossamerError, OSError, TimeoutError, ValueError):
             return False

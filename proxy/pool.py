@@ -226,6 +226,13 @@ class EndpointPool:
     def idle_count(self) -> int:
         return len(self._idle)
 
+    def close_idle(self) -> bool:
+        """Close the longest-idle connection, if any (its close frees a breaker unit)."""
+        if not self._idle:
+            return False
+        self._idle.pop(0).close()
+        return True
+
     def expire(self) -> None:
         """Close connections idle for longer than `idle_timeout`."""
         limit = self.clock() - self.idle_timeout

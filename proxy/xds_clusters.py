@@ -44,6 +44,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import http_pb2
 from google.protobuf import any_pb2
 from xds.type.v3 import typed_struct_pb2
 
@@ -321,6 +322,7 @@ def _health_check(cluster: cluster_pb2.Cluster) -> HealthCheck | None:
     ):
         raise ConfigError(f"cluster {name}: TCP health check payloads are not supported")
     path = None
+    http2 = False
     statuses: tuple[tuple[int, int], ...] = ((200, 201),)
     host = ""
     if kind == "http_health_check":
@@ -329,6 +331,9 @@ def _health_check(cluster: cluster_pb2.Cluster) -> HealthCheck | None:
         if not path.startswith("/") or any(c in path for c in " \r\n"):
             raise ConfigError(f"cluster {name}: health check path {path!r} is not a path")
         host = http.host
+        if http.codec_client_type not in (http_pb2.HTTP1, http_pb2.HTTP2):
+            raise ConfigError(f"cluster {name}: HTTP/3 health checks are not supported")
+        http2 = http.codec_client_type == http_pb2.HTTP2
         if http.expected_statuses:
             statuses = tuple((int(r.start), int(r.end)) for r in http.expected_statuses)
     try:
@@ -340,6 +345,7 @@ def _health_check(cluster: cluster_pb2.Cluster) -> HealthCheck | None:
             healthy_threshold=_u32(hc, "healthy_threshold", 1),
             expected_statuses=statuses,
             host=host,
+            http2=http2,
         )
     except ValueError as exc:
         raise ConfigError(f"cluster {name}: health check: {exc}") from None

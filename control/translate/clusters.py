@@ -140,7 +140,7 @@ def outbound_cluster(
         ),
     )
     _set_lb(cluster, policy)
-    apply_resilience(cluster, policy)
+    apply_resilience(cluster, policy, http2=port.protocol in ("http2", "grpc"))
     if port.protocol in ("http2", "grpc"):
         _use_http2(cluster)
     if mtls:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2, health_check_pb2
-from envoy.type.v3 import percent_pb2
+from envoy.type.v3 import http_pb2, percent_pb2
 from google.protobuf import wrappers_pb2
 
 from gossamer.control.policy import ServicePolicy
@@ -76,7 +76,9 @@ def _thresholds(policy: ServicePolicy) -> circuit_breaker_pb2.CircuitBreakers.Th
     return t
 
 
-def health_checks(policy: ServicePolicy) -> list[health_check_pb2.HealthCheck]:
+def health_checks(policy: ServicePolicy, http2: bool = False) -> list[health_check_pb2.HealthCheck]:
+    """The service's active health check; on an HTTP/2 or gRPC port (`http2`) an HTTP
+    check speaks HTTP/2 (Envoy's codec_client_type HTTP2)."""
     hc = policy.health_check
     if hc is None:
         return []
@@ -88,12 +90,16 @@ def health_checks(policy: ServicePolicy) -> list[health_check_pb2.HealthCheck]:
     )
     if hc.http_path is not None:
         check.http_health_check.path = hc.http_path
+        if http2:
+            check.http_health_check.codec_client_type = http_pb2.HTTP2
     else:
         check.tcp_health_check.SetInParent()
     return [check]
 
 
-def apply_resilience(cluster: cluster_pb2.Cluster, policy: ServicePolicy) -> None:
+def apply_resilience(
+    cluster: cluster_pb2.Cluster, policy: ServicePolicy, *, http2: bool = False
+) -> None:
     outlier = policy.outlier or DEFAULT_OUTLIER
     cluster.outlier_detection.CopyFrom(outlier_detection(outlier))
     cluster.common_lb_config.healthy_panic_threshold.value = outlier.panic_threshold
@@ -102,4 +108,4 @@ def apply_resilience(cluster: cluster_pb2.Cluster, policy: ServicePolicy) -> Non
         cluster.circuit_breakers.CopyFrom(
             circuit_breaker_pb2.CircuitBreakers(thresholds=[thresholds])
         )
-    cluster.health_checks.extend(health_checks(policy))
+    cluster.health_checks.extend(health_checks(policy, http2))

@@ -79,11 +79,13 @@ def test_success_rate_ejection_moves_traffic_off_a_half_failing_endpoint(tmp_pat
         assert all(n >= 50 for n in spread), spread  # round robin over all three
         control(apps[2], "fail-half/on")
         failing_since = load.result.total
+        started = time.monotonic()
         wait_for(
             lambda: web.metric("gossamer_outlier_ejections_total", reason="success_rate") >= 1,
             timeout=20,
             what="success-rate ejection",
         )
+        print(f"success rate: ejected {time.monotonic() - started:.1f} s after failing began")
         assert endpoint(web, catalogs[2])["ejected"]
         assert not any(endpoint(web, sc)["ejected"] for sc in catalogs[:2])
         failures_before = load.result.statuses[500]
@@ -93,6 +95,7 @@ def test_success_rate_ejection_moves_traffic_off_a_half_failing_endpoint(tmp_pat
         # traffic moved away: the ejected endpoint gets at most what was in flight
         assert after[2] <= 3 and after[0] + after[1] >= 390, after
         assert failures_during <= 3
+        print(f"success rate: per-instance before {spread}, after ejection {after}")
         assert 0 < result.statuses[500] < (result.total - failing_since) / 2
         # every request counted: each one reached an app, none failed in transit
         assert result.errors == [], result.errors[:3]
@@ -161,6 +164,7 @@ def test_overflow_is_answered_at_once_and_memory_stays_flat(tmp_path: Path):
         )["circuit_breaker"]
         assert breaker["max_connections"] == 4 and breaker["max_pending_requests"] == 2
         rss = []
+        slowest_overflow = 0.0
         total = served = overflowed = 0
         for _ in range(rounds):
             results = _burst(web.outbound, clients, f"/slow/{int(delay * 1000)}")
@@ -174,6 +178,7 @@ def test_overflow_is_answered_at_once_and_memory_stays_flat(tmp_path: Path):
             assert min(r[2] for r in ok) >= delay * 0.9
             served += len(ok)
             overflowed += len(over)
+            slowest_overflow = max(slowest_overflow, *(r[2] for r in over))
             rss.append(vm_rss_kb(web.process.pid))
         assert total == rounds * clients
         assert hits(app) == served
@@ -185,6 +190,7 @@ def test_overflow_is_answered_at_once_and_memory_stays_flat(tmp_path: Path):
             )
             == overflowed
         )
+        print(f"overflow: slowest 503 {slowest_overflow * 1000:.1f} ms; VmRSS kB {rss}")
         # memory: flat across rounds once warm (first two rounds allocate the pools)
         assert rss[-1] - rss[1] < 3 * 1024, rss
         state = next(

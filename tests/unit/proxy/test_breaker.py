@@ -84,3 +84,39 @@ def test_a_pending_request_times_out_and_leaves_the_queue():
         b.notify()  # nobody waiting: nothing happens
 
     asyncio.run(scenario())
+
+
+def test_a_pending_request_reclaims_an_idle_connection_of_another_endpoint():
+    """max_connections 1, held by an idle connection to endpoint A: a request for
+    endpoint B closes it and connects instead of waiting for the idle timeout."""
+    from gossamer.proxy.pool import EndpointPool, open_plain
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        b, seen = breaker(max_connections=1, max_pending_requests=1)
+        loop = asyncio.get_running_loop()
+
+        def pool() -> EndpointPool:
+            return EndpointPool(
+                lambda conn, allowed: open_plain("127.0.0.1", port, conn, allowed),
+                clock=loop.time,
+                breaker=b,
+            )
+
+        a, other = pool(), pool()
+        b.reclaim = a.close_idle
+        conn, reused = await a.acquire()
+        assert not reused and b.connections == 1
+        conn.busy = False
+        a.release(conn)
+        assert a.idle_count == 1
+        conn_b, _ = await asyncio.wait_for(other.acquire(loop.time() + 2), 3)
+        assert a.idle_count == 0 and a.open == 0 and other.open == 1
+        assert b.connections == 1 and b.pending == 0 and seen == []
+        conn_b.close()
+        await asyncio.sleep(0.01)
+        assert b.connections == 0
+        server.close()
+
+    asyncio.run(scenario())

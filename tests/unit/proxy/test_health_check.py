@@ -47,7 +47,9 @@ async def _server(status: bytes, delay: float = 0.0) -> tuple[asyncio.Server, in
     return server, server.sockets[0].getsockname()[1]
 
 
-async def _opener(cluster: Cluster, ep: Endpoint, proto: asyncio.BaseProtocol, limit: float):
+async def _opener(
+    cluster: Cluster, ep: Endpoint, proto: asyncio.BaseProtocol, limit: float, h2: bool
+):
     return await open_plain(ep.address, ep.port, proto, limit)
 
 
@@ -109,3 +111,47 @@ def test_the_cluster_avoids_hosts_failing_checks_unless_in_panic():
     hs[1].hc_failed = True  # 1 of 3 healthy < 50%: panic, every host
     rt.health_changed()
     assert {rt.choose([], []) for _ in range(12)} == set(hs)
+
+
+async def _h2_server(status: bytes) -> tuple[asyncio.Server, int, list[dict[bytes, bytes]]]:
+    """A minimal h2c server answering every request with `status`."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    seen: list[dict[bytes, bytes]] = []
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.conn = h2.connection.H2Connection(
+                h2.config.H2Configuration(client_side=False, header_encoding=None)
+            )
+            self.conn.initiate_connection()
+
+        def data_received(self, data: bytes) -> None:
+            for ev in self.conn.receive_data(data):
+                if isinstance(ev, h2.events.RequestReceived):
+                    seen.append(dict(ev.headers))
+                    self.conn.send_headers(ev.stream_id, [(b":status", status)], end_stream=True)
+            self.transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+    server = await asyncio.get_running_loop().create_server(Server, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+def test_an_http2_probe_reads_the_status_over_h2():
+    async def scenario() -> None:
+        checker = HealthChecker(_opener, rng=random.Random(1), on_change=lambda name: None)
+        check = HealthCheck(http_path="/ping", timeout=1.0, http2=True)
+        cluster = Cluster("c", "echo", 50051, tls=False, health_check=check)
+        ok, ok_port, seen = await _h2_server(b"200")
+        bad, bad_port, _ = await _h2_server(b"503")
+        assert await checker.probe(cluster, Endpoint("127.0.0.1", ok_port), check)
+        assert not await checker.probe(cluster, Endpoint("127.0.0.1", bad_port), check)
+        assert seen[0][b":path"] == b"/ping" and seen[0][b":authority"] == b"echo"
+        assert seen[0][b":method"] == b"GET" and seen[0][b":scheme"] == b"http"
+        ok.close()
+        bad.close()
+
+    asyncio.run(scenario())

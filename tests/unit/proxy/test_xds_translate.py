@@ -267,6 +267,17 @@ def test_success_rate_breakers_and_health_check_from_mesh_yaml():
     assert hc is not None and hc.http_path is None
 
 
+def test_an_http_check_on_a_grpc_port_speaks_http2():
+    policies = [p for p in POLICIES if p["name"] != "echo"]
+    policies.append({"name": "echo", "health_check": {"http_path": "/ping"}})
+    config = config_for("web", policies=policies)
+    echo = config.clusters["outbound|50051||echo.default"].health_check
+    assert echo is not None and echo.http2 and echo.http_path == "/ping"
+    tuned = _with_catalog(health_check={"http_path": "/healthz"})
+    catalog = config_for("web", policies=tuned).clusters[CATALOG].health_check
+    assert catalog is not None and not catalog.http2
+
+
 def test_a_retry_budget_alone_leaves_active_retries_unlimited():
     budget = config_for("web").clusters[CATALOG].breaker  # catalog: budget_percent 25
     assert budget == BreakerLimits(1024, 1024, 1024, None)
