@@ -14,12 +14,33 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+# Ports handed out by free_port come from below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768-60999 by default), so the local port of some
+# outgoing connection can never take one between free_port() and the server's bind,
+# and each is handed out once per test session.
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+_next_port = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
+
+
+def _bindable(port: int, host: str) -> bool:
+    for addr in {host, "0.0.0.0"}:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((addr, port))
+            except OSError:
+                return False
+    return True
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0 and release)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free right now, outside the ephemeral range, never handed out twice."""
+    global _next_port
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port = _next_port
+        _next_port = _PORT_LOW + (_next_port + 1 - _PORT_LOW) % (_PORT_HIGH - _PORT_LOW)
+        if _bindable(port, host):
+            return port
+    raise RuntimeError(f"no free port in {_PORT_LOW}-{_PORT_HIGH}")
 
 
 def wait_for(
