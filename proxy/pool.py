@@ -22,6 +22,7 @@ from typing import Any
 from gossamer.errors import UpstreamConnectError, UpstreamTimeout
 from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.http1.client import Http1Client
+from gossamer.proxy.pool_base import PoolBase
 from gossamer.proxy.service import IdentityMismatch
 from gossamer.proxy.tls import spiffe_id_from_peercert
 from gossamer.proxy.tlsproto import TlsLayer
@@ -96,20 +97,10 @@ def _why(exc: BaseException) -> str:
 Connector = Callable[[Http1Client, float], Awaitable[Any]]  # (protocol, seconds allowed)
 
 
-class EndpointPool:
+class EndpointPool(PoolBase[Http1Client]):
     """Idle HTTP/1.1 connections to one (cluster, endpoint)."""
 
-    __slots__ = (
-        "_connect",
-        "_idle",
-        "breaker",
-        "clock",
-        "closed",
-        "connects_total",
-        "idle_timeout",
-        "max_idle",
-        "open",
-    )
+    __slots__ = ("_idle", "breaker", "clock", "closed", "idle_timeout", "max_idle")
 
     def __init__(
         self,
@@ -120,15 +111,13 @@ class EndpointPool:
         clock: Callable[[], float],
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        self._connect = connect
+        super().__init__(connect)
         self.breaker = breaker  # the cluster's: max_connections, max_pending_requests
         self._idle: list[Http1Client] = []
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.closed = False
-        self.open = 0  # connections alive (idle or busy)
-        self.connects_total = 0
 
     async def acquire(self, deadline: float = float("inf")) -> tuple[Http1Client, bool]:
         """A connection and whether it was reused; raises UpstreamConnectError (or
@@ -177,31 +166,12 @@ class EndpointPool:
 
     async def _open(self, deadline: float = float("inf")) -> Http1Client:
         """Connect; the breaker's unit for it is already taken (given back on failure)."""
+        conn = Http1Client(self)
         try:
-            return await self._connect_new(deadline)
+            await self._connect_new(conn, deadline)
         except BaseException:
             if self.breaker is not None:
                 self.breaker.release_connection()
-            raise
-
-    async def _connect_new(self, deadline: float) -> Http1Client:
-        conn = Http1Client(self)
-        self.connects_total += 1
-        self.open += 1
-        left = deadline - conn.loop.time()
-        try:
-            if left <= 0:
-                raise UpstreamTimeout("no time left to connect")
-            await self._connect(conn, left)
-        except UpstreamConnectError:
-            self.open -= 1
-            conn._owner = None
-            if conn.loop.time() >= deadline:
-                raise UpstreamTimeout("the route's timeout passed while connecting") from None
-            raise
-        except BaseException:
-            self.open -= 1
-            conn._owner = None
             raise
         conn.busy = True
         return conn

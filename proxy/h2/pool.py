@@ -19,22 +19,13 @@ from typing import Any
 
 from gossamer.errors import UpstreamConnectError, UpstreamTimeout
 from gossamer.proxy.h2.client import H2Client
+from gossamer.proxy.pool_base import PoolBase
 
 H2Connector = Callable[[H2Client, float], Awaitable[Any]]  # (protocol, seconds allowed)
 
 
-class H2Pool:
-    __slots__ = (
-        "_connect",
-        "_connecting",
-        "clock",
-        "closed",
-        "connects_total",
-        "conns",
-        "idle_timeout",
-        "open",
-        "scheme",
-    )
+class H2Pool(PoolBase[H2Client]):
+    __slots__ = ("_connecting", "clock", "closed", "conns", "idle_timeout", "scheme")
 
     def __init__(
         self,
@@ -44,15 +35,13 @@ class H2Pool:
         clock: Callable[[], float],
         scheme: bytes = b"http",
     ) -> None:
-        self._connect = connect
+        super().__init__(connect)
         self._connecting: asyncio.Future[H2Client] | None = None
         self.conns: list[H2Client] = []
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.scheme = scheme
         self.closed = False
-        self.open = 0
-        self.connects_total = 0
 
     async def acquire(self, deadline: float = float("inf")) -> tuple[H2Client, bool]:
         """A connection with room for one more stream, and whether it was already open."""
@@ -65,7 +54,7 @@ class H2Pool:
                 async with asyncio.timeout_at(None if deadline == float("inf") else deadline):
                     conn = await asyncio.shield(connecting)
             except TimeoutError:
-                raise UpstreamTimeout("the deadline passed while connecting") from None
+                raise UpstreamTimeout("the request's timeout passed while connecting") from None
             if conn.usable:
                 return conn, False
         fut: asyncio.Future[H2Client] = asyncio.get_running_loop().create_future()
@@ -87,23 +76,7 @@ class H2Pool:
 
     async def fresh(self, deadline: float = float("inf")) -> H2Client:
         conn = H2Client(self, scheme=self.scheme)
-        self.connects_total += 1
-        self.open += 1
-        left = deadline - conn.loop.time()
-        try:
-            if left <= 0:
-                raise UpstreamTimeout("no time left to connect")
-            await self._connect(conn, left)
-        except UpstreamConnectError:
-            self.open -= 1
-            conn._owner = None
-            if conn.loop.time() >= deadline:
-                raise UpstreamTimeout("the deadline passed while connecting") from None
-            raise
-        except BaseException:
-            self.open -= 1
-            conn._owner = None
-            raise
+        await self._connect_new(conn, deadline)
         if self.closed:
             conn.shutdown()
         else:
