@@ -72,7 +72,6 @@ class H2Client(H2Base):
         super().__init__(client_side=True)
         self._owner = owner
         self.scheme = scheme
-        self.goaway = False
         self.idle_since = 0.0
         self.streams: dict[int, _Exchange] = {}
 
@@ -90,24 +89,6 @@ class H2Client(H2Base):
     @property
     def active(self) -> int:
         return len(self.streams)
-
-    def close(self) -> None:
-        if not self.closed:
-            if self.transport is not None:
-                self.flush_now()
-            self.closed = True
-            if self.transport is not None:
-                self.transport.close()
-
-    def shutdown(self) -> None:
-        """GOAWAY: no new streams; close when the open ones end."""
-        if self.closed:
-            return
-        if not self.goaway:
-            self.goaway = True
-            self.send_goaway(0)
-        if not self.streams:
-            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -282,9 +263,6 @@ class H2Client(H2Base):
                     err = UpstreamReset(f"the upstream reset the stream ({event.error_code!s})")
                 self._fail(ex, err)
                 self._maybe_idle()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._keep_open()
-            self._goaway(event.last_stream_id or 0)
         elif isinstance(event, h2.events.InformationalResponseReceived):
             pass
         else:
@@ -314,13 +292,10 @@ class H2Client(H2Base):
         ex.body = H2Body(lambda n: self.ack(sid, n), lambda: self._cancel(sid))
         ex.fut.set_result(Response(status, headers, ex.body, content_length=content_length))
 
-    def _goaway(self, last_stream_id: int) -> None:
-        self.goaway = True
+    def goaway_received(self, last_stream_id: int) -> None:
         for sid in [s for s in self.streams if s > last_stream_id]:
             ex = self.streams.pop(sid)
             self._fail(ex, StreamRefused("the upstream is going away (GOAWAY)"))
         if self._owner is not None:
             self._owner.lost(self)
             self._owner = None
-        if not self.streams:
-            self.close()

@@ -150,6 +150,9 @@ class H2Base(asyncio.Protocol):
         )
         self.transport: Any = None
         self.closed = False
+        # GOAWAY sent or received: no new streams, close once the open ones have ended
+        self.goaway = False
+        self._last_stream = 0  # the highest stream the peer started (named in our GOAWAY)
         self._windows: dict[int, asyncio.Future[None]] = {}
         self._write_paused = False
         self._flush_pending = False
@@ -190,7 +193,41 @@ class H2Base(asyncio.Protocol):
     # -- GOAWAY ---------------------------------------------------------------------------
     # h2's state machine closes the whole connection on sending or receiving GOAWAY, but
     # RFC 9113 section 6.8 lets the streams already started finish: the sidecar keeps the
-    # connection open (refusing new streams itself) until they have.
+    # connection open (refusing new streams itself, `goaway`) until they have, then
+    # closes it (`close_if_done`, which each side calls when one of its streams ends).
+    @property
+    def active(self) -> int:
+        """Streams still open on this connection."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Write what is queued, then close the transport."""
+        if not self.closed:
+            if self.transport is not None:
+                self.flush_now()
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def close_if_done(self) -> None:
+        """After GOAWAY, close once the last open stream has ended."""
+        if self.goaway and not self.active:
+            self.close()
+
+    def shutdown(self) -> None:
+        """Send GOAWAY (naming the last stream the peer started): no new streams; close
+        when the open ones have ended."""
+        if self.closed:
+            return
+        if not self.goaway:
+            self.goaway = True
+            self.send_goaway(self._last_stream, NO_ERROR)
+        self.close_if_done()
+
+    def goaway_received(self, last_stream_id: int) -> None:
+        """The peer sent GOAWAY (`goaway` is already set); streams above `last_stream_id`
+        were not processed by it."""
+
     def _keep_open(self) -> None:
         machine = self.h2.state_machine
         if machine.state is h2.connection.ConnectionState.CLOSED and not self.closed:
@@ -208,6 +245,11 @@ class H2Base(asyncio.Protocol):
     def handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._wake_windows(getattr(event, "stream_id", 0))
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._keep_open()
+            self.goaway = True
+            self.goaway_received(event.last_stream_id or 0)
+            self.close_if_done()
 
     def protocol_error(self, exc: Exception) -> None:
         self.abort()

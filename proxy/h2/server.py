@@ -31,7 +31,6 @@ import h2.events
 from gossamer.proxy.h2 import grpc
 from gossamer.proxy.h2.conn import (
     INTERNAL_ERROR,
-    NO_ERROR,
     REFUSED_STREAM,
     H2Base,
     H2Body,
@@ -127,10 +126,8 @@ class H2Server(H2Base):
         self.tracker = tracker
         self.limits = limits
         self.deadline = _INF  # (Tracked) idle deadline, checked by the tracker's sweep
-        self.draining = False
         self._bodies: dict[int, H2Body] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._last_stream = 0
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -157,21 +154,14 @@ class H2Server(H2Base):
         if now >= self.deadline and not self._tasks:
             self.close()
 
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
     def close(self) -> None:
         if not self.closed:
-            self.flush_now()
-            self.closed = True
             self.tracker.discard(self)
-            self.transport.close()
-
-    def shutdown(self) -> None:
-        """Drain: GOAWAY, finish the open streams, then close."""
-        if self.draining or self.closed:
-            return
-        self.draining = True
-        self.send_goaway(self._last_stream, NO_ERROR)
-        if not self._tasks:
-            self.close()
+        super().close()
 
     # -- events ----------------------------------------------------------------------------
     def handle(self, event: h2.events.Event) -> None:
@@ -204,18 +194,13 @@ class H2Server(H2Base):
             task = self._tasks.get(sid)
             if task is not None:
                 task.cancel()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._keep_open()
-            self.draining = True
-            if not self._tasks:
-                self.close()
         else:
             super().handle(event)
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         sid = event.stream_id
         self._last_stream = max(self._last_stream, sid)
-        if self.draining:
+        if self.goaway:
             self.reset(sid, REFUSED_STREAM)
             return
         body = None
@@ -258,8 +243,8 @@ class H2Server(H2Base):
             body = self._bodies.pop(sid, None)
             if body is not None:  # the answer came before the request's end
                 body.fail(ConnectionAbortedError("the response ended first"))
-            if self.draining and not self._tasks:
-                self.close()
+            if self.goaway:
+                self.close_if_done()
             else:
                 self._idle()
 

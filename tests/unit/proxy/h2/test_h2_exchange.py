@@ -281,7 +281,7 @@ async def test_grpc_timeout_sent_upstream_is_the_time_left() -> None:
 async def test_idle_connections_expire_and_a_closed_pool_says_goaway() -> None:
     app = App()
     now = [1000.0]
-    async with h2_server(app) as (port, _):
+    async with h2_server(app) as (port, tracker):
         pool = pool_for(port)
         pool.clock = lambda: now[0]
         conn, _ = await pool.acquire()
@@ -301,16 +301,23 @@ async def test_idle_connections_expire_and_a_closed_pool_says_goaway() -> None:
         pending = asyncio.create_task(conn2.send(request(b"/wait")))
         while len(app.requests) < 2:
             await asyncio.sleep(0.01)
+        (server,) = tracker.live
+        assert isinstance(server, H2Server)
         pool.close()
         assert conn2.goaway and not conn2.closed
+        for _ in range(100):  # the server takes the client's GOAWAY as a drain
+            if server.goaway:
+                break
+            await asyncio.sleep(0.01)
+        assert server.goaway and not server.closed and server.active == 1
         app.release.set()
         resp = await pending
         assert await read_all(resp.body) == b"released"
         for _ in range(100):
-            if conn2.closed:
+            if conn2.closed and server.closed:
                 break
             await asyncio.sleep(0.01)
-        assert conn2.closed
+        assert conn2.closed and server.closed and not tracker.live
 
 
 async def test_a_refused_stream_goes_to_another_endpoint() -> None:
@@ -329,7 +336,7 @@ async def test_a_refused_stream_goes_to_another_endpoint() -> None:
 
     def draining_server() -> H2Server:
         server = H2Server(refusing, ConnectionInfo("inbound"), tracker)
-        server.draining = True  # refuses every stream it is offered
+        server.goaway = True  # refuses every stream it is offered
         return server
 
     srv_a = await loop.create_server(draining_server, "127.0.0.1", 0)
