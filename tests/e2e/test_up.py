@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.metrics_text import metric_sum
 from tests.helpers.procs import http_get, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -130,16 +131,6 @@ def gossamer_up(tmp: Path, *args: str) -> Iterator[Up]:
             os.kill(pid, signal.SIGKILL)
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def check_mesh(status: dict[str, Any], run_curl: list[str]) -> None:
     """Requests through the mesh, mTLS between sidecars, identities on the control plane."""
     served_by: set[str] = set()
@@ -160,7 +151,7 @@ def check_mesh(status: dict[str, Any], run_curl: list[str]) -> None:
     text = raw.decode()
     # inventory's sidecar saw catalog's requests arrive over mutual TLS, with catalog's identity
     assert (
-        metric(
+        metric_sum(
             text,
             "gossamer_requests_total",
             reporter="destination",
@@ -169,7 +160,7 @@ def check_mesh(status: dict[str, Any], run_curl: list[str]) -> None:
         )
         > 0
     )
-    assert metric(text, "gossamer_requests_total", connection_security_policy="none") == 0
+    assert metric_sum(text, "gossamer_requests_total", connection_security_policy="none") == 0
 
     token = status["dashboard"].split("#token=", 1)[1]
     api = status["control"]["api_url"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.metrics_text import metric_sum
 from tests.helpers.pki import TRUST_DOMAIN, Workload, make_ca, make_workload
 from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, port_open, wait_for
 
@@ -59,14 +60,7 @@ class Sidecar:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include `labels`."""
         _, text = self.admin_get("/metrics")
-        total = 0.0
-        for line in text.decode().splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            head, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_sum(text.decode(), name, **labels)
 
 
 def upstream(

@@ -19,6 +19,7 @@ from typing import Any
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.tokens import TokenStore
 from tests.helpers.control_plane import wait_serving, write_mesh
+from tests.helpers.metrics_text import metric_sum
 from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, port_open, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,14 +53,7 @@ class XdsSidecar:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include `labels`."""
         _, text = self.admin_get("/metrics")
-        total = 0.0
-        for line in text.decode().splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            head, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_sum(text.decode(), name, **labels)
 
     def endpoints(self, cluster_prefix: str) -> list[dict[str, Any]]:
         for cluster in self.admin_json("/clusters")["clusters"]:
