@@ -14,12 +14,12 @@ gives it back. A request over a limit is answered at once (`Overflow`: 503 with
 Connections: a new connection takes a unit of `max_connections`. When none is left the
 request becomes pending (`await breaker.wait_connection(timeout)`), at most
 `max_pending_requests` of them; a pending request is woken when a connection of the
-cluster closes or becomes idle, and then reuses an idle connection or opens one. So
-that idle connections to one endpoint cannot hold every unit while a request for
-another waits, a pending request first asks `reclaim` to close one idle connection
-of the cluster. The
-HTTP/1.1 pools (pool.py), the TCP relays (outbound.py) and the HTTP/2 path share this
-API; `on_overflow(limit)` (metrics) is told which limit refused.
+cluster closes or has room again (an idle HTTP/1.1 one, an HTTP/2 one whose stream
+ended), and then reuses it or opens one. So that idle connections to one endpoint
+cannot hold every unit while a request for another waits, a pending request first
+asks `reclaim` to close one idle connection of the cluster. The HTTP/1.1 and HTTP/2
+pools (pool_base.py) and the TCP relays (outbound.py) share this API;
+`on_overflow(limit)` (metrics) is told which limit refused.
 """
 
 from __future__ import annotations

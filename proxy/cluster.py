@@ -312,7 +312,7 @@ class ClusterManager:
 
     def _close_one_idle(self, name: str) -> bool:
         for (cluster_name, _), (_, pool) in self._pools.items():
-            if cluster_name == name and isinstance(pool, EndpointPool) and pool.close_idle():
+            if cluster_name == name and pool.close_idle():
                 return True
         return False
 
@@ -337,6 +337,7 @@ class ClusterManager:
                         idle_timeout=cluster.idle_timeout,
                         clock=self.clock,
                         scheme=b"https" if cluster.tls and ep.tls else b"http",
+                        breaker=self.breaker(cluster),
                     )
                 else:
                     pool = EndpointPool(

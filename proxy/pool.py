@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gossamer.errors import UpstreamConnectError, UpstreamTimeout
+from gossamer.errors import UpstreamConnectError
 from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.pool_base import PoolBase
@@ -100,7 +100,7 @@ Connector = Callable[[Http1Client, float], Awaitable[Any]]  # (protocol, seconds
 class EndpointPool(PoolBase[Http1Client]):
     """Idle HTTP/1.1 connections to one (cluster, endpoint)."""
 
-    __slots__ = ("_idle", "breaker", "clock", "closed", "idle_timeout", "max_idle")
+    __slots__ = ("_idle", "max_idle")
 
     def __init__(
         self,
@@ -111,23 +111,25 @@ class EndpointPool(PoolBase[Http1Client]):
         clock: Callable[[], float],
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        super().__init__(connect)
-        self.breaker = breaker  # the cluster's: max_connections, max_pending_requests
+        super().__init__(connect, idle_timeout=idle_timeout, clock=clock, breaker=breaker)
         self._idle: list[Http1Client] = []
         self.max_idle = max_idle
-        self.idle_timeout = idle_timeout
-        self.clock = clock
-        self.closed = False
 
     async def acquire(self, deadline: float = float("inf")) -> tuple[Http1Client, bool]:
         """A connection and whether it was reused; raises UpstreamConnectError (or
-        UpstreamTimeout when `deadline`, a loop time, passes while connecting)."""
-        conn = self._pop_idle()
+        UpstreamTimeout when `deadline`, a loop time, passes while connecting).
+        Over the breaker's max_connections the request waits as a pending request for a
+        connection of the cluster to close or go idle (an idle one of this pool is then
+        reused)."""
+        conn = self._reuse()
         if conn is not None:
             return conn, True
-        return await self._new(deadline)
+        conn = await self._reserve(deadline)
+        if conn is not None:
+            return conn, True
+        return await self._open(deadline), False
 
-    def _pop_idle(self) -> Http1Client | None:
+    def _reuse(self) -> Http1Client | None:
         idle = self._idle
         while idle:
             conn = idle.pop()
@@ -136,45 +138,11 @@ class EndpointPool(PoolBase[Http1Client]):
                 return conn
         return None
 
-    async def _new(self, deadline: float) -> tuple[Http1Client, bool]:
-        """A new connection within the breaker's max_connections, or, over it, wait as
-        a pending request for a connection of the cluster to close or go idle (an idle
-        one of this pool is then reused)."""
-        breaker = self.breaker
-        if breaker is not None and not breaker.try_acquire_connection():
-            loop = asyncio.get_running_loop()
-            while True:
-                try:
-                    await breaker.wait_connection(deadline - loop.time())
-                except TimeoutError:
-                    raise UpstreamTimeout(
-                        "the route's timeout passed while waiting for a connection"
-                    ) from None
-                conn = self._pop_idle()
-                if conn is not None:
-                    return conn, True
-                if breaker.try_acquire_connection():
-                    break
-        return await self._open(deadline), False
+    def _new_conn(self) -> Http1Client:
+        return Http1Client(self)
 
-    async def fresh(self, deadline: float = float("inf")) -> Http1Client:
-        """A new connection (never a pooled one)."""
-        breaker = self.breaker
-        if breaker is not None and not breaker.try_acquire_connection():
-            return (await self._new(deadline))[0]
-        return await self._open(deadline)
-
-    async def _open(self, deadline: float = float("inf")) -> Http1Client:
-        """Connect; the breaker's unit for it is already taken (given back on failure)."""
-        conn = Http1Client(self)
-        try:
-            await self._connect_new(conn, deadline)
-        except BaseException:
-            if self.breaker is not None:
-                self.breaker.release_connection()
-            raise
+    def _opened(self, conn: Http1Client) -> None:
         conn.busy = True
-        return conn
 
     def release(self, conn: Http1Client) -> None:
         if self.closed or len(self._idle) >= self.max_idle:
@@ -186,9 +154,7 @@ class EndpointPool(PoolBase[Http1Client]):
             self.breaker.notify()
 
     def lost(self, conn: Http1Client) -> None:
-        self.open -= 1
-        if self.breaker is not None:
-            self.breaker.release_connection()
+        self._lost()
         if conn in self._idle:
             self._idle.remove(conn)
 

@@ -47,9 +47,14 @@ class StreamRefused(UpstreamConnectError):
 
 
 class Owner(Protocol):
+    """The pool: told when a stream ends, when the upstream sends GOAWAY, and once
+    when the connection has closed."""
+
     def lost(self, conn: H2Client) -> None: ...
 
-    def idle(self, conn: H2Client) -> None: ...
+    def going_away(self, conn: H2Client) -> None: ...
+
+    def stream_ended(self, conn: H2Client) -> None: ...
 
 
 def _noop() -> None:
@@ -196,7 +201,7 @@ class H2Client(H2Base):
         self.reset(sid, CANCEL)
         if ex is not None:
             self._fail(ex, UpstreamReset("the exchange was cancelled"))
-        self._maybe_idle()
+        self._stream_ended()
 
     def _fail(self, ex: _Exchange, exc: BaseException) -> None:
         if ex.pump is not None:
@@ -218,15 +223,13 @@ class H2Client(H2Base):
             self.reset(sid, CANCEL)
         on_done, ex.on_done = ex.on_done, _noop
         on_done()
-        self._maybe_idle()
+        self._stream_ended()
 
-    def _maybe_idle(self) -> None:
-        if self.streams:
-            return
+    def _stream_ended(self) -> None:
         if self.goaway:
-            self.close()
+            self.close_if_done()
         elif self._owner is not None:
-            self._owner.idle(self)
+            self._owner.stream_ended(self)
 
     # -- events -----------------------------------------------------------------------------
     def handle(self, event: h2.events.Event) -> None:
@@ -262,7 +265,7 @@ class H2Client(H2Base):
                 else:
                     err = UpstreamReset(f"the upstream reset the stream ({event.error_code!s})")
                 self._fail(ex, err)
-                self._maybe_idle()
+                self._stream_ended()
         elif isinstance(event, h2.events.InformationalResponseReceived):
             pass
         else:
@@ -297,5 +300,4 @@ class H2Client(H2Base):
             ex = self.streams.pop(sid)
             self._fail(ex, StreamRefused("the upstream is going away (GOAWAY)"))
         if self._owner is not None:
-            self._owner.lost(self)
-            self._owner = None
+            self._owner.going_away(self)

@@ -1,6 +1,9 @@
 """A small gRPC app (grpcio, generic handlers: no generated code) for mesh tests.
 
-    python -m tests.helpers.grpc_app --port P --name NAME [--unavailable]
+    python -m tests.helpers.grpc_app --port P --name NAME [--unavailable] [--max-streams N]
+
+`--max-streams N` makes the server take at most N concurrent streams per connection
+(its SETTINGS_MAX_CONCURRENT_STREAMS).
 
 Methods of service `test.Echo` (messages are raw bytes):
   Unary         -> b"NAME:" + request; trailing metadata x-instance: NAME,
@@ -83,8 +86,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="app")
     parser.add_argument("--unavailable", action="store_true")
+    parser.add_argument("--max-streams", type=int, default=0)
     args = parser.parse_args()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    options = [("grpc.max_concurrent_streams", args.max_streams)] if args.max_streams else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options)
     server.add_generic_rpc_handlers((build(args.name, args.unavailable),))
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     server.start()

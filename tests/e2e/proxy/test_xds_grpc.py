@@ -7,7 +7,10 @@ status details intact; one channel's calls spread over all three instances (requ
 level balancing); a trailers-only UNAVAILABLE from one instance retried elsewhere;
 grpc-timeout propagated (the app sees less time than the client gave) and enforced as
 DEADLINE_EXCEEDED; gRPC statuses classified in the metrics; a plain h2 client (the h2
-library, prior knowledge) gets its response and trailers too.
+library, prior knowledge) gets its response and trailers too; the circuit breaker of an
+HTTP/2 cluster (max_connections 1, max_pending_requests 1, to an app without a sidecar
+that takes one stream at a time) keeps one upstream connection, makes the next call
+wait and answers the one after at once with a trailers-only UNAVAILABLE (overflow).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import queue
 import signal
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -26,12 +30,14 @@ import h2.connection
 import h2.events
 import pytest
 
+from tests.helpers.net import established_to
 from tests.helpers.procs import Process, free_port, port_open, processes, wait_for
 from tests.helpers.xds_mesh import REPO, XdsMesh, XdsSidecar, http_service
 
 pytestmark = pytest.mark.e2e
 
 AUTHORITY = "greeter:8080"
+LIMITED = "outbound|8080||limited"
 SERVICES = [
     http_service("web"),
     {
@@ -42,22 +48,38 @@ SERVICES = [
 ]
 
 
+def limited_service(app_port: int) -> dict[str, object]:
+    """A gRPC service without a sidecar (a static endpoint: h2c from the caller's
+    sidecar), whose cluster may hold one connection and one pending request."""
+    return {
+        "name": "limited",
+        "ports": [{"port": 8080, "protocol": "grpc"}],
+        "endpoints": [{"address": "127.0.0.1", "port": app_port}],
+        "circuit_breakers": {"max_connections": 1, "max_pending_requests": 1},
+    }
+
+
 def _ident(b: bytes) -> bytes:
     return b
 
 
+def grpc_app(mesh: XdsMesh, port: int, name: str, *flags: str) -> None:
+    args = [sys.executable, "-m", "tests.helpers.grpc_app", "--port", str(port), "--name", name]
+    mesh.procs.append(Process([*args, *flags], mesh.tmp / f"grpc-app-{name}.log", cwd=REPO))
+    wait_for(functools.partial(port_open, port), what=f"gRPC app on {port}")
+
+
 class World:
-    def __init__(self, mesh: XdsMesh) -> None:
+    def __init__(self, mesh: XdsMesh, limited_port: int) -> None:
         self.mesh = mesh
         mesh.start_control()
         self.apps = []
         for i in range(3):
             port = free_port()
-            args = [sys.executable, "-m", "tests.helpers.grpc_app", "--port", str(port),
-                    "--name", f"greeter-{i}", *(["--unavailable"] if i == 2 else [])]  # fmt: skip
-            mesh.procs.append(Process(args, mesh.tmp / f"grpc-app-{i}.log", cwd=REPO))
-            wait_for(functools.partial(port_open, port), what=f"gRPC app on {port}")
+            grpc_app(mesh, port, f"greeter-{i}", *(["--unavailable"] if i == 2 else []))
             self.apps.append(port)
+        self.limited_app = limited_port
+        grpc_app(mesh, limited_port, "limited", "--max-streams", "1")
         self.greeters = [mesh.sidecar("greeter", p) for p in self.apps]
         self.web: XdsSidecar = mesh.sidecar("web")
         wait_for(
@@ -65,6 +87,7 @@ class World:
             timeout=20,
             what="three greeter endpoints at web",
         )
+        wait_for(lambda: len(self.web.endpoints(LIMITED)) == 1, what="the limited endpoint")
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.web.outbound}", options=[("grpc.default_authority", AUTHORITY)]
         )
@@ -79,8 +102,9 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("xds-grpc")
+    limited_port = free_port()
     with processes() as procs:
-        w = World(XdsMesh(tmp, procs, SERVICES))
+        w = World(XdsMesh(tmp, procs, [*SERVICES, limited_service(limited_port)]), limited_port)
         yield w
         w.channel.close()
 
@@ -207,14 +231,18 @@ def test_grpc_statuses_are_classified(world: World) -> None:
 
 
 def h2_call(
-    port: int, path: str, message: bytes, grpc_timeout: bytes | None = None
+    port: int,
+    path: str,
+    message: bytes,
+    grpc_timeout: bytes | None = None,
+    authority: str = AUTHORITY,
 ) -> tuple[int, dict[bytes, bytes], bytes, dict[bytes, bytes]]:
     """One gRPC call with the h2 library over h2c prior knowledge."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     headers = [
-        (":method", "POST"), (":scheme", "http"), (":authority", AUTHORITY), (":path", path),
+        (":method", "POST"), (":scheme", "http"), (":authority", authority), (":path", path),
         ("content-type", "application/grpc"), ("te", "trailers"),
     ]  # fmt: skip
     if grpc_timeout is not None:
@@ -241,6 +269,72 @@ def h2_call(
         sock.sendall(conn.data_to_send())
     sock.close()
     return status, head, body, trailers
+
+
+def test_h2_cluster_circuit_breaker_one_connection_one_pending_then_overflow(
+    world: World,
+) -> None:
+    web = world.web
+
+    def breaker() -> dict[str, int]:
+        clusters = web.admin_json("/clusters")["clusters"]
+        cluster = next(c for c in clusters if c["name"].startswith(LIMITED))
+        return {**cluster["circuit_breaker"], "open": cluster["endpoints"][0]["connections"]}
+
+    def overflows() -> float:
+        return web.metric(
+            "gossamer_circuit_breaker_overflows_total",
+            destination_service="limited",
+            limit="max_pending_requests",
+        )
+
+    assert breaker()["max_connections"] == 1 and breaker()["max_pending_requests"] == 1
+    before = overflows()
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{web.outbound}", options=[("grpc.default_authority", "limited:8080")]
+    )
+    slow = channel.unary_unary(
+        "/test.Echo/Deadline", request_serializer=_ident, response_deserializer=_ident
+    )
+    try:
+        # one call opens the connection (and brings the app's SETTINGS: one stream at a
+        # time); it stays open and holds the cluster's only connection unit
+        assert float(slow(b"sleep:0", timeout=20)) > 10
+        assert breaker()["connections"] == 1 and established_to(world.limited_app) == 1
+        # the first call holds the app's only stream on the cluster's only connection
+        first = slow.future(b"sleep:3", timeout=20)
+        wait_for(lambda: breaker()["requests"] == 1, what="the first call upstream")
+        # the second has no stream and no connection unit left: it waits as pending
+        second = slow.future(b"sleep:0.1", timeout=20)
+        wait_for(lambda: breaker()["pending"] == 1, what="a pending call")
+        # the third would be a second pending request: refused at once
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            slow(b"sleep:0", timeout=20)
+        refused_in = time.monotonic() - start
+        err = info.value
+        assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+        assert "max_pending_requests (1) reached" in err.details(), err.details()
+        assert dict(err.trailing_metadata())["x-gossamer-error"] == "overflow"
+        # what is on the wire: a trailers-only answer (HTTP 200, grpc-status 14 in the
+        # headers, nothing after them)
+        status, headers, body, trailers = h2_call(
+            web.outbound, "/test.Echo/Deadline", b"sleep:0", authority="limited:8080"
+        )
+        assert status == 200 and body == b"" and trailers == {}
+        assert headers[b"grpc-status"] == b"14" and headers[b"x-gossamer-error"] == b"overflow"
+        assert refused_in < 1.0, refused_in  # not queued behind the first call
+        assert not first.done() and not second.done()
+        assert established_to(world.limited_app) == 1
+        # the first call ends; the pending one gets its stream on the same connection
+        assert float(first.result()) > 10 and float(second.result()) > 10
+        state = breaker()
+        assert state["pending"] == 0 and state["requests"] == 0
+        assert state["connections"] == 1 and state["open"] == 1
+        assert established_to(world.limited_app) == 1
+        assert overflows() - before == 2
+    finally:
+        channel.close()
 
 
 def test_drain_lets_an_open_stream_finish_and_calls_move_on(world: World) -> None:
