@@ -82,8 +82,8 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
                 resp = record_grpc(series, resp, seconds)
             else:
                 series.record(resp.status, seconds)
-            if span is not DISABLED:
-                if span.sampled and cluster is not None:
+            if span.sampled:  # ending an unsampled span does nothing: skip the call
+                if cluster is not None:
                     span.set_peer(cluster.config.identity)
                     if route_name:
                         span.set_attribute("http.route", route_name)
@@ -139,7 +139,7 @@ def inbound_telemetry(
                 resp = record_grpc(series, resp, seconds)
             else:
                 series.record(resp.status, seconds)
-            if span is not DISABLED:
+            if span.sampled:
                 span.end(resp.status, resp.error.decode() if resp.error else None)
             if access is not None:
                 access.log(

@@ -46,6 +46,7 @@ _CLIENT = SpanKind.CLIENT
 PEER_IDENTITY = "gossamer.peer.spiffe_id"
 _W3C_ONLY = (tc.W3C,)
 _TRACEPARENT = b"traceparent"
+_MASK64 = (1 << 64) - 1
 
 
 class _PresetIdGenerator(IdGenerator):
@@ -227,6 +228,7 @@ class Tracing:
         self.settings = settings
         self.enabled = settings.enabled
         self.sampler = Sampler(settings.sampler, settings.ratio)
+        self._root_bound = self.sampler.bound  # roots with low 64 id bits under it: sampled
         self._rng = rng or random.Random()
         self._getrandbits = self._rng.getrandbits
         self.formats = settings.propagators
@@ -305,7 +307,13 @@ class Tracing:
         attributes: Mapping[str, Any] | None,
     ) -> SpanHandle:
         found = tc.find_trace_headers(headers)
-        if found is not None and self.sampler.parent_based:
+        if found is None:  # a new trace: the common case on the outbound side
+            trace_id = self._getrandbits(128)
+            if trace_id and (trace_id & _MASK64) >= self._root_bound:
+                span_id = self._getrandbits(64)
+                if span_id:
+                    return _UnsampledRoot(trace_id, span_id, self.formats, False)
+        elif self.sampler.parent_based:
             w3c = found.get(b"traceparent")
             if w3c is not None and tc.is_unsampled_traceparent(w3c):
                 return _UnsampledW3C(w3c)  # the common case: the caller decided "no"
@@ -313,10 +321,10 @@ class Tracing:
         had = found is not None
         if parent is not None and parent.has_ids:
             trace_id = parent.trace_id
-        else:
+        elif found is not None:
             trace_id = 0
-            while not trace_id:
-                trace_id = self._getrandbits(128)
+        while not trace_id:
+            trace_id = self._getrandbits(128)
         if not self.sampler.decide(parent, trace_id):
             if parent is not None and parent.has_ids:
                 return _Unsampled(trace_id)
