@@ -54,7 +54,8 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
         async def call(req: Request) -> Response:
             nonlocal loop
             span: SpanHandle = DISABLED
-            if tracing.enabled:
+            # not sampled (99% at the default 1%): no handle; access logs want the id
+            if tracing.enabled and (access is not None or not tracing.unsampled(req.headers)):
                 span = tracing.start_client_span(
                     req.headers, method=req.method, path=req.path, server_address=req.authority
                 )
@@ -117,7 +118,7 @@ def inbound_telemetry(
             conn = req.conn
             peer = conn.peer_identity if conn is not None else None
             span: SpanHandle = DISABLED
-            if tracing.enabled:
+            if tracing.enabled and (access is not None or not tracing.unsampled(req.headers)):
                 span = tracing.start_server_span(
                     req.headers, method=req.method, path=req.path,
                     server_address=req.authority, peer_identity=peer,

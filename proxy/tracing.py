@@ -232,6 +232,8 @@ class Tracing:
         self._rng = rng or random.Random()
         self._getrandbits = self._rng.getrandbits
         self.formats = settings.propagators
+        self._w3c_only = self.formats == _W3C_ONLY
+        self._next_root = 0  # a root trace id `unsampled` drew and found sampled
         self.processor: DroppingBatchProcessor | None = None
         self._tracer: Any = None
         if not self.enabled:
@@ -247,6 +249,27 @@ class Tracing:
         self._tracer = self.provider.get_tracer("gossamer.proxy")
 
     # -- starting spans ---------------------------------------------------------------
+    def unsampled(self, headers: Headers) -> bool:
+        """The data path's first question, answered without making a span handle: True
+        when the request is not sampled and its headers already carry that decision (a
+        caller's unsampled W3C parent, left as it is; or a new unsampled root, whose
+        `traceparent` is appended here). False: call `start_*_span` (a new root's trace
+        id and decision carry over to it)."""
+        found = tc.find_trace_headers(headers)
+        if found is None:
+            trace_id = self._getrandbits(128)
+            if trace_id and (trace_id & _MASK64) >= self._root_bound and self._w3c_only:
+                span_id = self._getrandbits(64)
+                if span_id:
+                    headers.append((_TRACEPARENT, b"00-%032x-%016x-00" % (trace_id, span_id)))
+                    return True
+            self._next_root = trace_id
+            return False
+        if self.sampler.parent_based:
+            w3c = found.get(_TRACEPARENT)
+            return w3c is not None and tc.is_unsampled_traceparent(w3c)
+        return False
+
     def start_server_span(
         self,
         headers: Headers,
@@ -308,7 +331,9 @@ class Tracing:
     ) -> SpanHandle:
         found = tc.find_trace_headers(headers)
         if found is None:  # a new trace: the common case on the outbound side
-            trace_id = self._getrandbits(128)
+            trace_id, self._next_root = self._next_root, 0
+            if not trace_id:
+                trace_id = self._getrandbits(128)
             if trace_id and (trace_id & _MASK64) >= self._root_bound:
                 span_id = self._getrandbits(64)
                 if span_id:

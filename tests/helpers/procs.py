@@ -22,7 +22,8 @@ _PORT_LOW, _PORT_HIGH = 20000, 32000
 _next_port = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
 
 
-def _bindable(port: int, host: str) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing is bound to `port` on `host` or on the wildcard address."""
     for addr in {host, "0.0.0.0"}:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
@@ -38,7 +39,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     for _ in range(_PORT_HIGH - _PORT_LOW):
         port = _next_port
         _next_port = _PORT_LOW + (_next_port + 1 - _PORT_LOW) % (_PORT_HIGH - _PORT_LOW)
-        if _bindable(port, host):
+        if port_free(port, host):
             return port
     raise RuntimeError(f"no free port in {_PORT_LOW}-{_PORT_HIGH}")
 

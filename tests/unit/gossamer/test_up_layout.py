@@ -15,6 +15,7 @@ from gossamer.up.layout import (
     loopback_layout,
     netns_name,
 )
+from tests.helpers.procs import free_port, port_free
 
 
 def test_loopback_layout_gives_every_listener_its_own_free_port():
@@ -43,12 +44,18 @@ def test_loopback_layout_gives_every_listener_its_own_free_port():
     assert not layout.isolated
 
 
+def _free_block(size: int) -> int:
+    """The first port of `size` consecutive free ports, below the ephemeral range (where
+    no outgoing connection takes one meanwhile)."""
+    for _ in range(50):
+        base = free_port()
+        if base + size < 32768 and all(port_free(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError("no block of free ports")
+
+
 def test_port_base_is_consecutive_and_names_a_busy_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-    if base > 65000:
-        base = 40000
+    base = _free_block(64)
     layout = loopback_layout(BasePorts(base))
     assert (layout.control.xds, layout.control.bootstrap, layout.control.api) == (
         base,

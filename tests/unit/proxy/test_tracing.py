@@ -256,3 +256,63 @@ def test_malformed_unsampled_parent_starts_a_new_trace():
     span.end(200)
     (s,) = finished(tracing, exporter)
     assert s.parent is None
+
+
+def test_unsampled_fast_path_appends_a_not_sampled_root():
+    tracing, exporter = make(ratio=0.0)
+    headers = [(b"Host", b"catalog")]
+    assert tracing.unsampled(headers)
+    name, value = headers[-1]
+    assert name == b"traceparent" and tc.is_unsampled_traceparent(value)
+    ctx = tc.extract(headers)
+    assert ctx is not None and ctx.trace_id and ctx.span_id and ctx.sampled is False
+    assert finished(tracing, exporter) == ()
+
+
+def test_unsampled_fast_path_leaves_a_callers_decision_alone():
+    tracing, _ = make(ratio=1.0)
+    headers = [(b"traceparent", TP_OFF), (b"tracestate", b"a=1")]
+    assert tracing.unsampled(headers)
+    assert headers == [(b"traceparent", TP_OFF), (b"tracestate", b"a=1")]
+    # a sampled parent, or one in another format, takes the full path
+    assert not tracing.unsampled([(b"traceparent", TP_ON)])
+    assert not tracing.unsampled([(b"b3", b"0")])
+
+
+def test_a_sampled_root_keeps_the_trace_id_the_fast_path_drew():
+    tracing, exporter = make(ratio=1.0)
+    predict = random.Random(7)
+    drawn = predict.getrandbits(128)
+    headers: list[tuple[bytes, bytes]] = []
+    assert not tracing.unsampled(headers) and headers == []
+    span = tracing.start_client_span(headers, method="GET", path=b"/", server_address="catalog")
+    assert span.sampled and span.trace_id == drawn
+    span.end(200)
+    assert [s.context.trace_id for s in finished(tracing, exporter)] == [drawn]
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5])
+def test_fast_path_and_full_path_together_sample_at_the_configured_ratio(ratio):
+    """The decision is drawn once: a root the fast path found sampled is not drawn again
+    by start_client_span (which would sample ratio**2 of the requests)."""
+    tracing, _ = make(ratio=ratio)
+    sampled = 0
+    n = 4000
+    for _ in range(n):
+        headers: list[tuple[bytes, bytes]] = []
+        if tracing.unsampled(headers):
+            continue
+        span = tracing.start_client_span(headers, method="GET", path=b"/", server_address="catalog")
+        sampled += span.sampled
+        span.end(200)
+    assert abs(sampled / n - ratio) < 0.04, sampled / n
+
+
+def test_unsampled_fast_path_writes_b3_through_the_full_path():
+    tracing, _ = make(ratio=0.0, propagators=("b3",))
+    headers: list[tuple[bytes, bytes]] = []
+    assert not tracing.unsampled(headers) and headers == []
+    span = tracing.start_client_span(headers, method="GET", path=b"/", server_address="catalog")
+    span.inject(headers)
+    assert not span.sampled and [n for n, _ in headers] == [b"b3"]
+    assert headers[0][1].endswith(b"-0")
