@@ -21,7 +21,8 @@ over 20 keep-alive connections, latency charged from the due time when requests 
 wrk2 is not packaged, and `hey -q` sends its workers' requests in synchronised bursts);
 sidecar RSS idle and peak under the wrk load. Targets (issues 5 and 7): throughput >=
 50% of haproxy's, added latency over direct <= 1 ms p50 and <= 5 ms p99, RSS <= 60 MB per
-sidecar, telemetry costs <= 10% of the throughput.
+sidecar (checked for the default configuration, metrics on and tracing off, and printed
+for tracing 1% too), telemetry costs <= 10% of the throughput.
 
 HTTP/2 and gRPC in the same run (bench/_grpc.py): a grpc.aio backend, called directly
 and through a sidecar pair (h2c from the load generator to `web-g`'s outbound port,
@@ -195,6 +196,7 @@ def main(argv: list[str]) -> int:
         [[n, f"{idle[n]:.1f}", f"{peaks[n]:.1f}"] for n in pids],
     )
     on_tp, on_lat = results[ON]
+    m_tp, m_lat = results[METRICS]
     costs = {}
     for name in (ON, METRICS):
         paired = [a[0].rps / b[0].rps for a, b in zip(samples[name], samples[OFF], strict=True)]
@@ -205,11 +207,24 @@ def main(argv: list[str]) -> int:
         )
     loss = costs[ON]
     print(f"{spans} spans reached the OTLP receiver")
+    # issue 5's targets apply to the sidecar as it runs by default (metrics on, tracing
+    # off until an OTLP endpoint is configured); the same targets with tracing 1% are
+    # printed too
+    default = [n for n in pids if n.endswith("-m")]
+    traced = [n for n in pids if "-" not in n]
     checks = [
-        ("throughput >= 50% of haproxy", on_tp.rps >= 0.5 * h_tp.rps),
-        ("added p50 <= 1 ms", on_lat.p50_ms - d_lat.p50_ms <= 1.0),
-        ("added p99 <= 5 ms", on_lat.p99_ms - d_lat.p99_ms <= 5.0),
-        ("RSS <= 60 MB per sidecar", all(v <= 60 for v in peaks.values())),
+        ("throughput >= 50% of haproxy (default: metrics)", m_tp.rps >= 0.5 * h_tp.rps),
+        ("throughput >= 50% of haproxy (metrics + tracing 1%)", on_tp.rps >= 0.5 * h_tp.rps),
+        ("added p50 <= 1 ms (default)", m_lat.p50_ms - d_lat.p50_ms <= 1.0),
+        ("added p99 <= 5 ms (default)", m_lat.p99_ms - d_lat.p99_ms <= 5.0),
+        ("added p50 <= 1 ms (tracing 1%)", on_lat.p50_ms - d_lat.p50_ms <= 1.0),
+        ("added p99 <= 5 ms (tracing 1%)", on_lat.p99_ms - d_lat.p99_ms <= 5.0),
+        ("RSS <= 60 MB per sidecar (default)", all(peaks[n] <= 60 for n in default)),
+        ("RSS <= 60 MB per sidecar (tracing 1%)", all(peaks[n] <= 60 for n in traced)),
+        (
+            "RSS <= 60 MB per sidecar (telemetry off)",
+            all(peaks[n] <= 60 for n in pids if n.endswith("-off")),
+        ),
         ("metrics + tracing 1% cost <= 10% throughput", loss <= 0.10),
     ]
     print_table("targets", ["target", "met"], [[t, "yes" if ok else "NO"] for t, ok in checks])
