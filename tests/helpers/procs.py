@@ -14,6 +14,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from gossamer.up.layout import port_free as bindable
+
 # Ports handed out by free_port come from below the kernel's ephemeral range
 # (net.ipv4.ip_local_port_range, 32768-60999 by default), so the local port of some
 # outgoing connection can never take one between free_port() and the server's bind,
@@ -24,13 +26,7 @@ _next_port = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Nothing is bound to `port` on `host` or on the wildcard address."""
-    for addr in {host, "0.0.0.0"}:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((addr, port))
-            except OSError:
-                return False
-    return True
+    return all(bindable(addr, port) for addr in {host, "0.0.0.0"})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
