@@ -12,9 +12,11 @@ Theory of operation:
   is a no-op. Not sampled, no context: a new trace id and span id are made and written
   with the sampled flag off, so the next hops follow the decision instead of starting
   traces of their own. Tracing disabled: the handle never touches the headers.
-- Sampled: an OpenTelemetry SDK span (own `TracerProvider` per sidecar, resource
-  `service.name` etc.), with the stable HTTP semantic-convention attributes. A root
-  span takes the trace id the decision was made on (`_PresetIdGenerator`).
+- The data path asks `unsampled(headers)` first: for the 99% no handle is made at all.
+- Sampled: a `SpanRecord` (span_record.py) with the stable HTTP semantic-convention
+  attributes, filled on the request path; a root span keeps the trace id its decision
+  was made on. The OpenTelemetry SDK's `ReadableSpan` (resource `service.name` etc.)
+  is made from it on the export thread, not on the event loop.
 - Finished spans go to `DroppingBatchProcessor` (tracing_export.py): a bounded queue
   drained by a thread that exports batches over OTLP/gRPC; when the queue is full
   (collector slow or down) spans are dropped and counted, never waited for.
@@ -23,19 +25,16 @@ Theory of operation:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from time import time_ns
 from typing import Any
 
-from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
-from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from gossamer.proxy import trace_context as tc
+from gossamer.proxy.span_record import SpanRecord, ToReadableSpan
 from gossamer.proxy.trace_context import Sampler
 from gossamer.proxy.tracing_export import DroppingBatchProcessor, TracingSettings
 
@@ -47,29 +46,6 @@ PEER_IDENTITY = "gossamer.peer.spiffe_id"
 _W3C_ONLY = (tc.W3C,)
 _TRACEPARENT = b"traceparent"
 _MASK64 = (1 << 64) - 1
-
-
-class _PresetIdGenerator(IdGenerator):
-    """Random ids, except a root trace id set just before the SDK asks for it."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.next_trace_id = 0
-
-    def generate_span_id(self) -> int:
-        span_id = 0
-        while not span_id:
-            span_id = self.rng.getrandbits(64)
-        return span_id
-
-    def generate_trace_id(self) -> int:
-        trace_id, self.next_trace_id = self.next_trace_id, 0
-        while not trace_id:
-            trace_id = self.rng.getrandbits(128)
-        return trace_id
-
-    def is_trace_id_random(self) -> bool:
-        return True
 
 
 class SpanHandle:
@@ -151,68 +127,66 @@ class _UnsampledW3C(SpanHandle):
 
 
 class _Recording(SpanHandle):
-    __slots__ = ("_formats", "_had", "_kind", "_parent_id", "_span", "_tracestate")
+    """A sampled span: a SpanRecord filled on the request path, handed to the export
+    queue (`sink`) when it ends."""
+
+    __slots__ = ("_formats", "_had", "_record", "_sink")
     sampled = True
 
     def __init__(
         self,
-        span: Any,
-        kind: SpanKind,
+        record: SpanRecord,
         formats: tuple[str, ...],
         had: bool,
-        tracestate: str,
-        parent_id: int,
+        sink: Callable[[SpanRecord], None],
     ) -> None:
-        self._span = span
-        self._kind = kind
+        self._record = record
         self._formats = formats
         self._had = had
-        self._tracestate = tracestate
-        self._parent_id = parent_id
+        self._sink = sink
 
     @property
     def trace_id(self) -> int:
-        return int(self._span.get_span_context().trace_id)
-
-    @property
-    def span(self) -> Any:
-        return self._span
+        return self._record.trace_id
 
     def inject(self, headers: Headers) -> None:
-        ctx = self._span.get_span_context()
+        rec = self._record
         tc.inject(
             headers,
-            ctx.trace_id,
-            ctx.span_id,
+            rec.trace_id,
+            rec.span_id,
             True,
             self._formats,
-            tracestate=self._tracestate,
-            parent_id=self._parent_id,
+            tracestate=rec.tracestate,
+            parent_id=rec.parent_id,
             had_trace_headers=self._had,
         )
 
     def set_attribute(self, key: str, value: Any) -> None:
-        self._span.set_attribute(key, value)
+        self._record.attributes[key] = value
 
     def set_peer(self, spiffe_id: str | None) -> None:
         if spiffe_id:
-            self._span.set_attribute(PEER_IDENTITY, spiffe_id)
+            self._record.attributes[PEER_IDENTITY] = spiffe_id
 
     def end(self, status: int | None, error_type: str | None = None) -> None:
-        span = self._span
+        rec = self._record
+        if rec.end_ns:
+            return  # ended already
+        attrs = rec.attributes
         failed = False
         if status is not None and status > 0:
-            span.set_attribute("http.response.status_code", status)
+            attrs["http.response.status_code"] = status
             # semconv: 5xx is an error on both sides, 4xx only on the client side
-            failed = status >= 500 or (status >= 400 and self._kind is _CLIENT)
+            failed = status >= 500 or (status >= 400 and rec.kind is _CLIENT)
             if failed and error_type is None:
                 error_type = str(status)
         if error_type is not None:
-            span.set_attribute("error.type", error_type)
+            attrs["error.type"] = error_type
             failed = True
-        if failed:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
+        rec.failed = failed
+        rec.end_ns = time_ns()
+        self._sink(rec)
 
 
 class Tracing:
@@ -235,18 +209,13 @@ class Tracing:
         self._w3c_only = self.formats == _W3C_ONLY
         self._next_root = 0  # a root trace id `unsampled` drew and found sampled
         self.processor: DroppingBatchProcessor | None = None
-        self._tracer: Any = None
         if not self.enabled:
             return
-        self._ids = _PresetIdGenerator(self._rng)
-        self.provider = TracerProvider(
-            sampler=ALWAYS_ON,  # the decision is made in start_*; the SDK only records
-            resource=Resource.create(dict(settings.resource)),
-            id_generator=self._ids,
+        resource = Resource.create(dict(settings.resource))
+        self.processor = DroppingBatchProcessor.for_settings(
+            settings, exporter, convert=ToReadableSpan(resource)
         )
-        self.processor = DroppingBatchProcessor.for_settings(settings, exporter)
-        self.provider.add_span_processor(self.processor)
-        self._tracer = self.provider.get_tracer("gossamer.proxy")
+        self._sink = self.processor.add
 
     # -- starting spans ---------------------------------------------------------------
     def unsampled(self, headers: Headers) -> bool:
@@ -353,7 +322,7 @@ class Tracing:
         if not self.sampler.decide(parent, trace_id):
             if parent is not None and parent.has_ids:
                 return _Unsampled(trace_id)
-            return _UnsampledRoot(trace_id, self._ids.generate_span_id(), self.formats, had)
+            return _UnsampledRoot(trace_id, self._new_span_id(), self.formats, had)
         return self._recording(
             kind, parent, trace_id, had, method, path, server_address, server_port, protocol,
             peer_identity, route, scheme, attributes,
@@ -397,28 +366,26 @@ class Tracing:
             attrs[PEER_IDENTITY] = peer_identity
         if attributes:
             attrs.update(attributes)
-        context = None
         tracestate = ""
         parent_span_id = 0
         if parent is not None and parent.has_ids:
             tracestate = parent.tracestate
             parent_span_id = parent.span_id
-            remote = SpanContext(
-                parent.trace_id,
-                parent.span_id,
-                is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED),
-                trace_state=_trace_state(tracestate),
-            )
-            context = trace_api.set_span_in_context(NonRecordingSpan(remote))
-        else:
-            self._ids.next_trace_id = trace_id
         name = f"{method} {route}" if route else method
-        span = self._tracer.start_span(name, context=context, kind=kind, attributes=attrs)
+        record = SpanRecord(
+            name, kind, trace_id, self._new_span_id(), parent_span_id, tracestate, attrs,
+            time_ns(),
+        )  # fmt: skip
         formats = self.formats
         if parent is not None and parent.fmt not in formats:
             formats = (*formats, parent.fmt)  # answer in the caller's format too
-        return _Recording(span, kind, formats, had, tracestate, parent_span_id)
+        return _Recording(record, formats, had, self._sink)
+
+    def _new_span_id(self) -> int:
+        span_id = 0
+        while not span_id:
+            span_id = self._getrandbits(64)
+        return span_id
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -439,12 +406,3 @@ class Tracing:
         self.enabled = False  # the processor stays, for its counters
         if self.processor is not None:
             self.processor.shutdown_within(timeout)
-
-
-def _trace_state(raw: str) -> TraceState:
-    if not raw:
-        return TraceState()
-    try:
-        return TraceState.from_header([raw])
-    except ValueError:
-        return TraceState()

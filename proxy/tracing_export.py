@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,15 +161,18 @@ class DroppingBatchProcessor(SpanProcessor):
         max_queue_size: int = 2048,
         max_export_batch_size: int = 512,
         schedule_delay: float = 1.0,
+        convert: Callable[[Any], ReadableSpan] | None = None,
     ) -> None:
         self.exporter = exporter
+        # queued items become what the exporter takes on the export thread
+        self._convert = convert
         self.max_queue_size = max_queue_size
         self.batch_size = min(max_export_batch_size, max_queue_size)
         self.schedule_delay = schedule_delay
         self.dropped = 0
         self.exported = 0
         self.failed = 0
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._queue: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._deadline: float | None = None
@@ -179,13 +182,17 @@ class DroppingBatchProcessor(SpanProcessor):
 
     @classmethod
     def for_settings(
-        cls, settings: TracingSettings, exporter: SpanExporter | None = None
+        cls,
+        settings: TracingSettings,
+        exporter: SpanExporter | None = None,
+        convert: Callable[[Any], ReadableSpan] | None = None,
     ) -> DroppingBatchProcessor:
         return cls(
             exporter if exporter is not None else otlp_exporter(settings),
             max_queue_size=settings.max_queue_size,
             max_export_batch_size=settings.max_export_batch_size,
             schedule_delay=settings.schedule_delay,
+            convert=convert,
         )
 
     # -- request path (event loop) -----------------------------------------------------
@@ -193,6 +200,10 @@ class DroppingBatchProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
+        self.add(span)
+
+    def add(self, span: Any) -> None:
+        """Queue a finished span (or a record `convert` turns into one), or drop it."""
         queue = self._queue
         if self._stopping or len(queue) >= self.max_queue_size:
             self.dropped += 1
@@ -219,8 +230,10 @@ class DroppingBatchProcessor(SpanProcessor):
                     batch.append(self._queue.popleft())
                 self._export(batch)
 
-    def _export(self, batch: Sequence[ReadableSpan]) -> None:
+    def _export(self, batch: Sequence[Any]) -> None:
         try:
+            if self._convert is not None:
+                batch = [self._convert(item) for item in batch]
             result = self.exporter.export(batch)
         except Exception:  # an exporter bug must not kill the thread
             result = SpanExportResult.FAILURE
