@@ -6,7 +6,8 @@ What one sidecar does per proxied request, measured on one pinned core:
 - metrics: one `RequestSeries.record(status, seconds)` on a series the proxy keeps
   (and the same with the series looked up per request), against prometheus-client's
   own labelled Counter + Histogram children for comparison;
-- tracing: `start_server_span(headers)` + `inject` + `end(status)` when tracing is
+- tracing, as the telemetry layers do it: `unsampled(headers)` first, and only when
+  that says no, `start_server_span(headers)` + `inject` + `end(status)`; when tracing is
   off, when the caller's context says "not sampled", at 1% (new traces, the default
   sampler) and at 100%; sampled spans are exported over OTLP/gRPC to a real receiver
   (opentelemetry-proto's TraceService) in a separate process, so the batch export
@@ -123,12 +124,16 @@ def span_cycle(tracing: Tracing, with_context: bool) -> Callable[[], None]:
     base = [*HEADERS, UNSAMPLED] if with_context else HEADERS
 
     def one() -> None:
+        # what the telemetry layers do: the unsampled question first, a span only if not
         headers = list(base)
+        if tracing.enabled and tracing.unsampled(headers):
+            return
         span = tracing.start_server_span(
             headers, method="GET", path=b"/items?page=2", server_address="catalog", server_port=8080
         )
         span.inject(headers)
-        span.end(200)
+        if span.sampled:
+            span.end(200)
 
     return one
 
