@@ -299,24 +299,17 @@ class Tracing:
         attributes: Mapping[str, Any] | None,
     ) -> SpanHandle:
         found = tc.find_trace_headers(headers)
-        if found is None:  # a new trace: the common case on the outbound side
-            trace_id, self._next_root = self._next_root, 0
-            if not trace_id:
-                trace_id = self._getrandbits(128)
-            if trace_id and (trace_id & _MASK64) >= self._root_bound:
-                span_id = self._getrandbits(64)
-                if span_id:
-                    return _UnsampledRoot(trace_id, span_id, self.formats, False)
-        elif self.sampler.parent_based:
-            w3c = found.get(b"traceparent")
+        if found is not None and self.sampler.parent_based:
+            w3c = found.get(_TRACEPARENT)
             if w3c is not None and tc.is_unsampled_traceparent(w3c):
-                return _UnsampledW3C(w3c)  # the common case: the caller decided "no"
+                return _UnsampledW3C(w3c)  # the caller decided "no"
         parent = tc.extract_found(found) if found is not None else None
         had = found is not None
+        trace_id = 0
         if parent is not None and parent.has_ids:
             trace_id = parent.trace_id
-        elif found is not None:
-            trace_id = 0
+        elif found is None:  # a new root: the id (and decision) `unsampled` drew, if any
+            trace_id, self._next_root = self._next_root, 0
         while not trace_id:
             trace_id = self._getrandbits(128)
         if not self.sampler.decide(parent, trace_id):
