@@ -212,14 +212,16 @@ class EtcdStore(Store):
             if not isinstance(err, _Retry):
                 raise err from None
             attempt += 1
-            delay = next_delay()
-            if time.monotonic() + delay > deadline or self._closed.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closed.is_set():
                 raise StoreUnavailable(
                     f"etcd at {self.where} is unreachable ({what} failed after {attempt} "
                     f"attempts over {self.retry_timeout:g}s): {err}"
                 ) from None
             event(log, logging.DEBUG, "etcd call failed, retrying", op=what, error=str(err))
-            await asyncio.sleep(delay)
+            # the last wait ends at the deadline, for one more try: the retries span
+            # retry_timeout, not up to one backoff step less
+            await asyncio.sleep(min(next_delay(), left))
 
     async def _txn(self, compare: list[Any], success: list[Any]) -> tuple[bool, Any]:
         """A transaction (aetcd's helper drops the response header we need)."""
