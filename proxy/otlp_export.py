@@ -1,8 +1,9 @@
 """OTLP/gRPC span export through the sidecar's own gRPC client (grpc_client.py).
 
 OpenTelemetry's OTLP exporter is built on grpcio, which the sidecar does not load (its
-memory budget, see grpc_client.py). This exporter encodes a batch with the OTLP
-encoder of `opentelemetry-exporter-otlp-proto-common` and sends it as one
+memory budget, see grpc_client.py). This exporter writes a batch of the sidecar's
+`SpanRecord`s with otlp_encode.py (SDK `ReadableSpan`s, if it is given those, with the
+OTLP encoder of `opentelemetry-exporter-otlp-proto-common`) and sends it as one
 `TraceService/Export` call. `export` runs on the batch processor's thread
 (tracing_export.py) and hands the call to the sidecar's event loop, waiting at most
 `timeout` seconds: a slow or absent collector costs the export thread, never a request.
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -20,6 +22,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from gossamer.errors import ConfigError
 from gossamer.proxy.grpc_client import Channel
+from gossamer.proxy.otlp_encode import ExportRequestWriter
+from gossamer.proxy.span_record import SpanRecord
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -43,6 +47,9 @@ def parse_endpoint(endpoint: str, insecure: bool) -> tuple[str, int, bool]:
 
 
 class OtlpGrpcExporter(SpanExporter):
+    """Exports over the sidecar's event loop. Takes `SpanRecord`s once `set_resource`
+    has named the resource they belong to (Tracing does), or SDK `ReadableSpan`s."""
+
     def __init__(
         self,
         endpoint: str,
@@ -65,11 +72,22 @@ class OtlpGrpcExporter(SpanExporter):
         self.channel = Channel(host, port, context, host, keepalive=0)
         self.loop = loop
         self.timeout = timeout
+        self._writer: ExportRequestWriter | None = None
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def set_resource(self, attributes: Mapping[str, Any]) -> None:
+        """The resource of the records `export` will be given."""
+        self._writer = ExportRequestWriter(attributes)
+
+    def export(self, spans: Sequence[ReadableSpan | SpanRecord]) -> SpanExportResult:
         if self.loop.is_closed():
             return SpanExportResult.FAILURE
-        request = self._encode(spans).SerializeToString()
+        writer = self._writer
+        records = [s for s in spans if isinstance(s, SpanRecord)]
+        if writer is not None and len(records) == len(spans):
+            request = writer.request(records)
+        else:
+            sdk = [s for s in spans if isinstance(s, ReadableSpan)]
+            request = self._encode(sdk).SerializeToString()
         call = self.channel.unary(EXPORT, request, timeout=self.timeout)
         future = asyncio.run_coroutine_threadsafe(call, self.loop)
         try:

@@ -15,8 +15,9 @@ Theory of operation:
 - The data path asks `unsampled(headers)` first: for the 99% no handle is made at all.
 - Sampled: a `SpanRecord` (span_record.py) with the stable HTTP semantic-convention
   attributes, filled on the request path; a root span keeps the trace id its decision
-  was made on. The OpenTelemetry SDK's `ReadableSpan` (resource `service.name` etc.)
-  is made from it on the export thread, not on the event loop.
+  was made on. The sidecar's OTLP exporter writes the records' protobuf itself
+  (otlp_encode.py) on the export thread; for any other exporter an OpenTelemetry SDK
+  `ReadableSpan` (resource `service.name` etc.) is made from each there.
 - Finished spans go to `DroppingBatchProcessor` (tracing_export.py): a bounded queue
   drained by a thread that exports batches over OTLP/gRPC; when the queue is full
   (collector slow or down) spans are dropped and counted, never waited for.
@@ -212,9 +213,15 @@ class Tracing:
         if not self.enabled:
             return
         resource = Resource.create(dict(settings.resource))
-        self.processor = DroppingBatchProcessor.for_settings(
-            settings, exporter, convert=ToReadableSpan(resource)
-        )
+        # an exporter that writes records itself (otlp_export.py) gets them as they are;
+        # any other gets SDK spans made from them on the export thread
+        set_resource = getattr(exporter, "set_resource", None)
+        convert = None
+        if callable(set_resource):
+            set_resource(resource.attributes)
+        else:
+            convert = ToReadableSpan(resource)
+        self.processor = DroppingBatchProcessor.for_settings(settings, exporter, convert=convert)
         self._sink = self.processor.add
 
     # -- starting spans ---------------------------------------------------------------
