@@ -87,11 +87,21 @@ class Procs:
         self.procs.append(proc)
         return proc
 
+    def stop_pids(self, pids: Sequence[int]) -> None:
+        """Stop some of the run's processes (SIGTERM to their groups) and wait for them."""
+        chosen = [p for p in self.procs if p.pid in pids]
+        self.procs = [p for p in self.procs if p.pid not in pids]
+        self._stop(chosen)
+
     def stop(self) -> None:
-        for proc in reversed(self.procs):
+        self._stop(self.procs)
+
+    @staticmethod
+    def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        for proc in reversed(procs):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
+        for proc in procs:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

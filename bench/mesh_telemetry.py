@@ -1,0 +1,168 @@
+"""What telemetry costs the two-hop mesh path: metrics + tracing 1% vs both off (issue 7).
+
+Four sidecar pairs in one run, each `load -> web (outbound) -> mTLS -> catalog (inbound)
+-> backend`, the same xDS-configured sidecars as bench/proxy_http1.py:
+  metrics + tracing 1%:  golden metrics on both sidecars, OpenTelemetry tracing with the
+                         default parent-based 1% sampling, spans exported over OTLP/gRPC
+                         to a real receiver process
+  metrics only:          the default configuration (no OTLP endpoint)
+  telemetry off:         GOSSAMER_TELEMETRY=off, the reference
+  telemetry off (A/A):   a second, identical telemetry-off pair: how far two equal pairs
+                         differ in this run is the noise floor of every ratio
+Each round starts fresh sidecar pairs for every configuration, warms them up, then runs
+wrk (50 keep-alive connections) against each pair in turn, in an order that rotates
+from round to round. Fresh processes each round matter: two identically configured
+pairs that live for the whole run differ by up to 6% in throughput, every round, by
+where they happen to land (CPU, memory), and that bias would stick to one
+configuration. A pair's cost is 1 - the median over the rounds of its req/s divided by
+the reference's req/s in the same round. The sidecars' CPU time per request (user +
+system, both sidecars, from /proc) is printed too: a second view of the cost.
+
+On a 2-core VM shared with wrk and the backend, one round's ratio between two identical
+pairs moves by +-10%; the A/A row shows how far the median moves in each run.
+
+Target (issue 7): metrics + tracing 1% cost <= 10% of the throughput.
+
+Run: flock /tmp/gossamer-bench.lock ./dev bench mesh_telemetry [--rounds 16] [--duration 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+
+from bench._harness import Sidecar, free_port, haproxy_backend, print_table, workspace, wrk
+from bench._mesh import OtlpReceiverProcess, control_plane, xds_sidecar
+
+SERVICE_PORT = 8080
+TRACED = "metrics + tracing 1%"
+METRICS = "metrics only (default)"
+OFF = "telemetry off"
+OFF_AA = "telemetry off (A/A)"
+PAIRS = {TRACED: "on", METRICS: "m", OFF: "off", OFF_AA: "aa"}
+
+
+def services(rounds: int) -> list[dict[str, object]]:
+    """A web and a catalog service per configuration and round (fresh pairs each round;
+    no stale endpoint of an earlier round is ever routed to)."""
+    retries = {"attempts": 1, "on": ["connect-failure", "reset"]}
+    http = [{"port": SERVICE_PORT, "protocol": "http"}]
+    return [
+        {"name": f"{side}-{tag}{round_no}", "ports": http, "retries": retries}
+        for round_no in range(rounds)
+        for tag in PAIRS.values()
+        for side in ("web", "catalog")
+    ]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _order(round_no: int) -> list[str]:
+    names = list(PAIRS)
+    shift = round_no % len(names)
+    rotated = names[shift:] + names[:shift]
+    return rotated if round_no % 2 == 0 else rotated[::-1]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench mesh_telemetry", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args(argv)
+
+    with workspace("gossamer-bench-telemetry-") as (_tmp, procs):
+        backend = free_port()
+        haproxy_backend(procs, backend)
+        receiver = OtlpReceiverProcess(procs)
+        cp = control_plane(procs, services(args.rounds))
+        envs = {
+            TRACED: {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},  # default sampler: 1%
+            METRICS: {},
+            OFF: {"GOSSAMER_TELEMETRY": "off"},
+            OFF_AA: {"GOSSAMER_TELEMETRY": "off"},
+        }
+        app = f"{SERVICE_PORT}:{backend}"
+
+        def start_pairs(round_no: int) -> dict[str, tuple[Sidecar, Sidecar]]:
+            return {
+                name: (
+                    xds_sidecar(procs, cp, f"web-{tag}{round_no}", env=envs[name]),
+                    xds_sidecar(
+                        procs, cp, f"catalog-{tag}{round_no}", app_port=app, env=envs[name]
+                    ),
+                )
+                for name, tag in PAIRS.items()
+            }
+
+        def run(pair: tuple[Sidecar, Sidecar], duration: float) -> tuple[float, float, int]:
+            web, catalog = pair
+            before = cpu_seconds(web.pid) + cpu_seconds(catalog.pid)
+            tp = wrk(
+                f"http://127.0.0.1:{web.outbound}/",
+                connections=args.connections,
+                duration=duration,
+                headers=[f"Host: {catalog.service}:{SERVICE_PORT}"],
+            )
+            used = cpu_seconds(web.pid) + cpu_seconds(catalog.pid) - before
+            return tp.rps, used / max(tp.rps * duration, 1) * 1e6, tp.errors
+
+        rps: dict[str, list[float]] = {name: [] for name in PAIRS}
+        cpu: dict[str, list[float]] = {name: [] for name in PAIRS}
+        errors = 0
+        for round_no in range(args.rounds):
+            pairs = start_pairs(round_no)
+            for pair in pairs.values():  # warm up connections and pools
+                run(pair, 1)
+            for name in _order(round_no):
+                r, us, err = run(pairs[name], args.duration)
+                rps[name].append(r)
+                cpu[name].append(us)
+                errors += err
+            procs.stop_pids([s.pid for pair in pairs.values() for s in pair])
+        spans = receiver.stop()
+
+    rows = []
+    costs: dict[str, float] = {}
+    for name in PAIRS:
+        ratios = sorted(a / b for a, b in zip(rps[name], rps[OFF], strict=True))
+        quart = max(len(ratios) // 4, 0)
+        costs[name] = 1 - statistics.median(ratios)
+        med_cpu = statistics.median(cpu[name])
+        cpu_ratio = statistics.median(a / b for a, b in zip(cpu[name], cpu[OFF], strict=True))
+        rows.append(
+            [
+                name,
+                f"{statistics.median(rps[name]):,.0f}",
+                f"{statistics.median(ratios):.3f}",
+                f"{ratios[quart]:.2f}-{ratios[-1 - quart]:.2f}",
+                f"{costs[name]:+.1%}",
+                f"{med_cpu:.1f}",
+                f"{cpu_ratio - 1:+.1%}",
+            ]
+        )
+    print_table(
+        f"two-hop mesh path, wrk at {args.connections} connections; {args.rounds} rotating "
+        f"rounds of {args.duration:g} s per pair (medians)",
+        ["pair", "req/s", "x off", "x off, middle half", "throughput cost",
+         "sidecar CPU us/req", "CPU vs off"],
+        rows,
+    )  # fmt: skip
+    print(f"\n{spans} spans reached the OTLP receiver; {errors} wrk errors")
+    print(
+        f"noise floor: two identical telemetry-off pairs differ by {abs(costs[OFF_AA]):.1%} "
+        "in this run"
+    )
+    met = costs[TRACED] <= 0.10
+    print_table(
+        "target",
+        ["target", "met"],
+        [["metrics + tracing 1% cost <= 10% throughput", "yes" if met else "NO"]],
+    )
+    return 0
