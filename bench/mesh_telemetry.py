@@ -91,15 +91,16 @@ def main(argv: list[str]) -> int:
         app = f"{SERVICE_PORT}:{backend}"
 
         def start_pairs(round_no: int) -> dict[str, tuple[Sidecar, Sidecar]]:
-            return {
-                name: (
+            pairs = {}
+            for name in _order(round_no + 1):  # start order rotates too
+                tag = PAIRS[name]
+                pairs[name] = (
                     xds_sidecar(procs, cp, f"web-{tag}{round_no}", env=envs[name]),
                     xds_sidecar(
                         procs, cp, f"catalog-{tag}{round_no}", app_port=app, env=envs[name]
                     ),
                 )
-                for name, tag in PAIRS.items()
-            }
+            return pairs
 
         def run(pair: tuple[Sidecar, Sidecar], duration: float) -> tuple[float, float, int]:
             web, catalog = pair
@@ -116,12 +117,16 @@ def main(argv: list[str]) -> int:
         rps: dict[str, list[float]] = {name: [] for name in PAIRS}
         cpu: dict[str, list[float]] = {name: [] for name in PAIRS}
         errors = 0
+        receiver_cpu = 0.0  # the OTLP receiver's CPU time while the traced pair runs
         for round_no in range(args.rounds):
             pairs = start_pairs(round_no)
             for pair in pairs.values():  # warm up connections and pools
                 run(pair, 1)
             for name in _order(round_no):
+                before = cpu_seconds(receiver.proc.pid)
                 r, us, err = run(pairs[name], args.duration)
+                if name == TRACED:
+                    receiver_cpu += cpu_seconds(receiver.proc.pid) - before
                 rps[name].append(r)
                 cpu[name].append(us)
                 errors += err
@@ -154,7 +159,14 @@ def main(argv: list[str]) -> int:
          "sidecar CPU us/req", "CPU vs off"],
         rows,
     )  # fmt: skip
-    print(f"\n{spans} spans reached the OTLP receiver; {errors} wrk errors")
+    for name in (TRACED, METRICS, OFF_AA):
+        ratios = [a / b for a, b in zip(rps[name], rps[OFF], strict=True)]
+        print(f"\n{name} / off, per round: {' '.join(f'{r:.2f}' for r in ratios)}", end="")
+    print(f"\n\n{spans} spans reached the OTLP receiver; {errors} wrk errors")
+    print(
+        "the OTLP receiver (a Python gRPC server on the same 2 cores) used "
+        f"{receiver_cpu / (args.rounds * args.duration):.1%} of a core while the traced pair ran"
+    )
     print(
         f"noise floor: two identical telemetry-off pairs differ by {abs(costs[OFF_AA]):.1%} "
         "in this run"

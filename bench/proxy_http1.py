@@ -22,7 +22,10 @@ wrk2 is not packaged, and `hey -q` sends its workers' requests in synchronised b
 sidecar RSS idle and peak under the wrk load. Targets (issues 5 and 7): throughput >=
 50% of haproxy's, added latency over direct <= 1 ms p50 and <= 5 ms p99, RSS <= 60 MB per
 sidecar (checked for the default configuration, metrics on and tracing off, and printed
-for tracing 1% too), telemetry costs <= 10% of the throughput.
+for tracing 1% too). The cost of telemetry is printed here as a ratio between these
+long-lived pairs; issue 7's target for it (<= 10%) is checked by bench/mesh_telemetry.py,
+which starts fresh pairs every round (a long-lived pair can be a few percent faster or
+slower than an identical one for its whole life).
 
 HTTP/2 and gRPC in the same run (bench/_grpc.py): a grpc.aio backend, called directly
 and through a sidecar pair (h2c from the load generator to `web-g`'s outbound port,
@@ -205,7 +208,6 @@ def main(argv: list[str]) -> int:
             f"\n{name} vs telemetry off: {costs[name]:+.1%} of the throughput (median of the "
             f"per-round ratios {', '.join(f'{r:.2f}' for r in paired)})"
         )
-    loss = costs[ON]
     print(f"{spans} spans reached the OTLP receiver")
     # issue 5's targets apply to the sidecar as it runs by default (metrics on, tracing
     # off until an OTLP endpoint is configured); the same targets with tracing 1% are
@@ -225,7 +227,6 @@ def main(argv: list[str]) -> int:
             "RSS <= 60 MB per sidecar (telemetry off)",
             all(peaks[n] <= 60 for n in pids if n.endswith("-off")),
         ),
-        ("metrics + tracing 1% cost <= 10% throughput", loss <= 0.10),
     ]
     print_table("targets", ["target", "met"], [[t, "yes" if ok else "NO"] for t, ok in checks])
     _print_grpc(h2, args)

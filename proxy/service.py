@@ -112,6 +112,8 @@ class Request:
         "route",
         "snapshot",
         "start",
+        "trace_headers",
+        "traceparent",
         "tried",
         "try_deadline",
         "upgrade",
@@ -146,6 +148,10 @@ class Request:
         self.proxy_form = False  # absolute-form target: the client used us as an HTTP proxy
         self.request_id = False  # the client sent an x-request-id
         self.forwarded = False  # the client sent x-forwarded-for/-client-cert
+        # what the parser saw of trace context: how many trace headers (-1: not counted,
+        # the tracing layer scans) and the traceparent value
+        self.trace_headers = -1
+        self.traceparent: bytes | None = None
         self.grpc = 0  # 1: a gRPC call (HTTP/2); 2: one with a grpc-timeout (its deadline)
         self.on_informational: Callable[[int, bytes, Headers], None] | None = None
         self.snapshot: Any = None

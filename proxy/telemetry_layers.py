@@ -55,7 +55,10 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
             nonlocal loop
             span: SpanHandle = DISABLED
             # not sampled (99% at the default 1%): no handle; access logs want the id
-            if tracing.enabled and (access is not None or not tracing.unsampled(req.headers)):
+            if tracing.enabled and (
+                access is not None
+                or not tracing.unsampled(req.headers, req.trace_headers, req.traceparent)
+            ):
                 span = tracing.start_client_span(
                     req.headers, method=req.method, path=req.path, server_address=req.authority
                 )
@@ -118,7 +121,10 @@ def inbound_telemetry(
             conn = req.conn
             peer = conn.peer_identity if conn is not None else None
             span: SpanHandle = DISABLED
-            if tracing.enabled and (access is not None or not tracing.unsampled(req.headers)):
+            if tracing.enabled and (
+                access is not None
+                or not tracing.unsampled(req.headers, req.trace_headers, req.traceparent)
+            ):
                 span = tracing.start_server_span(
                     req.headers, method=req.method, path=req.path,
                     server_address=req.authority, peer_identity=peer,

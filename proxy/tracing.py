@@ -225,13 +225,19 @@ class Tracing:
         self._sink = self.processor.add
 
     # -- starting spans ---------------------------------------------------------------
-    def unsampled(self, headers: Headers) -> bool:
+    def unsampled(
+        self, headers: Headers, counted: int = -1, traceparent: bytes | None = None
+    ) -> bool:
         """The data path's first question, answered without making a span handle: True
         when the request is not sampled and its headers already carry that decision (a
         caller's unsampled W3C parent, left as it is; or a new unsampled root, whose
         `traceparent` is appended here). False: call `start_*_span` (a new root's trace
-        id and decision carry over to it)."""
-        found = tc.find_trace_headers(headers)
+        id and decision carry over to it). `counted`/`traceparent`: what the HTTP/1.1
+        parser saw (how many trace headers, the traceparent), which saves a scan; -1: the
+        headers are scanned here."""
+        if counted == 1 and traceparent is not None:  # a lone traceparent (the mesh's own)
+            return self.sampler.parent_based and tc.is_unsampled_traceparent(traceparent)
+        found = None if counted == 0 else tc.find_trace_headers(headers)
         if found is None:
             trace_id = self._getrandbits(128)
             if trace_id and (trace_id & _MASK64) >= self._root_bound and self._w3c_only:

@@ -270,6 +270,8 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         req.proxy_form = proxy_form
         req.request_id = head.request_id
         req.forwarded = head.forwarded
+        req.trace_headers = head.trace_headers
+        req.traceparent = head.traceparent
         self._enqueue(req)
 
     def on_body(self, data: bytes) -> None:

@@ -10,6 +10,9 @@ Trailers of chunked bodies are not forwarded.
 from __future__ import annotations
 
 from gossamer.proxy.service import REASONS, Headers
+from gossamer.proxy.trace_context import TRACE_HEADERS
+
+_TRACEPARENT = b"traceparent"
 
 HOP_BY_HOP = frozenset(
     {
@@ -42,6 +45,8 @@ class Head:
         "headers",
         "host",
         "request_id",
+        "trace_headers",
+        "traceparent",
         "upgrade",
     )
 
@@ -55,6 +60,8 @@ class Head:
         self.expect_continue = False
         self.request_id = False  # an x-request-id header is present
         self.forwarded = False  # x-forwarded-for or x-forwarded-client-cert is present
+        self.trace_headers = 0  # how many trace-context headers (-1: not counted)
+        self.traceparent: bytes | None = None  # the first traceparent's value
 
 
 def parse_head(raw: Headers) -> Head:
@@ -72,6 +79,10 @@ def parse_head(raw: Headers) -> Head:
                 head.expect_continue = True
             elif lname in FORWARDED:
                 head.forwarded = True
+            elif lname in TRACE_HEADERS:  # the tracing layer skips its own scan
+                head.trace_headers += 1
+                if lname == _TRACEPARENT and head.traceparent is None:
+                    head.traceparent = value
             kept.append((name, value))
         elif lname == b"host":
             if head.host is None:
@@ -91,6 +102,7 @@ def parse_head(raw: Headers) -> Head:
         named = set(connection) - {b"close", b"keep-alive", b"upgrade"}
         if named:
             head.headers = [(k, v) for k, v in kept if k.lower() not in named]
+            head.trace_headers, head.traceparent = -1, None  # counted before the removal
     return head
 
 

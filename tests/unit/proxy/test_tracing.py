@@ -316,3 +316,31 @@ def test_unsampled_fast_path_writes_b3_through_the_full_path():
     span.inject(headers)
     assert not span.sampled and [n for n, _ in headers] == [b"b3"]
     assert headers[0][1].endswith(b"-0")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"accept", b"*/*")],
+        [(b"traceparent", TP_OFF)],
+        [(b"Traceparent", TP_ON)],
+        [(b"traceparent", b"00-not-valid-00")],
+        [(b"traceparent", TP_OFF), (b"tracestate", b"a=1")],
+        [(b"b3", b"0")],
+    ],
+)
+@pytest.mark.parametrize("sampler", ["parentbased_traceidratio", "traceidratio"])
+def test_the_parsers_count_gives_the_answer_of_a_scan(headers, sampler):
+    """unsampled(headers, count, traceparent) (what the HTTP/1.1 parser saw) answers as
+    unsampled(headers) does after scanning, and appends the same kind of header."""
+    from gossamer.proxy.http1.wire import parse_head
+
+    head = parse_head(headers)
+    hinted, _ = make(ratio=0.0, sampler=sampler)
+    scanned, _ = make(ratio=0.0, sampler=sampler)
+    with_hint, plain = list(head.headers), list(head.headers)
+    assert hinted.unsampled(with_hint, head.trace_headers, head.traceparent) == scanned.unsampled(
+        plain
+    )
+    assert [n for n, _ in with_hint] == [n for n, _ in plain]

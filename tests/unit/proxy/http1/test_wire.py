@@ -47,3 +47,15 @@ def test_heads_serialise():
 def test_no_body_statuses():
     assert no_body(204, "GET") and no_body(304, "GET") and no_body(100, "GET")
     assert no_body(200, "HEAD") and not no_body(200, "GET")
+
+
+def test_trace_headers_are_counted_for_the_tracing_layer():
+    tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    head = parse_head([(b"Host", b"a"), (b"TraceParent", tp), (b"accept", b"*/*")])
+    assert (head.trace_headers, head.traceparent) == (1, tp)
+    head = parse_head([(b"x-b3-traceid", b"1"), (b"traceparent", tp), (b"traceparent", b"x")])
+    assert (head.trace_headers, head.traceparent) == (3, tp)
+    assert (parse_head([(b"accept", b"*/*")]).trace_headers, head.traceparent) == (0, tp)
+    # a header the Connection header names is dropped after counting: count unknown
+    head = parse_head([(b"traceparent", tp), (b"connection", b"traceparent")])
+    assert head.headers == [] and (head.trace_headers, head.traceparent) == (-1, None)
