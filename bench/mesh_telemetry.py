@@ -9,17 +9,19 @@ Four sidecar pairs in one run, each `load -> web (outbound) -> mTLS -> catalog (
   telemetry off:         GOSSAMER_TELEMETRY=off, the reference
   telemetry off (A/A):   a second, identical telemetry-off pair: how far two equal pairs
                          differ in this run is the noise floor of every ratio
-Each round starts fresh sidecar pairs for every configuration, warms them up, then runs
-wrk (50 keep-alive connections) against each pair in turn, in an order that rotates
-from round to round. Fresh processes each round matter: two identically configured
-pairs that live for the whole run differ by up to 6% in throughput, every round, by
-where they happen to land (CPU, memory), and that bias would stick to one
-configuration. A pair's cost is 1 - the median over the rounds of its req/s divided by
-the reference's req/s in the same round. The sidecars' CPU time per request (user +
-system, both sidecars, from /proc) is printed too: a second view of the cost.
-
-On a 2-core VM shared with wrk and the backend, one round's ratio between two identical
-pairs moves by +-10%; the A/A row shows how far the median moves in each run.
+Each round starts fresh sidecar pairs for every configuration (in a rotating order),
+warms them up, then runs wrk (50 keep-alive connections) against each pair in turn and
+once more in the mirrored order (A B C D D C B A, the order rotating from round to
+round), so a drift of this shared machine's speed during a round hits all pairs alike;
+a pair's figure for the round is the mean of its two runs.
+Fresh processes each round matter: two identically configured pairs that live for the
+whole run can differ by several percent in every round, by where they happen to land
+(CPU, memory), and that bias would stick to one configuration.
+The reference of a round is the geometric mean of its two telemetry-off pairs. A pair's
+cost is 1 - the median over the rounds of its req/s divided by the reference. The
+sidecars' CPU time per request (user + system, both sidecars, from /proc) is printed
+too, as a second view. The A/A line gives the median ratio between the two off pairs:
+what "no difference" looks like in this run.
 
 Target (issue 7): metrics + tracing 1% cost <= 10% of the throughput.
 
@@ -29,6 +31,7 @@ Run: flock /tmp/gossamer-bench.lock ./dev bench mesh_telemetry [--rounds 16] [--
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 
@@ -73,7 +76,7 @@ def _order(round_no: int) -> list[str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench mesh_telemetry", description=__doc__)
     parser.add_argument("--rounds", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args(argv)
 
@@ -122,54 +125,64 @@ def main(argv: list[str]) -> int:
             pairs = start_pairs(round_no)
             for pair in pairs.values():  # warm up connections and pools
                 run(pair, 1)
-            for name in _order(round_no):
+            order = _order(round_no)
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in PAIRS}
+            for name in order + order[::-1]:
                 before = cpu_seconds(receiver.proc.pid)
                 r, us, err = run(pairs[name], args.duration)
                 if name == TRACED:
                     receiver_cpu += cpu_seconds(receiver.proc.pid) - before
-                rps[name].append(r)
-                cpu[name].append(us)
+                runs[name].append((r, us))
                 errors += err
+            for name, both in runs.items():
+                rps[name].append(statistics.mean(r for r, _ in both))
+                cpu[name].append(statistics.mean(us for _, us in both))
             procs.stop_pids([s.pid for pair in pairs.values() for s in pair])
         spans = receiver.stop()
 
+    ref_rps = [math.sqrt(a * b) for a, b in zip(rps[OFF], rps[OFF_AA], strict=True)]
+    ref_cpu = [math.sqrt(a * b) for a, b in zip(cpu[OFF], cpu[OFF_AA], strict=True)]
     rows = []
     costs: dict[str, float] = {}
+    per_round: dict[str, list[float]] = {}
     for name in PAIRS:
-        ratios = sorted(a / b for a, b in zip(rps[name], rps[OFF], strict=True))
-        quart = max(len(ratios) // 4, 0)
+        ratios = [a / b for a, b in zip(rps[name], ref_rps, strict=True)]
+        per_round[name] = ratios
+        ranked = sorted(ratios)
+        quart = len(ranked) // 4
         costs[name] = 1 - statistics.median(ratios)
-        med_cpu = statistics.median(cpu[name])
-        cpu_ratio = statistics.median(a / b for a, b in zip(cpu[name], cpu[OFF], strict=True))
+        cpu_ratio = statistics.median(a / b for a, b in zip(cpu[name], ref_cpu, strict=True))
         rows.append(
             [
                 name,
                 f"{statistics.median(rps[name]):,.0f}",
                 f"{statistics.median(ratios):.3f}",
-                f"{ratios[quart]:.2f}-{ratios[-1 - quart]:.2f}",
+                f"{ranked[quart]:.2f}-{ranked[-1 - quart]:.2f}",
                 f"{costs[name]:+.1%}",
-                f"{med_cpu:.1f}",
+                f"{statistics.median(cpu[name]):.1f}",
                 f"{cpu_ratio - 1:+.1%}",
             ]
         )
     print_table(
-        f"two-hop mesh path, wrk at {args.connections} connections; {args.rounds} rotating "
-        f"rounds of {args.duration:g} s per pair (medians)",
+        f"two-hop mesh path, wrk at {args.connections} connections; {args.rounds} rounds of "
+        f"fresh pairs, each pair 2 x {args.duration:g} s per round (medians over rounds)",
         ["pair", "req/s", "x off", "x off, middle half", "throughput cost",
          "sidecar CPU us/req", "CPU vs off"],
         rows,
     )  # fmt: skip
-    for name in (TRACED, METRICS, OFF_AA):
-        ratios = [a / b for a, b in zip(rps[name], rps[OFF], strict=True)]
-        print(f"\n{name} / off, per round: {' '.join(f'{r:.2f}' for r in ratios)}", end="")
-    print(f"\n\n{spans} spans reached the OTLP receiver; {errors} wrk errors")
+    for name in (TRACED, METRICS):
+        print(f"\n{name} / off, per round: {' '.join(f'{r:.2f}' for r in per_round[name])}")
+    aa = [a / b for a, b in zip(rps[OFF_AA], rps[OFF], strict=True)]
+    print(f"off (A/A) / off, per round: {' '.join(f'{r:.2f}' for r in aa)}")
+    print(f"\n{spans} spans reached the OTLP receiver; {errors} wrk errors")
     print(
         "the OTLP receiver (a Python gRPC server on the same 2 cores) used "
-        f"{receiver_cpu / (args.rounds * args.duration):.1%} of a core while the traced pair ran"
+        f"{receiver_cpu / (args.rounds * 2 * args.duration):.1%} of a core while the traced "
+        "pair ran"
     )
     print(
-        f"noise floor: two identical telemetry-off pairs differ by {abs(costs[OFF_AA]):.1%} "
-        "in this run"
+        "noise floor: the two identical telemetry-off pairs differ by "
+        f"{abs(statistics.median(aa) - 1):.1%} (median of the rounds) in this run"
     )
     met = costs[TRACED] <= 0.10
     print_table(
