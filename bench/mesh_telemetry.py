@@ -32,10 +32,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 
-from bench._harness import Sidecar, free_port, haproxy_backend, print_table, workspace, wrk
+from bench._harness import (
+    Sidecar,
+    cpu_seconds,
+    free_port,
+    haproxy_backend,
+    print_table,
+    workspace,
+    wrk,
+)
 from bench._mesh import OtlpReceiverProcess, control_plane, xds_sidecar
 
 SERVICE_PORT = 8080
@@ -57,13 +64,6 @@ def services(rounds: int) -> list[dict[str, object]]:
         for tag in PAIRS.values()
         for side in ("web", "catalog")
     ]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _order(round_no: int) -> list[str]:

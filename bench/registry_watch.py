@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import functools
 import statistics
 import tempfile
 import time
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench._harness import cpu_seconds
 from gossamer.discovery.embedded import EmbeddedStore, lease_owner
 from gossamer.discovery.etcd import EtcdStore
 from gossamer.discovery.model import Endpoint, EventKind, Health, Service, ServiceKey
@@ -124,16 +125,6 @@ async def measure(
     )
 
 
-def _proc_cpu(pid: int) -> Callable[[], float]:
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def read() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
-
-    return read
-
-
 def print_table(results: list[Result]) -> None:
     ref = results[0]
     header = (
@@ -186,7 +177,7 @@ def main(argv: list[str]) -> int:
                             store,
                             args.watchers,
                             args.changes,
-                            _proc_cpu(member.process.pid),
+                            functools.partial(cpu_seconds, member.process.pid),
                         )
                     )
                 )
