@@ -47,6 +47,7 @@ PEER_IDENTITY = "gossamer.peer.spiffe_id"
 _W3C_ONLY = (tc.W3C,)
 _TRACEPARENT = b"traceparent"
 _MASK64 = (1 << 64) - 1
+_UNSAMPLED_ROOT = b"00-%032x-%016x-00"  # traceparent of a new trace, not sampled
 
 
 class SpanHandle:
@@ -85,7 +86,7 @@ class _UnsampledRoot(SpanHandle):
 
     def inject(self, headers: Headers) -> None:
         if not self._had and self._formats == _W3C_ONLY:  # the common case, kept cheap
-            headers.append((_TRACEPARENT, b"00-%032x-%016x-00" % (self._trace_id, self._span_id)))
+            headers.append((_TRACEPARENT, _UNSAMPLED_ROOT % (self._trace_id, self._span_id)))
             return
         tc.inject(
             headers,
@@ -235,22 +236,20 @@ class Tracing:
         id and decision carry over to it). `counted`/`traceparent`: what the HTTP/1.1
         parser saw (how many trace headers, the traceparent), which saves a scan; -1: the
         headers are scanned here."""
-        if counted == 1 and traceparent is not None:  # a lone traceparent (the mesh's own)
-            return self.sampler.parent_based and tc.is_unsampled_traceparent(traceparent)
-        found = None if counted == 0 else tc.find_trace_headers(headers)
-        if found is None:
-            trace_id = self._getrandbits(128)
-            if trace_id and (trace_id & _MASK64) >= self._root_bound and self._w3c_only:
-                span_id = self._getrandbits(64)
-                if span_id:
-                    headers.append((_TRACEPARENT, b"00-%032x-%016x-00" % (trace_id, span_id)))
-                    return True
-            self._next_root = trace_id
-            return False
-        if self.sampler.parent_based:
+        w3c = traceparent
+        if counted != 1 or w3c is None:  # else a lone traceparent (the mesh's own): no scan
+            found = None if counted == 0 else tc.find_trace_headers(headers)
+            if found is None:
+                trace_id = self._getrandbits(128)
+                if trace_id and (trace_id & _MASK64) >= self._root_bound and self._w3c_only:
+                    span_id = self._getrandbits(64)
+                    if span_id:
+                        headers.append((_TRACEPARENT, _UNSAMPLED_ROOT % (trace_id, span_id)))
+                        return True
+                self._next_root = trace_id
+                return False
             w3c = found.get(_TRACEPARENT)
-            return w3c is not None and tc.is_unsampled_traceparent(w3c)
-        return False
+        return self.sampler.parent_based and w3c is not None and tc.is_unsampled_traceparent(w3c)
 
     def start_server_span(
         self,
