@@ -105,9 +105,12 @@ def classify(status: int, grpc_status: int | None = None) -> str:
     return "success"
 
 
+_OTHER = "other"
+
+
 def normalize_method(method: str) -> str:
     """The method as a bounded label value: standard methods, else `other`."""
-    return method if method in METHODS else "other"
+    return method if method in METHODS else _OTHER
 
 
 def _unknown(value: str) -> str:
@@ -215,6 +218,8 @@ class SidecarMetrics(Collector):
         key = (reporter, source, destination, security, route, method)
         series = self._requests.get(key)
         if series is None:
+            if method not in METHODS and method != _OTHER:  # the table stays bounded
+                return self.requests(reporter, source, destination, security, route, _OTHER)
             if reporter not in REPORTERS:
                 raise ValueError(f"reporter must be one of {REPORTERS}, got {reporter!r}")
             if security not in SECURITY_POLICIES:

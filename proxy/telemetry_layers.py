@@ -30,6 +30,7 @@ from gossamer.errors import GossamerError
 from gossamer.proxy.h2 import grpc
 from gossamer.proxy.h2.conn import H2Body
 from gossamer.proxy.h2.server import grpc_error
+from gossamer.proxy.http1.conns import ConnectionInfo
 from gossamer.proxy.metrics_defs import RequestSeries
 from gossamer.proxy.service import Layer, Request, Response, Service, error_response
 from gossamer.proxy.telemetry import Telemetry
@@ -37,6 +38,8 @@ from gossamer.proxy.tracing import DISABLED, SpanHandle
 
 MTLS = "mutual_tls"
 NONE = "none"
+_CACHED_METHODS = 8  # series kept per connection (methods are the only label that varies)
+_CACHED_OUTBOUND = 4096  # outbound series kept by their short key
 
 
 def peer_service(spiffe_id: str | None) -> str:
@@ -49,6 +52,15 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
     requests = metrics.requests
     access = telemetry.access_log
     loop: asyncio.AbstractEventLoop | None = None
+    # series by (destination, mTLS, route, method), kept here to save building the
+    # full label key per request; bounded, as the methods clients send are not
+    known: dict[tuple[str, bool, str, str], RequestSeries] = {}
+
+    def outbound_series(dst: str, tls: bool, route_name: str, method: str) -> RequestSeries:
+        series = requests("source", local_service, dst, MTLS if tls else NONE, route_name, method)
+        if len(known) < _CACHED_OUTBOUND:
+            known[dst, tls, route_name, method] = series
+        return series
 
     def layer(inner: Service) -> Service:
         async def call(req: Request) -> Response:
@@ -79,9 +91,10 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
             else:
                 tls, dst = False, "unknown"
             route_name = route.name if route is not None else ""
-            series = requests(
-                "source", local_service, dst, MTLS if tls else NONE, route_name, req.method
-            )
+            method = req.method
+            series = known.get((dst, tls, route_name, method))
+            if series is None:
+                series = outbound_series(dst, tls, route_name, method)
             if req.grpc:
                 resp = record_grpc(series, resp, seconds)
             else:
@@ -115,11 +128,25 @@ def inbound_telemetry(
     access = telemetry.access_log
     loop: asyncio.AbstractEventLoop | None = None
 
+    def inbound_series(conn: ConnectionInfo | None, method: str) -> RequestSeries:
+        """The series of a request on `conn` (labels: the peer, the connection's
+        security and app port), kept on the connection for its next requests."""
+        if conn is None:
+            return requests("destination", "unknown", local_service, NONE, "", method)
+        app = conn.app_port
+        route_name = app.cluster_name if app is not None else ""
+        series = requests(
+            "destination", peer_service(conn.peer_identity), local_service, conn.security,
+            route_name, method,
+        )  # fmt: skip
+        if len(conn.request_series) < _CACHED_METHODS:
+            conn.request_series[method] = series
+        return series
+
     def layer(inner: Service) -> Service:
         async def call(req: Request) -> Response:
             nonlocal loop
             conn = req.conn
-            peer = conn.peer_identity if conn is not None else None
             span: SpanHandle = DISABLED
             if tracing.enabled and (
                 access is not None
@@ -127,7 +154,7 @@ def inbound_telemetry(
             ):
                 span = tracing.start_server_span(
                     req.headers, method=req.method, path=req.path,
-                    server_address=req.authority, peer_identity=peer,
+                    server_address=req.authority, peer_identity=_peer(conn),
                 )  # fmt: skip
                 span.inject(req.headers)
             try:
@@ -137,11 +164,11 @@ def inbound_telemetry(
             if loop is None:
                 loop = asyncio.get_running_loop()
             seconds = loop.time() - req.start
-            src = peer_service(peer)
-            app = conn.app_port if conn is not None else None
-            route_name = app.cluster_name if app is not None else ""
-            security = conn.security if conn is not None else NONE
-            series = requests("destination", src, local_service, security, route_name, req.method)
+            method = req.method
+            cached = conn.request_series if conn is not None else None
+            series = cached.get(method) if cached is not None else None
+            if series is None:
+                series = inbound_series(conn, method)
             if req.grpc:
                 resp = record_grpc(series, resp, seconds)
             else:
@@ -152,8 +179,8 @@ def inbound_telemetry(
                 access.log(
                     reporter="destination", method=req.method, path=req.path,
                     authority=req.authority, status=resp.status, duration=seconds,
-                    source_service=src, destination_service=local_service,
-                    peer_identity=peer, trace_id=span.trace_id,
+                    source_service=series.labels[1], destination_service=local_service,
+                    peer_identity=_peer(conn), trace_id=span.trace_id,
                     error=resp.error.decode() if resp.error else None,
                     extra={"identity": own_identity()},
                 )  # fmt: skip
@@ -189,6 +216,10 @@ def record_grpc(series: RequestSeries, resp: Response, seconds: float) -> Respon
     else:
         body.on_end = ended
     return resp
+
+
+def _peer(conn: ConnectionInfo | None) -> str | None:
+    return conn.peer_identity if conn is not None else None
 
 
 def _upstream(req: Request) -> str | None:

@@ -48,6 +48,7 @@ _W3C_ONLY = (tc.W3C,)
 _TRACEPARENT = b"traceparent"
 _MASK64 = (1 << 64) - 1
 _UNSAMPLED_ROOT = b"00-%032x-%016x-00"  # traceparent of a new trace, not sampled
+_is_unsampled_00 = tc.is_unsampled_00
 
 
 class SpanHandle:
@@ -205,6 +206,7 @@ class Tracing:
         self.enabled = settings.enabled
         self.sampler = Sampler(settings.sampler, settings.ratio)
         self._root_bound = self.sampler.bound  # roots with low 64 id bits under it: sampled
+        self._parent_based = self.sampler.parent_based
         self._rng = rng or random.Random()
         self._getrandbits = self._rng.getrandbits
         self.formats = settings.propagators
@@ -237,7 +239,10 @@ class Tracing:
         parser saw (how many trace headers, the traceparent), which saves a scan; -1: the
         headers are scanned here."""
         w3c = traceparent
-        if counted != 1 or w3c is None:  # else a lone traceparent (the mesh's own): no scan
+        if counted == 1 and w3c is not None:  # a lone traceparent (the mesh's own): no scan
+            if len(w3c) == 55 and _is_unsampled_00(w3c) is not None:
+                return self._parent_based  # version 00 with the sampled flag off
+        else:
             found = None if counted == 0 else tc.find_trace_headers(headers)
             if found is None:
                 trace_id = self._getrandbits(128)
@@ -249,7 +254,7 @@ class Tracing:
                 self._next_root = trace_id
                 return False
             w3c = found.get(_TRACEPARENT)
-        return self.sampler.parent_based and w3c is not None and tc.is_unsampled_traceparent(w3c)
+        return self._parent_based and w3c is not None and tc.is_unsampled_traceparent(w3c)
 
     def start_server_span(
         self,

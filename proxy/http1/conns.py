@@ -22,6 +22,7 @@ class ConnectionInfo:
         "listener",
         "original_dst",
         "peer_identity",
+        "request_series",
         "security",
         "xfcc",
     )
@@ -43,6 +44,9 @@ class ConnectionInfo:
         self.app_port = app_port  # inbound: the AppPort this connection targets
         self.original_dst = original_dst  # transparent mode
         self.xfcc = b""  # inbound: the x-forwarded-client-cert value for this peer
+        # inbound telemetry: this connection's request series by method (their labels
+        # are the same for every request on it but the method)
+        self.request_series: dict[str, Any] = {}
 
 
 class Tracked(Protocol):

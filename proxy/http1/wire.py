@@ -29,6 +29,26 @@ HOP_BY_HOP = frozenset(
 )
 
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-client-cert"})
+
+# What parse_head does with a (lower-case) header name; absent: an ordinary header.
+# Below _HOP: end-to-end headers it notes and keeps; from _HOP: hop-by-hop, not kept.
+_REQUEST_ID, _EXPECT, _FORWARDED, _TRACE, _TRACE_PARENT = 1, 2, 3, 4, 5
+_HOP, _HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE = 10, 11, 12, 13, 14, 15
+_KINDS: dict[bytes, int] = {
+    **dict.fromkeys(HOP_BY_HOP, _HOP),
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"upgrade": _UPGRADE,
+    b"x-request-id": _REQUEST_ID,
+    b"expect": _EXPECT,
+    **dict.fromkeys(FORWARDED, _FORWARDED),
+    **dict.fromkeys(TRACE_HEADERS, _TRACE),
+    _TRACEPARENT: _TRACE_PARENT,
+}
+_KIND_OF = _KINDS.get
+_COLON_JOIN = b": ".join
 LAST_CHUNK = b"0\r\n\r\n"
 CHUNKED = b"transfer-encoding: chunked\r\n"
 
@@ -65,36 +85,40 @@ class Head:
 
 
 def parse_head(raw: Headers) -> Head:
-    """Split raw headers into end-to-end headers and framing facts (one pass)."""
+    """Split raw headers into end-to-end headers and framing facts (one pass, one dict
+    lookup per header: an ordinary header is kept as the same tuple)."""
     head = Head()
     kept = head.headers
     connection: list[bytes] = []
     upgrade = None
-    for name, value in raw:
-        lname = name.lower()
-        if lname not in HOP_BY_HOP:
-            if lname == b"x-request-id":
-                head.request_id = True
-            elif lname == b"expect" and value.lower() == b"100-continue":
-                head.expect_continue = True
-            elif lname in FORWARDED:
-                head.forwarded = True
-            elif lname in TRACE_HEADERS:  # the tracing layer skips its own scan
+    kind_of = _KIND_OF
+    for item in raw:
+        kind = kind_of(item[0].lower())
+        if kind is None:
+            kept.append(item)
+        elif kind < _HOP:
+            kept.append(item)
+            if kind >= _TRACE:  # the tracing layer skips its own scan
                 head.trace_headers += 1
-                if lname == _TRACEPARENT and head.traceparent is None:
-                    head.traceparent = value
-            kept.append((name, value))
-        elif lname == b"host":
+                if kind == _TRACE_PARENT and head.traceparent is None:
+                    head.traceparent = item[1]
+            elif kind == _FORWARDED:
+                head.forwarded = True
+            elif kind == _REQUEST_ID:
+                head.request_id = True
+            elif item[1].lower() == b"100-continue":  # _EXPECT
+                head.expect_continue = True
+        elif kind == _HOST:
             if head.host is None:
-                head.host = value
-        elif lname == b"content-length":
-            head.content_length = int(value)  # llhttp has validated it
-        elif lname == b"transfer-encoding":
-            head.chunked = head.chunked or value.lower().rstrip().endswith(b"chunked")
-        elif lname == b"connection":
-            connection.extend(t.strip().lower() for t in value.split(b","))
-        elif lname == b"upgrade":
-            upgrade = value
+                head.host = item[1]
+        elif kind == _CONTENT_LENGTH:
+            head.content_length = int(item[1])  # llhttp has validated it
+        elif kind == _TRANSFER_ENCODING:
+            head.chunked = head.chunked or item[1].lower().rstrip().endswith(b"chunked")
+        elif kind == _CONNECTION:
+            connection.extend(t.strip().lower() for t in item[1].split(b","))
+        elif kind == _UPGRADE:
+            upgrade = item[1]
     if connection:
         head.close = b"close" in connection
         if upgrade is not None and b"upgrade" in connection:
@@ -107,8 +131,8 @@ def parse_head(raw: Headers) -> Head:
 
 
 def _header_lines(parts: list[bytes], headers: Headers) -> None:
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
+    if headers:  # `name: value` lines joined in C, no Python step per header
+        parts += (b"\r\n".join(map(_COLON_JOIN, headers)), b"\r\n")
 
 
 def request_head(
