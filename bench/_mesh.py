@@ -75,10 +75,13 @@ def xds_sidecar(
     *,
     app_port: str | None = None,
     env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
+    ready_timeout: float = 60,
 ) -> Sidecar:
+    """`wrapper`: a command the sidecar runs under (e.g. valgrind and its options)."""
     inbound, outbound, admin = free_port(), free_port(), free_port()
     args = [
-        sys.executable, "-m", "gossamer.cli.main", "proxy", "--service", service,
+        *wrapper, sys.executable, "-m", "gossamer.cli.main", "proxy", "--service", service,
         "--control", f"127.0.0.1:{cp.xds}", "--bootstrap", f"127.0.0.1:{cp.bootstrap}",
         "--token", cp.token(service), "--instance-id", f"{service}-bench",
         "--inbound-port", str(inbound), "--outbound-port", str(outbound),
@@ -87,7 +90,7 @@ def xds_sidecar(
     if app_port:
         args += ["--app-port", app_port]
     proc = procs.start_env(args, f"sidecar-{service}", env or {})
-    wait_http(f"http://127.0.0.1:{admin}/ready", timeout=60)
+    wait_http(f"http://127.0.0.1:{admin}/ready", timeout=ready_timeout)
     return Sidecar(service, inbound, outbound, admin, proc.pid)
 
 

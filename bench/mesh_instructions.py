@@ -33,7 +33,6 @@ import argparse
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,10 +42,9 @@ from bench._harness import (
     free_port,
     haproxy_backend,
     print_table,
-    wait_http,
     workspace,
 )
-from bench._mesh import ControlPlane, OtlpReceiverProcess, control_plane
+from bench._mesh import ControlPlane, OtlpReceiverProcess, control_plane, xds_sidecar
 
 SERVICE_PORT = 8080
 OFF, METRICS, UNSAMPLED, TRACED, ALL = (
@@ -72,21 +70,13 @@ def _env(name: str, otlp: str) -> dict[str, str]:
 def _callgrind_sidecar(
     procs: Procs, cp: ControlPlane, service: str, out: Path, env: dict[str, str], app: str = ""
 ) -> Sidecar:
-    inbound, outbound, admin = free_port(), free_port(), free_port()
-    args = [
+    callgrind = [
         "valgrind", "--tool=callgrind", "--dump-instr=no", "--compress-strings=no",
         f"--callgrind-out-file={out}/callgrind.{service}.%p",
-        sys.executable, "-m", "gossamer.cli.main", "proxy", "--service", service,
-        "--control", f"127.0.0.1:{cp.xds}", "--bootstrap", f"127.0.0.1:{cp.bootstrap}",
-        "--token", cp.token(service), "--instance-id", f"{service}-bench",
-        "--inbound-port", str(inbound), "--outbound-port", str(outbound),
-        "--admin-port", str(admin), "--admin-address", "127.0.0.1",
     ]  # fmt: skip
-    if app:
-        args += ["--app-port", app]
-    proc = procs.start_env(args, f"sidecar-{service}", env)
-    wait_http(f"http://127.0.0.1:{admin}/ready", timeout=300)
-    return Sidecar(service, inbound, outbound, admin, proc.pid)
+    return xds_sidecar(
+        procs, cp, service, app_port=app or None, env=env, wrapper=callgrind, ready_timeout=300
+    )
 
 
 def _load(web: Sidecar, catalog: Sidecar, requests: int) -> None:
