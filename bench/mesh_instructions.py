@@ -16,8 +16,10 @@ What it counts and what it does not:
   a prediction of it;
 - under valgrind a sidecar runs ~50x slower, so at 1% sampling an export batch holds
   only a few spans and the per-batch work of an export is spread over fewer requests
-  than in real time. The 100% row (full batches) gives the cost of one sampled request;
-  the "1% estimate" line adds 1% of it to the unsampled-tracing row.
+  than in real time. The 100% row (batches of tens of spans: the export thread drains
+  again as soon as an export returns) gives the cost of one sampled request; the "1%
+  estimate" line adds 1% of it to the unsampled-tracing row. At 1% in real time a
+  batch holds about a second of spans (~100), so the estimate is slightly high.
 
 Configurations: telemetry off (GOSSAMER_TELEMETRY=off, the reference), metrics only (the
 default), metrics + tracing with ratio 0 (every request takes the unsampled path:
@@ -179,7 +181,7 @@ def main(argv: list[str]) -> int:
     estimate = unsampled + 0.01 * (everything - unsampled)
     print(
         f"\none sampled request costs {everything - unsampled:,.0f} instructions more than an "
-        f"unsampled one (100% row - ratio 0 row, full export batches)"
+        f"unsampled one (100% row - ratio 0 row)"
     )
     print(
         f"1% estimate with real-time batch sizes: {estimate:,.0f} per request, "
