@@ -16,9 +16,12 @@ Each also turns data-path failures into the generated responses (what `errors_la
 does when telemetry is off), so a request goes through one coroutine for both.
 Durations run from the end of the request head to the response head (the moment the
 sidecar starts answering); spans end at the same point. Tracing off (no OTLP endpoint)
-costs one attribute test per request; not sampled (99% at the default 1%) costs a
-header scan. Request series are cached by prometheus label tuple in SidecarMetrics;
-nothing else is allocated per request unless a span is recorded or access logs are on.
+costs one attribute test per request; not sampled (99% at the default 1%) costs the
+decision (`Tracing.unsampled`: for the mesh's own lone traceparent, one regex). Request
+series live in SidecarMetrics by their full label tuple; the layers find them by a
+shorter key: per connection by method (inbound), by destination, mTLS, route and method
+(outbound). Nothing else is allocated per request unless a span is recorded or access
+logs are on.
 """
 
 from __future__ import annotations
