@@ -105,7 +105,6 @@ _ZERO_SPAN = b"0" * 16
 # version 00 in its exact form (what sidecars send each other), the sampled flag off,
 # ids not all zero: one regex match, nothing sliced or decoded
 _UNSAMPLED_00 = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f][02468ace]")
-is_unsampled_00 = _UNSAMPLED_00.fullmatch  # for callers that have checked len(value) == 55
 
 
 def is_unsampled_traceparent(value: bytes) -> bool:

@@ -48,7 +48,6 @@ _W3C_ONLY = (tc.W3C,)
 _TRACEPARENT = b"traceparent"
 _MASK64 = (1 << 64) - 1
 _UNSAMPLED_ROOT = b"00-%032x-%016x-00"  # traceparent of a new trace, not sampled
-_is_unsampled_00 = tc.is_unsampled_00
 
 
 class SpanHandle:
@@ -239,10 +238,7 @@ class Tracing:
         parser saw (how many trace headers, the traceparent), which saves a scan; -1: the
         headers are scanned here."""
         w3c = traceparent
-        if counted == 1 and w3c is not None:  # a lone traceparent (the mesh's own): no scan
-            if len(w3c) == 55 and _is_unsampled_00(w3c) is not None:
-                return self._parent_based  # version 00 with the sampled flag off
-        else:
+        if counted != 1 or w3c is None:  # else a lone traceparent (the mesh's own): no scan
             found = None if counted == 0 else tc.find_trace_headers(headers)
             if found is None:
                 trace_id = self._getrandbits(128)
