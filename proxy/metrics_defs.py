@@ -4,8 +4,8 @@ Theory of operation: recording must cost next to nothing per request, so the dat
 never touches prometheus-client's locks or label maps. It asks once for a *series*
 object bound to a label tuple (`SidecarMetrics.requests(...)`, `.tcp(...)`; cached, so
 the proxy may keep the object on its route or connection) and then updates plain slots
-on it: `series.record(status, seconds)` is one dict increment, one bisect into the
-bucket bounds and one float add. The labelled Prometheus families are built only when
+on it: `series.record(status, seconds)` appends the pair to a list, and every 128
+responses (or when read) they are counted in bulk, by C-level list operations. The labelled Prometheus families are built only when
 `/metrics` is scraped: `SidecarMetrics` is a prometheus-client `Collector` registered
 in its own `CollectorRegistry` (one per sidecar).
 
@@ -39,7 +39,8 @@ methods; never paths, ids or addresses.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,6 +57,9 @@ BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# values (two per response) a series keeps before counting them: small, as every series
+# may hold this many between scrapes
+FOLD_AT = 256
 _BUCKET_LE = (*(repr(b) for b in BUCKETS), "+Inf")
 REPORTERS = ("source", "destination")
 SECURITY_POLICIES = ("mutual_tls", "none")
@@ -119,27 +123,84 @@ def _unknown(value: str) -> str:
 
 class RequestSeries:
     """Counts and latencies of one (reporter, source, destination, security, route,
-    method). Hot path: `record(status, seconds)`."""
+    method). Hot path: `record(status, seconds)`, or the same three lines inlined (the
+    telemetry layers): the pair goes on `pending`, counted in bulk by `fold` when
+    `FOLD_AT` values wait, and whenever the counts are read (each reader folds first)."""
 
-    __slots__ = ("buckets", "failed", "grpc", "labels", "ok", "sum")
+    __slots__ = ("_buckets", "_failed", "_ok", "_sum", "grpc", "labels", "pending")
 
     def __init__(self, labels: tuple[str, str, str, str, str, str]) -> None:
         self.labels = labels  # reporter, src, dst, security, route, method
-        self.ok: dict[int, int] = {}
-        self.failed: dict[int, int] = {}
-        self.buckets = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
+        self._ok: dict[int, int] = {}
+        self._failed: dict[int, int] = {}
+        self._buckets = [0] * (len(BUCKETS) + 1)
+        self._sum = 0.0
         self.grpc: dict[str, int] | None = None  # gRPC calls by grpc-status (lazily)
+        self.pending: list[float] = []  # status, seconds, status, seconds ... not counted yet
 
     def record(self, status: int, seconds: float, failed: bool | None = None) -> None:
         """Count one response. `failed` overrides the classification by status (pass
         True for a gRPC response whose grpc-status is not OK)."""
         if failed is None:
-            failed = status >= 500 or status <= 0
-        counts = self.failed if failed else self.ok
+            pending = self.pending
+            pending += (status, seconds)
+            if len(pending) >= FOLD_AT:
+                self.fold()
+            return
+        counts = self._failed if failed else self._ok
         counts[status] = counts.get(status, 0) + 1
-        self.buckets[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
+        self._buckets[bisect_left(BUCKETS, seconds)] += 1
+        self._sum += seconds
+
+    def fold(self) -> None:
+        """Count the pending responses: statuses by `list.count` (one status is the
+        common case) or a Counter, durations sorted once and cut at the bucket bounds,
+        so the per-response cost stays in C."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        statuses = pending[0::2]
+        seconds = pending[1::2]
+        n = len(statuses)
+        first = statuses[0]
+        same = statuses.count(first)
+        by_status = {first: same} if same == n else Counter(statuses)
+        for status, k in by_status.items():
+            counts = self._failed if status >= 500 or status <= 0 else self._ok
+            counts[int(status)] = counts.get(int(status), 0) + k
+        seconds.sort()
+        buckets = self._buckets
+        below = 0  # responses in the buckets before this one (sorted: a prefix)
+        for i, bound in enumerate(BUCKETS):
+            upto = bisect_right(seconds, bound, below)
+            buckets[i] += upto - below
+            below = upto
+        buckets[-1] += n - below
+        self._sum += sum(seconds)
+
+    @property
+    def ok(self) -> dict[int, int]:
+        """Responses classified as successes, by status."""
+        self.fold()
+        return self._ok
+
+    @property
+    def failed(self) -> dict[int, int]:
+        """Responses classified as failures, by status."""
+        self.fold()
+        return self._failed
+
+    @property
+    def buckets(self) -> list[int]:
+        """Histogram counts per bucket of BUCKETS (not cumulative), then +Inf."""
+        self.fold()
+        return self._buckets
+
+    @property
+    def sum(self) -> float:
+        self.fold()
+        return self._sum
 
     def grpc_status(self, status: int | None) -> None:
         """Count a gRPC call's final status (bounded: the 17 codes, else `unknown`)."""

@@ -34,7 +34,7 @@ from gossamer.proxy.h2 import grpc
 from gossamer.proxy.h2.conn import H2Body
 from gossamer.proxy.h2.server import grpc_error
 from gossamer.proxy.http1.conns import ConnectionInfo
-from gossamer.proxy.metrics_defs import RequestSeries
+from gossamer.proxy.metrics_defs import FOLD_AT, RequestSeries
 from gossamer.proxy.service import Layer, Request, Response, Service, error_response
 from gossamer.proxy.telemetry import Telemetry
 from gossamer.proxy.tracing import DISABLED, SpanHandle
@@ -100,8 +100,11 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
                 series = outbound_series(dst, tls, route_name, method)
             if req.grpc:
                 resp = record_grpc(series, resp, seconds)
-            else:
-                series.record(resp.status, seconds)
+            else:  # series.record, inlined (the hot path)
+                pending = series.pending
+                pending += (resp.status, seconds)
+                if len(pending) >= FOLD_AT:
+                    series.fold()
             if span.sampled:  # ending an unsampled span does nothing: skip the call
                 if cluster is not None:
                     span.set_peer(cluster.config.identity)
@@ -169,13 +172,16 @@ def inbound_telemetry(
             seconds = loop.time() - req.start
             method = req.method
             cached = conn.request_series if conn is not None else None
-            series = cached.get(method) if cached is not None else None
+            series: RequestSeries | None = cached.get(method) if cached is not None else None
             if series is None:
                 series = inbound_series(conn, method)
             if req.grpc:
                 resp = record_grpc(series, resp, seconds)
-            else:
-                series.record(resp.status, seconds)
+            else:  # series.record, inlined (the hot path)
+                pending = series.pending
+                pending += (resp.status, seconds)
+                if len(pending) >= FOLD_AT:
+                    series.fold()
             if span.sampled:
                 span.end(resp.status, resp.error.decode() if resp.error else None)
             if access is not None:

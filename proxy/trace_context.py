@@ -110,8 +110,8 @@ _UNSAMPLED_00 = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-
 def is_unsampled_traceparent(value: bytes) -> bool:
     """True for a valid `traceparent` whose sampled flag is off (a cheap check for the
     common case: no ids are decoded, no context object is made)."""
-    if len(value) == 55 and value[:3] == b"00-":
-        return _UNSAMPLED_00.fullmatch(value) is not None
+    if _UNSAMPLED_00.fullmatch(value) is not None:  # (no length or prefix test first:
+        return True  # each costs about a fifth of the match)
     match = _TRACEPARENT_RE.match(value.strip())
     if match is None:
         return False

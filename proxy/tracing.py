@@ -25,6 +25,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Mapping
 from time import time_ns
@@ -36,7 +37,8 @@ from opentelemetry.trace import SpanKind
 
 from gossamer.proxy import trace_context as tc
 from gossamer.proxy.span_record import SpanRecord, ToReadableSpan
-from gossamer.proxy.trace_context import Sampler
+from gossamer.proxy.trace_context import Sampler, is_unsampled_traceparent
+from gossamer.proxy.trace_roots import RootIds
 from gossamer.proxy.tracing_export import DroppingBatchProcessor, TracingSettings
 
 Headers = list[tuple[bytes, bytes]]
@@ -46,7 +48,6 @@ _CLIENT = SpanKind.CLIENT
 PEER_IDENTITY = "gossamer.peer.spiffe_id"
 _W3C_ONLY = (tc.W3C,)
 _TRACEPARENT = b"traceparent"
-_MASK64 = (1 << 64) - 1
 _UNSAMPLED_ROOT = b"00-%032x-%016x-00"  # traceparent of a new trace, not sampled
 
 
@@ -211,6 +212,9 @@ class Tracing:
         self.formats = settings.propagators
         self._w3c_only = self.formats == _W3C_ONLY
         self._next_root = 0  # a root trace id `unsampled` drew and found sampled
+        # new roots' ids: the OS's random bytes (a given rng, for tests: its own)
+        self._roots = RootIds(os.urandom if rng is None else rng.randbytes, self._root_bound)
+        self._pending_roots = self._roots.pending
         self.processor: DroppingBatchProcessor | None = None
         if not self.enabled:
             return
@@ -241,16 +245,16 @@ class Tracing:
         if counted != 1 or w3c is None:  # else a lone traceparent (the mesh's own): no scan
             found = None if counted == 0 else tc.find_trace_headers(headers)
             if found is None:
-                trace_id = self._getrandbits(128)
-                if trace_id and (trace_id & _MASK64) >= self._root_bound and self._w3c_only:
-                    span_id = self._getrandbits(64)
-                    if span_id:
-                        headers.append((_TRACEPARENT, _UNSAMPLED_ROOT % (trace_id, span_id)))
+                if self._w3c_only:  # a new root from the batch: formatted, or sampled
+                    pending = self._pending_roots
+                    root = pending.pop() if pending else self._roots.draw()
+                    if isinstance(root, bytes):
+                        headers.append((_TRACEPARENT, root))
                         return True
-                self._next_root = trace_id
-                return False
+                    self._next_root = root
+                return False  # (other propagators: the span path draws the root)
             w3c = found.get(_TRACEPARENT)
-        return self._parent_based and w3c is not None and tc.is_unsampled_traceparent(w3c)
+        return self._parent_based and w3c is not None and is_unsampled_traceparent(w3c)
 
     def start_server_span(
         self,

@@ -153,3 +153,49 @@ def test_grpc_statuses_are_counted_with_bounded_labels():
     plain = SidecarMetrics()
     plain.requests("source", "web", "catalog", "mutual_tls").record(200, 0.001)
     assert "gossamer_grpc_responses_total" not in scrape(plain)
+
+
+def _reference(pairs):
+    """What counting one response at a time gives: by status and class, per bucket
+    (bisect over the bounds, `le` semantics), and the sum."""
+    from bisect import bisect_left
+
+    ok: dict[int, int] = {}
+    failed: dict[int, int] = {}
+    buckets = [0] * (len(BUCKETS) + 1)
+    for status, seconds in pairs:
+        table = failed if status >= 500 or status <= 0 else ok
+        table[status] = table.get(status, 0) + 1
+        buckets[bisect_left(BUCKETS, seconds)] += 1
+    return ok, failed, buckets, sum(s for _, s in pairs)
+
+
+@pytest.mark.parametrize("statuses", [(200,), (200, 200, 200, 404, 503, 0, 302)])
+def test_bulk_counting_matches_counting_one_at_a_time(statuses):
+    """Responses wait on `pending` and are counted in bulk (sorted durations cut at the
+    bounds): the counts must equal one-at-a-time counting, bounds themselves included,
+    whether read mid-batch or after several automatic folds."""
+    import random
+
+    from gossamer.proxy.metrics_defs import FOLD_AT
+
+    rnd = random.Random(3)
+    m = SidecarMetrics()
+    series = m.requests("source", "web", "catalog", "mutual_tls", "items", "GET")
+    pairs = []
+    for i in range(3 * FOLD_AT + 7):  # several folds, then a partial batch
+        seconds = BUCKETS[i % len(BUCKETS)] if i % 5 == 0 else rnd.uniform(0, 12.0)
+        pairs.append((statuses[i % len(statuses)], seconds))
+        series.record(*pairs[-1])
+        assert len(series.pending) < FOLD_AT  # never more waits than that
+        if i == FOLD_AT + 3:  # a read folds what waits
+            ok, failed, buckets, total = _reference(pairs)
+            assert (series.ok, series.failed, series.buckets) == (ok, failed, buckets)
+            assert not series.pending
+    ok, failed, buckets, total = _reference(pairs)
+    assert series.ok == ok and series.failed == failed
+    assert series.buckets == buckets and series.count == len(pairs)
+    assert series.sum == pytest.approx(total, rel=1e-12)
+    s = scrape(m)
+    assert value(s["gossamer_requests_total"]) == len(pairs)
+    assert value(s["gossamer_request_duration_seconds_count"]) == len(pairs)

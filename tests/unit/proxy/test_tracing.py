@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from gossamer.errors import ConfigError
 from gossamer.proxy import trace_context as tc
+from gossamer.proxy.trace_roots import BATCH
 from gossamer.proxy.tracing import DISABLED, Sampler, Tracing
 from gossamer.proxy.tracing_export import TracingSettings
 
@@ -281,8 +282,8 @@ def test_unsampled_fast_path_leaves_a_callers_decision_alone():
 
 def test_a_sampled_root_keeps_the_trace_id_the_fast_path_drew():
     tracing, exporter = make(ratio=1.0)
-    predict = random.Random(7)
-    drawn = predict.getrandbits(128)
+    batch = random.Random(7).randbytes(24 * BATCH)  # roots are drawn BATCH at a time
+    drawn = int.from_bytes(batch[-24:-8], "big")  # ... and taken from the batch's end
     headers: list[tuple[bytes, bytes]] = []
     assert not tracing.unsampled(headers) and headers == []
     span = tracing.start_client_span(headers, method="GET", path=b"/", server_address="catalog")
