@@ -4,10 +4,11 @@ Theory of operation: recording must cost next to nothing per request, so the dat
 never touches prometheus-client's locks or label maps. It asks once for a *series*
 object bound to a label tuple (`SidecarMetrics.requests(...)`, `.tcp(...)`; cached, so
 the proxy may keep the object on its route or connection) and then updates plain slots
-on it: `series.record(status, seconds)` appends the pair to a list, and every 128
-responses (or when read) they are counted in bulk, by C-level list operations. The labelled Prometheus families are built only when
-`/metrics` is scraped: `SidecarMetrics` is a prometheus-client `Collector` registered
-in its own `CollectorRegistry` (one per sidecar).
+on it: `series.record(status, seconds)` appends the pair to a list; every 128
+responses (or when read) they are counted in bulk, by C-level list operations. The
+labelled Prometheus families are built only when `/metrics` is scraped:
+`SidecarMetrics` is a prometheus-client `Collector` registered in its own
+`CollectorRegistry` (one per sidecar).
 
 Families (Istio's vocabulary under the `gossamer_` prefix). Labels are bounded: service
 names, SPIFFE IDs of services, status codes, configured route names, a fixed set of

@@ -10,10 +10,10 @@ seeded source in tests), `hexlify`, `struct` to split the hex into ids, one `%` 
 formats every value, `struct` again to cut them apart. Each root is decided as
 OpenTelemetry's TraceIdRatioBased does: sampled when the low 64 bits of its trace id
 fall under the sampler's bound; only a root whose first byte of those bits could be
-under it is looked at in Python (found by a `translate` and `find`). A root is either the formatted `traceparent` value of
-an unsampled root (bytes) or the trace id of a sampled one (int), which the span path
-then uses. Ids are never all zero (W3C): a batch with one is drawn again. Pure logic,
-no I/O.
+under it is looked at in Python (found by a `translate` and `find`). A root is either
+the formatted `traceparent` value of an unsampled root (bytes) or the trace id of a
+sampled one (int), which the span path then uses. Ids are never all zero (W3C): a
+batch with one is drawn again. Pure logic, no I/O.
 """
 
 from __future__ import annotations
