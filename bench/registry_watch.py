@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._harness import cpu_seconds
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.discovery.embedded import EmbeddedStore, lease_owner
 from gossamer.discovery.etcd import EtcdStore
-from gossamer.discovery.model import Endpoint, EventKind, Health, Service, ServiceKey
+from gossamer.discovery.model import Endpoint, EventKind, Service
 from gossamer.discovery.store import Store
 
 KEY = ServiceKey("default", "bench")

@@ -32,7 +32,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench._harness import cpu_seconds
-from gossamer.control.translate import names
+from gossamer.contract import xds
 
 CHANGED_CLUSTER = "outbound|8080||svc-0.default"
 
@@ -116,10 +116,10 @@ class Sidecar:
 
     async def start(self) -> None:
         subscriptions = [
-            (names.CLUSTER, []),
-            (names.ENDPOINT, self.clusters),
-            (names.LISTENER, []),
-            (names.ROUTE, [names.OUTBOUND_ROUTE]),
+            (xds.CLUSTER, []),
+            (xds.ENDPOINT, self.clusters),
+            (xds.LISTENER, []),
+            (xds.ROUTE, [xds.OUTBOUND_ROUTE]),
         ]
         for i, (type_url, wanted) in enumerate(subscriptions):
             if self.delta:
@@ -134,14 +134,14 @@ class Sidecar:
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        names_by_type = {names.ENDPOINT: self.clusters, names.ROUTE: [names.OUTBOUND_ROUTE]}
+        names_by_type = {xds.ENDPOINT: self.clusters, xds.ROUTE: [xds.OUTBOUND_ROUTE]}
         while True:
             response = await self.call.read()
             if response is grpc.aio.EOF:
                 return
             now = time.time()
             type_url = response.type_url
-            if type_url == names.ENDPOINT:
+            if type_url == xds.ENDPOINT:
                 for item in response.resources:
                     port = changed_port_in(item.resource if self.delta else item)
                     if port is not None and port not in self.seen_port:

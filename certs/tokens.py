@@ -29,7 +29,7 @@ from gossamer.certs.errors import (
     TokenUnknown,
     TokenWrongService,
 )
-from gossamer.discovery.model import DEFAULT_NAMESPACE, check_label
+from gossamer.contract.identity import DEFAULT_NAMESPACE, check_label
 from gossamer.errors import NotFound
 from gossamer.fsutil import atomic_write, locked
 

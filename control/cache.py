@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from gossamer.contract import xds
 from gossamer.errors import LocalProtocolError
 
-from .translate import names, references
+from .translate import references
 from .translate.common import pack
 
-FULL_STATE_TYPES = frozenset({names.LISTENER, names.CLUSTER})
+FULL_STATE_TYPES = frozenset({xds.LISTENER, xds.CLUSTER})
 WILDCARD = "*"
 
 
@@ -74,7 +75,7 @@ class Snapshot:
 
     @classmethod
     def build(cls, resources: Mapping[str, Iterable[Resource]]) -> Snapshot:
-        types = {t: TypeSnapshot.of(resources.get(t, ())) for t in names.PUSH_ORDER}
+        types = {t: TypeSnapshot.of(resources.get(t, ())) for t in xds.PUSH_ORDER}
         for t, items in resources.items():
             types.setdefault(t, TypeSnapshot.of(items))
         return cls(types)
@@ -88,16 +89,16 @@ class Snapshot:
     def consistency_errors(self) -> list[str]:
         """What this snapshot refers to but lacks, as readable sentences."""
         errors = []
-        eds = self.get(names.ENDPOINT).resources
-        rds = self.get(names.ROUTE).resources
-        sds = self.get(names.SECRET).resources
-        for cluster in self.get(names.CLUSTER).resources.values():
+        eds = self.get(xds.ENDPOINT).resources
+        rds = self.get(xds.ROUTE).resources
+        sds = self.get(xds.SECRET).resources
+        for cluster in self.get(xds.CLUSTER).resources.values():
             wanted = references.cluster_eds_name(cluster.message)
             if wanted is not None and wanted not in eds:
                 errors.append(f"cluster {cluster.name} needs ClusterLoadAssignment {wanted}")
             for secret in sorted(references.cluster_secrets(cluster.message) - sds.keys()):
                 errors.append(f"cluster {cluster.name} needs secret {secret}")
-        for listener in self.get(names.LISTENER).resources.values():
+        for listener in self.get(xds.LISTENER).resources.values():
             for route in sorted(references.listener_routes(listener.message) - rds.keys()):
                 errors.append(f"listener {listener.name} needs RouteConfiguration {route}")
             for secret in sorted(references.listener_secrets(listener.message) - sds.keys()):

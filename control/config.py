@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gossamer.contract.identity import DEFAULT_NAMESPACE, ServiceKey, check_label
 from gossamer.control.policy import DEFAULT_POLICY, POLICY_KEYS, ServicePolicy, parse_service_policy
-from gossamer.discovery.model import DEFAULT_NAMESPACE, ServiceKey, check_label
 from gossamer.discovery.stores import parse_store_url
 from gossamer.errors import ConfigError
 from gossamer.observe.settings import ObservabilitySettings, parse_observability

@@ -31,11 +31,11 @@ from collections import OrderedDict
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from gossamer.contract import xds
 from gossamer.errors import RemoteProtocolError
 
 from .cache import WILDCARD, DeltaSubscription, Snapshot, delta_update
 from .stream import AdsStream, StreamEnvironment
-from .translate import names
 
 OUTSTANDING_NONCES = 16
 
@@ -109,7 +109,7 @@ class DeltaStream(
 
     def responses(self, snapshot: Snapshot) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
-        order = list(names.PUSH_ORDER) + sorted(set(self.subscriptions) - set(names.PUSH_ORDER))
+        order = list(xds.PUSH_ORDER) + sorted(set(self.subscriptions) - set(xds.PUSH_ORDER))
         for type_url in order:
             sub = self.subscriptions.get(type_url)
             if sub is None:

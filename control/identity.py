@@ -17,11 +17,11 @@ from typing import Any
 
 import grpc
 
-from gossamer.api import mesh_pb2
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.errors import CsrError, TokenError
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.certs.tokens import TokenStore
+from gossamer.contract import mesh_pb2
 from gossamer.control.peer import peer_identity
 from gossamer.errors import GossamerError
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 
-from gossamer.discovery.model import DEFAULT_NAMESPACE, ServiceKey, check_label
+from gossamer.contract.identity import DEFAULT_NAMESPACE, ServiceKey, check_label, parse_spiffe_id
+from gossamer.contract.xds import NAMESPACE_KEY, SERVICE_KEY
 from gossamer.errors import AuthorizationDenied, ConfigError, RemoteProtocolError
 
 from .translate import PROXYLESS, NodeGroup
-from .translate.names import NAMESPACE_KEY, SERVICE_KEY, parse_spiffe_id
 
 __all__ = ["NAMESPACE_KEY", "SERVICE_KEY", "claimed_service", "resolve_group"]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gossamer.contract.vocabulary import GrpcRetryOn, HttpRetryOn, LbPolicy
 from gossamer.control.resilience import (
     CircuitBreakerPolicy,
     HealthCheckPolicy,
@@ -31,7 +32,7 @@ from gossamer.control.resilience import (
 )
 from gossamer.yamlconf import Node
 
-LB_POLICIES = ("round_robin", "random", "least_request", "ewma", "ring_hash")
+LB_POLICIES = tuple(p.value for p in LbPolicy)
 POLICY_KEYS = (
     "lb_policy",
     "hash_header",
@@ -44,18 +45,8 @@ POLICY_KEYS = (
 )
 RETRY_KEYS = ("attempts", "per_try_timeout", "on", "budget_percent")
 
-# Retry conditions, named as Envoy's `x-envoy-retry-on` / `x-envoy-retry-grpc-on` values
-# (https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/router_filter).
-HTTP_RETRY_ON = (
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "retriable-4xx",
-    "refused-stream",
-)
-GRPC_RETRY_ON = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
+HTTP_RETRY_ON = tuple(c.value for c in HttpRetryOn)
+GRPC_RETRY_ON = tuple(c.value for c in GrpcRetryOn)
 MAX_RETRY_ATTEMPTS = 10
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")

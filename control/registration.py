@@ -18,9 +18,11 @@ from typing import Any, Protocol
 
 import grpc
 
-from gossamer.api import mesh_pb2
+from gossamer.contract import mesh_pb2
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.control.peer import peer_address, peer_identity
-from gossamer.discovery.model import Endpoint, Health, ServiceKey
+from gossamer.discovery.model import Endpoint
 from gossamer.errors import GossamerError
 
 log = logging.getLogger("gossamer.control.registration")

@@ -14,10 +14,10 @@ from typing import Any
 
 import grpc
 
-from gossamer.api import calls
 from gossamer.certs.ca import CaReloader, CertificateAuthority
 from gossamer.certs.errors import CaNotFound
 from gossamer.certs.tokens import TokenStore
+from gossamer.contract import grpcio_calls as calls
 from gossamer.errors import ConfigError
 from gossamer.logs import event
 

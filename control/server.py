@@ -32,6 +32,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from gossamer.contract.xds import ADS_SERVICE, SHORT_NAMES
 from gossamer.discovery.meshfile import MeshServices, parse_services
 from gossamer.discovery.store import Store
 from gossamer.discovery.stores import REGISTRY_FILE, open_store
@@ -51,11 +52,9 @@ from .security import MeshSecurity
 from .stream import StreamEnvironment
 from .streams import StreamRegistry
 from .translate import NodeGroup
-from .translate.names import SHORT_NAMES
 
 log = logging.getLogger("gossamer.control")
 
-ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 TrustBundleLoader = Callable[[Path], bytes | None]
 ServerHook = Callable[[grpc.aio.Server], None]
 CA_POLL_SECONDS = 1.0

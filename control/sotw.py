@@ -38,11 +38,11 @@ from collections import OrderedDict
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from gossamer.contract import xds
 from gossamer.errors import RemoteProtocolError
 
 from .cache import FULL_STATE_TYPES, WILDCARD, Snapshot, SotwSubscription, sotw_update
 from .stream import AdsStream, StreamEnvironment
-from .translate import names
 
 REMEMBERED_NONCES = 16
 
@@ -119,7 +119,7 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, discovery_pb2.Discove
 
     def responses(self, snapshot: Snapshot) -> list[discovery_pb2.DiscoveryResponse]:
         out = []
-        order = list(names.PUSH_ORDER) + sorted(set(self.subscriptions) - set(names.PUSH_ORDER))
+        order = list(xds.PUSH_ORDER) + sorted(set(self.subscriptions) - set(xds.PUSH_ORDER))
         for type_url in order:
             sub = self.subscriptions.get(type_url)
             if sub is None:

@@ -30,12 +30,13 @@ from typing import Generic, TypeVar
 import grpc
 from envoy.config.core.v3 import base_pb2
 
+from gossamer.contract import xds
 from gossamer.errors import GossamerError, LocalProtocolError
 from gossamer.logs import event
 
 from .cache import Snapshot, SnapshotCache
 from .streams import StreamInfo, StreamRegistry
-from .translate import NodeGroup, names
+from .translate import NodeGroup
 
 log = logging.getLogger("gossamer.control.ads")
 
@@ -96,7 +97,7 @@ class AdsStream(Generic[Req, Resp]):
             logging.WARNING,
             "xds update rejected",
             node=self.info.node_id,
-            type=names.SHORT_NAMES.get(type_url, type_url),
+            type=xds.SHORT_NAMES.get(type_url, type_url),
             version=version,
             error=message[:500],
         )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .translate.names import SHORT_NAMES
+from gossamer.contract.xds import SHORT_NAMES
 
 MAX_REMEMBERED_NACKS = 10_000
 

@@ -27,7 +27,7 @@ from gossamer.certs.builders import utcnow
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.rotation import renewal_time
 from gossamer.certs.spiffe import SpiffeId
-from gossamer.control.translate.names import CONTROL_TLS_NAME
+from gossamer.contract.identity import CONTROL_TLS_NAME
 
 log = logging.getLogger("gossamer.control.tls")
 

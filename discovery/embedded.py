@@ -29,17 +29,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.discovery import snapshot_file
 from gossamer.discovery.changelog import DEFAULT_MAX_EVENTS, ChangeLog
-from gossamer.discovery.model import (
-    Endpoint,
-    Event,
-    EventKind,
-    Health,
-    RegistryState,
-    Service,
-    ServiceKey,
-)
+from gossamer.discovery.model import Endpoint, Event, EventKind, RegistryState, Service
 from gossamer.discovery.store import Store, StoreUnavailable
 from gossamer.errors import ConfigError, GossamerError, NotFound, UsageError
 

@@ -40,6 +40,8 @@ import aetcd.exceptions as ax
 import grpc
 from aetcd import rpc
 
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.discovery import etcd_keys as ek
 from gossamer.discovery.changelog import DEFAULT_MAX_EVENTS
 from gossamer.discovery.embedded import check_owner, duplicate_error
@@ -49,10 +51,8 @@ from gossamer.discovery.model import (
     Endpoint,
     Event,
     EventKind,
-    Health,
     RegistryState,
     Service,
-    ServiceKey,
 )
 from gossamer.discovery.store import Store, StoreUnavailable
 from gossamer.errors import ConfigError, GossamerError, NotFound

@@ -18,14 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gossamer.discovery.model import (
-    Endpoint,
-    Event,
-    EventKind,
-    RegistryState,
-    Service,
-    ServiceKey,
-)
+from gossamer.contract.identity import ServiceKey
+from gossamer.discovery.model import Endpoint, Event, EventKind, RegistryState, Service
 from gossamer.errors import ConfigError
 
 DEFAULT_PREFIX = "/gossamer"

@@ -26,16 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from gossamer.discovery.model import (
-    DEFAULT_NAMESPACE,
-    PROTOCOLS,
-    STATIC_OWNER,
-    Endpoint,
-    Service,
-    ServiceKey,
-    ServicePort,
-    check_label,
-)
+from gossamer.contract.identity import DEFAULT_NAMESPACE, ServiceKey, check_label
+from gossamer.discovery.model import PROTOCOLS, STATIC_OWNER, Endpoint, Service, ServicePort
 from gossamer.errors import ConfigError
 from gossamer.yamlconf import Node, load_document, load_file
 

@@ -2,7 +2,8 @@
 
 Plain frozen dataclasses with validation at construction, shared by the stores, the
 control plane's translation to xDS, and the sources (mesh.yaml, sidecar registration,
-compose files). Names are DNS-1123 labels, as in Kubernetes.
+compose files). Names are DNS-1123 labels, as in Kubernetes; the service key, health
+states and port protocols are the wire contract's (`gossamer.contract`).
 """
 
 from __future__ import annotations
@@ -13,45 +14,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from gossamer.contract.identity import DEFAULT_NAMESPACE, ServiceKey, check_label
+from gossamer.contract.vocabulary import Health, Protocol
 from gossamer.errors import ConfigError
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-PROTOCOLS = ("http", "http2", "grpc", "tcp")
-DEFAULT_NAMESPACE = "default"
-
-
-class Health(StrEnum):
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    DRAINING = "draining"
-
-
-def check_label(value: str, field_name: str) -> str:
-    """Validate a DNS-1123 label (1-63 chars of a-z, 0-9 and '-', alphanumeric ends)."""
-    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.match(value):
-        raise ConfigError(
-            f"{value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
-            "1-63 characters, starting and ending with a letter or digit)",
-            field=field_name,
-        )
-    return value
+PROTOCOLS = tuple(p.value for p in Protocol)
 
 
 def check_port(value: int, field_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ConfigError(f"port must be between 1 and 65535, got {value!r}", field=field_name)
     return value
-
-
-@dataclass(frozen=True, order=True)
-class ServiceKey:
-    """A service's identity in the registry: namespace and name."""
-
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.name}.{self.namespace}"
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,10 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.discovery.embedded import lease_owner
-from gossamer.discovery.model import (
-    STATIC_OWNER,
-    Endpoint,
-    Event,
-    Health,
-    RegistryState,
-    Service,
-    ServiceKey,
-)
+from gossamer.discovery.model import STATIC_OWNER, Endpoint, Event, RegistryState, Service
 from gossamer.discovery.store import Store, StoreUnavailable
 from gossamer.errors import ConfigError, GossamerError, NotFound
 from gossamer.logs import event

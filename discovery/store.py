@@ -20,14 +20,9 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 
-from gossamer.discovery.model import (
-    Endpoint,
-    Event,
-    Health,
-    RegistryState,
-    Service,
-    ServiceKey,
-)
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
+from gossamer.discovery.model import Endpoint, Event, RegistryState, Service
 from gossamer.errors import GossamerError
 
 

@@ -37,9 +37,9 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from gossamer.api import mesh_pb2
 from gossamer.certs.rotation import renewal_time
 from gossamer.certs.spiffe import SpiffeId
+from gossamer.contract import mesh_pb2
 from gossamer.errors import GossamerError, UpstreamConnectError
 from gossamer.logs import event
 from gossamer.proxy.bootstrap import WorkloadCredentials, bootstrap, mtls_context, renew

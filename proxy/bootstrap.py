@@ -26,19 +26,18 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gossamer.api import mesh_pb2
 from gossamer.certs.builders import spki_pin
 from gossamer.certs.keys import build_csr, generate_key, key_to_pem
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.certs.tokens import parse_token
-from gossamer.control.translate.names import CONTROL_TLS_NAME
+from gossamer.contract import mesh_pb2
+from gossamer.contract.identity import CONTROL_TLS_NAME
+from gossamer.contract.rpc import CERTIFY
 from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
 from gossamer.proxy.control_channels import control_channel
 from gossamer.proxy.grpc_client import Channel, GrpcError
 from gossamer.proxy.tls import _load_chain
 
-CERTIFY = "/gossamer.mesh.v1.Identity/Certify"
-REGISTER = "/gossamer.mesh.v1.Registration/Register"
 GRPC_TLS_OPTIONS = (("grpc.ssl_target_name_override", CONTROL_TLS_NAME),)
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from gossamer.discovery.model import Health
+from gossamer.contract.vocabulary import Health, LbPolicy, Protocol
 from gossamer.errors import ConfigError
 
 __all__ = [
@@ -67,26 +67,6 @@ RETRY_CONDITIONS = frozenset({"connect-failure", "reset"})
 class ListenerMode(StrEnum):
     EXPLICIT = "explicit"  # apps send requests to the outbound port (HTTP proxy / Host)
     TRANSPARENT = "transparent"  # iptables REDIRECT; SO_ORIGINAL_DST names the target
-
-
-class LbPolicy(StrEnum):
-    ROUND_ROBIN = "round_robin"
-    RANDOM = "random"
-    LEAST_REQUEST = "least_request"
-    EWMA = "ewma"
-    RING_HASH = "ring_hash"
-
-
-class Protocol(StrEnum):
-    HTTP = "http"
-    HTTP2 = "http2"
-    GRPC = "grpc"
-    TCP = "tcp"
-
-    @property
-    def is_h2(self) -> bool:
-        """Carried over HTTP/2 (http2 and grpc ports)."""
-        return self is Protocol.HTTP2 or self is Protocol.GRPC
 
 
 def _port(value: int, name: str) -> None:

@@ -13,7 +13,7 @@ import random
 import ssl
 from typing import Protocol
 
-from gossamer.control.translate.names import CONTROL_TLS_NAME
+from gossamer.contract.identity import CONTROL_TLS_NAME
 from gossamer.proxy.grpc_client import Channel
 
 

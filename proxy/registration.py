@@ -24,13 +24,13 @@ import logging
 import random
 from typing import Any
 
-from gossamer.api import mesh_pb2
+from gossamer.contract import mesh_pb2
+from gossamer.contract.rpc import REGISTER
 from gossamer.logs import event
 from gossamer.proxy.control_channels import Channels, reconnect_delay
 from gossamer.proxy.grpc_client import Channel, GrpcError, Status
 
 log = logging.getLogger("gossamer.proxy.registration")
-REGISTER = "/gossamer.mesh.v1.Registration/Register"
 
 
 class Registration:

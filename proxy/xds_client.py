@@ -35,7 +35,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format, struct_pb2
 
-from gossamer.control.translate.names import NAMESPACE_KEY, SERVICE_KEY, SHORT_NAMES
+from gossamer.contract.xds import ADS_PATH, NAMESPACE_KEY, SERVICE_KEY, SHORT_NAMES
 from gossamer.logs import event
 from gossamer.proxy import ads_state as ads
 from gossamer.proxy.config import NodeInfo, ProxyConfig
@@ -48,7 +48,6 @@ from gossamer.proxy.xds_listeners import decode_listeners, decode_routes
 from gossamer.proxy.xds_translate import AppPortArg, Pieces, assemble, decode_secret, missing
 
 log = logging.getLogger("gossamer.proxy.xds")
-ADS_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
 
 def make_node(info: NodeInfo, instance_id: str) -> base_pb2.Node:

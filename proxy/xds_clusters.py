@@ -48,7 +48,7 @@ from envoy.type.v3 import http_pb2
 from google.protobuf import any_pb2
 from xds.type.v3 import typed_struct_pb2
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
     BreakerLimits,
@@ -152,7 +152,7 @@ def _inbound_port(cluster: cluster_pb2.Cluster) -> int:
 
 
 def _http2(cluster: cluster_pb2.Cluster) -> bool:
-    packed = cluster.typed_extension_protocol_options.get(names.HTTP_PROTOCOL_OPTIONS)
+    packed = cluster.typed_extension_protocol_options.get(xds.HTTP_PROTOCOL_OPTIONS)
     if packed is None:
         return False
     options = unpack(
@@ -167,7 +167,7 @@ def _http2(cluster: cluster_pb2.Cluster) -> bool:
 
 def _identity(cluster: cluster_pb2.Cluster) -> tuple[str, str, str]:
     """(service, namespace, protocol) from the gossamer metadata, else from the name."""
-    meta = cluster.metadata.filter_metadata.get(names.GOSSAMER_METADATA)
+    meta = cluster.metadata.filter_metadata.get(xds.GOSSAMER_METADATA)
     if meta is not None and struct_value(meta, "service"):
         return (
             str(struct_value(meta, "service")),
@@ -183,7 +183,7 @@ def _identity(cluster: cluster_pb2.Cluster) -> tuple[str, str, str]:
 
 
 def _port(cluster: cluster_pb2.Cluster) -> int:
-    meta = cluster.metadata.filter_metadata.get(names.GOSSAMER_METADATA)
+    meta = cluster.metadata.filter_metadata.get(xds.GOSSAMER_METADATA)
     value = struct_value(meta, "port") if meta is not None else None
     if value is None:
         parts = cluster.name.split("|")
@@ -378,7 +378,7 @@ def _first_supported(policy: cluster_pb2.LoadBalancingPolicy, seen: list[str]) -
             return LB_TYPES[typed.type_url]
         if typed.type_url in TYPED_STRUCTS:
             marker = typed_struct_pb2.TypedStruct()
-            if typed.Unpack(marker) and marker.type_url == names.PEAK_EWMA_TYPE_URL:
+            if typed.Unpack(marker) and marker.type_url == xds.PEAK_EWMA_TYPE_URL:
                 return LbPolicy.EWMA
         elif typed.type_url == WRR_LOCALITY:
             inner = unpack(typed, wrr_locality_pb2.WrrLocality(), "wrr_locality")
@@ -393,12 +393,12 @@ def _upstream_tls(cluster: cluster_pb2.Cluster) -> tuple[str | None, str, str | 
     sockets: list[tuple[Any, str | None]] = []
     for match in cluster.transport_socket_matches:
         criteria = dict(match.match.fields)
-        if set(criteria) - {names.TLS_MODE_KEY}:
+        if set(criteria) - {xds.TLS_MODE_KEY}:
             raise ConfigError(
                 f"cluster {cluster.name}: transport socket match {match.name!r} "
-                f"uses keys other than {names.TLS_MODE_KEY}"
+                f"uses keys other than {xds.TLS_MODE_KEY}"
             )
-        value = criteria.get(names.TLS_MODE_KEY)
+        value = criteria.get(xds.TLS_MODE_KEY)
         sockets.append((match.transport_socket, value.string_value if value else None))
     if cluster.HasField("transport_socket"):
         sockets.append((cluster.transport_socket, None))

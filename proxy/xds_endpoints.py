@@ -21,8 +21,8 @@ from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 
-from gossamer.control.translate import names
-from gossamer.discovery.model import Health
+from gossamer.contract import xds
+from gossamer.contract.vocabulary import Health
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import Endpoint
 
@@ -93,8 +93,8 @@ def load_assignment(cla: endpoint_pb2.ClusterLoadAssignment, name: str) -> tuple
                 continue
             seen.add(key)
             weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
-            meta = lb.metadata.filter_metadata.get(names.TRANSPORT_SOCKET_MATCH)
-            mode = struct_value(meta, names.TLS_MODE_KEY) if meta is not None else None
+            meta = lb.metadata.filter_metadata.get(xds.TRANSPORT_SOCKET_MATCH)
+            mode = struct_value(meta, xds.TLS_MODE_KEY) if meta is not None else None
             endpoint = Endpoint(
                 address=sock.address,
                 port=sock.port_value,

@@ -45,7 +45,8 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
+from gossamer.contract.vocabulary import GRPC_RETRY_CODES
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
     Authorization,
@@ -74,13 +75,7 @@ LISTENER_FILTERS = frozenset(
     }
 )
 DEFAULT_ROUTE_TIMEOUT = 15.0
-GRPC_RETRY_ON = {
-    "cancelled": 1,
-    "deadline-exceeded": 4,
-    "resource-exhausted": 8,
-    "internal": 13,
-    "unavailable": 14,
-}
+GRPC_RETRY_ON: dict[str, int] = {str(k): v for k, v in GRPC_RETRY_CODES.items()}
 MAX_ATTEMPTS = 11
 
 
@@ -124,14 +119,14 @@ def decode_listeners(resources: Sequence[any_pb2.Any], trust_domain: str) -> Lis
         for lf in listener.listener_filters:
             if lf.typed_config.type_url not in LISTENER_FILTERS and not lf.is_optional:
                 raise ConfigError(f"listener {listener.name}: listener filter {lf.name} unknown")
-        if listener.name == names.OUTBOUND_LISTENER:
+        if listener.name == xds.OUTBOUND_LISTENER:
             route_config, inline = _outbound(listener)
-        elif listener.name == names.INBOUND_LISTENER:
+        elif listener.name == xds.INBOUND_LISTENER:
             inbound = _inbound(listener, trust_domain)
         else:
             raise ConfigError(
                 f"listener {listener.name!r}: a sidecar has only the "
-                f"{names.OUTBOUND_LISTENER!r} and {names.INBOUND_LISTENER!r} listeners"
+                f"{xds.OUTBOUND_LISTENER!r} and {xds.INBOUND_LISTENER!r} listeners"
             )
     return ListenerSet(route_config, inline, inbound)
 
@@ -273,7 +268,7 @@ def decode_route_config(config: route_pb2.RouteConfiguration) -> RouteSpec:
         for index, r in enumerate(vh.routes):
             where = f"route configuration {config.name}, virtual host {vh.name}"
             route, header = _route(r, f"{vh.name}/{r.name or index}", where)
-            if len(route.clusters) == 1 and route.clusters[0].name == names.PASSTHROUGH_CLUSTER:
+            if len(route.clusters) == 1 and route.clusters[0].name == xds.PASSTHROUGH_CLUSTER:
                 passthrough = True
                 continue
             if header:

@@ -30,7 +30,7 @@ from cryptography import x509
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
     AppPort,
@@ -85,7 +85,7 @@ def decode_secret(resources: Sequence[any_pb2.Any]) -> bytes | None:
     """The trust bundle from the `ROOTCA` secret (None when it is not in the update)."""
     for packed in resources:
         secret = unpack(packed, secret_pb2.Secret(), "SDS resource")
-        if secret.name != names.ROOT_CA_SECRET:
+        if secret.name != xds.ROOT_CA_SECRET:
             continue
         trusted = secret.validation_context.trusted_ca
         kind = trusted.WhichOneof("specifier")

@@ -1,11 +1,11 @@
 """Translation from the registry, the mesh policies and the trust bundle to Envoy xDS v3
-resources: pure functions over plain data (DESIGN.md section 3 and 5).
+resources: pure functions over plain data (docs/architecture.md, "The control loop").
 
 `Translator(MeshInputs(...)).view(NodeGroup(...))` gives one group's resources by type
 URL and name; the modules below build each kind of resource.
 
-The names are loaded on first use (PEP 562), so that the sidecar can import the shared
-`names` module without loading the control plane's translation and its protobufs.
+The names are loaded on first use (PEP 562), so that importing one translation module
+does not load every other with its protobufs.
 """
 
 from __future__ import annotations

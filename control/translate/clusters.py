@@ -38,12 +38,13 @@ from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 from xds.type.v3 import typed_struct_pb2
 
+from gossamer.contract import identity, xds
+from gossamer.contract.xds import HTTP_PROTOCOL_OPTIONS, PEAK_EWMA_NAME, PEAK_EWMA_TYPE_URL
 from gossamer.control.policy import ServicePolicy
 from gossamer.discovery.model import Service, ServicePort
 
-from . import names, tls
+from . import tls
 from .common import ads_source, duration, metadata, pack, struct
-from .names import HTTP_PROTOCOL_OPTIONS, PEAK_EWMA_NAME, PEAK_EWMA_TYPE_URL
 from .resilience import apply_resilience
 
 CONNECT_TIMEOUT = 5.0
@@ -120,7 +121,7 @@ def outbound_cluster(
     """The EDS cluster for one service port; `mtls` adds the tlsMode transport match
     (only when a trust bundle exists to verify peers with)."""
     key = service.key
-    name = names.outbound_cluster(key, port.port)
+    name = xds.outbound_cluster(key, port.port)
     cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
@@ -129,7 +130,7 @@ def outbound_cluster(
         ),
         connect_timeout=duration(CONNECT_TIMEOUT),
         metadata=metadata(
-            names.GOSSAMER_METADATA,
+            xds.GOSSAMER_METADATA,
             {
                 "service": key.name,
                 "namespace": key.namespace,
@@ -145,13 +146,13 @@ def outbound_cluster(
         _use_http2(cluster)
     if mtls:
         context = tls.upstream_tls(
-            names.spiffe_id(trust_domain, key), names.sni(trust_domain, key, port.port)
+            identity.spiffe_id(trust_domain, key), xds.sni(trust_domain, key, port.port)
         )
         cluster.transport_socket_matches.extend(
             [
                 cluster_pb2.Cluster.TransportSocketMatch(
                     name="tlsMode-istio",
-                    match=struct({names.TLS_MODE_KEY: names.TLS_MODE_MTLS}),
+                    match=struct({xds.TLS_MODE_KEY: xds.TLS_MODE_MTLS}),
                     transport_socket=tls.tls_socket(context),
                 ),
                 cluster_pb2.Cluster.TransportSocketMatch(
@@ -164,7 +165,7 @@ def outbound_cluster(
 
 def inbound_cluster(port: ServicePort) -> cluster_pb2.Cluster:
     """The local app behind the sidecar: a static cluster to 127.0.0.1:<port>."""
-    name = names.inbound_cluster(port.port)
+    name = xds.inbound_cluster(port.port)
     cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.STATIC,
@@ -196,7 +197,7 @@ def inbound_cluster(port: ServicePort) -> cluster_pb2.Cluster:
 def passthrough_cluster() -> cluster_pb2.Cluster:
     """Traffic to destinations outside the mesh goes where it was addressed."""
     return cluster_pb2.Cluster(
-        name=names.PASSTHROUGH_CLUSTER,
+        name=xds.PASSTHROUGH_CLUSTER,
         type=cluster_pb2.Cluster.ORIGINAL_DST,
         lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
         connect_timeout=duration(CONNECT_TIMEOUT),

@@ -16,9 +16,10 @@ from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
-from gossamer.discovery.model import Endpoint, Health
+from gossamer.contract import xds
+from gossamer.contract.vocabulary import Health
+from gossamer.discovery.model import Endpoint
 
-from . import names
 from .common import metadata
 
 HEALTH_STATUS = {
@@ -42,7 +43,7 @@ def lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
     )
     if endpoint.mtls:
         out.metadata.CopyFrom(
-            metadata(names.TRANSPORT_SOCKET_MATCH, {names.TLS_MODE_KEY: names.TLS_MODE_MTLS})
+            metadata(xds.TRANSPORT_SOCKET_MATCH, {xds.TLS_MODE_KEY: xds.TLS_MODE_MTLS})
         )
     return out
 

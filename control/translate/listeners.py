@@ -4,7 +4,7 @@ listeners of proxyless gRPC clients.
 - `outbound`: HttpConnectionManager -> RDS `outbound` over ADS; plus one filter chain
   per TCP service port (matched on the original destination port) -> tcp_proxy.
 - `inbound`: TLS inspector; one filter chain per port of the sidecar's own service,
-  matched on the SNI the caller sends (names.sni), so explicit mode (everything arrives
+  matched on the SNI the caller sends (xds.sni), so explicit mode (everything arrives
   on 15006) and transparent mode work alike. Downstream mTLS requires a mesh client
   certificate; an RBAC filter (HTTP or network) enforces the authorization policy;
   the route goes to `inbound|<port>`.
@@ -31,10 +31,11 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
+from gossamer.contract import ports, xds
 from gossamer.control.policy import ServicePolicy
 from gossamer.discovery.model import Service, ServicePort
 
-from . import names, routes, tls
+from . import routes, tls
 from .common import ads_source, pack
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -109,15 +110,15 @@ def outbound_listener(tcp_ports: dict[int, str]) -> listener_pb2.Listener:
             )
         )
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=names.OUTBOUND_LISTENER,
+        stat_prefix=xds.OUTBOUND_LISTENER,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=names.OUTBOUND_ROUTE),
+        rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=xds.OUTBOUND_ROUTE),
         http_filters=[_router()],
     )
     chains.append(listener_components_pb2.FilterChain(name="http", filters=[_hcm_filter(manager)]))
     return listener_pb2.Listener(
-        name=names.OUTBOUND_LISTENER,
-        address=_socket("0.0.0.0", names.OUTBOUND_PORT),
+        name=xds.OUTBOUND_LISTENER,
+        address=_socket("0.0.0.0", ports.OUTBOUND_PORT),
         traffic_direction=base_pb2.OUTBOUND,
         filter_chains=chains,
     )
@@ -141,7 +142,7 @@ def inbound_listener(
                     name=TCP_PROXY,
                     typed_config=pack(
                         tcp_proxy_pb2.TcpProxy(
-                            stat_prefix=stat, cluster=names.inbound_cluster(port.port)
+                            stat_prefix=stat, cluster=xds.inbound_cluster(port.port)
                         )
                     ),
                 ),
@@ -161,9 +162,9 @@ def inbound_listener(
             filters = [_hcm_filter(manager)]
         chains.append(
             listener_components_pb2.FilterChain(
-                name=names.inbound_cluster(port.port),
+                name=xds.inbound_cluster(port.port),
                 filter_chain_match=listener_components_pb2.FilterChainMatch(
-                    server_names=[names.sni(trust_domain, service.key, port.port)],
+                    server_names=[xds.sni(trust_domain, service.key, port.port)],
                     transport_protocol="tls",
                 ),
                 transport_socket=transport,
@@ -171,8 +172,8 @@ def inbound_listener(
             )
         )
     return listener_pb2.Listener(
-        name=names.INBOUND_LISTENER,
-        address=_socket("0.0.0.0", names.INBOUND_PORT),
+        name=xds.INBOUND_LISTENER,
+        address=_socket("0.0.0.0", ports.INBOUND_PORT),
         traffic_direction=base_pb2.INBOUND,
         listener_filters=[
             listener_components_pb2.ListenerFilter(
@@ -192,9 +193,7 @@ def api_listener(
         name=f"{key.name}.{key.namespace}:{port.port}",
         domains=["*"],
         routes=[
-            routes.default_route(
-                routes.route_action(names.outbound_cluster(key, port.port), policy)
-            )
+            routes.default_route(routes.route_action(xds.outbound_cluster(key, port.port), policy))
         ],
     )
     manager = hcm_pb2.HttpConnectionManager(

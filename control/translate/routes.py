@@ -4,7 +4,7 @@ listeners of proxyless gRPC clients.
 One virtual host per service port (`<svc>.<ns>:<port>`), so a request's Host picks the
 port's cluster; its domains are `svc.ns`, `svc.ns.svc.<trust domain>` and, when the name
 is unambiguous for the caller, `svc`, each with `:port`, and without the port for the
-service's primary port (names.py). Virtual host domains must be unique within a route
+service's primary port (hostnames.py). Virtual host domains must be unique within a route
 configuration, which this scheme guarantees. A last virtual host `allow_any` (`*`)
 sends everything else to PassthroughCluster.
 
@@ -22,10 +22,12 @@ from collections.abc import Iterable, Mapping
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import wrappers_pb2
 
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy
-from gossamer.discovery.model import Service, ServiceKey, ServicePort
+from gossamer.control.translate import hostnames
+from gossamer.discovery.model import Service, ServicePort
 
-from . import names
 from .common import duration
 
 ALLOW_ANY_HOST = "allow_any"
@@ -84,11 +86,11 @@ def service_virtual_host(
     domains: list[str] | None = None,
 ) -> route_components_pb2.VirtualHost:
     key = service.key
-    hosts = names.host_names(service, port, trust_domain, bare=bare)
+    hosts = hostnames.host_names(service, port, trust_domain, bare=bare)
     return route_components_pb2.VirtualHost(
         name=f"{key.name}.{key.namespace}:{port.port}",
         domains=domains if domains is not None else hosts.all(),
-        routes=[default_route(route_action(names.outbound_cluster(key, port.port), policy))],
+        routes=[default_route(route_action(xds.outbound_cluster(key, port.port), policy))],
     )
 
 
@@ -100,24 +102,24 @@ def outbound_route_config(
 ) -> route_pb2.RouteConfiguration:
     """The sidecar's `outbound` routes to the services it may call."""
     reachable = sorted(services, key=lambda s: s.key)
-    owners = names.bare_owners((s.key for s in reachable), caller_namespace)
+    owners = hostnames.bare_owners((s.key for s in reachable), caller_namespace)
     hosts = []
     for service in reachable:
         policy = policies.get(service.key, DEFAULT_POLICY)
         bare = owners.get(service.key.name) == service.key
-        for port in names.http_ports(service):
+        for port in hostnames.http_ports(service):
             hosts.append(service_virtual_host(service, port, policy, trust_domain, bare=bare))
     hosts.append(
         route_components_pb2.VirtualHost(
             name=ALLOW_ANY_HOST,
             domains=["*"],
             routes=[
-                default_route(route_components_pb2.RouteAction(cluster=names.PASSTHROUGH_CLUSTER))
+                default_route(route_components_pb2.RouteAction(cluster=xds.PASSTHROUGH_CLUSTER))
             ],
         )
     )
     return route_pb2.RouteConfiguration(
-        name=names.OUTBOUND_ROUTE,
+        name=xds.OUTBOUND_ROUTE,
         virtual_hosts=hosts,
         validate_clusters=wrappers_pb2.BoolValue(value=False),
     )
@@ -125,7 +127,7 @@ def outbound_route_config(
 
 def inbound_route_config(port: ServicePort) -> route_pb2.RouteConfiguration:
     """Inline routes of an inbound HTTP filter chain: everything to the local app."""
-    cluster = names.inbound_cluster(port.port)
+    cluster = xds.inbound_cluster(port.port)
     return route_pb2.RouteConfiguration(
         name=f"inbound|{port.port}",
         virtual_hosts=[

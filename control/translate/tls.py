@@ -15,7 +15,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
-from . import names
+from gossamer.contract import xds
+
 from .common import ads_source, pack
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
@@ -24,7 +25,7 @@ RAW_SOCKET = "envoy.transport_sockets.raw_buffer"
 
 def root_ca_secret(trust_bundle_pem: bytes) -> secret_pb2.Secret:
     return secret_pb2.Secret(
-        name=names.ROOT_CA_SECRET,
+        name=xds.ROOT_CA_SECRET,
         validation_context=common_pb2.CertificateValidationContext(
             trusted_ca=base_pb2.DataSource(inline_bytes=trust_bundle_pem)
         ),
@@ -37,7 +38,7 @@ def _common_context(san: string_pb2.StringMatcher) -> tls_pb2.CommonTlsContext:
             tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2
         ),
         # No sds_config: the sidecar's own key and certificate, from its bootstrap.
-        tls_certificate_sds_secret_configs=[secret_pb2.SdsSecretConfig(name=names.WORKLOAD_SECRET)],
+        tls_certificate_sds_secret_configs=[secret_pb2.SdsSecretConfig(name=xds.WORKLOAD_SECRET)],
         combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
             default_validation_context=common_pb2.CertificateValidationContext(
                 match_typed_subject_alt_names=[
@@ -47,7 +48,7 @@ def _common_context(san: string_pb2.StringMatcher) -> tls_pb2.CommonTlsContext:
                 ]
             ),
             validation_context_sds_secret_config=secret_pb2.SdsSecretConfig(
-                name=names.ROOT_CA_SECRET, sds_config=ads_source()
+                name=xds.ROOT_CA_SECRET, sds_config=ads_source()
             ),
         ),
     )

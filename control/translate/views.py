@@ -23,10 +23,13 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf.message import Message
 
+from gossamer.contract import identity, xds
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy
-from gossamer.discovery.model import RegistryState, Service, ServiceKey
+from gossamer.control.translate import hostnames
+from gossamer.discovery.model import RegistryState, Service
 
-from . import clusters, endpoints, listeners, names, routes, tls
+from . import clusters, endpoints, listeners, routes, tls
 
 PROXYLESS_NAMESPACE = "default"
 
@@ -88,7 +91,7 @@ class Translator:
                 built.append(
                     clusters.outbound_cluster(service, port, policy, inputs.trust_domain, mtls=mtls)
                 )
-                name = names.outbound_cluster(key, port.port)
+                name = xds.outbound_cluster(key, port.port)
                 assigned.append(endpoints.load_assignment(name, members, port.port))
             self._outbound[key] = built
             self._assignments[key] = assigned
@@ -107,42 +110,42 @@ class Translator:
 
     # -- views -----------------------------------------------------------------
     def _common(self, reachable: list[Service]) -> GroupResources:
-        out: GroupResources = {t: {} for t in names.PUSH_ORDER}
+        out: GroupResources = {t: {} for t in xds.PUSH_ORDER}
         for service in reachable:
             for cluster in self._outbound[service.key]:
-                out[names.CLUSTER][cluster.name] = cluster
+                out[xds.CLUSTER][cluster.name] = cluster
             for cla in self._assignments[service.key]:
-                out[names.ENDPOINT][cla.cluster_name] = cla
+                out[xds.ENDPOINT][cla.cluster_name] = cla
         if self._root_ca is not None:
-            out[names.SECRET][self._root_ca.name] = self._root_ca
+            out[xds.SECRET][self._root_ca.name] = self._root_ca
         return out
 
     def _proxyless_view(self) -> GroupResources:
         out = self._common(self._services)
-        owners = names.bare_owners((s.key for s in self._services), PROXYLESS_NAMESPACE)
+        owners = hostnames.bare_owners((s.key for s in self._services), PROXYLESS_NAMESPACE)
         for service in self._services:
             bare = owners.get(service.key.name) == service.key
             policy = self.inputs.policy(service.key)
-            for port in names.http_ports(service):
-                for name in names.api_listener_names(service, port, bare=bare):
-                    out[names.LISTENER][name] = listeners.api_listener(name, service, port, policy)
+            for port in hostnames.http_ports(service):
+                for name in hostnames.api_listener_names(service, port, bare=bare):
+                    out[xds.LISTENER][name] = listeners.api_listener(name, service, port, policy)
         return out
 
     def _sidecar_view(self, key: ServiceKey) -> GroupResources:
         td = self.inputs.trust_domain
-        caller = names.spiffe_id(td, key)
+        caller = identity.spiffe_id(td, key)
         reachable = [s for s in self._services if self.inputs.policy(s.key).allows(caller)]
         out = self._common(reachable)
-        out[names.CLUSTER][self._passthrough.name] = self._passthrough
-        out[names.LISTENER][names.OUTBOUND_LISTENER] = listeners.outbound_listener(
+        out[xds.CLUSTER][self._passthrough.name] = self._passthrough
+        out[xds.LISTENER][xds.OUTBOUND_LISTENER] = listeners.outbound_listener(
             tcp_destinations(reachable)
         )
-        out[names.ROUTE][names.OUTBOUND_ROUTE] = routes.outbound_route_config(
+        out[xds.ROUTE][xds.OUTBOUND_ROUTE] = routes.outbound_route_config(
             reachable, self.inputs.policies, td, key.namespace
         )
         own = self.inputs.state.services.get(key)
         if own is not None and own.ports and self._root_ca is not None:
-            out[names.LISTENER][names.INBOUND_LISTENER] = listeners.inbound_listener(
+            out[xds.LISTENER][xds.INBOUND_LISTENER] = listeners.inbound_listener(
                 own, self.inputs.policy(key), td
             )
             for port in own.ports:
@@ -150,7 +153,7 @@ class Translator:
                 if cluster is None:
                     cluster = clusters.inbound_cluster(port)
                     self._inbound_clusters[(port.port, port.protocol)] = cluster
-                out[names.CLUSTER][names.inbound_cluster(port.port)] = cluster
+                out[xds.CLUSTER][xds.inbound_cluster(port.port)] = cluster
         return out
 
 
@@ -161,7 +164,5 @@ def tcp_destinations(services: list[Service]) -> dict[int, str]:
     for service in services:
         for port in service.ports:
             if port.protocol == "tcp":
-                seen.setdefault(port.port, []).append(
-                    names.outbound_cluster(service.key, port.port)
-                )
+                seen.setdefault(port.port, []).append(xds.outbound_cluster(service.key, port.port))
     return {port: found[0] for port, found in seen.items() if len(found) == 1}

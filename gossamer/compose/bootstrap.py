@@ -128,7 +128,7 @@ def bootstrap_volume(
 ) -> tuple[bool, TokenReport]:
     """`gossamer certs bootstrap`: the CA in `ca_dir` (created if absent) and a join token
     per (mesh service, file), readable only by `owner` (the sidecar's user)."""
-    from gossamer.discovery.model import check_label
+    from gossamer.contract.identity import check_label
 
     for service, _path in wanted:  # before anything is written
         check_label(service, "service")

@@ -26,7 +26,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
 from gossamer.observe.settings import ObservabilitySettings
 from gossamer.proxy import ads_state as ads
 from tests.helpers.ads_client import AdsClient
@@ -196,7 +196,7 @@ async def test_dashboard_on_the_real_control_plane(tmp_path, artifacts_dir):
             endpoint = dataclasses.replace(svc.endpoint(), owner=f"lease:{lease}")
             await store.put_endpoint(endpoint, lease=lease)
         await plane.settle()
-        await stream.request(names.CLUSTER)
+        await stream.request(xds.CLUSTER)
         first = await stream.recv()
         await stream.ack(first)
         traffic = asyncio.create_task(sim.drive_for(90, rate=30))

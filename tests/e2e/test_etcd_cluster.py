@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.etcd import EtcdStore
-from gossamer.discovery.model import Endpoint, Event, EventKind, Service, ServiceKey
+from gossamer.discovery.model import Endpoint, Event, EventKind, Service
 from tests.helpers.etcd import EtcdCluster
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.etcd import EtcdStore
-from gossamer.discovery.model import Endpoint, Event, EventKind, Service, ServiceKey
+from gossamer.discovery.model import Endpoint, Event, EventKind, Service
 from gossamer.discovery.registry import Registry
 from gossamer.discovery.store import StoreUnavailable
 from tests.helpers.etcd import EtcdCluster, EtcdMember, free_port

@@ -6,10 +6,10 @@ import grpc
 import pytest
 from cryptography import x509
 
-from gossamer.api import calls
 from gossamer.certs.ca import CaReloader, CertificateAuthority
 from gossamer.certs.spiffe import spiffe_ids_of
 from gossamer.certs.tokens import TokenStore
+from gossamer.contract import grpcio_calls as calls
 from gossamer.control.identity import IdentityService
 from gossamer.control.tls import ServerCertificates
 from gossamer.errors import AuthorizationDenied
@@ -112,9 +112,9 @@ async def test_csr_for_another_identity_refused(plane):
 
 
 async def _bootstrap_with_csr_for(plane, token, csr_service):
-    from gossamer.api import mesh_pb2
     from gossamer.certs.keys import build_csr, generate_key
     from gossamer.certs.tokens import parse_token
+    from gossamer.contract import mesh_pb2
     from gossamer.proxy.bootstrap import _rpc_error, fetch_pinned_root
 
     root = fetch_pinned_root("127.0.0.1", plane.bootstrap_port, parse_token(token).ca_pin)

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.etcd import EtcdStore
-from gossamer.discovery.model import Endpoint, Service, ServiceKey
+from gossamer.discovery.model import Endpoint, Service
 from gossamer.discovery.registry import Registry
 from tests.helpers.etcd import EtcdCluster, free_port
 

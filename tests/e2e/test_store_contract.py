@@ -16,18 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.discovery.embedded import EmbeddedStore
 from gossamer.discovery.etcd import EtcdStore
-from gossamer.discovery.model import (
-    Endpoint,
-    Event,
-    EventKind,
-    Health,
-    RegistryState,
-    Service,
-    ServiceKey,
-    ServicePort,
-)
+from gossamer.discovery.model import Endpoint, Event, EventKind, RegistryState, Service, ServicePort
 from gossamer.discovery.store import Store
 from gossamer.errors import ConfigError, NotFound
 from tests.helpers.etcd import EtcdCluster

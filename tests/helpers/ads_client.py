@@ -29,14 +29,14 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
 
 MESSAGE_TYPES: dict[str, Any] = {
-    names.CLUSTER: cluster_pb2.Cluster,
-    names.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
-    names.LISTENER: listener_pb2.Listener,
-    names.ROUTE: route_pb2.RouteConfiguration,
-    names.SECRET: secret_pb2.Secret,
+    xds.CLUSTER: cluster_pb2.Cluster,
+    xds.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    xds.LISTENER: listener_pb2.Listener,
+    xds.ROUTE: route_pb2.RouteConfiguration,
+    xds.SECRET: secret_pb2.Secret,
 }
 
 
@@ -203,7 +203,7 @@ class AdsClient(_BaseClient):
         out = {}
         for item in response.resources:
             message = unpack(item, response.type_url)
-            out[message.cluster_name if response.type_url == names.ENDPOINT else message.name] = (
+            out[message.cluster_name if response.type_url == xds.ENDPOINT else message.name] = (
                 message
             )
         return out

@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
-from gossamer.discovery.model import Endpoint, RegistryState, Service, ServiceKey, ServicePort
+from gossamer.contract.identity import ServiceKey
+from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 from gossamer.proxy.telemetry import CONTENT_TYPE, Telemetry
 from gossamer.proxy.trace_context import TRACE_HEADERS
 from gossamer.proxy.tracing_export import TracingSettings

@@ -9,16 +9,12 @@ from typing import Any
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.control.config import mesh_from_mapping
-from gossamer.control.translate import MeshInputs, NodeGroup, Translator, names
-from gossamer.discovery.model import (
-    Endpoint,
-    Health,
-    RegistryState,
-    Service,
-    ServiceKey,
-    ServicePort,
-)
+from gossamer.control.translate import MeshInputs, NodeGroup, Translator
+from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 from gossamer.proxy import xds_clusters, xds_endpoints, xds_listeners, xds_translate
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 
@@ -110,11 +106,11 @@ def view(service: str, namespace: str = "default", **kw: Any) -> dict[str, list[
 
 def pieces_of(resources: Mapping[str, list[any_pb2.Any]]) -> xds_translate.Pieces:
     return xds_translate.Pieces(
-        clusters=xds_clusters.decode_clusters(resources[names.CLUSTER]),
-        endpoints=xds_endpoints.decode_endpoints(resources[names.ENDPOINT]),
+        clusters=xds_clusters.decode_clusters(resources[xds.CLUSTER]),
+        endpoints=xds_endpoints.decode_endpoints(resources[xds.ENDPOINT]),
         endpoints_seen=True,
-        listeners=xds_listeners.decode_listeners(resources[names.LISTENER], TD),
-        routes=xds_listeners.decode_routes(resources[names.ROUTE]),
+        listeners=xds_listeners.decode_listeners(resources[xds.LISTENER], TD),
+        routes=xds_listeners.decode_routes(resources[xds.ROUTE]),
     )
 
 

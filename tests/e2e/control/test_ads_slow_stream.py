@@ -14,8 +14,9 @@ import grpc
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from gossamer.control.translate import names
-from gossamer.discovery.model import Endpoint, RegistryState, Service, ServiceKey, ServicePort
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
+from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 from tests.helpers.ads_client import AdsClient, make_node
 from tests.helpers.control_plane import mesh, running_control_plane
 
@@ -54,11 +55,11 @@ async def test_slow_reader_blocks_nobody_and_gets_the_latest(tmp_path):
         try:
             await slow.write(
                 discovery_pb2.DiscoveryRequest(
-                    node=make_node("slow"), type_url=names.ENDPOINT, resource_names=[BIG]
+                    node=make_node("slow"), type_url=xds.ENDPOINT, resource_names=[BIG]
                 )
             )
             async with AdsClient(target, "fast") as fast:
-                await fast.request(names.ENDPOINT, [BIG])
+                await fast.request(xds.ENDPOINT, [BIG])
                 await fast.ack(await fast.recv(), [BIG])
                 for change in range(1, CHANGES + 1):
                     plane.publisher.set_state(big_state(change))
@@ -68,7 +69,7 @@ async def test_slow_reader_blocks_nobody_and_gets_the_latest(tmp_path):
                     await fast.ack(response, [BIG])
             [info] = [s for s in plane.registry.streams() if s.node_id == "slow"]
             # the slow stream's writer is stuck in flow control with at most a couple sent
-            assert info.types[names.ENDPOINT].responses < CHANGES
+            assert info.types[xds.ENDPOINT].responses < CHANGES
             received = []
             while True:
                 try:
@@ -78,7 +79,7 @@ async def test_slow_reader_blocks_nobody_and_gets_the_latest(tmp_path):
                 received.append(response)
                 await slow.write(
                     discovery_pb2.DiscoveryRequest(
-                        type_url=names.ENDPOINT,
+                        type_url=xds.ENDPOINT,
                         resource_names=[BIG],
                         version_info=response.version_info,
                         response_nonce=response.nonce,
@@ -86,7 +87,7 @@ async def test_slow_reader_blocks_nobody_and_gets_the_latest(tmp_path):
                 )
             assert 1 < len(received) < CHANGES  # a backlog would be CHANGES + 1 responses
             assert marker_port(received[-1]) == 30000 + CHANGES
-            assert info.types[names.ENDPOINT].acked_version == received[-1].version_info
+            assert info.types[xds.ENDPOINT].acked_version == received[-1].version_info
         finally:
             slow.cancel()
             await channel.close()

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import mesh, reload_now, running_control_plane
 
@@ -46,17 +46,17 @@ async def test_wildcard_cds_ack_then_nothing_more(tmp_path):
         running_control_plane(tmp_path, mesh(services())) as (plane, target),
         AdsClient(target, "n1", SIDECAR) as client,
     ):
-        await client.request(names.CLUSTER)
+        await client.request(xds.CLUSTER)
         resp = await client.recv()
         clusters = client.decode(resp)
-        assert {ECHO, WEB, names.PASSTHROUGH_CLUSTER} <= set(clusters)
+        assert {ECHO, WEB, xds.PASSTHROUGH_CLUSTER} <= set(clusters)
         assert resp.version_info and resp.nonce
         await client.ack(resp)
         await client.expect_silence(0.3)
         [info] = plane.registry.streams()
         assert info.node_id == "n1" and info.group == "sidecar:default/web"
-        assert info.types[names.CLUSTER].acked_version == resp.version_info
-        assert info.types[names.CLUSTER].wildcard
+        assert info.types[xds.CLUSTER].acked_version == resp.version_info
+        assert info.types[xds.CLUSTER].wildcard
 
 
 async def test_nack_keeps_last_good_version_and_records_the_error(tmp_path):
@@ -65,7 +65,7 @@ async def test_nack_keeps_last_good_version_and_records_the_error(tmp_path):
         running_control_plane(tmp_path, mesh(services())) as (plane, target),
         AdsClient(target, "n1", SIDECAR) as client,
     ):
-        await client.request(names.CLUSTER)
+        await client.request(xds.CLUSTER)
         first = await client.recv()
         await client.ack(first)
         await reload_now(plane, config, mesh(services(echo_lb="least_request")))
@@ -73,18 +73,18 @@ async def test_nack_keeps_last_good_version_and_records_the_error(tmp_path):
         assert second.version_info != first.version_info
         await client.nack(second, "unsupported lb policy", version=first.version_info)
         await client.expect_silence(0.3)  # a NACK is not answered by resending
-        state = plane.registry.streams()[0].types[names.CLUSTER]
+        state = plane.registry.streams()[0].types[xds.CLUSTER]
         assert state.acked_version == first.version_info
         assert state.last_nack is not None
         assert state.last_nack.version == second.version_info
         assert state.last_nack.error == "unsupported lb policy"
-        assert plane.registry.last_nack("n1", names.CLUSTER) == state.last_nack
+        assert plane.registry.last_nack("n1", xds.CLUSTER) == state.last_nack
         # the next change is pushed and ACKed; the NACK stays on record
         await reload_now(plane, config, mesh(services(echo_lb="random")))
         third = await client.recv()
         await client.ack(third)
         await client.expect_silence(0.2)
-        state = plane.registry.streams()[0].types[names.CLUSTER]
+        state = plane.registry.streams()[0].types[xds.CLUSTER]
         assert state.acked_version == third.version_info
         assert state.last_nack is not None and state.last_nack.version == second.version_info
         assert plane.registry.nacks()["n1"]["CDS"]["error"] == "unsupported lb policy"
@@ -96,7 +96,7 @@ async def test_stale_nonce_is_ignored(tmp_path):
         running_control_plane(tmp_path, mesh(services())) as (plane, target),
         AdsClient(target, "n1", SIDECAR) as client,
     ):
-        await client.request(names.CLUSTER)
+        await client.request(xds.CLUSTER)
         first = await client.recv()
         await reload_now(plane, config, mesh(services(echo_lb="least_request")))
         second = await client.recv()  # sent before the client answered `first`
@@ -108,11 +108,11 @@ async def test_stale_nonce_is_ignored(tmp_path):
         assert info.stale_nonces == 1
         await client.ack(second)
         await client.expect_silence(0.2)
-        assert info.types[names.CLUSTER].acked_version == second.version_info
+        assert info.types[xds.CLUSTER].acked_version == second.version_info
         # still a wildcard subscription: the next push carries every cluster
         await reload_now(plane, config, mesh(services(echo_lb="random")))
         third = await client.recv()
-        assert {ECHO, WEB, names.PASSTHROUGH_CLUSTER} <= set(client.decode(third))
+        assert {ECHO, WEB, xds.PASSTHROUGH_CLUSTER} <= set(client.decode(third))
 
 
 async def test_requested_before_it_exists_is_sent_when_it_appears(tmp_path):
@@ -122,8 +122,8 @@ async def test_requested_before_it_exists_is_sent_when_it_appears(tmp_path):
         running_control_plane(tmp_path, mesh(services())) as (plane, target),
         AdsClient(target, "grpc-client") as client,  # proxyless
     ):
-        await client.request(names.ENDPOINT, [late])
-        await client.request(names.LISTENER, ["late:9000"])
+        await client.request(xds.ENDPOINT, [late])
+        await client.request(xds.LISTENER, ["late:9000"])
         await client.expect_silence(0.3)
         extra = [
             {
@@ -133,9 +133,9 @@ async def test_requested_before_it_exists_is_sent_when_it_appears(tmp_path):
             }
         ]
         await reload_now(plane, config, mesh(services(extra=extra)))
-        eds = await client.recv(type_url=names.ENDPOINT)
+        eds = await client.recv(type_url=xds.ENDPOINT)
         assert set(client.decode(eds)) == {late}
-        lds = await client.recv(type_url=names.LISTENER)
+        lds = await client.recv(type_url=xds.LISTENER)
         listener = client.decode(lds)["late:9000"]
         assert listener.HasField("api_listener")
 
@@ -145,7 +145,7 @@ async def test_named_subscription_sends_only_new_names(tmp_path):
         running_control_plane(tmp_path, mesh(services())) as (_plane, target),
         AdsClient(target, "n1", SIDECAR) as client,
     ):
-        await client.request(names.ENDPOINT, [ECHO])
+        await client.request(xds.ENDPOINT, [ECHO])
         first = await client.recv()
         assert set(client.decode(first)) == {ECHO}
         await client.ack(first, [ECHO, WEB])  # ACK that also subscribes to WEB
@@ -168,17 +168,17 @@ async def test_endpoint_change_pushes_only_eds_and_in_order(tmp_path):
         AdsClient(target, "n1", SIDECAR) as client,
     ):
         for type_url, wanted in (
-            (names.CLUSTER, []),
-            (names.ENDPOINT, [ECHO, WEB]),
-            (names.LISTENER, []),
-            (names.ROUTE, [names.OUTBOUND_ROUTE]),
+            (xds.CLUSTER, []),
+            (xds.ENDPOINT, [ECHO, WEB]),
+            (xds.LISTENER, []),
+            (xds.ROUTE, [xds.OUTBOUND_ROUTE]),
         ):
             await client.request(type_url, wanted)
             await client.ack(await client.recv(type_url=type_url), wanted)
         await client.expect_silence(0.3)
         await reload_now(plane, config, mesh(services(echo_endpoints=3)))
         eds = await client.recv()
-        assert eds.type_url == names.ENDPOINT
+        assert eds.type_url == xds.ENDPOINT
         assert set(client.decode(eds)) == {ECHO}  # WEB did not change
         await client.ack(eds, [ECHO, WEB])
         await client.expect_silence(0.3)
@@ -190,7 +190,7 @@ async def test_endpoint_change_pushes_only_eds_and_in_order(tmp_path):
         ]
         await reload_now(plane, config, mesh(services(echo_endpoints=4, extra=extra)))
         order = [(await client.recv()).type_url for _ in range(4)]
-        assert order == [names.CLUSTER, names.ENDPOINT, names.LISTENER, names.ROUTE]
+        assert order == [xds.CLUSTER, xds.ENDPOINT, xds.LISTENER, xds.ROUTE]
 
 
 async def test_reconnect_at_current_version_gets_no_resend(tmp_path):
@@ -198,15 +198,15 @@ async def test_reconnect_at_current_version_gets_no_resend(tmp_path):
         client = AdsClient(target, "n1", SIDECAR)
         await client.connect()
         try:
-            await client.request(names.CLUSTER)
+            await client.request(xds.CLUSTER)
             resp = await client.recv()
             await client.ack(resp)
             await client.reconnect()
-            await client.request(names.CLUSTER, version=resp.version_info)
+            await client.request(xds.CLUSTER, version=resp.version_info)
             await client.expect_silence(0.3)
             # an out-of-date version on a new stream gets the current state
             await client.reconnect()
-            await client.request(names.CLUSTER, version="stale-version")
+            await client.request(xds.CLUSTER, version="stale-version")
             again = await client.recv()
             assert again.version_info == resp.version_info
         finally:
@@ -226,12 +226,12 @@ async def test_sidecar_sees_only_services_it_may_call(tmp_path):
         AdsClient(target, "web-1", SIDECAR) as web,
         AdsClient(target, "admin-1", {"GOSSAMER_SERVICE": "admin"}) as admin,
     ):
-        await web.request(names.CLUSTER)
-        await admin.request(names.CLUSTER)
+        await web.request(xds.CLUSTER)
+        await admin.request(xds.CLUSTER)
         assert "outbound|8200||vault.default" not in web.decode(await web.recv())
         assert "outbound|8200||vault.default" in admin.decode(await admin.recv())
-        await web.request(names.ROUTE, [names.OUTBOUND_ROUTE])
-        routes = web.decode(await web.recv(type_url=names.ROUTE))[names.OUTBOUND_ROUTE]
+        await web.request(xds.ROUTE, [xds.OUTBOUND_ROUTE])
+        routes = web.decode(await web.recv(type_url=xds.ROUTE))[xds.OUTBOUND_ROUTE]
         assert not [h for h in routes.virtual_hosts if h.name.startswith("vault.")]
 
 
@@ -240,7 +240,7 @@ async def test_first_request_without_node_is_refused(tmp_path):
         client = AdsClient(target, "")
         await client.connect()
         try:
-            await client.request(names.CLUSTER)
+            await client.request(xds.CLUSTER)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await client.recv()
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -255,7 +255,7 @@ async def test_status_reports_snapshots_and_streams(tmp_path):
         running_control_plane(tmp_path, mesh(services())) as (plane, target),
         AdsClient(target, "n1", SIDECAR) as client,
     ):
-        await client.request(names.CLUSTER)
+        await client.request(xds.CLUSTER)
         response = await client.recv()
         await client.ack(response, [])
         await client.expect_silence(0.2)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import ControlPlaneProcess, mesh, mesh_yaml, write_mesh
 from tests.helpers.net import free_port
@@ -70,7 +70,7 @@ async def test_bad_reload_keeps_serving_then_sighup_applies_a_fix(tmp_path):
     plane.start(port)
     try:
         async with AdsClient(f"127.0.0.1:{port}", "n1") as client:
-            await client.request(names.CLUSTER)
+            await client.request(xds.CLUSTER)
             first = await client.recv()
             await client.ack(first)
             assert cluster_names(first) == {"outbound|8080||a.default"}

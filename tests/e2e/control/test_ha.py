@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gossamer.api import calls, mesh_pb2
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.tokens import TokenStore
-from gossamer.control.translate import names
+from gossamer.contract import grpcio_calls as calls
+from gossamer.contract import mesh_pb2, xds
 from gossamer.proxy.bootstrap import GRPC_TLS_OPTIONS, bootstrap, mtls_channel_credentials
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import ControlPlaneProcess, write_mesh
@@ -21,7 +21,7 @@ from tests.helpers.procs import free_port
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"
-TYPES = (names.CLUSTER, names.LISTENER, names.SECRET)
+TYPES = (xds.CLUSTER, xds.LISTENER, xds.SECRET)
 
 
 class Replica:
@@ -62,13 +62,13 @@ async def versions_seen(target: str, creds, node: str) -> dict[str, str]:
     async with AdsClient(target, node, credentials=creds, options=GRPC_TLS_OPTIONS) as client:
         out = {}
         for type_url in TYPES:
-            await client.request(type_url, ["ROOTCA"] if type_url == names.SECRET else [])
+            await client.request(type_url, ["ROOTCA"] if type_url == xds.SECRET else [])
             response = await client.recv(type_url=type_url, timeout=10)
-            await client.ack(response, ["ROOTCA"] if type_url == names.SECRET else [])
+            await client.ack(response, ["ROOTCA"] if type_url == xds.SECRET else [])
             out[type_url] = response.version_info
-        await client.request(names.ENDPOINT, ["outbound|8080||catalog.default"])
-        eds = await client.recv(type_url=names.ENDPOINT, timeout=10)
-        out[names.ENDPOINT] = eds.version_info
+        await client.request(xds.ENDPOINT, ["outbound|8080||catalog.default"])
+        eds = await client.recv(type_url=xds.ENDPOINT, timeout=10)
+        out[xds.ENDPOINT] = eds.version_info
         return out
 
 
@@ -122,15 +122,15 @@ async def test_two_replicas_share_state_and_survive_one_dying(tmp_path, etcd_ser
         async with AdsClient(
             b.xds, "web-1", credentials=web_creds, options=GRPC_TLS_OPTIONS
         ) as moved:
-            await moved.request(names.CLUSTER, [], version=va[names.CLUSTER])
+            await moved.request(xds.CLUSTER, [], version=va[xds.CLUSTER])
             await moved.expect_silence(1.0)
 
         # watch B's view of catalog while A is killed and catalog re-registers on B
         async with AdsClient(
             b.xds, "web-2", credentials=web_creds, options=GRPC_TLS_OPTIONS
         ) as watcher:
-            await watcher.request(names.ENDPOINT, ["outbound|8080||catalog.default"])
-            first = await watcher.recv(type_url=names.ENDPOINT, timeout=10)
+            await watcher.request(xds.ENDPOINT, ["outbound|8080||catalog.default"])
+            first = await watcher.recv(type_url=xds.ENDPOINT, timeout=10)
             await watcher.ack(first, ["outbound|8080||catalog.default"])
             assert catalog_instances(first) == {15006}
 
@@ -150,7 +150,7 @@ async def test_two_replicas_share_state_and_survive_one_dying(tmp_path, etcd_ser
             longest_gap = 0.0
             while loop.time() - killed_at < 6.0:  # past the old lease's 3 s TTL
                 try:
-                    update = await watcher.recv(type_url=names.ENDPOINT, timeout=0.5)
+                    update = await watcher.recv(type_url=xds.ENDPOINT, timeout=0.5)
                 except TimeoutError:
                     continue
                 await watcher.ack(update, ["outbound|8080||catalog.default"])

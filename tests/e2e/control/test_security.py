@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gossamer.api import calls, mesh_pb2
 from gossamer.certs.tokens import TokenStore
+from gossamer.contract import grpcio_calls as calls
+from gossamer.contract import mesh_pb2, xds
 from gossamer.control.server import ControlPlane
-from gossamer.control.translate import names
 from gossamer.errors import AuthorizationDenied
 from gossamer.proxy.bootstrap import GRPC_TLS_OPTIONS, bootstrap, mtls_channel_credentials
 from tests.helpers.ads_client import AdsClient
@@ -98,7 +98,7 @@ async def test_ads_needs_a_client_certificate(plane):
         xds_target(plane), "web-1", credentials=server_only, options=GRPC_TLS_OPTIONS
     ) as client:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await client.request(names.CLUSTER)
+            await client.request(xds.CLUSTER)
             await client.recv(timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert plane.registry.streams() == []
@@ -110,7 +110,7 @@ async def test_identity_decides_the_view_and_claims_are_checked(plane):
     async with AdsClient(
         xds_target(plane), "web-1", credentials=mtls, options=GRPC_TLS_OPTIONS
     ) as client:
-        await client.request(names.LISTENER)
+        await client.request(xds.LISTENER)
         listeners = client.decode(await client.recv(timeout=5))
         assert "inbound" in listeners  # web's own inbound side, because the cert says web
         [info] = plane.registry.streams()
@@ -125,7 +125,7 @@ async def test_identity_decides_the_view_and_claims_are_checked(plane):
         options=GRPC_TLS_OPTIONS,
     ) as liar:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await liar.request(names.CLUSTER)
+            await liar.request(xds.CLUSTER)
             await liar.recv(timeout=5)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
@@ -265,11 +265,11 @@ async def test_gossamer_status_shows_acks_and_nacks(plane):
         credentials=mtls_channel_credentials(creds),
         options=GRPC_TLS_OPTIONS,
     ) as client:
-        await client.request(names.CLUSTER)
+        await client.request(xds.CLUSTER)
         clusters = await client.recv(timeout=5)
         await client.ack(clusters)
-        await client.request(names.LISTENER)
-        listeners = await client.recv(type_url=names.LISTENER, timeout=5)
+        await client.request(xds.LISTENER)
+        listeners = await client.recv(type_url=xds.LISTENER, timeout=5)
         await client.nack(listeners, "listener inbound: unsupported filter")
         await asyncio.sleep(0.2)
         code, out, err = await run_cli("status", "--api", api, "--token", admin, "-o", "json")

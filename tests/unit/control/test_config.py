@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import (
     Address,
     load_mesh,
@@ -11,7 +12,6 @@ from gossamer.control.config import (
     mesh_from_mapping,
     parse_address,
 )
-from gossamer.discovery.model import ServiceKey
 from gossamer.errors import ConfigError
 
 FULL = """\

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.nodes import resolve_group
 from gossamer.control.translate import PROXYLESS, NodeGroup
-from gossamer.discovery.model import ServiceKey
 from gossamer.errors import AuthorizationDenied, RemoteProtocolError
 from tests.helpers.ads_client import make_node
 

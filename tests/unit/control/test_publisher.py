@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import asyncio
 
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.cache import SnapshotCache
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.publisher import Publisher
-from gossamer.control.translate import PROXYLESS, NodeGroup, names
-from gossamer.discovery.model import Endpoint, RegistryState, Service, ServiceKey, ServicePort
+from gossamer.control.translate import PROXYLESS, NodeGroup
+from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 
 KEY = ServiceKey("default", "echo")
 
@@ -27,7 +29,7 @@ def test_publishes_every_group_once_inputs_exist():
     assert publisher.stats.publishes == 1 and publisher.stats.groups == 2
     proxyless = cache.get("proxyless")
     assert proxyless is not None
-    assert set(proxyless.get(names.LISTENER).resources) == {
+    assert set(proxyless.get(xds.LISTENER).resources) == {
         "echo:8080",
         "echo.default:8080",
         "echo",
@@ -52,7 +54,7 @@ def test_revision_alone_does_not_change_versions_and_groups_of_streams_are_kept(
     publisher.set_state(state(ports=2))
     assert len(seen) == 2
     snap = cache.get(stranger.name)
-    assert snap is not None and "outbound|8081||echo.default" in snap.get(names.CLUSTER).resources
+    assert snap is not None and "outbound|8081||echo.default" in snap.get(xds.CLUSTER).resources
 
 
 def test_trust_bundle_adds_the_mtls_side():
@@ -61,14 +63,12 @@ def test_trust_bundle_adds_the_mtls_side():
     publisher.set_mesh(mesh_from_mapping({}))
     publisher.set_state(state())
     sidecar = cache.get("sidecar:default/echo")
-    assert (
-        sidecar is not None and names.INBOUND_LISTENER not in sidecar.get(names.LISTENER).resources
-    )
+    assert sidecar is not None and xds.INBOUND_LISTENER not in sidecar.get(xds.LISTENER).resources
     publisher.set_trust_bundle(b"-----BEGIN CERTIFICATE-----\n")
     sidecar = cache.get("sidecar:default/echo")
     assert sidecar is not None
-    assert names.INBOUND_LISTENER in sidecar.get(names.LISTENER).resources
-    assert names.ROOT_CA_SECRET in sidecar.get(names.SECRET).resources
+    assert xds.INBOUND_LISTENER in sidecar.get(xds.LISTENER).resources
+    assert xds.ROOT_CA_SECRET in sidecar.get(xds.SECRET).resources
     assert PROXYLESS.name in cache.groups()
 
 

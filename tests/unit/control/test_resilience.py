@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import load_mesh_text
 from gossamer.control.translate.clusters import outbound_cluster
-from gossamer.discovery.model import Service, ServiceKey, ServicePort
+from gossamer.discovery.model import Service, ServicePort
 from gossamer.errors import ConfigError
 
 BASE = "trust_domain: gossamer.local\nservices:\n  - name: catalog\n    ports: [{port: 8080}]\n"

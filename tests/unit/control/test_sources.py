@@ -4,16 +4,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.control.sources import apply_event, follow_store
-from gossamer.discovery.model import (
-    Endpoint,
-    Event,
-    EventKind,
-    Health,
-    RegistryState,
-    Service,
-    ServiceKey,
-)
+from gossamer.discovery.model import Endpoint, Event, EventKind, RegistryState, Service
 from gossamer.discovery.store import Store
 
 KEY = ServiceKey("default", "echo")

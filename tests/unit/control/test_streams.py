@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from gossamer.contract import xds
 from gossamer.control.streams import MAX_REMEMBERED_NACKS, StreamRegistry
-from gossamer.control.translate import names
 
 
 class Clock:
@@ -18,13 +18,13 @@ def test_stream_state_for_the_operator_api():
     info = registry.open("sotw", "ipv4:127.0.0.1:5000")
     info.node_id = "web-1"
     info.group = "sidecar:default/web"
-    info.record_subscription(names.CLUSTER, True, 0)
-    info.record_sent(names.CLUSTER, "v1")
+    info.record_subscription(xds.CLUSTER, True, 0)
+    info.record_sent(xds.CLUSTER, "v1")
     clock.now = 101.0
-    info.record_ack(names.CLUSTER, "v1")
-    info.record_sent(names.CLUSTER, "v2")
+    info.record_ack(xds.CLUSTER, "v1")
+    info.record_sent(xds.CLUSTER, "v2")
     clock.now = 102.5
-    info.record_nack(names.CLUSTER, "v2", "bad cluster")
+    info.record_nack(xds.CLUSTER, "v2", "bad cluster")
     view = registry.to_dict()
     [stream] = view["streams"]
     assert stream["node_id"] == "web-1" and stream["peer"] == "ipv4:127.0.0.1:5000"
@@ -38,7 +38,7 @@ def test_stream_state_for_the_operator_api():
     registry.close(info)
     assert len(registry) == 0
     # the NACK outlives the stream
-    nack = registry.last_nack("web-1", names.CLUSTER)
+    nack = registry.last_nack("web-1", xds.CLUSTER)
     assert nack is not None and nack.error == "bad cluster"
 
 
@@ -47,7 +47,7 @@ def test_remembered_nacks_are_bounded():
     info = registry.open("delta", "p")
     for i in range(MAX_REMEMBERED_NACKS + 5):
         info.node_id = f"n{i}"
-        info.record_nack(names.ENDPOINT, "v", "e")
+        info.record_nack(xds.ENDPOINT, "v", "e")
     nacks = registry.nacks()
     assert len(nacks) == MAX_REMEMBERED_NACKS
     assert "n0" not in nacks and f"n{MAX_REMEMBERED_NACKS + 4}" in nacks

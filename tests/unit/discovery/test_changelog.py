@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.changelog import ChangeLog
-from gossamer.discovery.model import Event, EventKind, ServiceKey
+from gossamer.discovery.model import Event, EventKind
 
 KEY = ServiceKey("default", "svc")
 

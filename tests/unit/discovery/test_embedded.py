@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.discovery import snapshot_file
 from gossamer.discovery.embedded import EmbeddedStore
-from gossamer.discovery.model import Endpoint, EventKind, Health, Service, ServiceKey
+from gossamer.discovery.model import Endpoint, EventKind, Service
 from gossamer.discovery.store import StoreUnavailable
 from gossamer.errors import ConfigError, GossamerError, NotFound, UsageError
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery import etcd_keys as ek
-from gossamer.discovery.model import Endpoint, EventKind, Service, ServiceKey
+from gossamer.discovery.model import Endpoint, EventKind, Service
 from gossamer.errors import ConfigError
 
 KEY = ServiceKey("prod", "catalog")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.meshfile import load_services, parse_services_text
-from gossamer.discovery.model import Endpoint, Service, ServiceKey, ServicePort
+from gossamer.discovery.model import Endpoint, Service, ServicePort
 from gossamer.errors import ConfigError
 
 GOOD = """\

@@ -9,8 +9,10 @@ from dataclasses import replace
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.discovery.embedded import EmbeddedStore
-from gossamer.discovery.model import Endpoint, Health, Service, ServiceKey, ServicePort
+from gossamer.discovery.model import Endpoint, Service, ServicePort
 from gossamer.discovery.registry import Registry
 from gossamer.errors import ConfigError
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery import snapshot_file
-from gossamer.discovery.model import Endpoint, Service, ServiceKey, ServicePort
+from gossamer.discovery.model import Endpoint, Service, ServicePort
 from gossamer.errors import ConfigError
 
 SVC = Service("catalog", ports=(ServicePort(8080, "grpc", "api"),))

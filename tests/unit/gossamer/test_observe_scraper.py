@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gossamer.discovery.model import Endpoint, RegistryState, ServiceKey
+from gossamer.contract.identity import ServiceKey
+from gossamer.discovery.model import Endpoint, RegistryState
 from gossamer.observe.live import Target
 from gossamer.observe.scraper import LiveMetrics, targets_of
 

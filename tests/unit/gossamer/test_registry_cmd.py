@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.embedded import EmbeddedStore
-from gossamer.discovery.model import Endpoint, Service, ServiceKey
+from gossamer.discovery.model import Endpoint, Service
 
 MESH = """\
 services:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import load_mesh
 from gossamer.discovery.meshfile import parse_services
-from gossamer.discovery.model import ServiceKey
 from gossamer.up.layout import FreePorts, Subnet, isolated_layout, loopback_layout
 from gossamer.up.meshfile import mesh_yaml, spiffe
 

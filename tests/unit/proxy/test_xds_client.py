@@ -10,7 +10,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from gossamer.control.translate import NodeGroup, names
+from gossamer.contract import xds
+from gossamer.control.translate import NodeGroup
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 from gossamer.proxy.metrics_defs import SidecarMetrics
@@ -67,31 +68,31 @@ def test_first_configuration_waits_for_every_piece_then_acks_each():
     h = Harness()
     view = web_view()
     first = h.client.state.initial_requests()
-    assert [r.type_url for r in first] == [names.CLUSTER, names.LISTENER, names.SECRET]
+    assert [r.type_url for r in first] == [xds.CLUSTER, xds.LISTENER, xds.SECRET]
     assert first[0].node.metadata["GOSSAMER_SERVICE"] == "web"
-    out = h.send(names.CLUSTER, view[names.CLUSTER], "c1", "n1")
+    out = h.send(xds.CLUSTER, view[xds.CLUSTER], "c1", "n1")
     ack, eds = out
     assert ack.version_info == "c1" and ack.response_nonce == "n1"
     assert not ack.HasField("error_detail")
     assert "outbound|8080||catalog.default" in eds.resource_names  # EDS follows CDS
     assert h.applied == []  # clusters alone are not a configuration
-    h.send(names.ENDPOINT, view[names.ENDPOINT], "e1", "n2")
-    out = h.send(names.LISTENER, view[names.LISTENER], "l1", "n3")
-    assert list(out[1].resource_names) == [names.OUTBOUND_ROUTE]
+    h.send(xds.ENDPOINT, view[xds.ENDPOINT], "e1", "n2")
+    out = h.send(xds.LISTENER, view[xds.LISTENER], "l1", "n3")
+    assert list(out[1].resource_names) == [xds.OUTBOUND_ROUTE]
     assert h.applied == []  # the routes are still missing
-    h.send(names.ROUTE, view[names.ROUTE], "r1", "n4")
+    h.send(xds.ROUTE, view[xds.ROUTE], "r1", "n4")
     (config,) = h.applied
     assert dict(config.versions) == {"CDS": "c1", "EDS": "e1", "LDS": "l1", "RDS": "r1"}
     assert h.metrics.xds_updates == {"CDS": 1, "EDS": 1, "LDS": 1, "RDS": 1}
     assert h.client.status()["waiting_for"] == []
     # a later endpoint update applies at once
-    h.send(names.ENDPOINT, view[names.ENDPOINT], "e2", "n5")
+    h.send(xds.ENDPOINT, view[xds.ENDPOINT], "e2", "n5")
     assert len(h.applied) == 2 and h.applied[-1].versions["EDS"] == "e2"
 
 
 def _complete(h: Harness) -> dict[str, list[Any]]:
     view = web_view()
-    for i, t in enumerate((names.CLUSTER, names.ENDPOINT, names.LISTENER, names.ROUTE)):
+    for i, t in enumerate((xds.CLUSTER, xds.ENDPOINT, xds.LISTENER, xds.ROUTE)):
         h.send(t, view[t], f"v{i}", f"n{i}")
     return view
 
@@ -101,9 +102,9 @@ def test_nack_keeps_the_last_good_configuration():
     view = _complete(h)
     good = h.applied[-1]
     bad = cluster_pb2.Cluster()
-    bad.CopyFrom(view[names.CLUSTER][0])
+    bad.CopyFrom(view[xds.CLUSTER][0])
     bad.type = cluster_pb2.Cluster.LOGICAL_DNS
-    (nack,) = h.send(names.CLUSTER, [*view[names.CLUSTER][1:], bad], "v9", "n9")
+    (nack,) = h.send(xds.CLUSTER, [*view[xds.CLUSTER][1:], bad], "v9", "n9")
     assert nack.version_info == "v0"  # still the accepted version
     assert nack.response_nonce == "n9"
     assert "LOGICAL_DNS" in nack.error_detail.message
@@ -113,7 +114,7 @@ def test_nack_keeps_the_last_good_configuration():
     assert status["nacks"] == 1 and "LOGICAL_DNS" in status["last_nack_error"]
     assert status["version"] == "v0"
     # the next good update is accepted and clears the error
-    h.send(names.CLUSTER, view[names.CLUSTER], "v10", "n10")
+    h.send(xds.CLUSTER, view[xds.CLUSTER], "v10", "n10")
     assert h.client.status()["types"]["CDS"]["last_nack_error"] is None
     assert h.applied[-1].versions["CDS"] == "v10"
 
@@ -121,9 +122,9 @@ def test_nack_keeps_the_last_good_configuration():
 def test_what_the_data_path_refuses_is_nacked():
     h = Harness(fail_apply=True)
     view = web_view()
-    for t in (names.CLUSTER, names.ENDPOINT, names.LISTENER):
+    for t in (xds.CLUSTER, xds.ENDPOINT, xds.LISTENER):
         h.send(t, view[t], "v1", "n")
-    (nack,) = h.send(names.ROUTE, view[names.ROUTE], "r1", "n4")
+    (nack,) = h.send(xds.ROUTE, view[xds.ROUTE], "r1", "n4")
     assert "the data path refuses it" in nack.error_detail.message
     assert h.client.pieces.routes == {}  # not kept: nothing was applied with it
 
@@ -132,16 +133,16 @@ def test_trust_bundle_goes_to_the_credentials_once():
     bundle = make_ca_bundle()
     h = Harness()
     view = web_view(bundle)
-    (ack,) = h.send(names.SECRET, view[names.SECRET], "s1", "n1")
+    (ack,) = h.send(xds.SECRET, view[xds.SECRET], "s1", "n1")
     assert not ack.HasField("error_detail")
-    h.send(names.SECRET, view[names.SECRET], "s2", "n2")
+    h.send(xds.SECRET, view[xds.SECRET], "s2", "n2")
     assert h.bundles == [bundle]
 
 
 @pytest.mark.parametrize("resources", [[cluster_pb2.Cluster(name="x")]])
 def test_a_secret_of_the_wrong_type_is_nacked(resources):
     h = Harness()
-    (nack,) = h.send(names.SECRET, resources, "s1", "n1")
+    (nack,) = h.send(xds.SECRET, resources, "s1", "n1")
     assert "expected envoy.extensions.transport_sockets.tls.v3.Secret" in nack.error_detail.message
 
 
@@ -150,21 +151,21 @@ def test_eds_and_rds_updates_carry_only_what_changed():
     view = _complete(h)
     before = h.applied[-1].endpoints
     catalog = next(
-        c for c in view[names.ENDPOINT] if c.cluster_name.startswith("outbound|8080||catalog")
+        c for c in view[xds.ENDPOINT] if c.cluster_name.startswith("outbound|8080||catalog")
     )
     changed = type(catalog)()
     changed.CopyFrom(catalog)
     del changed.endpoints[0].lb_endpoints[0]
-    h.send(names.ENDPOINT, [changed], "e9", "n9")  # only the cluster that changed
+    h.send(xds.ENDPOINT, [changed], "e9", "n9")  # only the cluster that changed
     after = h.applied[-1].endpoints
     assert len(after[catalog.cluster_name]) == len(before[catalog.cluster_name]) - 1
     for name, members in before.items():
         if name != catalog.cluster_name:
             assert after[name] == members, name  # the others are kept
     dumped = h.client.status(resources=True)["types"]["EDS"]["resources"]
-    subscribed = h.client.state.subs[names.ENDPOINT].names
+    subscribed = h.client.state.subs[xds.ENDPOINT].names
     assert sorted(r["clusterName"] for r in dumped) == sorted(subscribed)
     # an RDS update naming nothing new keeps the routes
     routes = h.applied[-1].routes
-    h.send(names.ROUTE, [], "r9", "n10")
+    h.send(xds.ROUTE, [], "r9", "n10")
     assert h.applied[-1].routes == routes

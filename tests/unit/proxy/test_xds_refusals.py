@@ -21,7 +21,8 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from google.protobuf import any_pb2
 
-from gossamer.control.translate import NodeGroup, names
+from gossamer.contract import xds
+from gossamer.control.translate import NodeGroup
 from gossamer.errors import ConfigError
 from gossamer.proxy import xds_clusters, xds_endpoints, xds_listeners, xds_translate
 from tests.helpers.xds_fixtures import TD, key, translator
@@ -51,14 +52,14 @@ def pack(messages: dict[str, Any]) -> list[any_pb2.Any]:
 
 
 def refuses(type_url: str, change: Callable[[dict[str, Any]], None], match: str) -> None:
-    view = resources("web") if type_url != names.LISTENER else resources("catalog")
+    view = resources("web") if type_url != xds.LISTENER else resources("catalog")
     change(view[type_url])
     decode: dict[str, Callable[[list[any_pb2.Any]], Any]] = {
-        names.CLUSTER: xds_clusters.decode_clusters,
-        names.ENDPOINT: xds_endpoints.decode_endpoints,
-        names.LISTENER: lambda rs: xds_listeners.decode_listeners(rs, TD),
-        names.ROUTE: xds_listeners.decode_routes,
-        names.SECRET: xds_translate.decode_secret,
+        xds.CLUSTER: xds_clusters.decode_clusters,
+        xds.ENDPOINT: xds_endpoints.decode_endpoints,
+        xds.LISTENER: lambda rs: xds_listeners.decode_listeners(rs, TD),
+        xds.ROUTE: xds_listeners.decode_routes,
+        xds.SECRET: xds_translate.decode_secret,
     }
     with pytest.raises(ConfigError, match=match):
         decode[type_url](pack(view[type_url]))
@@ -73,7 +74,7 @@ def test_dns_clusters():
     def change(cs: dict[str, Any]) -> None:
         cs[CATALOG].type = cluster_pb2.Cluster.STRICT_DNS
 
-    refuses(names.CLUSTER, change, r"catalog.default: discovery type STRICT_DNS")
+    refuses(xds.CLUSTER, change, r"catalog.default: discovery type STRICT_DNS")
 
 
 def test_load_balancing_the_sidecar_does_not_implement():
@@ -85,13 +86,13 @@ def test_load_balancing_the_sidecar_does_not_implement():
         entry.typed_extension_config.name = "envoy.load_balancing_policies.maglev_custom"
         entry.typed_extension_config.typed_config.type_url = "type.googleapis.com/x.Custom"
 
-    refuses(names.CLUSTER, change, "no supported load-balancing policy among")
+    refuses(xds.CLUSTER, change, "no supported load-balancing policy among")
 
     def enum_change(cs: dict[str, Any]) -> None:
         cs[CATALOG].ClearField("load_balancing_policy")
         cs[CATALOG].lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
 
-    refuses(names.CLUSTER, enum_change, "lb_policy CLUSTER_PROVIDED is not supported")
+    refuses(xds.CLUSTER, enum_change, "lb_policy CLUSTER_PROVIDED is not supported")
 
 
 def test_upstream_tls_without_a_spiffe_id_to_check():
@@ -103,14 +104,14 @@ def test_upstream_tls_without_a_spiffe_id_to_check():
         del sans.match_typed_subject_alt_names[:]
         match.transport_socket.typed_config.Pack(context)
 
-    refuses(names.CLUSTER, change, "without an exact spiffe:// URI SAN")
+    refuses(xds.CLUSTER, change, "without an exact spiffe:// URI SAN")
 
 
 def test_transport_socket_match_on_other_metadata():
     def change(cs: dict[str, Any]) -> None:
         cs[CATALOG].transport_socket_matches[0].match.update({"zone": "a"})
 
-    refuses(names.CLUSTER, change, "keys other than tlsMode")
+    refuses(xds.CLUSTER, change, "keys other than tlsMode")
 
 
 def test_endpoint_without_address():
@@ -118,47 +119,47 @@ def test_endpoint_without_address():
         cla: endpoint_pb2.ClusterLoadAssignment = es[CATALOG]
         cla.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address = ""
 
-    refuses(names.ENDPOINT, change, "endpoint without an address and port")
+    refuses(xds.ENDPOINT, change, "endpoint without an address and port")
 
 
 def test_regex_routes_header_matches_and_redirects():
     def regex(rs: dict[str, Any]) -> None:
-        route = rs[names.OUTBOUND_ROUTE].virtual_hosts[0].routes[0]
+        route = rs[xds.OUTBOUND_ROUTE].virtual_hosts[0].routes[0]
         route.match.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex="/a.*"))
 
-    refuses(names.ROUTE, regex, "path match safe_regex is not supported")
+    refuses(xds.ROUTE, regex, "path match safe_regex is not supported")
 
     def headers(rs: dict[str, Any]) -> None:
-        route = rs[names.OUTBOUND_ROUTE].virtual_hosts[0].routes[0]
+        route = rs[xds.OUTBOUND_ROUTE].virtual_hosts[0].routes[0]
         route.match.headers.add(name="x-canary")
 
-    refuses(names.ROUTE, headers, "header, query and runtime matches")
+    refuses(xds.ROUTE, headers, "header, query and runtime matches")
 
     def redirect(rs: dict[str, Any]) -> None:
-        route = rs[names.OUTBOUND_ROUTE].virtual_hosts[0].routes[0]
+        route = rs[xds.OUTBOUND_ROUTE].virtual_hosts[0].routes[0]
         route.redirect.host_redirect = "elsewhere"
 
-    refuses(names.ROUTE, redirect, "action redirect is not supported")
+    refuses(xds.ROUTE, redirect, "action redirect is not supported")
 
 
 def test_unknown_retry_condition():
     def change(rs: dict[str, Any]) -> None:
-        config: route_pb2.RouteConfiguration = rs[names.OUTBOUND_ROUTE]
+        config: route_pb2.RouteConfiguration = rs[xds.OUTBOUND_ROUTE]
         for vh in config.virtual_hosts:
             if vh.name.startswith("catalog"):
                 vh.routes[0].route.retry_policy.retry_on = "reset,envoy-ratelimited"
 
-    refuses(names.ROUTE, change, "retry condition 'envoy-ratelimited' is not supported")
+    refuses(xds.ROUTE, change, "retry condition 'envoy-ratelimited' is not supported")
 
 
 def test_retry_conditions_of_http2_and_grpc():
     view = resources("web")
-    config: route_pb2.RouteConfiguration = view[names.ROUTE][names.OUTBOUND_ROUTE]
+    config: route_pb2.RouteConfiguration = view[xds.ROUTE][xds.OUTBOUND_ROUTE]
     for vh in config.virtual_hosts:
         if vh.name.startswith("catalog"):
             vh.routes[0].route.retry_policy.retry_on = "refused-stream,unavailable"
             vh.routes[0].route.retry_policy.ClearField("retriable_status_codes")
-    spec = xds_listeners.decode_routes(pack(view[names.ROUTE]))[names.OUTBOUND_ROUTE]
+    spec = xds_listeners.decode_routes(pack(view[xds.ROUTE]))[xds.OUTBOUND_ROUTE]
     (route,) = next(vh for vh in spec.table.virtual_hosts if vh.name.startswith("catalog")).routes
     assert route.retry is not None
     # a refused stream processed nothing (as a connect failure); UNAVAILABLE is 14
@@ -169,7 +170,7 @@ def test_retry_conditions_of_http2_and_grpc():
 
 def test_an_http_filter_the_sidecar_lacks():
     def change(ls: dict[str, Any]) -> None:
-        listener: listener_pb2.Listener = ls[names.OUTBOUND_LISTENER]
+        listener: listener_pb2.Listener = ls[xds.OUTBOUND_LISTENER]
         chain = listener.filter_chains[-1]
         manager = hcm_pb2.HttpConnectionManager()
         chain.filters[0].typed_config.Unpack(manager)
@@ -180,11 +181,11 @@ def test_an_http_filter_the_sidecar_lacks():
         manager.http_filters.insert(0, fault)
         chain.filters[0].typed_config.Pack(manager)
 
-    refuses(names.LISTENER, change, "HTTP filter envoy.filters.http.fault is not supported")
+    refuses(xds.LISTENER, change, "HTTP filter envoy.filters.http.fault is not supported")
 
 
 def _inbound_rbac(ls: dict[str, Any], edit: Callable[[rbac_pb2.RBAC], None]) -> None:
-    listener: listener_pb2.Listener = ls[names.INBOUND_LISTENER]
+    listener: listener_pb2.Listener = ls[xds.INBOUND_LISTENER]
     for chain in listener.filter_chains:
         manager = hcm_pb2.HttpConnectionManager()
         chain.filters[0].typed_config.Unpack(manager)
@@ -204,7 +205,7 @@ def test_deny_rbac_and_unsupported_principals():
 
         _inbound_rbac(ls, edit)
 
-    refuses(names.LISTENER, deny, "RBAC action DENY is not supported")
+    refuses(xds.LISTENER, deny, "RBAC action DENY is not supported")
 
     def by_ip(ls: dict[str, Any]) -> None:
         def edit(rules: rbac_pb2.RBAC) -> None:
@@ -213,39 +214,39 @@ def test_deny_rbac_and_unsupported_principals():
 
         _inbound_rbac(ls, edit)
 
-    refuses(names.LISTENER, by_ip, "principals must be authenticated SPIFFE IDs")
+    refuses(xds.LISTENER, by_ip, "principals must be authenticated SPIFFE IDs")
 
 
 def test_inbound_without_client_certificates():
     def change(ls: dict[str, Any]) -> None:
-        listener: listener_pb2.Listener = ls[names.INBOUND_LISTENER]
+        listener: listener_pb2.Listener = ls[xds.INBOUND_LISTENER]
         chain = listener.filter_chains[0]
         context = tls_pb2.DownstreamTlsContext()
         chain.transport_socket.typed_config.Unpack(context)
         context.require_client_certificate.value = False
         chain.transport_socket.typed_config.Pack(context)
 
-    refuses(names.LISTENER, change, "must require a client certificate")
+    refuses(xds.LISTENER, change, "must require a client certificate")
 
     def plaintext(ls: dict[str, Any]) -> None:
-        ls[names.INBOUND_LISTENER].filter_chains[0].ClearField("transport_socket")
+        ls[xds.INBOUND_LISTENER].filter_chains[0].ClearField("transport_socket")
 
-    refuses(names.LISTENER, plaintext, "inbound traffic must be mutual TLS")
+    refuses(xds.LISTENER, plaintext, "inbound traffic must be mutual TLS")
 
 
 def test_unknown_listener_names():
     def change(ls: dict[str, Any]) -> None:
         ls["extra"] = listener_pb2.Listener(name="admin-9901")
 
-    refuses(names.LISTENER, change, "a sidecar has only the 'outbound' and 'inbound' listeners")
+    refuses(xds.LISTENER, change, "a sidecar has only the 'outbound' and 'inbound' listeners")
 
 
 def test_secret_with_a_file_instead_of_inline_bytes():
     def change(ss: dict[str, Any]) -> None:
-        trusted = ss[names.ROOT_CA_SECRET].validation_context.trusted_ca
+        trusted = ss[xds.ROOT_CA_SECRET].validation_context.trusted_ca
         trusted.filename = "/etc/ssl/ca.pem"
 
-    refuses(names.SECRET, change, "the trusted CA must be inline, not filename")
+    refuses(xds.SECRET, change, "the trusted CA must be inline, not filename")
 
 
 def test_empty_allow_list_denies_everyone():
@@ -254,8 +255,8 @@ def test_empty_allow_list_denies_everyone():
     def edit(rules: rbac_pb2.RBAC) -> None:
         rules.policies.clear()
 
-    _inbound_rbac(view[names.LISTENER], edit)
-    decoded = xds_listeners.decode_listeners(pack(view[names.LISTENER]), TD)
+    _inbound_rbac(view[xds.LISTENER], edit)
+    decoded = xds_listeners.decode_listeners(pack(view[xds.LISTENER]), TD)
     assert decoded.inbound is not None
     authz = decoded.inbound.authorization
     assert not authz.allow_all_mesh and not authz.allows(f"spiffe://{TD}/ns/default/sa/web")

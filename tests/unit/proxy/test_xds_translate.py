@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from gossamer.control.translate import names
+from gossamer.contract import xds
 from gossamer.discovery.model import Service, ServicePort
 from gossamer.errors import ConfigError
 from gossamer.proxy import xds_clusters, xds_listeners, xds_translate
@@ -148,7 +148,7 @@ def test_missing_pieces_before_the_first_configuration():
     assert missing(no_rds) == ["RDS outbound"]
     # a view without services with EDS clusters needs no EDS
     lonely = view("web", services={key("web"): SERVICES[key("web")]}, policies=[{"name": "web"}])
-    assert xds_clusters.decode_clusters(lonely[names.CLUSTER]).eds_names == (
+    assert xds_clusters.decode_clusters(lonely[xds.CLUSTER]).eds_names == (
         "outbound|8080||web.default",
     )
 
@@ -170,10 +170,10 @@ def test_a_route_to_a_cluster_cds_no_longer_has_still_assembles():
 def test_root_ca_secret():
     resources = view("web")
     with pytest.raises(ConfigError, match="not a PEM certificate bundle"):
-        xds_translate.decode_secret(resources[names.SECRET])
+        xds_translate.decode_secret(resources[xds.SECRET])
     ca_bundle = make_ca_bundle()
     good = view("web", bundle=ca_bundle)
-    assert xds_translate.decode_secret(good[names.SECRET]) == ca_bundle
+    assert xds_translate.decode_secret(good[xds.SECRET]) == ca_bundle
     assert xds_translate.decode_secret([]) is None
 
 
@@ -182,13 +182,13 @@ def test_http2_ports_become_http2_app_ports_and_grpc_clusters():
     services = dict(SERVICES)
     services[key("web")] = Service("web", ports=(ServicePort(8080, "grpc"),))
     resources = view("web", policies=policies, services=services)
-    decoded = xds_clusters.decode_clusters(resources[names.CLUSTER])
+    decoded = xds_clusters.decode_clusters(resources[xds.CLUSTER])
     assert decoded.inbound_h2 == {8080}
     config = assemble(NodeInfo("web", trust_domain=TD), pieces_of(resources))
     assert [ap.protocol for ap in config.inbound.app_ports] == [Protocol.HTTP2]
     # catalog's sidecar may call web: over HTTP/2, with the grpc protocol
     resources = view("catalog", policies=policies, services=services)
-    decoded = xds_clusters.decode_clusters(resources[names.CLUSTER])
+    decoded = xds_clusters.decode_clusters(resources[xds.CLUSTER])
     assert not decoded.ignored
     assert decoded.outbound["outbound|8080||web.default"].cluster.protocol is Protocol.GRPC
 
@@ -210,8 +210,8 @@ def test_ring_hash_without_header_balances_at_random():
 
 def test_listeners_rds_names():
     resources = view("web")
-    listeners = xds_listeners.decode_listeners(resources[names.LISTENER], TD)
-    assert listeners.rds_names == (names.OUTBOUND_ROUTE,)
+    listeners = xds_listeners.decode_listeners(resources[xds.LISTENER], TD)
+    assert listeners.rds_names == (xds.OUTBOUND_ROUTE,)
 
 
 def _with_catalog(**extra: object) -> list[dict[str, object]]:
@@ -292,7 +292,7 @@ def test_a_retry_budget_alone_leaves_active_retries_unlimited():
 def _catalog_proto(resources):
     from envoy.config.cluster.v3 import cluster_pb2
 
-    for packed in resources[names.CLUSTER]:
+    for packed in resources[xds.CLUSTER]:
         cluster = cluster_pb2.Cluster()
         packed.Unpack(cluster)
         if cluster.name == CATALOG:

@@ -6,11 +6,13 @@ from envoy.extensions.load_balancing_policies.least_request.v3 import least_requ
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from xds.type.v3 import typed_struct_pb2
 
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.policy import ServicePolicy
-from gossamer.control.translate import clusters, names
+from gossamer.control.translate import clusters
 from gossamer.control.translate.references import cluster_eds_name, cluster_secrets
-from gossamer.discovery.model import Service, ServiceKey, ServicePort
+from gossamer.discovery.model import Service, ServicePort
 
 SVC = Service("echo", ports=(ServicePort(50051, "grpc"),))
 PORT = SVC.ports[0]
@@ -67,10 +69,10 @@ def test_lb_policies_fall_back_to_what_grpc_supports(lb, expected):
 def test_ewma_marker_and_least_request_choices():
     cluster = build(policy_of(lb_policy="ewma"))
     first, second, _ = cluster.load_balancing_policy.policies
-    assert first.typed_extension_config.name == names.PEAK_EWMA_NAME
+    assert first.typed_extension_config.name == xds.PEAK_EWMA_NAME
     marker = typed_struct_pb2.TypedStruct()
     assert first.typed_extension_config.typed_config.Unpack(marker)
-    assert marker.type_url == names.PEAK_EWMA_TYPE_URL and marker.value["decay"] == "10s"
+    assert marker.type_url == xds.PEAK_EWMA_TYPE_URL and marker.value["decay"] == "10s"
     least = least_request_pb2.LeastRequest()
     assert second.typed_extension_config.typed_config.Unpack(least)
     assert least.choice_count.value == 2
@@ -94,7 +96,7 @@ def test_mtls_transport_socket_match():
     cluster = build(mtls=True)
     assert not cluster.HasField("transport_socket")  # gRPC reads only this: stays plaintext
     tls_match, plain = cluster.transport_socket_matches
-    assert dict(tls_match.match) == {names.TLS_MODE_KEY: names.TLS_MODE_MTLS}
+    assert dict(tls_match.match) == {xds.TLS_MODE_KEY: xds.TLS_MODE_MTLS}
     assert (
         dict(plain.match) == {}
         and plain.transport_socket.name == "envoy.transport_sockets.raw_buffer"
@@ -103,12 +105,12 @@ def test_mtls_transport_socket_match():
     assert tls_match.transport_socket.typed_config.Unpack(context)
     assert context.sni == "outbound_.50051_._.echo.default.svc.gossamer.local"
     common = context.common_tls_context
-    assert [s.name for s in common.tls_certificate_sds_secret_configs] == [names.WORKLOAD_SECRET]
+    assert [s.name for s in common.tls_certificate_sds_secret_configs] == [xds.WORKLOAD_SECRET]
     validation = common.combined_validation_context
     [san] = validation.default_validation_context.match_typed_subject_alt_names
     assert san.matcher.exact == "spiffe://gossamer.local/ns/default/sa/echo"
-    assert validation.validation_context_sds_secret_config.name == names.ROOT_CA_SECRET
-    assert cluster_secrets(cluster) == {names.ROOT_CA_SECRET}
+    assert validation.validation_context_sds_secret_config.name == xds.ROOT_CA_SECRET
+    assert cluster_secrets(cluster) == {xds.ROOT_CA_SECRET}
 
 
 def test_inbound_and_passthrough_clusters():

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import health_check_pb2
 
-from gossamer.control.translate import endpoints, names
-from gossamer.discovery.model import Endpoint, Health, ServiceKey
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
+from gossamer.control.translate import endpoints
+from gossamer.discovery.model import Endpoint
 
 KEY = ServiceKey("default", "echo")
 
@@ -48,9 +51,7 @@ def test_only_endpoints_serving_the_port_and_tls_mode_metadata():
     cla = endpoints.load_assignment("c", [ep("a", ports=(9090,)), ep("b", mtls=True)], 8080)
     [locality] = cla.endpoints
     [only] = locality.lb_endpoints
-    assert (
-        only.metadata.filter_metadata[names.TRANSPORT_SOCKET_MATCH][names.TLS_MODE_KEY] == "istio"
-    )
+    assert only.metadata.filter_metadata[xds.TRANSPORT_SOCKET_MATCH][xds.TLS_MODE_KEY] == "istio"
     plain = endpoints.lb_endpoint(ep("a"))
     assert not plain.HasField("metadata")
 

@@ -11,11 +11,13 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
+from gossamer.contract import ports, xds
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.policy import ServicePolicy
-from gossamer.control.translate import listeners, names
+from gossamer.control.translate import listeners
 from gossamer.control.translate.references import listener_routes, listener_secrets
-from gossamer.discovery.model import Service, ServiceKey, ServicePort
+from gossamer.discovery.model import Service, ServicePort
 
 TD = "gossamer.local"
 SVC = Service("catalog", ports=(ServicePort(8080), ServicePort(5432, "tcp")))
@@ -30,7 +32,7 @@ def hcm(filter_) -> hcm_pb2.HttpConnectionManager:
 def test_outbound_listener():
     listener = listeners.outbound_listener({5432: "outbound|5432||db.default"})
     assert listener.name == "outbound"
-    assert listener.address.socket_address.port_value == names.OUTBOUND_PORT
+    assert listener.address.socket_address.port_value == ports.OUTBOUND_PORT
     tcp, http = listener.filter_chains
     assert tcp.filter_chain_match.destination_port.value == 5432
     proxy = tcp_proxy_pb2.TcpProxy()
@@ -39,12 +41,12 @@ def test_outbound_listener():
     )
     manager = hcm(http.filters[0])
     assert (
-        manager.rds.route_config_name == names.OUTBOUND_ROUTE
+        manager.rds.route_config_name == xds.OUTBOUND_ROUTE
         and manager.rds.config_source.HasField("ads")
     )
     router = router_pb2.Router()
     assert manager.http_filters[-1].typed_config.Unpack(router)
-    assert listener_routes(listener) == {names.OUTBOUND_ROUTE}
+    assert listener_routes(listener) == {xds.OUTBOUND_ROUTE}
 
 
 def test_inbound_listener_requires_mesh_client_certificates_and_applies_rbac():
@@ -61,11 +63,11 @@ def test_inbound_listener_requires_mesh_client_certificates_and_applies_rbac():
     listener = listeners.inbound_listener(SVC, policy, TD)
     assert (
         listener.name == "inbound"
-        and listener.address.socket_address.port_value == names.INBOUND_PORT
+        and listener.address.socket_address.port_value == ports.INBOUND_PORT
     )
     assert listener.listener_filters[0].name == listeners.TLS_INSPECTOR
     http, tcp = listener.filter_chains
-    assert list(http.filter_chain_match.server_names) == [names.sni(TD, SVC.key, 8080)]
+    assert list(http.filter_chain_match.server_names) == [xds.sni(TD, SVC.key, 8080)]
     context = tls_pb2.DownstreamTlsContext()
     assert http.transport_socket.typed_config.Unpack(context)
     assert context.require_client_certificate.value
@@ -73,7 +75,7 @@ def test_inbound_listener_requires_mesh_client_certificates_and_applies_rbac():
         context.common_tls_context.combined_validation_context.default_validation_context.match_typed_subject_alt_names
     )
     assert san.matcher.prefix == f"spiffe://{TD}/"
-    assert listener_secrets(listener) == {names.ROOT_CA_SECRET}
+    assert listener_secrets(listener) == {xds.ROOT_CA_SECRET}
     manager = hcm(http.filters[0])
     assert [f.name for f in manager.http_filters] == [listeners.HTTP_RBAC, listeners.ROUTER]
     rbac = http_rbac_pb2.RBAC()

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import mesh_from_mapping
-from gossamer.control.translate import names, routes
-from gossamer.discovery.model import Service, ServiceKey, ServicePort
+from gossamer.control.translate import routes
+from gossamer.discovery.model import Service, ServicePort
 
 
 def policies(**service):
@@ -56,7 +58,7 @@ def test_outbound_routes_one_virtual_host_per_port_and_unique_domains():
         Service("catalog", "shop", (ServicePort(8080),)),
     ]
     config = routes.outbound_route_config(services, {}, "td", "shop")
-    assert config.name == names.OUTBOUND_ROUTE
+    assert config.name == xds.OUTBOUND_ROUTE
     hosts = {h.name: list(h.domains) for h in config.virtual_hosts}
     assert set(hosts) == {
         "catalog.default:8080",
@@ -72,7 +74,7 @@ def test_outbound_routes_one_virtual_host_per_port_and_unique_domains():
     assert "catalog.default" not in hosts["catalog.default:9090"]  # not the primary port
     every = [d for domains in hosts.values() for d in domains]
     assert len(every) == len(set(every))
-    assert config.virtual_hosts[-1].routes[0].route.cluster == names.PASSTHROUGH_CLUSTER
+    assert config.virtual_hosts[-1].routes[0].route.cluster == xds.PASSTHROUGH_CLUSTER
     first = next(h for h in config.virtual_hosts if h.name == "catalog.default:9090")
     assert first.routes[0].route.cluster == "outbound|9090||catalog.default"
 

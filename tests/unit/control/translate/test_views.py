@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from gossamer.contract import xds
+from gossamer.contract.identity import ServiceKey
 from gossamer.control.cache import Resource, Snapshot
 from gossamer.control.config import mesh_from_mapping
-from gossamer.control.translate import PROXYLESS, MeshInputs, NodeGroup, Translator, names
+from gossamer.control.translate import PROXYLESS, MeshInputs, NodeGroup, Translator
 from gossamer.control.translate.views import tcp_destinations
-from gossamer.discovery.model import Endpoint, RegistryState, Service, ServiceKey, ServicePort
+from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 
 TD = "gossamer.local"
 WEB = ServiceKey("default", "web")
@@ -42,53 +44,51 @@ def snapshot_of(view) -> Snapshot:
 
 def test_sidecar_view():
     view = Translator(inputs()).view(NodeGroup(WEB))
-    clusters = set(view[names.CLUSTER])
+    clusters = set(view[xds.CLUSTER])
     assert "outbound|9090||api.default" in clusters and "outbound|8080||web.default" in clusters
     assert "outbound|8200||vault.default" not in clusters  # web may not call vault
-    assert {names.PASSTHROUGH_CLUSTER, "inbound|8080"} <= clusters
-    assert set(view[names.ENDPOINT]) == {
+    assert {xds.PASSTHROUGH_CLUSTER, "inbound|8080"} <= clusters
+    assert set(view[xds.ENDPOINT]) == {
         "outbound|8080||web.default",
         "outbound|9090||api.default",
         "outbound|5432||api.default",
     }
-    assert set(view[names.LISTENER]) == {names.OUTBOUND_LISTENER, names.INBOUND_LISTENER}
-    assert set(view[names.ROUTE]) == {names.OUTBOUND_ROUTE}
-    assert set(view[names.SECRET]) == {names.ROOT_CA_SECRET}
+    assert set(view[xds.LISTENER]) == {xds.OUTBOUND_LISTENER, xds.INBOUND_LISTENER}
+    assert set(view[xds.ROUTE]) == {xds.OUTBOUND_ROUTE}
+    assert set(view[xds.SECRET]) == {xds.ROOT_CA_SECRET}
     assert snapshot_of(view).consistency_errors() == []
     api_view = Translator(inputs()).view(NodeGroup(API))
-    assert "outbound|8200||vault.default" in api_view[names.CLUSTER]
+    assert "outbound|8200||vault.default" in api_view[xds.CLUSTER]
 
 
 def test_proxyless_view():
     view = Translator(inputs()).view(PROXYLESS)
-    assert set(view[names.LISTENER]) >= {
+    assert set(view[xds.LISTENER]) >= {
         "api:9090",
         "api.default:9090",
         "api",
         "api.default",
         "vault:8200",
     }
-    assert not any(
-        name.endswith(":5432") for name in view[names.LISTENER]
-    )  # no API listener for TCP
-    assert "outbound|8200||vault.default" in view[names.CLUSTER]
-    assert view[names.ROUTE] == {}
+    assert not any(name.endswith(":5432") for name in view[xds.LISTENER])  # no API listener for TCP
+    assert "outbound|8200||vault.default" in view[xds.CLUSTER]
+    assert view[xds.ROUTE] == {}
     assert snapshot_of(view).consistency_errors() == []
 
 
 def test_without_a_trust_bundle_nothing_needs_one():
     translator = Translator(inputs(bundle=None))
     view = translator.view(NodeGroup(WEB))
-    assert names.INBOUND_LISTENER not in view[names.LISTENER]
-    assert view[names.SECRET] == {}
-    cluster: Any = view[names.CLUSTER]["outbound|9090||api.default"]
+    assert xds.INBOUND_LISTENER not in view[xds.LISTENER]
+    assert view[xds.SECRET] == {}
+    cluster: Any = view[xds.CLUSTER]["outbound|9090||api.default"]
     assert not cluster.transport_socket_matches
     assert snapshot_of(view).consistency_errors() == []
 
 
 def test_unknown_service_sidecar_gets_outbound_only():
     view = Translator(inputs()).view(NodeGroup(ServiceKey("default", "newcomer")))
-    assert set(view[names.LISTENER]) == {names.OUTBOUND_LISTENER}
+    assert set(view[xds.LISTENER]) == {xds.OUTBOUND_LISTENER}
 
 
 def test_equal_inputs_give_identical_versions():

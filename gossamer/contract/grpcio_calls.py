@@ -1,4 +1,4 @@
-"""gRPC method descriptions for the mesh API, without generated service stubs.
+"""The mesh API's gRPC methods bound for grpcio, without generated service stubs.
 
 Servers build handlers with `identity_handler(...)` / `registration_handler(...)`;
 clients call `certify(channel)` / `register(channel)` to get typed multicallables.
@@ -11,12 +11,8 @@ from typing import Any
 
 import grpc
 
-from gossamer.api import mesh_pb2
-
-IDENTITY = "gossamer.mesh.v1.Identity"
-REGISTRATION = "gossamer.mesh.v1.Registration"
-CERTIFY = f"/{IDENTITY}/Certify"
-REGISTER = f"/{REGISTRATION}/Register"
+from gossamer.contract import mesh_pb2
+from gossamer.contract.rpc import CERTIFY, IDENTITY, REGISTER, REGISTRATION
 
 CertifyHandler = Callable[
     [mesh_pb2.CertifyRequest, grpc.aio.ServicerContext[Any, Any]],
