@@ -9,19 +9,13 @@ from typing import Any
 
 from tests.conftest import REPO
 
-# Real compose files from docker/awesome-compose (CC0), copied from ../shared.
+# Real compose files from docker/awesome-compose (CC0); see the folder's README.md.
 SAMPLES = REPO / "tests" / "data" / "compose-samples"
-SHARED_SAMPLES = Path("/work/shared/compose-samples")
 
 
 def sample_paths() -> list[Path]:
-    """Every sample: the repository's copy, plus any newer one in the shared folder."""
-    found = {p.name: p for p in SAMPLES.iterdir() if p.suffix in (".yaml", ".yml")}
-    if SHARED_SAMPLES.is_dir():
-        for path in SHARED_SAMPLES.iterdir():
-            if path.suffix in (".yaml", ".yml"):
-                found[path.name] = path
-    return [found[name] for name in sorted(found)]
+    """Every sample compose file in tests/data/compose-samples, sorted by name."""
+    return sorted(p for p in SAMPLES.iterdir() if p.suffix in (".yaml", ".yml"))
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

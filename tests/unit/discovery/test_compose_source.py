@@ -15,8 +15,7 @@ from gossamer.discovery.compose_source import (
 )
 from gossamer.discovery.model import ServicePort
 from gossamer.errors import ConfigError
-
-SAMPLES = Path("/work/shared/compose-samples")
+from tests.helpers.compose import SAMPLES
 
 
 def ports_of(path: Path) -> dict[str, list[tuple[int, str | None]]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.embedded import EmbeddedStore
 from gossamer.discovery.model import Endpoint, Service
+from tests.helpers.compose import SAMPLES
 
 MESH = """\
 services:
@@ -98,7 +99,7 @@ def test_list_needs_something_to_list_and_a_valid_store():
 
 
 def test_compose(tmp_path: Path):
-    sample = "/work/shared/compose-samples/nginx-nodejs-redis.yaml"
+    sample = str(SAMPLES / "nginx-nodejs-redis.yaml")
     result = gossamer("registry", "compose", sample, "-o", "json")
     assert result.returncode == 0, result.stderr
     data = {s["service"]: s for s in json.loads(result.stdout)}
