@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gossamer.proxy.metrics_defs import BUCKETS, SidecarMetrics
-from gossamer.proxy.tracing import Tracing
-from gossamer.proxy.tracing_export import TracingSettings
+from gossamer.proxy.telemetry.metrics import BUCKETS, SidecarMetrics
+from gossamer.proxy.telemetry.trace_export import TracingSettings
+from gossamer.proxy.telemetry.tracing import Tracing
 
 HEAD = (
     b"GET /items?page=2 HTTP/1.1\r\nHost: catalog:8080\r\nUser-Agent: bench/1.0\r\n"

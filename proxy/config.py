@@ -258,7 +258,7 @@ class RouteTable:
 
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
-    """Passive health, Envoy's outlier detection (semantics in proxy/outlier.py).
+    """Passive health, Envoy's outlier detection (semantics in proxy/upstream/outlier.py).
 
     - `consecutive_failures`: gateway failures in a row (connect failures, resets,
       502/503/504; Envoy's consecutive_gateway_failure), enforced at

@@ -26,7 +26,7 @@ from gossamer.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gossamer.proxy.http1.body import BodyStream, RequestBody
+from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
 
 Headers = list[tuple[bytes, bytes]]
 INF = float("inf")

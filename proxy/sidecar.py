@@ -32,7 +32,7 @@ from typing import Any
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.logs import event
 from gossamer.proxy.admin import Admin
-from gossamer.proxy.cluster import ClusterManager, Snapshot
+from gossamer.proxy.agent.app_probe import AppProbe, ProbeSpec
 from gossamer.proxy.config import (
     AppPort,
     Cluster,
@@ -42,14 +42,14 @@ from gossamer.proxy.config import (
     OutlierDetection,
     ProxyConfig,
 )
-from gossamer.proxy.h2.server import H2Server
-from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
-from gossamer.proxy.http1.server import Http1Server, ServerLimits
-from gossamer.proxy.inbound import Inbound
-from gossamer.proxy.outbound import Outbound
-from gossamer.proxy.probe import AppProbe, ProbeSpec
-from gossamer.proxy.telemetry import Telemetry
-from gossamer.proxy.tls import CredentialHolder, Credentials
+from gossamer.proxy.listeners.inbound import Inbound
+from gossamer.proxy.listeners.outbound import Outbound
+from gossamer.proxy.telemetry.wiring import Telemetry
+from gossamer.proxy.transport.h2.server import H2Server
+from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.transport.http1.server import Http1Server, ServerLimits
+from gossamer.proxy.transport.tls_contexts import CredentialHolder, Credentials
+from gossamer.proxy.upstream.cluster import ClusterManager, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -222,7 +222,7 @@ def install(
     dry_run: bool,
 ) -> None:
     """Install the REDIRECT rules (replacing earlier ones)."""
-    from gossamer.proxy import transparent as ipt
+    from gossamer.proxy.listeners import transparent as ipt
 
     spec = ipt.InterceptSpec(
         proxy_uid=proxy_uid,
@@ -244,7 +244,7 @@ def install(
 @iptables.command()
 def remove() -> None:
     """Remove the rules `install` added."""
-    from gossamer.proxy import transparent as ipt
+    from gossamer.proxy.listeners import transparent as ipt
 
     changed = ipt.remove()
     click.echo(

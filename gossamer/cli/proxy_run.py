@@ -2,7 +2,7 @@
 
 Control-plane mode (`--control HOST:PORT` and a join token): the sidecar listens at
 once (its admin port answers `/live`, and `/ready` says what is missing), then the
-agent (proxy/agent.py) certifies a fresh key with the token on the bootstrap port
+agent (proxy/agent/session.py) certifies a fresh key with the token on the bootstrap port
 (`--bootstrap`, default the --control host with port 15011), opens ADS and the
 registration stream over mutual TLS, and renews the certificate before it expires.
 SIGTERM/SIGINT: report `draining`, stop accepting, finish in-flight requests within
@@ -11,7 +11,7 @@ SIGTERM/SIGINT: report `draining`, stop accepting, finish in-flight requests wit
 File mode (`--static-config FILE --cert --key --bundle`): for tests and benchmarks;
 SIGHUP reloads the file and the certificates.
 
-Telemetry comes from the environment (proxy/telemetry.py): OTEL_EXPORTER_OTLP_ENDPOINT
+Telemetry comes from the environment (proxy/telemetry/wiring.py): OTEL_EXPORTER_OTLP_ENDPOINT
 turns tracing on; GOSSAMER_ACCESS_LOG; `GOSSAMER_TELEMETRY=off` (or `--no-telemetry`)
 leaves out per-request metrics and spans.
 """
@@ -35,7 +35,7 @@ log = logging.getLogger("gossamer.proxy")
 def parse_app_port(text: str) -> Any:
     """`PORT[/PROTOCOL]` or `SERVICE_PORT:APP_PORT[/PROTOCOL]` -> AppPortArg."""
     from gossamer.proxy.config import Protocol
-    from gossamer.proxy.xds_translate import AppPortArg
+    from gossamer.proxy.xds.translate import AppPortArg
 
     ports, _, protocol = text.partition("/")
     service, sep, app = ports.rpartition(":")
@@ -124,7 +124,7 @@ def _token(opts: dict[str, Any]) -> str:
 
 
 def _agent_options(opts: dict[str, Any], app_ports: tuple[Any, ...]) -> Any:
-    from gossamer.proxy.agent import AgentOptions
+    from gossamer.proxy.agent.session import AgentOptions
 
     token = _token(opts)
     control = parse_hostport(str(opts["control"]), "--control")
@@ -147,9 +147,9 @@ def _agent_options(opts: dict[str, Any], app_ports: tuple[Any, ...]) -> Any:
 
 
 def _telemetry(opts: dict[str, Any], service: str, namespace: str, instance: str) -> Any:
-    from gossamer.proxy.otlp_export import OtlpGrpcExporter
-    from gossamer.proxy.telemetry import Telemetry
-    from gossamer.proxy.tracing_export import TracingSettings
+    from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
+    from gossamer.proxy.telemetry.trace_export import TracingSettings
+    from gossamer.proxy.telemetry.wiring import Telemetry
 
     env = os.environ
     settings = TracingSettings.from_env(
@@ -166,9 +166,9 @@ def _telemetry(opts: dict[str, Any], service: str, namespace: str, instance: str
 
 
 def _options(opts: dict[str, Any], node: Any, probe_port: int | None) -> Any:
-    from gossamer.proxy.http1.server import ServerLimits
-    from gossamer.proxy.probe import ProbeSpec
+    from gossamer.proxy.agent.app_probe import ProbeSpec
     from gossamer.proxy.sidecar import SidecarOptions
+    from gossamer.proxy.transport.http1.server import ServerLimits
 
     probe = None
     if probe_port:
@@ -226,7 +226,7 @@ async def _serve(
                 signal.SIGHUP, lambda: _reload(opts, node, static, app_ports, sidecar)
             )
         else:
-            from gossamer.proxy.agent import Agent
+            from gossamer.proxy.agent.session import Agent
 
             agent = Agent(sidecar, agent_options)
             starting = asyncio.ensure_future(agent.start())
@@ -251,7 +251,7 @@ def _load(
 ) -> tuple[Any, Any]:
     from gossamer.proxy.config import AppPort, InboundConfig, ProxyConfig
     from gossamer.proxy.static_config import load_config_file
-    from gossamer.proxy.tls import Credentials
+    from gossamer.proxy.transport.tls_contexts import Credentials
 
     config: ProxyConfig = load_config_file(static, default_node=node)
     if config.node.service != node.service:

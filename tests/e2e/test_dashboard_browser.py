@@ -8,7 +8,7 @@ The operator API app serves the page and `/v1/overview` while three services car
 traffic (telemetry recorded by the library, scraped live from their admin ports). The
 page must draw the three services with non-zero rates, warn about a certificate close to
 expiry, link to Jaeger, and show a NACK once a sidecar has rejected a configuration:
-the sidecar's real ADS state machine (gossamer.proxy.ads_state) refuses a Listener and
+the sidecar's real ADS state machine (gossamer.proxy.xds.ads_state) refuses a Listener and
 the control plane records the NACK's error as its stream registry does.
 """
 
@@ -28,7 +28,7 @@ from google.protobuf import any_pb2
 
 from gossamer.contract import xds
 from gossamer.observe.settings import ObservabilitySettings
-from gossamer.proxy import ads_state as ads
+from gossamer.proxy.xds import ads_state as ads
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import mesh, reload_now, running_control_plane
 from tests.helpers.operator_api import operator_api

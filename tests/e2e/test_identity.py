@@ -13,7 +13,7 @@ from gossamer.contract import grpcio_calls as calls
 from gossamer.control.identity import IdentityService
 from gossamer.control.tls import ServerCertificates
 from gossamer.errors import AuthorizationDenied
-from gossamer.proxy.bootstrap import (
+from gossamer.proxy.agent.bootstrap import (
     GRPC_TLS_OPTIONS,
     BootstrapError,
     _client_context,
@@ -21,7 +21,7 @@ from gossamer.proxy.bootstrap import (
     mtls_context,
     renew,
 )
-from gossamer.proxy.control_channels import control_channel
+from gossamer.proxy.agent.channels import control_channel
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"
@@ -115,7 +115,7 @@ async def _bootstrap_with_csr_for(plane, token, csr_service):
     from gossamer.certs.keys import build_csr, generate_key
     from gossamer.certs.tokens import parse_token
     from gossamer.contract import mesh_pb2
-    from gossamer.proxy.bootstrap import _rpc_error, fetch_pinned_root
+    from gossamer.proxy.agent.bootstrap import _rpc_error, fetch_pinned_root
 
     root = fetch_pinned_root("127.0.0.1", plane.bootstrap_port, parse_token(token).ca_pin)
     csr = build_csr(generate_key(), f"spiffe://{TD}/ns/default/sa/{csr_service}")

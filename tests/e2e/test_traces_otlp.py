@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from gossamer.proxy.tracing import Tracing
-from gossamer.proxy.tracing_export import TracingSettings
+from gossamer.proxy.telemetry.trace_export import TracingSettings
+from gossamer.proxy.telemetry.tracing import Tracing
 from tests.helpers.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.helpers.procs import free_port
 from tests.helpers.sim_mesh import SimMesh, spiffe

@@ -1,7 +1,7 @@
 """A small simulated mesh over real loopback HTTP, driven by the telemetry library.
 
 Each `SimService` is an aiohttp server standing for "app + sidecar": for every request
-it records what a sidecar records, with `gossamer.proxy.telemetry` — the inbound
+it records what a sidecar records, with `gossamer.proxy.telemetry.wiring` — the inbound
 request (`reporter=destination`, server span from the incoming trace headers), and for
 a service with an upstream the outbound call (`reporter=source`, client span injected
 into the real HTTP request to the next service). Its admin port serves the sidecar's
@@ -25,9 +25,9 @@ from aiohttp import ClientSession, web
 
 from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
-from gossamer.proxy.telemetry import CONTENT_TYPE, Telemetry
-from gossamer.proxy.trace_context import TRACE_HEADERS
-from gossamer.proxy.tracing_export import TracingSettings
+from gossamer.proxy.telemetry.trace_context import TRACE_HEADERS
+from gossamer.proxy.telemetry.trace_export import TracingSettings
+from gossamer.proxy.telemetry.wiring import CONTENT_TYPE, Telemetry
 from tests.helpers.procs import free_port
 
 TRUST_DOMAIN = "gossamer.local"

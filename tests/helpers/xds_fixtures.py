@@ -15,8 +15,11 @@ from gossamer.contract.vocabulary import Health
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.translate import MeshInputs, NodeGroup, Translator
 from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
-from gossamer.proxy import xds_clusters, xds_endpoints, xds_listeners, xds_translate
 from gossamer.proxy.config import NodeInfo, ProxyConfig
+from gossamer.proxy.xds import clusters as xds_clusters
+from gossamer.proxy.xds import endpoints as xds_endpoints
+from gossamer.proxy.xds import listeners as xds_listeners
+from gossamer.proxy.xds import translate as xds_translate
 
 TD = "gossamer.local"
 BUNDLE = b"-----BEGIN CERTIFICATE-----\nnot parsed by the translator\n-----END CERTIFICATE-----\n"

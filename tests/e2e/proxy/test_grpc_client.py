@@ -12,8 +12,8 @@ import pytest
 
 from gossamer.certs.ca import CaReloader, CertificateAuthority
 from gossamer.control.tls import CONTROL_TLS_NAME, ServerCertificates
-from gossamer.proxy.bootstrap import _client_context
-from gossamer.proxy.grpc_client import Channel, GrpcError, Status
+from gossamer.proxy.agent.bootstrap import _client_context
+from gossamer.proxy.transport.grpc_client import Channel, GrpcError, Status
 
 pytestmark = pytest.mark.e2e
 SERVICE = "test.Echo"

@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from gossamer.proxy.bootstrap import bootstrap
-from gossamer.proxy.tls import _load_chain, sni_for
+from gossamer.proxy.agent.bootstrap import bootstrap
+from gossamer.proxy.transport.tls_contexts import _load_chain, sni_for
 from tests.helpers.procs import free_port, processes, wait_for
 from tests.helpers.xds_mesh import XdsMesh, XdsSidecar, http_service, spiffe
 

@@ -14,7 +14,7 @@ from gossamer.observe.live import (
     parse_exposition,
     rates,
 )
-from gossamer.proxy.metrics_defs import SidecarMetrics
+from gossamer.proxy.telemetry.metrics import SidecarMetrics
 
 WEB = Target("web", "default", "web-1", "127.0.0.1:15000")
 CAT = Target("catalog", "default", "catalog-1", "127.0.0.1:15001")

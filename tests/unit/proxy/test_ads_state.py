@@ -7,7 +7,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from gossamer.proxy import ads_state as ads
+from gossamer.proxy.xds import ads_state as ads
 
 
 def any_of(message) -> any_pb2.Any:

@@ -8,7 +8,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossamer.proxy.balancer import (
+from gossamer.proxy.config import Endpoint, Health, LbPolicy
+from gossamer.proxy.upstream.balancer import (
     Host,
     LeastRequest,
     PeakEwma,
@@ -18,7 +19,6 @@ from gossamer.proxy.balancer import (
     make_balancer,
     observe_rtt,
 )
-from gossamer.proxy.config import Endpoint, Health, LbPolicy
 
 ZONES = ["a", "b", "c"]
 
@@ -165,8 +165,8 @@ def test_locality_fails_over_when_the_zone_has_no_healthy_host():
 
 
 def test_panic_threshold_uses_every_host_when_too_few_are_healthy():
-    from gossamer.proxy.balancer import eligible_hosts
     from gossamer.proxy.config import Endpoint, Health
+    from gossamer.proxy.upstream.balancer import eligible_hosts
 
     def host(i: int, health: Health) -> Host:
         return Host(Endpoint(f"10.0.0.{i}", 1, health=health))

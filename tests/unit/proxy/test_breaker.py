@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from gossamer.proxy.breaker import CircuitBreaker
 from gossamer.proxy.config import BreakerLimits
 from gossamer.proxy.service import ERRORS, Overflow
+from gossamer.proxy.upstream.breaker import CircuitBreaker
 
 
 def breaker(**limits: int) -> tuple[CircuitBreaker, list[str]]:
@@ -89,7 +89,7 @@ def test_a_pending_request_times_out_and_leaves_the_queue():
 def test_a_pending_request_reclaims_an_idle_connection_of_another_endpoint():
     """max_connections 1, held by an idle connection to endpoint A: a request for
     endpoint B closes it and connects instead of waiting for the idle timeout."""
-    from gossamer.proxy.pool import EndpointPool, open_plain
+    from gossamer.proxy.transport.pool import EndpointPool, open_plain
 
     async def scenario() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from gossamer.proxy.balancer import Host
 from gossamer.proxy.config import Cluster, Endpoint, HealthCheck
-from gossamer.proxy.health_check import HealthChecker, http_request, observe, parse_status
-from gossamer.proxy.pool import open_plain
+from gossamer.proxy.transport.pool import open_plain
+from gossamer.proxy.upstream.balancer import Host
+from gossamer.proxy.upstream.health_check import HealthChecker, http_request, observe, parse_status
 
 CHECK = HealthCheck(http_path="/healthz", unhealthy_threshold=3, healthy_threshold=2)
 
@@ -99,8 +99,8 @@ def test_the_checker_takes_a_failing_host_out_and_stops_with_the_target():
 
 
 def test_the_cluster_avoids_hosts_failing_checks_unless_in_panic():
-    from gossamer.proxy.balancer import RoundRobin
-    from gossamer.proxy.cluster import ClusterRuntime
+    from gossamer.proxy.upstream.balancer import RoundRobin
+    from gossamer.proxy.upstream.cluster import ClusterRuntime
 
     hs = [Host(Endpoint(f"10.0.0.{i}", 1)) for i in range(3)]
     config = Cluster("c", "catalog", 80, tls=False, panic_threshold=50.0, health_check=CHECK)

@@ -6,7 +6,6 @@ import asyncio
 import random
 
 from gossamer.errors import UpstreamConnectError
-from gossamer.proxy.cluster import Snapshot
 from gossamer.proxy.config import (
     Authorization,
     InboundConfig,
@@ -16,12 +15,13 @@ from gossamer.proxy.config import (
     Route,
     WeightedCluster,
 )
-from gossamer.proxy.http1.body import BodyStream, RequestBody
-from gossamer.proxy.http1.conns import ConnectionInfo
-from gossamer.proxy.layers import RetryLayer, authz_layer, errors_layer, timeout_layer
-from gossamer.proxy.metrics_defs import SidecarMetrics as Metrics
-from gossamer.proxy.router import Router
+from gossamer.proxy.routing.layers import RetryLayer, authz_layer, errors_layer, timeout_layer
+from gossamer.proxy.routing.router import Router
 from gossamer.proxy.service import PerTryTimeout, Request, Response, UpstreamReset, compose
+from gossamer.proxy.telemetry.metrics import SidecarMetrics as Metrics
+from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
+from gossamer.proxy.transport.http1.conns import ConnectionInfo
+from gossamer.proxy.upstream.cluster import Snapshot
 
 FAST = RetryPolicy(backoff_base=0, backoff_max=0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gossamer.proxy.metrics_defs import (
+from gossamer.proxy.telemetry.metrics import (
     BUCKETS,
     REQUEST_LABELS,
     SidecarMetrics,
@@ -177,7 +177,7 @@ def test_bulk_counting_matches_counting_one_at_a_time(statuses):
     whether read mid-batch or after several automatic folds."""
     import random
 
-    from gossamer.proxy.metrics_defs import FOLD_AT
+    from gossamer.proxy.telemetry.metrics import FOLD_AT
 
     rnd = random.Random(3)
     m = SidecarMetrics()

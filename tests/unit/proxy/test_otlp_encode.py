@@ -14,8 +14,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind
 
-from gossamer.proxy.otlp_encode import ExportRequestWriter, any_value, varint
-from gossamer.proxy.span_record import SpanRecord, ToReadableSpan
+from gossamer.proxy.telemetry.otlp_encode import ExportRequestWriter, any_value, varint
+from gossamer.proxy.telemetry.span_record import SpanRecord, ToReadableSpan
 
 RESOURCE = Resource.create({"service.name": "web", "service.namespace": "default"})
 
@@ -131,7 +131,7 @@ def test_repeated_attributes_encoded_once_stay_exact_per_value_type():
 
 
 def test_the_kept_attribute_table_is_bounded_and_skips_paths():
-    from gossamer.proxy import otlp_encode
+    from gossamer.proxy.telemetry import otlp_encode
 
     before = len(otlp_encode._STR_ATTRS)
     records = [record(i, **{"url.path": f"/u/{i}", "peer": f"p{i}"}) for i in range(3000)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gossamer.errors import ConfigError
-from gossamer.proxy.otlp_export import parse_endpoint
+from gossamer.proxy.telemetry.otlp_export import parse_endpoint
 
 
 def test_endpoints():

@@ -9,11 +9,11 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossamer.proxy import outlier
-from gossamer.proxy.balancer import Host, RoundRobin
-from gossamer.proxy.cluster import ClusterRuntime
 from gossamer.proxy.config import Cluster, Endpoint, OutlierDetection
-from gossamer.proxy.metrics_defs import SidecarMetrics
+from gossamer.proxy.telemetry.metrics import SidecarMetrics
+from gossamer.proxy.upstream import outlier
+from gossamer.proxy.upstream.balancer import Host, RoundRobin
+from gossamer.proxy.upstream.cluster import ClusterRuntime
 
 GW = OutlierDetection(consecutive_failures=3, base_ejection=5.0, max_ejection=12.0)
 RNG = random.Random(7)

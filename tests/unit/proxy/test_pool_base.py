@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from gossamer.errors import UpstreamConnectError, UpstreamTimeout
-from gossamer.proxy.breaker import CONNECTIONS, PENDING, CircuitBreaker
 from gossamer.proxy.config import BreakerLimits
-from gossamer.proxy.pool_base import PoolBase
 from gossamer.proxy.service import Overflow
+from gossamer.proxy.transport.pool_base import PoolBase
+from gossamer.proxy.upstream.breaker import CONNECTIONS, PENDING, CircuitBreaker
 
 
 class Conn:

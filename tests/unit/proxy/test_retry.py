@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import RetryPolicy
-from gossamer.proxy.retry import Failure, RetryBudget, backoff_delay, retry_allowed
+from gossamer.proxy.upstream.retry import Failure, RetryBudget, backoff_delay, retry_allowed
 
 POLICY = RetryPolicy()
 

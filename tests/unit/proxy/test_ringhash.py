@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossamer.proxy.balancer import Ring, hash64, host_points
+from gossamer.proxy.upstream.balancer import Ring, hash64, host_points
 
 KEYS = [f"key-{i}".encode() for i in range(400)]
 

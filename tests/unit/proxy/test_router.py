@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 from gossamer.proxy.config import Cluster, Endpoint, Route, RouteTable, VirtualHost, WeightedCluster
-from gossamer.proxy.router import Router, destination_index, pick_cluster
+from gossamer.proxy.routing.router import Router, destination_index, pick_cluster
 
 
 def route(name: str, prefix: str = "/", *clusters: tuple[str, int]) -> Route:

@@ -6,8 +6,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from gossamer.proxy.span_record import SpanRecord, ToReadableSpan, trace_state
-from gossamer.proxy.tracing_export import DroppingBatchProcessor
+from gossamer.proxy.telemetry.span_record import SpanRecord, ToReadableSpan, trace_state
+from gossamer.proxy.telemetry.trace_export import DroppingBatchProcessor
 
 RESOURCE = Resource.create({"service.name": "web"})
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gossamer.errors import ConfigError
-from gossamer.proxy.telemetry import AccessLog, Telemetry
+from gossamer.proxy.telemetry.wiring import AccessLog, Telemetry
 
 
 def test_defaults_from_an_empty_environment():

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from gossamer.proxy.config import AppPort
-from gossamer.proxy.http1.conns import ConnectionInfo
 from gossamer.proxy.service import Request, Response
-from gossamer.proxy.telemetry import Telemetry
-from gossamer.proxy.telemetry_layers import inbound_telemetry, outbound_telemetry
+from gossamer.proxy.telemetry.layers import inbound_telemetry, outbound_telemetry
+from gossamer.proxy.telemetry.wiring import Telemetry
+from gossamer.proxy.transport.http1.conns import ConnectionInfo
 
 
 async def _ok(req: Request) -> Response:

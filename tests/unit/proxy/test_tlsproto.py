@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from gossamer.errors import UpstreamConnectError
-from gossamer.proxy.pool import open_mtls
+from gossamer.proxy.listeners.tcp import Pending, splice_pending
 from gossamer.proxy.service import IdentityMismatch
-from gossamer.proxy.tcp import Pending, splice_pending
-from gossamer.proxy.tls import (
+from gossamer.proxy.transport.pool import open_mtls
+from gossamer.proxy.transport.tls_contexts import (
     CredentialHolder,
     Credentials,
     build_contexts,
@@ -20,7 +20,7 @@ from gossamer.proxy.tls import (
     sni_for,
     spiffe_id_from_peercert,
 )
-from gossamer.proxy.tlsproto import TlsLayer
+from gossamer.proxy.transport.tls_transport import TlsLayer
 from tests.helpers.pki import make_ca, make_workload
 
 

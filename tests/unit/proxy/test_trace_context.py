@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossamer.proxy import trace_context as tc
+from gossamer.proxy.telemetry import trace_context as tc
 
 TID = 0x0AF7651916CD43DD8448EB211C80319C
 SID = 0xB7AD6B7169203331

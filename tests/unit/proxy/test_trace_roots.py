@@ -7,8 +7,12 @@ import random
 
 import pytest
 
-from gossamer.proxy.trace_context import Sampler, is_unsampled_traceparent, parse_traceparent
-from gossamer.proxy.trace_roots import BATCH, RootIds
+from gossamer.proxy.telemetry.trace_context import (
+    Sampler,
+    is_unsampled_traceparent,
+    parse_traceparent,
+)
+from gossamer.proxy.telemetry.trace_roots import BATCH, RootIds
 
 RECORD = 24  # random bytes per root: 16 of trace id, 8 of span id
 

@@ -10,10 +10,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gossamer.errors import ConfigError
-from gossamer.proxy import trace_context as tc
-from gossamer.proxy.trace_roots import BATCH
-from gossamer.proxy.tracing import DISABLED, Sampler, Tracing
-from gossamer.proxy.tracing_export import TracingSettings
+from gossamer.proxy.telemetry import trace_context as tc
+from gossamer.proxy.telemetry.trace_export import TracingSettings
+from gossamer.proxy.telemetry.trace_roots import BATCH
+from gossamer.proxy.telemetry.tracing import DISABLED, Sampler, Tracing
 
 TP_ON = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TP_OFF = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -335,7 +335,7 @@ def test_unsampled_fast_path_writes_b3_through_the_full_path():
 def test_the_parsers_count_gives_the_answer_of_a_scan(headers, sampler):
     """unsampled(headers, count, traceparent) (what the HTTP/1.1 parser saw) answers as
     unsampled(headers) does after scanning, and appends the same kind of header."""
-    from gossamer.proxy.http1.wire import parse_head
+    from gossamer.proxy.transport.http1.wire import parse_head
 
     head = parse_head(headers)
     hinted, _ = make(ratio=0.0, sampler=sampler)

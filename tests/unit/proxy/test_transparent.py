@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from gossamer.proxy.transparent import (
+from gossamer.proxy.listeners.transparent import (
     InterceptSpec,
     install_commands,
     original_dst,

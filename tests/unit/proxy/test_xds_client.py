@@ -14,8 +14,8 @@ from gossamer.contract import xds
 from gossamer.control.translate import NodeGroup
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import NodeInfo, ProxyConfig
-from gossamer.proxy.metrics_defs import SidecarMetrics
-from gossamer.proxy.xds_client import XdsClient
+from gossamer.proxy.telemetry.metrics import SidecarMetrics
+from gossamer.proxy.xds.client import XdsClient
 from tests.helpers.xds_fixtures import TD, key, make_ca_bundle, translator
 
 

@@ -24,7 +24,10 @@ from google.protobuf import any_pb2
 from gossamer.contract import xds
 from gossamer.control.translate import NodeGroup
 from gossamer.errors import ConfigError
-from gossamer.proxy import xds_clusters, xds_endpoints, xds_listeners, xds_translate
+from gossamer.proxy.xds import clusters as xds_clusters
+from gossamer.proxy.xds import endpoints as xds_endpoints
+from gossamer.proxy.xds import listeners as xds_listeners
+from gossamer.proxy.xds import translate as xds_translate
 from tests.helpers.xds_fixtures import TD, key, translator
 
 CATALOG = "outbound|8080||catalog.default"

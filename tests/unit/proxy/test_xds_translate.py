@@ -10,10 +10,12 @@ import pytest
 from gossamer.contract import xds
 from gossamer.discovery.model import Service, ServicePort
 from gossamer.errors import ConfigError
-from gossamer.proxy import xds_clusters, xds_listeners, xds_translate
 from gossamer.proxy.config import BreakerLimits, Health, LbPolicy, ListenerMode, NodeInfo, Protocol
 from gossamer.proxy.sidecar import Sidecar, SidecarOptions
-from gossamer.proxy.xds_translate import AppPortArg, assemble, local_app_ports, missing
+from gossamer.proxy.xds import clusters as xds_clusters
+from gossamer.proxy.xds import listeners as xds_listeners
+from gossamer.proxy.xds import translate as xds_translate
+from gossamer.proxy.xds.translate import AppPortArg, assemble, local_app_ports, missing
 from tests.helpers.xds_fixtures import (
     POLICIES,
     SERVICES,
@@ -194,7 +196,7 @@ def test_http2_ports_become_http2_app_ports_and_grpc_clusters():
 
 
 def test_agrees_with_sni_naming_of_the_data_path():
-    from gossamer.proxy.tls import sni_for
+    from gossamer.proxy.transport.tls_contexts import sni_for
 
     config = config_for("web")
     for cluster in config.clusters.values():

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from gossamer.proxy.h2 import grpc
-from gossamer.proxy.h2.server import grpc_error
-from gossamer.proxy.retry import grpc_retryable
 from gossamer.proxy.service import Response, generated
+from gossamer.proxy.transport.h2 import grpc
+from gossamer.proxy.transport.h2.server import grpc_error
+from gossamer.proxy.upstream.retry import grpc_retryable
 
 
 @pytest.mark.parametrize(

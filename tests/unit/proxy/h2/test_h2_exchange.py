@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gossamer.proxy.h2.client import H2Client, StreamRefused
-from gossamer.proxy.h2.conn import STREAM_WINDOW, H2Body
-from gossamer.proxy.h2.pool import H2Pool
-from gossamer.proxy.h2.server import H2Server
-from gossamer.proxy.http1.body import BodyStream, RequestBody
-from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
-from gossamer.proxy.http1.server import Http1Server
 from gossamer.proxy.service import Request, Response, Service, UpstreamReset
+from gossamer.proxy.transport.h2.client import H2Client, StreamRefused
+from gossamer.proxy.transport.h2.conn import STREAM_WINDOW, H2Body
+from gossamer.proxy.transport.h2.pool import H2Pool
+from gossamer.proxy.transport.h2.server import H2Server
+from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
+from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.transport.http1.server import Http1Server
 
 
 class App:
@@ -260,7 +260,7 @@ async def test_http1_listener_hands_the_h2c_preface_over() -> None:
 
 
 async def test_grpc_timeout_sent_upstream_is_the_time_left() -> None:
-    from gossamer.proxy.h2 import grpc
+    from gossamer.proxy.transport.h2 import grpc
 
     app = App()
     async with h2_server(app) as (port, _):
@@ -325,10 +325,10 @@ async def test_a_refused_stream_goes_to_another_endpoint() -> None:
     POST, is sent once more to another endpoint, as nothing was processed."""
     import random
 
-    from gossamer.proxy.balancer import Host, RoundRobin
-    from gossamer.proxy.cluster import ClusterRuntime
     from gossamer.proxy.config import Cluster, Endpoint, OutlierDetection, Protocol
-    from gossamer.proxy.upstream import endpoint_service
+    from gossamer.proxy.upstream.balancer import Host, RoundRobin
+    from gossamer.proxy.upstream.cluster import ClusterRuntime
+    from gossamer.proxy.upstream.dispatch import endpoint_service
 
     refusing, serving = App(), App()
     tracker = ConnectionTracker()

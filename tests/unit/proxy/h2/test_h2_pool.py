@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator, Callable
 import h2.settings
 import pytest
 
-from gossamer.proxy.breaker import PENDING, CircuitBreaker
 from gossamer.proxy.config import BreakerLimits
-from gossamer.proxy.h2.client import H2Client
-from gossamer.proxy.h2.conn import MAX_HEADER_LIST, STREAM_WINDOW, H2Body
-from gossamer.proxy.h2.pool import H2Pool
-from gossamer.proxy.h2.server import H2Server
-from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.service import Overflow, Request, Response
+from gossamer.proxy.transport.h2.client import H2Client
+from gossamer.proxy.transport.h2.conn import MAX_HEADER_LIST, STREAM_WINDOW, H2Body
+from gossamer.proxy.transport.h2.pool import H2Pool
+from gossamer.proxy.transport.h2.server import H2Server
+from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.upstream.breaker import PENDING, CircuitBreaker
 
 
 class App:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gossamer.proxy.http1.body import BodyStream, RequestBody
+from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
 
 
 class FakeTransport:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from gossamer.errors import RemoteProtocolError, UpstreamTimeout
-from gossamer.proxy.http1.body import BodyStream, RequestBody
-from gossamer.proxy.http1.client import Http1Client
 from gossamer.proxy.service import PerTryTimeout, Request, UpstreamReset
+from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
+from gossamer.proxy.transport.http1.client import Http1Client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

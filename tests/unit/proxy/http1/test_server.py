@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gossamer.proxy.http1.body import BodyStream
-from gossamer.proxy.http1.conns import ConnectionInfo, ConnectionTracker
-from gossamer.proxy.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.service import Request, Response
+from gossamer.proxy.transport.http1.body import BodyStream
+from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.transport.http1.server import Http1Server, ServerLimits
 
 SEEN: list[Request] = []
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from gossamer.proxy.http1.wire import chunk, no_body, parse_head, request_head, response_head
+from gossamer.proxy.transport.http1.wire import (
+    chunk,
+    no_body,
+    parse_head,
+    request_head,
+    response_head,
+)
 
 
 def test_hop_by_hop_headers_are_removed_and_framing_read():

@@ -1,0 +1,1 @@
+"""The sidecar's life with the control plane: first certificate, renewal, registration, app readiness."""

@@ -1,0 +1,1 @@
+"""From a request to a route: route tables, and the per-route layers (errors, timeout, retry, authorization)."""

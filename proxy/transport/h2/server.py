@@ -1,0 +1,282 @@
+"""The server side of HTTP/2: downstream connections (the app's h2c on the outbound
+listener, peers' h2 over mTLS on the inbound one), each stream served as a `Request`.
+
+Theory of operation:
+- Each stream becomes a `Request` (pseudo-headers -> method, path, authority) handed to
+  the same service chain as HTTP/1.1 (routing, telemetry, retries, the upstream pool),
+  in a task of its own; the request body streams in an `H2Body` whose reading returns
+  flow-control credit to the client.
+- gRPC: `request.grpc` is set from the content-type (2 when the call carries
+  `grpc-timeout`: its deadline is the request's, and the upstream gets what remains).
+  A response the sidecar generates for a gRPC call (no route, timeout, overflow...) is
+  turned into a trailers-only gRPC response (HTTP 200, grpc-status, grpc-message,
+  `x-gossamer-error`): a timeout becomes DEADLINE_EXCEEDED.
+- The response: headers, the body as the client's window allows, then the trailers the
+  upstream sent (or END_STREAM). The upstream breaking mid-body resets the stream
+  (INTERNAL_ERROR); the client resetting a stream cancels its task, which resets the
+  upstream stream (or aborts the HTTP/1.1 exchange).
+- Drain (`shutdown`, from the ConnectionTracker): GOAWAY naming the last stream
+  started; open streams finish, new ones are refused, the connection closes when the
+  last one ends (the tracker aborts it at the drain deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import h2.errors
+import h2.events
+
+from gossamer.proxy.service import Request, Response, Service, error_response
+from gossamer.proxy.transport.h2 import grpc
+from gossamer.proxy.transport.h2.conn import (
+    INTERNAL_ERROR,
+    REFUSED_STREAM,
+    H2Base,
+    H2Body,
+    Headers,
+    StreamGone,
+    forwardable,
+)
+from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
+from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.transport.http1.server import ServerLimits
+
+log = logging.getLogger(__name__)
+_INF = float("inf")
+NO_BODY = frozenset({204, 304})
+DEFAULT_LIMITS = ServerLimits()
+
+
+def grpc_error(resp: Response) -> Response:
+    """A generated error response as the trailers-only answer a gRPC client expects."""
+    code = resp.error or b"error"
+    status = grpc.DEADLINE_EXCEEDED if code == b"timeout" else grpc.status_for_error(resp.status)
+    message = resp.body.decode("utf-8", "replace").strip() if isinstance(resp.body, bytes) else ""
+    headers = grpc.trailers_only(status, message or code.decode())[1:]
+    headers.append((b"x-gossamer-error", code))
+    out = Response(200, headers, None)
+    out.error = code
+    return out
+
+
+def build_request(
+    headers: Headers, body: RequestBody | None, info: ConnectionInfo, now: float
+) -> Request | None:
+    """A `Request` from an h2 header block (None when the pseudo-headers are unusable)."""
+    method = path = authority = None
+    plain: Headers = []
+    request_id = forwarded = False
+    host = None
+    for k, v in headers:
+        if k[:1] == b":":
+            if k == b":method":
+                method = v.decode("latin-1")
+            elif k == b":path":
+                path = v
+            elif k == b":authority":
+                authority = v
+            continue
+        if k == b"host":
+            host = v
+            continue
+        if k == b"x-request-id":
+            request_id = True
+        elif k in (b"x-forwarded-for", b"x-forwarded-client-cert"):
+            forwarded = True
+        plain.append((k, v))
+    authority = authority if authority is not None else host
+    if method is None or path is None or method == "CONNECT":
+        return None
+    req = Request(
+        method,
+        path,
+        (authority or b"").decode("latin-1").lower(),
+        forwardable(plain),
+        body,
+        conn=info,
+        start=now,
+    )
+    req.request_id = request_id
+    req.forwarded = forwarded
+    if grpc.is_grpc(plain):
+        req.grpc = 1
+        for k, v in plain:
+            if k == b"grpc-timeout":
+                seconds = grpc.parse_timeout(v)
+                if seconds is not None:
+                    req.grpc = 2
+                    req.deadline = now + seconds
+                break
+    return req
+
+
+class H2Server(H2Base):
+    def __init__(
+        self,
+        service: Service,
+        info: ConnectionInfo,
+        tracker: ConnectionTracker,
+        limits: ServerLimits = DEFAULT_LIMITS,
+    ) -> None:
+        super().__init__(client_side=False)
+        self.service = service
+        self.info = info
+        self.tracker = tracker
+        self.limits = limits
+        self.deadline = _INF  # (Tracked) idle deadline, checked by the tracker's sweep
+        self._bodies: dict[int, H2Body] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    # -- connection --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.tracker.add(self)
+        self._idle()
+        if self.tracker.draining:
+            self.shutdown()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.tracker.discard(self)
+        for body in self._bodies.values():
+            body.fail(ConnectionResetError("client disconnected"))
+        self._bodies.clear()
+        for task in self._tasks.values():
+            task.cancel()
+
+    def _idle(self) -> None:
+        if not self._tasks:
+            self.deadline = self.loop.time() + self.limits.idle_timeout
+
+    def check_deadline(self, now: float) -> None:
+        if now >= self.deadline and not self._tasks:
+            self.close()
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.tracker.discard(self)
+        super().close()
+
+    # -- events ----------------------------------------------------------------------------
+    def handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._request(event)
+        elif isinstance(event, h2.events.DataReceived):
+            sid = event.stream_id
+            body = self._bodies.get(sid)
+            padding = event.flow_controlled_length - len(event.data)
+            if body is not None and event.data:
+                body.feed(event.data)
+            elif event.data:
+                padding += len(event.data)
+            if padding:
+                self.ack(sid, padding)
+        elif isinstance(event, h2.events.TrailersReceived):
+            body = self._bodies.get(event.stream_id)
+            if body is not None:
+                body.trailers = forwardable(event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            body = self._bodies.pop(event.stream_id, None)
+            if body is not None:
+                body.finish()
+        elif isinstance(event, h2.events.StreamReset):
+            sid = event.stream_id
+            self.stream_gone(sid)
+            body = self._bodies.pop(sid, None)
+            if body is not None:
+                body.fail(ConnectionResetError("the client reset the stream"))
+            task = self._tasks.get(sid)
+            if task is not None:
+                task.cancel()
+        else:
+            super().handle(event)
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        sid = event.stream_id
+        self._last_stream = max(self._last_stream, sid)
+        if self.goaway:
+            self.reset(sid, REFUSED_STREAM)
+            return
+        body = None
+        if event.stream_ended is None:
+            stream = H2Body(lambda n: self.ack(sid, n), lambda: self.reset(sid))
+            self._bodies[sid] = stream
+            length = None
+            for k, v in event.headers:
+                if k == b"content-length" and v.isdigit():
+                    length = int(v)
+            body = RequestBody(stream, self.limits.replay_limit, length)
+        req = build_request(event.headers, body, self.info, self.loop.time())
+        if req is None:
+            self._bodies.pop(sid, None)
+            self.reset(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        self.deadline = _INF
+        self._tasks[sid] = self.loop.create_task(self._serve(sid, req))
+
+    # -- answering -------------------------------------------------------------------------
+    async def _serve(self, sid: int, req: Request) -> None:
+        resp: Response | None = None
+        try:
+            try:
+                resp = await self.service(req)
+            except Exception as exc:
+                log.exception("service failed")
+                resp = error_response(exc)
+            if req.grpc and resp.error is not None and resp.status != 200:
+                resp = grpc_error(resp)
+            await self._respond(sid, req, resp)
+        except asyncio.CancelledError:
+            if resp is not None:
+                resp.discard()
+        except StreamGone:
+            if resp is not None:
+                resp.discard()
+        finally:
+            self._tasks.pop(sid, None)
+            body = self._bodies.pop(sid, None)
+            if body is not None:  # the answer came before the request's end
+                body.fail(ConnectionAbortedError("the response ended first"))
+            if self.goaway:
+                self.close_if_done()
+            else:
+                self._idle()
+
+    async def _respond(self, sid: int, req: Request, resp: Response) -> None:
+        if resp.tunnel is not None and resp.tunnel.close is not None:
+            resp.tunnel.close()
+        status = resp.status
+        headers: Headers = [(b":status", b"%d" % status), *forwardable(resp.headers)]
+        body = resp.body
+        if status in NO_BODY or req.method == "HEAD" or not body:
+            if isinstance(body, BodyStream):
+                resp.discard()
+            self.send_headers(sid, headers, end=True)
+            return
+        if resp.content_length is not None:
+            headers.append((b"content-length", b"%d" % resp.content_length))
+        self.send_headers(sid, headers)
+        if isinstance(body, bytes):
+            await self.send_data(sid, body, end=True)
+            return
+        assert isinstance(body, BodyStream)
+        try:
+            while data := await body.read():
+                await self.send_data(sid, data)
+        except StreamGone:
+            raise
+        except Exception:
+            # the upstream broke mid-body: the client sees the stream reset
+            self.reset(sid, INTERNAL_ERROR)
+            return
+        trailers = body.trailers if isinstance(body, H2Body) else None
+        if trailers:
+            self.send_headers(sid, trailers, end=True)
+        else:
+            await self.send_data(sid, b"", end=True)

@@ -1,0 +1,1 @@
+"""Toward the callee: clusters, load balancing, outlier ejection, circuit breakers, health checks, retries."""

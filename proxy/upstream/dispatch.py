@@ -1,0 +1,121 @@
+"""The innermost service: send a request to one endpoint of its cluster.
+
+Picks the endpoint with the cluster's balancer (avoiding endpoints this request already
+tried and ejected ones), takes a pooled connection, and sends. In-flight counts
+(least-request) cover the whole exchange, until the response body ends; for peak-EWMA
+clusters the time from sending to the response head feeds the RTT estimate; failures
+and successes feed outlier detection. Each try is an active request of the cluster's
+circuit breaker (max_requests) for the same span; over the limit the request is
+answered at once with 503 `overflow`. A pooled connection that turns out to be dead
+(the peer closed it while idle) is retried once on a fresh connection when the request
+is idempotent and its body replayable, without counting as a retry. An HTTP/2 stream
+the upstream refused (REFUSED_STREAM, or left unstarted by a GOAWAY) goes once to
+another endpoint, whatever the method: it was not processed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gossamer.errors import UpstreamConnectError
+from gossamer.proxy.config import IDEMPOTENT_METHODS
+from gossamer.proxy.service import (
+    NoHealthyUpstream,
+    Overflow,
+    Request,
+    Response,
+    Service,
+    UpstreamReset,
+)
+from gossamer.proxy.transport.h2.client import StreamRefused
+from gossamer.proxy.upstream.balancer import Host, observe_rtt
+from gossamer.proxy.upstream.breaker import CircuitBreaker
+from gossamer.proxy.upstream.cluster import ClusterRuntime
+from gossamer.proxy.upstream.outlier import LOCAL_FAILURE
+
+Clock = Callable[[], float]
+
+
+class _InFlight:
+    """Counts one exchange on a host (and in its cluster's breaker) from its start
+    until its end (once)."""
+
+    __slots__ = ("breaker", "ended", "host")
+
+    def __init__(self, host: Host, breaker: CircuitBreaker) -> None:
+        self.host = host
+        self.breaker = breaker
+        self.ended = False
+        host.active += 1
+        host.total += 1
+        breaker.requests += 1
+
+    def __call__(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.host.active -= 1
+            self.breaker.requests -= 1
+
+
+def endpoint_service(clock: Clock) -> Service:
+    async def call(req: Request) -> Response:
+        cluster: ClusterRuntime = req.cluster
+        host = cluster.choose(req.headers, req.tried)
+        if host is None:
+            raise NoHealthyUpstream(f"{cluster.config.name} has no healthy endpoint")
+        breaker = cluster.breaker
+        limit = breaker.limits.max_requests
+        if limit is not None and breaker.requests >= limit:
+            breaker.try_acquire_request()  # counts the overflow
+            raise Overflow(f"{cluster.config.name}: max_requests ({limit}) reached")
+        req.tried.append(host)
+        pool = cluster.pools[host.endpoint.key]
+        done = _InFlight(host, breaker)
+        try:
+            resp: Response
+            conn, reused = await pool.acquire(req.deadline)
+            start = clock() if cluster.measure_rtt else 0.0
+            try:
+                resp = await conn.send(req, done)
+            except StreamRefused:
+                # HTTP/2: the upstream refused the stream or is going away (GOAWAY):
+                # nothing was processed, so once more on another endpoint
+                body = req.body
+                if body is not None and not body.replayable:
+                    raise
+                done()
+                other = cluster.choose(req.headers, req.tried)
+                if other is None:
+                    raise
+                host = other
+                req.tried.append(host)
+                pool = cluster.pools[host.endpoint.key]
+                done = _InFlight(host, breaker)
+                conn, reused = await pool.acquire(req.deadline)
+                resp = await conn.send(req, done)
+            except UpstreamReset:
+                body = req.body
+                if (
+                    not reused
+                    or req.method not in IDEMPOTENT_METHODS
+                    or (body is not None and not body.replayable)
+                ):
+                    raise
+                done()  # the pooled connection was dead: once more on a fresh one
+                done = _InFlight(host, breaker)
+                conn = await pool.fresh(req.deadline)
+                resp = await conn.send(req, done)
+        except (UpstreamConnectError, UpstreamReset):
+            done()
+            cluster.result(host, LOCAL_FAILURE)
+            raise
+        except BaseException:
+            done()
+            raise
+        if start:
+            now = clock()
+            observe_rtt(host, now - start, now)
+        cluster.result(host, resp.status)
+        return resp
+
+    return call

@@ -1,0 +1,1 @@
+"""The sidecar as an xDS client: the ADS stream, its state machine, and Envoy resources -> ProxyConfig."""

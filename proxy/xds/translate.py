@@ -1,0 +1,207 @@
+"""Envoy xDS resources -> the sidecar's `ProxyConfig` (pure; DESIGN.md sections 3-4).
+
+Each resource type is decoded on its own as it arrives (xds_clusters.py: CDS, EDS;
+xds_listeners.py: LDS, RDS; here: SDS), raising ConfigError for anything the sidecar
+cannot honour, which the xDS client answers with a NACK. `assemble` then joins the
+latest accepted piece of every type into one `ProxyConfig`:
+
+- clusters get their endpoints (EDS by `service_name`, or inline for STATIC), each
+  endpoint TLS or not by its `tlsMode`; a ring-hash cluster gets the header of the
+  hash policy of a route to it;
+- routes get the retry budget of their (first) cluster's circuit breakers;
+- the inbound listener's ports become app ports, served by the local app on the port
+  the command line maps each service port to (`local_app_ports`);
+- listeners run in transparent mode, which also serves explicit-mode connections made
+  straight to the outbound port: the command line does not say which mode iptables
+  set up, and the original destination tells (outbound.py).
+
+`missing(pieces)` says what is still needed before the first configuration can be
+applied (clusters, listeners, the routes they name, one endpoint update), so a sidecar
+never serves from half a configuration (Envoy's initial warming).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from google.protobuf import any_pb2
+
+from gossamer.contract import xds
+from gossamer.errors import ConfigError
+from gossamer.proxy.config import (
+    AppPort,
+    Cluster,
+    Endpoint,
+    InboundConfig,
+    LbPolicy,
+    ListenerMode,
+    Listeners,
+    NodeInfo,
+    Protocol,
+    ProxyConfig,
+    RouteTable,
+    VirtualHost,
+)
+from gossamer.proxy.xds.clusters import ClusterSet
+from gossamer.proxy.xds.endpoints import EndpointSpec, unpack
+from gossamer.proxy.xds.listeners import ListenerSet, RouteSpec
+
+__all__ = [
+    "AppPortArg",
+    "Pieces",
+    "assemble",
+    "decode_secret",
+    "local_app_ports",
+    "missing",
+]
+
+
+@dataclass(frozen=True)
+class AppPortArg:
+    """One `--app-port`: the app listens on `port`; `service_port` is the service port
+    it serves when that differs (`--app-port 8080:18080`), else None."""
+
+    port: int
+    protocol: Protocol = Protocol.HTTP
+    service_port: int | None = None
+
+
+def local_app_ports(service_ports: Sequence[int], args: Sequence[AppPortArg]) -> dict[int, int]:
+    """Service port -> the port the app listens on. Explicit `SERVICE:APP` mappings
+    first; a lone plain `--app-port` serves a service with a single port whatever its
+    number; otherwise a service port is served on the same port number."""
+    explicit = {a.service_port: a.port for a in args if a.service_port is not None}
+    plain = [a.port for a in args if a.service_port is None]
+    if len(service_ports) == 1 and not explicit and len(plain) == 1:
+        return {service_ports[0]: plain[0]}
+    return {sp: explicit.get(sp, sp) for sp in service_ports}
+
+
+def decode_secret(resources: Sequence[any_pb2.Any]) -> bytes | None:
+    """The trust bundle from the `ROOTCA` secret (None when it is not in the update)."""
+    for packed in resources:
+        secret = unpack(packed, secret_pb2.Secret(), "SDS resource")
+        if secret.name != xds.ROOT_CA_SECRET:
+            continue
+        trusted = secret.validation_context.trusted_ca
+        kind = trusted.WhichOneof("specifier")
+        if kind == "inline_bytes":
+            bundle = bytes(trusted.inline_bytes)
+        elif kind == "inline_string":
+            bundle = trusted.inline_string.encode()
+        else:
+            raise ConfigError(f"secret {secret.name}: the trusted CA must be inline, not {kind}")
+        try:
+            x509.load_pem_x509_certificates(bundle)
+        except ValueError as exc:
+            raise ConfigError(
+                f"secret {secret.name}: not a PEM certificate bundle: {exc}"
+            ) from None
+        return bundle
+    return None
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """The latest accepted value of each type (None / empty until one arrived)."""
+
+    clusters: ClusterSet | None = None
+    endpoints: Mapping[str, tuple[EndpointSpec, ...]] = field(default_factory=dict)
+    endpoints_seen: bool = False
+    listeners: ListenerSet | None = None
+    routes: Mapping[str, RouteSpec] = field(default_factory=dict)
+
+    def replace(self, **changes: object) -> Pieces:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def missing(pieces: Pieces) -> list[str]:
+    """What the first configuration still waits for ([] when it can be applied)."""
+    out = []
+    if pieces.clusters is None:
+        out.append("CDS")
+    elif pieces.clusters.eds_names and not pieces.endpoints_seen:
+        out.append("EDS")
+    if pieces.listeners is None:
+        out.append("LDS")
+    else:
+        out.extend(f"RDS {n}" for n in pieces.listeners.rds_names if n not in pieces.routes)
+    return out
+
+
+def assemble(
+    node: NodeInfo,
+    pieces: Pieces,
+    app_ports: Sequence[AppPortArg] = (),
+    versions: Mapping[str, str] | None = None,
+) -> ProxyConfig:
+    """One ProxyConfig from the pieces (see the module docstring); ConfigError when the
+    combination is invalid."""
+    cds = pieces.clusters or ClusterSet()
+    lds = pieces.listeners or ListenerSet()
+    route_spec = lds.inline_routes
+    if route_spec is None and lds.route_config:
+        route_spec = pieces.routes.get(lds.route_config)
+    route_spec = route_spec or RouteSpec(RouteTable(validate_clusters=False))
+    clusters: dict[str, Cluster] = {}
+    endpoints: dict[str, tuple[Endpoint, ...]] = {}
+    for name, spec in cds.outbound.items():
+        cluster = spec.cluster
+        header = route_spec.hash_headers.get(name)
+        if spec.ring_hash and header:
+            cluster = dataclasses.replace(cluster, lb_policy=LbPolicy.RING_HASH, hash_header=header)
+        clusters[name] = cluster
+        members = pieces.endpoints.get(spec.eds_name, ()) if spec.eds_name else spec.inline
+        endpoints[name] = tuple(
+            dataclasses.replace(
+                m.endpoint, tls=spec.tls_mode is None or m.tls_mode == spec.tls_mode
+            )
+            for m in members
+        )
+    inbound = InboundConfig()
+    if lds.inbound is not None:
+        local = local_app_ports([p for p, _ in lds.inbound.ports], app_ports)
+        inbound = InboundConfig(
+            app_ports=tuple(
+                AppPort(
+                    port,
+                    Protocol.HTTP2
+                    if protocol is Protocol.HTTP and port in cds.inbound_h2
+                    else protocol,
+                    target_port=local.get(port, port),
+                )
+                for port, protocol in lds.inbound.ports
+            ),
+            authorization=lds.inbound.authorization,
+        )
+    return ProxyConfig(
+        node=node,
+        listeners=Listeners(
+            mode=ListenerMode.TRANSPARENT, passthrough=cds.passthrough or route_spec.passthrough
+        ),
+        inbound=inbound,
+        routes=_with_budgets(route_spec.table, cds),
+        clusters=clusters,
+        endpoints=endpoints,
+        versions=dict(versions or {}),
+    )
+
+
+def _with_budgets(table: RouteTable, cds: ClusterSet) -> RouteTable:
+    """Routes' retry policies with their cluster's retry budget percent."""
+    hosts = []
+    for vh in table.virtual_hosts:
+        routes = []
+        for route in vh.routes:
+            spec = cds.outbound.get(route.clusters[0].name)
+            if route.retry is not None and spec is not None and spec.retry_budget is not None:
+                retry = dataclasses.replace(route.retry, budget_percent=spec.retry_budget)
+                routes.append(dataclasses.replace(route, retry=retry))
+            else:
+                routes.append(route)
+        hosts.append(VirtualHost(vh.name, vh.domains, tuple(routes)))
+    return RouteTable(table.name, tuple(hosts), table.validate_clusters)
