@@ -2,8 +2,9 @@
 
 Run without a subcommand, the group runs the sidecar in the foreground until SIGTERM or
 SIGINT (then it reports draining, stops accepting, lets in-flight requests finish and
-deregisters). How it runs is in proxy_run.py: from the control plane (`--control` and a
-join token), or from a file (`--static-config` with certificate files, for tests and
+deregisters). This module only parses the flags into `ProxySettings`; the sidecar
+process itself is `gossamer.proxy.main` (from the control plane with `--control` and a
+join token, or from a file with `--static-config` and certificate files, for tests and
 benchmarks; SIGHUP reloads them).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -143,7 +145,7 @@ DEFAULT_PROXY_UID = 1337
     "`app-not-ready`). 0 fails at once.",
 )
 @click.pass_context
-def proxy(ctx: click.Context, /, **opts: object) -> None:
+def proxy(ctx: click.Context, /, **opts: Any) -> None:
     """Run a sidecar proxy beside SERVICE (or manage iptables, see the subcommand).
 
     \b
@@ -151,9 +153,9 @@ def proxy(ctx: click.Context, /, **opts: object) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from gossamer.cli.proxy_run import run
+    from gossamer.proxy.main import ProxySettings, run
 
-    run(opts)
+    run(ProxySettings(**opts))
 
 
 @proxy.group()
