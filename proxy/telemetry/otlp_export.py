@@ -1,11 +1,13 @@
-"""OTLP/gRPC span export through the sidecar's own gRPC client (grpc_client.py).
+"""OTLP/gRPC span export through the sidecar's own gRPC client (transport/grpc_client.py).
+
+The sidecar's one span export path: trace_export.py's queue hands batches to this exporter.
 
 OpenTelemetry's OTLP exporter is built on grpcio, which the sidecar does not load (its
 memory budget, see grpc_client.py). This exporter writes a batch of the sidecar's
 `SpanRecord`s with otlp_encode.py (SDK `ReadableSpan`s, if it is given those, with the
 OTLP encoder of `opentelemetry-exporter-otlp-proto-common`) and sends it as one
 `TraceService/Export` call. `export` runs on the batch processor's thread
-(tracing_export.py) and hands the call to the sidecar's event loop, waiting at most
+(trace_export.py) and hands the call to the sidecar's event loop, waiting at most
 `timeout` seconds: a slow or absent collector costs the export thread, never a request.
 """
 

@@ -1,4 +1,4 @@
-"""Trace settings from the OpenTelemetry environment variables, and span export.
+"""Trace settings from the OpenTelemetry environment variables, and the span queue.
 
 `TracingSettings.from_env(env, ...)` reads the standard variables (a mapping, so tests
 pass a dict); a bad value is a ConfigError naming the variable:
@@ -18,7 +18,9 @@ pass a dict); a bad value is a ConfigError naming the variable:
 
 `DroppingBatchProcessor` is the span processor: `on_end` appends to a bounded deque
 (or counts a drop when it is full) and a daemon thread exports batches, so neither a
-slow nor a dead collector ever blocks the event loop.
+slow nor a dead collector ever blocks the event loop. The sidecar's one exporter is
+`otlp_export.OtlpGrpcExporter` (OTLP/gRPC through its own gRPC client); tests give
+in-memory exporters.
 """
 
 from __future__ import annotations
@@ -138,19 +140,6 @@ def _number(text: str, name: str, low: float, high: float) -> float:
     return value
 
 
-def otlp_exporter(settings: TracingSettings) -> SpanExporter:
-    """The OTLP/gRPC exporter for the settings' endpoint (imported only when used)."""
-    from gossamer.environment import check_otel_protos
-
-    check_otel_protos()
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-    endpoint = settings.endpoint or "http://127.0.0.1:4317"
-    return OTLPSpanExporter(
-        endpoint=endpoint, insecure=settings.insecure, timeout=settings.export_timeout
-    )
-
-
 class DroppingBatchProcessor(SpanProcessor):
     """Bounded queue + export thread. Full queue: the span is dropped and counted."""
 
@@ -184,11 +173,11 @@ class DroppingBatchProcessor(SpanProcessor):
     def for_settings(
         cls,
         settings: TracingSettings,
-        exporter: SpanExporter | None = None,
+        exporter: SpanExporter,
         convert: Callable[[Any], ReadableSpan] | None = None,
     ) -> DroppingBatchProcessor:
         return cls(
-            exporter if exporter is not None else otlp_exporter(settings),
+            exporter,
             max_queue_size=settings.max_queue_size,
             max_export_batch_size=settings.max_export_batch_size,
             schedule_delay=settings.schedule_delay,

@@ -219,6 +219,8 @@ class Tracing:
         self.processor: DroppingBatchProcessor | None = None
         if not self.enabled:
             return
+        if exporter is None:
+            raise ValueError("tracing is enabled but no span exporter was given")
         resource = Resource.create(dict(settings.resource))
         # an exporter that writes records itself (otlp_export.py) gets them as they are;
         # any other gets SDK spans made from them on the export thread

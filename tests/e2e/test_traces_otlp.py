@@ -10,10 +10,12 @@ per request with correct parent links across the hops and the HTTP attributes.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 
+from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
 from gossamer.proxy.telemetry.trace_export import TracingSettings
 from gossamer.proxy.telemetry.tracing import Tracing
 from tests.helpers.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -131,7 +133,10 @@ def test_a_dead_collector_drops_spans_instead_of_blocking():
         },
         service="lonely",
     )
-    tracing = Tracing(cfg)
+    loop = asyncio.new_event_loop()  # the sidecar's event loop, free to run
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    exporter = OtlpGrpcExporter(cfg.endpoint or "", insecure=True, loop=loop)
+    tracing = Tracing(cfg, exporter=exporter)
     worst = 0.0
     start = time.perf_counter()
     for _ in range(3000):
@@ -148,3 +153,4 @@ def test_a_dead_collector_drops_spans_instead_of_blocking():
     t0 = time.perf_counter()
     tracing.shutdown(timeout=1.0)
     assert time.perf_counter() - t0 < 3.0
+    loop.call_soon_threadsafe(loop.stop)

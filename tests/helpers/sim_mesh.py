@@ -25,6 +25,7 @@ from aiohttp import ClientSession, web
 
 from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
+from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
 from gossamer.proxy.telemetry.trace_context import TRACE_HEADERS
 from gossamer.proxy.telemetry.trace_export import TracingSettings
 from gossamer.proxy.telemetry.wiring import CONTENT_TYPE, Telemetry
@@ -54,11 +55,16 @@ class SimService:
         self.upstream = upstream
         self.fail_every = fail_every
         settings = tracing or TracingSettings()
+        exporter = None
         if settings.enabled:
             resource = dict(settings.resource)
             resource.update({"service.name": name, "service.instance.id": self.instance})
             settings = dataclasses.replace(settings, resource=tuple(sorted(resource.items())))
-        self.telemetry = Telemetry(settings)
+            # the sidecar's exporter, on the loop this simulated service runs on
+            exporter = OtlpGrpcExporter(
+                settings.endpoint or "", insecure=settings.insecure, loop=asyncio.get_running_loop()
+            )
+        self.telemetry = Telemetry(settings, span_exporter=exporter)
         self.telemetry.metrics.set_certificate_expiry(spiffe(name), time.time() + cert_expires_in)
         self.port = 0
         self.admin_port = 0
