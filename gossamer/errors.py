@@ -7,6 +7,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class GossamerError(Exception):
     """Base of every error Gossamer reports to a user or a peer."""
@@ -53,6 +55,22 @@ class ConfigError(GossamerError):
             where = f"line {line}"
         prefix = ": ".join(p for p in (where, field) if p)
         super().__init__(f"{prefix}: {message}" if prefix else message, hint=hint)
+
+
+class ConfigErrors(ConfigError):
+    """Several independent configuration errors, reported together (one per line).
+
+    Its field, line and hint are the first error's; `errors` holds them all."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = errors[0]
+        super().__init__(
+            first.detail, field=first.field, source=first.source, line=first.line, hint=first.hint
+        )
+        self.errors = tuple(errors)
+        self.args = ("\n".join(e.message for e in errors),)
 
 
 class ProtocolError(GossamerError):

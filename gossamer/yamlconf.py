@@ -5,23 +5,35 @@ returns a `Node`. Accessors such as `node.child("port").integer(minimum=1,
 maximum=65535)` validate as they read and raise `ConfigError` naming the field path
 (`services[0].ports[0].port`) and the line, e.g. `mesh.yaml:12: services[0].ports[0].port:
 must be between 1 and 65535, got 70000`.
+
+Parsers that should report every mistake, not only the first, read each independent
+field through `attempt(read, fallback)` (and `report(error)`); inside a `collecting()`
+block these record the `ConfigError` and carry on with the fallback, and the block ends
+by raising all of them at once (`ConfigErrors`, sorted by line, duplicates dropped).
+Outside such a block they raise the first error, as plain accessors do.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from gossamer.errors import ConfigError
+from gossamer.errors import ConfigError, ConfigErrors
 
+T = TypeVar("T")
 _MISSING: Any = object()
+_COLLECTED: ContextVar[list[ConfigError] | None] = ContextVar(
+    "gossamer_config_errors", default=None
+)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|s|m|h|d)")
 _UNIT_SECONDS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -145,12 +157,14 @@ class Node:
             yield str(key), self.child(key)
 
     def check_keys(self, allowed: Sequence[str]) -> None:
-        """Reject keys this mapping does not know, naming the first unknown one."""
+        """Reject keys this mapping does not know (each one when collecting)."""
         for key in self.mapping():
             if key not in allowed:
                 bad = self.child(str(key))
-                raise bad.error(
-                    "unknown field", hint=f"known fields here: {', '.join(sorted(allowed))}"
+                report(
+                    bad.error(
+                        "unknown field", hint=f"known fields here: {', '.join(sorted(allowed))}"
+                    )
                 )
 
     # -- scalars ---------------------------------------------------------------
@@ -199,6 +213,54 @@ class Node:
 
     def string_list(self) -> list[str]:
         return [item.string() for item in self.items()]
+
+
+def _add(errors: list[ConfigError], exc: ConfigError) -> None:
+    for one in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
+        if all(one.message != seen.message for seen in errors):
+            errors.append(one)
+
+
+def report(exc: ConfigError) -> None:
+    """Record `exc` when collecting (see `collecting`); raise it otherwise."""
+    errors = _COLLECTED.get()
+    if errors is None:
+        raise exc
+    _add(errors, exc)
+
+
+def attempt(read: Callable[[], T], fallback: T) -> T:
+    """`read()`; when collecting, a ConfigError is recorded and `fallback` returned."""
+    if _COLLECTED.get() is None:
+        return read()
+    try:
+        return read()
+    except ConfigError as exc:
+        report(exc)
+        return fallback
+
+
+@contextmanager
+def collecting() -> Iterator[list[ConfigError]]:
+    """Collect the errors `report`/`attempt` see inside the block, and a ConfigError that
+    ends it; on leaving, raise them: the one error, or `ConfigErrors` sorted by line.
+    A nested block shares the outermost one's list (the outermost raises)."""
+    outer = _COLLECTED.get()
+    if outer is not None:
+        yield outer
+        return
+    errors: list[ConfigError] = []
+    token = _COLLECTED.set(errors)
+    try:
+        yield errors
+    except ConfigError as exc:
+        _add(errors, exc)
+    finally:
+        _COLLECTED.reset(token)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(sorted(errors, key=lambda e: (e.source or "", e.line or 0)))
 
 
 def _kind(value: Any) -> str:
