@@ -16,7 +16,10 @@ services: [...]                        # discovery fields + per-service policy (
 
 `parse_mesh` takes a `gossamer.yamlconf.Node` (so tests pass a dict through
 `mesh_from_mapping`), `load_mesh` a file. Relative directories are resolved against the
-file's folder. Every error names the field and, for files, the line.
+file's folder. Every error names the field and, for files, the line; the keys, defaults
+and bounds come from gossamer/meshconfig/schema.py. `parse_mesh` reads the whole file,
+the registry's `services:` parser included, and raises every independent error at once
+(`ConfigErrors`): this is what `gossamer validate` and `gossamer control` both run.
 """
 
 from __future__ import annotations
@@ -25,32 +28,35 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gossamer.contract.identity import DEFAULT_NAMESPACE, ServiceKey, check_label
-from gossamer.control.policy import DEFAULT_POLICY, POLICY_KEYS, ServicePolicy, parse_service_policy
+from gossamer.contract.identity import ServiceKey
+from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy, parse_service_policy
+from gossamer.discovery.meshfile import parse_services, service_key_of
 from gossamer.discovery.stores import parse_store_url
 from gossamer.errors import ConfigError
+from gossamer.meshconfig import schema
 from gossamer.observe.settings import ObservabilitySettings, parse_observability
-from gossamer.yamlconf import Node, load_document, load_file
-
-TOP_LEVEL_KEYS = ("trust_domain", "control", "services", "observability")
-CONTROL_KEYS = (
-    "xds_listen",
-    "bootstrap_listen",
-    "insecure_xds_listen",
-    "api_listen",
-    "ca_dir",
-    "data_dir",
-    "store",
-    "lease_ttl",
+from gossamer.yamlconf import (
+    Node,
+    attempt,
+    collecting,
+    load_document,
+    load_file,
+    parse_duration,
+    report,
 )
-# The discovery fields of a service entry, parsed by the registry's mesh-file source.
-SERVICE_DISCOVERY_KEYS = ("name", "namespace", "ports", "endpoints")
-SERVICE_KEYS = SERVICE_DISCOVERY_KEYS + POLICY_KEYS
 
-DEFAULT_TRUST_DOMAIN = "gossamer.local"
+TOP_LEVEL_KEYS = schema.TOP_LEVEL_KEYS
+CONTROL_KEYS = schema.CONTROL_KEYS
+# The discovery fields of a service entry, parsed by the registry's mesh-file source.
+SERVICE_DISCOVERY_KEYS = schema.SERVICE_DISCOVERY_KEYS
+SERVICE_KEYS = schema.SERVICE_KEYS
+
+DEFAULT_TRUST_DOMAIN = schema.DEFAULT_TRUST_DOMAIN
+_CONTROL = schema.CONTROL
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,253}[a-z0-9])?$")
 
 
@@ -88,16 +94,23 @@ def parse_address(text: str) -> Address:
     return Address(host, int(port_text))
 
 
+_DEFAULT_XDS = parse_address(_CONTROL["xds_listen"].default)
+_DEFAULT_BOOTSTRAP = parse_address(_CONTROL["bootstrap_listen"].default)
+_DEFAULT_API = parse_address(_CONTROL["api_listen"].default)
+
+
 @dataclass(frozen=True)
 class ControlConfig:
-    xds_listen: Address = Address("0.0.0.0", 15012)
-    bootstrap_listen: Address = Address("0.0.0.0", 15011)
+    """The `control:` section; its defaults are the schema's."""
+
+    xds_listen: Address = _DEFAULT_XDS
+    bootstrap_listen: Address = _DEFAULT_BOOTSTRAP
     insecure_xds_listen: Address | None = None
-    api_listen: Address = Address("127.0.0.1", 15014)
-    ca_dir: Path = Path(".gossamer/ca")
-    data_dir: Path = Path(".gossamer/data")
-    store: str = "embedded"  # or etcd://host:port[,host:port...][/prefix]
-    lease_ttl: float = 10.0  # how long a sidecar's endpoint outlives its lost stream
+    api_listen: Address = _DEFAULT_API
+    ca_dir: Path = Path(_CONTROL["ca_dir"].default)
+    data_dir: Path = Path(_CONTROL["data_dir"].default)
+    store: str = _CONTROL["store"].default  # or etcd://host:port[,host:port...][/prefix]
+    lease_ttl: float = parse_duration(_CONTROL["lease_ttl"].default)  # endpoint outlives its stream
 
 
 @dataclass(frozen=True)
@@ -115,42 +128,46 @@ class MeshConfig:
 
 
 def parse_mesh(root: Node, *, base_dir: Path | None = None) -> MeshConfig:
+    """The whole file: every independent error is reported (ConfigErrors), not the first."""
+    with collecting():
+        mesh = _parse_mesh(root, base_dir)
+    return mesh
+
+
+def _parse_mesh(root: Node, base_dir: Path | None) -> MeshConfig:
     root.mapping()
     root.check_keys(TOP_LEVEL_KEYS)
-    trust_domain = DEFAULT_TRUST_DOMAIN
-    if root.has("trust_domain"):
-        td_node = root.child("trust_domain")
-        trust_domain = td_node.string()
-        if not _TRUST_DOMAIN.match(trust_domain):
-            raise td_node.error(
-                f"{trust_domain!r} is not a valid trust domain",
-                hint="use lowercase letters, digits, '.', '-' and '_', e.g. gossamer.local",
-            )
-    control = _parse_control(root.child("control", None), base_dir)
+    trust_domain = attempt(lambda: _trust_domain(root), DEFAULT_TRUST_DOMAIN)
+    control = attempt(
+        lambda: _parse_control(root.child("control", None), base_dir), ControlConfig()
+    )
+    # names, namespaces, ports, endpoints, unknown keys, duplicates: the registry's parser
+    # (the control plane runs it on every load); this loop reads the policies.
+    parse_services(root)
     policies: dict[ServiceKey, ServicePolicy] = {}
-    for entry in root.child("services", None).items():
-        entry.check_keys(SERVICE_KEYS)
-        key = service_key_of(entry)
-        if key in policies:
-            raise entry.error(f"service {key} is declared twice")
-        policies[key] = parse_service_policy(entry, trust_domain)
-    observability = parse_observability(root.child("observability", None))
+    entries: list[Node] = attempt(lambda: list(root.child("services", None).items()), [])
+    for entry in entries:
+        key = attempt(partial(service_key_of, entry), None)
+        policy = attempt(partial(parse_service_policy, entry, trust_domain), DEFAULT_POLICY)
+        if key is not None and key not in policies:
+            policies[key] = policy
+    observability = attempt(
+        lambda: parse_observability(root.child("observability", None)), ObservabilitySettings()
+    )
     return MeshConfig(trust_domain, control, policies, root.source, observability)
 
 
-def service_key_of(entry: Node) -> ServiceKey:
-    """The (namespace, name) of a `services:` entry, validated as DNS-1123 labels."""
-    name_node = entry.child("name")
-    ns_node = entry.child("namespace", DEFAULT_NAMESPACE)
-    try:
-        name = check_label(name_node.string(), "name")
-    except ConfigError as exc:
-        raise name_node.error(exc.detail) from None
-    try:
-        namespace = check_label(ns_node.string(), "namespace")
-    except ConfigError as exc:
-        raise ns_node.error(exc.detail) from None
-    return ServiceKey(namespace, name)
+def _trust_domain(root: Node) -> str:
+    if not root.has("trust_domain"):
+        return DEFAULT_TRUST_DOMAIN
+    td_node = root.child("trust_domain")
+    trust_domain = td_node.string()
+    if not _TRUST_DOMAIN.match(trust_domain):
+        raise td_node.error(
+            f"{trust_domain!r} is not a valid trust domain",
+            hint="use lowercase letters, digits, '.', '-' and '_', e.g. gossamer.local",
+        )
+    return trust_domain
 
 
 def _parse_control(node: Node, base_dir: Path | None) -> ControlConfig:
@@ -159,10 +176,10 @@ def _parse_control(node: Node, base_dir: Path | None) -> ControlConfig:
     node.check_keys(CONTROL_KEYS)
     defaults = ControlConfig()
 
-    def address(key: str, default: Address | None) -> Address | None:
-        if not node.has(key) or node.child(key).value is None:
-            return default
-        child = node.child(key)
+    def address(key: str) -> Address | None:
+        child = _CONTROL[key].read(node)
+        if child.value is None:
+            return None
         try:
             return parse_address(child.string())
         except ValueError as exc:
@@ -174,44 +191,43 @@ def _parse_control(node: Node, base_dir: Path | None) -> ControlConfig:
             path = base_dir / path
         return path
 
-    xds = address("xds_listen", defaults.xds_listen)
-    bootstrap = address("bootstrap_listen", defaults.bootstrap_listen)
-    api = address("api_listen", defaults.api_listen)
-    insecure = address("insecure_xds_listen", None)
-    assert xds is not None and api is not None and bootstrap is not None
-    store = defaults.store
-    if node.has("store"):
-        store_node = node.child("store")
-        store = store_node.string().strip()
+    def store() -> str:
+        store_node = _CONTROL["store"].read(node)
+        value = store_node.string().strip()
         try:
-            parse_store_url(store)
+            parse_store_url(value)
         except ConfigError as exc:
             raise store_node.error(exc.detail, hint=exc.hint) from None
-    lease_ttl = defaults.lease_ttl
-    if node.has("lease_ttl"):
-        lease_node = node.child("lease_ttl")
-        lease_ttl = lease_node.duration()
-        if not 1.0 <= lease_ttl <= 3600.0:
+        return value
+
+    def lease_ttl() -> float:
+        lease_node = _CONTROL["lease_ttl"].read(node)
+        value = lease_node.duration()
+        if not 1.0 <= value <= 3600.0:
             raise lease_node.error("must be between 1s and 1h")
-    named = (("xds_listen", xds), ("bootstrap_listen", bootstrap), ("api_listen", api))
-    ports = [(k, a) for k, a in named if a.port != 0]
-    if insecure is not None and insecure.port != 0:
-        ports.append(("insecure_xds_listen", insecure))
+        return value
+
+    listen = {
+        key: attempt(partial(address, key), None)
+        for key in ("xds_listen", "bootstrap_listen", "api_listen", "insecure_xds_listen")
+    }
     seen: dict[tuple[str, int], str] = {}
-    for key, addr in ports:
+    for key, addr in listen.items():
+        if addr is None or addr.port == 0:
+            continue
         clash = seen.get((addr.host, addr.port))
         if clash is not None:
-            raise node.child(key).error(f"{addr} is already used by control.{clash}")
+            report(node.child(key).error(f"{addr} is already used by control.{clash}"))
         seen[(addr.host, addr.port)] = key
     return ControlConfig(
-        xds_listen=xds,
-        bootstrap_listen=bootstrap,
-        insecure_xds_listen=insecure,
-        api_listen=api,
-        ca_dir=directory("ca_dir", defaults.ca_dir),
-        data_dir=directory("data_dir", defaults.data_dir),
-        store=store,
-        lease_ttl=lease_ttl,
+        xds_listen=listen["xds_listen"] or defaults.xds_listen,
+        bootstrap_listen=listen["bootstrap_listen"] or defaults.bootstrap_listen,
+        insecure_xds_listen=listen["insecure_xds_listen"],
+        api_listen=listen["api_listen"] or defaults.api_listen,
+        ca_dir=attempt(lambda: directory("ca_dir", defaults.ca_dir), defaults.ca_dir),
+        data_dir=attempt(lambda: directory("data_dir", defaults.data_dir), defaults.data_dir),
+        store=attempt(store, defaults.store),
+        lease_ttl=attempt(lease_ttl, defaults.lease_ttl),
     )
 
 

@@ -12,16 +12,20 @@ authorization: {allow: [spiffe://gossamer.local/ns/default/sa/web]}   # absent: 
 outlier_detection: {...}      # circuit_breakers: {...}, health_check: {...}: see resilience.py
 ```
 
-`parse_service_policy` reads only these keys; `POLICY_KEYS` lets the mesh-file parser
-accept them. Values are validated here, once, and errors name the field and line.
+`parse_service_policy` reads only these keys (declared, with their defaults and bounds,
+in gossamer/meshconfig/schema.py). Values are validated here, once, and errors name the
+field and line; inside `yamlconf.collecting()` every independent error is reported.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
-from gossamer.contract.vocabulary import GrpcRetryOn, HttpRetryOn, LbPolicy
+from gossamer.contract.vocabulary import GrpcRetryOn, HttpRetryOn
 from gossamer.control.resilience import (
     CircuitBreakerPolicy,
     HealthCheckPolicy,
@@ -30,24 +34,19 @@ from gossamer.control.resilience import (
     parse_health_check,
     parse_outlier,
 )
-from gossamer.yamlconf import Node
+from gossamer.meshconfig import schema
+from gossamer.yamlconf import Node, attempt, report
 
-LB_POLICIES = tuple(p.value for p in LbPolicy)
-POLICY_KEYS = (
-    "lb_policy",
-    "hash_header",
-    "timeout",
-    "retries",
-    "authorization",
-    "outlier_detection",
-    "circuit_breakers",
-    "health_check",
-)
-RETRY_KEYS = ("attempts", "per_try_timeout", "on", "budget_percent")
+LB_POLICIES = schema.LB_POLICIES
+POLICY_KEYS = schema.POLICY_KEYS
+RETRY_KEYS = schema.RETRY_KEYS
 
 HTTP_RETRY_ON = tuple(c.value for c in HttpRetryOn)
 GRPC_RETRY_ON = tuple(c.value for c in GrpcRetryOn)
-MAX_RETRY_ATTEMPTS = 10
+MAX_RETRY_ATTEMPTS = schema.MAX_RETRY_ATTEMPTS
+
+DEFAULT_LB = str(schema.SERVICE["lb_policy"].default)
+T = TypeVar("T")
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 _SPIFFE = re.compile(r"^spiffe://([a-z0-9._-]+)/ns/([a-z0-9-]+|\*)/sa/([a-z0-9-]+|\*)$")
@@ -59,7 +58,7 @@ class RetryPolicy:
 
     attempts: int
     per_try_timeout: float | None = None
-    on: tuple[str, ...] = ("connect-failure", "refused-stream", "unavailable")
+    on: tuple[str, ...] = tuple(schema.RETRIES["on"].default)
     status_codes: tuple[int, ...] = ()
     budget_percent: float | None = None
 
@@ -83,7 +82,7 @@ class Authorization:
 
 @dataclass(frozen=True)
 class ServicePolicy:
-    lb_policy: str = "round_robin"
+    lb_policy: str = schema.SERVICE["lb_policy"].default
     hash_header: str | None = None
     timeout: float | None = None
     retries: RetryPolicy | None = None
@@ -102,95 +101,102 @@ DEFAULT_POLICY = ServicePolicy()
 
 def parse_service_policy(service: Node, trust_domain: str) -> ServicePolicy:
     """Read the policy keys of one `services:` entry (other keys are not looked at)."""
-    lb = "round_robin"
-    if service.has("lb_policy"):
-        lb = service.child("lb_policy").choice(LB_POLICIES)
-    hash_header = None
-    if service.has("hash_header"):
-        node = service.child("hash_header")
-        hash_header = node.string().strip().lower()
-        if not _HEADER_NAME.match(hash_header):
-            raise node.error(f"{hash_header!r} is not a valid HTTP header name")
-        if lb != "ring_hash":
-            raise node.error(
-                "hash_header only applies to lb_policy ring_hash",
-                hint="set lb_policy: ring_hash or remove hash_header",
-            )
-    timeout = None
-    if service.has("timeout") and service.child("timeout").value is not None:
-        timeout = service.child("timeout").duration()
-    retries = None
-    if service.has("retries") and service.child("retries").value is not None:
-        retries = _parse_retries(service.child("retries"))
-    authorization = None
-    if service.has("authorization") and service.child("authorization").value is not None:
-        authorization = _parse_authorization(service.child("authorization"), trust_domain)
+    fields = schema.SERVICE
+    lb: str | None = attempt(lambda: fields["lb_policy"].choice(service), None)
+    hash_header = attempt(lambda: _hash_header(service, lb), None)
+    timeout_node = fields["timeout"].present(service)
+    timeout = attempt(timeout_node.duration, None) if timeout_node else None
 
-    def section(key: str) -> Node | None:
-        return (
-            service.child(key)
-            if service.has(key) and service.child(key).value is not None
-            else None
-        )
+    def section(key: str, parse: Callable[[Node], T]) -> T | None:
+        node = fields[key].present(service)
+        return attempt(lambda: parse(node), None) if node is not None else None
 
-    outlier_node = section("outlier_detection")
-    breaker_node = section("circuit_breakers")
-    health_node = section("health_check")
     return ServicePolicy(
-        lb,
+        lb or DEFAULT_LB,
         hash_header,
         timeout,
-        retries,
-        authorization,
-        outlier=parse_outlier(outlier_node) if outlier_node else None,
-        circuit_breakers=parse_circuit_breakers(breaker_node) if breaker_node else None,
-        health_check=parse_health_check(health_node) if health_node else None,
+        section("retries", _parse_retries),
+        section("authorization", lambda node: _parse_authorization(node, trust_domain)),
+        outlier=section("outlier_detection", parse_outlier),
+        circuit_breakers=section("circuit_breakers", parse_circuit_breakers),
+        health_check=section("health_check", parse_health_check),
     )
 
 
+def _hash_header(service: Node, lb: str | None) -> str | None:
+    node = schema.SERVICE["hash_header"].present(service)
+    if node is None:
+        return None
+    hash_header = node.string().strip().lower()
+    if not _HEADER_NAME.match(hash_header):
+        raise node.error(f"{hash_header!r} is not a valid HTTP header name")
+    if lb is not None and lb != "ring_hash":  # an invalid lb_policy is reported already
+        raise node.error(
+            "hash_header only applies to lb_policy ring_hash",
+            hint="set lb_policy: ring_hash or remove hash_header",
+        )
+    return hash_header
+
+
 def _parse_retries(node: Node) -> RetryPolicy:
-    node.check_keys(RETRY_KEYS)
-    attempts = node.child("attempts").integer(minimum=0, maximum=MAX_RETRY_ATTEMPTS)
+    fields = schema.RETRIES
+    node.check_keys(fields.keys)
+    attempts = attempt(lambda: fields["attempts"].integer(node), 0)
     per_try = None
     if node.has("per_try_timeout"):
         per_try_node = node.child("per_try_timeout")
-        per_try = per_try_node.duration()
-        if per_try <= 0:
-            raise per_try_node.error("must be longer than 0s")
+        per_try = attempt(lambda: _positive(per_try_node), None)
     conditions: list[str] = []
     codes: list[int] = []
     if node.has("on"):
         on = node.child("on")
-        items = list(on.items())
-        if not items:
-            raise on.error("list at least one retry condition")
-        for item in items:
-            value = item.value
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                if not 100 <= value <= 599:
-                    raise item.error(f"HTTP status {value} is not between 100 and 599")
-                if value not in codes:
-                    codes.append(value)
-                continue
-            name = item.choice(HTTP_RETRY_ON + GRPC_RETRY_ON)
-            if name not in conditions:
-                conditions.append(name)
+        items = attempt(lambda: list(on.items()), None)
+        if items == []:
+            report(on.error("list at least one retry condition"))
+        for item in items or []:
+            attempt(partial(_condition, item, conditions, codes), None)
     else:
         conditions = list(RetryPolicy.on)
     budget = None
     if node.has("budget_percent"):
         budget_node = node.child("budget_percent")
-        budget = budget_node.number(minimum=0.0, maximum=100.0)
-        if budget <= 0:
-            raise budget_node.error("must be greater than 0 (omit it for no budget)")
+        budget = attempt(lambda: _budget(budget_node), None)
     return RetryPolicy(attempts, per_try, tuple(conditions), tuple(codes), budget)
 
 
+def _positive(node: Node) -> float:
+    value = node.duration()
+    if value <= 0:
+        raise node.error("must be longer than 0s")
+    return value
+
+
+def _condition(item: Node, conditions: list[str], codes: list[int]) -> None:
+    value = item.value
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 100 <= value <= 599:
+            raise item.error(f"HTTP status {value} is not between 100 and 599")
+        if value not in codes:
+            codes.append(value)
+        return
+    name = item.choice(schema.RETRY_CONDITIONS)
+    if name not in conditions:
+        conditions.append(name)
+
+
+def _budget(node: Node) -> float:
+    budget = schema.RETRIES["budget_percent"]
+    value = node.number(minimum=budget.minimum, maximum=budget.maximum)
+    if value <= 0:
+        raise node.error("must be greater than 0 (omit it for no budget)")
+    return value
+
+
 def _parse_authorization(node: Node, trust_domain: str) -> Authorization:
-    node.check_keys(("allow",))
-    allow_node = node.child("allow")
+    node.check_keys(schema.AUTHORIZATION_KEYS)
+    allow_node = schema.AUTHORIZATION["allow"].read(node)
     if allow_node.value is None:
         raise allow_node.error(
             "expected a list of SPIFFE IDs",
@@ -198,21 +204,28 @@ def _parse_authorization(node: Node, trust_domain: str) -> Authorization:
         )
     ids: list[str] = []
     for item in allow_node.items():
-        value = item.string().strip()
-        m = _SPIFFE.match(value)
-        if m is None:
-            raise item.error(
-                f"{value!r} is not a SPIFFE ID of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service>",
-                hint="use * as the namespace or service to match all of them",
-            )
-        if m.group(1) != trust_domain:
-            raise item.error(
-                f"trust domain {m.group(1)!r} is not this mesh's trust domain {trust_domain!r}"
-            )
-        if m.group(2) == "*" and m.group(3) != "*":
-            raise item.error("a * namespace needs a * service (spiffe://td/ns/*/sa/*)")
-        ids.append(_as_pattern(value))
+        pattern = attempt(partial(_allowed, item, trust_domain), None)
+        if pattern is not None:
+            ids.append(pattern)
     return Authorization(tuple(ids))
+
+
+def _allowed(item: Node, trust_domain: str) -> str:
+    """One `allow` entry, checked, as the pattern Authorization matches."""
+    value = item.string().strip()
+    m = _SPIFFE.match(value)
+    if m is None:
+        raise item.error(
+            f"{value!r} is not a SPIFFE ID of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service>",
+            hint="use * as the namespace or service to match all of them",
+        )
+    if m.group(1) != trust_domain:
+        raise item.error(
+            f"trust domain {m.group(1)!r} is not this mesh's trust domain {trust_domain!r}"
+        )
+    if m.group(2) == "*" and m.group(3) != "*":
+        raise item.error("a * namespace needs a * service (spiffe://td/ns/*/sa/*)")
+    return _as_pattern(value)
 
 
 def _as_pattern(spiffe_id: str) -> str:

@@ -1,6 +1,10 @@
 """Per-service resilience policy from mesh.yaml: outlier detection, circuit breakers,
 active health checks. Parsed once, validated with field and line, frozen.
 
+The keys, defaults and bounds are declared in gossamer/meshconfig/schema.py (a unit test
+checks that the dataclass defaults below agree with it); inside
+`yamlconf.collecting()` every independent error is reported, not only the first.
+
 ```yaml
 outlier_detection:
   consecutive_5xx: 5                # eject after this many 5xx in a row (0: off)
@@ -20,29 +24,16 @@ health_check: {http_path: /healthz, interval: 5s, timeout: 1s, unhealthy_thresho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
-from gossamer.yamlconf import Node
+from gossamer.meshconfig import schema
+from gossamer.meshconfig.fields import Field
+from gossamer.yamlconf import Node, attempt, parse_duration
 
-OUTLIER_KEYS = (
-    "consecutive_5xx",
-    "consecutive_gateway_errors",
-    "interval",
-    "base_ejection_time",
-    "max_ejection_time",
-    "max_ejection_percent",
-    "success_rate",
-    "panic_threshold",
-)
-SUCCESS_RATE_KEYS = ("minimum_hosts", "request_volume", "stdev_factor")
-BREAKER_KEYS = ("max_connections", "max_pending_requests", "max_requests", "max_retries")
-HEALTH_KEYS = (
-    "http_path",
-    "tcp",
-    "interval",
-    "timeout",
-    "unhealthy_threshold",
-    "healthy_threshold",
-)
+OUTLIER_KEYS = schema.OUTLIER_KEYS
+SUCCESS_RATE_KEYS = schema.SUCCESS_RATE_KEYS
+BREAKER_KEYS = schema.BREAKER_KEYS
+HEALTH_KEYS = schema.HEALTH_KEYS
 
 
 @dataclass(frozen=True)
@@ -81,55 +72,47 @@ class HealthCheckPolicy:
     healthy_threshold: int = 2
 
 
-def _positive_duration(node: Node, default: float) -> float:
-    if node.is_missing:
-        return default
-    value = node.duration()
-    if value <= 0:
-        raise node.error("must be longer than 0s")
-    return value
+def _integer(node: Node, field: Field) -> int:
+    return attempt(lambda: field.integer(node), int(field.default or 0))
+
+
+def _number(node: Node, field: Field) -> float:
+    return attempt(lambda: field.number(node), float(field.default or 0))
+
+
+def _positive_duration(node: Node, field: Field) -> float:
+    """A duration longer than 0s (its default when absent)."""
+    default = parse_duration(field.default)
+
+    def read() -> float:
+        if not node.has(field.name):
+            return default
+        child = node.child(field.name)
+        value = child.duration()
+        if value <= 0:
+            raise child.error("must be longer than 0s")
+        return value
+
+    return attempt(read, default)
 
 
 def parse_outlier(node: Node) -> OutlierPolicy:
-    node.check_keys(OUTLIER_KEYS)
-    d = OutlierPolicy()
-    success_rate = None
-    if node.has("success_rate") and node.child("success_rate").value is not None:
-        sr = node.child("success_rate")
-        sr.check_keys(SUCCESS_RATE_KEYS)
-        base = SuccessRatePolicy()
-        success_rate = SuccessRatePolicy(
-            minimum_hosts=sr.child("minimum_hosts", base.minimum_hosts).integer(minimum=1),
-            request_volume=sr.child("request_volume", base.request_volume).integer(minimum=1),
-            stdev_factor=sr.child("stdev_factor", base.stdev_factor).number(
-                minimum=0.1, maximum=10.0
-            ),
-        )
+    fields = schema.OUTLIER
+    node.check_keys(fields.keys)
+    sr_node = fields["success_rate"].present(node)
+    success_rate = attempt(lambda: _success_rate(sr_node), None) if sr_node else None
     policy = OutlierPolicy(
-        consecutive_5xx=node.child("consecutive_5xx", d.consecutive_5xx).integer(minimum=0),
-        consecutive_gateway_errors=node.child(
-            "consecutive_gateway_errors", d.consecutive_gateway_errors
-        ).integer(minimum=0),
-        interval=_positive_duration(node.child("interval", None), d.interval)
-        if node.has("interval")
-        else d.interval,
-        base_ejection_time=_positive_duration(
-            node.child("base_ejection_time"), d.base_ejection_time
-        )
-        if node.has("base_ejection_time")
-        else d.base_ejection_time,
-        max_ejection_time=_positive_duration(node.child("max_ejection_time"), d.max_ejection_time)
-        if node.has("max_ejection_time")
-        else d.max_ejection_time,
-        max_ejection_percent=node.child("max_ejection_percent", d.max_ejection_percent).integer(
-            minimum=0, maximum=100
-        ),
+        consecutive_5xx=_integer(node, fields["consecutive_5xx"]),
+        consecutive_gateway_errors=_integer(node, fields["consecutive_gateway_errors"]),
+        interval=_positive_duration(node, fields["interval"]),
+        base_ejection_time=_positive_duration(node, fields["base_ejection_time"]),
+        max_ejection_time=_positive_duration(node, fields["max_ejection_time"]),
+        max_ejection_percent=_integer(node, fields["max_ejection_percent"]),
         success_rate=success_rate,
-        panic_threshold=node.child("panic_threshold", d.panic_threshold).number(
-            minimum=0.0, maximum=100.0
-        ),
+        panic_threshold=_number(node, fields["panic_threshold"]),
     )
-    if not (policy.consecutive_5xx or policy.consecutive_gateway_errors or policy.success_rate):
+    rules_on = policy.consecutive_5xx or policy.consecutive_gateway_errors or policy.success_rate
+    if not rules_on and (sr_node is None or success_rate is not None):  # else: reported
         raise node.error(
             "no ejection rule is on",
             hint="set consecutive_5xx, consecutive_gateway_errors or success_rate",
@@ -137,39 +120,49 @@ def parse_outlier(node: Node) -> OutlierPolicy:
     return policy
 
 
+def _success_rate(node: Node) -> SuccessRatePolicy:
+    fields = schema.SUCCESS_RATE
+    node.check_keys(fields.keys)
+    return SuccessRatePolicy(
+        minimum_hosts=_integer(node, fields["minimum_hosts"]),
+        request_volume=_integer(node, fields["request_volume"]),
+        stdev_factor=_number(node, fields["stdev_factor"]),
+    )
+
+
 def parse_circuit_breakers(node: Node) -> CircuitBreakerPolicy:
     node.check_keys(BREAKER_KEYS)
     values = {
-        key: node.child(key).integer(minimum=1, maximum=1_000_000) if node.has(key) else None
-        for key in BREAKER_KEYS
+        f.name: attempt(partial(f.integer, node), None) if node.has(f.name) else None
+        for f in schema.BREAKERS.fields
     }
     return CircuitBreakerPolicy(**values)
 
 
 def parse_health_check(node: Node) -> HealthCheckPolicy:
-    node.check_keys(HEALTH_KEYS)
-    d = HealthCheckPolicy()
-    tcp = node.child("tcp", False).boolean()
-    path = node.child("http_path").string() if node.has("http_path") else None
-    if tcp == (path is not None):
+    fields = schema.HEALTH
+    node.check_keys(fields.keys)
+    tcp: bool | None = attempt(lambda: fields["tcp"].read(node).boolean(), None)
+    path = attempt(lambda: _http_path(node), None)
+    if tcp is not None and tcp == node.has("http_path"):
         raise node.error("give exactly one of http_path or tcp: true")
-    if path is not None and not path.startswith("/"):
-        raise node.child("http_path").error("must start with /")
     policy = HealthCheckPolicy(
         http_path=path,
-        interval=_positive_duration(node.child("interval"), d.interval)
-        if node.has("interval")
-        else d.interval,
-        timeout=_positive_duration(node.child("timeout"), d.timeout)
-        if node.has("timeout")
-        else d.timeout,
-        unhealthy_threshold=node.child("unhealthy_threshold", d.unhealthy_threshold).integer(
-            minimum=1, maximum=100
-        ),
-        healthy_threshold=node.child("healthy_threshold", d.healthy_threshold).integer(
-            minimum=1, maximum=100
-        ),
+        interval=_positive_duration(node, fields["interval"]),
+        timeout=_positive_duration(node, fields["timeout"]),
+        unhealthy_threshold=_integer(node, fields["unhealthy_threshold"]),
+        healthy_threshold=_integer(node, fields["healthy_threshold"]),
     )
     if policy.timeout > policy.interval:
         raise node.error("timeout must not be longer than interval")
     return policy
+
+
+def _http_path(node: Node) -> str | None:
+    if not node.has("http_path"):
+        return None
+    child = node.child("http_path")
+    path = child.string()
+    if not path.startswith("/"):
+        raise child.error("must start with /")
+    return path

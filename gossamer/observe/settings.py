@@ -12,7 +12,8 @@ Every key is optional. Without `prometheus_url` the figures come from the sideca
 live /metrics through the control plane. `parse_observability` takes the section's
 `Node` (the control plane's config parser can call it); `load_observability` reads only
 this section of a mesh.yaml, plus the operator API address and data directory the CLI
-needs to reach the control plane.
+needs to reach the control plane. Keys and defaults are the schema's
+(gossamer/meshconfig/schema.py).
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gossamer.yamlconf import Node, load_file
+from gossamer.meshconfig import schema
+from gossamer.yamlconf import Node, attempt, load_file, parse_duration
 
-KEYS = ("prometheus_url", "jaeger_url", "certificate_warning", "window")
+KEYS = schema.OBSERVABILITY_KEYS
 DEFAULT_API = "http://127.0.0.1:15014"
+_FIELDS = schema.OBSERVABILITY
+_WARNING = parse_duration(_FIELDS["certificate_warning"].default)
+_WINDOW = parse_duration(_FIELDS["window"].default)
 
 
 @dataclass(frozen=True)
 class ObservabilitySettings:
     prometheus_url: str | None = None
     jaeger_url: str | None = None
-    certificate_warning: float = 6 * 3600.0
-    window: float = 60.0
+    certificate_warning: float = _WARNING
+    window: float = _WINDOW
 
 
 def _url(node: Node) -> str | None:
@@ -49,17 +54,22 @@ def parse_observability(node: Node) -> ObservabilitySettings:
     if node.is_missing or node.value is None:
         return ObservabilitySettings()
     node.check_keys(KEYS)
-    warning = node.child("certificate_warning", "6h")
-    window = node.child("window", "1m")
-    settings = ObservabilitySettings(
-        prometheus_url=_url(node.child("prometheus_url", None)),
-        jaeger_url=_url(node.child("jaeger_url", None)),
-        certificate_warning=warning.duration(),
-        window=window.duration(),
+
+    def window() -> float:
+        window_node = _FIELDS["window"].read(node)
+        value = window_node.duration()
+        if value < (_FIELDS["window"].minimum or 0):
+            raise window_node.error("the window must be at least 2s")
+        return value
+
+    return ObservabilitySettings(
+        prometheus_url=attempt(lambda: _url(_FIELDS["prometheus_url"].read(node)), None),
+        jaeger_url=attempt(lambda: _url(_FIELDS["jaeger_url"].read(node)), None),
+        certificate_warning=attempt(
+            lambda: _FIELDS["certificate_warning"].read(node).duration(), _WARNING
+        ),
+        window=attempt(window, _WINDOW),
     )
-    if settings.window < 2:
-        raise window.error("the window must be at least 2s")
-    return settings
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def test_policy_errors_name_field_and_line(snippet, line, field, words):
         ("control: {listen: x}\n", "control.listen", "unknown field"),
         ("tracing: on\n", "tracing", "unknown field"),
         ("services:\n  - {name: Catalog}\n", "services[0].name", "DNS-1123"),
-        ("services:\n  - {name: a}\n  - {name: a}\n", "services[1]", "declared twice"),
+        ("services:\n  - {name: a}\n  - {name: a}\n", "services[1].name", "defined twice"),
     ],
 )
 def test_top_level_errors(text, field, words):
