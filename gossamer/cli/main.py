@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from gossamer import __version__
-from gossamer.errors import GossamerError
+from gossamer.errors import ConfigErrors, GossamerError
 
 # command name -> (module, attribute, one-line help shown in `gossamer --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("gossamer.cli.status_cmd", "status", "Show connected sidecars and xDS state."),
     "proxy": ("gossamer.cli.proxy_cmd", "proxy", "Run a sidecar proxy, or set up iptables."),
     "registry": ("gossamer.cli.registry_cmd", "registry", "Inspect the service registry."),
+    "validate": ("gossamer.cli.validate_cmd", "validate", "Check a mesh.yaml: every error."),
     "inject": ("gossamer.cli.compose_cmd", "inject", "Add sidecars to a compose file."),
     "uninject": ("gossamer.cli.compose_cmd", "uninject", "Restore an injected compose file."),
     "up": ("gossamer.cli.up_cmd", "up", "Run the demo mesh locally, without Docker."),
@@ -78,10 +79,12 @@ def cli() -> None:
 
 
 def report_error(exc: GossamerError) -> None:
-    """Print an error as one line plus a hint, in red when on a terminal."""
-    click.secho(f"error: {exc.message}", fg="red", err=True)
-    if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
+    """Print an error as one line plus a hint, in red when on a terminal (several
+    configuration errors: each so)."""
+    for one in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
+        click.secho(f"error: {one.message}", fg="red", err=True)
+        if one.hint:
+            click.echo(f"hint: {one.hint}", err=True)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -1,6 +1,6 @@
 """`gossamer registry`: inspect the service registry and check its sources.
 
-    gossamer registry validate mesh.yaml
+    gossamer registry validate mesh.yaml     # = gossamer validate: every error of the file
     gossamer registry list --config mesh.yaml [--store URL] [--output json]
     gossamer registry compose compose.yaml [--output json]
 
@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from gossamer.cli.output import emit, output_option, print_table
+from gossamer.cli.validate_cmd import validate
 from gossamer.discovery.model import Endpoint, RegistryState, Service
 from gossamer.errors import UsageError
 
@@ -37,16 +38,8 @@ def registry() -> None:
     """Inspect the service registry and check its sources."""
 
 
-@registry.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-def validate(config: Path) -> None:
-    """Check the services section of a mesh.yaml (first error: field and line)."""
-    from gossamer.discovery.meshfile import load_services
-
-    mesh = load_services(config)
-    click.echo(
-        f"{config}: OK ({len(mesh.services)} services, {len(mesh.endpoints)} static endpoints)"
-    )
+# the older name of `gossamer validate`: the whole file, every error
+registry.add_command(validate, name="validate")
 
 
 @dataclass

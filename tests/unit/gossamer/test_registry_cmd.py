@@ -44,8 +44,10 @@ def test_validate_ok_and_error(tmp_path: Path):
     result = gossamer("registry", "validate", str(bad))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    first = result.stderr.splitlines()[0]
-    assert first.startswith(f"error: {bad}:7: services[1].ports[0].protocol: must be one of")
+    # the alias of `gossamer validate`: every error on stdout, one per line, no prefix
+    assert result.stdout.splitlines() == [
+        f"{bad}:7: services[1].ports[0].protocol: must be one of http, http2, grpc, tcp, got 'smtp'"
+    ]
 
 
 def test_list_from_the_file(tmp_path: Path):
