@@ -7,7 +7,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/gossamer
-COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY gossamer ./gossamer
 COPY certs ./certs
 COPY discovery ./discovery

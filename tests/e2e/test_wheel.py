@@ -1,8 +1,9 @@
 """Build the wheel, install it in a fresh virtual environment, import every module.
 
-A subpackage missing from the folder mapping in setup.py fails here: every .py file
-under the mapped folders must be importable from the installed wheel under its
-`gossamer.*` name, from a directory outside the repository.
+A subpackage missing from `[tool.setuptools]` in pyproject.toml fails here (and, without
+building anything, in tests/unit/test_packaging.py): every .py file under the mapped
+folders must be importable from the installed wheel under its `gossamer.*` name, from a
+directory outside the repository.
 """
 
 from __future__ import annotations
