@@ -282,9 +282,6 @@ class CertificateAuthority:
     def anchor_root_pem(self) -> bytes:
         return _pem(self._generation(self.anchor).root)
 
-    def root_pins(self) -> list[str]:
-        return [builders.spki_pin(g.root) for g in self.generations]
-
     # -- rotation ----------------------------------------------------------------------
     def rotate_root(self, propagation: float = DEFAULT_PROPAGATION) -> int:
         """Create generation n+1, trust it now, issue from it after `propagation` s."""

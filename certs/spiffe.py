@@ -55,10 +55,6 @@ class SpiffeId:
             )
         return cls(parts[0], parts[2], parts[4])
 
-    @classmethod
-    def for_service(cls, trust_domain: str, namespace: str, service: str) -> SpiffeId:
-        return cls(trust_domain, namespace, service)
-
     @property
     def uri(self) -> str:
         return f"{SCHEME}{self.trust_domain}/ns/{self.namespace}/sa/{self.service}"

@@ -1,19 +1,15 @@
-"""Where the registry state comes from: following a Store's watch.
+"""How a registry change becomes the next registry state (pure).
 
-`apply_event` folds one registry Event into a RegistryState (pure); `follow_store`
-reads the store's state, then applies every later change and hands each new state to
-`on_state` (the publisher's `set_state`, which coalesces bursts). A RESYNC event
+`apply_event` folds one registry Event into a RegistryState; the registry link
+(`registry_link.py`) applies each change of the store's watch with it. A RESYNC event
 replaces the state wholesale, so a watcher that fell behind never serves a gap.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from gossamer.discovery.model import STATIC_OWNER, Event, EventKind, RegistryState
-from gossamer.discovery.store import Store
-from gossamer.logs import event
 
 log = logging.getLogger("gossamer.control.sources")
 
@@ -41,16 +37,3 @@ def apply_event(state: RegistryState, change: Event) -> RegistryState:
     else:
         raise ValueError(f"malformed registry event {change!r}")
     return RegistryState(max(state.revision, change.revision), services, endpoints)
-
-
-async def follow_store(store: Store, on_state: Callable[[RegistryState], None]) -> None:
-    """Publish the store's state, then every change, until the watch ends."""
-    state = await store.state()
-    on_state(state)
-    async for change in store.watch(state.revision):
-        try:
-            state = apply_event(state, change)
-        except ValueError as exc:
-            event(log, logging.ERROR, "registry event ignored", error=str(exc))
-            continue
-        on_state(state)

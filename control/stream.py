@@ -56,10 +56,6 @@ class StreamEnvironment:
     control_plane_id: str = "gossamer"
 
 
-class StreamClosed(Exception):
-    """The client went away."""
-
-
 class AdsStream(Generic[Req, Resp]):
     protocol = "?"
 

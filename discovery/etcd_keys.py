@@ -49,14 +49,6 @@ class KeyLayout:
         """Everything the registry owns (what a watch covers)."""
         return f"{self.prefix}/".encode()
 
-    @property
-    def services_root(self) -> bytes:
-        return f"{self.prefix}/services/".encode()
-
-    @property
-    def endpoints_root(self) -> bytes:
-        return f"{self.prefix}/endpoints/".encode()
-
     def service(self, key: ServiceKey) -> bytes:
         return f"{self.prefix}/services/{key.namespace}/{key.name}".encode()
 

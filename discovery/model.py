@@ -130,10 +130,6 @@ class Endpoint:
         if not isinstance(self.health, Health):
             object.__setattr__(self, "health", Health(self.health))
 
-    @property
-    def label_map(self) -> dict[str, str]:
-        return dict(self.labels)
-
     def serves(self, service_port: int) -> bool:
         return not self.service_ports or service_port in self.service_ports
 

@@ -233,14 +233,3 @@ def semantic_problems(original_text: str, output_text: str) -> list[str]:
     for comment, count in sorted(lost.items()):
         problems.append(f"comment lost ({count}x): {comment}")
     return problems
-
-
-def all_problems(original_text: str, output_path: Path) -> list[str]:
-    """Every check on an output file already written in its project directory."""
-    text = output_path.read_text(encoding="utf-8")
-    env = placeholder_environment(text)
-    return [
-        *schema_problems(text),
-        *compose_problems(output_path, env=env),
-        *semantic_problems(original_text, text),
-    ]

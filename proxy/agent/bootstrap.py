@@ -9,9 +9,7 @@ Bootstrap (join token `gst1.<id>.<secret>.<pin>`):
 3. Receive the leaf chain and the trust bundle; from now on the sidecar uses mutual TLS.
 Renewal sends a new CSR over the mutual-TLS channel, with no token.
 
-The calls go through the sidecar's own small gRPC client (grpc_client.py); the
-grpcio-flavoured helpers at the end (`GRPC_TLS_OPTIONS`, `mtls_channel_credentials`)
-are for tests and tools that talk to the control plane with grpcio.
+The calls go through the sidecar's own small gRPC client (transport/grpc_client.py).
 """
 
 from __future__ import annotations
@@ -37,8 +35,6 @@ from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectE
 from gossamer.proxy.agent.channels import control_channel
 from gossamer.proxy.transport.grpc_client import Channel, GrpcError
 from gossamer.proxy.transport.tls_contexts import _load_chain
-
-GRPC_TLS_OPTIONS = (("grpc.ssl_target_name_override", CONTROL_TLS_NAME),)
 
 
 class BootstrapError(GossamerError):
@@ -185,14 +181,3 @@ async def renew(
     request = mesh_pb2.CertifyRequest(csr=_csr_without_san(key), ttl_seconds=ttl_seconds)
     reply = await _certify(channel, request, timeout, "certificate renewal")
     return _credentials(key_to_pem(key), reply)
-
-
-def mtls_channel_credentials(current: WorkloadCredentials) -> Any:
-    """grpcio channel credentials for the same mutual TLS (tests and tools)."""
-    import grpc
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=current.bundle_pem,
-        private_key=current.key_pem,
-        certificate_chain=current.chain_pem,
-    )

@@ -30,14 +30,6 @@ INTERNAL = 13
 UNAVAILABLE = 14
 
 # Envoy's retry_on names for gRPC statuses
-RETRY_ON_STATUS: dict[str, int] = {
-    "cancelled": CANCELLED,
-    "deadline-exceeded": DEADLINE_EXCEEDED,
-    "resource-exhausted": RESOURCE_EXHAUSTED,
-    "internal": INTERNAL,
-    "unavailable": UNAVAILABLE,
-}
-
 # HTTP status -> gRPC status for answers that carry no grpc-status (the spec's table)
 HTTP_TO_GRPC: dict[int, int] = {
     400: INTERNAL,
@@ -97,11 +89,6 @@ def failed(http_status: int, grpc_status: int | None) -> bool:
     if http_status >= 500 or http_status <= 0:
         return True
     return grpc_status is not None and grpc_status != OK
-
-
-def retry_codes(conditions: Iterable[str]) -> frozenset[int]:
-    """The gRPC statuses named by retry_on conditions (unknown names are left out)."""
-    return frozenset(RETRY_ON_STATUS[c] for c in conditions if c in RETRY_ON_STATUS)
 
 
 def trailers_only(status: int, message: str, http_status: int = 200) -> Headers:

@@ -14,9 +14,10 @@ from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.tokens import TokenStore
 from gossamer.contract import grpcio_calls as calls
 from gossamer.contract import mesh_pb2, xds
-from gossamer.proxy.agent.bootstrap import GRPC_TLS_OPTIONS, bootstrap, mtls_channel_credentials
+from gossamer.proxy.agent.bootstrap import bootstrap
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import ControlPlaneProcess, write_mesh
+from tests.helpers.grpcio_tls import GRPC_TLS_OPTIONS, mtls_channel_credentials
 from tests.helpers.procs import free_port
 
 pytestmark = pytest.mark.e2e

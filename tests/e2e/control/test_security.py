@@ -18,9 +18,10 @@ from gossamer.contract import grpcio_calls as calls
 from gossamer.contract import mesh_pb2, xds
 from gossamer.control.server import ControlPlane
 from gossamer.errors import AuthorizationDenied
-from gossamer.proxy.agent.bootstrap import GRPC_TLS_OPTIONS, bootstrap, mtls_channel_credentials
+from gossamer.proxy.agent.bootstrap import bootstrap
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import write_mesh
+from tests.helpers.grpcio_tls import GRPC_TLS_OPTIONS, mtls_channel_credentials
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"

@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from gossamer.contract.identity import ServiceKey
-from gossamer.contract.vocabulary import Health
-from gossamer.control.sources import apply_event, follow_store
+from gossamer.control.sources import apply_event
 from gossamer.discovery.model import Endpoint, Event, EventKind, RegistryState, Service
-from gossamer.discovery.store import Store
 
 KEY = ServiceKey("default", "echo")
 SERVICE = Service("echo")
@@ -41,71 +37,3 @@ def test_resync_replaces_everything():
         apply_event(RegistryState(3), Event(EventKind.RESYNC, 50))
     with pytest.raises(ValueError):
         apply_event(RegistryState(3), Event(EventKind.PUT_SERVICE, 4))
-
-
-class FakeStore(Store):
-    """Pure-logic fake: a fixed state and a fixed list of later events."""
-
-    def __init__(self, state: RegistryState, events: list[Event]) -> None:
-        self._state = state
-        self._events = events
-        self.watched_from: int | None = None
-
-    async def state(self) -> RegistryState:
-        return self._state
-
-    async def _watch(self, from_revision: int) -> AsyncIterator[Event]:
-        self.watched_from = from_revision
-        for change in self._events:
-            yield change
-
-    def watch(self, from_revision: int) -> AsyncIterator[Event]:
-        return self._watch(from_revision)
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def put_service(self, service):
-        raise NotImplementedError
-
-    async def delete_service(self, key):
-        raise NotImplementedError
-
-    async def put_endpoint(self, endpoint, *, lease=None):
-        raise NotImplementedError
-
-    async def delete_endpoint(self, key, instance_id):
-        raise NotImplementedError
-
-    async def set_health(self, key, instance_id, health):
-        raise NotImplementedError
-
-    async def grant_lease(self, ttl):
-        raise NotImplementedError
-
-    async def keep_alive(self, lease):
-        raise NotImplementedError
-
-    async def revoke_lease(self, lease):
-        raise NotImplementedError
-
-
-async def test_follow_store_publishes_each_state():
-    start = RegistryState(10, {KEY: SERVICE})
-    healthy = endpoint("a")
-    store = FakeStore(
-        start,
-        [
-            Event(EventKind.PUT_ENDPOINT, 11, endpoint=healthy),
-            Event(EventKind.PUT_SERVICE, 12),  # malformed: skipped, not fatal
-            Event(
-                EventKind.PUT_ENDPOINT,
-                13,
-                endpoint=Endpoint(KEY, "a", "127.0.0.1", 7000, health=Health.DRAINING),
-            ),
-        ],
-    )
-    seen: list[RegistryState] = []
-    await follow_store(store, seen.append)
-    assert store.watched_from == 10
-    assert [s.revision for s in seen] == [10, 11, 13]
-    assert seen[-1].endpoints_of(KEY)[0].health is Health.DRAINING

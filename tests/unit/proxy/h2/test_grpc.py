@@ -62,10 +62,6 @@ def test_is_grpc() -> None:
     assert not grpc.is_grpc([])
 
 
-def test_retry_conditions_map_to_statuses() -> None:
-    assert grpc.retry_codes(["unavailable", "reset", "cancelled"]) == {14, 1}
-
-
 def test_generated_errors_become_trailers_only_answers() -> None:
     timeout = grpc_error(generated(504, b"timeout", "no response within the deadline"))
     headers = dict(timeout.headers)
