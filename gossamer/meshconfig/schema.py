@@ -250,7 +250,7 @@ OUTLIER = Section(
 )
 BREAKERS = Section(
     "services[].circuit_breakers",
-    "Limits per calling sidecar; a request over a limit fails at once (503).",
+    "Limits per calling sidecar (Envoy's circuit-breaker thresholds).",
     tuple(
         Field(name, "integer", doc, minimum=1, maximum=1_000_000, default_doc="the sidecar's")
         for name, doc in (
@@ -268,7 +268,7 @@ HEALTH = Section(
         Field(
             "http_path",
             "string",
-            "HTTP GET this path (starts with /); 2xx is healthy",
+            "HTTP GET this path (starts with /); 200 passes",
             default_doc="none",
         ),
         Field("tcp", "boolean", "a TCP connect check instead", False),
