@@ -43,10 +43,8 @@ GOSSAMER_METADATA = "gossamer"
 # Node metadata by which a sidecar names its service on the insecure port.
 SERVICE_KEY = "GOSSAMER_SERVICE"
 NAMESPACE_KEY = "GOSSAMER_NAMESPACE"
-# The load-balancing marker only our sidecar implements, and the cluster extension that
-# switches an upstream to HTTP/2.
-PEAK_EWMA_NAME = "gossamer.lb.peak_ewma"
-PEAK_EWMA_TYPE_URL = "type.googleapis.com/gossamer.lb.v1.PeakEwma"
+# The cluster extension that switches an upstream to HTTP/2. (Load-balancing policies'
+# forms, the peak-EWMA marker among them, are in lb_policies.py.)
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 

@@ -41,14 +41,12 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
 from google.protobuf import any_pb2
-from xds.type.v3 import typed_struct_pb2
 
-from gossamer.contract import xds
+from gossamer.contract import lb_policies, xds
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
     BreakerLimits,
@@ -67,23 +65,6 @@ from gossamer.proxy.xds.endpoints import (
 )
 
 _PREFIX = "type.googleapis.com/"
-_LB = _PREFIX + "envoy.extensions.load_balancing_policies."
-LB_TYPES = {
-    _LB + "round_robin.v3.RoundRobin": LbPolicy.ROUND_ROBIN,
-    _LB + "least_request.v3.LeastRequest": LbPolicy.LEAST_REQUEST,
-    _LB + "random.v3.Random": LbPolicy.RANDOM,
-    _LB + "ring_hash.v3.RingHash": LbPolicy.RING_HASH,
-    _LB + "maglev.v3.Maglev": LbPolicy.RING_HASH,
-}
-WRR_LOCALITY = _LB + "wrr_locality.v3.WrrLocality"
-TYPED_STRUCTS = (_PREFIX + "xds.type.v3.TypedStruct", _PREFIX + "udpa.type.v1.TypedStruct")
-LB_ENUM = {
-    cluster_pb2.Cluster.ROUND_ROBIN: LbPolicy.ROUND_ROBIN,
-    cluster_pb2.Cluster.LEAST_REQUEST: LbPolicy.LEAST_REQUEST,
-    cluster_pb2.Cluster.RANDOM: LbPolicy.RANDOM,
-    cluster_pb2.Cluster.RING_HASH: LbPolicy.RING_HASH,
-    cluster_pb2.Cluster.MAGLEV: LbPolicy.RING_HASH,
-}
 PROTOCOLS = frozenset(p.value for p in Protocol)
 TLS_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 RAW_SOCKET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
@@ -201,7 +182,7 @@ def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
     service, namespace, protocol = _identity(cluster)
     if protocol not in ("http2", "grpc", "tcp") and _http2(cluster):
         protocol = "http2"
-    lb = _lb_policy(cluster)
+    lb = lb_policies.decode(cluster)
     identity, sni, tls_mode = _upstream_tls(cluster)
     outlier = _outlier(cluster)
     budget = None
@@ -349,43 +330,6 @@ def _health_check(cluster: cluster_pb2.Cluster) -> HealthCheck | None:
         )
     except ValueError as exc:
         raise ConfigError(f"cluster {name}: health check: {exc}") from None
-
-
-def _lb_policy(cluster: cluster_pb2.Cluster) -> LbPolicy:
-    if cluster.HasField("load_balancing_policy"):
-        seen: list[str] = []
-        found = _first_supported(cluster.load_balancing_policy, seen)
-        if found is None:
-            raise ConfigError(
-                f"cluster {cluster.name}: no supported load-balancing policy among "
-                + (", ".join(seen) or "none"),
-                hint="the sidecar implements round robin, random, least request, "
-                "peak EWMA and ring hash",
-            )
-        return found
-    policy = LB_ENUM.get(cluster.lb_policy)
-    if policy is None:
-        enum_name = cluster_pb2.Cluster.LbPolicy.Name(cluster.lb_policy)
-        raise ConfigError(f"cluster {cluster.name}: lb_policy {enum_name} is not supported")
-    return policy
-
-
-def _first_supported(policy: cluster_pb2.LoadBalancingPolicy, seen: list[str]) -> LbPolicy | None:
-    for entry in policy.policies:
-        typed = entry.typed_extension_config.typed_config
-        seen.append(entry.typed_extension_config.name or typed.type_url)
-        if typed.type_url in LB_TYPES:
-            return LB_TYPES[typed.type_url]
-        if typed.type_url in TYPED_STRUCTS:
-            marker = typed_struct_pb2.TypedStruct()
-            if typed.Unpack(marker) and marker.type_url == xds.PEAK_EWMA_TYPE_URL:
-                return LbPolicy.EWMA
-        elif typed.type_url == WRR_LOCALITY:
-            inner = unpack(typed, wrr_locality_pb2.WrrLocality(), "wrr_locality")
-            found = _first_supported(inner.endpoint_picking_policy, seen)
-            if found is not None:
-                return found
-    return None
 
 
 def _upstream_tls(cluster: cluster_pb2.Cluster) -> tuple[str | None, str, str | None]:

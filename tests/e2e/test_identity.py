@@ -14,7 +14,6 @@ from gossamer.control.identity import IdentityService
 from gossamer.control.tls import ServerCertificates
 from gossamer.errors import AuthorizationDenied
 from gossamer.proxy.agent.bootstrap import (
-    GRPC_TLS_OPTIONS,
     BootstrapError,
     _client_context,
     bootstrap,
@@ -22,6 +21,7 @@ from gossamer.proxy.agent.bootstrap import (
     renew,
 )
 from gossamer.proxy.agent.channels import control_channel
+from tests.helpers.grpcio_tls import GRPC_TLS_OPTIONS
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"

@@ -6,7 +6,7 @@ from envoy.extensions.load_balancing_policies.least_request.v3 import least_requ
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from xds.type.v3 import typed_struct_pb2
 
-from gossamer.contract import xds
+from gossamer.contract import lb_policies, xds
 from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import mesh_from_mapping
 from gossamer.control.policy import ServicePolicy
@@ -69,10 +69,10 @@ def test_lb_policies_fall_back_to_what_grpc_supports(lb, expected):
 def test_ewma_marker_and_least_request_choices():
     cluster = build(policy_of(lb_policy="ewma"))
     first, second, _ = cluster.load_balancing_policy.policies
-    assert first.typed_extension_config.name == xds.PEAK_EWMA_NAME
+    assert first.typed_extension_config.name == lb_policies.PEAK_EWMA_NAME
     marker = typed_struct_pb2.TypedStruct()
     assert first.typed_extension_config.typed_config.Unpack(marker)
-    assert marker.type_url == xds.PEAK_EWMA_TYPE_URL and marker.value["decay"] == "10s"
+    assert marker.type_url == lb_policies.PEAK_EWMA_TYPE_URL and marker.value["decay"] == "10s"
     least = least_request_pb2.LeastRequest()
     assert second.typed_extension_config.typed_config.Unpack(least)
     assert least.choice_count.value == 2
