@@ -15,10 +15,10 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gossamer.errors import AuthorizationDenied, GossamerError, RemoteProtocolError
 
+from .ads_stream import AdsStream, StreamEnvironment
 from .delta import DeltaStream
 from .peer import peer_cert_not_after
 from .sotw import SotwStream
-from .stream import AdsStream, StreamEnvironment
 
 Identify = Callable[[grpc.aio.ServicerContext], str | None]
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from gossamer.contract.identity import ServiceKey
 from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy, parse_service_policy
-from gossamer.discovery.meshfile import parse_services, service_key_of
+from gossamer.discovery.mesh_services import parse_services, service_key_of
 from gossamer.discovery.stores import parse_store_url
 from gossamer.errors import ConfigError
 from gossamer.meshconfig import schema

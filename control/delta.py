@@ -21,7 +21,7 @@ Theory of operation (spec: envoyproxy/envoy docs/root/api-docs/xds_protocol.rst,
   are what the client holds, so only differences are sent (§"Incremental xDS",
   reconnect figure). A name requested but absent is reported once in
   `removed_resources` so the client need not wait for a timeout.
-- Order and pacing are shared with SotW (stream.py): CDS, EDS, LDS, RDS, SDS; one
+- Order and pacing are shared with SotW (ads_stream.py): CDS, EDS, LDS, RDS, SDS; one
   coalesced pending snapshot per stream.
 """
 
@@ -34,8 +34,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from gossamer.contract import xds
 from gossamer.errors import RemoteProtocolError
 
+from .ads_stream import AdsStream, StreamEnvironment
 from .cache import WILDCARD, DeltaSubscription, Snapshot, delta_update
-from .stream import AdsStream, StreamEnvironment
 
 OUTSTANDING_NONCES = 16
 

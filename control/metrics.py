@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .publisher import PublishStats
-from .streams import StreamRegistry
+from .stream_status import StreamRegistry
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gossamer.control.api import OperatorApi
 from gossamer.control.api_tokens import ApiToken
+from gossamer.control.operator_api import OperatorApi
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.observe.overview import merge_certificates, overview
 from gossamer.observe.prometheus import PrometheusClient

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Callable
 
-from gossamer.discovery.meshfile import MeshServices
+from gossamer.discovery.mesh_services import MeshServices
 from gossamer.discovery.model import RegistryState
 from gossamer.discovery.registry import Registry
 from gossamer.discovery.store import Store

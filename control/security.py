@@ -24,7 +24,7 @@ from gossamer.logs import event
 from .identity import IdentityService
 from .peer import peer_identity
 from .registration import Registrar, RegistrationService
-from .tls import ServerCertificates
+from .server_certs import ServerCertificates
 
 log = logging.getLogger("gossamer.control.security")
 

@@ -9,7 +9,7 @@ snapshots, then serves:
   the peer's SPIFFE ID decides which resources it gets;
 - `control.insecure_xds_listen` (optional): plaintext ADS for local proxyless gRPC
   clients, with a warning at start;
-- `control.api_listen`: the operator API and dashboard (control/api_server.py).
+- `control.api_listen`: the operator API and dashboard (control/operator_server.py).
 Registry changes (sidecar registrations on any replica, mesh.yaml reloads) flow from
 the store's watch to the publisher. `secure=False` runs without a CA (protocol tests on
 the insecure port); `trust_bundle_loader` then provides the bundle, if any.
@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from gossamer.contract.xds import ADS_SERVICE, SHORT_NAMES
-from gossamer.discovery.meshfile import MeshServices, parse_services
+from gossamer.discovery.mesh_services import MeshServices, parse_services
 from gossamer.discovery.store import Store
 from gossamer.discovery.stores import REGISTRY_FILE, open_store
 from gossamer.errors import ConfigError, GossamerError
@@ -41,16 +41,16 @@ from gossamer.logs import event
 from gossamer.yamlconf import Node
 
 from .ads import AdsServicer, Identify, no_identity
-from .api_server import ApiServer
+from .ads_stream import StreamEnvironment
 from .cache import SnapshotCache
 from .config import Address, MeshConfig
 from .nodes import resolve_group
+from .operator_server import ApiServer
 from .publisher import Publisher
 from .registry_link import RegistryLink
 from .reload import ConfigWatcher
 from .security import MeshSecurity
-from .stream import StreamEnvironment
-from .streams import StreamRegistry
+from .stream_status import StreamRegistry
 from .translate import NodeGroup
 
 log = logging.getLogger("gossamer.control")

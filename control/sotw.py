@@ -41,8 +41,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from gossamer.contract import xds
 from gossamer.errors import RemoteProtocolError
 
+from .ads_stream import AdsStream, StreamEnvironment
 from .cache import FULL_STATE_TYPES, WILDCARD, Snapshot, SotwSubscription, sotw_update
-from .stream import AdsStream, StreamEnvironment
 
 REMEMBERED_NONCES = 16
 

@@ -23,7 +23,7 @@ from gossamer.contract.xds import HTTP_PROTOCOL_OPTIONS
 from gossamer.control.policy import ServicePolicy
 from gossamer.discovery.model import Service, ServicePort
 
-from . import tls
+from . import peer_tls
 from .common import ads_source, duration, metadata, pack, struct
 from .resilience import apply_resilience
 
@@ -69,7 +69,7 @@ def outbound_cluster(
     if port.protocol in ("http2", "grpc"):
         _use_http2(cluster)
     if mtls:
-        context = tls.upstream_tls(
+        context = peer_tls.upstream_tls(
             identity.spiffe_id(trust_domain, key), xds.sni(trust_domain, key, port.port)
         )
         cluster.transport_socket_matches.extend(
@@ -77,10 +77,12 @@ def outbound_cluster(
                 cluster_pb2.Cluster.TransportSocketMatch(
                     name="tlsMode-istio",
                     match=struct({xds.TLS_MODE_KEY: xds.TLS_MODE_MTLS}),
-                    transport_socket=tls.tls_socket(context),
+                    transport_socket=peer_tls.tls_socket(context),
                 ),
                 cluster_pb2.Cluster.TransportSocketMatch(
-                    name="tlsMode-disabled", match=struct({}), transport_socket=tls.raw_socket()
+                    name="tlsMode-disabled",
+                    match=struct({}),
+                    transport_socket=peer_tls.raw_socket(),
                 ),
             ]
         )

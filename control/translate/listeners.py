@@ -35,7 +35,7 @@ from gossamer.contract import ports, xds
 from gossamer.control.policy import ServicePolicy
 from gossamer.discovery.model import Service, ServicePort
 
-from . import routes, tls
+from . import peer_tls, routes
 from .common import ads_source, pack
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -128,7 +128,7 @@ def inbound_listener(
     service: Service, policy: ServicePolicy, trust_domain: str
 ) -> listener_pb2.Listener:
     rules = rbac_rules(policy, trust_domain)
-    transport = tls.tls_socket(tls.downstream_tls(trust_domain))
+    transport = peer_tls.tls_socket(peer_tls.downstream_tls(trust_domain))
     chains = []
     for port in service.ports:
         stat = f"inbound_{port.port}"

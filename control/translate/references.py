@@ -13,7 +13,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 
 from .listeners import HCM
-from .tls import referenced_ads_secrets
+from .peer_tls import referenced_ads_secrets
 
 
 def cluster_eds_name(cluster: cluster_pb2.Cluster) -> str | None:

@@ -29,7 +29,7 @@ from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy
 from gossamer.control.translate import hostnames
 from gossamer.discovery.model import RegistryState, Service
 
-from . import clusters, endpoints, listeners, routes, tls
+from . import clusters, endpoints, listeners, peer_tls, routes
 
 PROXYLESS_NAMESPACE = "default"
 
@@ -97,7 +97,9 @@ class Translator:
             self._assignments[key] = assigned
         self._passthrough = clusters.passthrough_cluster()
         self._inbound_clusters: dict[tuple[int, str], cluster_pb2.Cluster] = {}
-        self._root_ca = tls.root_ca_secret(inputs.trust_bundle) if inputs.trust_bundle else None
+        self._root_ca = (
+            peer_tls.root_ca_secret(inputs.trust_bundle) if inputs.trust_bundle else None
+        )
 
     def groups(self) -> list[NodeGroup]:
         """The groups worth building ahead of any connection: proxyless and one per service."""

@@ -108,7 +108,7 @@ async def _fetch(
         if kind == "edges":
             return {**base, "edges": [x.to_dict() for x in await source.edges(r.window)]}
         return {**base, "routes": [x.to_dict() for x in await source.routes(r.window, limit)]}
-    from gossamer.observe.api_client import ControlApi
+    from gossamer.observe.observe_client import ControlApi
 
     params = {"window": f"{r.window:g}s"}
     if service:

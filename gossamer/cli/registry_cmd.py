@@ -83,7 +83,7 @@ def list_(config: Path | None, store: str | None, data_dir: Path, output: str) -
     endpoints: dict[Any, _Row] = {}
     revision = None
     if config is not None:
-        from gossamer.discovery.meshfile import load_services
+        from gossamer.discovery.mesh_services import load_services
 
         mesh = load_services(config)
         for s in mesh.services:

@@ -49,7 +49,7 @@ def _type_cell(state: dict[str, Any] | None) -> str:
 def status(api: str | None, token: str | None, config: Path | None, output: str) -> None:
     """Show connected sidecars: identity, certificate time left, versions ACKed per xDS
     type, and the last NACK with its error."""
-    from gossamer.api_client import resolve_client
+    from gossamer.operator_client import resolve_client
 
     client = resolve_client(api, token, config)
     sidecars = client.get("/v1/sidecars")["sidecars"]

@@ -35,7 +35,7 @@ class Checked:
 def check_file(path: Path) -> Checked:
     """Parse `path` as the control plane does; every error it has, or what it declares."""
     from gossamer.control.config import load_mesh
-    from gossamer.discovery.meshfile import parse_services
+    from gossamer.discovery.mesh_services import parse_services
 
     try:
         root, _mesh = load_mesh(path)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gossamer.compose import meshfiles, names
+from gossamer.compose import generated_files, names
 from gossamer.compose.plan import InjectOptions, Plan
 from gossamer.errors import GossamerError, UsageError
 from gossamer.fsutil import atomic_write
@@ -153,7 +153,7 @@ def _write_generated(path: Path, text: str, report: BootstrapReport) -> None:
         current = path.read_text(encoding="utf-8")
         if current == text:
             return
-        if not meshfiles.untouched(current):
+        if not generated_files.untouched(current):
             report.files_kept.append(rel)
             return
     atomic_write(path, text, mode=0o644)
@@ -188,7 +188,7 @@ def write_bootstrap(
             ca_dir, wanted, pin=pin, namespace=options.namespace, ttl=token_ttl, clock=clock
         )
         report.tokens_created, report.tokens_kept = made.created, made.kept
-        mesh = meshfiles.mesh_yaml(
+        mesh = generated_files.mesh_yaml(
             plan,
             trust_domain=report.trust_domain,
             namespace=options.namespace,
@@ -197,7 +197,9 @@ def write_bootstrap(
         )
         _write_generated(base / names.MESH_FILE, mesh, report)
         if options.observability:
-            _write_generated(base / names.PROMETHEUS_FILE, meshfiles.prometheus_yml(source), report)
+            _write_generated(
+                base / names.PROMETHEUS_FILE, generated_files.prometheus_yml(source), report
+            )
     except OSError as exc:
         raise GossamerError(
             f"cannot write the bootstrap files in {folder}: {exc.strerror or exc}",

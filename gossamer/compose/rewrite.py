@@ -19,7 +19,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from gossamer.compose import meshfiles, names, services
+from gossamer.compose import generated_files, names, services
 from gossamer.compose.comments import append, kept_tail, move_key, seq_to_map, set_before
 from gossamer.compose.document import ComposeDocument
 from gossamer.compose.plan import NETWORK_KEYS, InjectOptions, Plan, ServicePlan
@@ -81,7 +81,7 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
         if options.bootstrap == "volumes":
             # not secret: inline, so the file needs nothing beside it
             trust_domain = options.trust_domain or services.DEFAULT_TRUST_DOMAIN
-            mesh = meshfiles.mesh_body(
+            mesh = generated_files.mesh_body(
                 plan,
                 trust_domain=trust_domain,
                 namespace=options.namespace,
@@ -89,7 +89,7 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
             )
             configs[names.MESH_CONFIG] = CommentedMap([("content", LiteralScalarString(mesh))])
             if options.observability:
-                prom = LiteralScalarString(meshfiles.prometheus_body())
+                prom = LiteralScalarString(generated_files.prometheus_body())
                 configs[names.PROMETHEUS_CONFIG] = CommentedMap([("content", prom)])
         else:
             configs[names.MESH_CONFIG] = CommentedMap([("file", names.MESH_FILE)])

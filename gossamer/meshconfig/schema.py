@@ -1,6 +1,6 @@
 """mesh.yaml's one schema: every section and field, declared once.
 
-The parsers (control/config.py, policy.py, resilience.py, discovery/meshfile.py,
+The parsers (control/config.py, policy.py, resilience.py, discovery/mesh_services.py,
 gossamer/observe/settings.py) check keys against these sections and take defaults and
 bounds from these fields; `reference.py` renders them as the README's mesh.yaml
 reference. A key a parser reads must be declared here, or the parser refuses it.

@@ -1,7 +1,7 @@
 """The state directory of one `gossamer up` run (default `.gossamer/up/`), fresh each run.
 
     .gossamer-up        marker: this folder belongs to `gossamer up` (safe to wipe)
-    mesh.yaml           the control plane's configuration (meshfile.py)
+    mesh.yaml           the control plane's configuration (demo_mesh_yaml.py)
     ca/                 a new mesh CA (root + intermediate)
     data/               the control plane's data: embedded registry, admin-token, audit
     tokens/S.token      one join token per service (mode 0600; `gossamer up` hands each to
@@ -26,8 +26,8 @@ from typing import Any
 
 from gossamer.errors import GossamerError, UsageError
 from gossamer.fsutil import atomic_write
+from gossamer.up.demo_mesh_yaml import CA_DIR, DATA_DIR, mesh_yaml
 from gossamer.up.layout import NAMESPACE, SERVICES, TRUST_DOMAIN, Layout
-from gossamer.up.meshfile import CA_DIR, DATA_DIR, mesh_yaml
 
 MARKER = ".gossamer-up"
 DEFAULT_STATE_DIR = Path(".gossamer/up")

@@ -28,7 +28,9 @@ CHILD = """
 import asyncio, sys
 from pathlib import Path
 from gossamer.discovery.embedded import EmbeddedStore
-from gossamer.discovery.model import Endpoint, Service, ServicePort
+from gossamer.discovery.model import Endpoint
+from gossamer.discovery.model import Service
+from gossamer.discovery.model import ServicePort
 
 async def main(path):
     store = EmbeddedStore(Path(path))

@@ -11,7 +11,7 @@ from gossamer.certs.spiffe import spiffe_ids_of
 from gossamer.certs.tokens import TokenStore
 from gossamer.contract import grpcio_calls as calls
 from gossamer.control.identity import IdentityService
-from gossamer.control.tls import ServerCertificates
+from gossamer.control.server_certs import ServerCertificates
 from gossamer.errors import AuthorizationDenied
 from gossamer.proxy.agent.bootstrap import (
     BootstrapError,

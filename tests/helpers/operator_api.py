@@ -1,4 +1,4 @@
-"""Serve the real operator API app (control/api.py) plus the observe routes on loopback.
+"""Serve the real operator API app (control/operator_api.py) plus the observe routes on loopback.
 
 async with operator_api(tmp_path, registry_state=mesh.registry_state) as api:
     api.url, api.token (an admin token), api.sidecars (a list the test may change)
@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gossamer.control.api import ApiSources, OperatorApi
 from gossamer.control.api_tokens import ApiTokenStore
 from gossamer.control.audit import AuditLog
 from gossamer.control.observe_api import ObserveRoutes, add_observe_routes
+from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.discovery.model import RegistryState
 from gossamer.observe.settings import ObservabilitySettings
 from tests.helpers.procs import free_port

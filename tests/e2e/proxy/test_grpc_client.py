@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from gossamer.certs.ca import CaReloader, CertificateAuthority
-from gossamer.control.tls import CONTROL_TLS_NAME, ServerCertificates
+from gossamer.control.server_certs import CONTROL_TLS_NAME, ServerCertificates
 from gossamer.proxy.agent.bootstrap import _client_context
 from gossamer.proxy.transport.grpc_client import Channel, GrpcError, Status
 

@@ -11,9 +11,9 @@ from aiohttp import ClientSession, web
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.tokens import TokenStore
 from gossamer.contract.identity import ServiceKey
-from gossamer.control.api import ApiSources, OperatorApi
 from gossamer.control.api_tokens import ADMIN_TOKEN_FILE, ApiTokenStore
 from gossamer.control.audit import AuditLog
+from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 from tests.helpers.procs import free_port
 

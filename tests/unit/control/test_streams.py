@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from gossamer.contract import xds
-from gossamer.control.streams import MAX_REMEMBERED_NACKS, StreamRegistry
+from gossamer.control.stream_status import MAX_REMEMBERED_NACKS, StreamRegistry
 
 
 class Clock:

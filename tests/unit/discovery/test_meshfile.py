@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gossamer.contract.identity import ServiceKey
-from gossamer.discovery.meshfile import load_services, parse_services_text
+from gossamer.discovery.mesh_services import load_services, parse_services_text
 from gossamer.discovery.model import Endpoint, Service, ServicePort
 from gossamer.errors import ConfigError
 

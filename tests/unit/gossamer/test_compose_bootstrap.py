@@ -11,7 +11,7 @@ import pytest
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.errors import TokenWrongService
 from gossamer.certs.tokens import TokenStore, parse_token
-from gossamer.compose import meshfiles
+from gossamer.compose import generated_files
 from gossamer.compose.bootstrap import write_bootstrap
 from gossamer.compose.inject import inject_text
 from gossamer.compose.plan import InjectOptions
@@ -98,10 +98,10 @@ def test_an_edited_generated_file_is_kept(tmp_path: Path):
     options = InjectOptions()
     write_bootstrap(tmp_path, plan_for(options), options, source="c")
     mesh = tmp_path / ".gossamer" / "mesh.yaml"
-    assert meshfiles.untouched(mesh.read_text())
+    assert generated_files.untouched(mesh.read_text())
     edited = mesh.read_text() + "  - name: extra\n    ports: [{port: 1, protocol: tcp}]\n"
     mesh.write_text(edited)
-    assert not meshfiles.untouched(edited)
+    assert not generated_files.untouched(edited)
     only_web = InjectOptions(only=("web",))
     report = write_bootstrap(tmp_path, plan_for(only_web), only_web, source="c")
     assert report.files_kept == [".gossamer/mesh.yaml"] and mesh.read_text() == edited

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gossamer.compose import meshfiles
+from gossamer.compose import generated_files
 from gossamer.compose.inject import inject_text, uninject_text
 from gossamer.compose.plan import InjectOptions
 from gossamer.compose.validate import semantic_problems, structure_problems
@@ -423,7 +423,9 @@ def test_replicas_share_one_mesh_service():
     assert services["catalog-netns"]["networks"]["default"]["aliases"] == ["catalog"]
     # each replica has its own join token, both scoped to the mesh service
     assert services["catalog-2-proxy"]["secrets"] == ["gossamer-token-catalog-2"]
-    mesh = meshfiles.mesh_yaml(result.plan, trust_domain="td", namespace="default", source="c")
+    mesh = generated_files.mesh_yaml(
+        result.plan, trust_domain="td", namespace="default", source="c"
+    )
     assert mesh.count('name: "catalog"') == 1
     assert structure_problems(plain(result.text)) == []
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from gossamer.contract.identity import ServiceKey
 from gossamer.control.config import load_mesh
-from gossamer.discovery.meshfile import parse_services
+from gossamer.discovery.mesh_services import parse_services
+from gossamer.up.demo_mesh_yaml import mesh_yaml, spiffe
 from gossamer.up.layout import FreePorts, Subnet, isolated_layout, loopback_layout
-from gossamer.up.meshfile import mesh_yaml, spiffe
 
 
 def test_loopback_mesh_file_parses_with_listeners_and_policies(tmp_path: Path):

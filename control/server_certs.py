@@ -29,7 +29,7 @@ from gossamer.certs.rotation import renewal_time
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.contract.identity import CONTROL_TLS_NAME
 
-log = logging.getLogger("gossamer.control.tls")
+log = logging.getLogger("gossamer.control.server_certs")
 
 CONTROL_NAMESPACE = "gossamer-system"
 CONTROL_SERVICE = "control"

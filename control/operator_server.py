@@ -1,4 +1,4 @@
-"""Serve the operator API (control/api.py) on `control.api_listen`, fed by a running
+"""Serve the operator API (control/operator_api.py) on `control.api_listen`, fed by a running
 ControlPlane: registry state, streams with ACK/NACK state, configuration status,
 control-plane metrics, join tokens from the CA directory."""
 
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gossamer.control.api import ApiSources, OperatorApi
 from gossamer.control.api_tokens import ApiTokenStore
 from gossamer.control.audit import AuditLog
 from gossamer.control.metrics import ControlMetricSources, metrics_renderer
 from gossamer.control.observe_api import add_observe_routes
+from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.discovery.model import RegistryState
 from gossamer.errors import GossamerError
 from gossamer.logs import event
@@ -23,7 +23,7 @@ from gossamer.logs import event
 if TYPE_CHECKING:
     from gossamer.control.server import ControlPlane
 
-log = logging.getLogger("gossamer.control.api")
+log = logging.getLogger("gossamer.control.operator_api")
 
 
 def sidecar_rows(plane: ControlPlane) -> list[dict[str, Any]]:

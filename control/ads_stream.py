@@ -35,7 +35,7 @@ from gossamer.errors import GossamerError, LocalProtocolError
 from gossamer.logs import event
 
 from .cache import Snapshot, SnapshotCache
-from .streams import StreamInfo, StreamRegistry
+from .stream_status import StreamInfo, StreamRegistry
 from .translate import NodeGroup
 
 log = logging.getLogger("gossamer.control.ads")
