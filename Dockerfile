@@ -15,7 +15,7 @@ COPY control ./control
 COPY proxy ./proxy
 
 # xds-protos ships stale copies of OpenTelemetry's protobuf modules; reinstalling
-# opentelemetry-proto last puts the right ones back (DESIGN.md section 8).
+# opentelemetry-proto last puts the right ones back (docs/architecture.md, "Known pitfalls").
 RUN pip install --no-cache-dir -c constraints.txt . \
     && pip install --no-cache-dir --force-reinstall --no-deps \
        "opentelemetry-proto==$(sed -n 's/^opentelemetry-proto==//p' constraints.txt)" \

@@ -1,7 +1,8 @@
 """Start-up checks of the Python environment that turn known breakage into clear errors.
 
 `xds-protos` ships stale copies of OpenTelemetry's protobuf modules; if it was installed
-after `opentelemetry-proto`, the OTLP exporter cannot import (DESIGN.md section 8).
+after `opentelemetry-proto`, the OTLP exporter cannot import (docs/architecture.md,
+"Known pitfalls").
 `check_otel_protos()` detects that without importing protobuf, so commands that export
 traces can fail with the fix instead of an ImportError deep in a worker.
 """

@@ -1,11 +1,11 @@
 """ClusterLoadAssignments: a service port's endpoints grouped by locality (zone).
 
-Every locality carries a `load_balancing_weight` (gRPC ignores localities without one,
-DESIGN.md section 8): the sum of its healthy endpoints' weights, at least 1, so that
-weighted-locality balancing preserves the endpoint weights across zones. Health maps
-to Envoy's HealthStatus (draining -> DRAINING, unhealthy -> UNHEALTHY); endpoints that
-have a sidecar carry `tlsMode: istio` in the `envoy.transport_socket_match` metadata so
-the cluster's transport socket match picks mutual TLS for them.
+Every locality carries a `load_balancing_weight` (gRPC ignores localities without one:
+docs/architecture.md, "Known pitfalls"): the sum of its healthy endpoints' weights, at
+least 1, so that weighted-locality balancing preserves the endpoint weights across zones.
+Health maps to Envoy's HealthStatus (draining -> DRAINING, unhealthy -> UNHEALTHY);
+endpoints that have a sidecar carry `tlsMode: istio` in the `envoy.transport_socket_match`
+metadata so the cluster's transport socket match picks mutual TLS for them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The Compose definitions of the services `gossamer inject` adds.
 
-Shape (Kuma's universal-mode pattern, DESIGN.md section 7), for a meshed service S:
+Shape (Kuma's universal-mode pattern; docs/architecture.md, "Compose integration"), for a
+meshed service S:
 
 - `S-netns` owns the network namespace: it takes S's ports, networks (with the alias
   `S`, so the rest of the file still reaches S by name), expose, hostname and DNS

@@ -5,8 +5,8 @@
                           # then ADS, registration and the renewal timer in the background
     await agent.stop()    # draining, data path drained, deregistered, streams closed
 
-Start-up (DESIGN.md section 3, "Bootstrap" and "Registration"): the sidecar is already
-listening (its admin port says what is missing); a P-256 key is made in memory and
+Start-up (docs/architecture.md, "Identity"): the sidecar is already listening (its admin
+port says what is missing); a P-256 key is made in memory and
 certified with the join token on the bootstrap port; the certificate goes into the data
 path; one mutual-TLS channel to `--control` then carries the ADS stream (xds_client.py)
 and the registration stream (registration.py), whose health follows the app's readiness

@@ -1,7 +1,7 @@
 """Telemetry on the data path: golden metrics, spans and access logs per request.
 
-Two layers (DESIGN.md section 4), outermost on each side so they see the responses
-the sidecar generates too (403, 502, 503 ...):
+Two layers (docs/architecture.md, "The request path"), outermost on each side so they
+see the responses the sidecar generates too (403, 502, 503 ...):
 
 - `outbound_telemetry` (reporter `source`): a client span whose context is injected
   into the request forwarded upstream (parent: the trace headers the app sent, if

@@ -1,4 +1,5 @@
-"""The sidecar's metric families and their hot-path recorders (DESIGN.md section 3).
+"""The sidecar's metric families and their hot-path recorders (docs/architecture.md,
+"Protocols").
 
 Theory of operation: recording must cost next to nothing per request, so the data path
 never touches prometheus-client's locks or label maps. It asks once for a *series*

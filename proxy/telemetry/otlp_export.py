@@ -62,7 +62,8 @@ class OtlpGrpcExporter(SpanExporter):
     ) -> None:
         from gossamer.environment import check_otel_protos
 
-        check_otel_protos()  # xds-protos' stale copies break the encoder (DESIGN.md §8)
+        # xds-protos' stale copies break the encoder (docs/architecture.md, "Known pitfalls")
+        check_otel_protos()
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
         self._encode = encode_spans

@@ -1,4 +1,5 @@
-"""Spans for the sidecar: server span on inbound, client span on outbound (DESIGN.md §3).
+"""Spans for the sidecar: server span on inbound, client span on outbound
+(docs/architecture.md, "The request path").
 
 Theory of operation:
 - The sampling decision is made here, before any SDK object exists, so the common

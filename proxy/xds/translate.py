@@ -1,4 +1,5 @@
-"""Envoy xDS resources -> the sidecar's `ProxyConfig` (pure; DESIGN.md sections 3-4).
+"""Envoy xDS resources -> the sidecar's `ProxyConfig` (pure; docs/architecture.md,
+"The control loop").
 
 Each resource type is decoded on its own as it arrives (xds_clusters.py: CDS, EDS;
 xds_listeners.py: LDS, RDS; here: SDS), raising ConfigError for anything the sidecar

@@ -12,7 +12,7 @@ import tomllib
 
 from tests.conftest import REPO
 
-# import name of each top-level folder (DESIGN.md section 2)
+# import name of each top-level folder (docs/architecture.md, "Layers")
 FOLDERS = {
     "gossamer": "gossamer",
     "gossamer.certs": "certs",

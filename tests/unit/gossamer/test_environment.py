@@ -1,4 +1,5 @@
-"""xds-protos and OpenTelemetry's protobuf modules must coexist (DESIGN.md section 8)."""
+"""xds-protos and OpenTelemetry's protobuf modules must coexist (docs/architecture.md,
+"Known pitfalls")."""
 
 from __future__ import annotations
 
