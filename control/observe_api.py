@@ -1,6 +1,6 @@
 """Observability routes and the dashboard, added to the operator API's app.
 
-Kept apart from api.py so the two evolve without conflicts: the control plane calls
+Kept apart from operator_api.py so the two evolve without conflicts: the control plane calls
 `add_observe_routes(app, api, settings)` on the app `OperatorApi.app()` made. Routes
 (role needed):
 

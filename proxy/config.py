@@ -22,7 +22,7 @@ Mapping from xDS (for the xDS client):
 - Cluster `inbound|<port>` -> `AppPort`.
 - ClusterLoadAssignment -> `Endpoint`s (locality zone, health status, weight).
 - Secret `ROOTCA` -> the trust bundle (held by the TLS credentials, not here).
-The translation itself is in xds_translate.py (with xds_clusters.py, xds_listeners.py).
+The translation itself is in xds/translate.py (with xds/clusters.py, xds/listeners.py).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ Without credentials the inbound port refuses connections and outbound mTLS canno
 connect; without configuration outbound requests wait up to `hold_until_ready` seconds
 for it, then get 503 `no-config`; inbound requests whose app does not accept
 connections wait as long for it, then get 503 `app-not-ready`; `/ready` says what is
-missing. The agent (agent.py) calls `apply` and `rotate`. `telemetry` (metrics,
-traces, access logs; telemetry.py) defaults to metrics only; `options.telemetry` False
+missing. The agent (agent/session.py) calls `apply` and `rotate`. `telemetry` (metrics,
+traces, access logs; telemetry/wiring.py) defaults to metrics only; `options.telemetry` False
 leaves out the per-request metrics and spans (the benchmark's reference).
 """
 

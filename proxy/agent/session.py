@@ -8,7 +8,7 @@
 Start-up (docs/architecture.md, "Identity"): the sidecar is already listening (its admin
 port says what is missing); a P-256 key is made in memory and
 certified with the join token on the bootstrap port; the certificate goes into the data
-path; one mutual-TLS channel to `--control` then carries the ADS stream (xds_client.py)
+path; one mutual-TLS channel to `--control` then carries the ADS stream (xds/client.py)
 and the registration stream (registration.py), whose health follows the app's readiness
 probe. An unreachable control plane is retried with back-off (and logged); a refused
 token or a CA pin that does not match ends start-up with the reason.

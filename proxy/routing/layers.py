@@ -1,5 +1,5 @@
 """Layers of the data path (docs/architecture.md, "The request path"): errors, timeout,
-retry, authz (the telemetry layers are in telemetry_layers.py).
+retry, authz (the telemetry layers are in telemetry/layers.py).
 
 Each is a `Layer` (a function from a service to a service) reading its settings from
 the request: `request.route` (timeout, retry policy), `request.snapshot` (the

@@ -3,7 +3,7 @@
 The sidecar's one span export path: trace_export.py's queue hands batches to this exporter.
 
 OpenTelemetry's OTLP exporter is built on grpcio, which the sidecar does not load (its
-memory budget, see grpc_client.py). This exporter writes a batch of the sidecar's
+memory budget, see transport/grpc_client.py). This exporter writes a batch of the sidecar's
 `SpanRecord`s with otlp_encode.py (SDK `ReadableSpan`s, if it is given those, with the
 OTLP encoder of `opentelemetry-exporter-otlp-proto-common`) and sends it as one
 `TraceService/Export` call. `export` runs on the batch processor's thread

@@ -3,7 +3,7 @@
 A sampled request costs the event loop what it takes to fill one slotted `SpanRecord`
 (ids, name, kind, attributes, start and end times, error flag). The OpenTelemetry SDK
 objects the exporters want (`SpanContext`, `TraceState`, `Status`, `ReadableSpan`) are
-made from the record by `ToReadableSpan` on the export thread (tracing_export.py), just
+made from the record by `ToReadableSpan` on the export thread (trace_export.py), just
 before the batch is encoded. Measured in a live sidecar, the SDK's own `Span` cost about
 70 us to start and 12 us to end on the event loop; the record costs a few microseconds.
 

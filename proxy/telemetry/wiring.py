@@ -3,7 +3,7 @@
 The proxy makes one `Telemetry` at start-up (`Telemetry.from_env(os.environ, service=...)`)
 and uses its parts on the data path:
 
-- `telemetry.metrics` (`SidecarMetrics`, metrics_defs.py): series objects recorded on
+- `telemetry.metrics` (`SidecarMetrics`, metrics.py): series objects recorded on
   every request and connection; `telemetry.render_metrics()` for the admin `/metrics`.
 - `telemetry.tracing` (`Tracing`, tracing.py): `start_server_span` / `start_client_span`
   -> `SpanHandle` with `inject(headers)`, `set_peer(id)`, `end(status, error_type)`.

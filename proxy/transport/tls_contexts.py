@@ -9,7 +9,7 @@
   with the cluster's identity, which Python's ssl cannot match itself.
 - SNI names the target service port, Istio-style:
   `outbound_.<port>_._.<service>.<namespace>.svc.<trust-domain>` (the control plane's
-  `names.sni`). The inbound side reads only the port (`inbound|<port>`); the rest is
+  `contract.xds.sni`). The inbound side reads only the port (`inbound|<port>`); the rest is
   for people reading packet captures and for the control plane's filter chain match.
 - ALPN: the server context offers `h2` and `http/1.1` (a peer that offers nothing gets
   HTTP/1.1); HTTP/1.1 pools use a client context without ALPN, HTTP/2 pools

@@ -1,7 +1,7 @@
 """The sidecar's xDS client: one ADS stream (state of the world) over mutual TLS.
 
 The protocol rules live in ads_state.py (ACK/NACK, dependent names, reconnects) and the
-translation in xds_translate.py; this module does the I/O around them:
+translation in translate.py; this module does the I/O around them:
 
 - `run()` keeps one AggregatedDiscoveryService stream open on the channel the agent
   provides, sends what the state machine says, and answers every response at once.
@@ -12,7 +12,7 @@ translation in xds_translate.py; this module does the I/O around them:
   that raises (a resource the sidecar cannot honour, a combination the data path
   rejects) is NACKed with the error, and the previous configuration stays in use.
   The first configuration is applied only once clusters, listeners, the routes they
-  name and the endpoints arrived (`xds_translate.missing`).
+  name and the endpoints arrived (`translate.missing`).
 - The ROOTCA secret's trust bundle goes to `on_bundle` (the agent rotates the
   sidecar's credentials with it, keeping the current leaf).
 - When the stream fails, the configuration in use stays (static stability) and the

@@ -30,7 +30,7 @@ control/translate/clusters.py):
   clusters of protocol http2/grpc, reached over multiplexed h2 (ALPN h2 over mTLS).
 - Other discovery types (DNS, ...) and unknown transport sockets: ConfigError.
 
-EDS is decoded in xds_endpoints.py.
+EDS is decoded in endpoints.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the cluster's transport socket match, whether it is reached over mutual TLS). Lo
 weights are not used: the balancer keeps to its own zone while it has healthy
 endpoints. Named endpoints and endpoints without an address are refused.
 
-Also the small helpers every decoder uses (xds_clusters, xds_listeners, xds_translate):
+Also the small helpers every decoder uses (clusters, listeners, translate):
 unpacking an Any with a clear error, durations and Struct values.
 """
 

@@ -1,8 +1,8 @@
 """Envoy xDS resources -> the sidecar's `ProxyConfig` (pure; docs/architecture.md,
 "The control loop").
 
-Each resource type is decoded on its own as it arrives (xds_clusters.py: CDS, EDS;
-xds_listeners.py: LDS, RDS; here: SDS), raising ConfigError for anything the sidecar
+Each resource type is decoded on its own as it arrives (clusters.py: CDS, EDS;
+listeners.py: LDS, RDS; here: SDS), raising ConfigError for anything the sidecar
 cannot honour, which the xDS client answers with a NACK. `assemble` then joins the
 latest accepted piece of every type into one `ProxyConfig`:
 
