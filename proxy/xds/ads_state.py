@@ -32,13 +32,10 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
+from gossamer.contract.xds import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
+
 TYPE_PREFIX = "type.googleapis.com/"
-CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
-SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
-ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+ORDER = PUSH_ORDER
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
 GRPC_INVALID_ARGUMENT = 3
 

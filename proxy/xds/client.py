@@ -35,6 +35,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format, struct_pb2
 
+from gossamer.contract import xds
 from gossamer.contract.xds import ADS_PATH, NAMESPACE_KEY, SERVICE_KEY, SHORT_NAMES
 from gossamer.logs import event
 from gossamer.proxy.agent.channels import Channels, reconnect_delay
@@ -99,11 +100,11 @@ class XdsClient:
         self.state = ads.AdsState(
             make_node(node, instance_id),
             {
-                ads.CLUSTER: self._clusters,
-                ads.ENDPOINT: self._endpoints,
-                ads.LISTENER: self._listeners,
-                ads.ROUTE: self._routes,
-                ads.SECRET: self._secret,
+                xds.CLUSTER: self._clusters,
+                xds.ENDPOINT: self._endpoints,
+                xds.LISTENER: self._listeners,
+                xds.ROUTE: self._routes,
+                xds.SECRET: self._secret,
             },
         )
 
@@ -132,7 +133,7 @@ class XdsClient:
 
     def _endpoints(self, resources: Sequence[Any]) -> ads.Decoded:
         eds = decode_endpoints(resources)
-        merged = self._subscribed(ads.ENDPOINT, {**self.pieces.endpoints, **eds})
+        merged = self._subscribed(xds.ENDPOINT, {**self.pieces.endpoints, **eds})
         self._commit(self.pieces.replace(endpoints=merged, endpoints_seen=True))
         return ads.Decoded(eds)
 
@@ -143,7 +144,7 @@ class XdsClient:
 
     def _routes(self, resources: Sequence[Any]) -> ads.Decoded:
         rds = decode_routes(resources)
-        merged = self._subscribed(ads.ROUTE, {**self.pieces.routes, **rds})
+        merged = self._subscribed(xds.ROUTE, {**self.pieces.routes, **rds})
         self._commit(self.pieces.replace(routes=merged))
         return ads.Decoded(rds)
 

@@ -78,7 +78,7 @@ def decode_listeners(resources):
 def nack_from_the_sidecar() -> tuple[str, str]:
     """Send the sidecar's ADS state machine a Listener it rejects; the NACK it answers."""
     decoders = {t: (lambda rs: ads.Decoded(len(rs))) for t in ads.ORDER}
-    decoders[ads.LISTENER] = decode_listeners
+    decoders[xds.LISTENER] = decode_listeners
     state = ads.AdsState(base_pb2.Node(id="catalog~catalog-1"), decoders)
     bad = listener_pb2.Listener(
         name="outbound",
@@ -89,7 +89,7 @@ def nack_from_the_sidecar() -> tuple[str, str]:
     packed = any_pb2.Any()
     packed.Pack(bad)
     response = discovery_pb2.DiscoveryResponse(
-        version_info="8", nonce="n8", type_url=ads.LISTENER, resources=[packed]
+        version_info="8", nonce="n8", type_url=xds.LISTENER, resources=[packed]
     )
     (nack,) = state.handle(response)
     assert nack.HasField("error_detail") and nack.response_nonce == "n8"
@@ -249,7 +249,7 @@ def reject_with_the_sidecar_state_machine(response: Any) -> str:
         return ads.Decoded(len(resources))
 
     decoders = {t: (lambda rs: ads.Decoded(len(rs))) for t in ads.ORDER}
-    decoders[ads.CLUSTER] = decode
+    decoders[xds.CLUSTER] = decode
     state = ads.AdsState(base_pb2.Node(id="catalog~catalog-1"), decoders)
     (nack,) = state.handle(response)
     assert nack.HasField("error_detail")
