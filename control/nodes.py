@@ -6,7 +6,10 @@ client certificate) a sidecar names its service in the node metadata, Istio-styl
 
     node: {id: "...", metadata: {GOSSAMER_SERVICE: catalog, GOSSAMER_NAMESPACE: default}}
 
-and a node without it (a proxyless gRPC client) is in the `proxyless` group.
+and a node without it (a proxyless gRPC client: gRPC's xDS clients send no such
+metadata, and name themselves in `user_agent_name`, e.g. "gRPC Go", "gRPC Java") is in
+the `proxyless` group, which gets resources every gRPC xDS client accepts. The node's
+locality zone completes its group: endpoint priorities follow it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from gossamer.contract.identity import DEFAULT_NAMESPACE, ServiceKey, check_labe
 from gossamer.contract.xds import NAMESPACE_KEY, SERVICE_KEY
 from gossamer.errors import AuthorizationDenied, ConfigError, RemoteProtocolError
 
-from .translate import PROXYLESS, NodeGroup
+from .translate import NodeGroup
 
 __all__ = ["NAMESPACE_KEY", "SERVICE_KEY", "claimed_service", "resolve_group"]
 
@@ -37,12 +40,13 @@ def claimed_service(node: base_pb2.Node) -> ServiceKey | None:
 def resolve_group(node: base_pb2.Node, identity: str | None, trust_domain: str) -> NodeGroup:
     """The group for a node; `identity` is the peer's SPIFFE ID when mTLS proved one."""
     claimed = claimed_service(node)
+    zone = node.locality.zone
     if identity is None:
-        return PROXYLESS if claimed is None else NodeGroup(claimed)
+        return NodeGroup(claimed, zone)
     parsed = parse_spiffe_id(identity)
     if parsed is None or parsed[0] != trust_domain:
         raise AuthorizationDenied(f"peer identity {identity} is not a workload of {trust_domain}")
     key = parsed[1]
     if claimed is not None and claimed != key:
         raise AuthorizationDenied(f"peer {identity} may not claim to be service {claimed}")
-    return NodeGroup(key)
+    return NodeGroup(key, zone)

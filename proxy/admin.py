@@ -97,6 +97,7 @@ class Admin:
                         "address": ep.address,
                         "port": ep.port,
                         "zone": ep.zone,
+                        "priority": ep.priority,
                         "health": ep.health.value,
                         "weight": ep.weight,
                         "eligible": id(host) in eligible,

@@ -365,7 +365,9 @@ class Endpoint:
     """One instance of a cluster: where its sidecar's inbound listener is.
 
     `tls`: False for an instance without a sidecar in a TLS cluster (a static endpoint
-    of the mesh file): it is reached in plaintext (xDS: no `tlsMode` metadata)."""
+    of the mesh file): it is reached in plaintext (xDS: no `tlsMode` metadata).
+    `priority`: its locality's priority (EDS; 0 first): traffic goes to the lowest
+    priority that has a healthy endpoint."""
 
     address: str
     port: int
@@ -373,6 +375,7 @@ class Endpoint:
     weight: int = 1
     health: Health = Health.HEALTHY
     tls: bool = True
+    priority: int = 0
 
     def __post_init__(self) -> None:
         _port(self.port, f"endpoint {self.address}")

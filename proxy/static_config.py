@@ -295,7 +295,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
     )
     endpoints = []
     for e in c.child("endpoints", []).items():
-        e.check_keys(["address", "port", "zone", "weight", "health", "tls"])
+        e.check_keys(["address", "port", "zone", "weight", "health", "tls", "priority"])
         endpoints.append(
             Endpoint(
                 address=e.child("address").string(),
@@ -304,6 +304,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
                 weight=e.child("weight", 1).integer(minimum=1, maximum=128),
                 health=Health(e.child("health", "healthy").choice([h.value for h in Health])),
                 tls=e.child("tls", True).boolean(),
+                priority=e.child("priority", 0).integer(minimum=0, maximum=128),
             )
         )
     values: dict[str, Any] = {

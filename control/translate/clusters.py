@@ -6,8 +6,9 @@ sidecar, which decodes it).
 
 Upstream TLS goes through `transport_socket_matches`: endpoints whose metadata carries
 `tlsMode: istio` (they have a sidecar) get mutual TLS checking the service's SPIFFE ID,
-others plaintext. gRPC ignores `transport_socket_matches` (it reads only
-`transport_socket`), so proxyless clients can call plaintext endpoints only.
+others plaintext. Only sidecars get them (`mtls=True`): grpcio ignores the field, but
+gRPC-Go and gRPC-Java NACK a cluster that has any, so proxyless clients get clusters
+without it (views.py) and call plaintext endpoints only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Per-node views: which resources a connected node receives.
 
-A node belongs to a `NodeGroup`; every node of a group gets the same snapshot.
+A node belongs to a `NodeGroup` (a kind of client and its locality zone); every node of
+a group gets the same snapshot. Resources are encoded once per kind of client (sidecar
+or proxyless) and, for endpoints, once per locality, and shared between groups.
 
 - `sidecar:<ns>/<svc>` (a sidecar of service S): the clusters, endpoints and routes of
   every service S may call (its authorization policy allows S's SPIFFE ID, or has none),
@@ -8,7 +10,11 @@ A node belongs to a `NodeGroup`; every node of a group gets the same snapshot.
   in the registry and a trust bundle exists, S's `inbound` listener and clusters and
   the `ROOTCA` secret. A sidecar thus never learns about services it may not call.
 - `proxyless` (a gRPC client with no sidecar): every service's clusters and endpoints
-  and API listeners; no inbound side, no RDS (routes are inline).
+  and API listeners; no inbound side, no RDS (routes are inline). Its clusters carry no
+  `transport_socket_matches`: gRPC-Go and gRPC-Java NACK a cluster that has any (gRPC
+  A27/A29 support only `transport_socket`), so proxyless clients reach plaintext
+  endpoints (instances without a sidecar) only.
+- Endpoints (EDS) are per locality: the group's zone gets priority 0 (endpoints.py).
 
 Without a trust bundle (no CA yet) nothing that needs one is produced: no ROOTCA, no
 inbound listener, and clusters carry no mTLS transport match.
@@ -36,15 +42,18 @@ PROXYLESS_NAMESPACE = "default"
 
 @dataclass(frozen=True, order=True)
 class NodeGroup:
-    """A set of nodes served identically; `service` None means proxyless clients."""
+    """A set of nodes served identically; `service` None means proxyless clients; `zone`
+    is their locality zone (endpoint priorities depend on it)."""
 
     service: ServiceKey | None = None
+    zone: str = ""
 
     @property
     def name(self) -> str:
-        if self.service is None:
-            return "proxyless"
-        return f"sidecar:{self.service.namespace}/{self.service.name}"
+        kind = "proxyless"
+        if self.service is not None:
+            kind = f"sidecar:{self.service.namespace}/{self.service.name}"
+        return f"{kind}@{self.zone}" if self.zone else kind
 
     def __str__(self) -> str:
         return self.name
@@ -78,23 +87,11 @@ class Translator:
     def __init__(self, inputs: MeshInputs) -> None:
         self.inputs = inputs
         self._services = sorted(inputs.state.services.values(), key=lambda s: s.key)
-        mtls = inputs.trust_bundle is not None
-        self._outbound: dict[ServiceKey, list[cluster_pb2.Cluster]] = {}
-        self._assignments: dict[ServiceKey, list[endpoint_pb2.ClusterLoadAssignment]] = {}
-        for service in self._services:
-            key = service.key
-            members = inputs.state.endpoints_of(key)
-            policy = inputs.policy(key)
-            built = []
-            assigned = []
-            for port in service.ports:
-                built.append(
-                    clusters.outbound_cluster(service, port, policy, inputs.trust_domain, mtls=mtls)
-                )
-                name = xds.outbound_cluster(key, port.port)
-                assigned.append(endpoints.load_assignment(name, members, port.port))
-            self._outbound[key] = built
-            self._assignments[key] = assigned
+        self._mtls = inputs.trust_bundle is not None
+        # (service, mTLS transport matches) -> its clusters; (service, zone) -> its CLAs
+        self._outbound: dict[tuple[ServiceKey, bool], list[cluster_pb2.Cluster]] = {}
+        self._assignments: dict[tuple[ServiceKey, str], list[endpoint_pb2.ClusterLoadAssignment]]
+        self._assignments = {}
         self._passthrough = clusters.passthrough_cluster()
         self._inbound_clusters: dict[tuple[int, str], cluster_pb2.Cluster] = {}
         self._root_ca = (
@@ -107,23 +104,49 @@ class Translator:
 
     def view(self, group: NodeGroup) -> GroupResources:
         if group.service is None:
-            return self._proxyless_view()
-        return self._sidecar_view(group.service)
+            return self._proxyless_view(group)
+        return self._sidecar_view(group)
 
     # -- views -----------------------------------------------------------------
-    def _common(self, reachable: list[Service]) -> GroupResources:
+    def _clusters(self, service: Service, mtls: bool) -> list[cluster_pb2.Cluster]:
+        built = self._outbound.get((service.key, mtls))
+        if built is None:
+            policy = self.inputs.policy(service.key)
+            td = self.inputs.trust_domain
+            built = [
+                clusters.outbound_cluster(service, port, policy, td, mtls=mtls)
+                for port in service.ports
+            ]
+            self._outbound[(service.key, mtls)] = built
+        return built
+
+    def _endpoints(self, service: Service, zone: str) -> list[endpoint_pb2.ClusterLoadAssignment]:
+        assigned = self._assignments.get((service.key, zone))
+        if assigned is None:
+            members = self.inputs.state.endpoints_of(service.key)
+            assigned = [
+                endpoints.load_assignment(
+                    xds.outbound_cluster(service.key, port.port), members, port.port, zone
+                )
+                for port in service.ports
+            ]
+            self._assignments[(service.key, zone)] = assigned
+        return assigned
+
+    def _common(self, reachable: list[Service], group: NodeGroup) -> GroupResources:
         out: GroupResources = {t: {} for t in xds.PUSH_ORDER}
+        mtls = self._mtls and group.service is not None  # proxyless: no transport matches
         for service in reachable:
-            for cluster in self._outbound[service.key]:
+            for cluster in self._clusters(service, mtls):
                 out[xds.CLUSTER][cluster.name] = cluster
-            for cla in self._assignments[service.key]:
+            for cla in self._endpoints(service, group.zone):
                 out[xds.ENDPOINT][cla.cluster_name] = cla
         if self._root_ca is not None:
             out[xds.SECRET][self._root_ca.name] = self._root_ca
         return out
 
-    def _proxyless_view(self) -> GroupResources:
-        out = self._common(self._services)
+    def _proxyless_view(self, group: NodeGroup) -> GroupResources:
+        out = self._common(self._services, group)
         owners = hostnames.bare_owners((s.key for s in self._services), PROXYLESS_NAMESPACE)
         for service in self._services:
             bare = owners.get(service.key.name) == service.key
@@ -133,11 +156,13 @@ class Translator:
                     out[xds.LISTENER][name] = listeners.api_listener(name, service, port, policy)
         return out
 
-    def _sidecar_view(self, key: ServiceKey) -> GroupResources:
+    def _sidecar_view(self, group: NodeGroup) -> GroupResources:
+        assert group.service is not None
+        key = group.service
         td = self.inputs.trust_domain
         caller = identity.spiffe_id(td, key)
         reachable = [s for s in self._services if self.inputs.policy(s.key).allows(caller)]
-        out = self._common(reachable)
+        out = self._common(reachable, group)
         out[xds.CLUSTER][self._passthrough.name] = self._passthrough
         out[xds.LISTENER][xds.OUTBOUND_LISTENER] = listeners.outbound_listener(
             tcp_destinations(reachable)

@@ -82,7 +82,12 @@ class Host:
 def eligible_hosts(
     hosts: Sequence[Host], local_zone: str, panic_threshold: float = 0.0
 ) -> list[Host]:
-    """Healthy hosts of the local zone if there are any, else every healthy host.
+    """The healthy hosts of the first priority (EDS locality priority, 0 first) that has
+    any; among those, the local zone's if there are any.
+
+    The control plane gives the sidecar's own zone priority 0, so a zone whose endpoints
+    are all unhealthy fails over to the next priority; with every priority 0 (a static
+    configuration) the local zone is preferred the same way.
 
     Panic (Envoy's `healthy_panic_threshold`, in percent; 0: never): when fewer than
     that share of the hosts is healthy, every host but the draining ones is eligible,
@@ -90,6 +95,10 @@ def eligible_hosts(
     healthy = [h for h in hosts if h.endpoint.health is Health.HEALTHY]
     if panic_threshold and hosts and len(healthy) * 100 < panic_threshold * len(hosts):
         return [h for h in hosts if h.endpoint.health is not Health.DRAINING]
+    if healthy:
+        first = min(h.endpoint.priority for h in healthy)
+        if first or any(h.endpoint.priority for h in healthy):
+            healthy = [h for h in healthy if h.endpoint.priority == first]
     if local_zone:
         local = [h for h in healthy if h.endpoint.zone == local_zone]
         if local:

@@ -101,6 +101,7 @@ def load_assignment(cla: endpoint_pb2.ClusterLoadAssignment, name: str) -> tuple
                 zone=zone,
                 weight=min(max(weight, 1), MAX_WEIGHT),
                 health=HEALTH.get(lb.health_status, Health.UNHEALTHY),
+                priority=locality.priority,
             )
             specs.append(EndpointSpec(endpoint, str(mode or "")))
     return tuple(specs)

@@ -12,7 +12,7 @@ TD = "gossamer.local"
 
 
 def test_metadata_places_sidecars_and_plain_nodes_are_proxyless():
-    assert resolve_group(make_node("x"), None, TD) is PROXYLESS
+    assert resolve_group(make_node("x"), None, TD) == PROXYLESS
     group = resolve_group(make_node("x", {"GOSSAMER_SERVICE": "web"}), None, TD)
     assert group == NodeGroup(ServiceKey("default", "web")) and group.name == "sidecar:default/web"
     shop = resolve_group(
@@ -30,3 +30,14 @@ def test_identity_wins_and_must_match_the_claim():
         resolve_group(make_node("x", {"GOSSAMER_SERVICE": "db"}), spiffe, TD)
     with pytest.raises(AuthorizationDenied):
         resolve_group(make_node("x"), "spiffe://other.org/ns/default/sa/web", TD)
+
+
+def test_the_locality_zone_completes_the_group():
+    node = make_node("x")
+    node.locality.zone = "zone-a"
+    group = resolve_group(node, None, TD)
+    assert group == NodeGroup(None, "zone-a") and group.name == "proxyless@zone-a"
+    node.metadata.fields["GOSSAMER_SERVICE"].string_value = "web"
+    sidecar = resolve_group(node, None, TD)
+    assert sidecar == NodeGroup(ServiceKey("default", "web"), "zone-a")
+    assert sidecar.name == "sidecar:default/web@zone-a"

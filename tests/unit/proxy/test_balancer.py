@@ -179,3 +179,20 @@ def test_panic_threshold_uses_every_host_when_too_few_are_healthy():
     assert eligible_hosts(sick[:2], "", panic_threshold=50.0) == sick[:1]  # 50% is enough
     none_healthy = [host(5, Health.UNHEALTHY)]
     assert eligible_hosts(none_healthy, "", panic_threshold=50.0) == none_healthy
+
+
+def test_priorities_fail_over_in_order_when_a_priority_has_no_healthy_host():
+    def host(name: str, zone: str, priority: int, health: Health = Health.HEALTHY) -> Host:
+        return Host(Endpoint(name, 1, zone=zone, priority=priority, health=health))
+
+    a = host("10.0.0.1", "a", 0)
+    b1, b2 = host("10.0.0.2", "b", 1), host("10.0.0.3", "b", 1)
+    c = host("10.0.0.4", "c", 2)
+    assert eligible_hosts([a, b1, b2, c], "a") == [a]
+    sick_a = host("10.0.0.1", "a", 0, Health.UNHEALTHY)
+    assert eligible_hosts([sick_a, b1, b2, c], "a") == [b1, b2]  # next priority, not c
+    sick_b = [host(h.endpoint.address, "b", 1, Health.DRAINING) for h in (b1, b2)]
+    assert eligible_hosts([sick_a, *sick_b, c], "a") == [c]
+    # the control plane's priorities decide, even against the local zone
+    local_but_later, first = host("10.0.0.5", "a", 1), host("10.0.0.6", "z", 0)
+    assert eligible_hosts([local_but_later, first], "a") == [first]

@@ -58,3 +58,20 @@ def test_only_endpoints_serving_the_port_and_tls_mode_metadata():
 
 def test_no_endpoints_gives_an_empty_assignment():
     assert list(endpoints.load_assignment("c", [], 80).endpoints) == []
+
+
+def test_priorities_follow_the_requesting_zone_without_gaps():
+    members = [
+        Endpoint(KEY, "a", "10.0.0.1", 15006, zone="zone-a"),
+        Endpoint(KEY, "b", "10.0.0.2", 15006, zone="zone-b"),
+        Endpoint(KEY, "c", "10.0.0.3", 15006, zone="zone-c"),
+    ]
+
+    def priorities(local: str) -> dict[str, int]:
+        cla = endpoints.load_assignment("c", members, 8080, local)
+        return {loc.locality.zone: loc.priority for loc in cla.endpoints}
+
+    assert priorities("zone-b") == {"zone-a": 1, "zone-b": 0, "zone-c": 1}
+    assert priorities("") == {"zone-a": 0, "zone-b": 0, "zone-c": 0}
+    assert priorities("zone-x") == {"zone-a": 0, "zone-b": 0, "zone-c": 0}  # no gap at 0
+    assert endpoints.priority_levels(["zone-a"], "zone-b") == {"zone-a": 0}

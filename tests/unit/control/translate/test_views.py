@@ -108,3 +108,24 @@ def test_tcp_destinations_skip_shared_ports():
     a = Service("a", ports=(ServicePort(5432, "tcp"), ServicePort(6379, "tcp")))
     b = Service("b", ports=(ServicePort(5432, "tcp"),))
     assert tcp_destinations([a, b]) == {6379: "outbound|6379||a.default"}
+
+
+def test_proxyless_clusters_carry_no_transport_socket_matches():
+    translator = Translator(inputs())
+    sidecar: Any = translator.view(NodeGroup(WEB))[xds.CLUSTER]["outbound|9090||api.default"]
+    proxyless: Any = translator.view(PROXYLESS)[xds.CLUSTER]["outbound|9090||api.default"]
+    assert len(sidecar.transport_socket_matches) == 2  # mTLS to sidecars, plaintext else
+    assert not proxyless.transport_socket_matches and not proxyless.HasField("transport_socket")
+
+
+def test_resources_are_encoded_once_per_kind_and_locality():
+    translator = Translator(inputs())
+    a1, a2 = translator.view(NodeGroup(None, "zone-a")), translator.view(NodeGroup(None, "zone-a"))
+    b = translator.view(NodeGroup(None, "zone-b"))
+    name = "outbound|9090||api.default"
+    assert a1[xds.CLUSTER][name] is b[xds.CLUSTER][name]  # clusters: one per kind
+    assert a1[xds.ENDPOINT][name] is a2[xds.ENDPOINT][name]  # endpoints: one per zone
+    assert a1[xds.ENDPOINT][name] is not b[xds.ENDPOINT][name]
+    web_a = translator.view(NodeGroup(WEB, "zone-a"))
+    assert web_a[xds.CLUSTER][name] is not a1[xds.CLUSTER][name]
+    assert web_a[xds.ENDPOINT][name] is a1[xds.ENDPOINT][name]
