@@ -32,7 +32,7 @@ from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import CONTROL_TLS_NAME
 from gossamer.contract.rpc import CERTIFY
 from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
-from gossamer.proxy.agent.channels import control_channel
+from gossamer.proxy.agent.channels import plane_channel
 from gossamer.proxy.transport.grpc_client import Channel, GrpcError
 from gossamer.proxy.transport.tls_contexts import _load_chain
 
@@ -156,7 +156,7 @@ async def bootstrap(
     request = mesh_pb2.CertifyRequest(
         csr=csr, token=token, service=service, namespace=namespace, ttl_seconds=ttl_seconds
     )
-    async with control_channel(host, port, _client_context(root_pem), keepalive=0) as channel:
+    async with plane_channel(host, port, _client_context(root_pem), keepalive=0) as channel:
         reply = await _certify(channel, request, timeout, "certification with the join token")
     return _credentials(key_to_pem(key), reply)
 

@@ -25,7 +25,7 @@ def reconnect_delay(
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
-def control_channel(host: str, port: int, context: ssl.SSLContext, **kw: float) -> Channel:
+def plane_channel(host: str, port: int, context: ssl.SSLContext, **kw: float) -> Channel:
     """A channel that verifies the control plane under its fixed TLS name."""
     return Channel(host, port, context, CONTROL_TLS_NAME, **kw)
 
@@ -39,7 +39,7 @@ class Channels(Protocol):
 class ControlChannels:
     def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
         self.host, self.port = host, port
-        self.current = control_channel(host, port, context)
+        self.current = plane_channel(host, port, context)
         self._users: dict[Channel, int] = {}
 
     def acquire(self) -> Channel:
@@ -58,7 +58,7 @@ class ControlChannels:
 
     async def replace(self, context: ssl.SSLContext) -> None:
         old = self.current
-        self.current = control_channel(self.host, self.port, context)
+        self.current = plane_channel(self.host, self.port, context)
         if old not in self._users:
             await old.close()
 

@@ -20,7 +20,7 @@ from gossamer.proxy.agent.bootstrap import (
     mtls_context,
     renew,
 )
-from gossamer.proxy.agent.channels import control_channel
+from gossamer.proxy.agent.channels import plane_channel
 from tests.helpers.grpcio_tls import GRPC_TLS_OPTIONS
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +70,7 @@ async def test_bootstrap_then_renew_over_mtls(plane):
     assert creds.spiffe_id == f"spiffe://{TD}/ns/default/sa/web"
     assert leaf_ids(creds.chain_pem) == [creds.spiffe_id]
     assert creds.bundle_pem == plane.reloader.get().trust_bundle_pem()
-    async with control_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
+    async with plane_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
         renewed = await renew(channel, ttl_seconds=3600)
     assert renewed.spiffe_id == creds.spiffe_id
     assert renewed.key_pem != creds.key_pem
@@ -137,13 +137,11 @@ async def test_renewal_needs_a_certificate(plane):
     creds = await bootstrap("127.0.0.1", plane.bootstrap_port, token, "web", "default", TD)
     # bootstrap port: server-auth TLS only, so no client identity and no token
     root_only = _client_context(creds.bundle_pem)
-    async with control_channel("127.0.0.1", plane.bootstrap_port, root_only) as ch:
+    async with plane_channel("127.0.0.1", plane.bootstrap_port, root_only) as ch:
         with pytest.raises(AuthorizationDenied, match="join token or a current mesh certificate"):
             await renew(ch)
     # mTLS port without a client certificate: the handshake itself fails
-    async with control_channel(
-        "127.0.0.1", plane.mtls_port, _client_context(creds.bundle_pem)
-    ) as ch:
+    async with plane_channel("127.0.0.1", plane.mtls_port, _client_context(creds.bundle_pem)) as ch:
         with pytest.raises(Exception) as info:
             await renew(ch, timeout=3)
         assert "unreachable" in str(info.value) or "refused" in str(info.value)
@@ -154,14 +152,14 @@ async def test_root_rotation_is_picked_up_without_restart(plane):
     creds = await bootstrap("127.0.0.1", plane.bootstrap_port, token, "web", "default", TD)
     # another process rotates the root (the CLI does exactly this); no propagation delay
     CertificateAuthority.load(plane.dir).rotate_root(propagation=0)
-    async with control_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
+    async with plane_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
         renewed = await renew(channel)
     bundle = x509.load_pem_x509_certificates(renewed.bundle_pem)
     assert len(bundle) == 2
     inter = x509.load_pem_x509_certificates(renewed.chain_pem)[1]
     inter.verify_directly_issued_by(bundle[1])  # issued from the new root
     # the old certificate still works for a new mTLS connection during the overlap
-    async with control_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
+    async with plane_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
         again = await renew(channel)
     assert again.spiffe_id == creds.spiffe_id
 
@@ -170,7 +168,7 @@ async def test_rotation_waits_for_propagation_and_keeps_server_on_anchor(plane):
     token, _ = plane.token()
     creds = await bootstrap("127.0.0.1", plane.bootstrap_port, token, "web", "default", TD)
     CertificateAuthority.load(plane.dir).rotate_root(propagation=3600)
-    async with control_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
+    async with plane_channel("127.0.0.1", plane.mtls_port, mtls_context(creds)) as channel:
         renewed = await renew(channel)
     bundle = x509.load_pem_x509_certificates(renewed.bundle_pem)
     assert len(bundle) == 2  # the new root is trusted at once ...

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from gossamer.contract.vocabulary import LbPolicy
 from tests.helpers.control_plane import control_plane_process, mesh, write_mesh
 from tests.helpers.xds_clients import KINDS, GoEchoServer, XdsClient, wait_for, write_bootstrap
 
@@ -174,3 +175,70 @@ def test_proxyless_client_interop(kind, tmp_path):
         out = tmp_path / f"{kind}.log"
         print(out.read_text(errors="replace")[-4000:] if out.exists() else "(no client log)")
         raise
+
+
+FULL_POLICY: dict[str, Any] = {
+    "timeout": "3s",
+    "retries": {"attempts": 2, "per_try_timeout": "1s", "on": ["unavailable", "reset", 503]},
+    "outlier_detection": {
+        "consecutive_5xx": 3,
+        "consecutive_gateway_errors": 2,
+        "interval": "2s",
+        "success_rate": {"minimum_hosts": 2, "request_volume": 10},
+    },
+    "circuit_breakers": {"max_connections": 100, "max_requests": 200, "max_retries": 5},
+    "health_check": {"tcp": True, "interval": "2s"},
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_policy_is_accepted_by_proxyless_clients(kind, tmp_path):
+    """Every load-balancing policy, with retries, timeout, outlier detection, circuit
+    breakers and health checks on: each client ACKs what it receives (control plane log,
+    CSDS) and its calls succeed."""
+    servers = [GoEchoServer(n) for n in ("p1", "p2")]
+    try:
+        services = []
+        for policy in LbPolicy:
+            extra = {"hash_header": "x-user"} if policy is LbPolicy.RING_HASH else {}
+            endpoints = [{"address": "127.0.0.1", "port": s.port, "instance_id": s.name}
+                         for s in servers]  # fmt: skip
+            services.append(
+                {
+                    "name": f"echo-{policy.value.replace('_', '-')}",
+                    "ports": [{"port": 50051, "protocol": "grpc"}],
+                    "lb_policy": policy.value,
+                    **extra,
+                    **FULL_POLICY,
+                    "endpoints": endpoints,
+                }
+            )
+        with control_plane_process(tmp_path, mesh(services)) as (plane, target, _):
+            for service in services:
+                name = service["name"]
+                node_id = f"policy-{kind}-{name}"
+                bootstrap = write_bootstrap(tmp_path / f"{name}.json", target, node_id, "")
+                client = XdsClient(kind, f"xds:///{name}:50051", bootstrap, tmp_path / name)
+                try:
+                    start = time.time()
+                    wait_for(
+                        lambda c=client, s=start: (
+                            len([x for x in c.calls() if x.t >= s and x.server]) >= 10
+                            or any(x.error for x in c.calls())
+                        ),
+                        60,
+                        f"{kind}: answers from {name}",
+                    )
+                    errors = [c.error for c in client.calls() if c.error]
+                    assert not errors, f"{kind} {name}: {errors[:3]}\n{client.log()}"
+                    if client.csds_port:
+                        status = client.resource_status()
+                        refused = {k: v for k, v in status.items() if v != "ACKED"}
+                        assert status and not refused, f"{kind} {name} CSDS: {refused or status}"
+                finally:
+                    client.stop()
+            nacks = [line for line in plane.log().splitlines() if "xds update rejected" in line]
+            assert not nacks, f"{kind} NACKed: {nacks[:3]}"
+    finally:
+        for server in servers:
+            server.stop()
