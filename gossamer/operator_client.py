@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gossamer.contract.ports import API_PORT
 from gossamer.errors import AuthorizationDenied, ConfigError, GossamerError, UpstreamConnectError
 
-DEFAULT_API = "http://127.0.0.1:15014"
+DEFAULT_API = f"http://127.0.0.1:{API_PORT}"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from gossamer.contract import ports
 from gossamer.errors import UsageError
 
 DEFAULT_PROXY_UID = 1337
@@ -62,9 +63,15 @@ DEFAULT_PROXY_UID = 1337
     default=0,
     help="Certificate lifetime to ask for, in seconds [default: the control plane's, 24 h].",
 )
-@click.option("--inbound-port", type=click.IntRange(0, 65535), default=15006, show_default=True)
-@click.option("--outbound-port", type=click.IntRange(0, 65535), default=15001, show_default=True)
-@click.option("--admin-port", type=click.IntRange(0, 65535), default=15000, show_default=True)
+@click.option(
+    "--inbound-port", type=click.IntRange(0, 65535), default=ports.INBOUND_PORT, show_default=True
+)
+@click.option(
+    "--outbound-port", type=click.IntRange(0, 65535), default=ports.OUTBOUND_PORT, show_default=True
+)
+@click.option(
+    "--admin-port", type=click.IntRange(0, 65535), default=ports.ADMIN_PORT, show_default=True
+)
 @click.option("--inbound-address", default="0.0.0.0", show_default=True)
 @click.option("--outbound-address", default="127.0.0.1", show_default=True)
 @click.option(
@@ -174,13 +181,22 @@ def _spec_options(func: click.decorators.FC) -> click.decorators.FC:
                 help="UID the sidecar runs as (its traffic is not redirected).",
             ),
             click.option(
-                "--inbound-port", type=click.IntRange(1, 65535), default=15006, show_default=True
+                "--inbound-port",
+                type=click.IntRange(1, 65535),
+                default=ports.INBOUND_PORT,
+                show_default=True,
             ),
             click.option(
-                "--outbound-port", type=click.IntRange(1, 65535), default=15001, show_default=True
+                "--outbound-port",
+                type=click.IntRange(1, 65535),
+                default=ports.OUTBOUND_PORT,
+                show_default=True,
             ),
             click.option(
-                "--admin-port", type=click.IntRange(1, 65535), default=15000, show_default=True
+                "--admin-port",
+                type=click.IntRange(1, 65535),
+                default=ports.ADMIN_PORT,
+                show_default=True,
             ),
             click.option(
                 "--exclude-inbound-ports",

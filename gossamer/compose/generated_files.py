@@ -12,6 +12,7 @@ import json
 
 from gossamer.compose import names, services
 from gossamer.compose.plan import Plan
+from gossamer.contract import ports as well_known
 
 _DIGEST_PREFIX = "# gossamer-inject-sha256: "
 
@@ -55,8 +56,8 @@ def mesh_body(plan: Plan, *, trust_domain: str, namespace: str, observability: b
     lines = [
         f"trust_domain: {_q(trust_domain)}",
         "control:",
-        f"  xds_listen: {_q(f'0.0.0.0:{services.XDS_PORT}')}",
-        f"  api_listen: {_q(f'0.0.0.0:{services.API_PORT}')}",
+        f"  xds_listen: {_q(f'0.0.0.0:{well_known.XDS_PORT}')}",
+        f"  api_listen: {_q(f'0.0.0.0:{well_known.API_PORT}')}",
         f"  ca_dir: {_q(names.CONTAINER_CA_DIR)}",
         f"  data_dir: {_q(names.CONTAINER_DATA_DIR)}",
         "  store: embedded",
@@ -90,7 +91,7 @@ def prometheus_yml(source: str) -> str:
 
 
 def prometheus_body() -> str:
-    control = f"{names.CONTROL}:{services.API_PORT}"
+    control = f"{names.CONTROL}:{well_known.API_PORT}"
     body = "\n".join(
         [
             "global:",

@@ -31,13 +31,9 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from gossamer.compose import names
 from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
+from gossamer.contract.ports import ADMIN_PORT, API_PORT, INBOUND_PORT, OUTBOUND_PORT, XDS_PORT
 
 PROXY_UID = 1337
-ADMIN_PORT = 15000
-OUTBOUND_PORT = 15001
-INBOUND_PORT = 15006
-XDS_PORT = 15012
-API_PORT = 15014
 READY_PATH = "/ready"
 HEALTH_PATH = "/healthz"
 JAEGER_UI_PORT = 16686

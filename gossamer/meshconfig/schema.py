@@ -9,6 +9,7 @@ reference. A key a parser reads must be declared here, or the parser refuses it.
 from __future__ import annotations
 
 from gossamer.contract.identity import DEFAULT_NAMESPACE
+from gossamer.contract.ports import API_PORT, BOOTSTRAP_PORT, XDS_PORT
 from gossamer.contract.vocabulary import GrpcRetryOn, HttpRetryOn, LbPolicy, Protocol
 from gossamer.meshconfig.fields import Field, Section
 
@@ -27,13 +28,13 @@ CONTROL = Section(
             "xds_listen",
             "host:port",
             "mutual TLS: ADS, registration, certificate renewal",
-            "0.0.0.0:15012",
+            f"0.0.0.0:{XDS_PORT}",
         ),
         Field(
             "bootstrap_listen",
             "host:port",
             "server-auth TLS: a new sidecar's first certificate (join token)",
-            "0.0.0.0:15011",
+            f"0.0.0.0:{BOOTSTRAP_PORT}",
         ),
         Field(
             "insecure_xds_listen",
@@ -45,7 +46,7 @@ CONTROL = Section(
             "api_listen",
             "host:port",
             "operator API, dashboard, /metrics, Prometheus http_sd",
-            "127.0.0.1:15014",
+            f"127.0.0.1:{API_PORT}",
         ),
         Field(
             "ca_dir",

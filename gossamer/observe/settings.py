@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gossamer.contract.ports import API_PORT
 from gossamer.meshconfig import schema
 from gossamer.yamlconf import Node, attempt, load_file, parse_duration
 
 KEYS = schema.OBSERVABILITY_KEYS
-DEFAULT_API = "http://127.0.0.1:15014"
+DEFAULT_API = f"http://127.0.0.1:{API_PORT}"
 _FIELDS = schema.OBSERVABILITY
 _WARNING = parse_duration(_FIELDS["certificate_warning"].default)
 _WINDOW = parse_duration(_FIELDS["window"].default)

@@ -22,12 +22,13 @@ import socket
 from dataclasses import dataclass
 from typing import Protocol
 
+from gossamer.contract import ports
 from gossamer.errors import UsageError
 
 SERVICE_PORT = 8080  # every demo service's port in the mesh (mesh.yaml, URLs)
 PROXY_UID = 1337  # the sidecar's UID in isolated mode (iptables exempts its traffic)
-INBOUND, OUTBOUND, ADMIN = 15006, 15001, 15000
-XDS, BOOTSTRAP, API = 15012, 15011, 15014
+INBOUND, OUTBOUND, ADMIN = ports.INBOUND_PORT, ports.OUTBOUND_PORT, ports.ADMIN_PORT
+XDS, BOOTSTRAP, API = ports.XDS_PORT, ports.BOOTSTRAP_PORT, ports.API_PORT
 NAMESPACE = "default"
 TRUST_DOMAIN = "gossamer.local"
 
