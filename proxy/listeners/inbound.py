@@ -53,7 +53,7 @@ from gossamer.proxy.transport.tls_contexts import (
 )
 from gossamer.proxy.transport.tls_transport import TlsLayer
 from gossamer.proxy.upstream.cluster import Snapshot
-from gossamer.proxy.upstream.dispatch import endpoint_service
+from gossamer.proxy.upstream.dispatch import endpoint_service, strip_gossamer_error
 
 APP_RETRY_INTERVAL = 0.1
 XFCC = b"x-forwarded-client-cert"
@@ -216,7 +216,7 @@ class Inbound:
                 raise
             return await self._wait_for_app(req)
         self.app_seen = True
-        return resp
+        return strip_gossamer_error(resp)
 
     async def _wait_for_app(self, req: Request) -> Response:
         """The app refused the connection (not started yet, or restarting): try again
@@ -231,7 +231,7 @@ class Inbound:
             except UpstreamConnectError:
                 continue
             self.app_seen = True
-            return resp
+            return strip_gossamer_error(resp)
         app_port = req.conn.app_port
         raise AppNotReady(
             f"the app does not accept connections on {app_port.address}:"

@@ -33,6 +33,7 @@ from gossamer.proxy.service import (
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 from gossamer.proxy.transport.http1.body import BodyStream
 from gossamer.proxy.upstream.breaker import CircuitBreaker
+from gossamer.proxy.upstream.dispatch import NOT_PROCESSED_STATUS, never_reached_app
 from gossamer.proxy.upstream.retry import (
     Failure,
     RetryBudget,
@@ -159,6 +160,15 @@ class RetryLayer:
                 except UpstreamReset as exc:
                     failure, error = Failure.RESET, exc
                 replayable = req.body is None or req.body.replayable
+                if (
+                    resp is not None
+                    and resp.status in NOT_PROCESSED_STATUS
+                    and resp.error is None
+                    and req.tried
+                    and never_reached_app(resp, req.tried[-1], req.cluster)
+                ):
+                    # the peer sidecar proves its app never saw the request
+                    failure = Failure.CONNECT_FAILURE
                 grpc_retry = (
                     resp is not None
                     and req.grpc
@@ -167,6 +177,7 @@ class RetryLayer:
                 )
                 if (
                     resp is not None
+                    and failure is None
                     and resp.status not in policy.retry_status_codes
                     and not grpc_retry
                 ):

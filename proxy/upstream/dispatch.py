@@ -10,7 +10,10 @@ answered at once with 503 `overflow`. A pooled connection that turns out to be d
 (the peer closed it while idle) is retried once on a fresh connection when the request
 is idempotent and its body replayable, without counting as a retry. An HTTP/2 stream
 the upstream refused (REFUSED_STREAM, or left unstarted by a GOAWAY) goes once to
-another endpoint, whatever the method: it was not processed.
+another endpoint, whatever the method: it was not processed. So does a request the
+peer sidecar answered with 502 `connect-failure` or 503 `app-not-ready` (its app
+refused the connection or is not ready: the app never saw it); the retry layer counts
+such an answer as a connect failure for further retries under the budget.
 """
 
 from __future__ import annotations
@@ -80,18 +83,12 @@ def endpoint_service(clock: Clock) -> Service:
             except StreamRefused:
                 # HTTP/2: the upstream refused the stream or is going away (GOAWAY):
                 # nothing was processed, so once more on another endpoint
-                body = req.body
-                if body is not None and not body.replayable:
-                    raise
-                done()
-                other = cluster.choose(req.headers, req.tried)
+                other = _another(req, cluster)
                 if other is None:
                     raise
-                host = other
-                req.tried.append(host)
-                pool = cluster.pools[host.endpoint.key]
-                done = _InFlight(host, breaker)
-                conn, reused = await pool.acquire(req.deadline)
+                done()
+                host, done = other, _InFlight(other, breaker)
+                conn, reused = await cluster.pools[host.endpoint.key].acquire(req.deadline)
                 resp = await conn.send(req, done)
             except UpstreamReset:
                 body = req.body
@@ -112,6 +109,25 @@ def endpoint_service(clock: Clock) -> Service:
         except BaseException:
             done()
             raise
+        if resp.status in NOT_PROCESSED_STATUS and never_reached_app(resp, host, cluster):
+            # the peer sidecar proves its app never saw the request (refused, not ready):
+            # once more on another endpoint, whatever the method
+            other = _another(req, cluster)
+            if other is not None:
+                cluster.result(host, resp.status)
+                resp.discard()
+                done()
+                host, done, start = other, _InFlight(other, breaker), 0.0
+                try:
+                    conn, _ = await cluster.pools[host.endpoint.key].acquire(req.deadline)
+                    resp = await conn.send(req, done)
+                except (UpstreamConnectError, UpstreamReset):
+                    done()
+                    cluster.result(host, LOCAL_FAILURE)
+                    raise
+                except BaseException:
+                    done()
+                    raise
         if start:
             now = clock()
             observe_rtt(host, now - start, now)
@@ -119,3 +135,39 @@ def endpoint_service(clock: Clock) -> Service:
         return resp
 
     return call
+
+
+NOT_PROCESSED_STATUS = frozenset({502, 503})
+NOT_PROCESSED_ERRORS = frozenset({b"connect-failure", b"app-not-ready"})
+GOSSAMER_ERROR = b"x-gossamer-error"
+
+
+def never_reached_app(resp: Response, host: Host, cluster: ClusterRuntime) -> bool:
+    """A 502/503 that a peer sidecar made because its app refused the connection or was
+    not ready: the request never reached an app. Only a sidecar's word counts (mutual
+    TLS to an endpoint with a sidecar); the callee's inbound side removes the header
+    from its app's own 502/503 answers (`strip_gossamer_error`)."""
+    if not (cluster.config.tls and host.endpoint.tls):
+        return False
+    for name, value in resp.headers:
+        if name == GOSSAMER_ERROR:
+            return value in NOT_PROCESSED_ERRORS
+    return False
+
+
+def strip_gossamer_error(resp: Response) -> Response:
+    """An app's own 502/503 loses any `x-gossamer-error` (it is the sidecars' word)."""
+    if resp.status in NOT_PROCESSED_STATUS:
+        resp.headers = [(k, v) for k, v in resp.headers if k.lower() != GOSSAMER_ERROR]
+    return resp
+
+
+def _another(req: Request, cluster: ClusterRuntime) -> Host | None:
+    """An endpoint this request has not tried, when its body can be sent again."""
+    body = req.body
+    if body is not None and not body.replayable:
+        return None
+    other = cluster.choose(req.headers, req.tried)
+    if other is not None:
+        req.tried.append(other)
+    return other

@@ -133,6 +133,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
         elif path.startswith("/status/"):
             self._send(int(path.rsplit("/", 1)[1]), b"status\n")
+        elif path == "/forged-502":  # an app claiming a sidecar's "never reached the app"
+            self._send(502, b"forged\n", extra={"x-gossamer-error": "connect-failure"})
         elif path.startswith("/slow/"):
             time.sleep(int(path.rsplit("/", 1)[1]) / 1000)
             self._send(200, f"{self.name} slow\n".encode())
