@@ -118,16 +118,7 @@ def endpoint_service(clock: Clock) -> Service:
                 resp.discard()
                 done()
                 host, done, start = other, _InFlight(other, breaker), 0.0
-                try:
-                    conn, _ = await cluster.pools[host.endpoint.key].acquire(req.deadline)
-                    resp = await conn.send(req, done)
-                except (UpstreamConnectError, UpstreamReset):
-                    done()
-                    cluster.result(host, LOCAL_FAILURE)
-                    raise
-                except BaseException:
-                    done()
-                    raise
+                resp = await _send_once(req, cluster, host, done)
         if start:
             now = clock()
             observe_rtt(host, now - start, now)
@@ -160,6 +151,23 @@ def strip_gossamer_error(resp: Response) -> Response:
     if resp.status in NOT_PROCESSED_STATUS:
         resp.headers = [(k, v) for k, v in resp.headers if k.lower() != GOSSAMER_ERROR]
     return resp
+
+
+async def _send_once(
+    req: Request, cluster: ClusterRuntime, host: Host, done: _InFlight
+) -> Response:
+    """One exchange with `host` on a pooled connection; a failure to connect or a reset
+    counts against the host (outlier detection)."""
+    try:
+        conn, _ = await cluster.pools[host.endpoint.key].acquire(req.deadline)
+        return await conn.send(req, done)
+    except (UpstreamConnectError, UpstreamReset):
+        done()
+        cluster.result(host, LOCAL_FAILURE)
+        raise
+    except BaseException:
+        done()
+        raise
 
 
 def _another(req: Request, cluster: ClusterRuntime) -> Host | None:
