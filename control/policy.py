@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from gossamer.contract.identity import spiffe_matches
 from gossamer.contract.vocabulary import GrpcRetryOn, HttpRetryOn
 from gossamer.control.resilience import (
     CircuitBreakerPolicy,
@@ -71,13 +72,7 @@ class Authorization:
     allow: tuple[str, ...]
 
     def allows(self, spiffe_id: str) -> bool:
-        for entry in self.allow:
-            if entry.endswith("*"):
-                if spiffe_id.startswith(entry[:-1]):
-                    return True
-            elif spiffe_id == entry:
-                return True
-        return False
+        return any(spiffe_matches(entry, spiffe_id) for entry in self.allow)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from gossamer.contract.identity import spiffe_matches
 from gossamer.contract.vocabulary import Health, LbPolicy, Protocol
 from gossamer.errors import ConfigError
 
@@ -127,7 +128,7 @@ class Authorization:
             return False
         if self.allow_all_mesh or spiffe_id in self.allowed:
             return True
-        return any(e[-1:] == "*" and spiffe_id.startswith(e[:-1]) for e in self.allowed)
+        return any(spiffe_matches(entry, spiffe_id) for entry in self.allowed)
 
 
 @dataclass(frozen=True, slots=True)
