@@ -51,9 +51,6 @@ from gossamer.yamlconf import (
 
 TOP_LEVEL_KEYS = schema.TOP_LEVEL_KEYS
 CONTROL_KEYS = schema.CONTROL_KEYS
-# The discovery fields of a service entry, parsed by the registry's mesh-file source.
-SERVICE_DISCOVERY_KEYS = schema.SERVICE_DISCOVERY_KEYS
-SERVICE_KEYS = schema.SERVICE_KEYS
 
 DEFAULT_TRUST_DOMAIN = schema.DEFAULT_TRUST_DOMAIN
 _CONTROL = schema.CONTROL

@@ -26,7 +26,6 @@ from functools import partial
 from typing import TypeVar
 
 from gossamer.contract.identity import spiffe_matches
-from gossamer.contract.vocabulary import GrpcRetryOn, HttpRetryOn
 from gossamer.control.resilience import (
     CircuitBreakerPolicy,
     HealthCheckPolicy,
@@ -34,17 +33,10 @@ from gossamer.control.resilience import (
     parse_circuit_breakers,
     parse_health_check,
     parse_outlier,
+    positive_duration,
 )
 from gossamer.meshconfig import schema
 from gossamer.yamlconf import Node, attempt, report
-
-LB_POLICIES = schema.LB_POLICIES
-POLICY_KEYS = schema.POLICY_KEYS
-RETRY_KEYS = schema.RETRY_KEYS
-
-HTTP_RETRY_ON = tuple(c.value for c in HttpRetryOn)
-GRPC_RETRY_ON = tuple(c.value for c in GrpcRetryOn)
-MAX_RETRY_ATTEMPTS = schema.MAX_RETRY_ATTEMPTS
 
 DEFAULT_LB = str(schema.SERVICE["lb_policy"].default)
 T = TypeVar("T")
@@ -140,7 +132,7 @@ def _parse_retries(node: Node) -> RetryPolicy:
     per_try = None
     if node.has("per_try_timeout"):
         per_try_node = node.child("per_try_timeout")
-        per_try = attempt(lambda: _positive(per_try_node), None)
+        per_try = attempt(lambda: positive_duration(per_try_node), None)
     conditions: list[str] = []
     codes: list[int] = []
     if node.has("on"):
@@ -157,13 +149,6 @@ def _parse_retries(node: Node) -> RetryPolicy:
         budget_node = node.child("budget_percent")
         budget = attempt(lambda: _budget(budget_node), None)
     return RetryPolicy(attempts, per_try, tuple(conditions), tuple(codes), budget)
-
-
-def _positive(node: Node) -> float:
-    value = node.duration()
-    if value <= 0:
-        raise node.error("must be longer than 0s")
-    return value
 
 
 def _condition(item: Node, conditions: list[str], codes: list[int]) -> None:

@@ -30,11 +30,6 @@ from gossamer.meshconfig import schema
 from gossamer.meshconfig.fields import Field
 from gossamer.yamlconf import Node, attempt, parse_duration
 
-OUTLIER_KEYS = schema.OUTLIER_KEYS
-SUCCESS_RATE_KEYS = schema.SUCCESS_RATE_KEYS
-BREAKER_KEYS = schema.BREAKER_KEYS
-HEALTH_KEYS = schema.HEALTH_KEYS
-
 
 @dataclass(frozen=True)
 class SuccessRatePolicy:
@@ -80,18 +75,20 @@ def _number(node: Node, field: Field) -> float:
     return attempt(lambda: field.number(node), float(field.default or 0))
 
 
+def positive_duration(node: Node) -> float:
+    """A duration longer than 0s."""
+    value = node.duration()
+    if value <= 0:
+        raise node.error("must be longer than 0s")
+    return value
+
+
 def _positive_duration(node: Node, field: Field) -> float:
     """A duration longer than 0s (its default when absent)."""
     default = parse_duration(field.default)
 
     def read() -> float:
-        if not node.has(field.name):
-            return default
-        child = node.child(field.name)
-        value = child.duration()
-        if value <= 0:
-            raise child.error("must be longer than 0s")
-        return value
+        return positive_duration(node.child(field.name)) if node.has(field.name) else default
 
     return attempt(read, default)
 
@@ -131,7 +128,7 @@ def _success_rate(node: Node) -> SuccessRatePolicy:
 
 
 def parse_circuit_breakers(node: Node) -> CircuitBreakerPolicy:
-    node.check_keys(BREAKER_KEYS)
+    node.check_keys(schema.BREAKER_KEYS)
     values = {
         f.name: attempt(partial(f.integer, node), None) if node.has(f.name) else None
         for f in schema.BREAKERS.fields

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from google.protobuf.message import Message
 
 from gossamer.contract import identity, xds
@@ -90,8 +90,7 @@ class Translator:
         self._mtls = inputs.trust_bundle is not None
         # (service, mTLS transport matches) -> its clusters; (service, zone) -> its CLAs
         self._outbound: dict[tuple[ServiceKey, bool], list[cluster_pb2.Cluster]] = {}
-        self._assignments: dict[tuple[ServiceKey, str], list[endpoint_pb2.ClusterLoadAssignment]]
-        self._assignments = {}
+        self._assignments: dict[tuple[ServiceKey, str], list[ClusterLoadAssignment]] = {}
         self._passthrough = clusters.passthrough_cluster()
         self._inbound_clusters: dict[tuple[int, str], cluster_pb2.Cluster] = {}
         self._root_ca = (
@@ -120,7 +119,7 @@ class Translator:
             self._outbound[(service.key, mtls)] = built
         return built
 
-    def _endpoints(self, service: Service, zone: str) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    def _endpoints(self, service: Service, zone: str) -> list[ClusterLoadAssignment]:
         assigned = self._assignments.get((service.key, zone))
         if assigned is None:
             members = self.inputs.state.endpoints_of(service.key)

@@ -97,8 +97,7 @@ def eligible_hosts(
         return [h for h in hosts if h.endpoint.health is not Health.DRAINING]
     if healthy:
         first = min(h.endpoint.priority for h in healthy)
-        if first or any(h.endpoint.priority for h in healthy):
-            healthy = [h for h in healthy if h.endpoint.priority == first]
+        healthy = [h for h in healthy if h.endpoint.priority == first]
     if local_zone:
         local = [h for h in healthy if h.endpoint.zone == local_zone]
         if local:

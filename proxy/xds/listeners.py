@@ -46,7 +46,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 
 from gossamer.contract import xds
-from gossamer.contract.vocabulary import GRPC_RETRY_CODES
+from gossamer.contract.vocabulary import GRPC_RETRY_CODES, GrpcRetryOn
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
     Authorization,
@@ -75,7 +75,6 @@ LISTENER_FILTERS = frozenset(
     }
 )
 DEFAULT_ROUTE_TIMEOUT = 15.0
-GRPC_RETRY_ON: dict[str, int] = {str(k): v for k, v in GRPC_RETRY_CODES.items()}
 MAX_ATTEMPTS = 11
 
 
@@ -341,8 +340,8 @@ def retry_policy(policy: route_components_pb2.RetryPolicy, where: str) -> RetryP
             codes |= set(policy.retriable_status_codes)
         elif token == "refused-stream":
             conditions.add("connect-failure")
-        elif token in GRPC_RETRY_ON:
-            grpc_codes.add(GRPC_RETRY_ON[token])
+        elif token in GRPC_RETRY_CODES:
+            grpc_codes.add(GRPC_RETRY_CODES[GrpcRetryOn(token)])
         else:
             raise ConfigError(f"{where}: retry condition {token!r} is not supported")
     if not conditions and not codes and not grpc_codes:
