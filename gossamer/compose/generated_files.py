@@ -13,8 +13,16 @@ import json
 from gossamer.compose import names, services
 from gossamer.compose.plan import Plan
 from gossamer.contract import ports as well_known
+from gossamer.contract.vocabulary import Protocol
 
 _DIGEST_PREFIX = "# gossamer-inject-sha256: "
+
+# The retry policy every injected HTTP service gets, like Istio's default (two retries
+# on connect failures, resets and 503s) plus 502, which an app answers when its own
+# upstream failed. Status retries apply to idempotent methods only; the budget (20%, as
+# Envoy's default) keeps retries from multiplying load on a failing service.
+DEFAULT_RETRIES = "{attempts: 2, on: [connect-failure, reset, 502, 503], budget_percent: 20}"
+_RETRIED_PROTOCOLS = (Protocol.HTTP, Protocol.HTTP2)
 
 
 def _q(text: str) -> str:
@@ -73,6 +81,8 @@ def mesh_body(plan: Plan, *, trust_domain: str, namespace: str, observability: b
             f"    namespace: {_q(namespace)}",
             f"    ports: [{ports}]",
         ]
+        if any(proto in _RETRIED_PROTOCOLS for _, proto in sp.ports):
+            lines.append(f"    retries: {DEFAULT_RETRIES}")
     if not declared:
         lines[-1] = "services: []"
     if observability:
