@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gossamer.errors import GossamerError, UsageError
 from gossamer.yamlconf import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from gossamer.compose.plan import InjectOptions
 
 
 def _names(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -93,7 +97,9 @@ is recorded in the output, and `gossamer uninject` restores it byte for byte.
 @click.option(
     "--check",
     is_flag=True,
-    help="Validate the output: Compose schema, `docker compose config`, and semantics.",
+    help="First check that the local Docker Engine and Compose can run the output (if "
+    "not: what fails and why, nothing written); then validate it: Compose schema, "
+    "`docker compose config`, and semantics.",
 )
 def inject(
     file: Path,
@@ -132,6 +138,8 @@ def inject(
         trust_domain=trust_domain if bootstrap == "volumes" else None,
     )
     ttl = _ttl(token_ttl)
+    if check:
+        _check_engine(file, options)
     target = file if in_place else (None if output in (None, "-") else Path(output))
     outcome = inject_file(
         file,
@@ -184,6 +192,36 @@ def inject(
         if check:
             _run_checks(result.original, outcome.output)
         _say(f"start it with: docker compose -f {outcome.output} up")
+
+
+def _check_engine(file: Path, options: InjectOptions) -> None:
+    """--check, before anything is written: can the Docker here run the injected file?
+    An engine that cannot be asked (no docker, daemon down) only skips this check."""
+    from gossamer.cli.doctor_cmd import echo_findings
+    from gossamer.compose import engine_check, engine_probe
+    from gossamer.compose.document import load_compose
+    from gossamer.compose.inject import inject_text
+    from gossamer.compose.workflow import read_compose
+
+    result = inject_text(read_compose(file), options, source=file.name)
+    versions = engine_probe.probe()
+    unknown = engine_check.engine_unknown(versions)
+    if unknown is not None:
+        _say(f"  engine check skipped: {unknown}")
+        return
+    features = engine_check.features_used(load_compose(result.text, file.name).data)
+    findings = engine_check.check(versions, sorted(features))
+    echo_findings([f for f in findings if f.severity != "ok"], err=True)
+    if not engine_check.usable(findings):
+        bad = sum(f.severity == "error" for f in findings)
+        raise GossamerError(
+            f"the Docker here cannot run the injected {file.name}: {bad} problem(s) above",
+            hint="nothing was written; install what the fix lines say (gossamer doctor "
+            "checks again), or drop --check to write the file for another machine",
+        )
+    engine = versions.engine_text or str(versions.engine)
+    compose = versions.compose_text or str(versions.compose)
+    _say(f"engine check passed: Docker Engine {engine}, Compose {compose}")
 
 
 def _run_checks(original: str, output: Path) -> None:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("gossamer.cli.validate_cmd", "validate", "Check a mesh.yaml: every error."),
     "inject": ("gossamer.cli.compose_cmd", "inject", "Add sidecars to a compose file."),
     "uninject": ("gossamer.cli.compose_cmd", "uninject", "Restore an injected compose file."),
+    "doctor": ("gossamer.cli.doctor_cmd", "doctor", "Check the Docker Engine and Compose here."),
     "up": ("gossamer.cli.up_cmd", "up", "Run the demo mesh locally, without Docker."),
     "stat": ("gossamer.cli.observe_cmd", "stat", "Golden metrics per service."),
     "edges": ("gossamer.cli.observe_cmd", "edges", "Caller -> callee edges with identities."),
