@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +87,7 @@ def _front_ok() -> bool:
 def test_zero_failed_requests_over_60_s_while_inventory_fails_5_percent(demo: ComposeProject):
     def inventory_503s() -> float:
         query = 'sum(gossamer_requests_total{reporter="destination",destination_service="inventory",response_code="503"})'
-        url = f"{PROMETHEUS}/api/v1/query?query={urllib.request.quote(query)}"
+        url = f"{PROMETHEUS}/api/v1/query?query={urllib.parse.quote(query)}"
         result = get_json(url)["data"]["result"]
         return float(result[0]["value"][1]) if result else 0.0
 
