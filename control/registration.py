@@ -12,8 +12,9 @@ sidecar shuts down).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -44,14 +45,27 @@ class Registrar(Protocol):
     ) -> Registration: ...
 
 
+def _other_addresses(address: str, others: Sequence[str]) -> tuple[str, ...]:
+    """The instance's other addresses, without its primary one and duplicates; none when
+    it is reached on loopback (then it is local to whoever calls it)."""
+    try:
+        if ipaddress.ip_address(address).is_loopback:
+            return ()
+    except ValueError:
+        pass  # a host name: keep what the sidecar says
+    return tuple(dict.fromkeys(a for a in others if a != address))
+
+
 def endpoint_from_instance(
     instance: mesh_pb2.Instance, key: ServiceKey, fallback_address: str | None
 ) -> Endpoint:
     """Build the registry endpoint; raises ConfigError naming a bad field."""
+    address = instance.address or fallback_address or ""
     return Endpoint(
         service=key,
         instance_id=instance.instance_id,
-        address=instance.address or fallback_address or "",
+        address=address,
+        other_addresses=_other_addresses(address, instance.other_addresses),
         port=instance.port,
         service_ports=tuple(instance.service_ports),
         zone=instance.zone,

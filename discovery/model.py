@@ -107,6 +107,7 @@ class Endpoint:
     owner: str = STATIC_OWNER
     mtls: bool = False
     admin_port: int | None = None
+    other_addresses: tuple[str, ...] = ()  # the instance's addresses on other networks
 
     def __post_init__(self) -> None:
         if not self.instance_id or len(self.instance_id) > 253:
@@ -117,6 +118,13 @@ class Endpoint:
             if not _is_hostname(self.address):
                 raise ConfigError(
                     f"{self.address!r} is not an IP address or host name", field="address"
+                ) from None
+        for other in self.other_addresses:
+            try:
+                ipaddress.ip_address(other)
+            except ValueError:
+                raise ConfigError(
+                    f"{other!r} is not an IP address", field="other_addresses"
                 ) from None
         check_port(self.port, "port")
         for p in self.service_ports:
@@ -149,6 +157,7 @@ class Endpoint:
             "owner": self.owner,
             "mtls": self.mtls,
             "admin_port": self.admin_port,
+            "other_addresses": list(self.other_addresses),
         }
 
     @classmethod
@@ -167,6 +176,7 @@ class Endpoint:
             owner=d.get("owner", STATIC_OWNER),
             mtls=bool(d.get("mtls", False)),
             admin_port=d.get("admin_port"),
+            other_addresses=tuple(d.get("other_addresses", ())),
         )
 
 

@@ -368,7 +368,8 @@ class Endpoint:
     `tls`: False for an instance without a sidecar in a TLS cluster (a static endpoint
     of the mesh file): it is reached in plaintext (xDS: no `tlsMode` metadata).
     `priority`: its locality's priority (EDS; 0 first): traffic goes to the lowest
-    priority that has a healthy endpoint."""
+    priority that has a healthy endpoint. `address` is the one this sidecar connects to
+    (on a network it shares with the instance); `aliases` are the instance's others."""
 
     address: str
     port: int
@@ -377,6 +378,7 @@ class Endpoint:
     health: Health = Health.HEALTHY
     tls: bool = True
     priority: int = 0
+    aliases: tuple[str, ...] = ()  # its other addresses (other networks), for destinations
 
     def __post_init__(self) -> None:
         _port(self.port, f"endpoint {self.address}")

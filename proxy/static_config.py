@@ -295,7 +295,9 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
     )
     endpoints = []
     for e in c.child("endpoints", []).items():
-        e.check_keys(["address", "port", "zone", "weight", "health", "tls", "priority"])
+        e.check_keys(
+            ["address", "port", "zone", "weight", "health", "tls", "priority", "aliases"]
+        )
         endpoints.append(
             Endpoint(
                 address=e.child("address").string(),
@@ -305,6 +307,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
                 health=Health(e.child("health", "healthy").choice([h.value for h in Health])),
                 tls=e.child("tls", True).boolean(),
                 priority=e.child("priority", 0).integer(minimum=0, maximum=128),
+                aliases=tuple(e.child("aliases", []).string_list()),
             )
         )
     values: dict[str, Any] = {

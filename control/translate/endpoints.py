@@ -35,14 +35,23 @@ HEALTH_STATUS = {
 }
 
 
+def _address(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=address, port_value=port)
+    )
+
+
 def lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
     out = endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(
-            address=address_pb2.Address(
-                socket_address=address_pb2.SocketAddress(
-                    address=endpoint.address, port_value=endpoint.port
+            address=_address(endpoint.address, endpoint.port),
+            # an instance on several networks: its addresses on the others
+            additional_addresses=[
+                endpoint_components_pb2.Endpoint.AdditionalAddress(
+                    address=_address(other, endpoint.port)
                 )
-            )
+                for other in endpoint.other_addresses
+            ],
         ),
         health_status=HEALTH_STATUS[endpoint.health],
         load_balancing_weight=wrappers_pb2.UInt32Value(value=endpoint.weight),

@@ -47,6 +47,7 @@ from gossamer.proxy.agent.channels import ControlChannels, reconnect_delay
 from gossamer.proxy.agent.registration import Registration
 from gossamer.proxy.config import NodeInfo
 from gossamer.proxy.sidecar import Sidecar
+from gossamer.proxy.transport.local_networks import local_addresses
 from gossamer.proxy.transport.tls_contexts import Credentials
 from gossamer.proxy.xds.client import XdsClient
 from gossamer.proxy.xds.translate import AppPortArg
@@ -173,6 +174,8 @@ class Agent:
             health="healthy" if sidecar.probe.ready else "unhealthy",
             service=node.service,
             namespace=node.namespace,
+            # several networks: peers on the others reach this instance there
+            other_addresses=[] if opts.address else local_addresses(),
         )
 
     # -- renewal -----------------------------------------------------------------------

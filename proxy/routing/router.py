@@ -79,5 +79,6 @@ def destination_index(
     index: dict[tuple[str, int], str] = {}
     for name, cluster in clusters.items():
         for ep in endpoints.get(name, ()):
-            index.setdefault((ep.address, cluster.port), name)
+            for address in (ep.address, *ep.aliases):
+                index.setdefault((address, cluster.port), name)
     return index

@@ -42,6 +42,7 @@ from gossamer.proxy.agent.channels import Channels, reconnect_delay
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 from gossamer.proxy.transport.grpc_client import GrpcError
+from gossamer.proxy.transport.local_networks import local_networks
 from gossamer.proxy.xds import ads_state as ads
 from gossamer.proxy.xds.clusters import decode_clusters
 from gossamer.proxy.xds.endpoints import decode_endpoints
@@ -85,6 +86,9 @@ class XdsClient:
         self.app_ports = tuple(app_ports)
         self.rng = rng or random.Random()
         self.max_backoff = max_backoff
+        # this namespace's networks, read once: which address of a multi-network
+        # instance to connect to
+        self.networks = local_networks()
         self.pieces = Pieces()
         self.bundle: bytes | None = None
         self.applied_versions: dict[str, str] = {}
@@ -132,7 +136,7 @@ class XdsClient:
         return {name: value for name, value in merged.items() if name in names}
 
     def _endpoints(self, resources: Sequence[Any]) -> ads.Decoded:
-        eds = decode_endpoints(resources)
+        eds = decode_endpoints(resources, self.networks)
         merged = self._subscribed(xds.ENDPOINT, {**self.pieces.endpoints, **eds})
         self._commit(self.pieces.replace(endpoints=merged, endpoints_seen=True))
         return ads.Decoded(eds)

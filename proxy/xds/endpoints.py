@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Interface
 from typing import Any
 
 from envoy.config.core.v3 import health_check_pb2
@@ -25,6 +26,7 @@ from gossamer.contract import xds
 from gossamer.contract.vocabulary import Health
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import Endpoint
+from gossamer.proxy.transport.local_networks import connect_address
 
 MAX_WEIGHT = 128
 
@@ -66,15 +68,21 @@ class EndpointSpec:
 
 
 # -- endpoints ---------------------------------------------------------------------
-def decode_endpoints(resources: Sequence[any_pb2.Any]) -> dict[str, tuple[EndpointSpec, ...]]:
+def decode_endpoints(
+    resources: Sequence[any_pb2.Any], networks: Sequence[IPv4Interface] = ()
+) -> dict[str, tuple[EndpointSpec, ...]]:
+    """Each cluster's endpoints; `networks` (this sidecar's) pick which address of an
+    instance on several networks to connect to."""
     out: dict[str, tuple[EndpointSpec, ...]] = {}
     for packed in resources:
         cla = unpack(packed, endpoint_pb2.ClusterLoadAssignment(), "EDS resource")
-        out[cla.cluster_name] = load_assignment(cla, cla.cluster_name)
+        out[cla.cluster_name] = load_assignment(cla, cla.cluster_name, networks)
     return out
 
 
-def load_assignment(cla: endpoint_pb2.ClusterLoadAssignment, name: str) -> tuple[EndpointSpec, ...]:
+def load_assignment(
+    cla: endpoint_pb2.ClusterLoadAssignment, name: str, networks: Sequence[IPv4Interface] = ()
+) -> tuple[EndpointSpec, ...]:
     seen: set[tuple[str, int]] = set()
     specs = []
     for locality in cla.endpoints:
@@ -95,8 +103,15 @@ def load_assignment(cla: endpoint_pb2.ClusterLoadAssignment, name: str) -> tuple
             weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
             meta = lb.metadata.filter_metadata.get(xds.TRANSPORT_SOCKET_MATCH)
             mode = struct_value(meta, xds.TLS_MODE_KEY) if meta is not None else None
+            others = [
+                extra.address.socket_address.address
+                for extra in lb.endpoint.additional_addresses
+                if extra.address.socket_address.address
+            ]
+            address = connect_address(sock.address, others, networks)
             endpoint = Endpoint(
-                address=sock.address,
+                address=address,
+                aliases=tuple(a for a in (sock.address, *others) if a != address),
                 port=sock.port_value,
                 zone=zone,
                 weight=min(max(weight, 1), MAX_WEIGHT),

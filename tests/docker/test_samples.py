@@ -17,8 +17,9 @@ ephemeral host ports). Then:
 Samples: nginx-wsgi-flask (nginx -> flask, HTTP, both with their own health checks),
 flask-redis (flask -> redis, TCP) and nginx-flask-mysql (nginx -> flask -> MariaDB on two
 networks, with a secret, a volume and the db's own health check). Its nginx -> flask hop
-crosses networks and is not meshed yet (a strict xfail: a sidecar registers only one
-address, so its service is unknown to callers on its other network).
+reaches backend on the one network they share (frontnet), which is not the address the
+control plane saw backend's sidecar at: the sidecar registers all its addresses and the
+caller's sidecar connects on the shared network (EDS additional_addresses).
 
 Builds are cached under `gossamer-sample/<sample>-<image>:<hash of its folder>`.
 """
@@ -246,14 +247,10 @@ def test_nginx_flask_mysql(flask_mysql: ComposeProject) -> None:
     assert to_db >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sidecar registers one address (the one the control plane sees), so a "
-    "service on two networks is unknown at its other one: proxy (frontnet) reaches "
-    "backend (backnet + frontnet) through the plaintext PassthroughCluster",
-)
 def test_nginx_flask_mysql_frontnet_hop_is_meshed(flask_mysql: ComposeProject) -> None:
-    """proxy -> backend: backend's sidecar counts the request as mTLS from proxy."""
+    """proxy -> backend across networks: backend's sidecar counts the request as mTLS
+    from proxy (before multi-network endpoints it went out in plaintext, through the
+    PassthroughCluster)."""
     project = flask_mysql
     labels = {
         "reporter": "destination",
