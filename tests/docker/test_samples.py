@@ -176,28 +176,27 @@ def test_nginx_wsgi_flask(start_sample: Callable[[Sample], ComposeProject]) -> N
         "connection_security_policy": "mutual_tls",
         "response_code": "200",
     }
-    received = metric_sum(
-        sidecar_metrics(project, "flask-app"), "gossamer_requests_total",
-        reporter="destination", **meshed,
-    )  # fmt: skip
-    sent = metric_sum(
-        sidecar_metrics(project, "nginx-proxy"), "gossamer_requests_total",
-        reporter="source", **meshed,
-    )  # fmt: skip
 
+    def counted() -> tuple[float, float]:
+        """(received by flask's sidecar, sent by nginx's) meshed requests so far."""
+        return (
+            metric_sum(
+                sidecar_metrics(project, "flask-app"), "gossamer_requests_total",
+                reporter="destination", **meshed,
+            ),
+            metric_sum(
+                sidecar_metrics(project, "nginx-proxy"), "gossamer_requests_total",
+                reporter="source", **meshed,
+            ),
+        )  # fmt: skip
+
+    received, sent = counted()
     requests = 5
     for _ in range(requests):
         assert http_get(project, "nginx-proxy", 80, "/") == "Hello World!"
     assert http_get(project, "nginx-proxy", 80, "/health-check") == "success"  # nginx only
 
-    received_after = metric_sum(
-        sidecar_metrics(project, "flask-app"), "gossamer_requests_total",
-        reporter="destination", **meshed,
-    )  # fmt: skip
-    sent_after = metric_sum(
-        sidecar_metrics(project, "nginx-proxy"), "gossamer_requests_total",
-        reporter="source", **meshed,
-    )  # fmt: skip
+    received_after, sent_after = counted()
     assert received_after - received == requests
     assert sent_after - sent == requests
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.compose import SAMPLES
+from tests.helpers.compose import SAMPLES, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -83,14 +83,7 @@ def fake_docker(folder: Path, *, stdout: str, stderr: str = "", code: int = 0) -
 
 
 def gossamer(*args: str, cwd: Path, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "gossamer.cli.main", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, cwd=cwd, env=env, timeout=120)
 
 
 @pytest.fixture

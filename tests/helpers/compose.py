@@ -18,11 +18,14 @@ def sample_paths() -> list[Path]:
     return sorted(p for p in SAMPLES.iterdir() if p.suffix in (".yaml", ".yml"))
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`gossamer ARGS` as a separate process, in `cwd`."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gossamer ARGS` as a separate process, in `cwd` (with `env` if given)."""
     return subprocess.run(
         [sys.executable, "-m", "gossamer.cli.main", *args],
         cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
