@@ -295,9 +295,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
     )
     endpoints = []
     for e in c.child("endpoints", []).items():
-        e.check_keys(
-            ["address", "port", "zone", "weight", "health", "tls", "priority", "aliases"]
-        )
+        e.check_keys(["address", "port", "zone", "weight", "health", "tls", "priority", "aliases"])
         endpoints.append(
             Endpoint(
                 address=e.child("address").string(),
