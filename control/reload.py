@@ -83,6 +83,17 @@ class ConfigWatcher:
         except ConfigError as exc:
             self._report(exc, digest)
             return False
+        except Exception as exc:  # a bug or a limit we missed: still never stop reloading
+            log.exception("unexpected error while loading the configuration")
+            self._report(
+                ConfigError(
+                    f"could not be loaded ({type(exc).__name__}: {exc})",
+                    source=str(self.path),
+                    hint="the last good configuration keeps serving; see the log",
+                ),
+                digest,
+            )
+            return False
         self._digest = digest
         self._failed_digest = None
         self.last_error = None
@@ -110,4 +121,7 @@ class ConfigWatcher:
                 await asyncio.wait_for(self._trigger.wait(), self.interval)
             forced = self._trigger.is_set()
             self._trigger.clear()
-            self.check(force=forced)
+            try:
+                self.check(force=forced)
+            except Exception:  # e.g. stat or read failing oddly: log, keep watching
+                log.exception("configuration watch: check failed; still watching")

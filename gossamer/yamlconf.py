@@ -279,11 +279,70 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+# Limits on one configuration document: its size, how deep it nests and how many values
+# it holds once aliases are followed (a "billion laughs" file is small but expands).
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_VALUES = 1_000_000
+
+
+def _check_shape(data: Any, source: str | None) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH or holding more than MAX_VALUES
+    values (counting what aliases repeat); iterative, so it cannot overflow the stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    values = 0
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            raise ConfigError(
+                f"more than {MAX_VALUES:,} values (with aliases expanded)",
+                source=source,
+                hint="anchors and aliases that repeat each other multiply the document",
+            )
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", source=source)
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+
+
+_FLOW_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _check_flow_depth(text: str, source: str | None) -> None:
+    """Refuse deeply nested flow collections (`[[[[...`) before the parser recurses into
+    them (slowly, then RecursionError). Brackets inside quoted strings count too: a
+    real file never has MAX_DEPTH of them open at once."""
+    depth = 0
+    for match in _FLOW_BRACKETS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, match.start()) + 1
+                raise ConfigError(
+                    f"nested deeper than {MAX_DEPTH} levels", source=source, line=line
+                )
+        else:
+            depth = max(depth - 1, 0)
+
+
 def load_document(text: str, *, source: str | None = None) -> Node:
-    """Parse YAML text; a syntax error becomes a ConfigError with its line."""
+    """Parse YAML text; a syntax error becomes a ConfigError with its line, and so does a
+    document beyond the size, depth or value limits above."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            f"larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB ({len(text):,} characters)",
+            source=source,
+        )
+    _check_flow_depth(text, source)
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
+    except RecursionError:
+        raise ConfigError(
+            f"nested too deeply to parse (the limit is {MAX_DEPTH} levels)", source=source
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -291,6 +350,7 @@ def load_document(text: str, *, source: str | None = None) -> Node:
         raise ConfigError(f"not valid YAML: {problem}", source=source, line=line) from None
     except YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    _check_shape(data, source)
     return Node({} if data is None else data, "", 1, source)
 
 

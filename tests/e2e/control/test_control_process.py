@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -128,3 +129,54 @@ def test_port_in_use_is_an_error_not_a_shared_port(tmp_path):
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "hint:" in second.stderr
     finally:
         assert plane.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param("services: " + "[" * 20000 + "]" * 20000 + "\n", id="nested-20000"),
+        pytest.param(
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n"
+                for i in range(7)
+            ),
+            id="aliases-10^8",
+        ),
+        pytest.param("x: " + "y" * (5 * 1024 * 1024) + "\n", id="5MiB"),
+    ],
+)
+async def test_hostile_mesh_yaml_is_refused_and_reload_keeps_working(tmp_path, hostile):
+    """Finding 1 of issue 17: a deeply nested file raised RecursionError out of the
+    watcher, which then ignored every later edit and SIGHUP."""
+    port = free_port()
+    config = tmp_path / "mesh.yaml"
+    write_mesh(config, mesh(services("a"), insecure_port=port))
+    plane = ControlPlaneProcess(config, tmp_path / "control.log", reload_interval=3600)
+    plane.start(port)
+    try:
+        async with AdsClient(f"127.0.0.1:{port}", "n1") as client:
+            await client.request(xds.CLUSTER)
+            await client.ack(await client.recv())
+            config.write_text(hostile)
+            assert plane.proc is not None
+            plane.proc.send_signal(signal.SIGHUP)
+            await client.expect_silence(1.0)
+            for _ in range(50):  # bounded: at most 10 s more
+                if "configuration rejected" in plane.log():
+                    break
+                await asyncio.sleep(0.2)
+            assert plane.alive()
+            log = plane.log()
+            assert "configuration rejected" in log
+            assert any(
+                words in log for words in ("nested", "values (with aliases", "larger than")
+            ), log[-2000:]
+
+            write_mesh(config, mesh(services("a", "b"), insecure_port=port))
+            plane.proc.send_signal(signal.SIGHUP)
+            second = await client.recv()
+            assert cluster_names(second) == {"outbound|8080||a.default", "outbound|8080||b.default"}
+    finally:
+        code = plane.stop()
+    assert code == 0, plane.log()

@@ -113,3 +113,24 @@ async def test_trigger_reloads_without_waiting_for_the_poll(tmp_path, loaded):
         await wait_for_loads(loaded, ["a.example", "b.example"])
     finally:
         task.cancel()
+
+
+def test_an_unexpected_exception_while_loading_is_reported_and_watching_goes_on(tmp_path):
+    path = tmp_path / "mesh.yaml"
+    path.write_text(GOOD)
+    applied: list[str] = []
+
+    def on_load(root: Node, mesh: MeshConfig) -> None:
+        if mesh.trust_domain == "b.example":
+            raise RuntimeError("a bug in applying")
+        applied.append(mesh.trust_domain)
+
+    watcher = ConfigWatcher(path, on_load, interval=0.01)
+    watcher.load_initial()
+    write(path, GOOD2)
+    assert not watcher.check()
+    assert watcher.last_error is not None
+    assert "RuntimeError: a bug in applying" in watcher.last_error.message
+    write(path, "trust_domain: c.example\n")
+    assert watcher.check()
+    assert applied == ["a.example", "c.example"] and watcher.last_error is None
