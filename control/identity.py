@@ -22,6 +22,7 @@ from gossamer.certs.errors import CsrError, TokenError
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.certs.tokens import TokenStore
 from gossamer.contract import mesh_pb2
+from gossamer.contract.identity import is_control_identity
 from gossamer.control.peer import peer_identity
 from gossamer.errors import GossamerError
 
@@ -85,6 +86,13 @@ class IdentityService:
                 )
                 raise AssertionError("unreachable")
             identity = peer
+        if is_control_identity(identity.namespace, identity.service):
+            # only ServerCertificates issues it, straight from the CA, never through here
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the control plane's own identity is never issued to a caller",
+            )
+            raise AssertionError("unreachable")
         try:
             issued = ca.issue(request.csr, identity, self._ttl(request.ttl_seconds))
         except CsrError as exc:

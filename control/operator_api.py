@@ -3,14 +3,16 @@
 Routes (role needed):
   GET  /v1/services, /v1/endpoints, /v1/sidecars, /v1/config     viewer
   GET  /v1/tokens                                                 operator
-  POST /v1/tokens {service, namespace?, ttl?}                     operator (token shown once)
+  POST /v1/tokens {service, namespace?, ttl?}                     operator (token shown once;
+                                                                  admin in gossamer-system)
   DELETE /v1/tokens/{id}                                          operator
   GET/POST /v1/api-tokens, DELETE /v1/api-tokens/{name}           admin
   GET  /v1/audit                                                  admin
   GET  /v1/http_sd    Prometheus HTTP service discovery (open: addresses only, no secrets)
   GET  /metrics       the control plane's own metrics (open, like istiod's)
   GET  /healthz       liveness (open)
-Every change is written to the audit log with the caller's token name. Join tokens and
+Every change is written to the audit log with the caller's token name, and so are
+refused requests (401 without a valid token, 403, a change that failed). Join tokens and
 API tokens are returned once at creation and never again.
 """
 
@@ -25,6 +27,7 @@ from aiohttp import web
 
 from gossamer.certs.errors import CaError
 from gossamer.certs.tokens import TokenStore
+from gossamer.contract.identity import is_reserved_namespace
 from gossamer.control.api_tokens import ApiToken, ApiTokenStore, role_allows
 from gossamer.control.audit import AuditLog
 from gossamer.discovery.model import RegistryState
@@ -44,6 +47,17 @@ class ApiSources:
     service_policies: Callable[[], dict[str, dict[str, Any]]] = field(default=lambda: {})
     ca_pin: Callable[[], str] | None = None
     metrics_text: Callable[[], bytes] | None = None
+
+
+MAX_AUDIT_LIMIT = 10_000
+
+
+class Refused(GossamerError):
+    """A request the caller's role does not allow, found out inside a handler."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -76,24 +90,34 @@ class OperatorApi:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             header = request.headers.get("Authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else None
+            action = f"{request.method} {request.path}"
             try:
                 caller = self.api_tokens.authenticate(token)
             except AuthorizationDenied as exc:
+                self.audit.record(
+                    "-", "-", action, "", "unauthenticated", status=401, peer=request.remote
+                )
                 return _error(401, exc.message)
             if not role_allows(caller.role, role):
                 if request.method != "GET":
-                    self.audit.record(
-                        caller.name, caller.role, f"{request.method} {request.path}", "", "denied"
-                    )
+                    self.audit.record(caller.name, caller.role, action, "", "denied", status=403)
                 return _error(403, f"role {caller.role} may not do this (needs {role})")
             try:
                 return await handler(request, caller)
+            except Refused as exc:
+                failure = (exc.status, exc.message, "denied")
             except NotFound as exc:
-                return _error(404, exc.message)
+                failure = (404, exc.message, "failed")
             except (ConfigError, CaError) as exc:
-                return _error(400, exc.message)
+                failure = (400, exc.message, "failed")
             except GossamerError as exc:
-                return _error(500, exc.message)
+                failure = (500, exc.message, "failed")
+            status, message, outcome = failure
+            if request.method != "GET":
+                self.audit.record(
+                    caller.name, caller.role, action, "", outcome, status=status, error=message
+                )
+            return _error(status, message)
 
         return wrapped
 
@@ -140,7 +164,16 @@ class OperatorApi:
         return _json(self.sources.config_info())
 
     async def audit_log(self, request: web.Request, caller: ApiToken) -> web.Response:
-        limit = int(request.query.get("limit", "100"))
+        text = request.query.get("limit", "100")
+        try:
+            limit = int(text)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_AUDIT_LIMIT:
+            raise ConfigError(
+                f"limit must be a whole number from 1 to {MAX_AUDIT_LIMIT}, got {text!r}",
+                field="limit",
+            )
         return _json({"entries": self.audit.tail(limit)})
 
     # -- join tokens -------------------------------------------------------------------
@@ -159,9 +192,17 @@ class OperatorApi:
         try:
             ttl = parse_duration(body.get("ttl", "1h"))
         except ValueError as exc:
-            raise ConfigError(str(exc), field="ttl") from None
+            raise ConfigError(f"ttl: {exc}", field="ttl") from None
+        if ttl <= 0:
+            raise ConfigError(f"ttl must be positive, got {body.get('ttl')!r}", field="ttl")
         service = str(body.get("service", ""))
         namespace = str(body.get("namespace", "default"))
+        if is_reserved_namespace(namespace) and caller.role != "admin":
+            raise Refused(
+                403,
+                f"namespace {namespace} is reserved for the mesh itself: "
+                "only an admin may create join tokens in it",
+            )
         token, record = store.create(service, self.sources.ca_pin(), namespace=namespace, ttl=ttl)
         self.audit.record(
             caller.name,

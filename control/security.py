@@ -21,6 +21,7 @@ from gossamer.contract import grpcio_calls as calls
 from gossamer.errors import ConfigError
 from gossamer.logs import event
 
+from .audit import AuditLog
 from .identity import IdentityService
 from .peer import peer_identity
 from .registration import Registrar, RegistrationService
@@ -30,7 +31,14 @@ log = logging.getLogger("gossamer.control.security")
 
 
 class MeshSecurity:
-    def __init__(self, ca_dir: Path, trust_domain: str, registrar: Registrar, lease_ttl: float):
+    def __init__(
+        self,
+        ca_dir: Path,
+        trust_domain: str,
+        registrar: Registrar,
+        lease_ttl: float,
+        audit: AuditLog | None = None,
+    ):
         try:
             self.ca = CaReloader(ca_dir)
         except CaNotFound:
@@ -54,11 +62,16 @@ class MeshSecurity:
         self.tokens = TokenStore(ca_dir)
         self.server_certs = ServerCertificates(self.ca.get)
         self.issued = 0
+        self._audit = audit
         self.identity = IdentityService(self.ca.get, self.tokens, on_issue=self._count)
         self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
 
-    def _count(self, _spiffe_id: str, _mode: str) -> None:
+    def _count(self, spiffe_id: str, mode: str) -> None:
         self.issued += 1
+        if self._audit is not None:  # who asked is the identity the certificate names
+            self._audit.record(
+                spiffe_id, "workload", "issue certificate", spiffe_id, "ok", mode=mode
+            )
 
     def trust_bundle(self) -> bytes:
         return self.ca.get().trust_bundle_pem()

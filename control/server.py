@@ -42,6 +42,7 @@ from gossamer.yamlconf import Node
 
 from .ads import AdsServicer, Identify, no_identity
 from .ads_stream import StreamEnvironment
+from .audit import AuditLog
 from .cache import SnapshotCache
 from .config import Address, MeshConfig
 from .nodes import resolve_group
@@ -160,7 +161,11 @@ class ControlPlane:
         self.link = RegistryLink(store, self.publisher.set_state)
         if self._secure:
             self.security = MeshSecurity(
-                control.ca_dir, self.mesh.trust_domain, self.link.registry, control.lease_ttl
+                control.ca_dir,
+                self.mesh.trust_domain,
+                self.link.registry,
+                control.lease_ttl,
+                audit=AuditLog(control.data_dir),
             )
         self._refresh_trust_bundle()
         assert self._static is not None

@@ -27,12 +27,10 @@ from gossamer.certs.builders import utcnow
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.rotation import renewal_time
 from gossamer.certs.spiffe import SpiffeId
-from gossamer.contract.identity import CONTROL_TLS_NAME
+from gossamer.contract.identity import CONTROL_NAMESPACE, CONTROL_SERVICE, CONTROL_TLS_NAME
 
 log = logging.getLogger("gossamer.control.server_certs")
 
-CONTROL_NAMESPACE = "gossamer-system"
-CONTROL_SERVICE = "control"
 __all__ = ["CONTROL_TLS_NAME", "ServerCertificates"]
 
 

@@ -286,7 +286,7 @@ MAX_DEPTH = 64
 MAX_VALUES = 1_000_000
 
 
-def _check_shape(data: Any, source: str | None) -> None:
+def check_shape(data: Any, source: str | None) -> None:
     """Refuse a document nested deeper than MAX_DEPTH or holding more than MAX_VALUES
     values (counting what aliases repeat); iterative, so it cannot overflow the stack."""
     stack: list[tuple[Any, int]] = [(data, 1)]
@@ -310,7 +310,7 @@ def _check_shape(data: Any, source: str | None) -> None:
 _FLOW_BRACKETS = re.compile(r"[\[\]{}]")
 
 
-def _check_flow_depth(text: str, source: str | None) -> None:
+def check_flow_depth(text: str, source: str | None) -> None:
     """Refuse deeply nested flow collections (`[[[[...`) before the parser recurses into
     them (slowly, then RecursionError). Brackets inside quoted strings count too: a
     real file never has MAX_DEPTH of them open at once."""
@@ -335,7 +335,7 @@ def load_document(text: str, *, source: str | None = None) -> Node:
             f"larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB ({len(text):,} characters)",
             source=source,
         )
-    _check_flow_depth(text, source)
+    check_flow_depth(text, source)
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
@@ -350,7 +350,7 @@ def load_document(text: str, *, source: str | None = None) -> Node:
         raise ConfigError(f"not valid YAML: {problem}", source=source, line=line) from None
     except YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
-    _check_shape(data, source)
+    check_shape(data, source)
     return Node({} if data is None else data, "", 1, source)
 
 

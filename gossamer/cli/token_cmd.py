@@ -11,6 +11,16 @@ from gossamer.cli.certs_cmd import ca_dir_option, parse_ttl, resolve_dir
 from gossamer.cli.output import emit, output_option, print_table
 
 
+def _audit(directory: Path, action: str, target: str, **details: object) -> None:
+    """Record a change made from the command line in `<ca-dir>/audit.log` (JSON lines,
+    the operator API's format), by the local user's name."""
+    import getpass
+
+    from gossamer.control.audit import AuditLog
+
+    AuditLog(directory).record(getpass.getuser(), "local", action, target, "ok", **details)
+
+
 def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -36,6 +46,7 @@ def create(service: str, namespace: str, ttl: str, directory: Path | None, outpu
     secret, record = TokenStore(path).create(
         service, ca.root_pin(), namespace=namespace, ttl=parse_ttl(ttl)
     )
+    _audit(path, "create join token", f"{service}.{namespace}", token_id=record.token_id)
     data = {"token": secret, **record.public()}
     emit(output, data, lambda: click.echo(secret))
 
@@ -76,5 +87,7 @@ def revoke(token_id: str, directory: Path | None, output: str) -> None:
     """Revoke the token with id TOKEN_ID (the second field of the token)."""
     from gossamer.certs.tokens import TokenStore
 
-    record = TokenStore(resolve_dir(directory)).revoke(token_id)
+    path = resolve_dir(directory)
+    record = TokenStore(path).revoke(token_id)
+    _audit(path, "revoke join token", token_id)
     emit(output, record.public(), lambda: click.echo(f"revoked token {token_id}"))

@@ -14,7 +14,9 @@ permissions and the sidecar runs as UID 1337, not as the file's owner.
 
 Running inject again keeps the CA, keeps each token that stays valid for at least
 another day, and rewrites a generated file only if nobody edited it. The only code
-that touches `gossamer.certs` is `_open_ca` and `_new_token`.
+that touches `gossamer.certs` is `_open_ca`, `_new_tokens` and `_usable_tokens`. A
+symbolic link at or inside the folder is refused before anything is written
+(`folder_guard`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gossamer.compose import generated_files, names
+from gossamer.compose import folder_guard, generated_files, names
 from gossamer.compose.plan import InjectOptions, Plan
 from gossamer.errors import GossamerError, UsageError
-from gossamer.fsutil import atomic_write
+from gossamer.fsutil import atomic_write, atomic_write_many
 
 DEFAULT_TRUST_DOMAIN = "gossamer.local"
 DEFAULT_TOKEN_TTL = 30 * 86400.0  # a sidecar presents it at every start, not just the first
@@ -62,24 +64,37 @@ def _open_ca(ca_dir: Path, trust_domain: str | None) -> tuple[str, str, bool]:
     return ca.trust_domain, ca.root_pin(), True
 
 
-def _new_token(ca_dir: Path, pin: str, service: str, namespace: str, ttl: float) -> str:
+def _new_tokens(
+    ca_dir: Path, pin: str, services: list[str], namespace: str, ttl: float
+) -> list[str]:
+    """One new token per entry of `services`, stored with a single write."""
     from gossamer.certs.tokens import TokenStore
 
-    token, _record = TokenStore(ca_dir).create(service, pin, namespace=namespace, ttl=ttl)
-    return token
+    made = TokenStore(ca_dir).create_many(services, pin, namespace=namespace, ttl=ttl)
+    return [token for token, _record in made]
 
 
-def _token_usable(
-    ca_dir: Path, token: str, service: str, namespace: str, now: Callable[[], float]
-) -> bool:
+def _usable_tokens(
+    ca_dir: Path, wanted: list[tuple[str, str, Path]], namespace: str, now: Callable[[], float]
+) -> set[Path]:
+    """The token files of `wanted` whose token stays valid for at least another day (one
+    store, so `tokens.json` is read once, not once per service)."""
     from gossamer.certs.errors import TokenError
     from gossamer.certs.tokens import TokenStore
 
-    try:
-        record = TokenStore(ca_dir, clock=now).verify(token, service=service, namespace=namespace)
-    except TokenError:
-        return False
-    return record.expires - now() >= _MIN_LEFT
+    store = TokenStore(ca_dir, clock=now)
+    usable = set()
+    for _label, service, path in wanted:
+        if not path.exists():
+            continue
+        token = path.read_text(encoding="utf-8").strip()
+        try:
+            record = store.verify(token, service=service, namespace=namespace)
+        except TokenError:
+            continue
+        if record.expires - now() >= _MIN_LEFT:
+            usable.add(path)
+    return usable
 
 
 @dataclass
@@ -100,20 +115,24 @@ def ensure_tokens(
     clock: Callable[[], float] = time.time,
 ) -> TokenReport:
     """For each (label, mesh service, file): keep the file's token if it stays valid for
-    another day, else write a new one. `owner` (uid, gid) gets the file (run as root)."""
+    another day, else write a new one. `owner` (uid, gid) gets the file (run as root).
+    New tokens are stored in one write of `tokens.json` and their files written as one
+    batch, so N services cost O(N), not N rewrites of the store."""
     report = TokenReport()
-    for label, service, path in wanted:
-        if path.exists() and _token_usable(
-            ca_dir, path.read_text(encoding="utf-8").strip(), service, namespace, clock
-        ):
-            report.kept.append(label)
-        else:
-            token = _new_token(ca_dir, pin, service, namespace, ttl)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, token + "\n", mode=mode)
-            report.created.append(label)
+    usable = _usable_tokens(ca_dir, wanted, namespace, clock)
+    missing = [(label, service, path) for label, service, path in wanted if path not in usable]
+    tokens = _new_tokens(ca_dir, pin, [service for _, service, _ in missing], namespace, ttl)
+    for folder in {path.parent for _, _, path in missing}:
+        folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_many(
+        [(path, token + "\n") for (_, _, path), token in zip(missing, tokens, strict=True)],
+        mode=mode,
+    )
+    fresh = {path for _, _, path in missing}
+    for label, _service, path in wanted:
+        (report.created if path in fresh else report.kept).append(label)
         if owner is not None:
-            os.chown(path, *owner)
+            os.chown(path, *owner, follow_symlinks=False)
     return report
 
 
@@ -173,6 +192,7 @@ def write_bootstrap(
     """Create or refresh `base/.gossamer/` for the services in `plan`."""
     folder = base / names.BOOTSTRAP_DIR
     report = BootstrapReport(directory=folder)
+    folder_guard.check_folder(folder)  # before anything is written
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)

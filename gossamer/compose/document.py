@@ -22,6 +22,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from gossamer.errors import ConfigError
+from gossamer.yamlconf import MAX_DEPTH, check_flow_depth, check_shape
 
 # Top-level keys of the Compose Specification (compose-spec.json), besides `x-*`.
 TOP_LEVEL_KEYS = frozenset(
@@ -138,10 +139,18 @@ def _kind(value: Any) -> str:
 
 
 def parse(text: str, source: str) -> Any:
-    """Parse YAML text; a syntax error becomes a ConfigError with its line."""
+    """Parse YAML text; a syntax error becomes a ConfigError with its line, and so does
+    nesting deeper than the configuration limit (`yamlconf.MAX_DEPTH`, flow brackets
+    refused before the parser recurses into them, block nesting when the parser's
+    recursion gives out or after loading) or more values than `yamlconf.MAX_VALUES`."""
+    check_flow_depth(text, source)
     yaml = make_yaml(guess_indent(text))
     try:
-        return yaml.load(text)
+        data = yaml.load(text)
+    except RecursionError:
+        raise ConfigError(
+            f"nested too deeply to parse (the limit is {MAX_DEPTH} levels)", source=source
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -149,6 +158,8 @@ def parse(text: str, source: str) -> Any:
         raise ConfigError(f"not valid YAML: {problem}", source=source, line=line) from None
     except YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    check_shape(data, source)
+    return data
 
 
 def load_compose(text: str, source: str = "compose.yaml") -> ComposeDocument:

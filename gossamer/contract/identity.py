@@ -18,6 +18,24 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Sidecars verify the control plane's certificate against this name, whatever address
 # they reached it by (the pin or the trust bundle is what establishes trust).
 CONTROL_TLS_NAME = "gossamer-control"
+# The control plane's own SPIFFE ID is control.gossamer-system. Namespaces reserved for
+# the mesh itself: only an admin may make join tokens in them, and no join token, of
+# anyone, may name the control plane's identity. Nothing trusts the control plane by
+# SPIFFE ID anyway: sidecars verify it by CONTROL_TLS_NAME, a DNS name that only the
+# control plane's own certificate carries (workload leaves carry their SPIFFE ID alone).
+CONTROL_NAMESPACE = "gossamer-system"
+CONTROL_SERVICE = "control"
+RESERVED_NAMESPACES = frozenset({CONTROL_NAMESPACE})
+
+
+def is_reserved_namespace(namespace: str) -> bool:
+    """True for a namespace kept for the mesh itself (join tokens there need admin)."""
+    return namespace in RESERVED_NAMESPACES
+
+
+def is_control_identity(namespace: str, service: str) -> bool:
+    """True for the control plane's own identity, which no join token may carry."""
+    return namespace == CONTROL_NAMESPACE and service == CONTROL_SERVICE
 
 
 def check_label(value: str, field_name: str) -> str:

@@ -109,8 +109,9 @@ def parse_head(raw: Headers) -> Head:
             elif item[1].lower() == b"100-continue":  # _EXPECT
                 head.expect_continue = True
         elif kind == _HOST:
-            if head.host is None:
-                head.host = item[1]
+            if head.host is not None:  # RFC 9112 §3.2: answered with 400 by the server
+                raise ValueError("more than one Host header")
+            head.host = item[1]
         elif kind == _CONTENT_LENGTH:
             head.content_length = int(item[1])  # llhttp has validated it
         elif kind == _TRANSFER_ENCODING:
