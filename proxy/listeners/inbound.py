@@ -134,7 +134,10 @@ class Inbound:
         )
         if app_port.protocol is not Protocol.TCP:
             if layer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
-                return H2Server(self.service, info, self.tracker, self.limits)
+                return H2Server(
+                    self.service, info, self.tracker, self.limits,
+                    on_abuse=self.metrics.h2_abuse_closed,
+                )  # fmt: skip
             return Http1Server(self.service, info, self.tracker, self.limits)
         source = peer_service(peer)
         if not snap.inbound.authorization.allows(peer):

@@ -153,7 +153,9 @@ class Outbound:
 
     def _to_h2(self, info: ConnectionInfo, transport: Any, received: bytes) -> None:
         """The app opened with the HTTP/2 preface (h2c, prior knowledge)."""
-        server = H2Server(self.service, info, self.tracker, self.limits)
+        server = H2Server(
+            self.service, info, self.tracker, self.limits, on_abuse=self.metrics.h2_abuse_closed
+        )
         transport.set_protocol(server)
         server.connection_made(transport)
         server.data_received(received)

@@ -35,6 +35,8 @@ methods; never paths, ids or addresses.
 - `gossamer_xds_updates_total{type}`, `gossamer_xds_nacks_total{type}`
 - `gossamer_downstream_connections_total{listener}`,
   `gossamer_tls_handshake_failures_total{listener}`
+- `gossamer_downstream_h2_abuse_closed_total{listener, reason}`: HTTP/2 connections
+  closed with GOAWAY(ENHANCE_YOUR_CALM) (reasons in `transport/h2/abuse.py`)
 - `gossamer_certificate_expiry_timestamp_seconds{identity}`
 - extra counters and gauges registered by callback (`add_counter`, `add_gauge`)
 """
@@ -264,6 +266,7 @@ class SidecarMetrics(Collector):
         self.connections: dict[str, int] = {}
         self.tls_failures: dict[str, int] = {}
         self.cert_expiry: dict[str, float] = {}
+        self.h2_abuse: dict[tuple[str, str], int] = {}
         self._extra: list[tuple[str, str, str, Callable[[], float]]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -351,6 +354,10 @@ class SidecarMetrics(Collector):
 
     def tls_failure(self, listener: str) -> None:
         _bump(self.tls_failures, listener)
+
+    def h2_abuse_closed(self, listener: str, reason: str) -> None:
+        """An HTTP/2 connection on `listener` closed for abuse (`reason`: abuse.py)."""
+        _bump(self.h2_abuse, (listener, reason))
 
     def set_certificate_expiry(self, identity: str, not_after: float) -> None:
         """The current leaf's notAfter (Unix seconds); replaces any earlier identity."""
@@ -490,6 +497,14 @@ class SidecarMetrics(Collector):
         for (dst, limit), n in list(self.overflows.items()):
             over.add_metric((dst, limit), n)
         yield over
+        abuse = CounterMetricFamily(
+            "gossamer_downstream_h2_abuse_closed",
+            "HTTP/2 connections closed with GOAWAY(ENHANCE_YOUR_CALM) for abuse.",
+            labels=("listener", "reason"),
+        )
+        for (listener, reason), n in list(self.h2_abuse.items()):
+            abuse.add_metric((listener, reason), n)
+        yield abuse
         cert = GaugeMetricFamily(
             "gossamer_certificate_expiry_timestamp_seconds",
             "When the sidecar's current certificate expires (Unix time).",

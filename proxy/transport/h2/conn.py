@@ -33,8 +33,14 @@ Headers = list[tuple[bytes, bytes]]
 
 STREAM_WINDOW = 262144  # what one stream may have in flight towards the sidecar
 CONNECTION_WINDOW = 4 * 1048576  # ... and all streams of a connection together
-MAX_CONCURRENT_STREAMS = 1000
+MAX_CONCURRENT_STREAMS = 1000  # advertised by the client side (servers: abuse.H2Limits)
+# the most DATA written at once on one stream, whatever frame size the peer allows, so
+# what each stream can queue beyond the transport's high-water mark stays small
+MAX_DATA_CHUNK = 65536
 MAX_HEADER_LIST = 65536
+# a large read is given to h2 in pieces of this size, so parsing stops soon after the
+# connection is closed (a 256 KiB read of a rapid-reset flood is 8,000 streams)
+RECEIVE_SLICE = 16384
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 HOP_BY_HOP = frozenset(
@@ -52,6 +58,7 @@ CANCEL = h2.errors.ErrorCodes.CANCEL
 REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
 NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
+ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
 class StreamGone(ConnectionResetError):
@@ -74,6 +81,17 @@ class _Connection(h2.connection.H2Connection):
     # several MB on a busy connection; a late frame for a stream forgotten sooner only
     # gets a RST_STREAM(STREAM_CLOSED)
     MAX_CLOSED_STREAMS = 1024
+
+
+class _ServerConnection(_Connection):
+    # h2 treats a stream over SETTINGS_MAX_CONCURRENT_STREAMS as a connection error; the
+    # server refuses it with REFUSED_STREAM instead (RFC 9113 section 5.1.2 allows either),
+    # counting its own unfinished streams (server.py). h2 compares this property with the
+    # limit when a stream opens, and purges its closed streams while computing it.
+    @property
+    def open_inbound_streams(self) -> int:
+        super().open_inbound_streams  # noqa: B018 - for the purge
+        return 0
 
 
 class H2Body(BodyStream):
@@ -128,7 +146,11 @@ class H2Body(BodyStream):
 class H2Base(asyncio.Protocol):
     """An h2 connection on a transport; subclasses handle the events."""
 
-    def __init__(self, *, client_side: bool) -> None:
+    # bytes queued in the transport (while it is paused) beyond which the peer is taken
+    # to have stopped reading: `backlog_exceeded`
+    max_write_backlog: float = float("inf")
+
+    def __init__(self, *, client_side: bool, max_streams: int = MAX_CONCURRENT_STREAMS) -> None:
         self.loop = asyncio.get_running_loop()
         # outbound headers are already lower-case and filtered (`forwardable`): h2's
         # validation and normalisation of them would only cost time
@@ -139,12 +161,14 @@ class H2Base(asyncio.Protocol):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.h2: h2.connection.H2Connection = _Connection(config)
+        self.h2: h2.connection.H2Connection = (
+            _Connection(config) if client_side else _ServerConnection(config)
+        )
         self.h2.local_settings = h2.settings.Settings(
             client=client_side,
             initial_values={
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
             },
         )
@@ -178,8 +202,26 @@ class H2Base(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
+            if (
+                self._write_paused
+                and self.transport.get_write_buffer_size() > self.max_write_backlog
+            ):
+                self.backlog_exceeded()
+
+    def backlog_exceeded(self) -> None:
+        """More than `max_write_backlog` bytes wait for a peer that does not read."""
+        self.abort()
 
     def data_received(self, data: bytes) -> None:
+        if len(data) <= RECEIVE_SLICE:
+            self._receive(data)
+            return
+        for start in range(0, len(data), RECEIVE_SLICE):
+            if self.closed:
+                return
+            self._receive(data[start : start + RECEIVE_SLICE])
+
+    def _receive(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -187,6 +229,8 @@ class H2Base(asyncio.Protocol):
             self.protocol_error(exc)
             return
         for event in events:
+            if self.closed:  # e.g. closed for abuse: the rest is not worth handling
+                return
             self.handle(event)
         self.flush()
 
@@ -317,7 +361,11 @@ class H2Base(asyncio.Protocol):
                         conn.end_stream(stream_id)
                         self.flush()
                     return
-                size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+                size = min(
+                    conn.local_flow_control_window(stream_id),
+                    conn.max_outbound_frame_size,
+                    MAX_DATA_CHUNK,
+                )
                 if size <= 0:
                     waiter = self._windows.get(stream_id)
                     if waiter is None:

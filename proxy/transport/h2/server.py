@@ -18,20 +18,37 @@ Theory of operation:
 - Drain (`shutdown`, from the ConnectionTracker): GOAWAY naming the last stream
   started; open streams finish, new ones are refused, the connection closes when the
   last one ends (the tracker aborts it at the drain deadline).
+- Abuse (`abuse.py`): at most `max_concurrent_streams` streams whose tasks have not
+  finished (more get REFUSED_STREAM); premature resets, RST_STREAM and PING/SETTINGS/
+  empty-DATA floods and a client that stops reading close the connection with
+  GOAWAY(ENHANCE_YOUR_CALM), a log line (at most one a second) and
+  `gossamer_downstream_h2_abuse_closed_total{listener, reason}`. A stream the client
+  resets leaves `_tasks` at once: a task cancelled before its first step never runs
+  its `finally`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import h2.errors
 import h2.events
 
 from gossamer.proxy.service import Request, Response, Service, error_response
 from gossamer.proxy.transport.h2 import grpc
+from gossamer.proxy.transport.h2.abuse import (
+    DEFAULT_H2_LIMITS,
+    WRITE_BACKLOG,
+    AbuseGuard,
+    H2Limits,
+    LogThrottle,
+)
 from gossamer.proxy.transport.h2.conn import (
+    ENHANCE_YOUR_CALM,
     INTERNAL_ERROR,
+    NO_ERROR,
     REFUSED_STREAM,
     H2Base,
     H2Body,
@@ -47,6 +64,8 @@ log = logging.getLogger(__name__)
 _INF = float("inf")
 NO_BODY = frozenset({204, 304})
 DEFAULT_LIMITS = ServerLimits()
+ABUSE_CLOSE_GRACE = 1.0  # seconds for GOAWAY to reach an abusive client before abort
+_abuse_log = LogThrottle(1.0)
 
 
 def grpc_error(resp: Response) -> Response:
@@ -119,15 +138,23 @@ class H2Server(H2Base):
         info: ConnectionInfo,
         tracker: ConnectionTracker,
         limits: ServerLimits = DEFAULT_LIMITS,
+        *,
+        h2_limits: H2Limits = DEFAULT_H2_LIMITS,
+        on_abuse: Callable[[str, str], None] | None = None,
     ) -> None:
-        super().__init__(client_side=False)
+        super().__init__(client_side=False, max_streams=h2_limits.max_concurrent_streams)
         self.service = service
         self.info = info
         self.tracker = tracker
         self.limits = limits
+        self.max_streams = h2_limits.max_concurrent_streams
+        self.max_write_backlog = h2_limits.max_write_backlog
+        self.guard = AbuseGuard(h2_limits, self.loop.time)
+        self.on_abuse = on_abuse  # (listener, reason): the metric
         self.deadline = _INF  # (Tracked) idle deadline, checked by the tracker's sweep
         self._bodies: dict[int, H2Body] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._starts: dict[int, float] = {}  # when each stream in `_tasks` started
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -163,6 +190,33 @@ class H2Server(H2Base):
             self.tracker.discard(self)
         super().close()
 
+    def abuse(self, reason: str) -> None:
+        """Close an abusive connection: GOAWAY(ENHANCE_YOUR_CALM) naming the last stream
+        started, then close (abort if the client has not taken it in a second)."""
+        if self.closed:
+            return
+        if self.on_abuse is not None:
+            self.on_abuse(self.info.listener, reason)
+        suppressed = _abuse_log.allow(self.loop.time())
+        if suppressed is not None:
+            log.warning(
+                "closing an abusive HTTP/2 connection from %s (%s listener, peer %s): %s "
+                "after %d streams, %d of them reset early or refused (%d more since the "
+                "last such line)",
+                self.info.client, self.info.listener, self.info.peer_identity or "-", reason,
+                self.guard.closed, self.guard.premature, suppressed,
+            )  # fmt: skip
+        self.goaway = True
+        if reason != WRITE_BACKLOG:
+            self.send_goaway(self._last_stream, ENHANCE_YOUR_CALM)
+        transport = self.transport
+        self.close()
+        if transport is not None:
+            self.loop.call_later(ABUSE_CLOSE_GRACE, transport.abort)
+
+    def backlog_exceeded(self) -> None:
+        self.abuse(WRITE_BACKLOG)
+
     # -- events ----------------------------------------------------------------------------
     def handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
@@ -175,6 +229,9 @@ class H2Server(H2Base):
                 body.feed(event.data)
             elif event.data:
                 padding += len(event.data)
+            elif event.stream_ended is None and (reason := self.guard.flood_frame()):
+                self.abuse(reason)
+                return
             if padding:
                 self.ack(sid, padding)
         elif isinstance(event, h2.events.TrailersReceived):
@@ -186,22 +243,44 @@ class H2Server(H2Base):
             if body is not None:
                 body.finish()
         elif isinstance(event, h2.events.StreamReset):
-            sid = event.stream_id
-            self.stream_gone(sid)
-            body = self._bodies.pop(sid, None)
-            if body is not None:
-                body.fail(ConnectionResetError("the client reset the stream"))
-            task = self._tasks.get(sid)
-            if task is not None:
-                task.cancel()
+            self._reset(event)
+        elif isinstance(event, h2.events.PingReceived | h2.events.UnknownFrameReceived):
+            if reason := self.guard.flood_frame():
+                self.abuse(reason)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            if reason := self.guard.flood_frame():
+                self.abuse(reason)
+                return
+            super().handle(event)
         else:
             super().handle(event)
+
+    def _reset(self, event: h2.events.StreamReset) -> None:
+        sid = event.stream_id
+        self.stream_gone(sid)
+        body = self._bodies.pop(sid, None)
+        if body is not None:
+            body.fail(ConnectionResetError("the client reset the stream"))
+        reason = self.guard.reset_received() if event.remote_reset else None
+        task = self._tasks.pop(sid, None)
+        if task is not None:
+            task.cancel()
+            age = self.loop.time() - self._starts.pop(sid, 0.0)
+            reason = reason or self.guard.stream_closed(self.guard.is_premature(age))
+            self._stream_done()
+        if reason:
+            self.abuse(reason)
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         sid = event.stream_id
         self._last_stream = max(self._last_stream, sid)
         if self.goaway:
             self.reset(sid, REFUSED_STREAM)
+            return
+        if len(self._tasks) >= self.max_streams:
+            self.reset(sid, REFUSED_STREAM)
+            if reason := self.guard.stream_closed(True):
+                self.abuse(reason)
             return
         body = None
         if event.stream_ended is None:
@@ -212,12 +291,14 @@ class H2Server(H2Base):
                 if k == b"content-length" and v.isdigit():
                     length = int(v)
             body = RequestBody(stream, self.limits.replay_limit, length)
-        req = build_request(event.headers, body, self.info, self.loop.time())
+        now = self.loop.time()
+        req = build_request(event.headers, body, self.info, now)
         if req is None:
             self._bodies.pop(sid, None)
             self.reset(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
         self.deadline = _INF
+        self._starts[sid] = now
         self._tasks[sid] = self.loop.create_task(self._serve(sid, req))
 
     # -- answering -------------------------------------------------------------------------
@@ -239,14 +320,21 @@ class H2Server(H2Base):
             if resp is not None:
                 resp.discard()
         finally:
-            self._tasks.pop(sid, None)
+            if self._tasks.pop(sid, None) is not None:  # (not when reset by the client)
+                self._starts.pop(sid, None)
+                self.guard.stream_closed(False)
             body = self._bodies.pop(sid, None)
-            if body is not None:  # the answer came before the request's end
+            if body is not None:  # the answer came before the request's end: the client
+                # may stop sending it (RFC 9113 section 8.1), and the stream is closed
                 body.fail(ConnectionAbortedError("the response ended first"))
-            if self.goaway:
-                self.close_if_done()
-            else:
-                self._idle()
+                self.reset(sid, NO_ERROR)
+            self._stream_done()
+
+    def _stream_done(self) -> None:
+        if self.goaway:
+            self.close_if_done()
+        else:
+            self._idle()
 
     async def _respond(self, sid: int, req: Request, resp: Response) -> None:
         if resp.tunnel is not None and resp.tunnel.close is not None:
