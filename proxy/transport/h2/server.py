@@ -56,6 +56,7 @@ from gossamer.proxy.transport.h2.conn import (
     StreamGone,
     forwardable,
 )
+from gossamer.proxy.transport.h2.request_head import check_request_head
 from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
 from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.transport.http1.server import ServerLimits
@@ -83,7 +84,9 @@ def grpc_error(resp: Response) -> Response:
 def build_request(
     headers: Headers, body: RequestBody | None, info: ConnectionInfo, now: float
 ) -> Request | None:
-    """A `Request` from an h2 header block (None when the pseudo-headers are unusable)."""
+    """A `Request` from an h2 header block (None when it is malformed: RFC 9113 8.3)."""
+    if check_request_head(headers) is not None:
+        return None
     method = path = authority = None
     plain: Headers = []
     request_id = forwarded = False

@@ -4,6 +4,10 @@ Theory of operation:
 - httptools parses; callbacks build a `Request` at the end of the head and feed its body
   stream. Requests are served one at a time in order (pipelining is allowed, responses
   keep the order) by one task per busy connection.
+- Pipelining is bounded (`pipeline.py`): at most `limits.pipeline_depth` requests parsed
+  and not yet answered; past that the unparsed bytes are held and reading pauses until
+  an answer has gone out. Serving waits while the write buffer is over its high-water
+  mark, so a client that does not read its answers stops being served (and read).
 - Bad input never reaches a service: a malformed request gets 400, a head over
   `max_head_bytes` or `max_headers` 431, a target over `max_url_bytes` 414, and the
   connection closes. A client that has not finished its head `header_timeout` after
@@ -32,6 +36,13 @@ import httptools
 from gossamer.proxy.service import Headers, Request, Response, Service, error_response, generated
 from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
 from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
+from gossamer.proxy.transport.http1.pipeline import (
+    H2_PRI,
+    HEAD_END,
+    PIPELINE_DEPTH,
+    ReadGate,
+    may_exceed,
+)
 from gossamer.proxy.transport.http1.responder import ResponseWriter
 from gossamer.proxy.transport.http1.wire import parse_head
 
@@ -49,6 +60,7 @@ class ServerLimits:
     idle_timeout: float = 120.0
     body_high_water: int = 262144
     replay_limit: int = 65536
+    pipeline_depth: int = PIPELINE_DEPTH  # requests parsed and not yet answered
 
 
 class _Reject(Exception):
@@ -80,6 +92,7 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         self.limits = limits
         self.loop = asyncio.get_running_loop()
         self.transport: Any = None
+        self.gate: Any = None  # the transport as request bodies see it (ReadGate)
         self.parser = httptools.HttpRequestParser(self)
         self.deadline = _INF
         self._queue: deque[Request | Response] = deque()
@@ -95,6 +108,8 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         self._closed = False
         self._broken = False
         self._tail: bytes | None = None  # bytes after an upgrade/CONNECT head
+        self._held: bytes | None = None  # not parsed yet: the pipeline is full
+        self._body_left = 0  # what remains of a Content-Length request body
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._responding = False
@@ -103,6 +118,7 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
     # -- connection ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.gate = ReadGate(transport)
         self.tracker.add(self)
         self.deadline = self.loop.time() + self.limits.header_timeout
 
@@ -147,6 +163,51 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         if self._tail is not None:
             self._tail += data
             return
+        if self._held is not None:  # (reading is paused: only a read in flight)
+            self._held += data
+            return
+        room = self.limits.pipeline_depth - len(self._queue) - self._serving
+        if may_exceed(data, room, self._body_left):
+            self._feed_bounded(data)
+        else:
+            self._feed(data)
+
+    def _feed_bounded(self, data: bytes) -> None:
+        """Feed `data` in segments that can each begin at most one request; hold the rest
+        when one more would begin past the pipeline's depth."""
+        if self._task is None and self._fed == 0 and data.startswith(H2_PRI):
+            self._feed(data)  # the HTTP/2 preface: handed over whole, nothing parsed
+            return
+        depth = self.limits.pipeline_depth
+        queue = self._queue
+        start, n = 0, len(data)
+        while start < n:
+            if self._reading is not None and self._body_left:
+                end = min(n, start + self._body_left)  # the rest of a body
+            else:
+                if not self._in_head and len(queue) + self._serving >= depth:
+                    self._held = data[start:]
+                    self.gate.hold()
+                    return
+                end = data.find(HEAD_END, start)
+                end = n if end < 0 else end + len(HEAD_END)
+            self._feed(data[start:end])
+            if self._broken or self._closed or self._tail is not None:
+                if self._tail is not None:
+                    self._tail += data[end:]
+                return
+            start = end
+
+    def _release(self) -> None:
+        """An answer went out: parse what was held (perhaps holding again), then read."""
+        held = self._held
+        assert held is not None
+        self._held = None
+        self.data_received(held)
+        if self._held is None and not self._broken and self._tail is None:
+            self.gate.release()
+
+    def _feed(self, data: bytes) -> None:
         self._fed += len(data)
         try:
             self.parser.feed_data(data)
@@ -250,7 +311,8 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
             raise _Reject(400, b"bad-request")
         body = None
         if head.chunked or (head.content_length or 0) > 0:
-            stream = BodyStream(self.transport, self.limits.body_high_water)
+            self._body_left = head.content_length or 0
+            stream = BodyStream(self.gate, self.limits.body_high_water)
             body = RequestBody(stream, self.limits.replay_limit, head.content_length)
             self._reading = stream
         req = Request(
@@ -275,10 +337,13 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         self._enqueue(req)
 
     def on_body(self, data: bytes) -> None:
+        if self._body_left:
+            self._body_left -= len(data)
         if self._reading is not None:
             self._reading.feed(data)
 
     def on_message_complete(self) -> None:
+        self._body_left = 0
         if self._reading is not None:
             self._reading.finish()
             self._reading = None
@@ -312,10 +377,16 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         """One task per connection serves its requests in order, parked when idle."""
         queue = self._queue
         try:
+            depth = self.limits.pipeline_depth
             while not self._closed:
+                if self._held is not None and len(queue) < depth:
+                    self._release()
                 if not queue:
                     self._waiter = self.loop.create_future()
                     await self._waiter
+                    continue
+                if self._write_paused:  # the client is not reading its answers
+                    await self._drain()
                     continue
                 item = queue.popleft()
                 if isinstance(item, Response):
