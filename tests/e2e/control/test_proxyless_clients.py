@@ -96,7 +96,7 @@ def run_scenarios(kind: str, tmp_path, make_server) -> Scenarios:
             # round_robin
             write_mesh(config, echo_mesh((a1, "zone-a"), (a2, "zone-a"), (a3, "zone-a")))
             changed = time.time()
-            wait_for(lambda: run.served_since(changed) >= {"a1", "a2", "a3"}, 15, "a1..a3")
+            wait_for(lambda: run.served_since(changed) >= {"a1", "a2", "a3"}, 30, "a1..a3")
             t0 = time.time()
             time.sleep(2.0)
             spread = run.record("round_robin", t0, time.time())
@@ -107,7 +107,7 @@ def run_scenarios(kind: str, tmp_path, make_server) -> Scenarios:
             # backends_changed
             t0 = time.time()
             write_mesh(config, echo_mesh((c1, "zone-a"), (c2, "zone-a")))
-            wait_for(lambda: run.served_since(t0) >= {"c1", "c2"}, 15, "c1 and c2")
+            wait_for(lambda: run.served_since(t0) >= {"c1", "c2"}, 30, "c1 and c2")
             moved = min(c.t for c in client.calls() if c.t >= t0 and c.server in ("c1", "c2"))
             time.sleep(1.0)
             late = [c.t for c in client.calls() if c.t >= moved + 1.0 and c.server in ("a1", "a2")]
@@ -118,7 +118,7 @@ def run_scenarios(kind: str, tmp_path, make_server) -> Scenarios:
             groups = ((a1, "zone-a"), (a2, "zone-a"), (c1, "zone-a"), (c2, "zone-a"))
             write_mesh(config, echo_mesh(*groups))
             changed = time.time()
-            wait_for(lambda: run.served_since(changed) >= {"a1", "a2", "c1", "c2"}, 15, "both")
+            wait_for(lambda: run.served_since(changed) >= {"a1", "a2", "c1", "c2"}, 30, "both")
             t0 = time.time()
             write_mesh(config, echo_mesh((c1, "zone-a"), (c2, "zone-a")))
             time.sleep(2.0)
@@ -129,7 +129,7 @@ def run_scenarios(kind: str, tmp_path, make_server) -> Scenarios:
             # secondary_locality_gets_requests_on_primary_failure
             write_mesh(config, echo_mesh((a1, "zone-a"), (b1, "zone-b")))
             changed = time.time()
-            wait_for(lambda: "a1" in run.window(changed + 1.0, time.time())[2], 15, "a1 only")
+            wait_for(lambda: "a1" in run.window(changed + 1.0, time.time())[2], 30, "a1 only")
             time.sleep(1.0)
             t0 = time.time()
             time.sleep(1.0)

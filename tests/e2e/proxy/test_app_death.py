@@ -2,8 +2,10 @@
 behind its live sidecar, that sidecar answers 502 `connect-failure` (the app refused
 the connection), and the caller's sidecar sends the request once more to another
 instance, whatever the method and with no retry policy configured. Killing an app
-under load loses no request, POSTs included. An app's own 502 that carries the header
-is not taken for the sidecar's word: it reaches the caller as it is."""
+under load loses no request that had not reached it, POSTs included: a POST the app
+was already handling when it died (`upstream-reset`, at most one per client in flight)
+cannot be resent safely and is the only failure allowed. An app's own 502 that carries
+the header is not taken for the sidecar's word: it reaches the caller as it is."""
 
 from __future__ import annotations
 
