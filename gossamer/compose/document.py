@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from gossamer.compose.yaml_speed import CachedAnalysisEmitter, CachedTagRepresenter
 from gossamer.errors import ConfigError
 from gossamer.yamlconf import MAX_DEPTH, check_flow_depth, check_shape
 
@@ -73,6 +74,8 @@ def guess_indent(text: str) -> IndentStyle:
 
 def make_yaml(style: IndentStyle) -> YAML:
     yaml = YAML(typ="rt")
+    yaml.Representer = CachedTagRepresenter
+    yaml.Emitter = CachedAnalysisEmitter
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold long lines the author wrote on one line
     yaml.indent(mapping=style.mapping, sequence=style.offset + 2, offset=style.offset)

@@ -10,19 +10,24 @@ output is a pure function of (original text, options), so:
 - `uninject` returns the recorded original byte for byte, and refuses (unless forced)
   when the injected file was edited since, for the same reason.
 
-Before anything is returned for writing, the output is re-read and checked
-(`validate.semantic_problems`); a failure there is a bug in gossamer, reported as such.
+Before anything is returned for writing, the output is checked
+(`validate.semantic_problems`, on the tree it was dumped from: parsing megabytes of
+output again took most of the time for thousands of services); a failure there is a bug
+in gossamer, reported as such.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap
 
 from gossamer.compose import marker
-from gossamer.compose.document import dump, load_compose
+from gossamer.compose.document import ComposeDocument, dump, load_compose
 from gossamer.compose.plan import InjectOptions, Plan, make_plan
 from gossamer.compose.rewrite import rewrite
-from gossamer.compose.validate import semantic_problems
+from gossamer.compose.validate import SECTIONS, semantic_problems
 from gossamer.errors import ConfigError, GossamerError
 
 
@@ -36,19 +41,45 @@ class InjectResult:
     original: str = ""
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    text: str
+    plan: Plan
+    notes: list[str]
+    tree: CommentedMap  # what `text` was dumped from
+    sections: dict[str, list[Any]]  # the original's entries per section, for the check
+
+
+def _render_tree(
+    original: str,
+    options: InjectOptions,
+    *,
+    source: str,
+    blob: str | None = None,
+    doc: ComposeDocument | None = None,
+) -> _Rendered:
+    """`render`, plus what the check needs; `doc` is `original` already loaded (it is
+    rewritten in place: parsing a file of thousands of services once is enough)."""
+    doc = doc if doc is not None else load_compose(original, source)
+    sections = {name: list(doc.data.get(name) or {}) for name in SECTIONS}
+    plan = make_plan(doc, options)
+    notes = rewrite(doc, plan, options)
+    marker.add_block(doc, options, plan, blob or marker.encode_original(original))
+    return _Rendered(dump(doc), plan, notes, doc.data, sections)
+
+
 def render(
     original: str, options: InjectOptions, *, source: str, blob: str | None = None
 ) -> tuple[str, Plan, list[str]]:
     """The injected text for an original file (pure and deterministic)."""
-    doc = load_compose(original, source)
-    plan = make_plan(doc, options)
-    notes = rewrite(doc, plan, options)
-    marker.add_block(doc, options, plan, blob or marker.encode_original(original))
-    return dump(doc), plan, notes
+    done = _render_tree(original, options, source=source, blob=blob)
+    return done.text, done.plan, done.notes
 
 
-def _checked(original: str, text: str, source: str) -> None:
-    problems = semantic_problems(original, text)
+def _checked(original: str, done: _Rendered, source: str) -> None:
+    problems = semantic_problems(
+        original, done.text, output_data=done.tree, original_sections=done.sections
+    )
     if problems:
         raise GossamerError(
             f"internal error: the injected version of {source} fails its own check: "
@@ -70,9 +101,9 @@ def inject_text(text: str, options: InjectOptions, *, source: str) -> InjectResu
     doc = load_compose(text, source)
     found = marker.read(doc)
     if found is None:
-        out, plan, notes = render(text, options, source=source)
-        _checked(text, out, source)
-        return InjectResult(out, plan, options, True, tuple(notes), original=text)
+        done = _render_tree(text, options, source=source, doc=doc)
+        _checked(text, done, source)
+        return InjectResult(done.text, done.plan, options, True, tuple(done.notes), original=text)
     previous, old_plan, notes = render(
         found.original, found.options, source=source, blob=found.blob
     )
@@ -93,9 +124,11 @@ def inject_text(text: str, options: InjectOptions, *, source: str) -> InjectResu
         )
     if options == found.options:
         return InjectResult(text, old_plan, options, False, tuple(notes), found.original)
-    out, plan, notes = render(found.original, options, source=source, blob=found.blob)
-    _checked(found.original, out, source)
-    return InjectResult(out, plan, options, True, tuple(notes), original=found.original)
+    done = _render_tree(found.original, options, source=source, blob=found.blob)
+    _checked(found.original, done, source)
+    return InjectResult(
+        done.text, done.plan, options, True, tuple(done.notes), original=found.original
+    )
 
 
 def uninject_text(text: str, *, source: str, force: bool = False) -> str:

@@ -214,22 +214,41 @@ def structure_problems(data: Any) -> list[str]:
     return problems
 
 
-def semantic_problems(original_text: str, output_text: str) -> list[str]:
-    """Problems of the output on its own, and anything of the original it lost."""
+def semantic_problems(
+    original_text: str,
+    output_text: str,
+    *,
+    output_data: Any = None,
+    original_sections: Mapping[str, list[Any]] | None = None,
+) -> list[str]:
+    """Problems of the output on its own, and anything of the original it lost.
+
+    `output_data`, when given, is the tree `output_text` was dumped from (inject passes
+    it, with `original_sections`, the original's entry names per section): nothing is
+    parsed again, which for a file of thousands of services (megabytes of YAML, a
+    pure-Python parser) was most of inject's time. Comments are
+    compared as text: each comment of the original (found by the YAML scanner) must
+    occur in the output at least as often."""
     try:
-        original = _plain(original_text)
-        output = _plain(output_text)
+        output = _plain(output_text) if output_data is None else output_data
+        sections = original_sections
+        if sections is None:
+            original = _plain(original_text)
+            sections = {
+                name: list((original.get(name) or {}) if isinstance(original, dict) else {})
+                for name in SECTIONS
+            }
     except YAMLError as exc:
         return [f"not valid YAML: {exc}"]
     problems = structure_problems(output)
-    if isinstance(original, dict) and isinstance(output, dict):
+    if isinstance(output, dict):
         for section in SECTIONS:
-            before = original.get(section) or {}
             after = output.get(section) or {}
-            for name in before:
+            for name in sections.get(section, []):
                 if name not in after:
                     problems.append(f"{section}.{name} of the original is missing")
-    lost = comments(original_text) - comments(output_text)
-    for comment, count in sorted(lost.items()):
-        problems.append(f"comment lost ({count}x): {comment}")
+    for comment, count in sorted(comments(original_text).items()):
+        missing = count - output_text.count(comment)
+        if missing > 0:
+            problems.append(f"comment lost ({missing}x): {comment}")
     return problems
