@@ -1,9 +1,13 @@
 """Serve the operator API (control/operator_api.py) on `control.api_listen`, fed by a running
 ControlPlane: registry state, streams with ACK/NACK state, configuration status,
-control-plane metrics, join tokens from the CA directory."""
+control-plane metrics, join tokens from the CA directory. Its connections are capped
+and timed out (control/api_limits.py) so that it cannot take the file descriptors the
+xDS, bootstrap and renewal ports need."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -11,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gossamer.control.api_limits import ApiLimits, body_timeout_middleware, handler_factory
 from gossamer.control.api_tokens import ApiTokenStore
 from gossamer.control.audit import AuditLog
 from gossamer.control.metrics import ControlMetricSources, metrics_renderer
@@ -18,12 +23,16 @@ from gossamer.control.observe_api import add_observe_routes
 from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.discovery.model import RegistryState
 from gossamer.errors import GossamerError
+from gossamer.fdlimits import ConnectionLimit, nofile_limit
 from gossamer.logs import event
 
 if TYPE_CHECKING:
     from gossamer.control.server import ControlPlane
 
 log = logging.getLogger("gossamer.control.operator_api")
+# asyncio accepts up to `backlog` connections at a time, each holding a descriptor until
+# the connection cap has seen it: a small batch keeps that spike small
+API_BACKLOG = 16
 
 
 def sidecar_rows(plane: ControlPlane) -> list[dict[str, Any]]:
@@ -39,8 +48,9 @@ def sidecar_rows(plane: ControlPlane) -> list[dict[str, Any]]:
 
 
 class ApiServer:
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: ControlPlane, limits: ApiLimits | None = None) -> None:
         self.plane = plane
+        self.limits = limits or ApiLimits()
         mesh = plane.mesh
         data_dir = mesh.control.data_dir
         self.tokens = ApiTokenStore(data_dir)
@@ -76,12 +86,15 @@ class ApiServer:
         join_tokens = security.tokens if security else None
         self.api = OperatorApi(sources, self.tokens, join_tokens, AuditLog(data_dir))
         self.app = self.api.app()
+        self.app.middlewares.append(body_timeout_middleware(self.limits.body_timeout))
         # dashboard and /v1/stat, /v1/edges, /v1/top, /v1/overview (control/observe_api.py);
         observability = mesh.observability
         self.observe = add_observe_routes(
             self.app, self.api, observability, remembered_nacks=plane.registry.nacks
         )
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self.connection_limit: ConnectionLimit | None = None
         self.port: int | None = None
 
     def _policies(self) -> dict[str, dict[str, Any]]:
@@ -92,19 +105,28 @@ class ApiServer:
 
     async def start(self) -> int:
         address = self.plane.mesh.control.api_listen
-        self._runner = web.AppRunner(self.app, access_log=None)
+        limits = self.limits
+        self._runner = web.AppRunner(
+            self.app, access_log=None, keepalive_timeout=limits.idle_timeout
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, address.host, address.port)
+        nofile = nofile_limit()
+        self.connection_limit = limit = limits.connection_limit(nofile)
+        server = self._runner.server
+        assert server is not None  # after setup()
+        factory = handler_factory(server, limits, limit)
         try:
-            await site.start()
+            self._server = await asyncio.get_running_loop().create_server(
+                factory, address.host, address.port, backlog=API_BACKLOG
+            )
         except OSError as exc:
             raise GossamerError(
                 f"cannot listen on {address}: {exc.strerror}", hint="is the port in use?"
             ) from None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        sockets = list(self._server.sockets or ())
         self.port = sockets[0].getsockname()[1] if sockets else address.port
-        event(log, logging.INFO, "operator API listening", address=f"{address.host}:{self.port}")
+        event(log, logging.INFO, "operator API listening", address=f"{address.host}:{self.port}",
+              max_connections=limit.max_connections, open_file_limit=nofile)  # fmt: skip
         if self.admin_token:
             event(
                 log,
@@ -115,5 +137,10 @@ class ApiServer:
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)

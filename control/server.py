@@ -42,6 +42,7 @@ from gossamer.yamlconf import Node
 
 from .ads import AdsServicer, Identify, no_identity
 from .ads_stream import StreamEnvironment
+from .api_limits import ApiLimits
 from .audit import AuditLog
 from .cache import SnapshotCache
 from .config import Address, MeshConfig
@@ -70,8 +71,10 @@ class ControlPlane:
         secure: bool = True,
         trust_bundle_loader: TrustBundleLoader | None = None,
         store: Store | None = None,
+        api_limits: ApiLimits | None = None,
     ) -> None:
         self.config_path = Path(config_path)
+        self.api_limits = api_limits or ApiLimits()
         self.cache = SnapshotCache()
         self.registry = StreamRegistry()
         self.publisher = Publisher(self.cache)
@@ -205,7 +208,7 @@ class ControlPlane:
             )
             await self.serve_port(control.insecure_xds_listen, name="insecure_xds")
         if self.serve_api:
-            self.api = ApiServer(self)
+            self.api = ApiServer(self, self.api_limits)
             self._bound["api"] = await self.api.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(ADS_SERVICE, health_pb2.HealthCheckResponse.SERVING)

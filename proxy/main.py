@@ -30,10 +30,12 @@ from pathlib import Path
 
 from gossamer.contract import ports
 from gossamer.errors import ConfigError, GossamerError, UsageError
+from gossamer.fdlimits import raise_nofile_limit
 from gossamer.logs import event, setup_logging
 from gossamer.proxy.agent.app_probe import ProbeSpec
 from gossamer.proxy.agent.session import Agent, AgentOptions
 from gossamer.proxy.config import AppPort, InboundConfig, NodeInfo, Protocol, ProxyConfig
+from gossamer.proxy.listeners import limits
 from gossamer.proxy.sidecar import Sidecar, SidecarOptions
 from gossamer.proxy.static_config import load_config_file
 from gossamer.proxy.telemetry.wiring import Telemetry
@@ -78,6 +80,10 @@ class ProxySettings:
     drain_timeout: float = 10.0
     drain_notice: float = 1.0
     hold: float = 5.0
+    max_inbound_connections: int = limits.DEFAULT_MAX_INBOUND
+    max_outbound_connections: int = limits.DEFAULT_MAX_OUTBOUND
+    max_admin_connections: int = limits.DEFAULT_MAX_ADMIN
+    handshake_timeout: float = limits.DEFAULT_HANDSHAKE_TIMEOUT
 
 
 def parse_app_port(text: str) -> AppPortArg:
@@ -119,6 +125,8 @@ def run(settings: ProxySettings) -> None:
         agent_options = _agent_options(settings, app_ports)
     setup_logging()
     _one_malloc_arena()
+    soft, hard = raise_nofile_limit()
+    event(log, logging.DEBUG, "open file limit", soft=soft, hard=hard)
     import uvloop
 
     uvloop.run(_serve(settings, node, app_ports, agent_options))
@@ -213,6 +221,12 @@ def _options(settings: ProxySettings, node: NodeInfo, probe_port: int | None) ->
         hold_until_ready=settings.hold,
         limits=ServerLimits(
             header_timeout=settings.header_timeout, idle_timeout=settings.idle_timeout
+        ),
+        connections=limits.ListenerLimits(
+            inbound=settings.max_inbound_connections,
+            outbound=settings.max_outbound_connections,
+            admin=settings.max_admin_connections,
+            handshake_timeout=settings.handshake_timeout,
         ),
         telemetry=not (settings.no_telemetry or telemetry_off),
     )

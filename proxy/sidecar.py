@@ -43,6 +43,7 @@ from gossamer.proxy.config import (
     ProxyConfig,
 )
 from gossamer.proxy.listeners.inbound import Inbound
+from gossamer.proxy.listeners.limits import ListenerLimits
 from gossamer.proxy.listeners.outbound import Outbound
 from gossamer.proxy.telemetry.wiring import Telemetry
 from gossamer.proxy.transport.h2.server import H2Server
@@ -65,6 +66,7 @@ class SidecarOptions:
     admin_address: str = "0.0.0.0"
     probe: ProbeSpec | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
+    connections: ListenerLimits = field(default_factory=ListenerLimits)
     drain_timeout: float = 10.0
     # how long a request waits for what it needs before a 503 (0: fail at once):
     # outbound, the first configuration; inbound, the app accepting connections
@@ -143,6 +145,9 @@ class Sidecar:
         self.probe = AppProbe(options.probe)
         self.bound_ports: dict[str, int] = {}
         self.trackers = {n: ConnectionTracker() for n in ("outbound", "inbound", "admin")}
+        self.connection_limits = {
+            n: options.connections.limit(n, self.metrics) for n in ("outbound", "inbound", "admin")
+        }
         self.admin = Admin(self)
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -241,6 +246,8 @@ class Sidecar:
             limits=opts.limits,
             local_service=local_service,
             clock=self.clock,
+            handshake_timeout=opts.connections.handshake_timeout,
+            connection_limit=self.connection_limits["inbound"],
             request_telemetry=opts.telemetry,
             hold=opts.hold_until_ready,
         )
@@ -258,7 +265,11 @@ class Sidecar:
                 ("inbound", self.inbound.protocol, opts.inbound_address, opts.inbound_port),
             ):
                 server = await loop.create_server(
-                    factory, address, port, reuse_address=True, backlog=1024
+                    self.connection_limits[name].wrap(factory),
+                    address,
+                    port,
+                    reuse_address=True,
+                    backlog=1024,
                 )
                 self._servers.append(server)
                 self.bound_ports[name] = server.sockets[0].getsockname()[1]

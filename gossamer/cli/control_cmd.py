@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from gossamer.fdlimits import raise_nofile_limit
 from gossamer.logs import setup_logging
 
 
@@ -28,13 +29,67 @@ from gossamer.logs import setup_logging
     help="Seconds between checks of the configuration file for changes.",
 )
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
-def control(config_path: Path, reload_interval: float, log_level: str | None) -> None:
+@click.option(
+    "--api-max-connections",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Connections the operator API holds (fewer when the open-file limit minus "
+    "--fd-reserve is lower).",
+)
+@click.option(
+    "--fd-reserve",
+    type=click.IntRange(0),
+    default=512,
+    show_default=True,
+    help="File descriptors the operator API leaves for xDS, bootstrap, the CA and the store.",
+)
+@click.option(
+    "--api-header-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds an operator API client gets to send a request head.",
+)
+@click.option(
+    "--api-idle-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds an idle operator API connection is kept.",
+)
+@click.option(
+    "--api-body-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds an operator API client gets to send a request body (then 408).",
+)
+def control(
+    config_path: Path,
+    reload_interval: float,
+    log_level: str | None,
+    api_max_connections: int,
+    fd_reserve: int,
+    api_header_timeout: float,
+    api_idle_timeout: float,
+    api_body_timeout: float,
+) -> None:
     """Run the control plane: serve xDS to sidecars and proxyless gRPC clients.
 
     Stops cleanly on SIGTERM or Ctrl-C; SIGHUP reloads the configuration now.
     """
     setup_logging(log_level)
+    raise_nofile_limit()
+    from gossamer.control.api_limits import ApiLimits
     from gossamer.control.server import ControlPlane
 
-    plane = ControlPlane(config_path, reload_interval=reload_interval)
+    limits = ApiLimits(
+        max_connections=api_max_connections,
+        fd_reserve=fd_reserve,
+        header_timeout=api_header_timeout,
+        idle_timeout=api_idle_timeout,
+        body_timeout=api_body_timeout,
+    )
+    plane = ControlPlane(config_path, reload_interval=reload_interval, api_limits=limits)
     asyncio.run(plane.run_until_signalled())

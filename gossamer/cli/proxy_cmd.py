@@ -151,6 +151,35 @@ DEFAULT_PROXY_UID = 1337
     "configuration (then `no-config`); inbound, the app accepting connections (then "
     "`app-not-ready`). 0 fails at once.",
 )
+@click.option(
+    "--max-inbound-connections",
+    type=click.IntRange(0),
+    default=4096,
+    show_default=True,
+    help="Connections the inbound port holds (0: no cap). At the cap a new one takes the "
+    "place of the oldest connection still in its TLS handshake, or is closed.",
+)
+@click.option(
+    "--max-outbound-connections",
+    type=click.IntRange(0),
+    default=4096,
+    show_default=True,
+    help="Connections the outbound port holds (0: no cap); over it new ones are closed.",
+)
+@click.option(
+    "--max-admin-connections",
+    type=click.IntRange(0),
+    default=128,
+    show_default=True,
+    help="Connections the admin port holds (0: no cap); a new one displaces the oldest.",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds from accept a peer gets to finish the inbound TLS handshake.",
+)
 @click.pass_context
 def proxy(ctx: click.Context, /, **opts: Any) -> None:
     """Run a sidecar proxy beside SERVICE (or manage iptables, see the subcommand).

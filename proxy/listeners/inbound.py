@@ -1,7 +1,9 @@
 """The inbound side: peers' mTLS connections, authorized, handed to the local app.
 
 Per connection: the TLS 1.3 handshake requires a client certificate chaining to the
-trust bundle (a plaintext client or a certificate from another CA never completes it).
+trust bundle (a plaintext client or a certificate from another CA never completes it),
+and must finish within `handshake_timeout` of the accept. Until it has, the connection
+is one the listener's connection limit may displace (`listeners/limits.py`).
 The SNI names the target port (`tls.port_from_sni`), which selects the app port
 (`inbound|<port>`; the first app port when there is no SNI).
 
@@ -27,6 +29,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from gossamer.errors import UpstreamConnectError
+from gossamer.fdlimits import ConnectionLimit
 from gossamer.proxy.config import Protocol
 from gossamer.proxy.listeners.tcp import Pending, splice_pending
 from gossamer.proxy.routing.layers import authz_layer, errors_layer
@@ -72,6 +75,7 @@ class Inbound:
         local_service: str,
         clock: Callable[[], float],
         handshake_timeout: float = 10.0,
+        connection_limit: ConnectionLimit | None = None,
         request_telemetry: bool = True,
         hold: float = 0.0,
     ) -> None:
@@ -86,6 +90,7 @@ class Inbound:
         self.limits = limits
         self.local_service = local_service
         self.handshake_timeout = handshake_timeout
+        self.connection_limit = connection_limit  # a finished handshake is `proven`
         self._endpoint = endpoint_service(clock)
         # the telemetry layer also makes the error responses (one coroutine for both)
         outer = (
@@ -107,6 +112,7 @@ class Inbound:
             on_handshake=self._on_handshake,
             on_failure=self._on_failure,
             handshake_timeout=self.handshake_timeout,
+            on_closed=self.connection_limit.closed if self.connection_limit else None,
         )
 
     def _own_identity(self) -> str | None:
@@ -117,6 +123,8 @@ class Inbound:
         self.metrics.tls_failure("inbound")
 
     def _on_handshake(self, layer: TlsLayer) -> asyncio.BaseProtocol | None:
+        if self.connection_limit is not None:
+            self.connection_limit.proven(layer.raw_transport)
         snap = self.snapshot()
         if snap is None:
             return None

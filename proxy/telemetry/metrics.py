@@ -34,6 +34,8 @@ methods; never paths, ids or addresses.
   `gossamer_health_check_failures_total{destination_service}`
 - `gossamer_xds_updates_total{type}`, `gossamer_xds_nacks_total{type}`
 - `gossamer_downstream_connections_total{listener}`,
+  `gossamer_downstream_connections_overflow_total{listener}` (connections closed because
+  the listener was at its connection limit: the newcomer, or an unproven one it displaced),
   `gossamer_tls_handshake_failures_total{listener}`
 - `gossamer_downstream_h2_abuse_closed_total{listener, reason}`: HTTP/2 connections
   closed with GOAWAY(ENHANCE_YOUR_CALM) (reasons in `transport/h2/abuse.py`)
@@ -265,6 +267,7 @@ class SidecarMetrics(Collector):
         self.xds_nacks: dict[str, int] = {}
         self.connections: dict[str, int] = {}
         self.tls_failures: dict[str, int] = {}
+        self.connection_overflows: dict[str, int] = {}
         self.cert_expiry: dict[str, float] = {}
         self.h2_abuse: dict[tuple[str, str], int] = {}
         self._extra: list[tuple[str, str, str, Callable[[], float]]] = []
@@ -354,6 +357,10 @@ class SidecarMetrics(Collector):
 
     def tls_failure(self, listener: str) -> None:
         _bump(self.tls_failures, listener)
+
+    def connection_overflow(self, listener: str) -> None:
+        """A connection closed because `listener` was at its connection limit."""
+        _bump(self.connection_overflows, listener)
 
     def h2_abuse_closed(self, listener: str, reason: str) -> None:
         """An HTTP/2 connection on `listener` closed for abuse (`reason`: abuse.py)."""
@@ -475,6 +482,12 @@ class SidecarMetrics(Collector):
                 self.tls_failures,
                 "listener",
                 "Refused TLS handshakes.",
+            ),
+            (
+                "gossamer_downstream_connections_overflow",
+                self.connection_overflows,
+                "listener",
+                "Connections closed because the listener was at its connection limit.",
             ),
         ):
             fam = CounterMetricFamily(name, help_text, labels=(label,))

@@ -5,7 +5,8 @@ close_notify and cannot send one while still reading, so an opaque TCP stream pr
 over mTLS could not pass a half-close through. `TlsLayer` is the protocol of the raw TCP
 transport and the transport of the application protocol above it:
 
-- handshake: `do_handshake` on memory BIOs, with a timeout; on success the server side
+- handshake: `do_handshake` on memory BIOs, with a timeout counted from the accept (bytes
+  do not extend it); on success the server side
   asks `on_handshake(layer)` for the application protocol (None rejects the
   connection), the client side resolves `layer.handshake` (a future).
 - reading: ciphertext goes into the incoming BIO, plaintext records come out to the
@@ -14,6 +15,9 @@ transport and the transport of the application protocol above it:
   write direction) and keeps reading; the peer's close_notify (or a bare TCP FIN) calls
   the app's `eof_received`, and returning True keeps the write direction open.
 - write flow control is the raw transport's (its pause/resume_writing pass through).
+- memory: a server-side connection builds its `SSLObject` only when the first
+  bytes arrive. OpenSSL's state and buffers are about 40 KB a connection, so an idle
+  connection that never speaks costs this object and its timer alone (about 1 KB).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ OnHandshake = Callable[["TlsLayer"], asyncio.BaseProtocol | None]
 
 
 class TlsLayer(asyncio.Protocol, asyncio.Transport):
+    _sslobj: ssl.SSLObject  # from the first byte on (server side); at connect (client)
+
     def __init__(
         self,
         context: ssl.SSLContext,
@@ -39,18 +45,21 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         on_handshake: OnHandshake | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
         handshake_timeout: float = 10.0,
+        on_closed: Callable[[asyncio.BaseTransport], None] | None = None,
     ) -> None:
         super().__init__()
         self._loop = asyncio.get_running_loop()
+        self._context = context
+        self._server_side = server_side
+        self._server_hostname = server_hostname
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._sslobj = context.wrap_bio(
-            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
-        )
+        self._started = False  # the SSLObject is built (`_start_tls`)
         self._app: Any = app_protocol
         self._on_handshake = on_handshake
         self._on_failure = on_failure
         self._timeout = handshake_timeout
+        self._on_closed = on_closed  # called with the raw transport when it is lost
         self._timer: asyncio.TimerHandle | None = None
         self._raw: Any = None
         self.handshake: asyncio.Future[None] = self._loop.create_future()
@@ -61,13 +70,31 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         self._read_paused = False
         self.sni: str | None = None
 
+    @property
+    def raw_transport(self) -> asyncio.BaseTransport | None:
+        """The TCP transport underneath (None before `connection_made`)."""
+        return self._raw  # type: ignore[no-any-return]
+
+    def _start_tls(self) -> None:
+        self._started = True
+        self._sslobj = self._context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=self._server_side,
+            server_hostname=self._server_hostname,
+        )
+
     # -- raw side (Protocol) ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = transport
         self._timer = self._loop.call_later(self._timeout, self._handshake_timeout)
-        self._do_handshake()
+        if not self._server_side:  # the client speaks first: its ClientHello now
+            self._start_tls()
+            self._do_handshake()
 
     def data_received(self, data: bytes) -> None:
+        if not self._started:
+            self._start_tls()
         self._incoming.write(data)
         if self._established:
             self._read_app()
@@ -75,15 +102,17 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
             self._do_handshake()
 
     def eof_received(self) -> bool | None:
-        self._incoming.write_eof()
         if not self._established:
             self._fail(ConnectionResetError("connection closed during the TLS handshake"))
             return None
+        self._incoming.write_eof()
         self._read_app()
         return True  # _read_app delivers the EOF in order and closes when the app wants
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._on_closed is not None:
+            self._on_closed(self._raw)
         if self._timer is not None:
             self._timer.cancel()
         if not self.handshake.done():
@@ -118,8 +147,9 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
             self._raw.abort()
 
     def _do_handshake(self) -> None:
+        sslobj = self._sslobj
         try:
-            self._sslobj.do_handshake()
+            sslobj.do_handshake()
         except ssl.SSLWantReadError:
             self._flush()
             return
@@ -131,7 +161,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.sni = getattr(self._sslobj, "gossamer_sni", None)
+        self.sni = getattr(sslobj, "gossamer_sni", None)
         self._established = True
         if self._on_handshake is not None:
             self._app = self._on_handshake(self)
@@ -245,7 +275,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         if self._read_paused:
             self._read_paused = False
             self._raw.resume_reading()
-            if self._incoming.pending or self._sslobj.pending():
+            if self._incoming.pending or (self._started and self._sslobj.pending()):
                 self._loop.call_soon(self._read_app)
 
     def is_reading(self) -> bool:
@@ -265,7 +295,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
-            return self._sslobj
+            return self._sslobj if self._started else default
         if name == "peercert":
             return self._sslobj.getpeercert() if self._established else default
         if name == "sni":
