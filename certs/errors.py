@@ -75,3 +75,7 @@ class TokenRevoked(TokenError):
 
 class TokenWrongService(TokenError):
     """The token is scoped to another service or namespace."""
+
+
+class TokenUsedUp(TokenError):
+    """The token has already admitted as many sidecar instances as it allows."""

@@ -6,6 +6,13 @@ hash) so the sidecar can verify the control plane at first contact. The store
 (`tokens.json` in the CA directory, mode 0600) keeps only a SHA-256 hash of the secret;
 verification compares hashes in constant time and checks expiry, revocation and scope
 (one service in one namespace).
+
+Uses: a token admits at most `uses` sidecar instances (1 unless made with more, as
+`gossamer token create --reusable N`). The first time an instance id presents it, that id
+is recorded in the token's record; the same instance presenting it again (a sidecar that
+restarts re-bootstraps with its token) is admitted while the token is valid, a new
+instance once all uses are taken is refused (`TokenUsedUp`). Records written before use
+counts existed have `uses` 0: unlimited, as they were.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +34,18 @@ from gossamer.certs.errors import (
     TokenMalformed,
     TokenRevoked,
     TokenUnknown,
+    TokenUsedUp,
     TokenWrongService,
 )
 from gossamer.contract.identity import DEFAULT_NAMESPACE, check_label, is_control_identity
 from gossamer.errors import ConfigError, NotFound
 from gossamer.fsutil import atomic_write, locked
+from gossamer.yamlconf import format_duration
 
 PREFIX = "gst1"
 TOKENS_FILE = "tokens.json"
+MAX_USES = 10_000  # instances one token may admit
+MAX_INSTANCE_ID = 253  # characters of an instance id recorded in a token's record
 _TOKEN = re.compile(r"^gst1\.([a-z0-9]{8})\.([a-z2-7]{32})\.(sha256:[0-9a-f]{64})$")
 
 
@@ -55,6 +66,17 @@ class TokenRecord:
     created: float
     expires: float
     revoked: bool = False
+    uses: int = 0  # instances it admits; 0: unlimited (a record from before use counts)
+    instances: tuple[str, ...] = ()  # the instance ids it has admitted, in order
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TokenRecord:
+        return cls(**{**raw, "instances": tuple(raw.get("instances", ()))})
+
+    @property
+    def used_up(self) -> bool:
+        """True once it has admitted as many instances as it allows."""
+        return bool(self.uses) and len(self.instances) >= self.uses
 
     def public(self, now: float | None = None) -> dict[str, Any]:
         """What may be shown to an operator: everything but the secret's hash."""
@@ -63,6 +85,8 @@ class TokenRecord:
             status = "revoked"
         elif current >= self.expires:
             status = "expired"
+        elif self.used_up:
+            status = "used"  # its instances may still restart with it, no new one
         else:
             status = "valid"
         return {
@@ -72,6 +96,8 @@ class TokenRecord:
             "created": self.created,
             "expires": self.expires,
             "status": status,
+            "uses": self.uses or None,
+            "used": len(self.instances),
         }
 
 
@@ -86,17 +112,38 @@ def parse_token(token: str) -> ParsedToken:
     return ParsedToken(match.group(1), match.group(2), match.group(3))
 
 
+def check_uses(uses: int) -> int:
+    """`uses` if it is a number of instances a token may admit (1 to MAX_USES)."""
+    if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_USES:
+        raise ConfigError(
+            f"a join token admits 1 to {MAX_USES} instances, not {uses!r}", field="reusable"
+        )
+    return uses
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class TokenStore:
-    """Join tokens kept in `<directory>/tokens.json`; safe across processes."""
+    """Join tokens kept in `<directory>/tokens.json`; safe across processes.
 
-    def __init__(self, directory: str | Path, *, clock: Callable[[], float] = time.time):
+    `max_ttl` (the operator API's and `gossamer token create`'s store: mesh.yaml's
+    `control.max_token_ttl`) refuses to make a token that lives longer; None: no cap
+    (the compose bootstrap and `gossamer up`, whose sidecars present their token at
+    every start)."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_ttl: float | None = None,
+    ):
         self.path = Path(directory) / TOKENS_FILE
         self._lock = Path(directory) / ".tokens.lock"
         self._clock = clock
+        self.max_ttl = max_ttl
         self._cache: tuple[tuple[int, int], dict[str, TokenRecord]] | None = None
 
     def _read(self) -> dict[str, TokenRecord]:
@@ -108,7 +155,7 @@ class TokenStore:
         if self._cache is not None and self._cache[0] == stamp:
             return self._cache[1]
         raw = json.loads(self.path.read_text())
-        records = {r["token_id"]: TokenRecord(**r) for r in raw.get("tokens", [])}
+        records = {r["token_id"]: TokenRecord.from_json(r) for r in raw.get("tokens", [])}
         self._cache = (stamp, records)
         return records
 
@@ -118,10 +165,17 @@ class TokenStore:
         self._cache = None
 
     def create(
-        self, service: str, ca_pin: str, *, namespace: str = DEFAULT_NAMESPACE, ttl: float = 3600.0
+        self,
+        service: str,
+        ca_pin: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float = 3600.0,
+        uses: int = 1,
     ) -> tuple[str, TokenRecord]:
-        """A new token for `service`; the token string is returned once, never stored."""
-        return self.create_many([service], ca_pin, namespace=namespace, ttl=ttl)[0]
+        """A new token for `service` admitting `uses` instances; the token string is
+        returned once, never stored."""
+        return self.create_many([service], ca_pin, namespace=namespace, ttl=ttl, uses=uses)[0]
 
     def create_many(
         self,
@@ -130,9 +184,11 @@ class TokenStore:
         *,
         namespace: str = DEFAULT_NAMESPACE,
         ttl: float = 3600.0,
+        uses: int = 1,
     ) -> list[tuple[str, TokenRecord]]:
-        """A new token for each of `services` (in order), stored with one write of
-        `tokens.json` (one write per token made inject of N services quadratic)."""
+        """A new token for each of `services` (in order), each admitting `uses` instances,
+        stored with one write of `tokens.json` (one write per token made inject of N
+        services quadratic)."""
         for service in services:
             check_label(service, "service")
             if is_control_identity(namespace, service):
@@ -144,6 +200,14 @@ class TokenStore:
         check_label(namespace, "namespace")
         if ttl <= 0:
             raise TokenMalformed("the token lifetime must be positive")
+        if self.max_ttl is not None and ttl > self.max_ttl:
+            raise ConfigError(
+                f"a join token may live at most {format_duration(self.max_ttl)}, "
+                f"not {format_duration(ttl)}",
+                field="ttl",
+                hint="ask for a shorter ttl, or raise control.max_token_ttl in mesh.yaml",
+            )
+        check_uses(uses)
         now = self._clock()
         made: list[tuple[str, TokenRecord]] = []
         with locked(self._lock):
@@ -154,7 +218,7 @@ class TokenStore:
                     token_id = secrets.token_hex(4)
                 secret = base64.b32encode(secrets.token_bytes(20)).decode().lower()
                 record = TokenRecord(
-                    token_id, service, namespace, _hash(secret), ca_pin, now, now + ttl
+                    token_id, service, namespace, _hash(secret), ca_pin, now, now + ttl, uses=uses
                 )
                 records[token_id] = record
                 made.append((f"{PREFIX}.{token_id}.{secret}.{ca_pin}", record))
@@ -187,13 +251,47 @@ class TokenStore:
             )
         return record
 
+    def redeem(
+        self,
+        token: str,
+        *,
+        instance: str,
+        service: str | None = None,
+        namespace: str | None = None,
+    ) -> TokenRecord:
+        """Verify `token` (as `verify`) and take one of its uses for `instance`: an
+        instance it already admitted is admitted again without taking another; a new one
+        is refused once every use is taken. An empty `instance` (a sidecar too old to
+        send its id) takes a new use each time."""
+        if len(instance) > MAX_INSTANCE_ID:
+            raise TokenMalformed(f"the instance id is longer than {MAX_INSTANCE_ID} characters")
+        token_id = self.verify(token, service=service, namespace=namespace).token_id
+        with locked(self._lock):
+            records = dict(self._read())
+            record = records[token_id]
+            if record.revoked:  # revoked since `verify` read the store
+                raise TokenRevoked(f"join token {token_id} was revoked")
+            if not record.uses or (instance and instance in record.instances):
+                return record
+            if record.used_up:
+                raise TokenUsedUp(
+                    f"join token {token_id} has already admitted {len(record.instances)} "
+                    f"instance(s), all it allows",
+                    hint="create a new token (gossamer token create --service S), or "
+                    "--reusable N for a token that admits N instances",
+                )
+            name = instance or f"(unnamed {len(record.instances) + 1})"
+            records[token_id] = replace(record, instances=(*record.instances, name))
+            self._write(records)
+            return records[token_id]
+
     def revoke(self, token_id: str) -> TokenRecord:
         with locked(self._lock):
             records = dict(self._read())
             if token_id not in records:
                 raise NotFound(f"no join token with id {token_id}", hint="see gossamer token list")
             old = records[token_id]
-            records[token_id] = TokenRecord(**{**asdict(old), "revoked": True})
+            records[token_id] = replace(old, revoked=True)
             self._write(records)
             return records[token_id]
 

@@ -11,6 +11,8 @@ control:
   data_dir: ./.gossamer/data           # the embedded store's files
   store: embedded                      # or etcd://host:port,host:port
   lease_ttl: 10s                       # a lost sidecar's endpoint leaves after this
+  max_token_ttl: 24h                   # longest join token made through the API/CLI
+  max_cert_ttl: 24h                    # longest leaf a sidecar gets (longer asks are cut)
 services: [...]                        # discovery fields + per-service policy (policy.py)
 ```
 
@@ -108,6 +110,8 @@ class ControlConfig:
     data_dir: Path = Path(_CONTROL["data_dir"].default)
     store: str = _CONTROL["store"].default  # or etcd://host:port[,host:port...][/prefix]
     lease_ttl: float = parse_duration(_CONTROL["lease_ttl"].default)  # endpoint outlives its stream
+    max_token_ttl: float = parse_duration(_CONTROL["max_token_ttl"].default)  # longer: refused
+    max_cert_ttl: float = parse_duration(_CONTROL["max_cert_ttl"].default)  # longer: cut to it
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,13 @@ def _parse_control(node: Node, base_dir: Path | None) -> ControlConfig:
             raise lease_node.error("must be between 1s and 1h")
         return value
 
+    def ttl_cap(key: str) -> float:
+        cap_node = _CONTROL[key].read(node)
+        value = cap_node.duration()
+        if not _CONTROL[key].minimum <= value <= schema.MAX_TTL_CAP:  # type: ignore[operator]
+            raise cap_node.error("must be between 1m and 720h (30 days)")
+        return value
+
     listen = {
         key: attempt(partial(address, key), None)
         for key in ("xds_listen", "bootstrap_listen", "api_listen", "insecure_xds_listen")
@@ -225,6 +236,8 @@ def _parse_control(node: Node, base_dir: Path | None) -> ControlConfig:
         data_dir=attempt(lambda: directory("data_dir", defaults.data_dir), defaults.data_dir),
         store=attempt(store, defaults.store),
         lease_ttl=attempt(lease_ttl, defaults.lease_ttl),
+        max_token_ttl=attempt(partial(ttl_cap, "max_token_ttl"), defaults.max_token_ttl),
+        max_cert_ttl=attempt(partial(ttl_cap, "max_cert_ttl"), defaults.max_cert_ttl),
     )
 
 

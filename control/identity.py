@@ -7,6 +7,11 @@ Two ways in, decided per call:
   names the service.
 Either way the issued leaf carries exactly that service's SPIFFE ID, whatever the CSR
 asks for: a CSR naming anything else is refused. Tokens never appear in logs.
+
+A bootstrap takes one of the token's uses for the instance id the sidecar sends (the
+same instance restarting takes none: `TokenStore.redeem`). A leaf lives `max_ttl`
+(mesh.yaml's `control.max_cert_ttl`, 24 h) at most: a longer requested lifetime is cut
+to it, not refused, so a sidecar asking too much still starts (logged).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from gossamer.errors import GossamerError
 log = logging.getLogger("gossamer.control.identity")
 
 DEFAULT_TTL = 24 * 3600.0
-MAX_TTL = 7 * 24 * 3600.0
+MAX_TTL = 24 * 3600.0  # mesh.yaml's control.max_cert_ttl raises it
 MIN_TTL = 5.0  # short-lived leaves are asked for only by tests; the default stays 24 h
 
 
@@ -47,13 +52,18 @@ class IdentityService:
     ) -> None:
         self._ca = ca
         self._tokens = tokens
-        self._default_ttl = default_ttl
+        self._default_ttl = min(default_ttl, max_ttl)
         self._max_ttl = max_ttl
         self._on_issue = on_issue
 
     def _ttl(self, requested: int) -> float:
         if requested <= 0:
             return self._default_ttl
+        if requested > self._max_ttl:
+            log.warning(
+                "requested certificate lifetime cut to the cap (control.max_cert_ttl)",
+                extra={"fields": {"requested_s": requested, "cap_s": int(self._max_ttl)}},
+            )
         return min(max(float(requested), MIN_TTL), self._max_ttl)
 
     async def certify(
@@ -64,8 +74,9 @@ class IdentityService:
         if request.token:
             mode = "bootstrap"
             try:
-                record = self._tokens.verify(
+                record = self._tokens.redeem(
                     request.token,
+                    instance=request.instance_id,
                     service=request.service or None,
                     namespace=request.namespace or None,
                 )

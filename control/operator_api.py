@@ -3,7 +3,7 @@
 Routes (role needed):
   GET  /v1/services, /v1/endpoints, /v1/sidecars, /v1/config     viewer
   GET  /v1/tokens                                                 operator
-  POST /v1/tokens {service, namespace?, ttl?}                     operator (token shown once;
+  POST /v1/tokens {service, namespace?, ttl?, reusable?}          operator (token shown once;
                                                                   admin in gossamer-system)
   DELETE /v1/tokens/{id}                                          operator
   GET/POST /v1/api-tokens, DELETE /v1/api-tokens/{name}           admin
@@ -13,7 +13,9 @@ Routes (role needed):
   GET  /healthz       liveness (open)
 Every change is written to the audit log with the caller's token name, and so are
 refused requests (401 without a valid token, 403, a change that failed). Join tokens and
-API tokens are returned once at creation and never again.
+API tokens are returned once at creation and never again. A join token admits one
+sidecar instance unless `reusable` says how many (1 to 10,000), and lives `ttl` (1h) at
+most mesh.yaml's `control.max_token_ttl` (24h): a longer ttl is refused with 400.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from gossamer.certs.errors import CaError
-from gossamer.certs.tokens import TokenStore
+from gossamer.certs.tokens import TokenStore, check_uses
 from gossamer.contract.identity import is_reserved_namespace
 from gossamer.control.api_tokens import ApiToken, ApiTokenStore, role_allows
 from gossamer.control.audit import AuditLog
@@ -203,7 +205,10 @@ class OperatorApi:
                 f"namespace {namespace} is reserved for the mesh itself: "
                 "only an admin may create join tokens in it",
             )
-        token, record = store.create(service, self.sources.ca_pin(), namespace=namespace, ttl=ttl)
+        uses = check_uses(body.get("reusable", 1))  # ttl above control.max_token_ttl: 400
+        token, record = store.create(
+            service, self.sources.ca_pin(), namespace=namespace, ttl=ttl, uses=uses
+        )
         self.audit.record(
             caller.name,
             caller.role,
@@ -211,6 +216,7 @@ class OperatorApi:
             f"{service}.{namespace}",
             "ok",
             token_id=record.token_id,
+            uses=uses,
         )
         return _json({"token": token, **record.public()}, 201)
 

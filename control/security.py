@@ -22,7 +22,7 @@ from gossamer.errors import ConfigError
 from gossamer.logs import event
 
 from .audit import AuditLog
-from .identity import IdentityService
+from .identity import MAX_TTL, IdentityService
 from .peer import peer_identity
 from .registration import Registrar, RegistrationService
 from .server_certs import ServerCertificates
@@ -38,6 +38,9 @@ class MeshSecurity:
         registrar: Registrar,
         lease_ttl: float,
         audit: AuditLog | None = None,
+        *,
+        max_token_ttl: float | None = None,
+        max_cert_ttl: float = MAX_TTL,
     ):
         try:
             self.ca = CaReloader(ca_dir)
@@ -59,11 +62,13 @@ class MeshSecurity:
                 hint="point control.ca_dir at this mesh's CA, or fix trust_domain",
             )
         self.trust_domain = trust_domain
-        self.tokens = TokenStore(ca_dir)
+        self.tokens = TokenStore(ca_dir, max_ttl=max_token_ttl)  # the API's tokens
         self.server_certs = ServerCertificates(self.ca.get)
         self.issued = 0
         self._audit = audit
-        self.identity = IdentityService(self.ca.get, self.tokens, on_issue=self._count)
+        self.identity = IdentityService(
+            self.ca.get, self.tokens, max_ttl=max_cert_ttl, on_issue=self._count
+        )
         self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
 
     def _count(self, spiffe_id: str, mode: str) -> None:

@@ -169,6 +169,8 @@ class ControlPlane:
                 self.link.registry,
                 control.lease_ttl,
                 audit=AuditLog(control.data_dir),
+                max_token_ttl=control.max_token_ttl,
+                max_cert_ttl=control.max_cert_ttl,
             )
         self._refresh_trust_bundle()
         assert self._static is not None

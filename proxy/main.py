@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,15 @@ def _one_malloc_arena() -> None:
         pass
 
 
+TOKEN_FLAG_WARNING = (
+    "warning: --token is deprecated: it puts the join token on the command line, where "
+    "every local user can read it (ps); use --token-file FILE or $GOSSAMER_TOKEN"
+)
+
+
 def _token(settings: ProxySettings) -> str:
+    if settings.token:
+        print(TOKEN_FLAG_WARNING, file=sys.stderr, flush=True)
     token = settings.token or os.environ.get("GOSSAMER_TOKEN")
     if not token and settings.token_file is not None:
         try:

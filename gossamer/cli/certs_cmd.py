@@ -273,7 +273,9 @@ def bootstrap(
 
     Creates the CA only if the folder has none, and a token only if FILE lacks one that
     stays valid for another day (mode 0400, owned by --owner), so running it at every
-    start changes nothing that still works. `gossamer inject --bootstrap volumes` runs
+    start changes nothing that still works. Each token admits one sidecar instance (the
+    one FILE is mounted in, which presents it again under the same instance id when it
+    restarts or is recreated). `gossamer inject --bootstrap volumes` runs
     it in a one-shot container at `docker compose up`.
     """
     from gossamer.compose.bootstrap import bootstrap_volume
@@ -289,5 +291,6 @@ def bootstrap(
     )
     click.echo(
         f"CA {'created' if created else 'kept'} in {resolve_dir(directory)}; "
-        f"join tokens: {len(report.created)} created, {len(report.kept)} kept"
+        f"join tokens: {len(report.created)} created, {len(report.kept)} kept "
+        "(each admits one sidecar instance, which may restart with it)"
     )

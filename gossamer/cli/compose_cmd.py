@@ -174,7 +174,9 @@ def inject(
         parts = [f"CA for {report.trust_domain}" + (" created" if report.ca_created else " kept")]
         if report.tokens_created:
             parts.append(
-                f"{len(report.tokens_created)} join token(s) created (valid {format_duration(ttl)})"
+                f"{len(report.tokens_created)} join token(s) created (valid "
+                f"{format_duration(ttl)}, each admitting its one sidecar: the same "
+                "instance id restarting or recreated, never a second one)"
             )
         if report.tokens_kept:
             parts.append(f"{len(report.tokens_kept)} kept")

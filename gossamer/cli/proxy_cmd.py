@@ -41,11 +41,15 @@ DEFAULT_PROXY_UID = 1337
     help="Control plane bootstrap address HOST:PORT, where the join token is exchanged for "
     "the first certificate [default: the --control host, port 15011].",
 )
-@click.option("--token", help="Join token (also $GOSSAMER_TOKEN).")
+@click.option(
+    "--token",
+    help="Deprecated: the join token on the command line, visible to every local user "
+    "in ps. Use --token-file or $GOSSAMER_TOKEN.",
+)
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="File with the join token.",
+    help="File with the join token (or the token in $GOSSAMER_TOKEN).",
 )
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--zone", default="", help="Locality zone of this instance.")

@@ -1,8 +1,15 @@
-"""`gossamer token`: join tokens that let a new sidecar get its first certificate."""
+"""`gossamer token`: join tokens that let a new sidecar get its first certificate.
+
+`token create` makes a token that admits one sidecar instance (`--reusable N`: N) and
+lives at most `control.max_token_ttl` (24 h; read from `--config mesh.yaml` when given).
+`--output-file F` writes it to F with mode 0600 (never over an existing file without
+`--force`) instead of printing it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import click
@@ -30,25 +37,111 @@ def token() -> None:
     """Create, list and revoke join tokens (one service each, expiring)."""
 
 
+def _max_ttl(config: Path | None) -> float:
+    """The longest token allowed: `control.max_token_ttl` of `config`, else its default."""
+    if config is None:
+        from gossamer.meshconfig.schema import CONTROL
+        from gossamer.yamlconf import parse_duration
+
+        return parse_duration(CONTROL["max_token_ttl"].default)
+    from gossamer.control.config import load_mesh
+
+    return load_mesh(config)[1].control.max_token_ttl
+
+
+def write_secret_file(path: Path, text: str, *, force: bool) -> None:
+    """Write `text` to `path` with mode 0600: a new file, or (with `force`) a replacement.
+    Never through a symbolic link, never readable by others even for a moment."""
+    from gossamer.errors import UsageError
+    from gossamer.fsutil import atomic_write
+
+    if force:
+        atomic_write(path, text, mode=0o600)  # replaces a link itself, never its target
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"{path} exists; not overwriting it", hint="pass --force to replace it"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+
+
 @token.command()
 @click.option("--service", required=True, help="The service the token may join as.")
 @click.option("--namespace", default="default", show_default=True)
-@click.option("--ttl", default="1h", show_default=True, help="How long the token stays valid.")
+@click.option(
+    "--ttl",
+    default="1h",
+    show_default=True,
+    help="How long the token stays valid (at most control.max_token_ttl, 24h).",
+)
+@click.option(
+    "--reusable",
+    "uses",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="How many sidecar instances it admits (an instance restarting counts once).",
+)
+@click.option(
+    "--output-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the token to this file (mode 0600) instead of printing it.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing --output-file.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="mesh.yaml whose control.max_token_ttl caps --ttl [default cap: 24h].",
+)
 @ca_dir_option
 @output_option
-def create(service: str, namespace: str, ttl: str, directory: Path | None, output: str) -> None:
-    """Create a token; it is printed once and only its hash is stored."""
+def create(
+    service: str,
+    namespace: str,
+    ttl: str,
+    uses: int,
+    output_file: Path | None,
+    force: bool,
+    config: Path | None,
+    directory: Path | None,
+    output: str,
+) -> None:
+    """Create a token; it is shown once (or written to --output-file) and only its hash
+    is stored."""
     from gossamer.certs.ca import CertificateAuthority
-    from gossamer.certs.tokens import TokenStore
+    from gossamer.certs.tokens import TokenStore, check_uses
+    from gossamer.errors import ConfigError, UsageError
 
     path = resolve_dir(directory)
+    try:
+        check_uses(uses)
+    except ConfigError:
+        raise UsageError("--reusable must be between 1 and 10000") from None
+    if output_file is not None and not force and os.path.lexists(output_file):
+        raise UsageError(f"{output_file} exists; not overwriting it", hint="pass --force")
     ca = CertificateAuthority.load(path)
-    secret, record = TokenStore(path).create(
-        service, ca.root_pin(), namespace=namespace, ttl=parse_ttl(ttl)
+    store = TokenStore(path, max_ttl=_max_ttl(config))
+    secret, record = store.create(
+        service, ca.root_pin(), namespace=namespace, ttl=parse_ttl(ttl), uses=uses
     )
-    _audit(path, "create join token", f"{service}.{namespace}", token_id=record.token_id)
-    data = {"token": secret, **record.public()}
-    emit(output, data, lambda: click.echo(secret))
+    _audit(path, "create join token", f"{service}.{namespace}", token_id=record.token_id, uses=uses)
+    if output_file is None:
+        emit(output, {"token": secret, **record.public()}, lambda: click.echo(secret))
+        return
+    write_secret_file(output_file, secret + "\n", force=force)
+    said = f"wrote join token {record.token_id} to {output_file} (mode 0600)"
+    emit(output, {"file": str(output_file), **record.public()}, lambda: click.echo(said))
 
 
 @token.command("list")
@@ -63,7 +156,7 @@ def list_tokens(directory: Path | None, output: str) -> None:
         output,
         records,
         lambda: print_table(
-            ["id", "service", "namespace", "created", "expires", "status"],
+            ["id", "service", "namespace", "created", "expires", "uses", "status"],
             [
                 [
                     r["id"],
@@ -71,6 +164,7 @@ def list_tokens(directory: Path | None, output: str) -> None:
                     r["namespace"],
                     _when(r["created"]),
                     _when(r["expires"]),
+                    f"{r['used']}/{r['uses'] or 'any'}",
                     r["status"],
                 ]
                 for r in records

@@ -137,7 +137,9 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
         # the sidecar speaks HTTP/1.1 or carries opaque TCP
         args += ["--app-port", f"{port}/{'http' if protocol == 'http' else 'tcp'}"]
     token = names.container_token_file(sp.name, options.bootstrap)
-    args += ["--control", control, "--token-file", token]
+    # a stable instance id: the join token admits one instance, and Compose recreates
+    # the container (new hostname) whenever it likes; this id stays the same
+    args += ["--control", control, "--token-file", token, "--instance-id", sp.name]
     if sp.port_offset:
         args += [
             "--inbound-port",

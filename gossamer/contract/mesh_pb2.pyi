@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CertifyRequest(_message.Message):
-    __slots__ = ("csr", "token", "service", "namespace", "ttl_seconds")
+    __slots__ = ("csr", "token", "service", "namespace", "ttl_seconds", "instance_id")
     CSR_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     csr: bytes
     token: str
     service: str
     namespace: str
     ttl_seconds: int
-    def __init__(self, csr: _Optional[bytes] = ..., token: _Optional[str] = ..., service: _Optional[str] = ..., namespace: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, csr: _Optional[bytes] = ..., token: _Optional[str] = ..., service: _Optional[str] = ..., namespace: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class CertifyResponse(_message.Message):
     __slots__ = ("cert_chain", "trust_bundle", "not_after_unix", "spiffe_id")

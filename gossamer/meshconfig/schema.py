@@ -18,6 +18,7 @@ PROTOCOLS = tuple(p.value for p in Protocol)
 RETRY_CONDITIONS = tuple(c.value for c in HttpRetryOn) + tuple(c.value for c in GrpcRetryOn)
 MAX_RETRY_ATTEMPTS = 10
 DEFAULT_TRUST_DOMAIN = "gossamer.local"
+MAX_TTL_CAP = 30 * 86400  # the highest control.max_token_ttl / max_cert_ttl (30 days)
 
 # -- control ------------------------------------------------------------------------------
 CONTROL = Section(
@@ -74,6 +75,24 @@ CONTROL = Section(
             "10s",
             minimum=1,
             maximum=3600,
+        ),
+        Field(
+            "max_token_ttl",
+            "duration",
+            "the longest join token the operator API and `gossamer token create` make; "
+            "a longer ttl is refused",
+            "24h",
+            minimum=60,
+            maximum=MAX_TTL_CAP,
+        ),
+        Field(
+            "max_cert_ttl",
+            "duration",
+            "the longest leaf certificate issued to a sidecar (also its default); a "
+            "longer requested lifetime is cut to it",
+            "24h",
+            minimum=60,
+            maximum=MAX_TTL_CAP,
         ),
     ),
 )

@@ -28,7 +28,13 @@ from gossamer.up import layout as layouts
 from gossamer.up import netns, report, summary
 from gossamer.up.commands import Settings
 from gossamer.up.runner import DemoMesh
-from gossamer.up.statedir import DEFAULT_STATE_DIR, StateDir, clear_status, prepare
+from gossamer.up.statedir import (
+    DEFAULT_STATE_DIR,
+    StateDir,
+    clear_status,
+    prepare,
+    token_summary,
+)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -150,6 +156,7 @@ def run(options: UpOptions, out: TextIO = sys.stdout) -> int:
         release_ports()
         mesh = DemoMesh(layout, state, options.settings, network)
         printer.say(f"starting the demo mesh (logs in {state.logs}) ...")
+        printer.say(f"  {token_summary(layout)}")
         mesh.start(
             options.timeout,
             lambda what: printer.say(f"  {time.monotonic() - started:5.1f} s  {what}"),

@@ -6,7 +6,9 @@
     data/               the control plane's data: embedded registry, admin-token, audit
     tokens/S.token      one join token per service (mode 0600; `gossamer up` hands each to
                         its sidecars in $GOSSAMER_TOKEN, so a sidecar running as another
-                        user needs no access to this folder)
+                        user needs no access to this folder), admitting exactly that
+                        service's instances (`token_uses`); a sidecar that restarts
+                        presents it again under the same instance id
     logs/NAME.log       one log per process
     status.json         written once the mesh is up: addresses, pids, URLs (for tools)
 
@@ -115,6 +117,18 @@ def _wipe(root: Path) -> None:
     shutil.rmtree(root)
 
 
+def token_uses(layout: Layout) -> dict[str, int]:
+    """How many sidecar instances each service's join token admits: its instances."""
+    return {service: len(layout.of_service(service)) for service in SERVICES}
+
+
+def token_summary(layout: Layout) -> str:
+    """One line saying what the join tokens allow (printed at start)."""
+    uses = ", ".join(f"{service} {n}" for service, n in token_uses(layout).items())
+    days = int(TOKEN_TTL // 86400)
+    return f"join tokens: one per service, valid {days} days, admitting its instances ({uses})"
+
+
 def prepare(root: Path, layout: Layout, *, jaeger_url: str | None = None) -> StateDir:
     """Wipe and recreate `root`: CA, one join token per service, mesh.yaml, logs/."""
     from gossamer.certs.ca import CertificateAuthority
@@ -134,8 +148,8 @@ def prepare(root: Path, layout: Layout, *, jaeger_url: str | None = None) -> Sta
         store = TokenStore(state.ca_dir)
         tokens = state.root / "tokens"
         tokens.mkdir(mode=0o700)
-        for service in SERVICES:
-            token, _ = store.create(service, pin, namespace=NAMESPACE, ttl=TOKEN_TTL)
+        for service, uses in token_uses(layout).items():
+            token, _ = store.create(service, pin, namespace=NAMESPACE, ttl=TOKEN_TTL, uses=uses)
             path = state.token_file(service)
             atomic_write(path, token + "\n", mode=0o600)
     except OSError as exc:

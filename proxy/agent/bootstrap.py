@@ -146,15 +146,23 @@ async def bootstrap(
     *,
     ttl_seconds: int = 0,
     timeout: float = 10.0,
+    instance_id: str = "",
 ) -> WorkloadCredentials:
-    """Get the first certificate with a join token (see the module docstring)."""
+    """Get the first certificate with a join token (see the module docstring).
+    `instance_id` is what the token's uses count: the same instance restarting presents
+    its token again without taking another use."""
     parsed = parse_token(token)
     root_pem = await asyncio.to_thread(fetch_pinned_root, host, port, parsed.ca_pin)
     key = generate_key()
     identity = "" if trust_domain is None else SpiffeId(trust_domain, namespace, service).uri
     csr = build_csr(key, identity) if identity else _csr_without_san(key)
     request = mesh_pb2.CertifyRequest(
-        csr=csr, token=token, service=service, namespace=namespace, ttl_seconds=ttl_seconds
+        csr=csr,
+        token=token,
+        service=service,
+        namespace=namespace,
+        ttl_seconds=ttl_seconds,
+        instance_id=instance_id,
     )
     async with plane_channel(host, port, _client_context(root_pem), keepalive=0) as channel:
         reply = await _certify(channel, request, timeout, "certification with the join token")

@@ -99,6 +99,7 @@ class Agent:
                     node.service,
                     node.namespace,
                     ttl_seconds=self.options.cert_ttl,
+                    instance_id=self.options.instance_id,
                 )
             except UpstreamConnectError as exc:
                 attempt += 1

@@ -128,3 +128,59 @@ def test_list_has_no_secrets(store):
     for record in store.list():
         public = record.public()
         assert "secret_sha256" not in public and set(public) >= {"id", "service", "status"}
+
+
+def test_a_token_admits_one_instance_and_that_instance_again(store, clock):
+    token, record = store.create("web", PIN)
+    assert record.uses == 1 and record.public(clock.now)["status"] == "valid"
+    assert store.redeem(token, instance="web-1", service="web").instances == ("web-1",)
+    assert store.redeem(token, instance="web-1").instances == ("web-1",)  # a restart
+    with pytest.raises(errors.TokenUsedUp, match="already admitted 1 instance"):
+        store.redeem(token, instance="web-2")
+    shown = store.list()[0].public(clock.now)
+    assert (shown["status"], shown["uses"], shown["used"]) == ("used", 1, 1)
+
+
+def test_reusable_and_unnamed_instances(store):
+    token, _ = store.create("web", PIN, uses=2)
+    store.redeem(token, instance="")
+    store.redeem(token, instance="")  # no id: a new use each time
+    with pytest.raises(errors.TokenUsedUp):
+        store.redeem(token, instance="")
+
+
+@pytest.mark.parametrize("uses", [0, -1, 10_001, True, "2"])
+def test_uses_bounds(store, uses):
+    with pytest.raises(ConfigError, match="admits 1 to 10000"):
+        store.create("web", PIN, uses=uses)
+
+
+def test_redeem_checks_like_verify(store, clock):
+    token, record = store.create("web", PIN, ttl=60)
+    with pytest.raises(errors.TokenWrongService):
+        store.redeem(token, instance="a", service="catalog")
+    store.revoke(record.token_id)
+    with pytest.raises(errors.TokenRevoked):
+        store.redeem(token, instance="a")
+    with pytest.raises(errors.TokenMalformed, match="instance id"):
+        store.redeem(token, instance="x" * 254)
+    assert store.list()[0].instances == ()
+
+
+def test_records_from_before_use_counts_stay_unlimited(store, tmp_path):
+    token, _ = store.create("web", PIN)
+    path = tmp_path / "tokens.json"
+    body = json.loads(path.read_text())
+    for raw in body["tokens"]:
+        del raw["uses"], raw["instances"]
+    path.write_text(json.dumps(body))
+    for n in range(3):
+        assert store.redeem(token, instance=f"i{n}").instances == ()
+    assert store.list()[0].public()["uses"] is None
+
+
+def test_max_ttl_refuses_longer_tokens(tmp_path, clock):
+    capped = TokenStore(tmp_path, clock=clock, max_ttl=86400)
+    with pytest.raises(ConfigError, match="at most 24h, not 48h"):
+        capped.create("web", PIN, ttl=2 * 86400)
+    assert capped.create("web", PIN, ttl=86400)[1].expires == clock.now + 86400

@@ -46,6 +46,12 @@ def test_defaults():
     assert mesh.control.data_dir == Path(".gossamer/data")
     assert str(mesh.control.store) == "embedded"
     assert mesh.policy_for(ServiceKey("default", "x")).lb_policy == "round_robin"
+    assert mesh.control.max_token_ttl == mesh.control.max_cert_ttl == 24 * 3600
+
+
+def test_ttl_caps_raised():
+    mesh = mesh_from_mapping({"control": {"max_token_ttl": "72h", "max_cert_ttl": "168h"}})
+    assert (mesh.control.max_token_ttl, mesh.control.max_cert_ttl) == (72 * 3600, 168 * 3600)
 
 
 def test_full_file(tmp_path):
@@ -137,6 +143,8 @@ def test_policy_errors_name_field_and_line(snippet, line, field, words):
         ("control: {store: postgres://x}\n", "control.store", "unknown registry store"),
         ("control: {api_listen: '0.0.0.0:15012'}\n", "control.api_listen", "already used"),
         ("control: {listen: x}\n", "control.listen", "unknown field"),
+        ("control: {max_token_ttl: 31d}\n", "control.max_token_ttl", "between 1m and 720h"),
+        ("control: {max_cert_ttl: 10s}\n", "control.max_cert_ttl", "between 1m and 720h"),
         ("tracing: on\n", "tracing", "unknown field"),
         ("services:\n  - {name: Catalog}\n", "services[0].name", "DNS-1123"),
         ("services:\n  - {name: a}\n  - {name: a}\n", "services[1].name", "defined twice"),

@@ -86,6 +86,8 @@ def test_transparent_shape():
     ]
     assert args[args.index("--control") + 1] == "gossamer-control:15012"
     assert args[args.index("--token-file") + 1] == "/run/secrets/gossamer-token-web"
+    # stable across restarts and recreation: its token admits this one instance id
+    assert args[args.index("--instance-id") + 1] == "web"
     assert args[args.index("--namespace") + 1] == "default"
     assert proxy["secrets"] == ["gossamer-token-web"]
     assert proxy["depends_on"]["web-init"] == {"condition": "service_completed_successfully"}

@@ -38,6 +38,8 @@ def test_prepare_makes_ca_tokens_and_mesh_file(tmp_path: Path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         record = store.verify(path.read_text().strip(), service=service, namespace="default")
         assert record.service == service and record.ca_pin == ca.root_pin()
+        # each admits exactly its service's instances (catalog has two replicas)
+        assert record.uses == (2 if service == "catalog" else 1)
     assert "api_listen" in state.mesh_file.read_text()
     assert json.loads(state.status_file.read_text()) == {"pid": os.getpid(), "ready": False}
 
