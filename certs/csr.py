@@ -33,8 +33,11 @@ def load_csr(data: bytes | str) -> x509.CertificateSigningRequest:
     raw = data.encode() if isinstance(data, str) else bytes(data)
     try:
         if raw.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_csr(raw)
-        return x509.load_der_x509_csr(raw)
+            csr = x509.load_pem_x509_csr(raw)
+        else:
+            csr = x509.load_der_x509_csr(raw)
+        csr.extensions  # noqa: B018 - parsed lazily: a malformed one raises ValueError here
+        return csr
     except (ValueError, TypeError):
         raise NotACsr(
             "the data is not a certificate signing request",

@@ -27,7 +27,7 @@ from gossamer.compose import marker
 from gossamer.compose.document import ComposeDocument, dump, load_compose
 from gossamer.compose.plan import InjectOptions, Plan, make_plan
 from gossamer.compose.rewrite import rewrite
-from gossamer.compose.validate import SECTIONS, semantic_problems
+from gossamer.compose.validate import SECTIONS, semantic_problems, structure_problems
 from gossamer.errors import ConfigError, GossamerError
 
 
@@ -96,11 +96,24 @@ def _edited(source: str, action: str, hint: str) -> ConfigError:
     )
 
 
+def _refuse_broken(doc: ComposeDocument, source: str) -> None:
+    """A dangling reference or a cycle in the original (Compose refuses the file too) is
+    the user's to fix: reported as such, not as inject's output failing its check."""
+    problems = structure_problems(doc.data)
+    if problems:
+        raise ConfigError(
+            "; ".join(problems[:5]),
+            source=source,
+            hint="docker compose refuses this file as well; fix it, then inject",
+        )
+
+
 def inject_text(text: str, options: InjectOptions, *, source: str) -> InjectResult:
     """Inject `text`, or return it as it is when it already is that injection."""
     doc = load_compose(text, source)
     found = marker.read(doc)
     if found is None:
+        _refuse_broken(doc, source)
         done = _render_tree(text, options, source=source, doc=doc)
         _checked(text, done, source)
         return InjectResult(done.text, done.plan, options, True, tuple(done.notes), original=text)

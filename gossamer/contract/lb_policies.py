@@ -32,7 +32,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import extension_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from google.protobuf import any_pb2, struct_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from xds.type.v3 import typed_struct_pb2
 
 from gossamer.contract.vocabulary import LbPolicy
@@ -154,9 +154,21 @@ def decode(cluster: cluster_pb2.Cluster) -> LbPolicy:
         return found
     policy = _ENUM.get(cluster.lb_policy)
     if policy is None:
-        enum_name = cluster_pb2.Cluster.LbPolicy.Name(cluster.lb_policy)
+        try:
+            enum_name = cluster_pb2.Cluster.LbPolicy.Name(cluster.lb_policy)
+        except ValueError:  # (open enum: a value this version does not name)
+            enum_name = str(cluster.lb_policy)
         raise ConfigError(f"cluster {cluster.name}: lb_policy {enum_name} is not supported")
     return policy
+
+
+def _unpack(typed: any_pb2.Any, message: Message) -> bool:
+    """`typed.Unpack(message)`, with bytes that do not parse as a ConfigError (protobuf
+    raises DecodeError for them)."""
+    try:
+        return typed.Unpack(message)
+    except DecodeError as exc:
+        raise ConfigError(f"{typed.type_url} does not parse: {exc}") from None
 
 
 def _first_supported(policy: cluster_pb2.LoadBalancingPolicy, seen: list[str]) -> LbPolicy | None:
@@ -167,11 +179,11 @@ def _first_supported(policy: cluster_pb2.LoadBalancingPolicy, seen: list[str]) -
             return _TYPES[typed.type_url]
         if typed.type_url in _TYPED_STRUCTS:
             marker = typed_struct_pb2.TypedStruct()
-            if typed.Unpack(marker) and marker.type_url == PEAK_EWMA_TYPE_URL:
+            if _unpack(typed, marker) and marker.type_url == PEAK_EWMA_TYPE_URL:
                 return LbPolicy.EWMA
         elif typed.type_url == _WRR_LOCALITY:
             inner = wrr_locality_pb2.WrrLocality()
-            if not typed.Unpack(inner):
+            if not _unpack(typed, inner):
                 raise ConfigError(f"wrr_locality: cannot decode {typed.type_url}")
             found = _first_supported(inner.endpoint_picking_policy, seen)
             if found is not None:

@@ -58,6 +58,7 @@ from gossamer.proxy.config import (
 )
 from gossamer.proxy.xds.endpoints import (
     EndpointSpec,
+    enum_name,
     load_assignment,
     seconds,
     struct_value,
@@ -177,7 +178,7 @@ def _port(cluster: cluster_pb2.Cluster) -> int:
 def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:
     name = cluster.name
     if cluster.type not in (cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STATIC):
-        kind = cluster_pb2.Cluster.DiscoveryType.Name(cluster.type)
+        kind = enum_name(cluster_pb2.Cluster.DiscoveryType, cluster.type)
         raise ConfigError(f"cluster {name}: discovery type {kind} is not supported (EDS only)")
     service, namespace, protocol = _identity(cluster)
     if protocol not in ("http2", "grpc", "tcp") and _http2(cluster):

@@ -21,6 +21,7 @@ from typing import Any
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from google.protobuf.message import DecodeError
 
 from gossamer.contract import xds
 from gossamer.contract.vocabulary import Health
@@ -32,10 +33,26 @@ MAX_WEIGHT = 128
 
 
 def unpack(packed: any_pb2.Any, message: Any, what: str) -> Any:
-    """Unpack an Any into `message`, or a ConfigError naming what was expected."""
-    if not packed.Is(message.DESCRIPTOR) or not packed.Unpack(message):
+    """Unpack an Any into `message`, or a ConfigError naming what was expected (or why
+    its bytes do not parse: protobuf raises DecodeError for those)."""
+    if not packed.Is(message.DESCRIPTOR):
+        raise ConfigError(f"{what}: expected {message.DESCRIPTOR.full_name}, got {packed.type_url}")
+    try:
+        unpacked = packed.Unpack(message)
+    except DecodeError as exc:
+        raise ConfigError(f"{what}: {message.DESCRIPTOR.full_name} does not parse: {exc}") from None
+    if not unpacked:
         raise ConfigError(f"{what}: expected {message.DESCRIPTOR.full_name}, got {packed.type_url}")
     return message
+
+
+def enum_name(enum: Any, value: int) -> str:
+    """An enum value's name, or its number when the enum has none for it (proto3 enums
+    are open: a newer peer, or any bytes, can carry values this version does not name)."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
 
 
 def seconds(value: duration_pb2.Duration) -> float:

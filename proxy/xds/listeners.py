@@ -58,7 +58,7 @@ from gossamer.proxy.config import (
     WeightedCluster,
 )
 from gossamer.proxy.transport.tls_contexts import port_from_sni
-from gossamer.proxy.xds.endpoints import seconds, unpack
+from gossamer.proxy.xds.endpoints import enum_name, seconds, unpack
 
 _P = "type.googleapis.com/envoy.extensions."
 HCM_TYPE = _P + "filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -116,7 +116,9 @@ def decode_listeners(resources: Sequence[any_pb2.Any], trust_domain: str) -> Lis
         if listener.HasField("api_listener"):
             continue  # for proxyless gRPC clients
         for lf in listener.listener_filters:
-            if lf.typed_config.type_url not in LISTENER_FILTERS and not lf.is_optional:
+            # (a ListenerFilter has no is_optional, unlike an HttpFilter: an unknown one
+            # is refused)
+            if lf.typed_config.type_url not in LISTENER_FILTERS:
                 raise ConfigError(f"listener {listener.name}: listener filter {lf.name} unknown")
         if listener.name == xds.OUTBOUND_LISTENER:
             route_config, inline = _outbound(listener)
@@ -220,7 +222,7 @@ def _require_mtls(chain: listener_pb2.FilterChain, where: str) -> None:
 def authorization(rules: rbac_pb2.RBAC, trust_domain: str, where: str) -> Authorization:
     """ALLOW rules of authenticated SPIFFE IDs -> Authorization (see the docstring)."""
     if rules.action != rbac_pb2.RBAC.ALLOW:
-        action = rbac_pb2.RBAC.Action.Name(rules.action)
+        action = enum_name(rbac_pb2.RBAC.Action, rules.action)
         raise ConfigError(f"{where}: RBAC action {action} is not supported (ALLOW only)")
     allowed: set[str] = set()
     mesh = f"spiffe://{trust_domain}/"

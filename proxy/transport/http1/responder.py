@@ -111,7 +111,16 @@ class ResponseWriter:
         first = None
         if streamed:
             assert isinstance(body, BodyStream)
-            first = body.read_nowait()
+            try:
+                first = body.read_nowait()
+            except Exception:
+                # the upstream broke before the server took its response (a malformed
+                # body in the same read as the head): as mid-body, the client's
+                # connection ends (this used to kill the connection's task and leave
+                # the client waiting)
+                self.transport.abort()
+                self._closed = True
+                return False
             if first is not None and body.done:
                 streamed = False  # the whole body is here: send it in one piece
             elif resp.content_length is None and req.http10:

@@ -1,0 +1,1 @@
+"""The fuzz targets, one module each (see fuzz/__init__.py)."""
