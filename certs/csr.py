@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gossamer.certs.errors import (
@@ -48,7 +49,7 @@ def load_csr(data: bytes | str) -> x509.CertificateSigningRequest:
 def check_key(csr: x509.CertificateSigningRequest) -> None:
     try:
         key = csr.public_key()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise UnsupportedKey(f"the CSR's public key cannot be used: {exc}") from None
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in ALLOWED_CURVES:

@@ -45,7 +45,10 @@ def _url(node: Node) -> str | None:
     value = node.optional_string()
     if value is None or value == "":
         return None
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. a bracketed host that is not an IP address
+        raise node.error(f"expected an http(s) URL, got {value!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise node.error(f"expected an http(s) URL, got {value!r}")
     return value.rstrip("/")

@@ -176,7 +176,9 @@ def _inbound(listener: listener_pb2.Listener, trust_domain: str) -> InboundSpec:
         for server_name in chain.filter_chain_match.server_names:
             port = port_from_sni(server_name) or port
         if port is None and chain.name.startswith("inbound|"):
-            port = int(chain.name.removeprefix("inbound|") or 0) or None
+            suffix = chain.name.removeprefix("inbound|")
+            port = int(suffix) if suffix.isascii() and suffix.isdigit() else None
+            port = port or None
         if port is None:
             raise ConfigError(f"{where}: no SNI of the form outbound_.<port>_... to serve")
         _require_mtls(chain, where)

@@ -11,11 +11,12 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import any_pb2
 
 from fuzz.targets.csr import signed_csr
-from gossamer.certs.csr import load_csr
-from gossamer.certs.errors import NotACsr
+from gossamer.certs.csr import load_csr, validate_csr
+from gossamer.certs.errors import CsrError, NotACsr
 from gossamer.compose.inject import inject_text
 from gossamer.compose.plan import InjectOptions
 from gossamer.contract import xds
+from gossamer.control.config import load_mesh_text
 from gossamer.errors import ConfigError
 from gossamer.proxy.xds.clusters import decode_clusters
 from gossamer.proxy.xds.listeners import decode_listeners
@@ -76,3 +77,27 @@ def test_a_csr_with_a_malformed_extension_request_is_not_a_csr():
     crash = DATA / "csr" / "multi-valued-extension-request"
     with pytest.raises(NotACsr):
         load_csr(signed_csr(crash.read_bytes()[1:]))
+
+
+def test_an_inbound_chain_named_without_a_port_number_is_a_nack():
+    # was: ValueError from int("80[0") on the chain name
+    listener = listener_pb2.Listener(name="inbound")
+    listener.filter_chains.add(name="inbound|80[0")
+    with pytest.raises(ConfigError, match="no SNI"):
+        decode_listeners([_any(listener)], "gossamer.local")
+
+
+def test_an_observability_url_with_a_bad_bracketed_host_is_a_config_error():
+    # was: ValueError from urlsplit (the bracketed host is not an IP address)
+    text = "services: []\nobservability: {prometheus_url: 'http://[not-an-ip]/'}\n"
+    with pytest.raises(ConfigError, match="expected an http"):
+        load_mesh_text(text, source="mesh.yaml")
+
+
+def test_a_csr_whose_key_cryptography_cannot_load_is_an_unsupported_key():
+    # was: cryptography's UnsupportedAlgorithm out of CertificateAuthority.issue
+    crash = DATA / "csr" / "unsupported-curve-encoding"
+    data = crash.read_bytes()
+    csr = signed_csr(data[1:]) if data[0] & 1 else data[1:]
+    with pytest.raises(CsrError):
+        validate_csr(csr, "spiffe://gossamer.local/ns/default/sa/web")
