@@ -125,6 +125,9 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+USES_FILE = "join-token-uses.json"
+
+
 class TokenStore:
     """Join tokens kept in `<directory>/tokens.json`; safe across processes.
 
@@ -139,14 +142,19 @@ class TokenStore:
         *,
         clock: Callable[[], float] = time.time,
         max_ttl: float | None = None,
+        uses_dir: str | Path | None = None,
     ):
         self.path = Path(directory) / TOKENS_FILE
         self._lock = Path(directory) / ".tokens.lock"
         self._clock = clock
         self.max_ttl = max_ttl
         self._cache: tuple[tuple[int, int], dict[str, TokenRecord]] | None = None
+        # The control plane records the instances each token admitted in its own data
+        # directory: the CA directory may be read-only (a Compose secret).
+        self._uses_path = Path(uses_dir) / USES_FILE if uses_dir is not None else None
+        self._uses_lock = Path(uses_dir) / ".join-token-uses.lock" if uses_dir else None
 
-    def _read(self) -> dict[str, TokenRecord]:
+    def _read_tokens(self) -> dict[str, TokenRecord]:
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -158,6 +166,29 @@ class TokenStore:
         records = {r["token_id"]: TokenRecord.from_json(r) for r in raw.get("tokens", [])}
         self._cache = (stamp, records)
         return records
+
+    def _read_uses(self) -> dict[str, list[str]]:
+        if self._uses_path is None:
+            return {}
+        try:
+            raw = json.loads(self._uses_path.read_text())
+        except FileNotFoundError:
+            return {}
+        return {str(k): [str(i) for i in v] for k, v in raw.get("instances", {}).items()}
+
+    def _read(self) -> dict[str, TokenRecord]:
+        """The tokens, with the instances recorded in the uses file added."""
+        records = self._read_tokens()
+        uses = self._read_uses()
+        if not uses:
+            return records
+        merged = dict(records)
+        for token_id, instances in uses.items():
+            record = merged.get(token_id)
+            if record is not None:
+                both = tuple(dict.fromkeys((*record.instances, *instances)))
+                merged[token_id] = replace(record, instances=both)
+        return merged
 
     def _write(self, records: dict[str, TokenRecord]) -> None:
         body = {"tokens": [asdict(r) for r in records.values()]}
@@ -266,7 +297,9 @@ class TokenStore:
         if len(instance) > MAX_INSTANCE_ID:
             raise TokenMalformed(f"the instance id is longer than {MAX_INSTANCE_ID} characters")
         token_id = self.verify(token, service=service, namespace=namespace).token_id
-        with locked(self._lock):
+        if self._uses_path is not None:
+            self._uses_path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(self._uses_lock or self._lock):
             records = dict(self._read())
             record = records[token_id]
             if record.revoked:  # revoked since `verify` read the store
@@ -282,7 +315,16 @@ class TokenStore:
                 )
             name = instance or f"(unnamed {len(record.instances) + 1})"
             records[token_id] = replace(record, instances=(*record.instances, name))
-            self._write(records)
+            if self._uses_path is None:
+                self._write(records)
+            else:
+                uses = self._read_uses()
+                uses[token_id] = [*uses.get(token_id, []), name]
+                atomic_write(
+                    self._uses_path,
+                    json.dumps({"instances": uses}, indent=2) + "\n",
+                    mode=0o600,
+                )
             return records[token_id]
 
     def revoke(self, token_id: str) -> TokenRecord:

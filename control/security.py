@@ -41,6 +41,7 @@ class MeshSecurity:
         *,
         max_token_ttl: float | None = None,
         max_cert_ttl: float = MAX_TTL,
+        data_dir: Path | None = None,
     ):
         try:
             self.ca = CaReloader(ca_dir)
@@ -62,7 +63,9 @@ class MeshSecurity:
                 hint="point control.ca_dir at this mesh's CA, or fix trust_domain",
             )
         self.trust_domain = trust_domain
-        self.tokens = TokenStore(ca_dir, max_ttl=max_token_ttl)  # the API's tokens
+        # the API's tokens; the instances they admitted are recorded in the data
+        # directory (the CA directory may be a read-only Compose secret)
+        self.tokens = TokenStore(ca_dir, max_ttl=max_token_ttl, uses_dir=data_dir)
         self.server_certs = ServerCertificates(self.ca.get)
         self.issued = 0
         self._audit = audit

@@ -171,6 +171,7 @@ class ControlPlane:
                 audit=AuditLog(control.data_dir),
                 max_token_ttl=control.max_token_ttl,
                 max_cert_ttl=control.max_cert_ttl,
+                data_dir=Path(control.data_dir),
             )
         self._refresh_trust_bundle()
         assert self._static is not None

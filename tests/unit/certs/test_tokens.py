@@ -141,6 +141,22 @@ def test_a_token_admits_one_instance_and_that_instance_again(store, clock):
     assert (shown["status"], shown["uses"], shown["used"]) == ("used", 1, 1)
 
 
+def test_uses_go_to_the_data_directory_and_the_ca_directory_is_not_written(tmp_path, clock):
+    """In Compose the CA directory is a read-only secret: redeeming must not write it."""
+    ca_dir, data_dir = tmp_path / "ca", tmp_path / "data"
+    ca_dir.mkdir()
+    token, _ = TokenStore(ca_dir, clock=clock).create("web", PIN)
+    before = {p.name: p.read_bytes() for p in ca_dir.iterdir()}
+    control = TokenStore(ca_dir, clock=clock, uses_dir=data_dir)
+    assert control.redeem(token, instance="web-1").instances == ("web-1",)
+    assert {p.name: p.read_bytes() for p in ca_dir.iterdir()} == before
+    again = TokenStore(ca_dir, clock=clock, uses_dir=data_dir)  # e.g. after a restart
+    assert again.redeem(token, instance="web-1").instances == ("web-1",)
+    with pytest.raises(errors.TokenUsedUp):
+        again.redeem(token, instance="web-2")
+    assert again.list()[0].instances == ("web-1",)
+
+
 def test_reusable_and_unnamed_instances(store):
     token, _ = store.create("web", PIN, uses=2)
     store.redeem(token, instance="")
