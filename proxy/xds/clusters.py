@@ -35,6 +35,7 @@ EDS is decoded in endpoints.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,7 +173,10 @@ def _port(cluster: cluster_pb2.Cluster) -> int:
         value = parts[1] if len(parts) == 4 and parts[1].isdigit() else None
     if value is None:
         raise ConfigError(f"cluster {cluster.name}: cannot tell its service port")
-    return int(value)
+    port = float(value) if isinstance(value, float | int | str) else math.nan
+    if not (port.is_integer() and 0 < port < 65536):  # (NaN, infinities, 1e30, 0.5...)
+        raise ConfigError(f"cluster {cluster.name}: service port {value!r} is not a port")
+    return int(port)
 
 
 def _outbound(cluster: cluster_pb2.Cluster) -> ClusterSpec | str:

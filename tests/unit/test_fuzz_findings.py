@@ -101,3 +101,25 @@ def test_a_csr_whose_key_cryptography_cannot_load_is_an_unsupported_key():
     csr = signed_csr(data[1:]) if data[0] & 1 else data[1:]
     with pytest.raises(CsrError):
         validate_csr(csr, "spiffe://gossamer.local/ns/default/sa/web")
+
+
+def test_a_cluster_port_that_is_not_a_port_number_is_a_nack():
+    # was: ValueError from int(nan) on the gossamer metadata's port
+    cluster = cluster_pb2.Cluster(name="outbound|80||a.default", type=cluster_pb2.Cluster.EDS)
+    cluster.metadata.filter_metadata[xds.GOSSAMER_METADATA].update({"port": float("nan")})
+    with pytest.raises(ConfigError, match="is not a port"):
+        decode_clusters([_any(cluster)])
+
+
+def test_a_scalar_ruamel_cannot_construct_is_a_config_error():
+    # was: IndexError inside ruamel.yaml's int constructor
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_mesh_text("-_", source="mesh.yaml")
+
+
+def test_a_csr_with_a_duplicate_extension_is_not_a_csr():
+    # was: cryptography's DuplicateExtension out of CertificateAuthority.issue
+    data = (DATA / "csr" / "duplicate-extension").read_bytes()
+    csr = signed_csr(data[1:]) if data[0] & 1 else data[1:]
+    with pytest.raises(CsrError):
+        validate_csr(csr, "spiffe://gossamer.local/ns/default/sa/web")
