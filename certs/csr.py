@@ -39,7 +39,13 @@ def load_csr(data: bytes | str) -> x509.CertificateSigningRequest:
             csr = x509.load_der_x509_csr(raw)
         csr.extensions  # noqa: B018 - parsed lazily: a malformed one raises here
         return csr
-    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+    except (
+        ValueError,
+        TypeError,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ):
         raise NotACsr(
             "the data is not a certificate signing request",
             hint="pass a PEM file starting with -----BEGIN CERTIFICATE REQUEST-----",

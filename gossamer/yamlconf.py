@@ -350,7 +350,8 @@ def load_document(text: str, *, source: str | None = None) -> Node:
         raise ConfigError(f"not valid YAML: {problem}", source=source, line=line) from None
     except YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
-    except (IndexError, ValueError) as exc:  # ruamel's constructors on odd scalars ("_")
+    except Exception as exc:  # ruamel's constructors on odd input: IndexError on "-_",
+        # TypeError on a mapping as a key; what the parser raises is about the text
         raise ConfigError(f"not valid YAML: {type(exc).__name__}: {exc}", source=source) from None
     check_shape(data, source)
     return Node({} if data is None else data, "", 1, source)

@@ -161,6 +161,8 @@ def parse(text: str, source: str) -> Any:
         raise ConfigError(f"not valid YAML: {problem}", source=source, line=line) from None
     except YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    except Exception as exc:  # ruamel's constructors on odd input (as in yamlconf)
+        raise ConfigError(f"not valid YAML: {type(exc).__name__}: {exc}", source=source) from None
     check_shape(data, source)
     return data
 
