@@ -47,7 +47,7 @@ def test_an_unknown_listener_filter_is_a_nack():
 
 def test_an_enum_value_this_version_does_not_name_is_a_nack():
     # was: ValueError from DiscoveryType.Name(7)
-    cluster = cluster_pb2.Cluster(name="outbound|80||a.default", type=7)  # type: ignore[arg-type]
+    cluster = cluster_pb2.Cluster(name="outbound|80||a.default", type=7)
     with pytest.raises(ConfigError, match="discovery type 7"):
         decode_clusters([_any(cluster)])
 
