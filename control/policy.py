@@ -7,6 +7,8 @@ namespace, ports, endpoints: parsed by the registry's mesh-file source), these k
 lb_policy: round_robin        # random | least_request | ewma | ring_hash
 hash_header: x-user           # ring_hash only: the request header hashed to pick an endpoint
 timeout: 5s                   # whole-request timeout (0 disables it)
+stream_idle_timeout: 60s      # cut a request stream with no byte moving this long (0: off)
+request_timeout: 60s          # the whole request must have arrived by then (0: off)
 retries: {attempts: 2, per_try_timeout: 1s, on: [connect-failure, reset, 503], budget_percent: 20}
 authorization: {allow: [spiffe://gossamer.local/ns/default/sa/web]}   # absent: every mesh identity
 outlier_detection: {...}      # circuit_breakers: {...}, health_check: {...}: see resilience.py
@@ -36,7 +38,7 @@ from gossamer.control.resilience import (
     positive_duration,
 )
 from gossamer.meshconfig import schema
-from gossamer.yamlconf import Node, attempt, report
+from gossamer.yamlconf import Node, attempt, parse_duration, report
 
 DEFAULT_LB = str(schema.SERVICE["lb_policy"].default)
 T = TypeVar("T")
@@ -77,6 +79,8 @@ class ServicePolicy:
     outlier: OutlierPolicy | None = None
     circuit_breakers: CircuitBreakerPolicy | None = None
     health_check: HealthCheckPolicy | None = None
+    stream_idle_timeout: float = parse_duration(schema.SERVICE["stream_idle_timeout"].default)
+    request_timeout: float = parse_duration(schema.SERVICE["request_timeout"].default)
 
     def allows(self, spiffe_id: str) -> bool:
         """Whether a caller with this identity may call the service (absent: everyone)."""
@@ -107,7 +111,24 @@ def parse_service_policy(service: Node, trust_domain: str) -> ServicePolicy:
         outlier=section("outlier_detection", parse_outlier),
         circuit_breakers=section("circuit_breakers", parse_circuit_breakers),
         health_check=section("health_check", parse_health_check),
+        stream_idle_timeout=_bounded_duration(service, "stream_idle_timeout"),
+        request_timeout=_bounded_duration(service, "request_timeout"),
     )
+
+
+def _bounded_duration(service: Node, key: str) -> float:
+    """A duration field of the service within its schema bounds (its default if absent)."""
+    field = schema.SERVICE[key]
+    default = parse_duration(field.default)
+
+    def read() -> float:
+        node = field.read(service)
+        value = node.duration()
+        if not field.minimum <= value <= field.maximum:  # type: ignore[operator]
+            raise node.error(f"must be between 0s and {field.maximum:g}s (0 disables it)")
+        return value
+
+    return attempt(read, default)
 
 
 def _hash_header(service: Node, lb: str | None) -> str | None:

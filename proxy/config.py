@@ -57,6 +57,7 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "RouteTable",
+    "StreamTimeouts",
     "VirtualHost",
     "WeightedCluster",
 ]
@@ -91,6 +92,27 @@ class NodeInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamTimeouts:
+    """How long a request stream may stall, as Envoy's HttpConnectionManager sets it.
+
+    - `idle` (`stream_idle_timeout`): a stream with no bytes received or sent for this
+      long is cut: 408 if its response has not started, else reset. A route's
+      `idle_timeout` replaces it for the requests that route takes.
+    - `request` (`request_timeout`): the whole request (head and body) must have arrived
+      this long after its head did, unless the response has started; else 408.
+    0 turns either off. The defaults are Envoy's (an HCM without the fields): 5 minutes
+    idle, no request timeout; the control plane always sends mesh.yaml's values.
+    """
+
+    idle: float = 300.0
+    request: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.idle < 0 or self.request < 0:
+            raise ConfigError("stream timeouts must not be negative", field="stream_timeouts")
+
+
+@dataclass(frozen=True, slots=True)
 class Listeners:
     """Where the sidecar listens. Ports are fixed for the sidecar's lifetime (its
     command line); 0 means "whatever it listens on", another value must match.
@@ -105,6 +127,7 @@ class Listeners:
     outbound_address: str = "127.0.0.1"
     inbound_address: str = "0.0.0.0"
     passthrough: bool = True
+    stream_timeouts: StreamTimeouts = field(default_factory=StreamTimeouts)  # outbound's
 
     def __post_init__(self) -> None:
         _port(self.outbound_port, "listeners.outbound_port")
@@ -161,6 +184,7 @@ class AppPort:
 class InboundConfig:
     app_ports: tuple[AppPort, ...] = ()
     authorization: Authorization = field(default_factory=Authorization)
+    stream_timeouts: StreamTimeouts = field(default_factory=StreamTimeouts)
 
     def app_port(self, port: int | None) -> AppPort | None:
         """The app port a connection targets (from its SNI); the first one by default."""
@@ -231,6 +255,7 @@ class Route:
     prefix: str = "/"
     timeout: float | None = 15.0
     retry: RetryPolicy | None = None
+    idle_timeout: float | None = None  # replaces the listener's stream idle timeout
 
     def __post_init__(self) -> None:
         if not self.clusters:

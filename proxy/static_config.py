@@ -54,6 +54,7 @@ from gossamer.proxy.config import (
     RetryPolicy,
     Route,
     RouteTable,
+    StreamTimeouts,
     VirtualHost,
     WeightedCluster,
 )
@@ -67,6 +68,16 @@ def _opt_duration(node: Node, key: str, default: float | None) -> float | None:
     if child.value is None:
         return None
     return child.duration()
+
+
+def _stream_timeouts(n: Node) -> StreamTimeouts:
+    """`{idle: 5m, request: 60s}` (absent keys: Envoy's defaults; 0 disables one)."""
+    n.check_keys(["idle", "request"])
+    default = StreamTimeouts()
+    return StreamTimeouts(
+        idle=n.child("idle", default.idle).duration(),
+        request=n.child("request", default.request).duration(),
+    )
 
 
 def _node(n: Node) -> NodeInfo:
@@ -89,6 +100,7 @@ def _listeners(n: Node) -> Listeners:
             "outbound_address",
             "inbound_address",
             "passthrough",
+            "stream_timeouts",
         ]
     )
     return Listeners(
@@ -98,11 +110,12 @@ def _listeners(n: Node) -> Listeners:
         outbound_address=n.child("outbound_address", "127.0.0.1").string(),
         inbound_address=n.child("inbound_address", "0.0.0.0").string(),
         passthrough=n.child("passthrough", True).boolean(),
+        stream_timeouts=_stream_timeouts(n.child("stream_timeouts", {})),
     )
 
 
 def _inbound(n: Node) -> InboundConfig:
-    n.check_keys(["app_ports", "authorization"])
+    n.check_keys(["app_ports", "authorization", "stream_timeouts"])
     ports = []
     for p in n.child("app_ports", []).items():
         p.check_keys(["port", "protocol", "address", "target_port"])
@@ -120,7 +133,11 @@ def _inbound(n: Node) -> InboundConfig:
     authz = Authorization(
         allow_all_mesh=a.child("allow_all_mesh", not allowed).boolean(), allowed=allowed
     )
-    return InboundConfig(app_ports=tuple(ports), authorization=authz)
+    return InboundConfig(
+        app_ports=tuple(ports),
+        authorization=authz,
+        stream_timeouts=_stream_timeouts(n.child("stream_timeouts", {})),
+    )
 
 
 def _retry(n: Node) -> RetryPolicy:
@@ -174,7 +191,7 @@ def _routes(n: Node) -> RouteTable:
         vh.check_keys(["name", "domains", "routes"])
         routes = []
         for r in vh.child("routes").items():
-            r.check_keys(["name", "prefix", "clusters", "timeout", "retry"])
+            r.check_keys(["name", "prefix", "clusters", "timeout", "retry", "idle_timeout"])
             clusters = []
             for c in r.child("clusters").items():
                 c.check_keys(["name", "weight"])
@@ -191,6 +208,7 @@ def _routes(n: Node) -> RouteTable:
                     prefix=r.child("prefix", "/").string(),
                     timeout=_opt_duration(r, "timeout", 15.0),
                     retry=None if retry.value is None else _retry(retry),
+                    idle_timeout=_opt_duration(r, "idle_timeout", None),
                 )
             )
         vhosts.append(

@@ -2,12 +2,15 @@
 listeners of proxyless gRPC clients.
 
 - `outbound`: HttpConnectionManager -> RDS `outbound` over ADS; plus one filter chain
-  per TCP service port (matched on the original destination port) -> tcp_proxy.
+  per TCP service port (matched on the original destination port) -> tcp_proxy. Its
+  `stream_idle_timeout` and `request_timeout` are the sidecar's own service's (what its
+  app's requests get; each route's `idle_timeout` replaces the first).
 - `inbound`: TLS inspector; one filter chain per port of the sidecar's own service,
   matched on the SNI the caller sends (xds.sni), so explicit mode (everything arrives
   on 15006) and transparent mode work alike. Downstream mTLS requires a mesh client
   certificate; an RBAC filter (HTTP or network) enforces the authorization policy;
-  the route goes to `inbound|<port>`.
+  the route goes to `inbound|<port>`; `stream_idle_timeout` and `request_timeout` are
+  the service's (what its callers' requests get).
 - API listeners (`svc`, `svc:port`, `svc.ns`, `svc.ns:port`): HttpConnectionManager
   with the route configuration inline (one virtual host, domains `*`) and the router
   filter with its typed_config, which gRPC's xDS client requires. No RBAC there:
@@ -32,11 +35,11 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
 from gossamer.contract import ports, xds
-from gossamer.control.policy import ServicePolicy
+from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy
 from gossamer.discovery.model import Service, ServicePort
 
 from . import peer_tls, routes
-from .common import ads_source, pack
+from .common import ads_source, duration, pack
 
 HCM = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -87,8 +90,17 @@ def rbac_rules(policy: ServicePolicy, trust_domain: str) -> rbac_pb2.RBAC:
     return rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies=policies)
 
 
-def outbound_listener(tcp_ports: dict[int, str]) -> listener_pb2.Listener:
-    """`tcp_ports`: destination port -> outbound cluster of the TCP service there."""
+def stream_timeouts(manager: hcm_pb2.HttpConnectionManager, policy: ServicePolicy) -> None:
+    """Set the manager's `stream_idle_timeout` and `request_timeout` from the policy."""
+    manager.stream_idle_timeout.CopyFrom(duration(policy.stream_idle_timeout))
+    manager.request_timeout.CopyFrom(duration(policy.request_timeout))
+
+
+def outbound_listener(
+    tcp_ports: dict[int, str], policy: ServicePolicy = DEFAULT_POLICY
+) -> listener_pb2.Listener:
+    """`tcp_ports`: destination port -> outbound cluster of the TCP service there;
+    `policy`: the sidecar's own service's (its stream timeouts)."""
     chains = []
     for port in sorted(tcp_ports):
         chains.append(
@@ -115,6 +127,7 @@ def outbound_listener(tcp_ports: dict[int, str]) -> listener_pb2.Listener:
         rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=xds.OUTBOUND_ROUTE),
         http_filters=[_router()],
     )
+    stream_timeouts(manager, policy)
     chains.append(listener_components_pb2.FilterChain(name="http", filters=[_hcm_filter(manager)]))
     return listener_pb2.Listener(
         name=xds.OUTBOUND_LISTENER,
@@ -159,6 +172,7 @@ def inbound_listener(
                     _router(),
                 ],
             )
+            stream_timeouts(manager, policy)
             filters = [_hcm_filter(manager)]
         chains.append(
             listener_components_pb2.FilterChain(

@@ -9,7 +9,9 @@ configuration, which this scheme guarantees. A last virtual host `allow_any` (`*
 sends everything else to PassthroughCluster.
 
 Route actions carry the policy: `timeout` (and the same value as
-`max_stream_duration`, which is what gRPC honours), a retry policy (Envoy retry_on
+`max_stream_duration`, which is what gRPC honours), `idle_timeout` (the service's
+`stream_idle_timeout`: callers' sidecars cut a request to it that stalls; gRPC clients
+ignore the field), a retry policy (Envoy retry_on
 names; HTTP status codes through `retriable-status-codes`; `attempts` = num_retries,
 omitted when 0 because gRPC NACKs num_retries 0) and, for ring_hash, a header hash policy.
 The retry budget lives on the cluster's circuit breakers (clusters.py).
@@ -52,6 +54,7 @@ def retry_policy(policy: ServicePolicy) -> route_components_pb2.RetryPolicy | No
 
 def route_action(cluster: str, policy: ServicePolicy) -> route_components_pb2.RouteAction:
     action = route_components_pb2.RouteAction(cluster=cluster)
+    action.idle_timeout.CopyFrom(duration(policy.stream_idle_timeout))
     if policy.timeout is not None:
         action.timeout.CopyFrom(duration(policy.timeout))
         if policy.timeout > 0:

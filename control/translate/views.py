@@ -164,7 +164,7 @@ class Translator:
         out = self._common(reachable, group)
         out[xds.CLUSTER][self._passthrough.name] = self._passthrough
         out[xds.LISTENER][xds.OUTBOUND_LISTENER] = listeners.outbound_listener(
-            tcp_destinations(reachable)
+            tcp_destinations(reachable), self.inputs.policy(key)
         )
         out[xds.ROUTE][xds.OUTBOUND_ROUTE] = routes.outbound_route_config(
             reachable, self.inputs.policies, td, key.namespace

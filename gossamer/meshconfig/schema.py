@@ -327,6 +327,26 @@ POLICY_FIELDS = (
         default_doc="none",
     ),
     Field("timeout", "duration", "whole-request timeout (0 disables it)", default_doc="none"),
+    Field(
+        "stream_idle_timeout",
+        "duration",
+        "a request with no byte received or sent for this long is cut (408 before the "
+        "answer starts, else reset): the service's sidecar for its callers' requests, "
+        "callers' sidecars for theirs to it (0 disables it)",
+        "60s",
+        minimum=0,
+        maximum=86400,
+    ),
+    Field(
+        "request_timeout",
+        "duration",
+        "a request's head and body must have arrived within this unless the answer has "
+        "started (else 408): the service's sidecar for its callers' requests and its own "
+        "app's (0 disables it)",
+        "60s",
+        minimum=0,
+        maximum=86400,
+    ),
     Field("retries", "mapping", "retry policy", section=RETRIES, default_doc="no retries"),
     Field(
         "authorization",

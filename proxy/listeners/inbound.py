@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 
 from gossamer.errors import UpstreamConnectError
 from gossamer.fdlimits import ConnectionLimit
-from gossamer.proxy.config import Protocol
+from gossamer.proxy.config import Protocol, StreamTimeouts
 from gossamer.proxy.listeners.tcp import Pending, splice_pending
 from gossamer.proxy.routing.layers import authz_layer, errors_layer
 from gossamer.proxy.service import (
@@ -61,6 +61,12 @@ from gossamer.proxy.upstream.dispatch import endpoint_service, strip_gossamer_er
 APP_RETRY_INTERVAL = 0.1
 XFCC = b"x-forwarded-client-cert"
 XFF = b"x-forwarded-for"
+
+
+def stream_timeouts(req: Request) -> StreamTimeouts | None:
+    """The inbound listener's stream timeouts, as the request's snapshot has them."""
+    snap = req.snapshot
+    return snap.inbound.stream_timeouts if snap is not None else None
 
 
 class Inbound:
@@ -142,11 +148,15 @@ class Inbound:
         )
         if app_port.protocol is not Protocol.TCP:
             if layer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
-                return H2Server(
+                server: H2Server | Http1Server = H2Server(
                     self.service, info, self.tracker, self.limits,
                     on_abuse=self.metrics.h2_abuse_closed,
                 )  # fmt: skip
-            return Http1Server(self.service, info, self.tracker, self.limits)
+            else:
+                server = Http1Server(self.service, info, self.tracker, self.limits)
+            server.stream_timeouts = stream_timeouts
+            server.on_stream_timeout = self.metrics.stream_timeout
+            return server
         source = peer_service(peer)
         if not snap.inbound.authorization.allows(peer):
             self.metrics.requests(

@@ -30,7 +30,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gossamer.errors import UpstreamConnectError
-from gossamer.proxy.config import Cluster, Endpoint, ListenerMode, OutlierDetection, Protocol
+from gossamer.proxy.config import (
+    Cluster,
+    Endpoint,
+    ListenerMode,
+    OutlierDetection,
+    Protocol,
+    StreamTimeouts,
+)
 from gossamer.proxy.listeners.tcp import Pending, splice_pending
 from gossamer.proxy.listeners.transparent import original_dst
 from gossamer.proxy.routing.layers import RetryLayer, errors_layer, timeout_layer
@@ -75,6 +82,12 @@ _ids = itertools.count(1)
 def _request_id() -> bytes:
     """Unique per request: a random per-process prefix and a counter (cheap)."""
     return b"%s-%x" % (_ID_PREFIX, next(_ids))
+
+
+def stream_timeouts(req: Request) -> StreamTimeouts | None:
+    """The outbound listener's stream timeouts, as the request's snapshot has them."""
+    snap = req.snapshot
+    return snap.config.listeners.stream_timeouts if snap is not None else None
 
 
 class Outbound:
@@ -147,6 +160,8 @@ class Outbound:
                     self._spawn(self._tcp_to_cluster(transport, self._hold(transport), cluster))
                     return
         server = Http1Server(self.service, info, self.tracker, self.limits)
+        server.stream_timeouts = stream_timeouts
+        server.on_stream_timeout = self.metrics.stream_timeout
         server.h2_handover = functools.partial(self._to_h2, info)
         transport.set_protocol(server)
         server.connection_made(transport)
@@ -156,6 +171,8 @@ class Outbound:
         server = H2Server(
             self.service, info, self.tracker, self.limits, on_abuse=self.metrics.h2_abuse_closed
         )
+        server.stream_timeouts = stream_timeouts
+        server.on_stream_timeout = self.metrics.stream_timeout
         transport.set_protocol(server)
         server.connection_made(transport)
         server.data_received(received)

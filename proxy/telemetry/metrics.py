@@ -39,6 +39,8 @@ methods; never paths, ids or addresses.
   `gossamer_tls_handshake_failures_total{listener}`
 - `gossamer_downstream_h2_abuse_closed_total{listener, reason}`: HTTP/2 connections
   closed with GOAWAY(ENHANCE_YOUR_CALM) (reasons in `transport/h2/abuse.py`)
+- `gossamer_downstream_stream_timeouts_total{listener, reason}`: requests cut because
+  they stalled (reason `idle` or `request`: `transport/stream_timeouts.py`)
 - `gossamer_certificate_expiry_timestamp_seconds{identity}`
 - extra counters and gauges registered by callback (`add_counter`, `add_gauge`)
 """
@@ -270,6 +272,7 @@ class SidecarMetrics(Collector):
         self.connection_overflows: dict[str, int] = {}
         self.cert_expiry: dict[str, float] = {}
         self.h2_abuse: dict[tuple[str, str], int] = {}
+        self.stream_timeouts: dict[tuple[str, str], int] = {}
         self._extra: list[tuple[str, str, str, Callable[[], float]]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -365,6 +368,10 @@ class SidecarMetrics(Collector):
     def h2_abuse_closed(self, listener: str, reason: str) -> None:
         """An HTTP/2 connection on `listener` closed for abuse (`reason`: abuse.py)."""
         _bump(self.h2_abuse, (listener, reason))
+
+    def stream_timeout(self, listener: str, reason: str) -> None:
+        """A request on `listener` was cut for stalling (`reason`: idle or request)."""
+        _bump(self.stream_timeouts, (listener, reason))
 
     def set_certificate_expiry(self, identity: str, not_after: float) -> None:
         """The current leaf's notAfter (Unix seconds); replaces any earlier identity."""
@@ -518,6 +525,14 @@ class SidecarMetrics(Collector):
         for (listener, reason), n in list(self.h2_abuse.items()):
             abuse.add_metric((listener, reason), n)
         yield abuse
+        stalled = CounterMetricFamily(
+            "gossamer_downstream_stream_timeouts",
+            "Downstream requests cut for stalling (stream idle or request timeout).",
+            labels=("listener", "reason"),
+        )
+        for (listener, reason), n in list(self.stream_timeouts.items()):
+            stalled.add_metric((listener, reason), n)
+        yield stalled
         cert = GaugeMetricFamily(
             "gossamer_certificate_expiry_timestamp_seconds",
             "When the sidecar's current certificate expires (Unix time).",

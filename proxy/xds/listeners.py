@@ -14,8 +14,12 @@ plane's side is control/translate/listeners.py and routes.py.
   whose permissions are `any` and whose principals are authenticated SPIFFE IDs (exact,
   or a prefix: the trust domain's own prefix means every mesh identity). Every chain
   must carry the same rules (the sidecar has one authorization for all its ports).
+- Stream timeouts: each HttpConnectionManager's `stream_idle_timeout` (absent: Envoy's
+  5 minutes) and `request_timeout` (absent: none); 0 turns one off. The outbound one
+  applies to the app's requests, the inbound ones (which must agree) to peers'.
 - RouteConfiguration: virtual hosts and prefix routes to one or weighted clusters;
-  timeout (absent: Envoy's 15 s; 0: none); retry policy (`num_retries + 1` attempts,
+  timeout (absent: Envoy's 15 s; 0: none); `idle_timeout` (replaces the listener's
+  stream idle timeout for the route's requests; 0: none); retry policy (`num_retries + 1` attempts,
   `retry_on` conditions mapped below, per-try timeout, back-off); the header of a hash
   policy, for ring-hash clusters. The `*` virtual host to PassthroughCluster becomes
   "pass unknown destinations through".
@@ -54,6 +58,7 @@ from gossamer.proxy.config import (
     RetryPolicy,
     Route,
     RouteTable,
+    StreamTimeouts,
     VirtualHost,
     WeightedCluster,
 )
@@ -75,6 +80,7 @@ LISTENER_FILTERS = frozenset(
     }
 )
 DEFAULT_ROUTE_TIMEOUT = 15.0
+DEFAULT_STREAM_TIMEOUTS = StreamTimeouts()  # Envoy's, for an HCM without the fields
 MAX_ATTEMPTS = 11
 
 
@@ -91,6 +97,7 @@ class RouteSpec:
 class InboundSpec:
     ports: tuple[tuple[int, Protocol], ...] = ()  # service port and its protocol
     authorization: Authorization = field(default_factory=Authorization)
+    stream_timeouts: StreamTimeouts = DEFAULT_STREAM_TIMEOUTS
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class ListenerSet:
     route_config: str | None = None  # the RDS name of the outbound HTTP routes
     inline_routes: RouteSpec | None = None
     inbound: InboundSpec | None = None
+    outbound_timeouts: StreamTimeouts = DEFAULT_STREAM_TIMEOUTS
 
     @property
     def rds_names(self) -> tuple[str, ...]:
@@ -111,6 +119,7 @@ def decode_listeners(resources: Sequence[any_pb2.Any], trust_domain: str) -> Lis
     route_config: str | None = None
     inline: RouteSpec | None = None
     inbound: InboundSpec | None = None
+    timeouts = DEFAULT_STREAM_TIMEOUTS
     for packed in resources:
         listener = unpack(packed, listener_pb2.Listener(), "LDS resource")
         if listener.HasField("api_listener"):
@@ -121,7 +130,7 @@ def decode_listeners(resources: Sequence[any_pb2.Any], trust_domain: str) -> Lis
             if lf.typed_config.type_url not in LISTENER_FILTERS:
                 raise ConfigError(f"listener {listener.name}: listener filter {lf.name} unknown")
         if listener.name == xds.OUTBOUND_LISTENER:
-            route_config, inline = _outbound(listener)
+            route_config, inline, timeouts = _outbound(listener)
         elif listener.name == xds.INBOUND_LISTENER:
             inbound = _inbound(listener, trust_domain)
         else:
@@ -129,7 +138,7 @@ def decode_listeners(resources: Sequence[any_pb2.Any], trust_domain: str) -> Lis
                 f"listener {listener.name!r}: a sidecar has only the "
                 f"{xds.OUTBOUND_LISTENER!r} and {xds.INBOUND_LISTENER!r} listeners"
             )
-    return ListenerSet(route_config, inline, inbound)
+    return ListenerSet(route_config, inline, inbound, timeouts)
 
 
 def _manager(packed: any_pb2.Any, where: str) -> hcm_pb2.HttpConnectionManager:
@@ -144,9 +153,23 @@ def _manager(packed: any_pb2.Any, where: str) -> hcm_pb2.HttpConnectionManager:
     return manager
 
 
-def _outbound(listener: listener_pb2.Listener) -> tuple[str | None, RouteSpec | None]:
+def stream_timeouts(manager: hcm_pb2.HttpConnectionManager, where: str) -> StreamTimeouts:
+    """An HttpConnectionManager's `stream_idle_timeout` and `request_timeout`."""
+    idle = DEFAULT_STREAM_TIMEOUTS.idle
+    if manager.HasField("stream_idle_timeout"):
+        idle = seconds(manager.stream_idle_timeout)
+    request = seconds(manager.request_timeout) if manager.HasField("request_timeout") else 0.0
+    try:
+        return StreamTimeouts(idle, request)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
+def _outbound(
+    listener: listener_pb2.Listener,
+) -> tuple[str | None, RouteSpec | None, StreamTimeouts]:
     where = f"listener {listener.name}"
-    found: tuple[str | None, RouteSpec | None] | None = None
+    found: tuple[str | None, RouteSpec | None, StreamTimeouts] | None = None
     for chain in listener.filter_chains:
         for f in chain.filters:
             kind = f.typed_config.type_url
@@ -156,10 +179,11 @@ def _outbound(listener: listener_pb2.Listener) -> tuple[str | None, RouteSpec | 
                 raise ConfigError(f"{where}: network filter {f.name or kind} is not supported")
             manager = _manager(f.typed_config, where)
             spec = manager.WhichOneof("route_specifier")
+            timeouts = stream_timeouts(manager, where)
             if spec == "rds":
-                found = (manager.rds.route_config_name, None)
+                found = (manager.rds.route_config_name, None, timeouts)
             elif spec == "route_config":
-                found = (None, decode_route_config(manager.route_config))
+                found = (None, decode_route_config(manager.route_config), timeouts)
             else:
                 raise ConfigError(f"{where}: routes by {spec} are not supported (RDS or inline)")
     if found is None:
@@ -170,6 +194,7 @@ def _outbound(listener: listener_pb2.Listener) -> tuple[str | None, RouteSpec | 
 def _inbound(listener: listener_pb2.Listener, trust_domain: str) -> InboundSpec:
     ports: list[tuple[int, Protocol]] = []
     rules: list[Authorization] = []
+    timeouts: set[StreamTimeouts] = set()
     for chain in listener.filter_chains:
         where = f"listener {listener.name}, chain {chain.name or len(ports)}"
         port = None
@@ -194,6 +219,7 @@ def _inbound(listener: listener_pb2.Listener, trust_domain: str) -> InboundSpec:
             elif kind == HCM_TYPE:
                 protocol = Protocol.HTTP
                 manager = _manager(f.typed_config, where)
+                timeouts.add(stream_timeouts(manager, where))
                 for hf in manager.http_filters:
                     if hf.typed_config.type_url == HTTP_RBAC_TYPE:
                         http = unpack(hf.typed_config, http_rbac_pb2.RBAC(), where)
@@ -209,7 +235,16 @@ def _inbound(listener: listener_pb2.Listener, trust_domain: str) -> InboundSpec:
             f"listener {listener.name}: the ports carry different authorization rules; "
             "the sidecar applies one authorization to all of its service's ports"
         )
-    return InboundSpec(tuple(ports), rules[0] if rules else Authorization())
+    if len(timeouts) > 1:
+        raise ConfigError(
+            f"listener {listener.name}: the ports carry different stream timeouts; the "
+            "sidecar applies one stream_idle_timeout and request_timeout to all of them"
+        )
+    return InboundSpec(
+        tuple(ports),
+        rules[0] if rules else Authorization(),
+        timeouts.pop() if timeouts else DEFAULT_STREAM_TIMEOUTS,
+    )
 
 
 def _require_mtls(chain: listener_pb2.FilterChain, where: str) -> None:
@@ -310,6 +345,9 @@ def _route(r: route_components_pb2.Route, name: str, where: str) -> tuple[Route,
     timeout: float | None = DEFAULT_ROUTE_TIMEOUT
     if action.HasField("timeout"):
         timeout = seconds(action.timeout) or None
+    idle: float | None = seconds(action.idle_timeout) if action.HasField("idle_timeout") else None
+    if idle is not None and idle < 0:
+        raise ConfigError(f"{where}: idle_timeout must not be negative")
     retry = retry_policy(action.retry_policy, where) if action.HasField("retry_policy") else None
     header = ""
     for hp in action.hash_policy:
@@ -317,7 +355,7 @@ def _route(r: route_components_pb2.Route, name: str, where: str) -> tuple[Route,
             header = hp.header.header_name.lower()
             break
     try:
-        route = Route(name, clusters, match.prefix or "/", timeout, retry)
+        route = Route(name, clusters, match.prefix or "/", timeout, retry, idle)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
     return route, header

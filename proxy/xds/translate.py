@@ -178,11 +178,14 @@ def assemble(
                 for port, protocol in lds.inbound.ports
             ),
             authorization=lds.inbound.authorization,
+            stream_timeouts=lds.inbound.stream_timeouts,
         )
     return ProxyConfig(
         node=node,
         listeners=Listeners(
-            mode=ListenerMode.TRANSPARENT, passthrough=cds.passthrough or route_spec.passthrough
+            mode=ListenerMode.TRANSPARENT,
+            passthrough=cds.passthrough or route_spec.passthrough,
+            stream_timeouts=lds.outbound_timeouts,
         ),
         inbound=inbound,
         routes=_with_budgets(route_spec.table, cds),

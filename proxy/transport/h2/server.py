@@ -25,6 +25,11 @@ Theory of operation:
   `gossamer_downstream_h2_abuse_closed_total{listener, reason}`. A stream the client
   resets leaves `_tasks` at once: a task cancelled before its first step never runs
   its `finally`.
+- Stalled streams (`stream_timeouts.py`, Envoy's `stream_idle_timeout` and
+  `request_timeout`): checked by the tracker's sweep through the connection's
+  `deadline`; a stream cut before its response gets 408 (gRPC: a trailers-only
+  answer) and RST_STREAM(NO_ERROR) if its body was still arriving, one cut after it
+  RST_STREAM(CANCEL); its task is cancelled, which resets the upstream stream.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from collections.abc import Callable
 import h2.errors
 import h2.events
 
-from gossamer.proxy.service import Request, Response, Service, error_response
+from gossamer.proxy.service import Request, Response, Service, error_response, generated
 from gossamer.proxy.transport.h2 import grpc
 from gossamer.proxy.transport.h2.abuse import (
     DEFAULT_H2_LIMITS,
@@ -46,6 +51,7 @@ from gossamer.proxy.transport.h2.abuse import (
     LogThrottle,
 )
 from gossamer.proxy.transport.h2.conn import (
+    CANCEL,
     ENHANCE_YOUR_CALM,
     INTERNAL_ERROR,
     NO_ERROR,
@@ -59,7 +65,14 @@ from gossamer.proxy.transport.h2.conn import (
 from gossamer.proxy.transport.h2.request_head import check_request_head
 from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
 from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
-from gossamer.proxy.transport.http1.server import ServerLimits
+from gossamer.proxy.transport.http1.server import RECHECK, ServerLimits
+from gossamer.proxy.transport.stream_timeouts import (
+    REASONS,
+    StreamClock,
+    TimeoutObserver,
+    TimeoutSource,
+    next_due,
+)
 
 log = logging.getLogger(__name__)
 _INF = float("inf")
@@ -107,6 +120,10 @@ def build_request(
             request_id = True
         elif k in (b"x-forwarded-for", b"x-forwarded-client-cert"):
             forwarded = True
+        elif k == b"content-length":
+            # the body carries it (RequestBody.content_length): an HTTP/1.1 upstream
+            # writes its own framing, and two Content-Length lines are refused (400)
+            continue
         plain.append((k, v))
     authority = authority if authority is not None else host
     if method is None or path is None or method == "CONNECT":
@@ -135,6 +152,10 @@ def build_request(
 
 
 class H2Server(H2Base):
+    # the stream timeouts of a request (its listener's, from its snapshot); None: none
+    stream_timeouts: TimeoutSource | None = None
+    on_stream_timeout: TimeoutObserver | None = None  # (listener, reason): the metric
+
     def __init__(
         self,
         service: Service,
@@ -158,6 +179,7 @@ class H2Server(H2Base):
         self._bodies: dict[int, H2Body] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._starts: dict[int, float] = {}  # when each stream in `_tasks` started
+        self._clocks: dict[int, StreamClock] = {}  # streams under stream timeouts
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,8 +203,62 @@ class H2Server(H2Base):
             self.deadline = self.loop.time() + self.limits.idle_timeout
 
     def check_deadline(self, now: float) -> None:
-        if now >= self.deadline and not self._tasks:
-            self.close()
+        if not self._tasks:
+            if now >= self.deadline:
+                self.close()
+            return
+        soonest = self._check_streams(now)
+        if self._tasks:
+            self.deadline = soonest
+
+    def _check_streams(self, now: float) -> float:
+        """Cut the streams that stalled; when the next one may be due."""
+        source = self.stream_timeouts
+        soonest = _INF
+        if source is None:
+            return soonest
+        for sid, clock in list(self._clocks.items()):
+            timeouts = source(clock.req)
+            if timeouts is None:
+                due = now + RECHECK
+            else:
+                due, why = next_due(clock, timeouts)
+                if now >= due:
+                    self._cut(sid, clock, why)
+                    continue
+            soonest = min(soonest, due)
+        return soonest
+
+    def _cut(self, sid: int, clock: StreamClock, why: bytes) -> None:
+        """End a stalled stream: 408 before its response, a reset after it."""
+        del self._clocks[sid]
+        log.info(
+            "cut a stalled HTTP/2 stream from %s (%s listener): %s",
+            self.info.client, self.info.listener, why.decode(),
+        )  # fmt: skip
+        if self.on_stream_timeout is not None:
+            self.on_stream_timeout(self.info.listener, REASONS[why])
+        body = self._bodies.pop(sid, None)
+        if body is not None:
+            body.fail(TimeoutError(why.decode()))
+        if clock.response is None:
+            resp = generated(408, why)
+            if clock.req.grpc:
+                resp = grpc_error(resp)
+            try:
+                self.send_headers(
+                    sid, [(b":status", b"%d" % resp.status), *forwardable(resp.headers)], end=True
+                )
+            except StreamGone:
+                pass
+            if body is not None:  # the client may stop sending (RFC 9113 section 8.1)
+                self.reset(sid, NO_ERROR)
+        else:
+            clock.response.discard()
+            self.reset(sid, CANCEL)
+        task = self._tasks.get(sid)
+        if task is not None:
+            task.cancel()  # (resets the upstream stream: the app sees the request end)
 
     @property
     def active(self) -> int:
@@ -230,6 +306,9 @@ class H2Server(H2Base):
             padding = event.flow_controlled_length - len(event.data)
             if body is not None and event.data:
                 body.feed(event.data)
+                clock = self._clocks.get(sid)
+                if clock is not None:
+                    clock.active_at = self.loop.time()
             elif event.data:
                 padding += len(event.data)
             elif event.stream_ended is None and (reason := self.guard.flood_frame()):
@@ -265,6 +344,7 @@ class H2Server(H2Base):
         if body is not None:
             body.fail(ConnectionResetError("the client reset the stream"))
         reason = self.guard.reset_received() if event.remote_reset else None
+        self._clocks.pop(sid, None)
         task = self._tasks.pop(sid, None)
         if task is not None:
             task.cancel()
@@ -300,7 +380,11 @@ class H2Server(H2Base):
             self._bodies.pop(sid, None)
             self.reset(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
-        self.deadline = _INF
+        if self.stream_timeouts is not None:  # first looked at by the next sweep
+            self._clocks[sid] = StreamClock(req, now)
+            self.deadline = now
+        else:
+            self.deadline = _INF
         self._starts[sid] = now
         self._tasks[sid] = self.loop.create_task(self._serve(sid, req))
 
@@ -323,6 +407,7 @@ class H2Server(H2Base):
             if resp is not None:
                 resp.discard()
         finally:
+            self._clocks.pop(sid, None)
             if self._tasks.pop(sid, None) is not None:  # (not when reset by the client)
                 self._starts.pop(sid, None)
                 self.guard.stream_closed(False)
@@ -342,6 +427,9 @@ class H2Server(H2Base):
     async def _respond(self, sid: int, req: Request, resp: Response) -> None:
         if resp.tunnel is not None and resp.tunnel.close is not None:
             resp.tunnel.close()
+        clock = self._clocks.get(sid)
+        if clock is not None:
+            clock.response = resp
         status = resp.status
         headers: Headers = [(b":status", b"%d" % status), *forwardable(resp.headers)]
         body = resp.body
@@ -360,6 +448,8 @@ class H2Server(H2Base):
         try:
             while data := await body.read():
                 await self.send_data(sid, data)
+                if clock is not None:  # bytes sent: the stream is not idle
+                    clock.active_at = self.loop.time()
         except StreamGone:
             raise
         except Exception:

@@ -29,6 +29,7 @@ from gossamer.proxy.transport.http1.wire import (
     no_body,
     response_head,
 )
+from gossamer.proxy.transport.stream_timeouts import StreamClock
 
 
 class ResponseWriter:
@@ -41,6 +42,7 @@ class ResponseWriter:
     _write_paused: bool
     _drain_waiter: asyncio.Future[None] | None
     _streaming: tuple[BodyStream, bool, bool] | None = None  # (body, chunked, keep)
+    _clock: StreamClock | None  # the served request's stream timing (stream_timeouts.py)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -177,6 +179,8 @@ class ResponseWriter:
                 if not data:
                     break
                 self.transport.write(chunk(data) if chunked else data)
+                if self._clock is not None:  # bytes sent: the stream is not idle
+                    self._clock.active_at = self.loop.time()
         except Exception:
             # the upstream broke mid-body: the client sees a truncated response
             self.transport.abort()

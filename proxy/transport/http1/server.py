@@ -13,6 +13,10 @@ Theory of operation:
   connection closes. A client that has not finished its head `header_timeout` after
   starting it gets 408; an idle keep-alive connection closes after `idle_timeout`
   (deadlines are checked by the `ConnectionTracker` sweep, not per-request timers).
+- A request being served is cut when it stalls (`stream_timeouts.py`, Envoy's
+  `stream_idle_timeout` and `request_timeout`, from the listener's configuration):
+  408 before its response has started, the connection aborted after; either way the
+  service task is cancelled, which aborts the upstream exchange.
 - Responses keep their Content-Length; bodies of unknown length are chunked for
   HTTP/1.1 clients and close-delimited for HTTP/1.0 ones. The connection stays open when
   both sides allow it and the request body was read to its end.
@@ -45,9 +49,17 @@ from gossamer.proxy.transport.http1.pipeline import (
 )
 from gossamer.proxy.transport.http1.responder import ResponseWriter
 from gossamer.proxy.transport.http1.wire import parse_head
+from gossamer.proxy.transport.stream_timeouts import (
+    REASONS,
+    StreamClock,
+    TimeoutObserver,
+    TimeoutSource,
+    next_due,
+)
 
 log = logging.getLogger(__name__)
 _INF = float("inf")
+RECHECK = 1.0  # seconds until a request without a configuration yet is looked at again
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
@@ -78,6 +90,9 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
     # set on connections that may turn out to be HTTP/2 with prior knowledge: called
     # with the transport and the bytes received so far (from the connection preface)
     h2_handover: Callable[[Any, bytes], None] | None = None
+    # the stream timeouts of a request (its listener's, from its snapshot); None: none
+    stream_timeouts: TimeoutSource | None = None
+    on_stream_timeout: TimeoutObserver | None = None  # (listener, reason): the metric
 
     def __init__(
         self,
@@ -94,6 +109,8 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         self.transport: Any = None
         self.gate: Any = None  # the transport as request bodies see it (ReadGate)
         self.parser = httptools.HttpRequestParser(self)
+        self._clock: StreamClock | None = None  # the request being served, when timed
+        self._stream_due = _INF  # when `_clock`'s request is to be looked at
         self.deadline = _INF
         self._queue: deque[Request | Response] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -133,14 +150,70 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         self._wake()
         self._wake_drain()
 
+    @property
+    def deadline(self) -> float:
+        """When the tracker's sweep must call `check_deadline`: the head, keep-alive or
+        drain deadline, or the served request's stream check."""
+        due = self._due
+        return due if due < self._stream_due else self._stream_due
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        self._due = value
+
     def check_deadline(self, now: float) -> None:
         """Called by the tracker's sweep."""
-        if now < self.deadline or self._closed:
+        if self._closed:
+            return
+        if now >= self._stream_due:
+            self._check_stream(now)
+            if self._closed:
+                return
+        if now < self._due:
             return
         if self._in_head or self._fed:
             self._reject(408, b"request-timeout")
         elif not self._serving:
             self.close()
+
+    def _check_stream(self, now: float) -> None:
+        """Cut the served request if it stalled, else note when to look again."""
+        clock = self._clock
+        source = self.stream_timeouts
+        if clock is None or source is None:
+            self._stream_due = _INF
+            return
+        timeouts = source(clock.req)
+        if timeouts is None:
+            self._stream_due = now + RECHECK
+            return
+        due, why = next_due(clock, timeouts)
+        if now < due:
+            self._stream_due = due
+            return
+        self._stream_due = _INF
+        log.info(
+            "cut a stalled request from %s (%s listener): %s",
+            self.info.client, self.info.listener, why.decode(),
+        )  # fmt: skip
+        if self.on_stream_timeout is not None:
+            self.on_stream_timeout(self.info.listener, REASONS[why])
+        self._broken = True
+        if self._reading is not None:
+            self._reading.fail(TimeoutError(why.decode()))
+            self._reading = None
+        if clock.response is not None:  # mid-response: the client sees it cut short
+            clock.response.discard()
+            self.transport.abort()
+            self._closed = True
+            self.tracker.discard(self)
+            return
+        if self._task is not None:
+            self._task.cancel()  # (aborts the upstream exchange: the app sees it end)
+        resp = generated(408, why)
+        resp.headers.append((b"connection", b"close"))
+        self._write_simple(resp, "GET")
+        self.close()
 
     def close(self) -> None:
         if not self._closed:
@@ -154,12 +227,14 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
         if not self._serving and not self._in_head and not self._queue:
             self.close()
         else:
-            self.deadline = min(self.deadline, self.loop.time() + self.limits.header_timeout)
+            self.deadline = min(self._due, self.loop.time() + self.limits.header_timeout)
 
     # -- parsing ---------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self._broken:
             return
+        if self._clock is not None:
+            self._clock.active_at = self.loop.time()
         if self._tail is not None:
             self._tail += data
             return
@@ -395,6 +470,9 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
                     self.close()
                     return
                 self._serving = True
+                if self.stream_timeouts is not None:  # first looked at by the next sweep
+                    self._clock = StreamClock(item, self.loop.time())
+                    self._stream_due = self._clock.active_at
                 try:
                     # (inline rather than a coroutine per request: this is the hot path)
                     req = item
@@ -409,6 +487,8 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
                         resp.discard()
                         continue
                     self._responding = True
+                    if self._clock is not None:
+                        self._clock.response = resp
                     try:
                         keep = self._respond(req, resp)
                         if keep is None:
@@ -418,6 +498,8 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
                     self._finished(req, keep)
                 finally:
                     self._serving = False
+                    self._clock = None
+                    self._stream_due = _INF
         except asyncio.CancelledError:
             pass
         finally:

@@ -44,6 +44,8 @@ services:
     lb_policy: ring_hash
     hash_header: x-user
     timeout: 5s
+    stream_idle_timeout: 2m
+    request_timeout: 30s
     retries: {attempts: 2, per_try_timeout: 1s, on: [reset, 503], budget_percent: 20}
     authorization: {allow: ['spiffe://example.org/ns/shop/sa/*']}
     outlier_detection:
@@ -94,6 +96,7 @@ def test_the_maximal_file_sets_every_schema_field_and_loads():
     assert policy.circuit_breakers is not None and policy.circuit_breakers.max_requests == 12
     assert policy.outlier is not None and policy.outlier.success_rate is not None
     assert mesh.observability.window == 30.0 and mesh.control.lease_ttl == 20.0
+    assert (policy.stream_idle_timeout, policy.request_timeout) == (120.0, 30.0)
 
 
 def _misspellings() -> list[str]:
