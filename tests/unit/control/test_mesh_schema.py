@@ -34,6 +34,8 @@ control:
   data_dir: data
   store: etcd://10.0.0.1:2379
   lease_ttl: 20s
+  max_token_ttl: 2h
+  max_cert_ttl: 12h
 services:
   - name: catalog
     namespace: shop
