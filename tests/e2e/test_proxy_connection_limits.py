@@ -12,8 +12,6 @@ port is full (so a real peer still gets in), and the handshake must finish withi
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import resource
 import socket
 import ssl
@@ -24,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.mesh import Mesh, Sidecar, config_doc
+from tests.helpers.net import idle_connections, seconds_until_cut_off
 from tests.helpers.pki import TRUST_DOMAIN, Workload
 from tests.helpers.procs import processes, wait_for
 
@@ -96,23 +95,6 @@ def mtls_get(sidecar: Sidecar, peer: Workload, timeout: float = 5.0) -> tuple[in
         tls.sendall(b"GET / HTTP/1.1\r\nHost: catalog:8080\r\nConnection: close\r\n\r\n")
         head = tls.recv(4096)
     return int(head.split()[1]), time.monotonic() - start
-
-
-@contextlib.contextmanager
-def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
-    """`count` TCP connections to `port` that never send a byte (non-blocking connects)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.setblocking(False)
-            code = s.connect_ex(("127.0.0.1", port))
-            assert code in (0, errno.EINPROGRESS), errno.errorcode.get(code, code)
-            socks.append(s)
-        yield socks
-    finally:
-        for s in socks:
-            s.close()
 
 
 def still_open(socks: list[socket.socket]) -> int:
@@ -194,22 +176,8 @@ def test_admin_flood_does_not_lock_out_probes(world: World) -> None:
 
 def test_handshake_deadline_counts_from_accept_not_from_the_last_byte(world: World) -> None:
     sc = world.quick
-    start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", sc.inbound), timeout=10) as s:
-        s.sendall(b"\x16\x03\x01\x02\x00\x01")  # a handshake record of 512 bytes, begun
-        closed_after = None
-        for _ in range(40):  # one more byte every 0.2 s: never a complete record
-            time.sleep(0.2)
-            try:
-                s.sendall(b"\x00")
-                s.settimeout(0.01)
-                if s.recv(1) == b"":
-                    closed_after = time.monotonic() - start
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                closed_after = time.monotonic() - start
-                break
+    # a handshake record of 512 bytes, begun, then one more byte every 0.2 s: never a
+    # complete record
+    closed_after = seconds_until_cut_off(sc.inbound, b"\x16\x03\x01\x02\x00\x01", b"\x00")
     assert closed_after is not None, "the trickling client was never cut off"
     assert HANDSHAKE_TIMEOUT - 0.3 <= closed_after <= HANDSHAKE_TIMEOUT + 1.5

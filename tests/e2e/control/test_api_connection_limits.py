@@ -12,8 +12,6 @@ complete request head, and a head must arrive within --api-header-timeout.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import os
 import socket
 import subprocess
@@ -28,6 +26,7 @@ import pytest
 from gossamer.contract import xds
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import mesh, wait_serving, write_mesh
+from tests.helpers.net import idle_connections, seconds_until_cut_off
 from tests.helpers.procs import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -89,23 +88,6 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
             proc.wait()
 
 
-@contextlib.contextmanager
-def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
-    """`count` TCP connections to `port` that never send a byte."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.setblocking(False)
-            code = s.connect_ex(("127.0.0.1", port))
-            assert code in (0, errno.EINPROGRESS), errno.errorcode.get(code, code)
-            socks.append(s)
-        yield socks
-    finally:
-        for s in socks:
-            s.close()
-
-
 async def get_clusters(target: str) -> float:
     start = time.monotonic()
     async with AdsClient(target, "web-during-flood", {"GOSSAMER_SERVICE": "web"}) as client:
@@ -140,23 +122,10 @@ def test_api_flood_leaves_xds_its_descriptors(plane: Plane) -> None:
 
 def test_slowloris_is_cut_at_the_header_timeout(plane: Plane) -> None:
     plane.settle()
-    start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", plane.api), timeout=10) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        closed_after = None
-        for _ in range(40):  # one header byte every 0.2 s: the head never ends
-            time.sleep(0.2)
-            try:
-                s.sendall(b"a")
-                s.settimeout(0.01)
-                if s.recv(1) == b"":
-                    closed_after = time.monotonic() - start
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                closed_after = time.monotonic() - start
-                break
+    # one header byte every 0.2 s: the head never ends
+    closed_after = seconds_until_cut_off(
+        plane.api, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a"
+    )
     assert closed_after is not None, "the slow client was never cut off"
     assert HEADER_TIMEOUT - 0.3 <= closed_after <= HEADER_TIMEOUT + 1.5
 
