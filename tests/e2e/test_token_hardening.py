@@ -18,12 +18,9 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,6 +28,7 @@ from gossamer.errors import AuthorizationDenied
 from gossamer.proxy.agent.bootstrap import bootstrap
 from gossamer.proxy.main import TOKEN_FLAG_WARNING
 from tests.helpers.control_plane import control_plane_process, write_mesh
+from tests.helpers.operator_api import api_call
 from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -56,22 +54,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         timeout=60,
         env=env,
     )
-
-
-def api_call(
-    port: int, path: str, token: str, method: str = "GET", body: Any = None
-) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture(scope="module")

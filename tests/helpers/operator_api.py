@@ -2,11 +2,17 @@
 
 async with operator_api(tmp_path, registry_state=mesh.registry_state) as api:
     api.url, api.token (an admin token), api.sidecars (a list the test may change)
+
+`api_call` makes one JSON request to an operator API on loopback (this one or a real
+`gossamer control` process's).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +27,24 @@ from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.discovery.model import RegistryState
 from gossamer.observe.settings import ObservabilitySettings
 from tests.helpers.procs import free_port
+
+
+def api_call(
+    port: int, path: str, token: str | None, method: str = "GET", body: Any = None
+) -> tuple[int, dict[str, Any]]:
+    """One JSON request to the operator API on 127.0.0.1:`port` (a bearer token if
+    `token`): (status, the JSON body), for an error status too."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 @dataclass

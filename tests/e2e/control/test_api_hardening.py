@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 
 from gossamer.proxy.agent.bootstrap import bootstrap
 from tests.helpers.control_plane import control_plane_process
+from tests.helpers.operator_api import api_call
 from tests.helpers.procs import free_port
 
 pytestmark = pytest.mark.e2e
@@ -30,17 +29,7 @@ class Api:
     def call(
         self, path: str, token: str | None, method: str = "GET", body: Any = None
     ) -> tuple[int, dict[str, Any]]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return api_call(self.port, path, token, method, body)
 
     def audit(self) -> list[dict[str, Any]]:
         status, body = self.call("/v1/audit?limit=1000", self.admin)

@@ -22,6 +22,7 @@ from gossamer.proxy.agent.bootstrap import bootstrap
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import write_mesh
 from tests.helpers.grpcio_tls import GRPC_TLS_OPTIONS, mtls_channel_credentials
+from tests.helpers.operator_api import api_call
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"
@@ -193,17 +194,7 @@ async def test_registration_needs_mtls(plane):
 def api_get(
     plane: ControlPlane, path: str, token: str | None = None, method: str = "GET", body=None
 ):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{plane.bound_port('api')}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}"} if token else {},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return api_call(plane.bound_port("api"), path, token, method, body)
 
 
 async def test_operator_api_tokens_and_roles(plane):
