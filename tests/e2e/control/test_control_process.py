@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,13 +63,22 @@ def services(*names_: str) -> list[dict[str, object]]:
     return [{"name": n, "ports": [{"port": 8080}]} for n in names_]
 
 
-async def test_bad_reload_keeps_serving_then_sighup_applies_a_fix(tmp_path):
+def start_plane(
+    tmp_path: Path, reload_interval: float = 0.2
+) -> tuple[ControlPlaneProcess, int, Path]:
+    """A `gossamer control` process serving service `a` on a free insecure port: (the
+    process, that port, its mesh.yaml)."""
     port = free_port()
     config = tmp_path / "mesh.yaml"
     write_mesh(config, mesh(services("a"), insecure_port=port))
-    # a poll interval far longer than the test: only SIGHUP makes it look at the file
-    plane = ControlPlaneProcess(config, tmp_path / "control.log", reload_interval=3600)
+    plane = ControlPlaneProcess(config, tmp_path / "control.log", reload_interval=reload_interval)
     plane.start(port)
+    return plane, port, config
+
+
+async def test_bad_reload_keeps_serving_then_sighup_applies_a_fix(tmp_path):
+    # a poll interval far longer than the test: only SIGHUP makes it look at the file
+    plane, port, config = start_plane(tmp_path, reload_interval=3600)
     try:
         async with AdsClient(f"127.0.0.1:{port}", "n1") as client:
             await client.request(xds.CLUSTER)
@@ -98,11 +108,7 @@ async def test_bad_reload_keeps_serving_then_sighup_applies_a_fix(tmp_path):
 
 
 def test_sigint_stops_cleanly(tmp_path):
-    port = free_port()
-    config = tmp_path / "mesh.yaml"
-    write_mesh(config, mesh(services("a"), insecure_port=port))
-    plane = ControlPlaneProcess(config, tmp_path / "control.log")
-    plane.start(port)
+    plane, _, _ = start_plane(tmp_path)
     assert plane.proc is not None
     plane.proc.send_signal(signal.SIGINT)
     assert plane.proc.wait(10) == 0
@@ -111,11 +117,7 @@ def test_sigint_stops_cleanly(tmp_path):
 
 
 def test_port_in_use_is_an_error_not_a_shared_port(tmp_path):
-    port = free_port()
-    config = tmp_path / "mesh.yaml"
-    write_mesh(config, mesh(services("a"), insecure_port=port))
-    plane = ControlPlaneProcess(config, tmp_path / "control.log")
-    plane.start(port)
+    plane, port, config = start_plane(tmp_path)
     try:
         # the same registry file is locked by the first process
         same = run_cli("control", "--config", str(config))
@@ -149,11 +151,8 @@ def test_port_in_use_is_an_error_not_a_shared_port(tmp_path):
 async def test_hostile_mesh_yaml_is_refused_and_reload_keeps_working(tmp_path, hostile):
     """Finding 1 of issue 17: a deeply nested file raised RecursionError out of the
     watcher, which then ignored every later edit and SIGHUP."""
-    port = free_port()
-    config = tmp_path / "mesh.yaml"
-    write_mesh(config, mesh(services("a"), insecure_port=port))
-    plane = ControlPlaneProcess(config, tmp_path / "control.log", reload_interval=3600)
-    plane.start(port)
+    # a poll interval far longer than the test: only SIGHUP makes it look at the file
+    plane, port, config = start_plane(tmp_path, reload_interval=3600)
     try:
         async with AdsClient(f"127.0.0.1:{port}", "n1") as client:
             await client.request(xds.CLUSTER)
