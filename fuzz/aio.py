@@ -6,12 +6,14 @@ that lives for the whole run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fuzz.harness import FuzzBug
 
 MAX_TURNS = 2000  # loop turns per input before it counts as a livelock
+
+P = TypeVar("P", bound=asyncio.Protocol)
 
 
 class MemoryTransport(asyncio.Transport):
@@ -133,3 +135,35 @@ class Driver:
             context, self.errors = self.errors[0], []
             exc = context.get("exception")
             raise FuzzBug(f"event loop error: {context.get('message')}: {exc!r}") from exc
+
+    def connect(self, build: Callable[[], Awaitable[P]]) -> tuple[P, MemoryTransport]:
+        """The protocol `build` makes on the loop (a protocol takes the running loop),
+        connected to a new `MemoryTransport`."""
+        protocol = self.loop.run_until_complete(build())
+        transport = MemoryTransport(self.loop, protocol)
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    def feed(
+        self, protocol: asyncio.Protocol, transport: MemoryTransport, data: bytes, step: int
+    ) -> None:
+        """Hand `data` to the protocol in slices of `step` bytes, the loop settled after
+        each, until the transport closes; then settle once more."""
+        for start in range(0, len(data), step):
+            if transport.closing:
+                break
+            protocol.data_received(data[start : start + step])
+            self.settle()
+        self.settle()
+
+
+_drivers: dict[str, Driver] = {}
+
+
+def target_driver(target: str) -> Driver:
+    """The driver of one fuzz target (`__name__`): made at its first input, kept for
+    the run."""
+    driver = _drivers.get(target)
+    if driver is None:
+        driver = _drivers[target] = Driver()
+    return driver

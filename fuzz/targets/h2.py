@@ -13,7 +13,7 @@ ERROR.
 
 from __future__ import annotations
 
-from fuzz.aio import Driver, MemoryTransport
+from fuzz.aio import target_driver
 from fuzz.harness import Reader, no_logged_errors
 from fuzz.stubs import QuietTracker
 from gossamer.errors import UpstreamTimeout
@@ -25,7 +25,6 @@ from gossamer.proxy.transport.http1.body import BodyStream
 from gossamer.proxy.transport.http1.conns import ConnectionInfo
 
 MAX_BODY = 1 << 20
-_driver: Driver | None = None
 
 
 def _service(streamed: bool) -> Service:
@@ -52,32 +51,21 @@ def _service(streamed: bool) -> Service:
 
 
 def test_one_input(data: bytes) -> None:
-    global _driver
-    if _driver is None:
-        _driver = Driver()
-    driver = _driver
-    loop = driver.loop
+    driver = target_driver(__name__)
     reader = Reader(data)
     control = reader.byte()
     frames = PREFACE + reader.rest()
     with no_logged_errors():
 
-        async def build() -> H2Server:  # (the protocol takes the running loop)
+        async def build() -> H2Server:
             return H2Server(
                 _service(bool(control & 0x40)),
                 ConnectionInfo("outbound", "127.0.0.1"),
                 QuietTracker(),
             )
 
-        server = loop.run_until_complete(build())
-        transport = MemoryTransport(loop, server)
-        server.connection_made(transport)
+        server, transport = driver.connect(build)
         step = (control & 0x3F) + 1 if control & 0x80 else len(frames)
-        for start in range(0, len(frames), step):
-            if transport.closing:
-                break
-            server.data_received(frames[start : start + step])
-            driver.settle()
-        driver.settle()
+        driver.feed(server, transport, frames, step)
         transport.lose()
         driver.finish()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fuzz.aio import Driver, MemoryTransport
+from fuzz.aio import MemoryTransport, target_driver
 from fuzz.harness import FuzzBug, Reader, no_logged_errors, split
 from fuzz.stubs import QuietTracker
 from gossamer.proxy.routing.layers import errors_layer
@@ -29,8 +29,6 @@ from gossamer.proxy.transport.pool import EndpointPool
 
 APP_SEPARATOR = b"\n--app--\n"
 DEFAULT_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-
-_driver: Driver | None = None
 
 
 class FakeApp:
@@ -76,33 +74,22 @@ def _service(pool: EndpointPool) -> Service:
 
 
 def test_one_input(data: bytes) -> None:
-    global _driver
-    if _driver is None:
-        _driver = Driver()
-    driver = _driver
+    driver = target_driver(__name__)
     reader = Reader(data)
     control = reader.byte()
     client, answer = split(reader.rest(), APP_SEPARATOR, 2)
     app = FakeApp(answer or DEFAULT_ANSWER, close=bool(control & 0x40), sliced=bool(control & 0x20))
-    loop = driver.loop
     with no_logged_errors():
-        pool = EndpointPool(app.connect, clock=loop.time)
+        pool = EndpointPool(app.connect, clock=driver.loop.time)
 
-        async def build() -> Http1Server:  # (the protocol takes the running loop)
+        async def build() -> Http1Server:
             return Http1Server(
                 _service(pool), ConnectionInfo("outbound", "127.0.0.1"), QuietTracker()
             )
 
-        server = loop.run_until_complete(build())
-        transport = MemoryTransport(loop, server)
-        server.connection_made(transport)
+        server, transport = driver.connect(build)
         step = (control & 0x3F) + 1 if control & 0x80 else max(1, len(client))
-        for start in range(0, len(client), step):
-            if transport.closing:
-                break
-            server.data_received(client[start : start + step])
-            driver.settle()
-        driver.settle()
+        driver.feed(server, transport, client, step)
         transport.lose()
         pool.close()
         driver.finish()
