@@ -4,8 +4,6 @@ when etcd is not there."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -14,17 +12,9 @@ from gossamer.discovery.etcd import EtcdStore
 from gossamer.discovery.model import Endpoint, Service
 from gossamer.discovery.registry import Registry
 from tests.helpers.etcd import EtcdCluster, free_port
+from tests.helpers.procs import run_gossamer
 
 pytestmark = pytest.mark.e2e
-
-
-def gossamer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gossamer.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def test_list_shows_live_registrations(etcd_server: EtcdCluster) -> None:
@@ -37,20 +27,20 @@ async def test_list_shows_live_registrations(etcd_server: EtcdCluster) -> None:
         Endpoint(ServiceKey("default", "catalog"), "pod-7", "10.0.0.7", 15006, mtls=True), ttl=30
     )
     url = f"etcd://127.0.0.1:{port}/cli"
-    result = gossamer("registry", "list", "--store", url, "-o", "json")
+    result = run_gossamer("registry", "list", "--store", url, "-o", "json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     [endpoint] = data["endpoints"]
     assert endpoint["instance_id"] == "pod-7" and endpoint["owner"] == f"lease:{reg.lease}"
     assert data["revision"] >= reg.revision
-    table = gossamer("registry", "list", "--store", url)
+    table = run_gossamer("registry", "list", "--store", url)
     assert "pod-7" in table.stdout and "10.0.0.7:15006" in table.stdout
     await registry.close()
     await store.close()
 
 
 def test_unreachable_etcd_is_one_clear_error() -> None:
-    result = gossamer("registry", "list", "--store", f"etcd://127.0.0.1:{free_port()}")
+    result = run_gossamer("registry", "list", "--store", f"etcd://127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: etcd at 127.0.0.1:")

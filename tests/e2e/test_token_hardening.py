@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from gossamer.proxy.agent.bootstrap import bootstrap
 from gossamer.proxy.main import TOKEN_FLAG_WARNING
 from tests.helpers.control_plane import control_plane_process, write_mesh
 from tests.helpers.operator_api import api_call
-from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, wait_for
+from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, run_gossamer, wait_for
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"
@@ -44,16 +42,6 @@ class Plane:
     xds_port: int
     boot_port: int
     admin: str
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gossamer.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +87,7 @@ def _certified(proc: Process) -> bool:
 
 
 def _token_record(plane: Plane, token_id: str) -> dict[str, object]:
-    listed = cli("token", "list", "--dir", str(plane.ca), "-o", "json")
+    listed = run_gossamer("token", "list", "--dir", str(plane.ca), "-o", "json")
     assert listed.returncode == 0, listed.stderr
     record: dict[str, object] = next(r for r in json.loads(listed.stdout) if r["id"] == token_id)
     return record
@@ -107,7 +95,7 @@ def _token_record(plane: Plane, token_id: str) -> dict[str, object]:
 
 def test_a_token_admits_its_instance_again_and_no_other(plane: Plane):
     token_file = plane.tmp / "web.token"
-    made = cli(
+    made = run_gossamer(
         "token", "create", "--service", "web", "--dir", str(plane.ca),
         "--output-file", str(token_file), "-o", "json",
     )  # fmt: skip
@@ -182,11 +170,13 @@ def test_token_ttl_above_the_cap_is_refused_unless_mesh_yaml_raises_it(plane: Pl
         plane.api_port, "/v1/tokens", plane.admin, "POST", {"service": "web", "ttl": "24h"}
     )
     assert status == 201, body
-    long = cli("token", "create", "--service", "web", "--ttl", "720h", "--dir", str(plane.ca))
+    long = run_gossamer(
+        "token", "create", "--service", "web", "--ttl", "720h", "--dir", str(plane.ca)
+    )
     assert long.returncode != 0 and "at most 24h" in long.stderr, long.stderr
     raised = plane.tmp / "raised.yaml"
     write_mesh(raised, {"trust_domain": TD, "control": {"max_token_ttl": "720h"}})
-    made = cli(
+    made = run_gossamer(
         "token", "create", "--service", "web", "--ttl", "720h", "--dir", str(plane.ca),
         "--config", str(raised), "-o", "json",
     )  # fmt: skip
@@ -217,22 +207,26 @@ def test_a_leaf_asked_for_30_days_lives_24_hours(plane: Plane):
 def test_output_file_is_0600_and_never_replaced_without_force(plane: Plane):
     target = plane.tmp / "out" / "web.token"
     target.parent.mkdir()
-    made = cli("token", "create", "--service", "web", "--dir", str(plane.ca),
+    made = run_gossamer("token", "create", "--service", "web", "--dir", str(plane.ca),
                "--output-file", str(target))  # fmt: skip
     assert made.returncode == 0, made.stderr
     assert "gst1." not in made.stdout + made.stderr  # the secret only in the file
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     first = target.read_text()
     assert first.startswith("gst1.")
-    before = len(json.loads(cli("token", "list", "--dir", str(plane.ca), "-o", "json").stdout))
-    again = cli("token", "create", "--service", "web", "--dir", str(plane.ca),
+    before = len(
+        json.loads(run_gossamer("token", "list", "--dir", str(plane.ca), "-o", "json").stdout)
+    )
+    again = run_gossamer("token", "create", "--service", "web", "--dir", str(plane.ca),
                 "--output-file", str(target))  # fmt: skip
     assert again.returncode != 0 and "exists" in again.stderr and "--force" in again.stderr
     assert target.read_text() == first
-    after = len(json.loads(cli("token", "list", "--dir", str(plane.ca), "-o", "json").stdout))
+    after = len(
+        json.loads(run_gossamer("token", "list", "--dir", str(plane.ca), "-o", "json").stdout)
+    )
     assert after == before  # refused before a token was made
     time.sleep(0.01)
-    forced = cli("token", "create", "--service", "web", "--dir", str(plane.ca),
+    forced = run_gossamer("token", "create", "--service", "web", "--dir", str(plane.ca),
                  "--output-file", str(target), "--force")  # fmt: skip
     assert forced.returncode == 0, forced.stderr
     assert target.read_text() != first

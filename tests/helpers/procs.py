@@ -139,3 +139,9 @@ def processes() -> Iterator[list[Process]]:
 
 def gossamer_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gossamer.cli.main", *args]
+
+
+def run_gossamer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`gossamer ARGS` to its end in a separate process (with `env` if given), its output
+    captured as text."""
+    return subprocess.run(gossamer_cmd(*args), capture_output=True, text=True, timeout=60, env=env)

@@ -6,8 +6,6 @@ of `gossamer token create/revoke` on the command line."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 from gossamer.proxy.agent.bootstrap import bootstrap
 from tests.helpers.control_plane import control_plane_process
 from tests.helpers.operator_api import api_call
-from tests.helpers.procs import free_port
+from tests.helpers.procs import free_port, run_gossamer
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"
@@ -127,22 +125,13 @@ def test_audit_records_401s_failures_and_certificate_issuance(plane):
     assert issued[0]["mode"] == "bootstrap"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gossamer.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_cli_token_create_and_revoke_are_audited(tmp_path: Path):
     ca = tmp_path / "ca"
-    assert _cli("certs", "init", "--trust-domain", TD, "--dir", str(ca)).returncode == 0
-    made = _cli("token", "create", "--service", "web", "--dir", str(ca), "-o", "json")
+    assert run_gossamer("certs", "init", "--trust-domain", TD, "--dir", str(ca)).returncode == 0
+    made = run_gossamer("token", "create", "--service", "web", "--dir", str(ca), "-o", "json")
     assert made.returncode == 0, made.stderr
     token_id = json.loads(made.stdout)["id"]
-    revoked = _cli("token", "revoke", token_id, "--dir", str(ca))
+    revoked = run_gossamer("token", "revoke", token_id, "--dir", str(ca))
     assert revoked.returncode == 0, revoked.stderr
     lines = [json.loads(x) for x in (ca / "audit.log").read_text().splitlines()]
     assert [(e["action"], e["outcome"]) for e in lines] == [
@@ -153,7 +142,7 @@ def test_cli_token_create_and_revoke_are_audited(tmp_path: Path):
     assert lines[1]["target"] == token_id and lines[0]["role"] == "local"
     assert "gst1." not in (ca / "audit.log").read_text()  # never the secret
     # and the control plane's identity is refused on the command line too
-    control = _cli(
+    control = run_gossamer(
         "token", "create", "--service", "control", "--namespace", "gossamer-system",
         "--dir", str(ca),
     )  # fmt: skip

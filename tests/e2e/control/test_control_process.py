@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,9 @@ from gossamer.contract import xds
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import ControlPlaneProcess, mesh, mesh_yaml, write_mesh
 from tests.helpers.net import free_port
+from tests.helpers.procs import run_gossamer
 
 pytestmark = pytest.mark.e2e
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gossamer.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_invalid_config_at_start_is_one_clear_line(tmp_path):
@@ -34,7 +24,7 @@ def test_invalid_config_at_start_is_one_clear_line(tmp_path):
         "services:\n  - name: echo\n  - name: web\n    lb_policy: fastest\n"
     )
     line = 6
-    result = run_cli("control", "--config", str(config))
+    result = run_gossamer("control", "--config", str(config))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"mesh.yaml:{line}: services[1].lb_policy: must be one of" in result.stderr
@@ -50,7 +40,7 @@ def test_ca_of_another_trust_domain_is_explained(tmp_path):
         "control: {ca_dir: ca, xds_listen: '127.0.0.1:0', bootstrap_listen: '127.0.0.1:0',"
         " api_listen: '127.0.0.1:0'}\n"
     )
-    result = run_cli("control", "--config", str(config))
+    result = run_gossamer("control", "--config", str(config))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "trust domain other.example" in result.stderr and "hint:" in result.stderr
 
@@ -120,13 +110,13 @@ def test_port_in_use_is_an_error_not_a_shared_port(tmp_path):
     plane, port, config = start_plane(tmp_path)
     try:
         # the same registry file is locked by the first process
-        same = run_cli("control", "--config", str(config))
+        same = run_gossamer("control", "--config", str(config))
         assert same.returncode == 1 and "in use by another process" in same.stderr
         # its own registry, the same port: the port must not be shared silently
         other = tmp_path / "other"
         other.mkdir()
         write_mesh(other / "mesh.yaml", mesh(services("a"), insecure_port=port))
-        second = run_cli("control", "--config", str(other / "mesh.yaml"))
+        second = run_gossamer("control", "--config", str(other / "mesh.yaml"))
         assert second.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "hint:" in second.stderr
     finally:

@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from gossamer.cli.main import COMMANDS, main
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gossamer.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.helpers.procs import run_gossamer
 
 
 def test_help_lists_available_commands():
-    result = run_cli("--help")
+    result = run_gossamer("--help")
     assert result.returncode == 0
     assert "service mesh for Docker Compose" in result.stdout
 
 
 def test_version():
-    result = run_cli("--version")
+    result = run_gossamer("--version")
     assert result.returncode == 0 and "gossamer" in result.stdout
 
 
 def test_unknown_command_is_one_clear_error():
-    result = run_cli("no-such-command")
+    result = run_gossamer("no-such-command")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "No such command" in result.stderr
@@ -43,7 +32,7 @@ def test_every_registered_command_help_works():
     for name, (module, _attr, _help) in COMMANDS.items():
         if importlib.util.find_spec(module) is None:
             continue
-        result = run_cli(name, "--help")
+        result = run_gossamer(name, "--help")
         assert result.returncode == 0, (name, result.stderr)
         assert "Traceback" not in result.stderr
 

@@ -4,14 +4,13 @@ one line with file, field and line, never a traceback."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.embedded import EmbeddedStore
 from gossamer.discovery.model import Endpoint, Service
 from tests.helpers.compose import SAMPLES
+from tests.helpers.procs import run_gossamer
 
 MESH = """\
 services:
@@ -24,24 +23,14 @@ services:
 """
 
 
-def gossamer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gossamer.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-
-
 def test_validate_ok_and_error(tmp_path: Path):
     good = tmp_path / "mesh.yaml"
     good.write_text(MESH)
-    result = gossamer("registry", "validate", str(good))
+    result = run_gossamer("registry", "validate", str(good))
     assert result.returncode == 0 and "OK (2 services, 1 static endpoints)" in result.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(MESH.replace("protocol: grpc", "protocol: smtp"))
-    result = gossamer("registry", "validate", str(bad))
+    result = run_gossamer("registry", "validate", str(bad))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     # the alias of `gossamer validate`: every error on stdout, one per line, no prefix
@@ -53,13 +42,13 @@ def test_validate_ok_and_error(tmp_path: Path):
 def test_list_from_the_file(tmp_path: Path):
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(MESH)
-    result = gossamer("registry", "list", "--config", str(mesh), "--output", "json")
+    result = run_gossamer("registry", "list", "--config", str(mesh), "--output", "json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [s["name"] for s in data["services"]] == ["catalog", "orders"]
     assert data["endpoints"][0]["instance_id"] == "static-127.0.0.1-8080"
     assert data["endpoints"][0]["sources"] == ["file"] and data["revision"] is None
-    table = gossamer("registry", "list", "-c", str(mesh))
+    table = run_gossamer("registry", "list", "-c", str(mesh))
     assert "static-127.0.0.1-8080" in table.stdout and "9090/grpc" in table.stdout
 
 
@@ -70,7 +59,7 @@ async def test_list_reads_a_running_embedded_store(tmp_path: Path):
     await store.start()  # holds the write lock while the CLI reads
     await store.put_service(Service("catalog"))
     await store.put_endpoint(Endpoint(ServiceKey("default", "catalog"), "extra", "10.1.1.1", 80))
-    result = gossamer(
+    result = run_gossamer(
         "registry",
         "list",
         "-c",
@@ -93,20 +82,20 @@ async def test_list_reads_a_running_embedded_store(tmp_path: Path):
 
 
 def test_list_needs_something_to_list_and_a_valid_store():
-    result = gossamer("registry", "list")
+    result = run_gossamer("registry", "list")
     assert result.returncode == 2 and "nothing to list" in result.stderr
-    result = gossamer("registry", "list", "--store", "zookeeper://x:1")
+    result = run_gossamer("registry", "list", "--store", "zookeeper://x:1")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "unknown registry store" in result.stderr and "hint:" in result.stderr
 
 
 def test_compose(tmp_path: Path):
     sample = str(SAMPLES / "nginx-nodejs-redis.yaml")
-    result = gossamer("registry", "compose", sample, "-o", "json")
+    result = run_gossamer("registry", "compose", sample, "-o", "json")
     assert result.returncode == 0, result.stderr
     data = {s["service"]: s for s in json.loads(result.stdout)}
     assert data["web1"]["ports"] == [{"port": 5000, "protocol": "http", "published": "81"}]
     broken = tmp_path / "compose.yaml"
     broken.write_text("services:\n  web:\n    ports: ['80:${NOPE}']\n")
-    result = gossamer("registry", "compose", str(broken))
+    result = run_gossamer("registry", "compose", str(broken))
     assert result.returncode == 1 and f"{broken}:3: services.web.ports[0]" in result.stderr
