@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from gossamer.errors import AuthorizationDenied
-from gossamer.proxy.agent.bootstrap import bootstrap
+from gossamer.proxy.agent.bootstrap import WorkloadCredentials, bootstrap
 from gossamer.proxy.main import TOKEN_FLAG_WARNING
 from tests.helpers.control_plane import control_plane_process, write_mesh
 from tests.helpers.operator_api import api_call
@@ -93,6 +93,24 @@ def _token_record(plane: Plane, token_id: str) -> dict[str, object]:
     return record
 
 
+def _bootstrap(
+    plane: Plane, token: str, instance: str, ttl_seconds: int = 0
+) -> WorkloadCredentials:
+    """A web instance's first certificate from the plane, with `token`."""
+    return asyncio.run(
+        bootstrap(
+            "127.0.0.1",
+            plane.boot_port,
+            token,
+            "web",
+            "default",
+            TD,
+            ttl_seconds=ttl_seconds,
+            instance_id=instance,
+        )
+    )
+
+
 def test_a_token_admits_its_instance_again_and_no_other(plane: Plane):
     token_file = plane.tmp / "web.token"
     made = run_gossamer(
@@ -137,17 +155,7 @@ def test_reusable_token_from_the_api_admits_that_many_instances(plane: Plane):
     assert (made["uses"], made["used"]) == (2, 0)
 
     def join(instance: str) -> None:
-        asyncio.run(
-            bootstrap(
-                "127.0.0.1",
-                plane.boot_port,
-                made["token"],
-                "web",
-                "default",
-                TD,
-                instance_id=instance,
-            )
-        )
+        _bootstrap(plane, made["token"], instance)
 
     join("x")
     join("y")
@@ -188,18 +196,7 @@ def test_token_ttl_above_the_cap_is_refused_unless_mesh_yaml_raises_it(plane: Pl
 def test_a_leaf_asked_for_30_days_lives_24_hours(plane: Plane):
     status, made = api_call(plane.api_port, "/v1/tokens", plane.admin, "POST", {"service": "web"})
     assert status == 201, made
-    creds = asyncio.run(
-        bootstrap(
-            "127.0.0.1",
-            plane.boot_port,
-            made["token"],
-            "web",
-            "default",
-            TD,
-            ttl_seconds=30 * 86400,
-            instance_id="long",
-        )
-    )
+    creds = _bootstrap(plane, made["token"], "long", ttl_seconds=30 * 86400)
     life = (creds.not_after - creds.not_before).total_seconds()
     assert life <= 24 * 3600 + 120, life  # not_before is backdated a little
 

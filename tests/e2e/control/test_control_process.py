@@ -66,6 +66,17 @@ def start_plane(
     return plane, port, config
 
 
+async def fixed_on_sighup(
+    plane: ControlPlaneProcess, client: AdsClient, config: Path, port: int
+) -> None:
+    """A valid mesh.yaml (services a and b), then SIGHUP: the client is sent both."""
+    write_mesh(config, mesh(services("a", "b"), insecure_port=port))
+    assert plane.proc is not None
+    plane.proc.send_signal(signal.SIGHUP)
+    second = await client.recv()
+    assert cluster_names(second) == {"outbound|8080||a.default", "outbound|8080||b.default"}
+
+
 async def test_bad_reload_keeps_serving_then_sighup_applies_a_fix(tmp_path):
     # a poll interval far longer than the test: only SIGHUP makes it look at the file
     plane, port, config = start_plane(tmp_path, reload_interval=3600)
@@ -87,10 +98,7 @@ async def test_bad_reload_keeps_serving_then_sighup_applies_a_fix(tmp_path):
             assert "configuration rejected" in log
             assert "services[1].name" in log and "mesh.yaml:" in log
 
-            write_mesh(config, mesh(services("a", "b"), insecure_port=port))
-            plane.proc.send_signal(signal.SIGHUP)
-            second = await client.recv()
-            assert cluster_names(second) == {"outbound|8080||a.default", "outbound|8080||b.default"}
+            await fixed_on_sighup(plane, client, config, port)
     finally:
         code = plane.stop()
     assert code == 0, plane.log()
@@ -162,10 +170,7 @@ async def test_hostile_mesh_yaml_is_refused_and_reload_keeps_working(tmp_path, h
                 words in log for words in ("nested", "values (with aliases", "larger than")
             ), log[-2000:]
 
-            write_mesh(config, mesh(services("a", "b"), insecure_port=port))
-            plane.proc.send_signal(signal.SIGHUP)
-            second = await client.recv()
-            assert cluster_names(second) == {"outbound|8080||a.default", "outbound|8080||b.default"}
+            await fixed_on_sighup(plane, client, config, port)
     finally:
         code = plane.stop()
     assert code == 0, plane.log()
