@@ -25,7 +25,7 @@ import pytest
 from gossamer.errors import AuthorizationDenied
 from gossamer.proxy.agent.bootstrap import WorkloadCredentials, bootstrap
 from gossamer.proxy.main import TOKEN_FLAG_WARNING
-from tests.helpers.control_plane import control_plane_process, write_mesh
+from tests.helpers.control_plane import control_plane_process, web_mesh, write_mesh
 from tests.helpers.operator_api import api_call
 from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, run_gossamer, wait_for
 
@@ -48,17 +48,7 @@ class Plane:
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     tmp = tmp_path_factory.mktemp("tokens")
     api_port, xds_port, boot_port = free_port(), free_port(), free_port()
-    data = {
-        "trust_domain": TD,
-        "control": {
-            "xds_listen": f"127.0.0.1:{xds_port}",
-            "bootstrap_listen": f"127.0.0.1:{boot_port}",
-            "api_listen": f"127.0.0.1:{api_port}",
-            "ca_dir": str(tmp / "ca"),
-            "data_dir": str(tmp / "data"),
-        },
-        "services": [{"name": "web", "ports": [{"port": 8080, "protocol": "http"}]}],
-    }
+    data = web_mesh(tmp, xds_port=xds_port, bootstrap_port=boot_port, api_port=api_port)
     with control_plane_process(tmp, data) as (_process, _target, config):
         admin = (tmp / "data" / "admin-token").read_text().strip()
         yield Plane(tmp, tmp / "ca", config, api_port, xds_port, boot_port, admin)

@@ -52,6 +52,22 @@ def mesh(services: list[dict[str, Any]], *, insecure_port: int = 0, **extra: Any
     }
 
 
+def web_mesh(tmp: Path, *, xds_port: int, bootstrap_port: int, api_port: int) -> dict[str, Any]:
+    """A mesh.yaml for `control_plane_process`: xDS, bootstrap and the operator API on
+    those loopback ports, the CA and data under `tmp`, one service: web (HTTP on 8080)."""
+    return {
+        "trust_domain": "gossamer.local",
+        "control": {
+            "xds_listen": f"127.0.0.1:{xds_port}",
+            "bootstrap_listen": f"127.0.0.1:{bootstrap_port}",
+            "api_listen": f"127.0.0.1:{api_port}",
+            "ca_dir": str(tmp / "ca"),
+            "data_dir": str(tmp / "data"),
+        },
+        "services": [{"name": "web", "ports": [{"port": 8080, "protocol": "http"}]}],
+    }
+
+
 @contextlib.asynccontextmanager
 async def running_control_plane(
     tmp_path: Path,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gossamer.proxy.agent.bootstrap import bootstrap
-from tests.helpers.control_plane import control_plane_process
+from tests.helpers.control_plane import control_plane_process, web_mesh
 from tests.helpers.operator_api import api_call
 from tests.helpers.procs import free_port, run_gossamer
 
@@ -40,17 +40,7 @@ class Api:
 def plane(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("api")
     api_port, boot_port = free_port(), free_port()
-    data = {
-        "trust_domain": TD,
-        "control": {
-            "xds_listen": f"127.0.0.1:{free_port()}",
-            "bootstrap_listen": f"127.0.0.1:{boot_port}",
-            "api_listen": f"127.0.0.1:{api_port}",
-            "ca_dir": str(tmp / "ca"),
-            "data_dir": str(tmp / "data"),
-        },
-        "services": [{"name": "web", "ports": [{"port": 8080, "protocol": "http"}]}],
-    }
+    data = web_mesh(tmp, xds_port=free_port(), bootstrap_port=boot_port, api_port=api_port)
     with control_plane_process(tmp, data) as (process, _target, _config):
         admin = (tmp / "data" / "admin-token").read_text().strip()
         api = Api(api_port, admin)
