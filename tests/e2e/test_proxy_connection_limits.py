@@ -35,7 +35,7 @@ OUTBOUND_CAP = 50
 ADMIN_CAP = 16
 FLOOD = 3000  # idle connections to the inbound port, 15 times its cap
 RSS_GROWTH_CEILING_MB = 25.0  # before: about 130 MB for 3,000 idle connections
-LATENCY_CEILING = 1.0  # seconds for a real peer's connection, handshake and request
+LATENCY_CEILING = 3.0  # seconds for a real peer's connection, handshake and request
 HANDSHAKE_TIMEOUT = 2.0
 
 

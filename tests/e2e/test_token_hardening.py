@@ -77,9 +77,11 @@ def _certified(proc: Process) -> bool:
 
 
 def _token_record(plane: Plane, token_id: str) -> dict[str, object]:
-    listed = run_gossamer("token", "list", "--dir", str(plane.ca), "-o", "json")
-    assert listed.returncode == 0, listed.stderr
-    record: dict[str, object] = next(r for r in json.loads(listed.stdout) if r["id"] == token_id)
+    """The token as the control plane's API lists it (with the instances it admitted,
+    which the control plane records in its data directory, not the CA directory)."""
+    status, listed = api_call(plane.api_port, "/v1/tokens", plane.admin)
+    assert status == 200, listed
+    record: dict[str, object] = next(r for r in listed["tokens"] if r["id"] == token_id)
     return record
 
 
