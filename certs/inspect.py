@@ -18,7 +18,7 @@ def load_pem_chain(data: bytes) -> list[x509.Certificate]:
     """Every certificate in a PEM file, in order; an error if there is none."""
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         raise CaError(
             "no PEM certificate found in the file",
             hint="pass a file with -----BEGIN CERTIFICATE----- blocks",

@@ -98,7 +98,7 @@ def decode_secret(resources: Sequence[any_pb2.Any]) -> bytes | None:
             raise ConfigError(f"secret {secret.name}: the trusted CA must be inline, not {kind}")
         try:
             x509.load_pem_x509_certificates(bundle)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise ConfigError(
                 f"secret {secret.name}: not a PEM certificate bundle: {exc}"
             ) from None
