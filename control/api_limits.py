@@ -32,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gossamer.contract import limits as defaults
 from gossamer.fdlimits import ConnectionLimit
 from gossamer.logs import event
 
@@ -45,11 +46,11 @@ MIN_SHARE = 8  # with a low RLIMIT_NOFILE the API gets at least 1/8 of it
 class ApiLimits:
     """The operator API's connection cap and timeouts (`gossamer control` flags)."""
 
-    max_connections: int = 256
-    fd_reserve: int = 512
-    header_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    body_timeout: float = 30.0
+    max_connections: int = defaults.API_MAX_CONNECTIONS
+    fd_reserve: int = defaults.API_FD_RESERVE
+    header_timeout: float = defaults.API_HEADER_TIMEOUT
+    idle_timeout: float = defaults.API_IDLE_TIMEOUT
+    body_timeout: float = defaults.API_BODY_TIMEOUT
 
     def connection_cap(self, nofile: int) -> int:
         """How many connections the API may hold with `nofile` file descriptors."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from gossamer.contract import limits
 from gossamer.fdlimits import raise_nofile_limit
 from gossamer.logs import setup_logging
 
@@ -32,7 +33,7 @@ from gossamer.logs import setup_logging
 @click.option(
     "--api-max-connections",
     type=click.IntRange(1),
-    default=256,
+    default=limits.API_MAX_CONNECTIONS,
     show_default=True,
     help="Connections the operator API holds (fewer when the open-file limit minus "
     "--fd-reserve is lower).",
@@ -40,28 +41,28 @@ from gossamer.logs import setup_logging
 @click.option(
     "--fd-reserve",
     type=click.IntRange(0),
-    default=512,
+    default=limits.API_FD_RESERVE,
     show_default=True,
     help="File descriptors the operator API leaves for xDS, bootstrap, the CA and the store.",
 )
 @click.option(
     "--api-header-timeout",
     type=click.FloatRange(0, min_open=True),
-    default=10.0,
+    default=limits.API_HEADER_TIMEOUT,
     show_default=True,
     help="Seconds an operator API client gets to send a request head.",
 )
 @click.option(
     "--api-idle-timeout",
     type=click.FloatRange(0, min_open=True),
-    default=60.0,
+    default=limits.API_IDLE_TIMEOUT,
     show_default=True,
     help="Seconds an idle operator API connection is kept.",
 )
 @click.option(
     "--api-body-timeout",
     type=click.FloatRange(0, min_open=True),
-    default=30.0,
+    default=limits.API_BODY_TIMEOUT,
     show_default=True,
     help="Seconds an operator API client gets to send a request body (then 408).",
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from gossamer.contract import ports
+from gossamer.contract import limits, ports
 from gossamer.errors import UsageError
 
 DEFAULT_PROXY_UID = 1337
@@ -158,7 +158,7 @@ DEFAULT_PROXY_UID = 1337
 @click.option(
     "--max-inbound-connections",
     type=click.IntRange(0),
-    default=4096,
+    default=limits.MAX_INBOUND_CONNECTIONS,
     show_default=True,
     help="Connections the inbound port holds (0: no cap). At the cap a new one takes the "
     "place of the oldest connection still in its TLS handshake, or is closed.",
@@ -166,21 +166,21 @@ DEFAULT_PROXY_UID = 1337
 @click.option(
     "--max-outbound-connections",
     type=click.IntRange(0),
-    default=4096,
+    default=limits.MAX_OUTBOUND_CONNECTIONS,
     show_default=True,
     help="Connections the outbound port holds (0: no cap); over it new ones are closed.",
 )
 @click.option(
     "--max-admin-connections",
     type=click.IntRange(0),
-    default=128,
+    default=limits.MAX_ADMIN_CONNECTIONS,
     show_default=True,
     help="Connections the admin port holds (0: no cap); a new one displaces the oldest.",
 )
 @click.option(
     "--handshake-timeout",
     type=click.FloatRange(0, min_open=True),
-    default=10.0,
+    default=limits.HANDSHAKE_TIMEOUT,
     show_default=True,
     help="Seconds from accept a peer gets to finish the inbound TLS handshake.",
 )

@@ -19,16 +19,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from gossamer.contract import limits as defaults
 from gossamer.fdlimits import ConnectionLimit
 from gossamer.logs import event
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 
 log = logging.getLogger("gossamer.proxy.limits")
 
-DEFAULT_MAX_INBOUND = 4096
-DEFAULT_MAX_OUTBOUND = 4096
-DEFAULT_MAX_ADMIN = 128
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_MAX_INBOUND = defaults.MAX_INBOUND_CONNECTIONS
+DEFAULT_MAX_OUTBOUND = defaults.MAX_OUTBOUND_CONNECTIONS
+DEFAULT_MAX_ADMIN = defaults.MAX_ADMIN_CONNECTIONS
+DEFAULT_HANDSHAKE_TIMEOUT = defaults.HANDSHAKE_TIMEOUT
 
 
 @dataclass(frozen=True)
