@@ -38,9 +38,9 @@ from gossamer.certs.errors import (
     TokenWrongService,
 )
 from gossamer.contract.identity import DEFAULT_NAMESPACE, check_label, is_control_identity
+from gossamer.durations import format_duration
 from gossamer.errors import ConfigError, NotFound
 from gossamer.fsutil import atomic_write, locked
-from gossamer.yamlconf import format_duration
 
 PREFIX = "gst1"
 TOKENS_FILE = "tokens.json"
