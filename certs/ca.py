@@ -282,6 +282,14 @@ class CertificateAuthority:
     def anchor_root_pem(self) -> bytes:
         return _pem(self._generation(self.anchor).root)
 
+    def issuers(self) -> list[tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]]:
+        """Every trusted generation's intermediate and its key: the issuers of leaves,
+        which sign the CRLs (certs/crl.py)."""
+        return [
+            (signer.intermediate, signer.key)
+            for signer in (self._signer(g.number) for g in self.generations)
+        ]
+
     # -- rotation ----------------------------------------------------------------------
     def rotate_root(self, propagation: float = DEFAULT_PROPAGATION) -> int:
         """Create generation n+1, trust it now, issue from it after `propagation` s."""

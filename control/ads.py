@@ -2,7 +2,9 @@
 `DeltaAggregatedResources` (delta), both thin wrappers around the stream handlers.
 
 `identify(context)` returns the peer's SPIFFE ID when the port authenticated the client
-with mTLS (None on the insecure port); stream errors that are the client's fault end
+with mTLS (None on the insecure port), or raises AuthorizationDenied for a caller that
+must not be served (a revoked certificate): the call ends with PERMISSION_DENIED before
+any resource is sent. Stream errors that are the client's fault end
 the call with INVALID_ARGUMENT or PERMISSION_DENIED and one line of detail.
 """
 
@@ -40,6 +42,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         self.env = env
         self.identify = identify
 
+    async def _identify(self, context: grpc.aio.ServicerContext) -> str | None:
+        try:
+            return self.identify(context)
+        except AuthorizationDenied as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
+            raise AssertionError("unreachable") from None
+
     async def _serve(
         self,
         stream: AdsStream,  # type: ignore[type-arg]
@@ -57,7 +66,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = SotwStream(self.env, context.peer(), self.identify(context))
+        identity = await self._identify(context)
+        stream = SotwStream(self.env, context.peer(), identity)
         stream.info.cert_not_after = peer_cert_not_after(context)
         async for response in self._serve(stream, requests, context):
             yield response
@@ -67,7 +77,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        stream = DeltaStream(self.env, context.peer(), self.identify(context))
+        identity = await self._identify(context)
+        stream = DeltaStream(self.env, context.peer(), identity)
         stream.info.cert_not_after = peer_cert_not_after(context)
         async for response in self._serve(stream, requests, context):
             yield response

@@ -5,7 +5,9 @@ Routes (role needed):
   GET  /v1/tokens                                                 operator
   POST /v1/tokens {service, namespace?, ttl?, reusable?}          operator (token shown once;
                                                                   admin in gossamer-system)
-  DELETE /v1/tokens/{id}                                          operator
+  DELETE /v1/tokens/{id}[?keep_certificates=true]                 operator (also revokes
+                                                                  the token's leaves)
+  POST /v1/revocations, GET /v1/revocations  operator, viewer (control/revocation_api.py)
   GET/POST /v1/api-tokens, DELETE /v1/api-tokens/{name}           admin
   GET  /v1/audit                                                  admin
   GET  /v1/http_sd    Prometheus HTTP service discovery (open: addresses only, no secrets)
@@ -84,6 +86,8 @@ class OperatorApi:
         self.api_tokens = api_tokens
         self.join_tokens = join_tokens
         self.audit = audit
+        # revocation_api.py: revoke the leaves a revoked join token produced
+        self.on_token_revoked: Callable[[str, ApiToken, bool], dict[str, Any]] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
     def _guard(
@@ -224,7 +228,11 @@ class OperatorApi:
         token_id = request.match_info["token_id"]
         record = self._join_store().revoke(token_id)
         self.audit.record(caller.name, caller.role, "revoke join token", token_id, "ok")
-        return _json(record.public())
+        out = record.public()
+        if self.on_token_revoked is not None:
+            keep = request.query.get("keep_certificates", "").lower() in ("1", "true", "yes")
+            out.update(self.on_token_revoked(token_id, caller, keep))
+        return _json(out)
 
     # -- API tokens --------------------------------------------------------------------
     async def list_api_tokens(self, request: web.Request, caller: ApiToken) -> web.Response:

@@ -21,6 +21,7 @@ from gossamer.control.audit import AuditLog
 from gossamer.control.metrics import ControlMetricSources, metrics_renderer
 from gossamer.control.observe_api import add_observe_routes
 from gossamer.control.operator_api import ApiSources, OperatorApi
+from gossamer.control.revocation_api import RevocationRoutes, add_revocation_routes
 from gossamer.discovery.model import RegistryState
 from gossamer.errors import GossamerError
 from gossamer.fdlimits import ConnectionLimit, nofile_limit
@@ -86,6 +87,17 @@ class ApiServer:
         join_tokens = security.tokens if security else None
         self.api = OperatorApi(sources, self.tokens, join_tokens, AuditLog(data_dir))
         self.app = self.api.app()
+        if security is not None:  # POST/GET /v1/revocations (control/revocation_api.py)
+            add_revocation_routes(
+                self.app,
+                RevocationRoutes(
+                    self.api,
+                    security.revocations,
+                    security.lineage,
+                    max_cert_ttl=security.max_cert_ttl,
+                    on_change=plane.refresh_revocations,
+                ),
+            )
         self.app.middlewares.append(body_timeout_middleware(self.limits.body_timeout))
         # dashboard and /v1/stat, /v1/edges, /v1/top, /v1/overview (control/observe_api.py);
         observability = mesh.observability

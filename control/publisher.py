@@ -1,7 +1,8 @@
 """Turns the current inputs (registry state, mesh config, trust bundle) into published
 snapshots, one per node group.
 
-Inputs change through `set_state`, `set_mesh` and `set_trust_bundle`; each marks the
+Inputs change through `set_state`, `set_mesh` and `set_trust_bundle` (the bundle and
+the CRLs pushed with it in ROOTCA); each marks the
 publisher dirty and schedules one `publish()` on the event loop, so a burst of registry
 events (a resync, many sidecars registering at once) costs one translation. `publish`
 builds the snapshots of the proxyless group, of every service's sidecar group and of
@@ -53,6 +54,7 @@ class Publisher:
         self._state: RegistryState | None = None
         self._mesh: MeshConfig | None = None
         self._bundle: bytes | None = None
+        self._crl: bytes | None = None
         self._translator: Translator | None = None
         self._known_groups: dict[str, NodeGroup] = {}
         self._scheduled = False
@@ -75,9 +77,9 @@ class Publisher:
         self._mesh = mesh
         self._schedule()
 
-    def set_trust_bundle(self, bundle: bytes | None) -> None:
-        if bundle != self._bundle:
-            self._bundle = bundle
+    def set_trust_bundle(self, bundle: bytes | None, crl: bytes | None = None) -> None:
+        if bundle != self._bundle or crl != self._crl:
+            self._bundle, self._crl = bundle, crl
             self._schedule()
 
     def _schedule(self) -> None:
@@ -113,7 +115,8 @@ class Publisher:
     def inputs(self) -> MeshInputs | None:
         if self._state is None or self._mesh is None:
             return None
-        return MeshInputs(self._state, self._mesh.trust_domain, self._mesh.policies, self._bundle)
+        mesh = self._mesh
+        return MeshInputs(self._state, mesh.trust_domain, mesh.policies, self._bundle, self._crl)
 
     def publish(self) -> None:
         inputs = self.inputs()

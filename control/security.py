@@ -1,6 +1,14 @@
 """The control plane's security pieces, assembled: CA, join tokens, its own TLS
 certificate, the identity and registration services, and peer identification.
 
+Revocation (docs/architecture.md, "Identity"): the revocation list and the leaf
+lineage live in the data directory (control/revocations.py, control/lineage.py); the
+CRLs made from them go out with the trust bundle (`crl_pem`, control/crls.py). gRPC's
+server credentials take no CRL, so every call on the mTLS port checks the caller's leaf
+serial here: a revoked caller gets PERMISSION_DENIED from Certify (so it cannot renew
+itself into a fresh leaf), Registration and ADS (`identify` raises). Every issued leaf is
+recorded with the join token it descends from (`_certify`).
+
 Created at start from mesh.yaml's `trust_domain` and `control.ca_dir`. If the directory
 holds no CA yet one is created (as istiod makes a self-signed root) and its pin logged;
 a CA of another trust domain is a configuration error.
@@ -13,18 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from gossamer.certs.ca import CaReloader, CertificateAuthority
-from gossamer.certs.errors import CaNotFound
-from gossamer.certs.tokens import TokenStore
+from gossamer.certs.crl import format_serial
+from gossamer.certs.errors import CaNotFound, TokenError
+from gossamer.certs.tokens import TokenStore, parse_token
 from gossamer.contract import grpcio_calls as calls
-from gossamer.errors import ConfigError
+from gossamer.contract import mesh_pb2
+from gossamer.errors import AuthorizationDenied, ConfigError
 from gossamer.logs import event
 
 from .audit import AuditLog
+from .crls import CrlSigner
 from .identity import MAX_TTL, IdentityService
-from .peer import peer_identity
+from .lineage import LeafLineage
+from .peer import peer_certificate, peer_identity
 from .registration import Registrar, RegistrationService
+from .revocations import RevocationStore
 from .server_certs import ServerCertificates
 
 log = logging.getLogger("gossamer.control.security")
@@ -73,6 +87,11 @@ class MeshSecurity:
             self.ca.get, self.tokens, max_ttl=max_cert_ttl, on_issue=self._count
         )
         self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
+        records = data_dir if data_dir is not None else ca_dir.parent / "data"
+        self.revocations = RevocationStore(records)
+        self.lineage = LeafLineage(records)
+        self.max_cert_ttl = max_cert_ttl
+        self.crls = CrlSigner(self.ca.get, self.revocations, max_cert_ttl=max_cert_ttl)
 
     def _count(self, spiffe_id: str, mode: str) -> None:
         self.issued += 1
@@ -84,18 +103,67 @@ class MeshSecurity:
     def trust_bundle(self) -> bytes:
         return self.ca.get().trust_bundle_pem()
 
+    def crl_pem(self) -> bytes:
+        """One CRL per issuer, concatenated PEM (signed again only when due)."""
+        return self.crls.current()
+
+    # -- revoked callers ---------------------------------------------------------------
+    def revoked_caller(self, context: Any) -> str | None:
+        """Why the caller may not be served (its leaf is revoked), else None."""
+        cert = peer_certificate(context)
+        if cert is None or not self.revocations.is_revoked(cert.serial_number):
+            return None
+        return f"certificate {format_serial(cert.serial_number)} has been revoked"
+
+    async def _refuse_revoked(self, context: Any) -> None:
+        why = self.revoked_caller(context)
+        if why is not None:
+            event(log, logging.WARNING, "revoked certificate refused", peer=context.peer(),
+                  reason=why)  # fmt: skip
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+
+    async def _certify(
+        self, request: mesh_pb2.CertifyRequest, context: Any
+    ) -> mesh_pb2.CertifyResponse:
+        """Certify, refusing a revoked caller, and record the new leaf's lineage."""
+        await self._refuse_revoked(context)
+        caller = peer_certificate(context)
+        reply = await self.identity.certify(request, context)
+        token_id = ""
+        if request.token:
+            try:
+                token_id = parse_token(request.token).token_id
+            except TokenError:
+                token_id = ""
+        elif caller is not None:
+            token_id = self.lineage.token_of(caller.serial_number)
+        leaf = x509.load_pem_x509_certificate(bytes(reply.cert_chain))
+        self.lineage.record(
+            leaf.serial_number, token_id, reply.spiffe_id, float(reply.not_after_unix)
+        )
+        return reply
+
+    async def _register(self, requests: Any, context: Any) -> Any:
+        await self._refuse_revoked(context)
+        async for reply in self.registration.register(requests, context):
+            yield reply
+
     def ca_stamp(self) -> tuple[int, int]:
         return self.ca.get().fingerprint()
 
     def identify(self, context: Any) -> str | None:
+        """The caller's SPIFFE ID; AuthorizationDenied if its leaf is revoked."""
+        why = self.revoked_caller(context)
+        if why is not None:
+            raise AuthorizationDenied(why)
         sid = peer_identity(context, self.trust_domain)
         return None if sid is None else sid.uri
 
     def add_identity(self, server: grpc.aio.Server) -> None:
-        server.add_generic_rpc_handlers([calls.identity_handler(self.identity.certify)])
+        server.add_generic_rpc_handlers([calls.identity_handler(self._certify)])
 
     def add_registration(self, server: grpc.aio.Server) -> None:
-        server.add_generic_rpc_handlers([calls.registration_handler(self.registration.register)])
+        server.add_generic_rpc_handlers([calls.registration_handler(self._register)])
 
     def bootstrap_credentials(self) -> grpc.ServerCredentials:
         return self.server_certs.credentials(require_client_auth=False)

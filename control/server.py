@@ -123,26 +123,39 @@ class ControlPlane:
 
     def _refresh_trust_bundle(self) -> None:
         if self.security is not None:
-            self.publisher.set_trust_bundle(self.security.trust_bundle())
+            sec = self.security
+            self.publisher.set_trust_bundle(sec.trust_bundle(), sec.crl_pem())
         elif self._trust_bundle_loader is not None and self.publisher.mesh is not None:
             self.publisher.set_trust_bundle(
                 self._trust_bundle_loader(self.publisher.mesh.control.ca_dir)
             )
 
     async def _watch_ca(self) -> None:
-        """Push a rotated trust bundle to every sidecar within about a second."""
+        """Push a rotated trust bundle, a changed revocation list and CRLs signed again
+        (before they expire) to every sidecar within about a second."""
         assert self.security is not None
         stamp = self.security.ca_stamp()
         while True:
             await asyncio.sleep(CA_POLL_SECONDS)
             try:
                 current = self.security.ca_stamp()
-            except (OSError, GossamerError):
+                crl_due = self.security.crls.due()
+            except (OSError, ValueError, GossamerError):
                 continue
             if current != stamp:
                 stamp = current
                 self._refresh_trust_bundle()
                 event(log, logging.INFO, "trust bundle changed: pushing it to every sidecar")
+            elif crl_due:
+                self.refresh_revocations()
+
+    def refresh_revocations(self) -> None:
+        """Sign the CRLs again now (the revocation list changed) and push them."""
+        if self.security is None:
+            return
+        self._refresh_trust_bundle()
+        event(log, logging.INFO, "revocation list signed: pushing it to every sidecar",
+              revoked=len(self.security.revocations.list()))  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:

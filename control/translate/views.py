@@ -73,6 +73,7 @@ class MeshInputs:
     trust_domain: str
     policies: Mapping[ServiceKey, ServicePolicy] = field(default_factory=dict)
     trust_bundle: bytes | None = None
+    crl: bytes | None = None  # PEM CRLs pushed in ROOTCA with the bundle
 
     def policy(self, key: ServiceKey) -> ServicePolicy:
         return self.policies.get(key, DEFAULT_POLICY)
@@ -94,7 +95,9 @@ class Translator:
         self._passthrough = clusters.passthrough_cluster()
         self._inbound_clusters: dict[tuple[int, str], cluster_pb2.Cluster] = {}
         self._root_ca = (
-            peer_tls.root_ca_secret(inputs.trust_bundle) if inputs.trust_bundle else None
+            peer_tls.root_ca_secret(inputs.trust_bundle, inputs.crl)
+            if inputs.trust_bundle
+            else None
         )
 
     def groups(self) -> list[NodeGroup]:

@@ -1,0 +1,181 @@
+"""Certificate revocation lists for the mesh CA (no file I/O): serials, building, parsing.
+
+Theory of operation (docs/architecture.md, "Identity"):
+
+- A leaf is named by its serial number, written in hex (`format(serial, "x")`, as the
+  control plane logs it; `openssl x509 -serial` prints the same digits in upper case,
+  and colons between byte pairs are accepted). `parse_serial` turns an operator's text
+  into the integer or raises a ConfigError saying what is wrong.
+- One CRL per issuer (RFC 5280 §5): a leaf is signed by its generation's intermediate,
+  so each intermediate signs a CRL naming every revoked serial. Listing a serial in the
+  CRL of an issuer that never issued it is harmless (OpenSSL looks a serial up only in
+  the CRL of the certificate's own issuer), and it spares the control plane from knowing
+  which generation issued each leaf. The CRLs are concatenated, PEM.
+- Each CRL carries the CRL number (§5.2.3: seconds since the epoch of `this_update`,
+  increasing) and the issuer's key identifier (§5.2.1: OpenSSL matches a CRL to its issuer
+  by name and this, and generations share a naming scheme). `this_update` is backdated
+  by `builders.BACKDATE` for clock skew; `next_update` is `validity` ahead: a peer holding
+  an expired CRL refuses every handshake of that issuer (OpenSSL's "CRL has expired"), so
+  the control plane signs them again well before (`RESIGN_FRACTION`).
+- `validity_for(max_cert_ttl)`: a sidecar cut off from the control plane keeps its last
+  CRL; no leaf outlives the last one it got if the CRL lives at least twice the longest
+  leaf lifetime (leaves issued until the control plane went away live one more
+  `max_cert_ttl`, and the CRL it holds was signed at most half its validity earlier).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from gossamer.certs.builders import BACKDATE, utcnow
+from gossamer.errors import ConfigError
+
+MAX_SERIAL_BITS = 160  # RFC 5280 §4.1.2.2: at most 20 octets
+RESIGN_FRACTION = 0.5  # sign again once half of a CRL's validity has passed
+MIN_VALIDITY = dt.timedelta(hours=1)
+PEM_BEGIN = b"-----BEGIN X509 CRL-----"
+PEM_END = b"-----END X509 CRL-----"
+_SERIAL = re.compile(r"^(?:0x)?([0-9a-f]+)$")
+
+REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "key_compromise": x509.ReasonFlags.key_compromise,
+    "affiliation_changed": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessation_of_operation": x509.ReasonFlags.cessation_of_operation,
+}
+
+
+def parse_serial(text: object) -> int:
+    """A leaf serial from its hex form (`1a2b...`, `0x1A2B...`, `1a:2b:...`)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(
+            f"a certificate serial is a hex string, got {text!r}",
+            field="serial",
+            hint="gossamer certs inspect CERT.pem and the control plane's "
+            "`certificate issued` log lines show serials",
+        )
+    cleaned = text.strip().lower().replace(":", "")
+    match = _SERIAL.match(cleaned)
+    if match is None:
+        raise ConfigError(
+            f"{text!r} is not a certificate serial: expected hex digits (0-9, a-f)",
+            field="serial",
+            hint="gossamer certs inspect CERT.pem shows a certificate's serial",
+        )
+    serial = int(match.group(1), 16)
+    if serial <= 0 or serial.bit_length() > MAX_SERIAL_BITS:
+        raise ConfigError(
+            f"{text!r} is not a certificate serial: it must be positive and at most "
+            f"{MAX_SERIAL_BITS // 4} hex digits",
+            field="serial",
+        )
+    return serial
+
+
+def format_serial(serial: int) -> str:
+    return format(serial, "x")
+
+
+def reason_flag(reason: str) -> x509.ReasonFlags | None:
+    """The CRL reason code for a reason word (None: free text, no code)."""
+    return REASONS.get(reason.strip().lower().replace("-", "_").replace(" ", "_"))
+
+
+def validity_for(max_cert_ttl: float) -> dt.timedelta:
+    """How long each CRL stays valid: twice the longest leaf lifetime, at least an hour."""
+    return max(MIN_VALIDITY, dt.timedelta(seconds=2 * max_cert_ttl))
+
+
+@dataclass(frozen=True)
+class RevokedSerial:
+    serial: int
+    revoked_at: dt.datetime
+    reason: str = ""
+
+
+def build_crl(
+    issuer: x509.Certificate,
+    key: CertificateIssuerPrivateKeyTypes,
+    revoked: Iterable[RevokedSerial],
+    *,
+    validity: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> x509.CertificateRevocationList:
+    """One CRL signed by `issuer` listing `revoked` (sorted by serial), valid `validity`."""
+    current = now or utcnow()
+    this_update = current - BACKDATE
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(this_update)
+        .next_update(current + validity)
+        .add_extension(x509.CRLNumber(int(current.timestamp())), critical=False)
+        .add_extension(_authority_key_id(issuer), critical=False)
+    )
+    for entry in sorted(revoked, key=lambda e: e.serial):
+        item = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(entry.serial)
+            .revocation_date(min(entry.revoked_at, current))
+        )
+        flag = reason_flag(entry.reason)
+        if flag is not None and flag is not x509.ReasonFlags.unspecified:
+            item = item.add_extension(x509.CRLReason(flag), critical=False)
+        builder = builder.add_revoked_certificate(item.build())
+    return builder.sign(key, hashes.SHA256())
+
+
+def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+
+
+def crls_pem(crls: Sequence[x509.CertificateRevocationList]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in crls)
+
+
+def split_pem_crls(data: bytes) -> list[bytes]:
+    """The PEM blocks of `data`; ConfigError if anything but CRL blocks is there."""
+    blocks: list[bytes] = []
+    rest = data.strip()
+    while rest:
+        if not rest.startswith(PEM_BEGIN):
+            raise ConfigError("expected a PEM X509 CRL block (-----BEGIN X509 CRL-----)")
+        end = rest.find(PEM_END)
+        if end < 0:
+            raise ConfigError("a PEM X509 CRL block is not terminated")
+        end += len(PEM_END)
+        blocks.append(rest[:end] + b"\n")
+        rest = rest[end:].strip()
+    return blocks
+
+
+def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+    """Parse concatenated PEM CRLs; a ConfigError (never another exception) if malformed."""
+    out = []
+    for block in split_pem_crls(data):
+        try:
+            crl = x509.load_pem_x509_crl(block)
+            crl.next_update_utc  # noqa: B018 - decoding errors surface lazily
+            list(crl)  # every entry decodes
+            for entry in crl:
+                _ = entry.serial_number, entry.extensions
+        except (ValueError, TypeError, x509.InvalidVersion) as exc:
+            raise ConfigError(f"not a valid X.509 CRL: {exc}") from None
+        out.append(crl)
+    return out
+
+
+def revoked_serials(crls: Iterable[x509.CertificateRevocationList]) -> frozenset[int]:
+    return frozenset(entry.serial_number for crl in crls for entry in crl)
