@@ -4,6 +4,11 @@ Stored in `<data_dir>/api-tokens.json` (mode 0600) as SHA-256 hashes only. On fi
 start the control plane creates one admin token and writes it to
 `<data_dir>/admin-token` (mode 0600) for the operator on that machine, as Consul does
 with its bootstrap ACL token.
+
+A token may also come from a file (`add_file_token`; mesh.yaml's
+`observability.prometheus_token_file`): whatever the file holds is accepted with its
+role, re-read when the file changes, so a deployment (`gossamer inject`'s bootstrap)
+can hand the same secret to Prometheus without going through the API.
 """
 
 from __future__ import annotations
@@ -44,6 +49,36 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+MIN_FILE_TOKEN = 16  # characters: a shorter secret in a token file is refused
+
+
+class FileToken:
+    """A token kept in a file (not in the store), with the role it grants."""
+
+    def __init__(self, name: str, role: str, path: Path) -> None:
+        self.name, self.role, self.path = name, role, path
+        self._stamp: tuple[int, int, int] | None = None
+        self._record: ApiToken | None = None
+        self.error: str | None = None  # why the file gives no token, when it does not
+
+    def record(self) -> ApiToken | None:
+        """The token the file holds now (None: absent, unreadable or too short)."""
+        try:
+            st = self.path.stat()
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                text = self.path.read_text(encoding="utf-8").strip()
+                self._stamp, self._record, self.error = stamp, None, None
+                if len(text) < MIN_FILE_TOKEN:
+                    self.error = f"{self.path} holds fewer than {MIN_FILE_TOKEN} characters"
+                else:
+                    self._record = ApiToken(self.name, self.role, _digest(text), st.st_mtime)
+        except (OSError, UnicodeDecodeError) as exc:
+            self._stamp, self._record = None, None
+            self.error = f"cannot read {self.path}: {getattr(exc, 'strerror', None) or exc}"
+        return self._record
+
+
 class ApiTokenStore:
     def __init__(self, data_dir: str | Path) -> None:
         self.dir = Path(data_dir)
@@ -51,6 +86,15 @@ class ApiTokenStore:
         self._lock = self.dir / ".api-tokens.lock"
         self._stamp: tuple[int, int] | None = None
         self._tokens: dict[str, ApiToken] = {}
+        self.file_tokens: list[FileToken] = []
+
+    def add_file_token(self, name: str, role: str, path: Path) -> FileToken:
+        """Accept whatever `path` holds as a `role` token called `name`."""
+        if role not in ROLES:
+            raise ConfigError(f"unknown role {role!r}; use one of {', '.join(ROLES)}", field="role")
+        token = FileToken(name, role, path)
+        self.file_tokens.append(token)
+        return token
 
     def _load(self) -> dict[str, ApiToken]:
         try:
@@ -102,7 +146,8 @@ class ApiTokenStore:
             raise AuthorizationDenied("an API token is required (Authorization: Bearer ...)")
         digest = _digest(token)
         found = None
-        for record in self._load().values():
+        files = (f.record() for f in self.file_tokens)
+        for record in [*self._load().values(), *(r for r in files if r is not None)]:
             if hmac.compare_digest(record.sha256, digest):
                 found = record
         if found is None:

@@ -153,7 +153,8 @@ def _parse_mesh(root: Node, base_dir: Path | None) -> MeshConfig:
         if key is not None and key not in policies:
             policies[key] = policy
     observability = attempt(
-        lambda: parse_observability(root.child("observability", None)), ObservabilitySettings()
+        lambda: parse_observability(root.child("observability", None), base_dir=base_dir),
+        ObservabilitySettings(),
     )
     return MeshConfig(trust_domain, control, policies, root.source, observability)
 

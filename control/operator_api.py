@@ -10,7 +10,8 @@ Routes (role needed):
   POST /v1/revocations, GET /v1/revocations  operator, viewer (control/revocation_api.py)
   GET/POST /v1/api-tokens, DELETE /v1/api-tokens/{name}           admin
   GET  /v1/audit                                                  admin
-  GET  /v1/http_sd    Prometheus HTTP service discovery (open: addresses only, no secrets)
+  GET  /v1/http_sd    Prometheus HTTP service discovery: every sidecar's metrics port  viewer
+                      (anyone with mesh.yaml's observability.http_sd: open)
   GET  /metrics       the control plane's own metrics (open, like istiod's)
   GET  /healthz       liveness (open)
 Every change is written to the audit log with the caller's token name, and so are
@@ -51,6 +52,7 @@ class ApiSources:
     service_policies: Callable[[], dict[str, dict[str, Any]]] = field(default=lambda: {})
     ca_pin: Callable[[], str] | None = None
     metrics_text: Callable[[], bytes] | None = None
+    http_sd_open: Callable[[], bool] = field(default=lambda: False)
 
 
 MAX_AUDIT_LIMIT = 10_000
@@ -253,17 +255,19 @@ class OperatorApi:
         self.audit.record(caller.name, caller.role, "delete api token", name, "ok")
         return _json({"deleted": name})
 
-    # -- open endpoints ----------------------------------------------------------------
-    async def http_sd(self, request: web.Request) -> web.Response:
-        """Prometheus http_sd: one target group per sidecar with its admin (metrics) port."""
+    # -- service discovery -------------------------------------------------------------
+    async def http_sd(self, request: web.Request, caller: ApiToken | None) -> web.Response:
+        """Prometheus http_sd: one target group per sidecar with its metrics port (never
+        the admin port, which listens on 127.0.0.1 in the sidecar's namespace)."""
         state = await self.sources.registry_state()
         groups = []
         for e in sorted(state.endpoints.values(), key=lambda e: (str(e.service), e.instance_id)):
-            if e.admin_port is None:
+            if e.metrics_port is None:
                 continue
+            host = f"[{e.address}]" if ":" in e.address else e.address
             groups.append(
                 {
-                    "targets": [f"{e.address}:{e.admin_port}"],
+                    "targets": [f"{host}:{e.metrics_port}"],
                     "labels": {
                         "__metrics_path__": "/metrics",
                         "gossamer_service": e.service.name,
@@ -275,6 +279,18 @@ class OperatorApi:
             )
         return _json(groups)
 
+    def _http_sd_route(self) -> Handler:
+        """`/v1/http_sd`: a viewer token, unless mesh.yaml says it is open."""
+        guarded = self._guard("viewer", self.http_sd)
+
+        async def route(request: web.Request) -> web.StreamResponse:
+            if self.sources.http_sd_open():
+                return await self.http_sd(request, None)
+            return await guarded(request)
+
+        return route
+
+    # -- open endpoints ----------------------------------------------------------------
     async def metrics(self, request: web.Request) -> web.Response:
         body = self.sources.metrics_text() if self.sources.metrics_text else b""
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
@@ -296,7 +312,7 @@ class OperatorApi:
         r.add_post("/v1/api-tokens", self._guard("admin", self.create_api_token))
         r.add_delete("/v1/api-tokens/{name}", self._guard("admin", self.delete_api_token))
         r.add_get("/v1/audit", self._guard("admin", self.audit_log))
-        r.add_get("/v1/http_sd", self.http_sd)
+        r.add_get("/v1/http_sd", self._http_sd_route())
         r.add_get("/metrics", self.metrics)
         r.add_get("/healthz", self.healthz)
         return app

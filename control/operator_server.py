@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gossamer.control.api_limits import ApiLimits, body_timeout_middleware, handler_factory
-from gossamer.control.api_tokens import ApiTokenStore
+from gossamer.control.api_tokens import ApiTokenStore, FileToken
 from gossamer.control.audit import AuditLog
 from gossamer.control.metrics import ControlMetricSources, metrics_renderer
 from gossamer.control.observe_api import add_observe_routes
@@ -56,6 +56,13 @@ class ApiServer:
         data_dir = mesh.control.data_dir
         self.tokens = ApiTokenStore(data_dir)
         self.admin_token = self.tokens.ensure_admin()
+        observability = mesh.observability
+        token_file = observability.prometheus_token_file
+        self.prometheus_token = (
+            self.tokens.add_file_token("prometheus", "viewer", token_file)
+            if token_file is not None
+            else None
+        )
         security = plane.security
 
         async def registry_state() -> RegistryState:
@@ -83,6 +90,7 @@ class ApiServer:
             service_policies=self._policies,
             ca_pin=(lambda: security.ca.get().root_pin()) if security else None,
             metrics_text=render,
+            http_sd_open=lambda: observability.http_sd_open,
         )
         join_tokens = security.tokens if security else None
         self.api = OperatorApi(sources, self.tokens, join_tokens, AuditLog(data_dir))
@@ -100,7 +108,6 @@ class ApiServer:
             )
         self.app.middlewares.append(body_timeout_middleware(self.limits.body_timeout))
         # dashboard and /v1/stat, /v1/edges, /v1/top, /v1/overview (control/observe_api.py);
-        observability = mesh.observability
         self.observe = add_observe_routes(
             self.app, self.api, observability, remembered_nacks=plane.registry.nacks
         )
@@ -139,6 +146,11 @@ class ApiServer:
         self.port = sockets[0].getsockname()[1] if sockets else address.port
         event(log, logging.INFO, "operator API listening", address=f"{address.host}:{self.port}",
               max_connections=limit.max_connections, open_file_limit=nofile)  # fmt: skip
+        if self.prometheus_token is not None:
+            self._log_prometheus_token(self.prometheus_token)
+        if self.plane.mesh.observability.http_sd_open:
+            event(log, logging.WARNING, "observability.http_sd is open: anyone who reaches "
+                  "the operator API lists every sidecar's address and metrics port")  # fmt: skip
         if self.admin_token:
             event(
                 log,
@@ -147,6 +159,16 @@ class ApiServer:
                 file=str(self.tokens.dir / "admin-token"),
             )
         return self.port
+
+    @staticmethod
+    def _log_prometheus_token(token: FileToken) -> None:
+        record = token.record()
+        if record is None:
+            event(log, logging.WARNING, "observability.prometheus_token_file gives no token "
+                  "yet; re-read when it changes", error=token.error)  # fmt: skip
+        else:
+            event(log, logging.INFO, "accepting the viewer token in the Prometheus token file",
+                  file=str(token.path))  # fmt: skip
 
     async def stop(self) -> None:
         if self._server is not None:

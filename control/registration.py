@@ -76,6 +76,7 @@ def endpoint_from_instance(
         owner="sidecar",
         mtls=True,
         admin_port=instance.admin_port or None,
+        metrics_port=instance.metrics_port or None,
     )
 
 

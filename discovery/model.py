@@ -91,7 +91,9 @@ class Endpoint:
     port when the instance has a sidecar (`mtls=True`), the app itself otherwise (a
     static endpoint in mesh.yaml). `service_ports` lists the service ports this instance
     serves (empty: all of them). `owner` is `static` or `lease:<id>` for an instance a
-    sidecar registered; `admin_port`, when set, is the sidecar's admin/metrics port.
+    sidecar registered; `admin_port`, when set, is the sidecar's admin port (127.0.0.1
+    by default: shown, never scraped) and `metrics_port` its metrics-only port, which
+    Prometheus (`/v1/http_sd`) and the control plane scrape.
     """
 
     service: ServiceKey
@@ -107,6 +109,7 @@ class Endpoint:
     owner: str = STATIC_OWNER
     mtls: bool = False
     admin_port: int | None = None
+    metrics_port: int | None = None
     other_addresses: tuple[str, ...] = ()  # the instance's addresses on other networks
 
     def __post_init__(self) -> None:
@@ -131,6 +134,8 @@ class Endpoint:
             check_port(p, "service_ports")
         if self.admin_port is not None:
             check_port(self.admin_port, "admin_port")
+        if self.metrics_port is not None:
+            check_port(self.metrics_port, "metrics_port")
         if isinstance(self.weight, bool) or not 1 <= self.weight <= 128:
             raise ConfigError(
                 f"weight must be between 1 and 128, got {self.weight}", field="weight"
@@ -157,6 +162,7 @@ class Endpoint:
             "owner": self.owner,
             "mtls": self.mtls,
             "admin_port": self.admin_port,
+            "metrics_port": self.metrics_port,
             "other_addresses": list(self.other_addresses),
         }
 
@@ -176,6 +182,7 @@ class Endpoint:
             owner=d.get("owner", STATIC_OWNER),
             mtls=bool(d.get("mtls", False)),
             admin_port=d.get("admin_port"),
+            metrics_port=d.get("metrics_port"),
             other_addresses=tuple(d.get("other_addresses", ())),
         )
 

@@ -12,6 +12,11 @@ Plain HTTP/1.1 served by the same server protocol as the data path:
 - `/clusters`: every cluster's endpoints with health, zone, LB weight, in-flight and
   total requests, RTT estimate, whether the balancer currently uses them, and pool state.
 - `/metrics`: Prometheus text format.
+
+The admin port listens on 127.0.0.1 by default (`/config_dump` and `/clusters` show
+the sidecar's policies and endpoints). `MetricsOnly` serves the metrics port (15090,
+all interfaces by default): `GET /metrics` and nothing else, so Prometheus and the
+control plane scrape there without reaching the rest.
 """
 
 from __future__ import annotations
@@ -56,8 +61,11 @@ class Admin:
         if path == b"/clusters":
             return _json(200, self.clusters())
         if path == b"/metrics":
-            return Response(200, [(b"content-type", PROM)], self.sidecar.telemetry.render_metrics())
+            return self.metrics()
         return _text(404, "unknown admin path; try /ready /live /config_dump /clusters /metrics\n")
+
+    def metrics(self) -> Response:
+        return Response(200, [(b"content-type", PROM)], self.sidecar.telemetry.render_metrics())
 
     def config_dump(self, resources: bool = True) -> dict[str, Any]:
         sc = self.sidecar
@@ -125,3 +133,17 @@ class Admin:
                 }
             )
         return {"clusters": out}
+
+
+class MetricsOnly:
+    """The metrics port: `GET /metrics` (the admin port's), 404 for every other path."""
+
+    def __init__(self, admin: Admin) -> None:
+        self.admin = admin
+
+    async def service(self, req: Request) -> Response:
+        if req.method not in ("GET", "HEAD"):
+            return _text(405, "method not allowed\n")
+        if req.path.split(b"?", 1)[0] == b"/metrics":
+            return self.admin.metrics()
+        return _text(404, "the metrics port serves /metrics only\n")

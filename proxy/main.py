@@ -1,7 +1,8 @@
 """The sidecar process: from typed settings to a running sidecar until SIGTERM.
 
 Control-plane mode (`control` and a join token): the sidecar listens at once (its admin
-port answers `/live`, and `/ready` says what is missing), then the agent
+port, 127.0.0.1 by default, answers `/live`, and `/ready` says what is missing; the
+metrics port serves `/metrics` only, on every interface), then the agent
 (`agent/session.py`) certifies a fresh key with the token on the bootstrap port
 (`bootstrap`, default the control host with port 15011), opens ADS and the registration
 stream over mutual TLS, and renews the certificate before it expires. SIGTERM/SIGINT:
@@ -68,7 +69,9 @@ class ProxySettings:
     admin_port: int = ports.ADMIN_PORT
     inbound_address: str = "0.0.0.0"
     outbound_address: str = "127.0.0.1"
-    admin_address: str = "0.0.0.0"
+    admin_address: str = "127.0.0.1"
+    metrics_port: int = ports.METRICS_PORT
+    metrics_address: str = "0.0.0.0"
     probe_path: str | None = None
     no_telemetry: bool = False
     static_config: Path | None = None
@@ -225,6 +228,8 @@ def _options(settings: ProxySettings, node: NodeInfo, probe_port: int | None) ->
         outbound_address=settings.outbound_address,
         inbound_address=settings.inbound_address,
         admin_address=settings.admin_address,
+        metrics_port=settings.metrics_port,
+        metrics_address=settings.metrics_address,
         probe=probe,
         drain_timeout=settings.drain_timeout,
         hold_until_ready=settings.hold,
@@ -235,6 +240,7 @@ def _options(settings: ProxySettings, node: NodeInfo, probe_port: int | None) ->
             inbound=settings.max_inbound_connections,
             outbound=settings.max_outbound_connections,
             admin=settings.max_admin_connections,
+            metrics=settings.max_admin_connections,
             handshake_timeout=settings.handshake_timeout,
         ),
         telemetry=not (settings.no_telemetry or telemetry_off),

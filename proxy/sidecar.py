@@ -1,7 +1,7 @@
 """The sidecar at run time: listeners, pools, configuration, credentials, admin server.
 
     sidecar = Sidecar(options, credentials=creds, config=config, telemetry=telemetry)
-    await sidecar.start()          # binds admin, outbound and inbound ports
+    await sidecar.start()          # binds admin, metrics, outbound and inbound ports
     sidecar.apply(new_config)      # atomic swap; ConfigError leaves the old one (NACK)
     sidecar.rotate(new_creds)      # new TLS contexts for new connections only
     sidecar.begin_drain()          # /ready fails, responses say `Connection: close`
@@ -31,7 +31,7 @@ from typing import Any
 
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.logs import event
-from gossamer.proxy.admin import Admin
+from gossamer.proxy.admin import Admin, MetricsOnly
 from gossamer.proxy.agent.app_probe import AppProbe, ProbeSpec
 from gossamer.proxy.config import (
     AppPort,
@@ -45,6 +45,7 @@ from gossamer.proxy.config import (
 from gossamer.proxy.listeners.inbound import Inbound
 from gossamer.proxy.listeners.limits import ListenerLimits
 from gossamer.proxy.listeners.outbound import Outbound
+from gossamer.proxy.service import Service
 from gossamer.proxy.telemetry.wiring import Telemetry
 from gossamer.proxy.transport.h2.server import H2Server
 from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
@@ -63,7 +64,11 @@ class SidecarOptions:
     admin_port: int = 15000
     outbound_address: str = "127.0.0.1"
     inbound_address: str = "0.0.0.0"
-    admin_address: str = "0.0.0.0"
+    admin_address: str = "127.0.0.1"  # /config_dump stays inside the namespace
+    # GET /metrics only, for Prometheus and the control plane; 0: no metrics port (the
+    # CLI's default is ports.METRICS_PORT, 15090)
+    metrics_port: int = 0
+    metrics_address: str = "0.0.0.0"
     probe: ProbeSpec | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
     connections: ListenerLimits = field(default_factory=ListenerLimits)
@@ -144,11 +149,11 @@ class Sidecar:
         self.snapshot: Snapshot | None = None
         self.probe = AppProbe(options.probe)
         self.bound_ports: dict[str, int] = {}
-        self.trackers = {n: ConnectionTracker() for n in ("outbound", "inbound", "admin")}
-        self.connection_limits = {
-            n: options.connections.limit(n, self.metrics) for n in ("outbound", "inbound", "admin")
-        }
+        listeners = ("outbound", "inbound", "admin", "metrics")
+        self.trackers = {n: ConnectionTracker() for n in listeners}
+        self.connection_limits = {n: options.connections.limit(n, self.metrics) for n in listeners}
         self.admin = Admin(self)
+        self.metrics_only = MetricsOnly(self.admin)
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.holder.subscribe(self._prepare)
@@ -251,19 +256,17 @@ class Sidecar:
             request_telemetry=opts.telemetry,
             hold=opts.hold_until_ready,
         )
-        admin_tracker = self.trackers["admin"]
-
-        def admin_protocol() -> asyncio.Protocol:
-            return Http1Server(
-                self.admin.service, ConnectionInfo("admin"), admin_tracker, opts.limits
-            )
-
+        listeners: list[tuple[str, Callable[[], asyncio.Protocol], str, int]] = [
+            ("admin", self._local_server("admin", self.admin.service), opts.admin_address,
+             opts.admin_port),
+            ("outbound", self.outbound.protocol, opts.outbound_address, opts.outbound_port),
+            ("inbound", self.inbound.protocol, opts.inbound_address, opts.inbound_port),
+        ]  # fmt: skip
+        if opts.metrics_port:
+            metrics = self._local_server("metrics", self.metrics_only.service)
+            listeners.append(("metrics", metrics, opts.metrics_address, opts.metrics_port))
         try:
-            for name, factory, address, port in (
-                ("admin", admin_protocol, opts.admin_address, opts.admin_port),
-                ("outbound", self.outbound.protocol, opts.outbound_address, opts.outbound_port),
-                ("inbound", self.inbound.protocol, opts.inbound_address, opts.inbound_port),
-            ):
+            for name, factory, address, port in listeners:
                 server = await loop.create_server(
                     self.connection_limits[name].wrap(factory),
                     address,
@@ -277,7 +280,8 @@ class Sidecar:
             await self.stop(grace=0)
             raise GossamerError(
                 f"cannot listen on port {port} ({name}): {exc.strerror or exc}",
-                hint="choose another port with --inbound-port/--outbound-port/--admin-port",
+                hint="choose another port with --inbound-port/--outbound-port/--admin-port/"
+                "--metrics-port",
             ) from None
         self.outbound.own_ports = frozenset(self.bound_ports.values())
         self.outbound.open_endpoint = self.manager.open
@@ -297,6 +301,16 @@ class Sidecar:
         gc.freeze()
         gc.set_threshold(20000, 50, 100)
         event(log, logging.INFO, "sidecar listening", **self.bound_ports)
+
+    def _local_server(self, name: str, service: Service) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory of the admin or metrics port: plain HTTP/1.1, the data
+        path's server with its limits, its own connection tracker."""
+        tracker, limits = self.trackers[name], self.options.limits
+
+        def protocol() -> asyncio.Protocol:
+            return Http1Server(service, ConnectionInfo(name), tracker, limits)
+
+        return protocol
 
     async def _housekeeping(self) -> None:
         trim = _malloc_trim()
@@ -342,6 +356,7 @@ class Sidecar:
             self.trackers["outbound"].drain(grace), self.trackers["inbound"].drain(grace)
         )
         await self.trackers["admin"].drain(0)
+        await self.trackers["metrics"].drain(0)
         for tracker in self.trackers.values():
             tracker.stop()
         for task in self._tasks:

@@ -80,11 +80,21 @@ DEFAULT_PROXY_UID = 1337
 @click.option("--outbound-address", default="127.0.0.1", show_default=True)
 @click.option(
     "--admin-address",
-    default="0.0.0.0",
+    default="127.0.0.1",
     show_default=True,
-    help="Address of the admin port (/ready, /metrics, /config_dump); all interfaces so "
-    "Prometheus can scrape it; 127.0.0.1 keeps it local.",
+    help="Address of the admin port (/ready, /config_dump, /clusters, /metrics): loopback, "
+    "so only this network namespace (health checks, gossamer status on the host) sees "
+    "the sidecar's policies and endpoints.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=ports.METRICS_PORT,
+    show_default=True,
+    help="Port serving GET /metrics only, registered for Prometheus (http_sd) and the "
+    "control plane to scrape; 0: none.",
+)
+@click.option("--metrics-address", default="0.0.0.0", show_default=True)
 @click.option("--probe-path", help="HTTP path probed for app readiness (default: TCP connect).")
 @click.option(
     "--no-telemetry",
@@ -175,7 +185,8 @@ DEFAULT_PROXY_UID = 1337
     type=click.IntRange(0),
     default=limits.MAX_ADMIN_CONNECTIONS,
     show_default=True,
-    help="Connections the admin port holds (0: no cap); a new one displaces the oldest.",
+    help="Connections the admin port holds, and the metrics port (0: no cap); a new one "
+    "displaces the oldest.",
 )
 @click.option(
     "--handshake-timeout",
@@ -226,11 +237,14 @@ def _spec_options(func: click.decorators.FC) -> click.decorators.FC:
                 show_default=True,
             ),
             click.option(
-                "--admin-port",
-                type=click.IntRange(1, 65535),
-                default=ports.ADMIN_PORT,
+                "--metrics-port",
+                type=click.IntRange(0, 65535),
+                default=ports.METRICS_PORT,
                 show_default=True,
+                help="The sidecar's metrics port: not redirected inbound, so Prometheus "
+                "reaches it (0: none). The admin port is redirected like the app's.",
             ),
+            click.option("--admin-port", hidden=True, help="Ignored (no longer exempt)."),
             click.option(
                 "--exclude-inbound-ports",
                 default="",
@@ -266,7 +280,8 @@ def install(
     proxy_uid: int,
     inbound_port: int,
     outbound_port: int,
-    admin_port: int,
+    metrics_port: int,
+    admin_port: str | None,
     exclude_inbound_ports: str,
     exclude_outbound_ports: str,
     no_inbound: bool,
@@ -279,7 +294,7 @@ def install(
         proxy_uid=proxy_uid,
         inbound_port=inbound_port,
         outbound_port=outbound_port,
-        admin_port=admin_port,
+        metrics_port=metrics_port,
         exclude_inbound_ports=_ports(exclude_inbound_ports, "--exclude-inbound-ports"),
         exclude_outbound_ports=_ports(exclude_outbound_ports, "--exclude-outbound-ports"),
         intercept_inbound=not no_inbound,

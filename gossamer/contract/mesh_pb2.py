@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgossamer/contract/mesh.proto\x12\x10gossamer.mesh.v1\"z\n\x0e\x43\x65rtifyRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\x03\x12\x13\n\x0binstance_id\x18\x06 \x01(\t\"f\n\x0f\x43\x65rtifyResponse\x12\x12\n\ncert_chain\x18\x01 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x02 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x03 \x01(\x03\x12\x11\n\tspiffe_id\x18\x04 \x01(\t\"\xc9\x02\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x15\n\rservice_ports\x18\x04 \x03(\r\x12\x0c\n\x04zone\x18\x05 \x01(\t\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x36\n\x06labels\x18\x07 \x03(\x0b\x32&.gossamer.mesh.v1.Instance.LabelsEntry\x12\x0e\n\x06weight\x18\x08 \x01(\r\x12\x12\n\nadmin_port\x18\t \x01(\r\x12\x0e\n\x06health\x18\n \x01(\t\x12\x0f\n\x07service\x18\x0b \x01(\t\x12\x11\n\tnamespace\x18\x0c \x01(\t\x12\x17\n\x0fother_addresses\x18\r \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0fRegisterRequest\x12.\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.gossamer.mesh.v1.InstanceH\x00\x12\x10\n\x06health\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"3\n\x10RegisterResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2Z\n\x08Identity\x12N\n\x07\x43\x65rtify\x12 .gossamer.mesh.v1.CertifyRequest\x1a!.gossamer.mesh.v1.CertifyResponse2e\n\x0cRegistration\x12U\n\x08Register\x12!.gossamer.mesh.v1.RegisterRequest\x1a\".gossamer.mesh.v1.RegisterResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgossamer/contract/mesh.proto\x12\x10gossamer.mesh.v1\"z\n\x0e\x43\x65rtifyRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\x03\x12\x13\n\x0binstance_id\x18\x06 \x01(\t\"f\n\x0f\x43\x65rtifyResponse\x12\x12\n\ncert_chain\x18\x01 \x01(\x0c\x12\x14\n\x0ctrust_bundle\x18\x02 \x01(\x0c\x12\x16\n\x0enot_after_unix\x18\x03 \x01(\x03\x12\x11\n\tspiffe_id\x18\x04 \x01(\t\"\xdf\x02\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x15\n\rservice_ports\x18\x04 \x03(\r\x12\x0c\n\x04zone\x18\x05 \x01(\t\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x36\n\x06labels\x18\x07 \x03(\x0b\x32&.gossamer.mesh.v1.Instance.LabelsEntry\x12\x0e\n\x06weight\x18\x08 \x01(\r\x12\x12\n\nadmin_port\x18\t \x01(\r\x12\x0e\n\x06health\x18\n \x01(\t\x12\x0f\n\x07service\x18\x0b \x01(\t\x12\x11\n\tnamespace\x18\x0c \x01(\t\x12\x17\n\x0fother_addresses\x18\r \x03(\t\x12\x14\n\x0cmetrics_port\x18\x0e \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0fRegisterRequest\x12.\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.gossamer.mesh.v1.InstanceH\x00\x12\x10\n\x06health\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"3\n\x10RegisterResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2Z\n\x08Identity\x12N\n\x07\x43\x65rtify\x12 .gossamer.mesh.v1.CertifyRequest\x1a!.gossamer.mesh.v1.CertifyResponse2e\n\x0cRegistration\x12U\n\x08Register\x12!.gossamer.mesh.v1.RegisterRequest\x1a\".gossamer.mesh.v1.RegisterResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CERTIFYRESPONSE']._serialized_start=174
   _globals['_CERTIFYRESPONSE']._serialized_end=276
   _globals['_INSTANCE']._serialized_start=279
-  _globals['_INSTANCE']._serialized_end=608
-  _globals['_INSTANCE_LABELSENTRY']._serialized_start=563
-  _globals['_INSTANCE_LABELSENTRY']._serialized_end=608
-  _globals['_REGISTERREQUEST']._serialized_start=610
-  _globals['_REGISTERREQUEST']._serialized_end=701
-  _globals['_REGISTERRESPONSE']._serialized_start=703
-  _globals['_REGISTERRESPONSE']._serialized_end=754
-  _globals['_IDENTITY']._serialized_start=756
-  _globals['_IDENTITY']._serialized_end=846
-  _globals['_REGISTRATION']._serialized_start=848
-  _globals['_REGISTRATION']._serialized_end=949
+  _globals['_INSTANCE']._serialized_end=630
+  _globals['_INSTANCE_LABELSENTRY']._serialized_start=585
+  _globals['_INSTANCE_LABELSENTRY']._serialized_end=630
+  _globals['_REGISTERREQUEST']._serialized_start=632
+  _globals['_REGISTERREQUEST']._serialized_end=723
+  _globals['_REGISTERRESPONSE']._serialized_start=725
+  _globals['_REGISTERRESPONSE']._serialized_end=776
+  _globals['_IDENTITY']._serialized_start=778
+  _globals['_IDENTITY']._serialized_end=868
+  _globals['_REGISTRATION']._serialized_start=870
+  _globals['_REGISTRATION']._serialized_end=971
 # @@protoc_insertion_point(module_scope)

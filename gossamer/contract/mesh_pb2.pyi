@@ -35,7 +35,7 @@ class CertifyResponse(_message.Message):
     def __init__(self, cert_chain: _Optional[bytes] = ..., trust_bundle: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., spiffe_id: _Optional[str] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("instance_id", "address", "port", "service_ports", "zone", "node", "labels", "weight", "admin_port", "health", "service", "namespace", "other_addresses")
+    __slots__ = ("instance_id", "address", "port", "service_ports", "zone", "node", "labels", "weight", "admin_port", "health", "service", "namespace", "other_addresses", "metrics_port")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Instance(_message.Message):
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     OTHER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_PORT_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     address: str
     port: int
@@ -69,7 +70,8 @@ class Instance(_message.Message):
     service: str
     namespace: str
     other_addresses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, instance_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., service_ports: _Optional[_Iterable[int]] = ..., zone: _Optional[str] = ..., node: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weight: _Optional[int] = ..., admin_port: _Optional[int] = ..., health: _Optional[str] = ..., service: _Optional[str] = ..., namespace: _Optional[str] = ..., other_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+    metrics_port: int
+    def __init__(self, instance_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ..., service_ports: _Optional[_Iterable[int]] = ..., zone: _Optional[str] = ..., node: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weight: _Optional[int] = ..., admin_port: _Optional[int] = ..., health: _Optional[str] = ..., service: _Optional[str] = ..., namespace: _Optional[str] = ..., other_addresses: _Optional[_Iterable[str]] = ..., metrics_port: _Optional[int] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("instance", "health")

@@ -18,6 +18,7 @@ PROTOCOLS = tuple(p.value for p in Protocol)
 RETRY_CONDITIONS = tuple(c.value for c in HttpRetryOn) + tuple(c.value for c in GrpcRetryOn)
 MAX_RETRY_ATTEMPTS = 10
 DEFAULT_TRUST_DOMAIN = "gossamer.local"
+HTTP_SD_MODES = ("token", "open")
 MAX_TTL_CAP = 30 * 86400  # the highest control.max_token_ttl / max_cert_ttl (30 days)
 
 # -- control ------------------------------------------------------------------------------
@@ -374,7 +375,8 @@ SERVICE = Section(
 # -- observability ------------------------------------------------------------------------
 OBSERVABILITY = Section(
     "observability",
-    "Where `gossamer stat/edges/top` and the dashboard find metrics and traces.",
+    "Where `gossamer stat/edges/top` and the dashboard find metrics and traces, and who may "
+    "list the sidecars for Prometheus; read at start.",
     (
         Field(
             "prometheus_url",
@@ -395,6 +397,23 @@ OBSERVABILITY = Section(
             "6h",
         ),
         Field("window", "duration", "the default rate window (at least 2s)", "1m", minimum=2),
+        Field(
+            "http_sd",
+            "choice",
+            "who may read `/v1/http_sd` (every sidecar's address and metrics port): "
+            "`token`, a caller with a viewer API token (Bearer); `open`, anyone who "
+            "reaches `api_listen`",
+            "token",
+            choices=HTTP_SD_MODES,
+        ),
+        Field(
+            "prometheus_token_file",
+            "path",
+            "a file whose content the control plane accepts as a viewer API token named "
+            "`prometheus` (Prometheus's `credentials_file`), re-read when it changes "
+            "(relative: to the file)",
+            default_doc="none",
+        ),
     ),
 )
 

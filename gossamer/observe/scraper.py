@@ -1,4 +1,4 @@
-"""Scrape the sidecars' admin /metrics on demand and keep a short history (asyncio).
+"""Scrape the sidecars' /metrics (their metrics ports) on demand and keep a short history (asyncio).
 
 Used by the control plane when no Prometheus is configured. Scraping happens only when
 someone asks (the CLI, the dashboard's polling), at most once per `min_interval`; each
@@ -25,14 +25,15 @@ MAX_BODY = 8 << 20
 
 
 def targets_of(state: RegistryState) -> list[Target]:
-    """Every registered endpoint that has a sidecar admin port."""
+    """Every registered endpoint whose sidecar has a metrics port (never the admin
+    port: it listens on 127.0.0.1, inside the sidecar's network namespace)."""
     out = []
     for e in sorted(state.endpoints.values(), key=lambda e: (str(e.service), e.instance_id)):
-        if e.admin_port is None:
+        if e.metrics_port is None:
             continue
         host = f"[{e.address}]" if ":" in e.address else e.address
         out.append(
-            Target(e.service.name, e.service.namespace, e.instance_id, f"{host}:{e.admin_port}")
+            Target(e.service.name, e.service.namespace, e.instance_id, f"{host}:{e.metrics_port}")
         )
     return out
 

@@ -6,6 +6,8 @@ observability:
   jaeger_url: http://localhost:16686       # the dashboard links each service's traces
   certificate_warning: 6h                  # warn when a sidecar certificate is this close to expiry
   window: 1m                               # default rate window
+  http_sd: token                           # /v1/http_sd needs a viewer token (or: open)
+  prometheus_token_file: /run/gossamer/prometheus/token   # a viewer token for Prometheus
 ```
 
 Every key is optional. Without `prometheus_url` the figures come from the sidecars'
@@ -39,6 +41,8 @@ class ObservabilitySettings:
     jaeger_url: str | None = None
     certificate_warning: float = _WARNING
     window: float = _WINDOW
+    http_sd_open: bool = False  # /v1/http_sd without an API token
+    prometheus_token_file: Path | None = None
 
 
 def _url(node: Node) -> str | None:
@@ -54,10 +58,19 @@ def _url(node: Node) -> str | None:
     return value.rstrip("/")
 
 
-def parse_observability(node: Node) -> ObservabilitySettings:
+def parse_observability(node: Node, *, base_dir: Path | None = None) -> ObservabilitySettings:
+    """The section under `node`; a relative `prometheus_token_file` is taken from
+    `base_dir` (mesh.yaml's folder)."""
     if node.is_missing or node.value is None:
         return ObservabilitySettings()
     node.check_keys(KEYS)
+
+    def token_file() -> Path | None:
+        value = _FIELDS["prometheus_token_file"].read(node).optional_string()
+        if not value:
+            return None
+        path = Path(value)
+        return base_dir / path if base_dir is not None and not path.is_absolute() else path
 
     def window() -> float:
         window_node = _FIELDS["window"].read(node)
@@ -73,6 +86,8 @@ def parse_observability(node: Node) -> ObservabilitySettings:
             lambda: _FIELDS["certificate_warning"].read(node).duration(), _WARNING
         ),
         window=attempt(window, _WINDOW),
+        http_sd_open=attempt(lambda: _FIELDS["http_sd"].choice(node) == "open", False),
+        prometheus_token_file=attempt(token_file, None),
     )
 
 

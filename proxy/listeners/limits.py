@@ -6,8 +6,9 @@
   keep a real peer out. When every connection is proven, the newcomer is closed.
 - outbound (15001, the local app): at the cap a newcomer is closed at once (the app's
   own connections are never displaced).
-- admin (15000, probes and scrapes: short requests): at the cap a newcomer displaces
-  the oldest admin connection.
+- admin (15000, probes: short requests) and metrics (15090, scrapes): at the cap a
+  newcomer displaces the oldest connection of that listener (`--max-admin-connections`
+  caps each of the two).
 
 Each overflow counts in `gossamer_downstream_connections_overflow_total{listener}`, and
 a warning is logged at most every 10 s per listener. The mechanism is
@@ -39,11 +40,12 @@ class ListenerLimits:
     inbound: int = DEFAULT_MAX_INBOUND
     outbound: int = DEFAULT_MAX_OUTBOUND
     admin: int = DEFAULT_MAX_ADMIN
+    metrics: int = DEFAULT_MAX_ADMIN
     # seconds from accept to a finished handshake, whatever the peer sends meanwhile
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
     def limit(self, listener: str, metrics: SidecarMetrics) -> ConnectionLimit:
-        """The `ConnectionLimit` of `listener` ("inbound", "outbound" or "admin")."""
+        """The `ConnectionLimit` of `listener` ("inbound", "outbound", "admin", "metrics")."""
         cap: int = getattr(self, listener)
 
         def overflow() -> None:

@@ -2,7 +2,10 @@
 
 Rules (nat table), in our own chains so removal is exact:
 - PREROUTING -> GOSSAMER_INBOUND: TCP arriving for the app is redirected to the
-  inbound port; the admin port, the inbound port itself and excluded ports are not.
+  inbound port; the metrics port (Prometheus scrapes it from outside), the inbound
+  port itself and excluded ports are not. The admin port is not exempt: it listens on
+  127.0.0.1, and a connection from outside to it lands on the inbound port (mutual
+  TLS), even when someone binds it to every interface.
 - OUTPUT -> GOSSAMER_OUTPUT: TCP the app opens is redirected to the outbound port,
   except the proxy's own traffic (`-m owner --uid-owner <proxy uid>`: what the sidecar
   sends leaves unchanged, so nothing loops), loopback traffic, and excluded ports.
@@ -33,7 +36,7 @@ class InterceptSpec:
     proxy_uid: int
     inbound_port: int = 15006
     outbound_port: int = 15001
-    admin_port: int = 15000
+    metrics_port: int = 15090  # 0: no metrics port to exempt
     exclude_inbound_ports: tuple[int, ...] = ()
     exclude_outbound_ports: tuple[int, ...] = ()
     intercept_inbound: bool = True
@@ -44,8 +47,8 @@ def install_commands(spec: InterceptSpec) -> list[list[str]]:
     cmds: list[list[str]] = []
     if spec.intercept_inbound:
         cmds.append([*nat, "-N", INBOUND_CHAIN])
-        skip = (spec.admin_port, spec.inbound_port, *spec.exclude_inbound_ports)
-        for port in dict.fromkeys(skip):
+        skip = (spec.metrics_port, spec.inbound_port, *spec.exclude_inbound_ports)
+        for port in dict.fromkeys(p for p in skip if p):
             cmds.append(
                 [*nat, "-A", INBOUND_CHAIN, "-p", "tcp", "--dport", str(port), "-j", "RETURN"]
             )

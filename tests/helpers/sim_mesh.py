@@ -67,7 +67,7 @@ class SimService:
         self.telemetry = Telemetry(settings, span_exporter=exporter)
         self.telemetry.metrics.set_certificate_expiry(spiffe(name), time.time() + cert_expires_in)
         self.port = 0
-        self.admin_port = 0
+        self.metrics_port = 0  # the sidecar's metrics port: /metrics only
         self._count = itertools.count(1)
         self._transports: set[int] = set()
         self._runners: list[web.AppRunner] = []
@@ -151,9 +151,9 @@ class SimService:
         self._session = ClientSession()
         app = web.Application()
         app.router.add_get("/", self.handle)
-        admin = web.Application()
-        admin.router.add_get("/metrics", self.metrics_page)
-        for application, attr in ((app, "port"), (admin, "admin_port")):
+        metrics = web.Application()
+        metrics.router.add_get("/metrics", self.metrics_page)
+        for application, attr in ((app, "port"), (metrics, "metrics_port")):
             runner = web.AppRunner(application, access_log=None)
             await runner.setup()
             port = free_port()
@@ -176,7 +176,7 @@ class SimService:
             "127.0.0.1",
             self.port,
             service_ports=(8080,),
-            admin_port=self.admin_port,
+            metrics_port=self.metrics_port,
             mtls=True,
             owner="lease:1",
         )

@@ -22,15 +22,21 @@ STATE = RegistryState(
     revision=7,
     services={KEY: Service("catalog", ports=(ServicePort(8080, "http"),))},
     endpoints={
-        (KEY, "c1"): Endpoint(KEY, "c1", "127.0.0.1", 15006, admin_port=15000, mtls=True, zone="a"),
+        (KEY, "c1"): Endpoint(
+            KEY, "c1", "127.0.0.1", 15006, admin_port=15000, metrics_port=15090, mtls=True, zone="a"
+        ),
         (KEY, "static"): Endpoint(KEY, "static", "10.0.0.9", 8080),
     },
 )
 
 
+HTTP_SD_OPEN = {"open": False}  # what mesh.yaml's observability.http_sd says, per test
+
+
 @pytest.fixture
 async def api(tmp_path):
     ca = CertificateAuthority.init(tmp_path / "ca", "gossamer.local")
+    HTTP_SD_OPEN["open"] = False
 
     async def state():
         return STATE
@@ -41,6 +47,7 @@ async def api(tmp_path):
         config_info=lambda: {"version": "abc"},
         ca_pin=ca.root_pin,
         metrics_text=lambda: b"gossamer_up 1\n",
+        http_sd_open=lambda: HTTP_SD_OPEN["open"],
     )
     tokens = ApiTokenStore(tmp_path / "data")
     admin = tokens.ensure_admin()
@@ -152,13 +159,80 @@ async def test_admin_manages_api_tokens(api):
         assert any(e["action"] == "delete api token" for e in (await r.json())["entries"])
 
 
-async def test_http_sd_and_metrics_are_open(api):
+SD_GROUPS = [
+    {
+        "targets": ["127.0.0.1:15090"],  # the metrics port, never the admin port
+        "labels": {
+            "__metrics_path__": "/metrics",
+            "gossamer_service": "catalog",
+            "gossamer_namespace": "default",
+            "gossamer_instance": "c1",
+            "gossamer_zone": "a",
+        },
+    }
+]
+
+
+async def test_http_sd_needs_a_viewer_token_and_refusals_are_audited(api):
+    session, admin, tokens, audit, _ = api
+    async with session.get("/v1/http_sd") as r:
+        assert r.status == 401
+        assert "API token is required" in (await r.json())["error"]
+    async with session.get("/v1/http_sd", headers=bearer("gsa1_not-a-token")) as r:
+        assert r.status == 401
+    refused = [e for e in audit.tail(10) if e["action"] == "GET /v1/http_sd"]
+    assert len(refused) == 2
+    assert all(e["outcome"] == "unauthenticated" and e["status"] == 401 for e in refused)
+    viewer = tokens.create("prometheus", "viewer")
+    async with session.get("/v1/http_sd", headers=bearer(viewer)) as r:
+        assert r.status == 200
+        assert await r.json() == SD_GROUPS
+    async with session.get("/v1/http_sd", headers=bearer(admin)) as r:
+        assert r.status == 200
+    async with session.get("/metrics") as r:  # the control plane's own metrics stay open
+        assert "gossamer_up 1" in await r.text()
+
+
+async def test_http_sd_open_mode_needs_no_token(api):
     session, *_ = api
+    HTTP_SD_OPEN["open"] = True
+    async with session.get("/v1/http_sd") as r:
+        assert r.status == 200
+        assert await r.json() == SD_GROUPS
+
+
+async def test_a_token_file_grants_its_role_and_follows_the_file(api):
+    session, _admin, tokens, _audit, tmp_path = api
+    path = tmp_path / "prometheus-token"
+    file_token = tokens.add_file_token("prometheus", "viewer", path)
+    secret = "gsa1_" + "a" * 40
+    async with session.get("/v1/http_sd", headers=bearer(secret)) as r:
+        assert r.status == 401  # no file yet
+    assert "cannot read" in (file_token.error or "")
+    path.write_text(secret + "\n")
+    async with session.get("/v1/http_sd", headers=bearer(secret)) as r:
+        assert r.status == 200
+    async with session.get("/v1/tokens", headers=bearer(secret)) as r:
+        assert r.status == 403  # a viewer, nothing more
+    path.write_text("gsa1_" + "b" * 41 + "\n")  # replaced: the old secret stops working
+    async with session.get("/v1/http_sd", headers=bearer(secret)) as r:
+        assert r.status == 401
+    async with session.get("/v1/http_sd", headers=bearer("gsa1_" + "b" * 41)) as r:
+        assert r.status == 200
+    path.write_text("short\n")
+    async with session.get("/v1/http_sd", headers=bearer("short")) as r:
+        assert r.status == 401
+    assert "fewer than 16" in (file_token.error or "")
+
+
+async def test_http_sd_and_metrics_are_open_when_configured(api):
+    session, *_ = api
+    HTTP_SD_OPEN["open"] = True
     async with session.get("/v1/http_sd") as r:
         groups = await r.json()
     assert groups == [
         {
-            "targets": ["127.0.0.1:15000"],
+            "targets": ["127.0.0.1:15090"],
             "labels": {
                 "__metrics_path__": "/metrics",
                 "gossamer_service": "catalog",

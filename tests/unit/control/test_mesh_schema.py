@@ -8,13 +8,14 @@ import copy
 import io
 import re
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
 from gossamer.contract.identity import ServiceKey
-from gossamer.control.config import ControlConfig, load_mesh_text
+from gossamer.control.config import ControlConfig, load_mesh, load_mesh_text
 from gossamer.control.policy import RetryPolicy, ServicePolicy
 from gossamer.control.resilience import HealthCheckPolicy, OutlierPolicy, SuccessRatePolicy
 from gossamer.errors import ConfigError, ConfigErrors
@@ -69,6 +70,8 @@ observability:
   jaeger_url: http://localhost:16686
   certificate_warning: 12h
   window: 30s
+  http_sd: open
+  prometheus_token_file: prometheus.token
 """
 
 
@@ -99,6 +102,20 @@ def test_the_maximal_file_sets_every_schema_field_and_loads():
     assert policy.outlier is not None and policy.outlier.success_rate is not None
     assert mesh.observability.window == 30.0 and mesh.control.lease_ttl == 20.0
     assert (policy.stream_idle_timeout, policy.request_timeout) == (120.0, 30.0)
+    assert mesh.observability.http_sd_open
+    assert mesh.observability.prometheus_token_file == Path.cwd() / "prometheus.token"
+
+
+def test_http_sd_defaults_to_token_and_refuses_other_modes(tmp_path):
+    _root, mesh = load_mesh_text("trust_domain: a.local\n", source="mesh.yaml")
+    assert not mesh.observability.http_sd_open
+    assert mesh.observability.prometheus_token_file is None
+    with pytest.raises(ConfigError) as info:
+        load_mesh_text("observability: {http_sd: anyone}\n", source="mesh.yaml")
+    assert "must be one of token, open" in str(info.value)
+    (tmp_path / "mesh.yaml").write_text("observability: {prometheus_token_file: p.token}\n")
+    _root, mesh = load_mesh(tmp_path / "mesh.yaml")
+    assert mesh.observability.prometheus_token_file == tmp_path / "p.token"
 
 
 def _misspellings() -> list[str]:

@@ -97,12 +97,14 @@ def test_targets_of_registry():
     state = RegistryState(
         1,
         endpoints={
-            (KEY, "x"): Endpoint(KEY, "x", "10.0.0.1", 15006, admin_port=15000),
-            (KEY, "y"): Endpoint(KEY, "y", "fd00::1", 15006, admin_port=15000),
+            (KEY, "x"): Endpoint(KEY, "x", "10.0.0.1", 15006, admin_port=15000, metrics_port=15090),
+            (KEY, "y"): Endpoint(KEY, "y", "fd00::1", 15006, admin_port=15000, metrics_port=15090),
+            # a sidecar without a metrics port: its admin port (loopback) is never scraped
+            (KEY, "w"): Endpoint(KEY, "w", "10.0.0.2", 15006, admin_port=15000),
             (KEY, "z"): Endpoint(KEY, "z", "10.0.0.3", 8080),  # static, no sidecar
         },
     )
     assert [t.url for t in targets_of(state)] == [
-        "http://10.0.0.1:15000/metrics",
-        "http://[fd00::1]:15000/metrics",
+        "http://10.0.0.1:15090/metrics",
+        "http://[fd00::1]:15090/metrics",
     ]

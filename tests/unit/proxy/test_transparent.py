@@ -44,7 +44,7 @@ def test_garbage_and_unredirected_sockets():
         assert original_dst(s) is None
 
 
-def test_rules_redirect_and_exclude_the_proxy_loopback_and_admin():
+def test_rules_redirect_and_exclude_the_proxy_loopback_and_metrics():
     cmds = [
         " ".join(c)
         for c in install_commands(InterceptSpec(proxy_uid=1337, exclude_inbound_ports=(22,)))
@@ -53,12 +53,14 @@ def test_rules_redirect_and_exclude_the_proxy_loopback_and_admin():
     assert "-A GOSSAMER_OUTPUT -m owner --uid-owner 1337 -j RETURN" in text
     assert "-A GOSSAMER_OUTPUT -o lo -j RETURN" in text
     assert "-A GOSSAMER_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in text
-    assert "-A GOSSAMER_INBOUND -p tcp --dport 15000 -j RETURN" in text
+    assert "-A GOSSAMER_INBOUND -p tcp --dport 15090 -j RETURN" in text
+    # the admin port listens on 127.0.0.1: from outside it is intercepted like the app's
+    assert "--dport 15000" not in text
     assert "-A GOSSAMER_INBOUND -p tcp --dport 22 -j RETURN" in text
     assert "-A GOSSAMER_INBOUND -p tcp -j REDIRECT --to-ports 15006" in text
     # exclusions come before the redirect in each chain
     assert text.index("--uid-owner") < text.index("--to-ports 15001")
-    assert text.index("--dport 15000") < text.index("--to-ports 15006")
+    assert text.index("--dport 15090") < text.index("--to-ports 15006")
     assert cmds[-1].endswith("-A OUTPUT -p tcp -j GOSSAMER_OUTPUT")
 
 
