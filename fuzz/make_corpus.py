@@ -98,7 +98,30 @@ def xds_seeds() -> dict[str, bytes]:
     secret = discovery_pb2.DiscoveryResponse(type_url=xds.SECRET)
     secret.resources.add().Pack(root_ca_secret(make_ca_bundle()))
     out["secret"] = secret.SerializeToString()
+    with_crl = discovery_pb2.DiscoveryResponse(type_url=xds.SECRET)
+    bundle, crl_pem = make_ca_crl()
+    with_crl.resources.add().Pack(root_ca_secret(bundle, crl_pem))
+    out["secret-crl"] = with_crl.SerializeToString()
     return out
+
+
+def make_ca_crl() -> tuple[bytes, bytes]:
+    """A fresh CA's trust bundle and a CRL of its issuer listing one serial."""
+    import datetime as dt
+    import tempfile
+    from pathlib import Path
+
+    from gossamer.certs import crl
+    from tests.helpers.pki import make_ca
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = make_ca(Path(tmp))
+        revoked = [crl.RevokedSerial(0x1234ABCD, dt.datetime.now(dt.UTC), "key_compromise")]
+        crls = [
+            crl.build_crl(issuer, key, revoked, validity=dt.timedelta(days=3650))
+            for issuer, key in ca.issuers()
+        ]
+        return ca.trust_bundle_pem(), crl.crls_pem(crls)
 
 
 def _csr(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, *, ca: bool = False) -> bytes:

@@ -3,7 +3,7 @@
 `GossamerError` (the NACK path), never another exception.
 
 Input: a serialized `DiscoveryResponse`. Its resources go to the decoder of their own
-type URL (CDS, EDS, LDS, RDS, SDS), in the client's subscription order; resources of
+type URL (CDS, EDS, LDS, RDS, SDS: the trust bundle and its CRLs), in the client's subscription order; resources of
 any other type go to the CDS decoder (which must refuse them cleanly). Each type that
 decodes is a piece, as the xDS client keeps it; when the pieces make a configuration
 (`missing` is empty) it is assembled and applied to a fresh sidecar. Seeds are the
@@ -26,7 +26,7 @@ from gossamer.proxy.sidecar import Sidecar, SidecarOptions
 from gossamer.proxy.xds.clusters import decode_clusters
 from gossamer.proxy.xds.endpoints import decode_endpoints
 from gossamer.proxy.xds.listeners import decode_listeners, decode_routes
-from gossamer.proxy.xds.translate import Pieces, assemble, decode_secret, missing
+from gossamer.proxy.xds.translate import Pieces, assemble, decode_trust, missing
 
 TRUST_DOMAIN = "gossamer.local"
 NODE = NodeInfo("web", "default", trust_domain=TRUST_DOMAIN)
@@ -61,7 +61,7 @@ def decode_all(resources: Sequence[Any]) -> Pieces:
     rds = _step("decode_routes", lambda: decode_routes(by_type[xds.ROUTE]))
     if rds is not None:
         pieces = pieces.replace(routes=rds)
-    _step("decode_secret", lambda: decode_secret(by_type[xds.SECRET]))
+    _step("decode_trust", lambda: decode_trust(by_type[xds.SECRET]))
     return pieces
 
 

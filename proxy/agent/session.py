@@ -18,7 +18,8 @@ mTLS channel (retried with back-off on failure), swapped into the data path (ope
 connections keep the old one), and the channel to the control plane is replaced: the
 ADS stream moves to the new one at once; the registration stream stays where it is
 (see registration.py) and the old channel closes when nothing uses it any more. The
-ROOTCA secret's trust bundle replaces the bundle while the leaf stays.
+ROOTCA secret's trust bundle (and the CRLs with it: revoked peers are refused from then
+on, and their open connections closed) replaces the bundle while the leaf stays.
 
 Stop: `/ready` fails and HTTP/1.1 responses carry `Connection: close` from the first
 moment; the registration reports `draining` (peers stop choosing this instance),
@@ -50,7 +51,7 @@ from gossamer.proxy.sidecar import Sidecar
 from gossamer.proxy.transport.local_networks import local_addresses
 from gossamer.proxy.transport.tls_contexts import Credentials
 from gossamer.proxy.xds.client import XdsClient
-from gossamer.proxy.xds.translate import AppPortArg
+from gossamer.proxy.xds.translate import AppPortArg, TrustBundle
 
 log = logging.getLogger("gossamer.proxy.agent.session")
 
@@ -82,6 +83,7 @@ class Agent:
         self.xds: XdsClient | None = None
         self.registration: Registration | None = None
         self.renewals = 0
+        self.crl_pem = b""  # the CRLs of the last ROOTCA secret
         self._received = dt.datetime.now(dt.UTC)  # when the current leaf arrived
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -117,14 +119,22 @@ class Agent:
         if self.credentials is None or creds.chain_pem != self.credentials.chain_pem:
             self._received = dt.datetime.now(dt.UTC)
         self.credentials = creds
-        self.sidecar.rotate(Credentials(creds.chain_pem, creds.key_pem, creds.bundle_pem))
+        self.sidecar.rotate(
+            Credentials(creds.chain_pem, creds.key_pem, creds.bundle_pem, self.crl_pem)
+        )
 
-    def _on_bundle(self, bundle: bytes) -> None:
+    def _on_bundle(self, trust: TrustBundle) -> None:
         creds = self.credentials
-        if creds is None or bundle == creds.bundle_pem:
+        if creds is None or (trust.bundle, trust.crl) == (creds.bundle_pem, self.crl_pem):
             return
-        self._install(dataclasses.replace(creds, bundle_pem=bundle))
-        event(log, logging.INFO, "trust bundle updated")
+        previous = self.crl_pem
+        self.crl_pem = trust.crl
+        try:
+            self._install(dataclasses.replace(creds, bundle_pem=trust.bundle))
+        except GossamerError:
+            self.crl_pem, self.credentials = previous, creds  # NACKed: the last good stay
+            raise
+        event(log, logging.INFO, "trust bundle updated", crl_bytes=len(trust.crl))
 
     async def start(self) -> None:
         creds = await self._bootstrap()

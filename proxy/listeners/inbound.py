@@ -131,6 +131,7 @@ class Inbound:
     def _on_handshake(self, layer: TlsLayer) -> asyncio.BaseProtocol | None:
         if self.connection_limit is not None:
             self.connection_limit.proven(layer.raw_transport)
+        self.credentials.track(layer)  # aborted if the peer's leaf gets revoked
         snap = self.snapshot()
         if snap is None:
             return None

@@ -89,6 +89,8 @@ async def open_mtls(
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"TLS: {exc.reason or exc} ({exc.verify_message})"  # e.g. certificate revoked
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}"
     return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)

@@ -259,6 +259,7 @@ class ClusterManager:
             raise UpstreamConnectError(
                 f"{endpoint.address}:{endpoint.port} did not negotiate HTTP/2 (ALPN h2)"
             )
+        self.credentials.track(layer)  # aborted if its peer's leaf gets revoked
         return layer
 
     def _connector(
@@ -291,6 +292,7 @@ class ClusterManager:
             if h2 and layer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
                 layer.abort()
                 raise UpstreamConnectError(f"{address}:{port} did not negotiate HTTP/2 (ALPN h2)")
+            self.credentials.track(layer)  # aborted if its peer's leaf gets revoked
             return layer
 
         return connect

@@ -13,8 +13,9 @@ translation in translate.py; this module does the I/O around them:
   rejects) is NACKed with the error, and the previous configuration stays in use.
   The first configuration is applied only once clusters, listeners, the routes they
   name and the endpoints arrived (`translate.missing`).
-- The ROOTCA secret's trust bundle goes to `on_bundle` (the agent rotates the
-  sidecar's credentials with it, keeping the current leaf).
+- The ROOTCA secret's trust bundle and CRLs go to `on_bundle` (the agent rotates the
+  sidecar's credentials with them, keeping the current leaf; connections to or from a
+  peer the new CRLs revoke are closed).
 - When the stream fails, the configuration in use stays (static stability) and the
   client reconnects after a jittered exponential back-off, resending the accepted
   versions so an unchanged server sends nothing new. `restart()` moves to a new channel
@@ -47,7 +48,14 @@ from gossamer.proxy.xds import ads_state as ads
 from gossamer.proxy.xds.clusters import decode_clusters
 from gossamer.proxy.xds.endpoints import decode_endpoints
 from gossamer.proxy.xds.listeners import decode_listeners, decode_routes
-from gossamer.proxy.xds.translate import AppPortArg, Pieces, assemble, decode_secret, missing
+from gossamer.proxy.xds.translate import (
+    AppPortArg,
+    Pieces,
+    TrustBundle,
+    assemble,
+    decode_trust,
+    missing,
+)
 
 log = logging.getLogger("gossamer.proxy.xds")
 
@@ -72,7 +80,7 @@ class XdsClient:
         *,
         channels: Channels,
         apply: Callable[[ProxyConfig], None],
-        on_bundle: Callable[[bytes], None],
+        on_bundle: Callable[[TrustBundle], None],
         metrics: SidecarMetrics,
         app_ports: Sequence[AppPortArg] = (),
         rng: random.Random | None = None,
@@ -90,7 +98,7 @@ class XdsClient:
         # instance to connect to
         self.networks = local_networks()
         self.pieces = Pieces()
-        self.bundle: bytes | None = None
+        self.bundle: TrustBundle | None = None
         self.applied_versions: dict[str, str] = {}
         self.raw: dict[str, list[Any]] = {}  # type URL -> the accepted resources
         self._raw_names: dict[str, dict[str, Any]] = {}
@@ -153,11 +161,12 @@ class XdsClient:
         return ads.Decoded(rds)
 
     def _secret(self, resources: Sequence[Any]) -> ads.Decoded:
-        bundle = decode_secret(resources)
-        if bundle is not None and bundle != self.bundle:
-            self.on_bundle(bundle)  # ConfigError: a bundle the TLS stack refuses -> NACK
-            self.bundle = bundle
-        return ads.Decoded(bundle)
+        trust = decode_trust(resources)
+        if trust is not None and trust != self.bundle:
+            # ConfigError: a bundle or CRL the TLS stack refuses -> NACK
+            self.on_bundle(trust)
+            self.bundle = trust
+        return ads.Decoded(trust)
 
     @property
     def state_version(self) -> str:

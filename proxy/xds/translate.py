@@ -2,7 +2,8 @@
 "The control loop").
 
 Each resource type is decoded on its own as it arrives (clusters.py: CDS, EDS;
-listeners.py: LDS, RDS; here: SDS), raising ConfigError for anything the sidecar
+listeners.py: LDS, RDS; here: SDS, the ROOTCA trust bundle and the CRLs in its
+validation context's `crl`), raising ConfigError for anything the sidecar
 cannot honour, which the xDS client answers with a NACK. `assemble` then joins the
 latest accepted piece of every type into one `ProxyConfig`:
 
@@ -26,11 +27,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2
 
+from gossamer.certs.crl import load_crls
 from gossamer.contract import xds
 from gossamer.errors import ConfigError
 from gossamer.proxy.config import (
@@ -54,8 +57,10 @@ from gossamer.proxy.xds.listeners import ListenerSet, RouteSpec
 __all__ = [
     "AppPortArg",
     "Pieces",
+    "TrustBundle",
     "assemble",
     "decode_secret",
+    "decode_trust",
     "local_app_ports",
     "missing",
 ]
@@ -82,28 +87,53 @@ def local_app_ports(service_ports: Sequence[int], args: Sequence[AppPortArg]) ->
     return {sp: explicit.get(sp, sp) for sp in service_ports}
 
 
+@dataclass(frozen=True)
+class TrustBundle:
+    """The ROOTCA secret: trusted roots and the CRLs of their issuers (PEM; b"": none)."""
+
+    bundle: bytes
+    crl: bytes = b""
+
+
 def decode_secret(resources: Sequence[any_pb2.Any]) -> bytes | None:
     """The trust bundle from the `ROOTCA` secret (None when it is not in the update)."""
+    trust = decode_trust(resources)
+    return None if trust is None else trust.bundle
+
+
+def decode_trust(resources: Sequence[any_pb2.Any]) -> TrustBundle | None:
+    """The `ROOTCA` secret's bundle and CRLs (None when it is not in the update); a
+    ConfigError (the NACK) when either is not inline PEM that parses."""
     for packed in resources:
         secret = unpack(packed, secret_pb2.Secret(), "SDS resource")
         if secret.name != xds.ROOT_CA_SECRET:
             continue
-        trusted = secret.validation_context.trusted_ca
-        kind = trusted.WhichOneof("specifier")
-        if kind == "inline_bytes":
-            bundle = bytes(trusted.inline_bytes)
-        elif kind == "inline_string":
-            bundle = trusted.inline_string.encode()
-        else:
-            raise ConfigError(f"secret {secret.name}: the trusted CA must be inline, not {kind}")
+        context = secret.validation_context
+        bundle = _inline(secret.name, "trusted CA", context.trusted_ca)
         try:
             x509.load_pem_x509_certificates(bundle)
         except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise ConfigError(
                 f"secret {secret.name}: not a PEM certificate bundle: {exc}"
             ) from None
-        return bundle
+        crl = b""
+        if context.HasField("crl"):
+            crl = _inline(secret.name, "CRL", context.crl)
+            try:
+                load_crls(crl)
+            except ConfigError as exc:
+                raise ConfigError(f"secret {secret.name}: {exc.message}") from None
+        return TrustBundle(bundle, crl)
     return None
+
+
+def _inline(name: str, what: str, source: Any) -> bytes:
+    kind = source.WhichOneof("specifier")
+    if kind == "inline_bytes":
+        return bytes(source.inline_bytes)
+    if kind == "inline_string":
+        return str(source.inline_string).encode()
+    raise ConfigError(f"secret {name}: the {what} must be inline, not {kind}")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from gossamer.errors import ConfigError
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 from gossamer.proxy.xds.client import XdsClient
+from gossamer.proxy.xds.translate import TrustBundle
 from tests.helpers.xds_fixtures import TD, key, make_ca_bundle, translator
 
 
@@ -30,7 +31,7 @@ class NoChannels:
 class Harness:
     def __init__(self, fail_apply: bool = False) -> None:
         self.applied: list[ProxyConfig] = []
-        self.bundles: list[bytes] = []
+        self.bundles: list[TrustBundle] = []
         self.fail_apply = fail_apply
         self.metrics = SidecarMetrics()
         self.client = XdsClient(
@@ -136,7 +137,7 @@ def test_trust_bundle_goes_to_the_credentials_once():
     (ack,) = h.send(xds.SECRET, view[xds.SECRET], "s1", "n1")
     assert not ack.HasField("error_detail")
     h.send(xds.SECRET, view[xds.SECRET], "s2", "n2")
-    assert h.bundles == [bundle]
+    assert h.bundles == [TrustBundle(bundle)]
 
 
 @pytest.mark.parametrize("resources", [[cluster_pb2.Cluster(name="x")]])
