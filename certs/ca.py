@@ -36,6 +36,7 @@ from gossamer.certs import builders
 from gossamer.certs.csr import validate_csr
 from gossamer.certs.errors import CaError, CaExists, CaNotFound
 from gossamer.certs.keys import generate_key, key_to_pem
+from gossamer.certs.sans import split_addresses
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.fsutil import atomic_write, locked
 
@@ -210,9 +211,14 @@ class CertificateAuthority:
         ttl: float = builders.LEAF_LIFETIME.total_seconds(),
         *,
         allowed_dns: Sequence[str] = (),
+        addresses: Sequence[str] = (),
         now: dt.datetime | None = None,
     ) -> IssuedCertificate:
-        """Validate a CSR for `identity` and sign a leaf; raises CsrError subclasses."""
+        """Validate a CSR for `identity` and sign a leaf; raises CsrError subclasses.
+
+        `allowed_dns`: DNS names the CSR may ask for (the leaf carries those it asks).
+        `addresses`: IP addresses and host names the leaf carries whether the CSR asks for
+        them or not (an operator allowed them: certs/sans.py); the CSR may ask for them."""
         sid = identity if isinstance(identity, SpiffeId) else SpiffeId.parse(identity)
         if sid.trust_domain != self.trust_domain:
             raise CaError(
@@ -222,11 +228,17 @@ class CertificateAuthority:
         if ttl <= 0:
             raise CaError("the certificate lifetime must be positive")
         uri = sid.uri
-        csr = validate_csr(csr_pem, uri, allowed_dns=allowed_dns)
-        dns = [d for d in _csr_dns(csr) if d in allowed_dns]
+        ips, names = split_addresses(addresses)
+        csr = validate_csr(csr_pem, uri, allowed_dns=[*allowed_dns, *names], allowed_ips=ips)
+        dns = list(dict.fromkeys([*(d for d in _csr_dns(csr) if d in allowed_dns), *names]))
         signer = self._signer(self.issuing_generation(now))
         cert = signer.sign(
-            csr.public_key(), uri, lifetime=dt.timedelta(seconds=ttl), dns_names=dns, now=now
+            csr.public_key(),
+            uri,
+            lifetime=dt.timedelta(seconds=ttl),
+            dns_names=dns,
+            ip_addresses=ips,
+            now=now,
         )
         leaf = _pem(cert)
         return IssuedCertificate(

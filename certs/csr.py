@@ -3,8 +3,10 @@
 `validate_csr(data, identity)` parses PEM or DER bytes and enforces, each failure with
 its own error type: the self-signature verifies; the key is ECDSA P-256/P-384 or RSA of
 at least 2048 bits; no CA:true request; at most one SPIFFE ID, and it equals the
-authorized identity; no other SANs except DNS names the caller's policy allows. A CSR
-without any SAN is accepted: the issued leaf carries the authorized identity anyway.
+authorized identity; no other SANs except DNS names and IP addresses the caller's
+policy allows (certs/sans.py; others are refused, not dropped, so a caller learns at
+once that it asked for too much). A CSR without any SAN is accepted: the issued leaf
+carries the authorized identity anyway.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gossamer.certs.errors import (
     NotACsr,
     UnsupportedKey,
 )
+from gossamer.certs.sans import normalize_ip
 from gossamer.certs.spiffe import is_spiffe_uri
 
 ALLOWED_CURVES = ("secp256r1", "secp384r1")
@@ -92,6 +95,7 @@ def check_names(
     csr: x509.CertificateSigningRequest,
     identity: str,
     allowed_dns: Collection[str] = (),
+    allowed_ips: Collection[str] = (),
 ) -> None:
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -112,6 +116,12 @@ def check_names(
         elif isinstance(general, x509.DNSName):
             if general.value not in allowed_dns:
                 raise IdentityMismatch(f"the CSR asks for DNS name {general.value}, not allowed")
+        elif isinstance(general, x509.IPAddress):
+            if normalize_ip(str(general.value)) not in allowed_ips:
+                raise IdentityMismatch(
+                    f"the CSR asks for IP address {general.value}, not allowed",
+                    hint="the join token must allow it: gossamer token create --allow-address",
+                )
         else:
             raise IdentityMismatch(f"the CSR asks for {general}, which is not allowed")
 
@@ -121,11 +131,12 @@ def validate_csr(
     identity: str,
     *,
     allowed_dns: Collection[str] = (),
+    allowed_ips: Collection[str] = (),
 ) -> x509.CertificateSigningRequest:
     """Parse and check a CSR for `identity`; returns it or raises a CsrError subclass."""
     csr = load_csr(data)
     check_key(csr)
     check_signature(csr)
     check_not_ca(csr)
-    check_names(csr, identity, allowed_dns)
+    check_names(csr, identity, allowed_dns, allowed_ips)
     return csr

@@ -13,6 +13,11 @@ is recorded in the token's record; the same instance presenting it again (a side
 restarts re-bootstraps with its token) is admitted while the token is valid, a new
 instance once all uses are taken is refused (`TokenUsedUp`). Records written before use
 counts existed have `uses` 0: unlimited, as they were.
+
+Addresses: a token may list IP addresses and host names the operator allows its
+sidecars to register besides the address the control plane sees them connect from
+(`--allow-address`); the bootstrap signing puts them in the leaf as IP/DNS SANs
+(certs/sans.py says which are refused).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from gossamer.certs.errors import (
     TokenUsedUp,
     TokenWrongService,
 )
+from gossamer.certs.sans import check_addresses
 from gossamer.contract.identity import DEFAULT_NAMESPACE, check_label, is_control_identity
 from gossamer.durations import format_duration
 from gossamer.errors import ConfigError, NotFound
@@ -68,10 +74,17 @@ class TokenRecord:
     revoked: bool = False
     uses: int = 0  # instances it admits; 0: unlimited (a record from before use counts)
     instances: tuple[str, ...] = ()  # the instance ids it has admitted, in order
+    addresses: tuple[str, ...] = ()  # IP addresses / host names its leaves carry as SANs
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TokenRecord:
-        return cls(**{**raw, "instances": tuple(raw.get("instances", ()))})
+        return cls(
+            **{
+                **raw,
+                "instances": tuple(raw.get("instances", ())),
+                "addresses": tuple(raw.get("addresses", ())),
+            }
+        )
 
     @property
     def used_up(self) -> bool:
@@ -98,6 +111,7 @@ class TokenRecord:
             "status": status,
             "uses": self.uses or None,
             "used": len(self.instances),
+            "addresses": list(self.addresses),
         }
 
 
@@ -203,10 +217,13 @@ class TokenStore:
         namespace: str = DEFAULT_NAMESPACE,
         ttl: float = 3600.0,
         uses: int = 1,
+        addresses: Sequence[str] = (),
     ) -> tuple[str, TokenRecord]:
-        """A new token for `service` admitting `uses` instances; the token string is
-        returned once, never stored."""
-        return self.create_many([service], ca_pin, namespace=namespace, ttl=ttl, uses=uses)[0]
+        """A new token for `service` admitting `uses` instances (allowing `addresses`);
+        the token string is returned once, never stored."""
+        return self.create_many(
+            [service], ca_pin, namespace=namespace, ttl=ttl, uses=uses, addresses=addresses
+        )[0]
 
     def create_many(
         self,
@@ -216,6 +233,7 @@ class TokenStore:
         namespace: str = DEFAULT_NAMESPACE,
         ttl: float = 3600.0,
         uses: int = 1,
+        addresses: Sequence[str] = (),
     ) -> list[tuple[str, TokenRecord]]:
         """A new token for each of `services` (in order), each admitting `uses` instances,
         stored with one write of `tokens.json` (one write per token made inject of N
@@ -239,6 +257,7 @@ class TokenStore:
                 hint="ask for a shorter ttl, or raise control.max_token_ttl in mesh.yaml",
             )
         check_uses(uses)
+        allowed = check_addresses(addresses)
         now = self._clock()
         made: list[tuple[str, TokenRecord]] = []
         with locked(self._lock):
@@ -249,7 +268,15 @@ class TokenStore:
                     token_id = secrets.token_hex(4)
                 secret = base64.b32encode(secrets.token_bytes(20)).decode().lower()
                 record = TokenRecord(
-                    token_id, service, namespace, _hash(secret), ca_pin, now, now + ttl, uses=uses
+                    token_id,
+                    service,
+                    namespace,
+                    _hash(secret),
+                    ca_pin,
+                    now,
+                    now + ttl,
+                    uses=uses,
+                    addresses=allowed,
                 )
                 records[token_id] = record
                 made.append((f"{PREFIX}.{token_id}.{secret}.{ca_pin}", record))

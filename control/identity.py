@@ -12,6 +12,12 @@ A bootstrap takes one of the token's uses for the instance id the sidecar sends 
 same instance restarting takes none: `TokenStore.redeem`). A leaf lives `max_ttl`
 (mesh.yaml's `control.max_cert_ttl`, 24 h) at most: a longer requested lifetime is cut
 to it, not refused, so a sidecar asking too much still starts (logged).
+
+Address SANs (what lets a sidecar register an address other than the one it connects
+from: control/addresses.py): a bootstrap leaf carries the IP addresses and host names
+its join token allows (`--allow-address`), a renewed leaf exactly those of the current
+verified leaf, so a renewal never gains one. A CSR may ask for those and no others
+(asking for another is refused, as for DNS names).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from gossamer.certs.spiffe import SpiffeId
 from gossamer.certs.tokens import TokenStore
 from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import is_control_identity
-from gossamer.control.peer import peer_identity
+from gossamer.control.addresses import LeafAddresses
+from gossamer.control.peer import peer_certificate, peer_identity
 from gossamer.errors import GossamerError
 
 log = logging.getLogger("gossamer.control.identity")
@@ -71,6 +78,7 @@ class IdentityService:
     ) -> mesh_pb2.CertifyResponse:
         ca = self._ca()
         mode = "renewal"
+        addresses: tuple[str, ...] = ()
         if request.token:
             mode = "bootstrap"
             try:
@@ -88,6 +96,7 @@ class IdentityService:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
                 raise AssertionError("unreachable") from None
             identity = SpiffeId(ca.trust_domain, record.namespace, record.service)
+            addresses = record.addresses
         else:
             peer = peer_identity(context, ca.trust_domain)
             if peer is None:
@@ -97,6 +106,7 @@ class IdentityService:
                 )
                 raise AssertionError("unreachable")
             identity = peer
+            addresses = LeafAddresses.of(peer_certificate(context)).all()
         if is_control_identity(identity.namespace, identity.service):
             # only ServerCertificates issues it, straight from the CA, never through here
             await context.abort(
@@ -105,7 +115,9 @@ class IdentityService:
             )
             raise AssertionError("unreachable")
         try:
-            issued = ca.issue(request.csr, identity, self._ttl(request.ttl_seconds))
+            issued = ca.issue(
+                request.csr, identity, self._ttl(request.ttl_seconds), addresses=addresses
+            )
         except CsrError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
             raise AssertionError("unreachable") from None

@@ -2,12 +2,14 @@
 
 Streams by protocol, xDS pushes and NACKs since start, snapshot publishes and the
 duration of the last one (the push latency the control plane adds), certificates
-issued, registry size, configuration reloads and errors.
+issued, registry size, configuration reloads and errors, registrations refused (by
+reason: `foreign_address`, an address neither the connection nor the certificate
+allows; `no_peer_address`: control/addresses.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,6 +28,7 @@ class ControlMetricSources:
     registry_size: Callable[[], tuple[int, int]]  # (services, endpoints)
     config_loads: Callable[[], int]
     config_error: Callable[[], bool]
+    registrations_refused: Callable[[], Mapping[str, int]] = lambda: {}
 
 
 class ControlCollector(Collector):
@@ -73,6 +76,15 @@ class ControlCollector(Collector):
             "1 when the last mesh.yaml change was rejected",
             value=1 if self.s.config_error() else 0,
         )
+        refused = CounterMetricFamily(
+            "gossamer_control_registrations_refused",
+            "Sidecar registrations refused for their address (control/addresses.py)",
+            labels=["reason"],
+        )
+        counts = self.s.registrations_refused()
+        for reason in sorted({"foreign_address", *counts}):
+            refused.add_metric([reason], counts.get(reason, 0))
+        yield refused
 
 
 def metrics_renderer(sources: ControlMetricSources) -> Callable[[], bytes]:

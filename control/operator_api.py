@@ -3,7 +3,8 @@
 Routes (role needed):
   GET  /v1/services, /v1/endpoints, /v1/sidecars, /v1/config     viewer
   GET  /v1/tokens                                                 operator
-  POST /v1/tokens {service, namespace?, ttl?, reusable?}          operator (token shown once;
+  POST /v1/tokens {service, namespace?, ttl?, reusable?,          operator (token shown once;
+                   addresses?}
                                                                   admin in gossamer-system)
   DELETE /v1/tokens/{id}[?keep_certificates=true]                 operator (also revokes
                                                                   the token's leaves)
@@ -19,6 +20,8 @@ refused requests (401 without a valid token, 403, a change that failed). Join to
 API tokens are returned once at creation and never again. A join token admits one
 sidecar instance unless `reusable` says how many (1 to 10,000), and lives `ttl` (1h) at
 most mesh.yaml's `control.max_token_ttl` (24h): a longer ttl is refused with 400.
+`addresses` lists IP addresses and host names its sidecars may register besides the
+address they connect from (their leaves carry them: certs/sans.py; refused ones: 400).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from gossamer.certs.errors import CaError
+from gossamer.certs.sans import check_addresses
 from gossamer.certs.tokens import TokenStore, check_uses
 from gossamer.contract.identity import is_reserved_namespace
 from gossamer.control.api_tokens import ApiToken, ApiTokenStore, role_allows
@@ -212,8 +216,15 @@ class OperatorApi:
                 "only an admin may create join tokens in it",
             )
         uses = check_uses(body.get("reusable", 1))  # ttl above control.max_token_ttl: 400
+        # addresses its sidecars may register besides their connection's (certs/sans.py)
+        addresses = check_addresses(body.get("addresses", []))
         token, record = store.create(
-            service, self.sources.ca_pin(), namespace=namespace, ttl=ttl, uses=uses
+            service,
+            self.sources.ca_pin(),
+            namespace=namespace,
+            ttl=ttl,
+            uses=uses,
+            addresses=addresses,
         )
         self.audit.record(
             caller.name,
@@ -223,6 +234,7 @@ class OperatorApi:
             "ok",
             token_id=record.token_id,
             uses=uses,
+            **({"addresses": list(addresses)} if addresses else {}),
         )
         return _json({"token": token, **record.public()}, 201)
 

@@ -81,6 +81,7 @@ class ApiServer:
                 registry_size=registry_size,
                 config_loads=lambda: plane.watcher.loads,
                 config_error=lambda: plane.watcher.last_error is not None,
+                registrations_refused=lambda: security.registration.refused if security else {},
             )
         )
         sources = ApiSources(

@@ -7,11 +7,13 @@ single SPIFFE ID. On a port without client certificates there is no identity.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from cryptography import x509
 
 from gossamer.certs.errors import InvalidSpiffeId
+from gossamer.certs.sans import normalize_ip
 from gossamer.certs.spiffe import SpiffeId, spiffe_ids_of
 
 
@@ -50,11 +52,20 @@ def peer_identity(context: Any, trust_domain: str) -> SpiffeId | None:
 
 
 def peer_address(context: Any) -> str | None:
-    """The caller's IP address from gRPC's peer string (`ipv4:1.2.3.4:5`, `ipv6:[::1]:5`)."""
+    """The caller's IP address from gRPC's peer string, in canonical form, or None (a
+    Unix socket, no peer).
+
+    gRPC writes `ipv4:1.2.3.4:5` and `ipv6:[::1]:5`, percent-encoding the brackets
+    (`ipv6:%5B::1%5D:5`) since gRPC 1.5x and a zone's `%` (`fe80::1%25eth0`); an IPv4
+    client of a dual-stack listener may appear as `ipv6:[::ffff:1.2.3.4]:5` (grpcio 1.85
+    already writes `ipv4:` for it). All of these give the plain address (IPv4 for a
+    mapped one, no zone), as `certs.sans.normalize_ip` compares addresses.
+    """
     peer = str(context.peer() or "")
     if peer.startswith("ipv4:"):
-        return peer[5:].rsplit(":", 1)[0]
-    if peer.startswith("ipv6:"):
         host = peer[5:].rsplit(":", 1)[0]
-        return host.strip("[]")
-    return None
+    elif peer.startswith("ipv6:"):
+        host = urllib.parse.unquote(peer[5:]).rsplit(":", 1)[0].strip("[]")
+    else:
+        return None
+    return normalize_ip(host)

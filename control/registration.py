@@ -8,6 +8,27 @@ stops, crashes, or loses its connection) the registration is closed, and if this
 control-plane replica dies instead, the lease expires and the endpoint leaves the
 registry within the lease TTL. Later messages report health changes (`draining` when the
 sidecar shuts down).
+
+Addresses (issue 17, finding 10). The primary `address` is checked against the
+connection (control/addresses.py): the peer address the control plane sees, a loopback
+address for a loopback peer, or an address the caller's verified leaf carries as a SAN
+(a join token made with `--allow-address`); anything else is refused with
+PERMISSION_DENIED, logged and counted (`gossamer_control_registrations_refused_total`).
+Only that verified address is ever used by the control plane itself: it is what the
+observability scraper connects to and what `/v1/http_sd` publishes.
+
+`other_addresses` (a container on several Compose networks: its addresses on the
+networks it does not share with the control plane) cannot be checked: the control plane
+has no way to see them, and Docker assigns them at start, so no token could list them
+in advance. They are kept, minus loopback, unspecified, multicast and link-local
+addresses and the primary, and travel only in EDS (`additional_addresses`) to the
+sidecars that may call this service. There the harm a false one can do stays with this
+service and its own callers: a calling sidecar on that network connects to it instead
+of the primary, and every mesh connection checks the callee's SPIFFE ID over mutual
+TLS, so a host there that is not this service fails the handshake (its callers get
+errors, as they would from a broken instance); and in transparent mode the callers'
+connections to that address on this service's ports (as declared in mesh.yaml) are
+routed to this service. The control plane never scrapes nor publishes them.
 """
 
 from __future__ import annotations
@@ -22,7 +43,8 @@ import grpc
 from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import ServiceKey
 from gossamer.contract.vocabulary import Health
-from gossamer.control.peer import peer_address, peer_identity
+from gossamer.control.addresses import AddressRefused, LeafAddresses, check_address
+from gossamer.control.peer import peer_address, peer_certificate, peer_identity
 from gossamer.discovery.model import Endpoint
 from gossamer.errors import GossamerError
 
@@ -45,15 +67,25 @@ class Registrar(Protocol):
     ) -> Registration: ...
 
 
+def _usable_other(address: str) -> bool:
+    """An address another network's peers could reach the instance at."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True  # not an IP: the Endpoint refuses it with a clear error
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local)
+
+
 def _other_addresses(address: str, others: Sequence[str]) -> tuple[str, ...]:
-    """The instance's other addresses, without its primary one and duplicates; none when
-    it is reached on loopback (then it is local to whoever calls it)."""
+    """The instance's other addresses, without its primary one, duplicates and addresses
+    no peer could use; none when it is reached on loopback (then it is local to whoever
+    calls it)."""
     try:
         if ipaddress.ip_address(address).is_loopback:
             return ()
     except ValueError:
         pass  # a host name: keep what the sidecar says
-    return tuple(dict.fromkeys(a for a in others if a != address))
+    return tuple(dict.fromkeys(a for a in others if a != address and _usable_other(a)))
 
 
 def endpoint_from_instance(
@@ -89,6 +121,7 @@ class RegistrationService:
         self._registry = registry
         self._trust_domain = trust_domain
         self._ttl = lease_ttl
+        self.refused: dict[str, int] = {}  # registrations refused, by reason (metrics)
 
     async def register(
         self,
@@ -126,8 +159,37 @@ class RegistrationService:
                 f"{peer.uri} may only register endpoints of {peer.service}.{peer.namespace}",
             )
             return
+        peer_ip = peer_address(context)
         try:
-            endpoint = endpoint_from_instance(instance, key, peer_address(context))
+            address = check_address(
+                instance.address,
+                peer_ip,
+                LeafAddresses.of(peer_certificate(context)),
+                identity=peer.uri,
+            )
+        except AddressRefused as exc:
+            self.refused[exc.reason] = self.refused.get(exc.reason, 0) + 1
+            log.warning(
+                "registration with a foreign address refused",
+                extra={
+                    "fields": {
+                        "peer": peer.uri,
+                        "peer_address": peer_ip,
+                        "asked": instance.address,
+                        "reason": exc.reason,
+                    }
+                },
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{exc.message}; {exc.hint}" if exc.hint else exc.message,
+            )
+            return
+        checked = mesh_pb2.Instance()
+        checked.CopyFrom(instance)
+        checked.address = address
+        try:
+            endpoint = endpoint_from_instance(checked, key, address)
             # takeover: the same instance reconnecting (to this or another replica)
             # before its previous lease ended replaces that lease at once
             registration = await self._registry.register(endpoint, self._ttl, takeover=True)

@@ -3,7 +3,9 @@
 `token create` makes a token that admits one sidecar instance (`--reusable N`: N) and
 lives at most `control.max_token_ttl` (24 h; read from `--config mesh.yaml` when given).
 `--output-file F` writes it to F with mode 0600 (never over an existing file without
-`--force`) instead of printing it.
+`--force`) instead of printing it. `--allow-address ADDR` (repeatable) lets the sidecars
+it admits register ADDR (`gossamer proxy --advertise-address`) besides the address the
+control plane sees them connect from: their leaves carry it as an IP or DNS SAN.
 """
 
 from __future__ import annotations
@@ -99,6 +101,15 @@ def write_secret_file(path: Path, text: str, *, force: bool) -> None:
 )
 @click.option("--force", is_flag=True, help="Replace an existing --output-file.")
 @click.option(
+    "--allow-address",
+    "addresses",
+    multiple=True,
+    metavar="ADDR",
+    help="An IP address or host name its sidecars may register with --advertise-address "
+    "(repeatable; put in their certificates). Without it a sidecar registers the address "
+    "it connects to the control plane from.",
+)
+@click.option(
     "--config",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
@@ -113,6 +124,7 @@ def create(
     uses: int,
     output_file: Path | None,
     force: bool,
+    addresses: tuple[str, ...],
     config: Path | None,
     directory: Path | None,
     output: str,
@@ -120,6 +132,7 @@ def create(
     """Create a token; it is shown once (or written to --output-file) and only its hash
     is stored."""
     from gossamer.certs.ca import CertificateAuthority
+    from gossamer.certs.sans import check_addresses
     from gossamer.certs.tokens import TokenStore, check_uses
     from gossamer.errors import ConfigError, UsageError
 
@@ -128,14 +141,31 @@ def create(
         check_uses(uses)
     except ConfigError:
         raise UsageError("--reusable must be between 1 and 10000") from None
+    try:
+        check_addresses(addresses)
+    except ConfigError as exc:
+        raise UsageError(f"--allow-address: {exc.detail}", hint=exc.hint) from None
     if output_file is not None and not force and os.path.lexists(output_file):
         raise UsageError(f"{output_file} exists; not overwriting it", hint="pass --force")
     ca = CertificateAuthority.load(path)
     store = TokenStore(path, max_ttl=_max_ttl(config))
     secret, record = store.create(
-        service, ca.root_pin(), namespace=namespace, ttl=parse_ttl(ttl), uses=uses
+        service,
+        ca.root_pin(),
+        namespace=namespace,
+        ttl=parse_ttl(ttl),
+        uses=uses,
+        addresses=addresses,
     )
-    _audit(path, "create join token", f"{service}.{namespace}", token_id=record.token_id, uses=uses)
+    details = {"addresses": list(record.addresses)} if record.addresses else {}
+    _audit(
+        path,
+        "create join token",
+        f"{service}.{namespace}",
+        token_id=record.token_id,
+        uses=uses,
+        **details,
+    )
     if output_file is None:
         emit(output, {"token": secret, **record.public()}, lambda: click.echo(secret))
         return
@@ -156,7 +186,7 @@ def list_tokens(directory: Path | None, output: str) -> None:
         output,
         records,
         lambda: print_table(
-            ["id", "service", "namespace", "created", "expires", "uses", "status"],
+            ["id", "service", "namespace", "created", "expires", "uses", "status", "addresses"],
             [
                 [
                     r["id"],
@@ -166,6 +196,7 @@ def list_tokens(directory: Path | None, output: str) -> None:
                     _when(r["expires"]),
                     f"{r['used']}/{r['uses'] or 'any'}",
                     r["status"],
+                    ", ".join(r["addresses"]),
                 ]
                 for r in records
             ],
