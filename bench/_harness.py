@@ -210,7 +210,7 @@ def sidecar(procs: Procs, ident: Identity, service: str, config: dict[str, objec
         "--static-config", str(path), "--cert", str(ident.chain), "--key", str(ident.key),
         "--bundle", str(ident.bundle), "--inbound-port", str(inbound),
         "--outbound-port", str(outbound), "--admin-port", str(admin),
-        "--admin-address", "127.0.0.1",
+        "--metrics-port", "0",  # the admin port (127.0.0.1) serves /metrics too
     ]  # fmt: skip
     proc = procs.start(args, f"sidecar-{service}")
     wait_http(f"http://127.0.0.1:{admin}/ready")

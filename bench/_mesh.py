@@ -85,7 +85,7 @@ def xds_sidecar(
         "--control", f"127.0.0.1:{cp.xds}", "--bootstrap", f"127.0.0.1:{cp.bootstrap}",
         "--token", cp.token(service), "--instance-id", f"{service}-bench",
         "--inbound-port", str(inbound), "--outbound-port", str(outbound),
-        "--admin-port", str(admin), "--admin-address", "127.0.0.1",
+        "--admin-port", str(admin), "--metrics-port", "0",  # admin serves /metrics too
     ]  # fmt: skip
     if app_port:
         args += ["--app-port", app_port]

@@ -1,9 +1,10 @@
 """Golden metrics end to end: sidecar metrics -> http_sd -> a real Prometheus -> CLI.
 
 Three services (web -> catalog -> inventory) record real HTTP requests with the
-telemetry library and export them on their admin ports; inventory fails every 4th
+telemetry library and export them on their metrics ports; inventory fails every 4th
 request, so every service's success rate is 75%. A real Prometheus (Debian's package)
-finds the admin ports only through the operator API's `/v1/http_sd`, scrapes them, and
+finds the metrics ports only through the operator API's `/v1/http_sd`, with a viewer
+token from a file (`credentials_file`, as `gossamer inject` sets it up), scrapes them, and
 `gossamer stat --prometheus URL -o json` (a subprocess) must show non-zero rates and
 that success rate. The same figures must come out of the control plane's live path
 (no Prometheus) through `gossamer stat --api`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sys
 import tempfile
 from typing import Any
@@ -57,7 +59,14 @@ async def test_stat_through_real_prometheus(tmp_path):
     ):
         traffic = asyncio.create_task(mesh.drive_for(120, rate=RATE))
         try:
-            with running_prometheus(tmp_path / "prom", f"{api.url}/v1/http_sd") as prom:
+            # the token file the control plane accepts (observability.prometheus_token_file)
+            token_file = tmp_path / "prometheus.token"
+            token_file.write_text("gsa1_" + secrets.token_urlsafe(32) + "\n")
+            token_file.chmod(0o600)
+            api.tokens.add_file_token("prometheus", "viewer", token_file)
+            with running_prometheus(
+                tmp_path / "prom", f"{api.url}/v1/http_sd", credentials_file=token_file
+            ) as prom:
                 # discovered through http_sd only, with the registry's labels
                 up = await asyncio.to_thread(
                     prom.wait_for_query,
@@ -70,7 +79,7 @@ async def test_stat_through_real_prometheus(tmp_path):
                     "inventory",
                 }
                 assert {s["metric"]["instance"] for s in up} == {
-                    f"127.0.0.1:{svc.admin_port}" for svc in mesh.services
+                    f"127.0.0.1:{svc.metrics_port}" for svc in mesh.services
                 }
                 # PromQL: the request rate of a demo service
                 expr = (

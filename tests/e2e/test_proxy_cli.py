@@ -77,7 +77,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             "proxy", "--service", "web", "--static-config", str(cfg), "--cert", str(w.chain_file),
             "--key", str(w.key_file), "--bundle", str(w.bundle_file),
             "--admin-port", str(free_port()), "--inbound-port", str(free_port()),
-            "--outbound-port", str(first.outbound),
+            "--outbound-port", str(first.outbound), "--metrics-port", "0",
         )  # fmt: skip
         assert out.returncode == 1
         assert f"cannot listen on port {first.outbound} (outbound)" in out.stderr

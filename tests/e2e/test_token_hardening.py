@@ -61,7 +61,7 @@ def _sidecar(plane: Plane, name: str, instance: str, *extra: str, env=None) -> P
         "--control", f"127.0.0.1:{plane.xds_port}",
         "--bootstrap", f"127.0.0.1:{plane.boot_port}",
         "--inbound-port", str(free_port()), "--outbound-port", str(free_port()),
-        "--admin-port", str(admin), "--admin-address", "127.0.0.1", *extra,
+        "--admin-port", str(admin), "--metrics-port", str(free_port()), *extra,
     )  # fmt: skip
     proc = Process(args, plane.tmp / f"{name}.log", env=env)
     proc.admin_port = admin  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from tests.helpers.pki import TRUST_DOMAIN, Workload, make_ca, make_workload
 from tests.helpers.procs import Process, free_port, gossamer_cmd, http_get, port_open, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+METRICS_PORT = 15090  # gossamer.contract.ports.METRICS_PORT
 
 
 def spiffe(service: str, namespace: str = "default") -> str:
@@ -37,6 +38,7 @@ class Sidecar:
     config_path: Path
     workload: Workload
     config: dict[str, Any] = field(default_factory=dict)
+    metrics: int = 0  # the metrics-only port (all interfaces)
 
     def admin_get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"http://127.0.0.1:{self.admin}{path}")
@@ -165,6 +167,8 @@ class Mesh:
         ports: tuple[int, int, int] | None = None,
     ) -> Sidecar:
         inbound, outbound, admin = ports or (free_port(), free_port(), free_port())
+        # in its own namespace a sidecar keeps the default metrics port
+        metrics = free_port() if netns is None else METRICS_PORT
         workload = self.workload(service)
         path = self.tmp / f"{service}-{inbound}.json"
         path.write_text(json.dumps(config))
@@ -178,7 +182,7 @@ class Mesh:
             "--inbound-port", str(inbound),
             "--outbound-port", str(outbound),
             "--admin-port", str(admin),
-            "--admin-address", "127.0.0.1" if netns is None else "0.0.0.0",
+            "--metrics-port", str(metrics),
             "--trust-domain", TRUST_DOMAIN,
             "--drain-timeout", "3",
             *extra_args,
@@ -191,7 +195,7 @@ class Mesh:
             args = ["ip", "netns", "exec", netns, *args]
         proc = Process(args, self.tmp / f"sidecar-{service}-{inbound}.log", cwd=REPO)
         self.procs.append(proc)
-        sc = Sidecar(service, inbound, outbound, admin, proc, path, workload, config)
+        sc = Sidecar(service, inbound, outbound, admin, proc, path, workload, config, metrics)
         if wait_ready and netns is None:
             wait_for(
                 lambda: sc.admin_get("/ready")[0] == 200 or not proc.alive(),

@@ -38,6 +38,7 @@ def config_text(
     scrape_interval: str = "1s",
     sd_refresh: str = "2s",
     static_targets: list[str] | None = None,
+    credentials_file: Path | None = None,
 ) -> str:
     lines = [
         "global:",
@@ -53,6 +54,12 @@ def config_text(
             f"      - url: {json.dumps(http_sd_url)}",
             f"        refresh_interval: {sd_refresh}",
         ]
+        if credentials_file is not None:  # /v1/http_sd wants a viewer API token
+            lines += [
+                "        authorization:",
+                "          type: Bearer",
+                f"          credentials_file: {json.dumps(str(credentials_file))}",
+            ]
     if static_targets:
         lines += [
             "  - job_name: static",
@@ -160,11 +167,17 @@ def running_prometheus(
     *,
     scrape_interval: str = "1s",
     static_targets: list[str] | None = None,
+    credentials_file: Path | None = None,
 ) -> Iterator[PrometheusServer]:
     workdir.mkdir(parents=True, exist_ok=True)
     server = PrometheusServer(
         workdir,
-        config_text(http_sd_url, scrape_interval=scrape_interval, static_targets=static_targets),
+        config_text(
+            http_sd_url,
+            scrape_interval=scrape_interval,
+            static_targets=static_targets,
+            credentials_file=credentials_file,
+        ),
     )
     server.start()
     try:

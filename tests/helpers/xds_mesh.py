@@ -38,6 +38,7 @@ class XdsSidecar:
     admin: int
     process: Process
     instance: str
+    metrics: int = 0  # the metrics-only port (all interfaces)
 
     def admin_get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"http://127.0.0.1:{self.admin}{path}")
@@ -91,6 +92,7 @@ class XdsMesh:
             **control,
         }
         self.config = tmp / "mesh.yaml"
+        self.observability: dict[str, Any] = {}  # mesh.yaml's section, when set
         self.set_services(services)
         self.control: Process | None = None
         self.restarts = 0
@@ -99,10 +101,10 @@ class XdsMesh:
     def set_services(self, services: list[dict[str, Any]]) -> None:
         """Write mesh.yaml (the running control plane reloads it within moments)."""
         self.services = services
-        write_mesh(
-            self.config,
-            {"trust_domain": TD, "control": self.control_settings, "services": services},
-        )
+        doc = {"trust_domain": TD, "control": self.control_settings, "services": services}
+        if self.observability:
+            doc["observability"] = self.observability
+        write_mesh(self.config, doc)
 
     def start_control(self) -> Process:
         """`gossamer control` as one of the block's processes (stopped with them)."""
@@ -164,7 +166,7 @@ class XdsMesh:
         wait_ready: bool = True,
         name: str | None = None,
     ) -> XdsSidecar:
-        inbound, outbound, admin = free_port(), free_port(), free_port()
+        inbound, outbound, admin, metrics = free_port(), free_port(), free_port(), free_port()
         instance = name or f"{service}-{inbound}"
         args = gossamer_cmd(
             "proxy", "--service", service,
@@ -173,7 +175,7 @@ class XdsMesh:
             "--token", token or self.token(service),
             "--instance-id", instance,
             "--inbound-port", str(inbound), "--outbound-port", str(outbound),
-            "--admin-port", str(admin), "--admin-address", "127.0.0.1",
+            "--admin-port", str(admin), "--metrics-port", str(metrics),
             "--drain-timeout", "3", "--drain-notice", "0.5",
             *extra,
         )  # fmt: skip
@@ -182,7 +184,7 @@ class XdsMesh:
         environment = {"GOSSAMER_LOG_FORMAT": "json", **(env or {})}
         proc = Process(args, self.tmp / f"sidecar-{instance}.log", env=environment, cwd=REPO)
         self.procs.append(proc)
-        sc = XdsSidecar(service, inbound, outbound, admin, proc, instance)
+        sc = XdsSidecar(service, inbound, outbound, admin, proc, instance, metrics)
         if wait_ready:
             wait_for(
                 lambda: not proc.alive() or sc.ready(),

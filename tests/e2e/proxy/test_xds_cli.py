@@ -20,7 +20,7 @@ def run_proxy(
     control = ["--control", f"127.0.0.1:{mesh.ports['xds']}",
                "--bootstrap", f"127.0.0.1:{mesh.ports['bootstrap']}"] if mesh else []  # fmt: skip
     ports = ["--inbound-port", str(free_port()), "--outbound-port", str(free_port()),
-             "--admin-port", str(free_port()), "--admin-address", "127.0.0.1"]  # fmt: skip
+             "--admin-port", str(free_port()), "--metrics-port", str(free_port())]  # fmt: skip
     return subprocess.run(
         gossamer_cmd("proxy", *control, *ports, *(["--token", token] if token else []), *args),
         capture_output=True, text=True, timeout=60, cwd=REPO,
