@@ -84,6 +84,8 @@ class Admin:
                 "serial": f"{contexts.serial:x}",
                 "issuer": contexts.issuer,
                 "trusted_roots": contexts.trusted_roots,
+                "crls": contexts.crls,  # from the ROOTCA secret; 0: no revocation check
+                "revoked": len(contexts.revoked),
             },
             "listeners": sc.bound_ports,
             "config": dump_config(config) if config is not None else None,

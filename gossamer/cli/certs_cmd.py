@@ -1,4 +1,5 @@
-"""`gossamer certs`: create the mesh CA, issue leaves from CSRs, rotate roots, inspect."""
+"""`gossamer certs`: create the mesh CA, issue leaves from CSRs, rotate roots, inspect;
+`revoke` and `revoked` (gossamer/cli/revoke_cmd.py) go through the control plane."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from gossamer.cli.output import emit, output_option, print_table
+from gossamer.cli.revoke_cmd import revoke, revoked
 from gossamer.errors import GossamerError, UsageError
 from gossamer.yamlconf import parse_duration
 
@@ -51,6 +53,10 @@ def parse_ttl(text: str) -> float:
 @click.group()
 def certs() -> None:
     """Manage the mesh CA: roots, intermediates, SPIFFE leaf certificates."""
+
+
+certs.add_command(revoke)
+certs.add_command(revoked)
 
 
 @certs.command()
@@ -203,11 +209,13 @@ def inspect(file: Path, output: str) -> None:
                 c["spiffe_id"] or "-",
                 c["not_after"][:19] + "Z",
                 human_duration(c["seconds_left"]),
+                c["serial"],
                 c["issuer"],
             ]
             for i, c in enumerate(data["certificates"])
         ]
-        print_table(["#", "kind", "subject", "spiffe id", "not after", "left", "issuer"], rows)
+        columns = ["#", "kind", "subject", "spiffe id", "not after", "left", "serial", "issuer"]
+        print_table(columns, rows)
         if len(rows) > 1:
             click.echo(
                 "chain: "

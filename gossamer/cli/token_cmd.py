@@ -18,6 +18,7 @@ import click
 
 from gossamer.cli.certs_cmd import ca_dir_option, parse_ttl, resolve_dir
 from gossamer.cli.output import emit, output_option, print_table
+from gossamer.cli.revoke_cmd import api_options
 
 
 def _audit(directory: Path, action: str, target: str, **details: object) -> None:
@@ -207,12 +208,68 @@ def list_tokens(directory: Path | None, output: str) -> None:
 @token.command()
 @click.argument("token_id")
 @ca_dir_option
+@click.option(
+    "--keep-certificates",
+    is_flag=True,
+    help="Through the control plane: leave the certificates the token produced valid.",
+)
+@api_options
 @output_option
-def revoke(token_id: str, directory: Path | None, output: str) -> None:
-    """Revoke the token with id TOKEN_ID (the second field of the token)."""
+def revoke(
+    token_id: str,
+    directory: Path | None,
+    keep_certificates: bool,
+    api: str | None,
+    token: str | None,
+    config: Path | None,
+    output: str,
+) -> None:
+    """Revoke the token with id TOKEN_ID (the second field of the token).
+
+    Through the control plane (--config mesh.yaml, --api or $GOSSAMER_API) this also
+    revokes every unexpired certificate the token produced (its sidecars' leaves, renewed
+    ones included) unless --keep-certificates; on the CA directory alone it revokes only
+    the token."""
+    if api or config or os.environ.get("GOSSAMER_API"):
+        _revoke_through_api(token_id, keep_certificates, api, token, config, output)
+        return
     from gossamer.certs.tokens import TokenStore
 
     path = resolve_dir(directory)
     record = TokenStore(path).revoke(token_id)
     _audit(path, "revoke join token", token_id)
-    emit(output, record.public(), lambda: click.echo(f"revoked token {token_id}"))
+    said = (
+        f"revoked token {token_id}; the certificates it produced stay valid until they "
+        f"expire (revoke them too: gossamer token revoke {token_id} --config mesh.yaml)"
+    )
+    emit(output, record.public(), lambda: click.echo(said))
+
+
+def _revoke_through_api(
+    token_id: str,
+    keep: bool,
+    api: str | None,
+    token: str | None,
+    config: Path | None,
+    output: str,
+) -> None:
+    from gossamer.operator_client import resolve_client
+
+    client = resolve_client(api, token, config)
+    query = "?keep_certificates=true" if keep else ""
+    record = client.request("DELETE", f"/v1/tokens/{token_id}{query}")
+    revoked = record.get("certificates_revoked", [])
+    kept = record.get("certificates_kept", [])
+
+    def say() -> None:
+        if keep:
+            click.echo(f"revoked token {token_id}; kept its {len(kept)} certificate(s) valid")
+        elif revoked:
+            click.echo(
+                f"revoked token {token_id} and the {len(revoked)} certificate(s) it produced: "
+                + ", ".join(revoked)
+            )
+        else:
+            click.echo(f"revoked token {token_id}; it had produced no unexpired certificate")
+
+    emit(output, record, say)

