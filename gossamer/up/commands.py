@@ -130,9 +130,11 @@ def sidecar(layout: Layout, instance: Instance) -> list[str]:
         str(ports.outbound),
         "--admin-port",
         str(ports.admin),
+        "--metrics-port",
+        str(ports.metrics),
         "--inbound-address",
         listen,
-        "--admin-address",
+        "--metrics-address",
         listen,
         "--outbound-address",
         "127.0.0.1",
@@ -162,8 +164,8 @@ def iptables_install(instance: Instance) -> list[str]:
         str(instance.sidecar.inbound),
         "--outbound-port",
         str(instance.sidecar.outbound),
-        "--admin-port",
-        str(instance.sidecar.admin),
+        "--metrics-port",
+        str(instance.sidecar.metrics),
     )
     if instance.app_port is None:
         argv.append("--no-inbound")

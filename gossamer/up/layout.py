@@ -11,8 +11,8 @@ Two shapes:
   own port (free ports the kernel picks, or consecutive ones from `--port-base`). The
   apps call their upstream through their sidecar as an HTTP proxy (explicit mode).
 - isolated (`--isolate`): each instance in its own network namespace with its own
-  address on a bridge, the ports Compose uses (app 8080, sidecar 15006/15001/15000,
-  control plane 15011/15012/15014), and transparent interception: apps call
+  address on a bridge, the ports Compose uses (app 8080, sidecar 15006/15001/15000 and
+  metrics 15090, control plane 15011/15012/15014), and transparent interception: apps call
   `http://catalog:8080` as in Compose, resolved through a per-namespace hosts file.
 """
 
@@ -28,6 +28,7 @@ from gossamer.errors import UsageError
 SERVICE_PORT = 8080  # every demo service's port in the mesh (mesh.yaml, URLs)
 PROXY_UID = 1337  # the sidecar's UID in isolated mode (iptables exempts its traffic)
 INBOUND, OUTBOUND, ADMIN = ports.INBOUND_PORT, ports.OUTBOUND_PORT, ports.ADMIN_PORT
+METRICS = ports.METRICS_PORT
 XDS, BOOTSTRAP, API = ports.XDS_PORT, ports.BOOTSTRAP_PORT, ports.API_PORT
 NAMESPACE = "default"
 TRUST_DOMAIN = "gossamer.local"
@@ -98,7 +99,8 @@ class BasePorts:
 class SidecarPorts:
     inbound: int
     outbound: int
-    admin: int
+    admin: int  # on 127.0.0.1 in the instance's namespace
+    metrics: int  # GET /metrics only, on the instance's address: the control plane scrapes it
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,7 @@ def loopback_layout(ports: PortSource, host: str = "127.0.0.1") -> Layout:
     instances = []
     for name, service, role in TOPOLOGY:
         app_port = ports.take(host) if role is not None else None
-        sidecar = SidecarPorts(ports.take(host), ports.take(host), ports.take(host))
+        sidecar = SidecarPorts(*(ports.take(host) for _ in range(4)))
         instances.append(Instance(name, service, role, host, app_port, sidecar))
     return Layout(control, tuple(instances))
 
@@ -213,7 +215,7 @@ def isolated_layout(subnet: Subnet, run_id: str) -> Layout:
                 role,
                 subnet.host(10 + index),
                 SERVICE_PORT if role is not None else None,
-                SidecarPorts(INBOUND, OUTBOUND, ADMIN),
+                SidecarPorts(INBOUND, OUTBOUND, ADMIN, METRICS),
                 netns=netns_name(run_id, name),
             )
         )

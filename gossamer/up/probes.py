@@ -60,8 +60,15 @@ def control_ready(layout: Layout) -> bool:
 
 
 def sidecar_ready(instance: Instance) -> bool:
-    url = f"http://{instance.address}:{instance.sidecar.admin}/ready"
-    return http_get(url)[0] == 200
+    """The sidecar's admin `/ready`: it listens on 127.0.0.1, so in the isolated shape
+    it is asked from inside the instance's namespace."""
+    url = f"http://127.0.0.1:{instance.sidecar.admin}/ready"
+    if instance.netns is None:
+        return http_get(url)[0] == 200
+    try:
+        return _get_in_netns(instance.netns, url, 2.0)[0] == 200
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -98,18 +105,14 @@ def through_mesh(layout: Layout, *, timeout: float = 3.0) -> MeshAnswer:
             return MeshAnswer(response.status, response.read().decode("utf-8", "replace"))
         finally:
             conn.close()
+    status, body = _get_in_netns(entry.netns, ENTRY_URL, timeout)
+    return MeshAnswer(status, body)
+
+
+def _get_in_netns(netns: str, url: str, timeout: float) -> tuple[int, str]:
+    """GET `url` from a tiny client inside `netns`: (status, body)."""
     result = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            entry.netns,
-            sys.executable,
-            "-c",
-            _CLIENT,
-            ENTRY_URL,
-            str(timeout),
-        ],
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _CLIENT, url, str(timeout)],
         capture_output=True,
         text=True,
         timeout=timeout + 10,
@@ -117,7 +120,7 @@ def through_mesh(layout: Layout, *, timeout: float = 3.0) -> MeshAnswer:
     if result.returncode != 0:
         raise OSError(result.stderr.strip().splitlines()[-1] if result.stderr else "client failed")
     status, body = json.loads(result.stdout)
-    return MeshAnswer(int(status), str(body))
+    return int(status), str(body)
 
 
 def curl_command(layout: Layout) -> str:

@@ -36,7 +36,10 @@ def _instance_line(layout: Layout, instance: Instance, settings: Settings) -> st
         what = f"{settings.rate:g} req/s to {ENTRY_URL} through its sidecar"
     else:
         what = f"app :{instance.app_port}"
-    sidecar = f"sidecar in :{ports.inbound} out :{ports.outbound} admin :{ports.admin}"
+    sidecar = (
+        f"sidecar in :{ports.inbound} out :{ports.outbound} admin :{ports.admin} "
+        f"metrics :{ports.metrics}"
+    )
     return f"  {instance.name:<14} {where}{what}  {sidecar}"
 
 
@@ -116,6 +119,7 @@ def status(
                 "inbound": i.sidecar.inbound,
                 "outbound": i.sidecar.outbound,
                 "admin": i.sidecar.admin,
+                "metrics": i.sidecar.metrics,
                 "netns": i.netns,
             }
             for i in layout.instances

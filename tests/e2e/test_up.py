@@ -146,7 +146,8 @@ def check_mesh(status: dict[str, Any], run_curl: list[str]) -> None:
 
     instances = {i["name"]: i for i in status["instances"]}
     inventory = instances["inventory"]
-    code, raw = http_get(f"http://{inventory['address']}:{inventory['admin']}/metrics")
+    # the metrics port: the admin port listens on 127.0.0.1 inside the instance's namespace
+    code, raw = http_get(f"http://{inventory['address']}:{inventory['metrics']}/metrics")
     assert code == 200
     text = raw.decode()
     # inventory's sidecar saw catalog's requests arrive over mutual TLS, with catalog's identity

@@ -34,10 +34,11 @@ def test_loopback_layout_gives_every_listener_its_own_free_port():
     used = [layout.control.xds, layout.control.bootstrap, layout.control.api]
     for instance in layout.instances:
         assert instance.address == "127.0.0.1" and instance.netns is None
-        used += [instance.sidecar.inbound, instance.sidecar.outbound, instance.sidecar.admin]
+        sidecar = instance.sidecar
+        used += [sidecar.inbound, sidecar.outbound, sidecar.admin, sidecar.metrics]
         if instance.app_port is not None:
             used.append(instance.app_port)
-    assert len(used) == len(set(used)) == 3 + 4 * 4 + 3
+    assert len(used) == len(set(used)) == 3 + 5 * 4 + 4
     assert layout.get("loadgen").app_port is None and layout.entry.name == "loadgen"
     assert [i.name for i in layout.of_service("catalog")] == ["catalog-1", "catalog-2"]
     assert layout.get("web").upstream == "catalog" and layout.get("inventory").upstream is None
