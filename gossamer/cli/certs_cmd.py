@@ -247,12 +247,12 @@ def _token_target(text: str) -> tuple[str, Path]:
     return service, Path(path)
 
 
-def _owner(text: str | None) -> tuple[int, int] | None:
+def _owner(text: str | None, flag: str = "--owner") -> tuple[int, int] | None:
     if text is None:
         return None
     uid, _, gid = text.partition(":")
     if not uid.isdigit() or not (gid or uid).isdigit():
-        raise UsageError(f"--owner {text!r}: expected UID or UID:GID")
+        raise UsageError(f"{flag} {text!r}: expected UID or UID:GID")
     return int(uid), int(gid or uid)
 
 
@@ -269,6 +269,20 @@ def _owner(text: str | None) -> tuple[int, int] | None:
 )
 @click.option("--ttl", default="720h", show_default=True, help="Lifetime of new tokens.")
 @click.option("--owner", default=None, metavar="UID[:GID]", help="Give the token files to.")
+@click.option(
+    "--prometheus-token",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a random API token to this file unless it holds one (mode 0400): "
+    "the viewer token Prometheus reads /v1/http_sd with, which the control plane accepts "
+    "through mesh.yaml's observability.prometheus_token_file.",
+)
+@click.option(
+    "--prometheus-owner",
+    default="65534:65534",
+    show_default=True,
+    metavar="UID[:GID]",
+    help="Give the --prometheus-token file to (prom/prometheus runs as nobody).",
+)
 def bootstrap(
     directory: Path | None,
     trust_domain: str,
@@ -276,6 +290,8 @@ def bootstrap(
     tokens: tuple[str, ...],
     ttl: str,
     owner: str | None,
+    prometheus_token: Path | None,
+    prometheus_owner: str,
 ) -> None:
     """Make sure a CA exists in --dir and each FILE holds a valid join token for SERVICE.
 
@@ -296,9 +312,14 @@ def bootstrap(
         namespace=namespace,
         ttl=parse_ttl(ttl),
         owner=_owner(owner),
+        prometheus_token=prometheus_token,
+        prometheus_owner=_owner(prometheus_owner, "--prometheus-owner")
+        if prometheus_token
+        else None,
     )
     click.echo(
         f"CA {'created' if created else 'kept'} in {resolve_dir(directory)}; "
         f"join tokens: {len(report.created)} created, {len(report.kept)} kept "
         "(each admits one sidecar instance, which may restart with it)"
+        + (f"; Prometheus's API token {report.prometheus_token}" if prometheus_token else "")
     )

@@ -180,6 +180,8 @@ def inject(
             )
         if report.tokens_kept:
             parts.append(f"{len(report.tokens_kept)} kept")
+        if report.prometheus_token:
+            parts.append(f"Prometheus's viewer API token {report.prometheus_token}")
         _say(f"bootstrap in {report.directory}: {', '.join(parts)}")
         for rel in report.files_kept:
             _say(f"  kept {rel}: it was edited (delete it to have it regenerated)")

@@ -59,7 +59,9 @@ DEFAULT_PROXY_UID = 1337
 )
 @click.option(
     "--advertise-address",
-    help="Address peers reach this instance at [default: the one the control plane sees].",
+    help="Address peers reach this instance at [default: the one the control plane sees]. "
+    "Another address is accepted only if the join token allows it (token create "
+    "--allow-address).",
 )
 @click.option(
     "--cert-ttl",

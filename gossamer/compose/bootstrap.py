@@ -7,10 +7,17 @@
                                 for its sidecar only
     .gossamer/mesh.yaml         the control plane's configuration (a Compose config)
     .gossamer/prometheus.yml    with --with-observability
+    .gossamer/prometheus.token  with --with-observability: a viewer API token, a Compose
+                                secret for Prometheus (its http_sd `credentials_file`)
+                                and the control plane (mesh.yaml's
+                                `observability.prometheus_token_file`)
 
 The folder is mode 0700, so on the host only its owner reaches anything inside. Token
 files are 0644 *within* it because Compose bind-mounts a secret file with its host
-permissions and the sidecar runs as UID 1337, not as the file's owner.
+permissions and the sidecar runs as UID 1337 (Prometheus as 65534), not as the file's
+owner; inject runs as that owner, who cannot give the file to another user. With
+`--bootstrap volumes` the bootstrap container (root) writes them 0400 and owned by the
+user that reads them instead.
 
 Running inject again keeps the CA, keeps each token that stays valid for at least
 another day, and rewrites a generated file only if nobody edited it. The only code
@@ -22,6 +29,7 @@ symbolic link at or inside the folder is refused before anything is written
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +43,7 @@ from gossamer.fsutil import atomic_write, atomic_write_many
 DEFAULT_TRUST_DOMAIN = "gossamer.local"
 DEFAULT_TOKEN_TTL = 30 * 86400.0  # a sidecar presents it at every start, not just the first
 _MIN_LEFT = 86400.0
+_MIN_SECRET = 16  # characters: what the control plane accepts in a token file
 
 
 @dataclass
@@ -46,6 +55,7 @@ class BootstrapReport:
     tokens_kept: list[str] = field(default_factory=list)
     files_written: list[str] = field(default_factory=list)
     files_kept: list[str] = field(default_factory=list)  # edited by the user: left alone
+    prometheus_token: str = ""  # with observability: "created" or "kept"
 
 
 def _open_ca(ca_dir: Path, trust_domain: str | None) -> tuple[str, str, bool]:
@@ -97,10 +107,27 @@ def _usable_tokens(
     return usable
 
 
+def ensure_api_token_file(path: Path, *, mode: int, owner: tuple[int, int] | None = None) -> bool:
+    """A random API token in `path` unless it holds one already (True: written). The
+    control plane accepts it through mesh.yaml's `observability.prometheus_token_file`."""
+    try:
+        kept = len(path.read_text(encoding="utf-8").strip()) >= _MIN_SECRET
+    except (FileNotFoundError, UnicodeDecodeError):
+        kept = False
+    if not kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, "gsa1_" + secrets.token_urlsafe(32) + "\n", mode=mode)
+    if owner is not None:
+        os.chown(path, *owner, follow_symlinks=False)
+    os.chmod(path, mode, follow_symlinks=False)
+    return not kept
+
+
 @dataclass
 class TokenReport:
     created: list[str] = field(default_factory=list)  # token files written
     kept: list[str] = field(default_factory=list)  # still valid for at least a day
+    prometheus_token: str = ""  # asked for: "created" or "kept"
 
 
 def ensure_tokens(
@@ -144,9 +171,12 @@ def bootstrap_volume(
     namespace: str,
     ttl: float = DEFAULT_TOKEN_TTL,
     owner: tuple[int, int] | None = None,
+    prometheus_token: Path | None = None,
+    prometheus_owner: tuple[int, int] | None = None,
 ) -> tuple[bool, TokenReport]:
     """`gossamer certs bootstrap`: the CA in `ca_dir` (created if absent) and a join token
-    per (mesh service, file), readable only by `owner` (the sidecar's user)."""
+    per (mesh service, file), readable only by `owner` (the sidecar's user); and, if
+    asked, Prometheus's API token file readable only by `prometheus_owner`."""
     from gossamer.contract.identity import check_label
 
     for service, _path in wanted:  # before anything is written
@@ -158,6 +188,11 @@ def bootstrap_volume(
         report = ensure_tokens(
             ca_dir, labelled, pin=pin, namespace=namespace, ttl=ttl, owner=owner, mode=0o400
         )
+        if prometheus_token is not None:
+            created_now = ensure_api_token_file(
+                prometheus_token, mode=0o400, owner=prometheus_owner
+            )
+            report.prometheus_token = "created" if created_now else "kept"
     except OSError as exc:
         raise GossamerError(
             f"cannot write the bootstrap files: {exc.strerror or exc}",
@@ -208,6 +243,11 @@ def write_bootstrap(
             ca_dir, wanted, pin=pin, namespace=options.namespace, ttl=token_ttl, clock=clock
         )
         report.tokens_created, report.tokens_kept = made.created, made.kept
+        if options.observability:
+            # 0644 inside the 0700 folder, as the join tokens: Prometheus runs as 65534
+            token_path = base / names.PROMETHEUS_TOKEN_FILE
+            created = ensure_api_token_file(token_path, mode=0o644)
+            report.prometheus_token = "created" if created else "kept"
         mesh = generated_files.mesh_yaml(
             plan,
             trust_domain=report.trust_domain,

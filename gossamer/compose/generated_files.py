@@ -91,12 +91,15 @@ def mesh_body(plan: Plan, *, trust_domain: str, namespace: str, observability: b
             "observability:",
             f"  prometheus_url: {_q(f'http://{names.PROMETHEUS}:{services.PROMETHEUS_PORT}')}",
             f"  jaeger_url: {_q(f'http://127.0.0.1:{services.JAEGER_UI_PORT}')}",
+            # /v1/http_sd needs a viewer token: Prometheus's, from the bootstrap
+            f"  prometheus_token_file: {_q(names.CONTAINER_PROMETHEUS_TOKEN)}",
         ]
     return "\n".join(lines) + "\n"
 
 
 def prometheus_yml(source: str) -> str:
-    """Prometheus finds every sidecar through the control plane's http_sd endpoint."""
+    """Prometheus finds every sidecar (its metrics port) through the control plane's
+    http_sd endpoint, with the viewer token the bootstrap made for it."""
     return _with_header(prometheus_body(), source, "Prometheus configuration")
 
 
@@ -112,6 +115,9 @@ def prometheus_body() -> str:
             "    http_sd_configs:",
             f"      - url: {_q(f'http://{control}/v1/http_sd')}",
             "        refresh_interval: 10s",
+            "        authorization:",
+            "          type: Bearer",
+            f"          credentials_file: {_q(names.CONTAINER_PROMETHEUS_TOKEN)}",
             "  - job_name: gossamer-control",
             "    static_configs:",
             f"      - targets: [{_q(control)}]",

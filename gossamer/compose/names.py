@@ -23,17 +23,26 @@ MESH_CONFIG = "gossamer-mesh"
 MESH_FILE = f"{BOOTSTRAP_DIR}/mesh.yaml"
 PROMETHEUS_CONFIG = "gossamer-prometheus"
 PROMETHEUS_FILE = f"{BOOTSTRAP_DIR}/prometheus.yml"
+# with --with-observability: the viewer API token Prometheus reads /v1/http_sd with
+PROMETHEUS_TOKEN_SECRET = "gossamer-prometheus-token"
+PROMETHEUS_TOKEN_FILE = f"{BOOTSTRAP_DIR}/prometheus.token"
+PROMETHEUS_UID = 65534  # `nobody`, the user the prom/prometheus image runs as
 
 # --bootstrap volumes: named volumes instead of files on the host
 CA_VOLUME = "gossamer-ca"
 CONTAINER_TOKEN_DIR = "/run/gossamer/token"  # a sidecar's token volume, read-only
 BOOTSTRAP_TOKENS_DIR = "/etc/gossamer/tokens"  # every token volume, in gossamer-bootstrap
+PROMETHEUS_TOKEN_VOLUME = "gossamer-prometheus-token"
+BOOTSTRAP_PROMETHEUS_DIR = "/etc/gossamer/prometheus"  # that volume, in gossamer-bootstrap
 
 # inside the containers
 CONTAINER_MESH_FILE = "/etc/gossamer/mesh.yaml"
 CONTAINER_CA_DIR = "/etc/gossamer/ca"
 CONTAINER_DATA_DIR = "/var/lib/gossamer"
 CONTAINER_PROMETHEUS_FILE = "/etc/prometheus/prometheus.yml"
+# the Prometheus token, read-only in gossamer-control and prometheus (both bootstraps)
+CONTAINER_PROMETHEUS_TOKEN_DIR = "/run/gossamer/prometheus"
+CONTAINER_PROMETHEUS_TOKEN = f"{CONTAINER_PROMETHEUS_TOKEN_DIR}/token"
 
 
 def netns(service: str) -> str:

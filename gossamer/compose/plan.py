@@ -275,11 +275,22 @@ def _check_collisions(
                     ),
                 )
     for section, taken in (
-        ("secrets", [names.CA_SECRET, *(names.token_secret(s.name) for s in meshed)]),
+        (
+            "secrets",
+            [
+                names.CA_SECRET,
+                *(names.token_secret(s.name) for s in meshed),
+                *([names.PROMETHEUS_TOKEN_SECRET] if options.observability else []),
+            ],
+        ),
         ("configs", [names.MESH_CONFIG, names.PROMETHEUS_CONFIG]),
         (
             "volumes",
-            [names.CA_VOLUME, *(names.token_volume(s.name) for s in meshed)]
+            [
+                names.CA_VOLUME,
+                *(names.token_volume(s.name) for s in meshed),
+                *([names.PROMETHEUS_TOKEN_VOLUME] if options.observability else []),
+            ]
             if options.bootstrap == "volumes"
             else [],
         ),

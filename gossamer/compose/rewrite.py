@@ -57,7 +57,7 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
         generated[names.CONTROL] = services.control_plane(plan, options, notes)
         if options.observability:
             generated[names.JAEGER] = services.jaeger(plan, notes)
-            generated[names.PROMETHEUS] = services.prometheus(plan, notes)
+            generated[names.PROMETHEUS] = services.prometheus(plan, options, notes)
         first = next(iter(generated))
         for key, value in generated.items():
             svc_map[key] = value
@@ -68,6 +68,8 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
             volumes[names.CA_VOLUME] = CommentedMap()
             for sp in plan.meshed:
                 volumes[names.token_volume(sp.name)] = CommentedMap()
+            if options.observability:
+                volumes[names.PROMETHEUS_TOKEN_VOLUME] = CommentedMap()
     else:
         secrets = _section(doc, "secrets")
         with kept_tail(secrets):
@@ -75,6 +77,10 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
             for sp in plan.meshed:
                 secrets[names.token_secret(sp.name)] = CommentedMap(
                     [("file", names.token_file(sp.name))]
+                )
+            if options.observability:
+                secrets[names.PROMETHEUS_TOKEN_SECRET] = CommentedMap(
+                    [("file", names.PROMETHEUS_TOKEN_FILE)]
                 )
     configs = _section(doc, "configs")
     with kept_tail(configs):

@@ -10,7 +10,9 @@ meshed service S:
   the iptables redirection once and exits; the sidecar waits for it to succeed.
 - `S-proxy` is the sidecar, in the same namespace, running as UID 1337 (the UID the
   iptables rules exempt), with its join token as a Compose secret; it is healthy once
-  its admin `/ready` answers.
+  its admin `/ready` answers (the admin port listens on 127.0.0.1: the health check
+  runs in the namespace). Prometheus scrapes its metrics port (15090, `/metrics` only),
+  which the iptables rules leave alone.
 - S itself gets `network_mode: service:S-netns` and waits for `S-proxy` to be healthy.
 
 A service on `network_mode: host` keeps it; its sidecar runs on the host network
@@ -31,7 +33,14 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from gossamer.compose import names
 from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
-from gossamer.contract.ports import ADMIN_PORT, API_PORT, INBOUND_PORT, OUTBOUND_PORT, XDS_PORT
+from gossamer.contract.ports import (
+    ADMIN_PORT,
+    API_PORT,
+    INBOUND_PORT,
+    METRICS_PORT,
+    OUTBOUND_PORT,
+    XDS_PORT,
+)
 
 PROXY_UID = 1337
 READY_PATH = "/ready"
@@ -98,8 +107,7 @@ def netns_owner(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
 
 def iptables_command(sp: ServicePlan) -> list[str]:
     """The init container's arguments (after the `gossamer` entrypoint)."""
-    excluded = [ADMIN_PORT, *sp.published]
-    return [
+    args = [
         "proxy",
         "iptables",
         "install",
@@ -109,11 +117,14 @@ def iptables_command(sp: ServicePlan) -> list[str]:
         str(INBOUND_PORT),
         "--outbound-port",
         str(OUTBOUND_PORT),
-        # published ports stay reachable from the host as before, and Prometheus
-        # scrapes the admin port from outside the namespace
-        "--exclude-inbound-ports",
-        ",".join(str(p) for p in excluded),
+        # Prometheus scrapes the metrics port from outside the namespace; the admin
+        # port (127.0.0.1) is not exempt
+        "--metrics-port",
+        str(METRICS_PORT),
     ]
+    if sp.published:  # published ports stay reachable from the host as before
+        args += ["--exclude-inbound-ports", ",".join(str(p) for p in sp.published)]
+    return args
 
 
 def init_container(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
@@ -148,6 +159,8 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
             str(OUTBOUND_PORT + sp.port_offset),
             "--admin-port",
             str(ADMIN_PORT + sp.port_offset),
+            "--metrics-port",
+            str(METRICS_PORT + sp.port_offset),
         ]
     return args
 
@@ -237,14 +250,18 @@ def control_plane(plan: Plan, options: InjectOptions, notes: list[str]) -> Comme
         [CommentedMap([("source", names.MESH_CONFIG), ("target", names.CONTAINER_MESH_FILE)])]
     )
     if options.bootstrap == "volumes":
-        control["volumes"] = _block([f"{names.CA_VOLUME}:{names.CONTAINER_CA_DIR}"])
+        mounts = [f"{names.CA_VOLUME}:{names.CONTAINER_CA_DIR}"]
+        if options.observability:
+            mounts.append(prometheus_token_mount())
+        control["volumes"] = _block(mounts)
         control["depends_on"] = CommentedMap(
             [(names.BOOTSTRAP, condition("service_completed_successfully"))]
         )
     else:
-        control["secrets"] = _block(
-            [CommentedMap([("source", names.CA_SECRET), ("target", names.CONTAINER_CA_DIR)])]
-        )
+        secrets = [CommentedMap([("source", names.CA_SECRET), ("target", names.CONTAINER_CA_DIR)])]
+        if options.observability:
+            secrets.append(prometheus_token_secret())
+        control["secrets"] = _block(secrets)
     if options.observability:
         control["environment"] = CommentedMap(
             [("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{names.JAEGER}:{OTLP_GRPC_PORT}")]
@@ -268,6 +285,10 @@ def bootstrap_command(plan: Plan, options: InjectOptions) -> list[str]:
     for sp in plan.meshed:
         target = f"{names.BOOTSTRAP_TOKENS_DIR}/{sp.name}/token"
         args += ["--token", f"{sp.mesh_name}={target}"]
+    if options.observability:  # the viewer API token Prometheus reads /v1/http_sd with
+        uid = names.PROMETHEUS_UID
+        args += ["--prometheus-token", f"{names.BOOTSTRAP_PROMETHEUS_DIR}/token"]
+        args += ["--prometheus-owner", _q(f"{uid}:{uid}")]
     return args
 
 
@@ -285,6 +306,8 @@ def bootstrap(plan: Plan, options: InjectOptions) -> CommentedMap:
         f"{names.token_volume(sp.name)}:{names.BOOTSTRAP_TOKENS_DIR}/{sp.name}"
         for sp in plan.meshed
     ]
+    if options.observability:
+        mounts.append(f"{names.PROMETHEUS_TOKEN_VOLUME}:{names.BOOTSTRAP_PROMETHEUS_DIR}")
     service["volumes"] = _block(mounts)
     service["network_mode"] = "none"
     service["restart"] = _q("no")
@@ -311,7 +334,21 @@ def jaeger(plan: Plan, notes: list[str]) -> CommentedMap:
     return service
 
 
-def prometheus(plan: Plan, notes: list[str]) -> CommentedMap:
+def prometheus_token_secret() -> CommentedMap:
+    """--bootstrap files: the Prometheus token file as a secret, where both read it."""
+    return CommentedMap(
+        [("source", names.PROMETHEUS_TOKEN_SECRET), ("target", names.CONTAINER_PROMETHEUS_TOKEN)]
+    )
+
+
+def prometheus_token_mount() -> str:
+    """--bootstrap volumes: the volume gossamer-bootstrap writes the token to, read-only."""
+    return f"{names.PROMETHEUS_TOKEN_VOLUME}:{names.CONTAINER_PROMETHEUS_TOKEN_DIR}:ro"
+
+
+def prometheus(plan: Plan, options: InjectOptions, notes: list[str]) -> CommentedMap:
+    """Prometheus finds the sidecars through the control plane's `/v1/http_sd` with a
+    viewer API token: the file mesh.yaml's `observability.prometheus_token_file` names."""
     service = CommentedMap()
     service["image"] = names.PROMETHEUS_IMAGE
     service["configs"] = _block(
@@ -324,6 +361,10 @@ def prometheus(plan: Plan, notes: list[str]) -> CommentedMap:
             )
         ]
     )
+    if options.bootstrap == "volumes":
+        service["volumes"] = _block([prometheus_token_mount()])
+    else:
+        service["secrets"] = _block([prometheus_token_secret()])
     _networks(service, plan)
     _ports(service, [publish(PROMETHEUS_PORT, PROMETHEUS_PORT, plan, notes)])
     service["depends_on"] = CommentedMap([(names.CONTROL, condition("service_started"))])

@@ -257,3 +257,24 @@ def test_real_sidecars_with_advertise_address(plane: Plane):
     finally:
         for proc in (refused, allowed, plain):
             proc.stop()
+
+
+def test_token_create_refuses_addresses_no_token_may_allow(plane: Plane):
+    for address, says in [
+        ("127.0.0.1", "127.0.0.1 may not be allowed: an unspecified, multicast or loopback"),
+        ("gossamer-control", "gossamer-control is a name of the control plane's own"),
+        ("bad host", "'bad host' is neither an IP address nor a host name"),
+    ]:
+        made = run_gossamer(
+            "token",
+            "create",
+            "--service",
+            "web",
+            "--dir",
+            str(plane.ca),
+            "--allow-address",
+            address,
+        )
+        assert made.returncode == 2, made.stdout
+        assert made.stderr.startswith(f"error: --allow-address: {says}"), made.stderr
+        assert "Traceback" not in made.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -67,6 +68,41 @@ def test_first_run_creates_ca_tokens_and_config(tmp_path: Path):
     assert job.child("http_sd_configs").value[0]["url"] == (
         "http://gossamer-control:15014/v1/http_sd"
     )
+    # Prometheus reads http_sd with a viewer token that the control plane takes from
+    # the same file (a secret mounted in both at the same place)
+    assert job.child("http_sd_configs").value[0]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/gossamer/prometheus/token",
+    }
+    observability = mesh.child("observability")
+    assert observability.child("prometheus_token_file").string() == (
+        "/run/gossamer/prometheus/token"
+    )
+    token = folder / "prometheus.token"
+    assert mode(token) == 0o644  # Prometheus runs as 65534, inside the 0700 folder
+    assert token.read_text().startswith("gsa1_") and len(token.read_text().strip()) > 40
+    assert report.prometheus_token == "created"
+    first = token.read_text()
+    again = write_bootstrap(tmp_path, plan_for(options), options, source="compose.yaml")
+    assert again.prometheus_token == "kept" and token.read_text() == first
+
+
+def test_bootstrap_volume_writes_prometheus_token_once(tmp_path: Path):
+    from gossamer.compose.bootstrap import bootstrap_volume
+
+    path = tmp_path / "prom" / "token"
+    owner = (os.getuid(), os.getgid())  # the container gives it to 65534 (nobody)
+    _created, report = bootstrap_volume(
+        tmp_path / "ca", [], trust_domain="demo.local", namespace="shop",
+        prometheus_token=path, prometheus_owner=owner,
+    )  # fmt: skip
+    assert report.prometheus_token == "created" and mode(path) == 0o400
+    first = path.read_text()
+    _created, report = bootstrap_volume(
+        tmp_path / "ca", [], trust_domain="demo.local", namespace="shop", prometheus_token=path
+    )
+    assert report.prometheus_token == "kept" and path.read_text() == first
+    assert report.created == [] and report.kept == []  # no join token counted for it
 
 
 def test_second_run_keeps_everything(tmp_path: Path):

@@ -73,8 +73,11 @@ def test_transparent_shape():
     assert init["network_mode"] == "service:web-netns"
     cmd = init["command"]
     assert cmd[:3] == ["proxy", "iptables", "install"]
-    # the published container port and the admin port bypass interception
-    assert cmd[cmd.index("--exclude-inbound-ports") + 1] == "15000,8000"
+    # the published container port and the metrics port bypass interception; the admin
+    # port (127.0.0.1) does not
+    assert cmd[cmd.index("--exclude-inbound-ports") + 1] == "8000"
+    assert cmd[cmd.index("--metrics-port") + 1] == "15090"
+    assert "15000" not in " ".join(cmd)
     proxy = services["web-proxy"]
     assert proxy["network_mode"] == "service:web-netns"
     assert proxy["user"] == "1337:1337"
