@@ -11,12 +11,20 @@ Theory of operation (docs/architecture.md, "Identity"):
   CRL of an issuer that never issued it is harmless (OpenSSL looks a serial up only in
   the CRL of the certificate's own issuer), and it spares the control plane from knowing
   which generation issued each leaf. The CRLs are concatenated, PEM.
-- Each CRL carries the CRL number (§5.2.3: seconds since the epoch of `this_update`,
-  increasing) and the issuer's key identifier (§5.2.1: OpenSSL matches a CRL to its issuer
-  by name and this, and generations share a naming scheme). `this_update` is backdated
-  by `builders.BACKDATE` for clock skew; `next_update` is `validity` ahead: a peer holding
-  an expired CRL refuses every handshake of that issuer (OpenSSL's "CRL has expired"), so
-  the control plane signs them again well before (`RESIGN_FRACTION`).
+- Every control-plane replica signs the same bytes from the same inputs, so a sidecar
+  moving between replicas is sent nothing new (the ROOTCA version is a content hash):
+  times come from `crl_times` (below), not the moment of signing, and ECDSA signatures
+  are deterministic (RFC 6979). Each CRL carries its CRL number (§5.2.3: `this_update`
+  in seconds since the epoch, which grows with every change) and the issuer's key
+  identifier (§5.2.1: OpenSSL matches a CRL to its issuer by name and this).
+- `crl_times`: CRLs are signed per period of half their validity (`RESIGN_FRACTION`):
+  `next_update` is the period's start plus the validity, so a CRL in use is always at
+  least half its validity from expiring; a peer holding an expired CRL refuses every
+  handshake of that issuer (OpenSSL's "CRL has expired"). `this_update` is the period's
+  start, or the latest revocation in it, backdated by `builders.BACKDATE` for clock skew
+  (a CRL "not yet valid" would fail handshakes too). The entries are those whose leaves
+  had not expired at the period's start, so nothing changes within a period but
+  additions.
 - `validity_for(max_cert_ttl)`: a sidecar cut off from the control plane keeps its last
   CRL; no leaf outlives the last one it got if the CRL lives at least twice the longest
   leaf lifetime (leaves issued until the control plane went away live one more
@@ -32,6 +40,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from gossamer.certs.builders import BACKDATE, utcnow
@@ -101,6 +110,33 @@ class RevokedSerial:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class CrlTimes:
+    period: float  # start of the signing period, seconds since the epoch
+    this_update: dt.datetime
+    next_update: dt.datetime
+    number: int
+
+
+def period_start(now: float, validity: dt.timedelta) -> float:
+    """The start of the signing period `now` is in (periods of half the validity)."""
+    half = validity.total_seconds() * RESIGN_FRACTION
+    return (now // half) * half
+
+
+def crl_times(now: float, validity: dt.timedelta, revoked_at: Iterable[float]) -> CrlTimes:
+    """The times of a CRL signed at `now` (see the module docstring)."""
+    start = period_start(now, validity)
+    latest = max((t for t in revoked_at if start <= t <= now), default=start)
+    stamp = int(latest)
+    return CrlTimes(
+        period=start,
+        this_update=dt.datetime.fromtimestamp(stamp, dt.UTC) - BACKDATE,
+        next_update=dt.datetime.fromtimestamp(start, dt.UTC) + validity,
+        number=stamp,
+    )
+
+
 def build_crl(
     issuer: x509.Certificate,
     key: CertificateIssuerPrivateKeyTypes,
@@ -109,28 +145,31 @@ def build_crl(
     validity: dt.timedelta,
     now: dt.datetime | None = None,
 ) -> x509.CertificateRevocationList:
-    """One CRL signed by `issuer` listing `revoked` (sorted by serial), valid `validity`."""
-    current = now or utcnow()
-    this_update = current - BACKDATE
+    """One CRL signed by `issuer` listing `revoked` (sorted by serial), with the times
+    `crl_times` gives for `now`; the same inputs give the same bytes."""
+    entries = sorted(revoked, key=lambda e: e.serial)
+    current = (now or utcnow()).timestamp()
+    times = crl_times(current, validity, (e.revoked_at.timestamp() for e in entries))
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer.subject)
-        .last_update(this_update)
-        .next_update(current + validity)
-        .add_extension(x509.CRLNumber(int(current.timestamp())), critical=False)
+        .last_update(times.this_update)
+        .next_update(times.next_update)
+        .add_extension(x509.CRLNumber(times.number), critical=False)
         .add_extension(_authority_key_id(issuer), critical=False)
     )
-    for entry in sorted(revoked, key=lambda e: e.serial):
+    for entry in entries:
         item = (
             x509.RevokedCertificateBuilder()
             .serial_number(entry.serial)
-            .revocation_date(min(entry.revoked_at, current))
+            .revocation_date(min(entry.revoked_at.replace(microsecond=0), times.this_update))
         )
         flag = reason_flag(entry.reason)
         if flag is not None and flag is not x509.ReasonFlags.unspecified:
             item = item.add_extension(x509.CRLReason(flag), critical=False)
         builder = builder.add_revoked_certificate(item.build())
-    return builder.sign(key, hashes.SHA256())
+    deterministic = isinstance(key, ec.EllipticCurvePrivateKey)
+    return builder.sign(key, hashes.SHA256(), ecdsa_deterministic=deterministic or None)
 
 
 def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:

@@ -10,6 +10,7 @@ the call with INVALID_ARGUMENT or PERMISSION_DENIED and one line of detail.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -20,6 +21,7 @@ from gossamer.errors import AuthorizationDenied, GossamerError, RemoteProtocolEr
 from .ads_stream import AdsStream, StreamEnvironment
 from .delta import DeltaStream
 from .peer import peer_cert_not_after
+from .revocations import CUT_MESSAGE, cut_for_revocation
 from .sotw import SotwStream
 
 Identify = Callable[[grpc.aio.ServicerContext], str | None]
@@ -60,6 +62,10 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                 yield response
         except GossamerError as exc:
             await context.abort(status_for(exc), exc.message)
+        except asyncio.CancelledError as exc:
+            if cut_for_revocation(exc):  # the caller's leaf was revoked meanwhile
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, CUT_MESSAGE)
+            raise
 
     async def StreamAggregatedResources(
         self,

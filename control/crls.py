@@ -4,13 +4,18 @@
 generation's intermediate, the issuer of its leaves; certs/crl.py), concatenated; an
 empty CRL per issuer when nothing is revoked, so a sidecar can always require one
 (OpenSSL's leaf CRL check fails a handshake whose issuer has no CRL). The result is
-cached: ECDSA signatures differ every time, and the ROOTCA secret's version is a hash of
-its content, so signing again means pushing again. It is rebuilt only when
+cached and rebuilt only when
 
 - the revocation list changes (this process or another writing the data directory),
 - the CA changes (a root rotated in or retired: another issuer),
-- or `RESIGN_FRACTION` of the CRLs' validity has passed (`due()`, polled every second
-  by the control plane next to the CA watch).
+- or a new signing period starts (every half of the CRLs' validity; `due()`, polled
+  every second by the control plane next to the CA watch).
+
+The bytes depend only on those inputs (certs/crl.py `crl_times`, deterministic ECDSA),
+not on when or by which replica they are signed, so the ROOTCA secret's version (a hash
+of its content) changes exactly when its content must, and replicas sharing the CA and
+the data directory serve the same version. Entries of leaves that expired before the
+period started are left out and pruned from the list.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from gossamer.certs.ca import CertificateAuthority
 
 from .revocations import RevocationStore
 
-Key = tuple[object, object]
+Key = tuple[object, object, float]
 
 
 class CrlSigner:
@@ -42,38 +47,34 @@ class CrlSigner:
         self._clock = clock
         self._pem = b""
         self._key: Key | None = None
-        self._signed_at = 0.0
         self.signings = 0
 
     def _inputs(self) -> Key:
-        return (self._revocations.stamp(), self._ca().fingerprint())
+        period = crl.period_start(self._clock(), self.validity)
+        return (self._revocations.stamp(), self._ca().fingerprint(), period)
 
     def due(self) -> bool:
-        """True when `current()` would sign again (inputs changed, or half-life passed)."""
-        if self._key != self._inputs():
-            return True
-        age = self._clock() - self._signed_at
-        return age >= self.validity.total_seconds() * crl.RESIGN_FRACTION
+        """True when `current()` would sign again (inputs changed, or a new period)."""
+        return self._key != self._inputs()
 
     def current(self) -> bytes:
         """The concatenated PEM CRLs, signed again only when `due()`."""
         if self.due():
-            key = self._inputs()
-            self._revocations.prune()
-            key = self._inputs()  # pruning rewrites the file
-            self._pem = self._sign()
+            period = crl.period_start(self._clock(), self.validity)
+            self._revocations.prune(before=period)
+            key = self._inputs()  # pruning may rewrite the file
+            self._pem = self._sign(period)
             self._key = key
-            self._signed_at = self._clock()
             self.signings += 1
         return self._pem
 
-    def _sign(self) -> bytes:
+    def _sign(self, period: float) -> bytes:
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
         entries = [
             crl.RevokedSerial(
                 e.serial_number, dt.datetime.fromtimestamp(e.revoked_at, dt.UTC), e.reason
             )
-            for e in self._revocations.list()
+            for e in self._revocations.list(at=period)
         ]
         return crl.crls_pem(
             [

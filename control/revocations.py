@@ -18,6 +18,7 @@ directory), so the CRLs are rebuilt at most about a second after any change.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -30,6 +31,14 @@ from gossamer.fsutil import atomic_write, locked
 
 REVOCATIONS_FILE = "revocations.json"
 MAX_REASON = 200  # characters of a reason kept
+# The cancel message of a long-lived call ended because its caller's leaf was revoked
+# (control/security.py `cut_revoked`): the handler answers PERMISSION_DENIED.
+CUT_MESSAGE = "the caller's certificate has been revoked"
+
+
+def cut_for_revocation(exc: BaseException) -> bool:
+    """True if `exc` is the cancellation `cut_revoked` delivers."""
+    return isinstance(exc, asyncio.CancelledError) and CUT_MESSAGE in exc.args
 
 
 @dataclass(frozen=True)
@@ -114,22 +123,22 @@ class RevocationStore:
     def _live(self, entries: dict[str, Revocation], now: float) -> dict[str, Revocation]:
         return {k: e for k, e in entries.items() if e.not_after > now}
 
-    def prune(self) -> int:
-        """Drop the entries of expired leaves; returns how many went."""
-        now = self._clock()
+    def prune(self, before: float | None = None) -> int:
+        """Drop the entries of leaves expired by `before` (now); returns how many went."""
+        when = self._clock() if before is None else before
         if not self.path.exists():
             return 0
         with locked(self._lock):
             entries = dict(self._read())
-            live = self._live(entries, now)
+            live = self._live(entries, when)
             if len(live) != len(entries):
                 self._write(live)
             return len(entries) - len(live)
 
-    def list(self) -> list[Revocation]:
-        """The entries of leaves not yet expired, oldest revocation first."""
-        now = self._clock()
-        return sorted(self._live(self._read(), now).values(), key=_order)
+    def list(self, at: float | None = None) -> list[Revocation]:
+        """The entries of leaves not expired at `at` (now), oldest revocation first."""
+        when = self._clock() if at is None else at
+        return sorted(self._live(self._read(), when).values(), key=_order)
 
     def is_revoked(self, serial: int) -> bool:
         entry = self._read().get(format_serial(serial))

@@ -6,8 +6,11 @@ lineage live in the data directory (control/revocations.py, control/lineage.py);
 CRLs made from them go out with the trust bundle (`crl_pem`, control/crls.py). gRPC's
 server credentials take no CRL, so every call on the mTLS port checks the caller's leaf
 serial here: a revoked caller gets PERMISSION_DENIED from Certify (so it cannot renew
-itself into a fresh leaf), Registration and ADS (`identify` raises). Every issued leaf is
-recorded with the join token it descends from (`_certify`).
+itself into a fresh leaf), Registration and ADS (`identify` raises). Long-lived calls
+(ADS and Registration streams) are remembered with their caller's serial, and
+`cut_revoked` ends those of a newly revoked caller: its configuration stops, its
+endpoint is deregistered (peers refuse its leaf anyway) and its reconnection is refused.
+Every issued leaf is recorded with the join token it descends from (`_certify`).
 
 Created at start from mesh.yaml's `trust_domain` and `control.ca_dir`. If the directory
 holds no CA yet one is created (as istiod makes a self-signed root) and its pin logged;
@@ -16,7 +19,9 @@ a CA of another trust domain is a configuration error.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +43,7 @@ from .identity import MAX_TTL, IdentityService
 from .lineage import LeafLineage
 from .peer import peer_certificate, peer_identity
 from .registration import Registrar, RegistrationService
-from .revocations import RevocationStore
+from .revocations import CUT_MESSAGE, RevocationStore, cut_for_revocation
 from .server_certs import ServerCertificates
 
 log = logging.getLogger("gossamer.control.security")
@@ -92,6 +97,8 @@ class MeshSecurity:
         self.lineage = LeafLineage(records)
         self.max_cert_ttl = max_cert_ttl
         self.crls = CrlSigner(self.ca.get, self.revocations, max_cert_ttl=max_cert_ttl)
+        # the tasks serving ADS and Registration streams -> their caller's leaf serial
+        self._calls: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
 
     def _count(self, spiffe_id: str, mode: str) -> None:
         self.issued += 1
@@ -114,6 +121,22 @@ class MeshSecurity:
         if cert is None or not self.revocations.is_revoked(cert.serial_number):
             return None
         return f"certificate {format_serial(cert.serial_number)} has been revoked"
+
+    def _follow(self, context: Any) -> None:
+        """Remember the current call's task and caller serial (see `cut_revoked`)."""
+        cert = peer_certificate(context)
+        task = asyncio.current_task()
+        if cert is not None and task is not None:
+            self._calls[task] = cert.serial_number
+
+    def cut_revoked(self) -> int:
+        """End the open ADS and Registration calls of revoked callers; how many."""
+        cut = 0
+        for task, serial in list(self._calls.items()):
+            if not task.done() and self.revocations.is_revoked(serial):
+                task.cancel(CUT_MESSAGE)  # the handler ends the call with PERMISSION_DENIED
+                cut += 1
+        return cut
 
     async def _refuse_revoked(self, context: Any) -> None:
         why = self.revoked_caller(context)
@@ -145,8 +168,14 @@ class MeshSecurity:
 
     async def _register(self, requests: Any, context: Any) -> Any:
         await self._refuse_revoked(context)
-        async for reply in self.registration.register(requests, context):
-            yield reply
+        self._follow(context)
+        try:
+            async for reply in self.registration.register(requests, context):
+                yield reply
+        except asyncio.CancelledError as exc:
+            if cut_for_revocation(exc):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, CUT_MESSAGE)
+            raise
 
     def ca_stamp(self) -> tuple[int, int]:
         return self.ca.get().fingerprint()
@@ -155,7 +184,10 @@ class MeshSecurity:
         """The caller's SPIFFE ID; AuthorizationDenied if its leaf is revoked."""
         why = self.revoked_caller(context)
         if why is not None:
+            event(log, logging.WARNING, "revoked certificate refused", peer=context.peer(),
+                  reason=why, call="ADS")  # fmt: skip
             raise AuthorizationDenied(why)
+        self._follow(context)
         sid = peer_identity(context, self.trust_domain)
         return None if sid is None else sid.uri
 

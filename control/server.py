@@ -11,7 +11,9 @@ snapshots, then serves:
   clients, with a warning at start;
 - `control.api_listen`: the operator API and dashboard (control/operator_server.py).
 Registry changes (sidecar registrations on any replica, mesh.yaml reloads) flow from
-the store's watch to the publisher. `secure=False` runs without a CA (protocol tests on
+the store's watch to the publisher; trust-bundle changes (root rotation), revocation-list
+changes and CRLs due to be signed again are polled every second (`_watch_ca`) and pushed
+in the ROOTCA secret. `secure=False` runs without a CA (protocol tests on
 the insecure port); `trust_bundle_loader` then provides the bundle, if any.
 """
 
@@ -155,7 +157,8 @@ class ControlPlane:
             return
         self._refresh_trust_bundle()
         event(log, logging.INFO, "revocation list signed: pushing it to every sidecar",
-              revoked=len(self.security.revocations.list()))  # fmt: skip
+              revoked=len(self.security.revocations.list()),
+              calls_ended=self.security.cut_revoked())  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:

@@ -24,6 +24,7 @@ import pytest
 from gossamer.errors import AuthorizationDenied
 from gossamer.proxy.agent.bootstrap import bootstrap, mtls_context, renew
 from gossamer.proxy.agent.channels import plane_channel
+from tests.helpers.operator_api import api_call
 from tests.helpers.procs import processes, run_gossamer, wait_for
 from tests.helpers.xds_mesh import TD, XdsMesh, XdsSidecar, http_service
 
@@ -105,6 +106,32 @@ def test_a_revoked_leaf_is_refused_within_seconds_and_others_keep_working(mesh: 
     ]
     control_log = mesh.control.output() if mesh.control else ""
     assert "revocation list signed" in control_log
+
+    # the control plane ended web's ADS and registration streams and refuses new ones:
+    # its endpoint leaves the registry, its reconnections are refused
+    wait_for(
+        lambda: web.instance not in registered(mesh, "web"), timeout=10, what="web deregistered"
+    )
+    assert other.instance in registered(mesh, "other")
+    wait_for(
+        lambda: (
+            "revoked" in (web.admin_json("/config_dump?resources=0")["xds"]["last_error"] or "")
+        ),
+        timeout=15,
+        what="web's xDS reconnection refused",
+    )
+    wait_for(
+        lambda: "revoked certificate refused" in (mesh.control.output() if mesh.control else ""),
+        timeout=5,
+        what="the control plane's log of the refusal",
+    )
+
+
+def registered(mesh: XdsMesh, service: str) -> set[str]:
+    admin = (mesh.tmp / "data" / "admin-token").read_text().strip()
+    status, body = api_call(mesh.ports["api"], f"/v1/endpoints?service={service}", admin)
+    assert status == 200, body
+    return {e["instance_id"] for e in body["endpoints"]}
 
 
 def test_a_revoked_caller_cannot_renew_itself(mesh: XdsMesh):

@@ -154,3 +154,21 @@ def _handshake(tmp_path, ca, issued, key, crl_file):
     except ssl.SSLError:
         return "refused"
     return "ok"
+
+
+def test_the_same_inputs_give_the_same_bytes_whenever_signed(tmp_path):
+    """Replicas (and restarts) sign identical CRLs: no new ROOTCA version for nothing."""
+    issuer, key = _ca(tmp_path).issuers()[0]
+    revoked = [crl.RevokedSerial(5, NOW - dt.timedelta(minutes=5))]
+    validity = dt.timedelta(hours=48)
+    first = crl.build_crl(issuer, key, revoked, validity=validity, now=NOW)
+    later = crl.build_crl(issuer, key, revoked, validity=validity, now=NOW + dt.timedelta(hours=3))
+    assert crl.crls_pem([first]) == crl.crls_pem([later])
+    # a new period (half the validity later): signed again, still half a validity ahead
+    renewed = crl.build_crl(
+        issuer, key, revoked, validity=validity, now=NOW + dt.timedelta(hours=24)
+    )
+    assert renewed.next_update_utc - (NOW + dt.timedelta(hours=24)) >= validity / 2
+    assert renewed.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > (
+        first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    )
