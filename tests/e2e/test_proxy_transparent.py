@@ -279,6 +279,24 @@ def test_traffic_was_intercepted_and_plaintext_is_refused(world: World) -> None:
     assert out.returncode != 0 and out.stdout == ""
 
 
+def test_from_outside_only_the_metrics_port_answers(world: World) -> None:
+    """B's metrics port is exempt from interception and serves /metrics only; B's admin
+    port (127.0.0.1) is not: a connection to it from A lands on B's inbound port (mTLS)."""
+
+    def get(port: int, path: str) -> subprocess.CompletedProcess[str]:
+        url = f"http://{ip('b', 2)}:{port}{path}"
+        return in_ns("a", "curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", url,
+                     user=PROXY_UID, check=False)  # fmt: skip
+
+    metrics = get(15090, "/metrics")
+    assert metrics.returncode == 0 and metrics.stdout.endswith("\n200"), metrics
+    assert 'destination_service="catalog"' in metrics.stdout
+    assert get(15090, "/config_dump").stdout.endswith("\n404")
+    admin = get(15000, "/config_dump")
+    assert admin.returncode != 0 and '"listeners"' not in admin.stdout, admin
+    assert not admin.stdout.endswith("\n200")
+
+
 def test_grpc_to_a_mesh_address_is_carried_over_h2(world: World) -> None:
     """The app dials B's gRPC port with h2c prior knowledge; A's sidecar recognises the
     preface, routes by the original destination, h2 over mTLS to B, h2c to the app."""
