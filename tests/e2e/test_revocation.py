@@ -71,7 +71,11 @@ def test_a_revoked_leaf_is_refused_within_seconds_and_others_keep_working(mesh: 
     catalog = mesh.sidecar("catalog", mesh.app("catalog"))
     web, other = mesh.sidecar("web"), mesh.sidecar("other")
     for caller in (web, other):
-        wait_for(lambda c=caller: answers(c) == 200, timeout=20, what="catalog through the mesh")
+
+        def reached(c: XdsSidecar = caller) -> bool:
+            return answers(c) == 200
+
+        wait_for(reached, timeout=20, what="catalog through the mesh")
     before = sds_version(catalog)
     assert catalog.admin_json("/config_dump?resources=0")["certificate"]["crls"] >= 1
     failures = catalog.metric("gossamer_tls_handshake_failures_total", listener="inbound")

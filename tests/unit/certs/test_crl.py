@@ -58,7 +58,7 @@ def test_one_crl_per_issuer_signed_by_it(tmp_path):
     assert len(crls) == 2
     for made, (issuer, _key) in zip(crls, ca.issuers(), strict=True):
         assert made.issuer == issuer.subject
-        assert made.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        assert made.is_signature_valid(issuer.public_key())
         assert made.next_update_utc == NOW + dt.timedelta(hours=2)
         assert made.last_update_utc < NOW
         assert sorted(e.serial_number for e in made) == [7, 0xABC]
@@ -168,6 +168,7 @@ def test_the_same_inputs_give_the_same_bytes_whenever_signed(tmp_path):
     renewed = crl.build_crl(
         issuer, key, revoked, validity=validity, now=NOW + dt.timedelta(hours=24)
     )
+    assert renewed.next_update_utc is not None
     assert renewed.next_update_utc - (NOW + dt.timedelta(hours=24)) >= validity / 2
     assert renewed.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > (
         first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number

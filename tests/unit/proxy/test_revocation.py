@@ -138,7 +138,7 @@ async def test_revoked_peers_are_refused_both_ways_and_their_connections_closed(
         assert server.revoked_closed == 1 and not other_sink.lost.done()
         # ... and refuses its new handshakes, while the unrevoked caller still gets in
         with pytest.raises(UpstreamConnectError):
-            layer, sink = await connect(web, port)
+            _layer, sink = await connect(web, port)
             await asyncio.wait_for(sink.lost, 5)  # TLS 1.3: refused after the client's Finished
             raise UpstreamConnectError("the server closed the connection")
         await connect(other, port)
