@@ -256,7 +256,7 @@ class Sidecar:
             request_telemetry=opts.telemetry,
             hold=opts.hold_until_ready,
         )
-        listeners: list[tuple[str, Callable[[], asyncio.Protocol], str, int]] = [
+        listeners: list[tuple[str, Callable[[], asyncio.BaseProtocol], str, int]] = [
             ("admin", self._local_server("admin", self.admin.service), opts.admin_address,
              opts.admin_port),
             ("outbound", self.outbound.protocol, opts.outbound_address, opts.outbound_port),

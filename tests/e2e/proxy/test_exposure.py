@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,8 @@ def test_http_sd_publishes_metrics_ports_to_viewers_only(tmp_path):
             api, "/v1/api-tokens", admin, "POST", {"name": "prom", "role": "viewer"}
         )
         assert status == 201
-        status, groups = api_call(api, "/v1/http_sd", made["token"])
+        status, answer = api_call(api, "/v1/http_sd", made["token"])
+        groups: Any = answer  # a list of target groups
         assert status == 200
         assert [g["targets"] for g in groups] == [[f"127.0.0.1:{web.metrics}"]]
         assert groups[0]["labels"]["gossamer_instance"] == web.instance

@@ -78,13 +78,13 @@ def test_first_run_creates_ca_tokens_and_config(tmp_path: Path):
     assert observability.child("prometheus_token_file").string() == (
         "/run/gossamer/prometheus/token"
     )
-    token = folder / "prometheus.token"
-    assert mode(token) == 0o644  # Prometheus runs as 65534, inside the 0700 folder
-    assert token.read_text().startswith("gsa1_") and len(token.read_text().strip()) > 40
+    token_file = folder / "prometheus.token"
+    assert mode(token_file) == 0o644  # Prometheus runs as 65534, inside the 0700 folder
+    first = token_file.read_text()
+    assert first.startswith("gsa1_") and len(first.strip()) > 40
     assert report.prometheus_token == "created"
-    first = token.read_text()
     again = write_bootstrap(tmp_path, plan_for(options), options, source="compose.yaml")
-    assert again.prometheus_token == "kept" and token.read_text() == first
+    assert again.prometheus_token == "kept" and token_file.read_text() == first
 
 
 def test_bootstrap_volume_writes_prometheus_token_once(tmp_path: Path):
