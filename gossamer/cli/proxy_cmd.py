@@ -85,8 +85,9 @@ DEFAULT_PROXY_UID = 1337
     default="127.0.0.1",
     show_default=True,
     help="Address of the admin port (/ready, /config_dump, /clusters, /metrics): loopback, "
-    "so only this network namespace (health checks, gossamer status on the host) sees "
-    "the sidecar's policies and endpoints.",
+    "so only this network namespace (health checks run there) sees the sidecar's "
+    "policies and endpoints. In transparent mode a connection to it from outside lands "
+    "on the inbound port whatever this says.",
 )
 @click.option(
     "--metrics-port",
