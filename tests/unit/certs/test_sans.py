@@ -62,7 +62,7 @@ def test_check_addresses_refuses_too_many_and_non_lists():
     with pytest.raises(ConfigError, match=f"at most {MAX_ADDRESSES}"):
         check_addresses([f"192.0.2.{n}" for n in range(MAX_ADDRESSES + 1)])
     with pytest.raises(ConfigError, match="must be a list"):
-        check_addresses("192.0.2.1")  # type: ignore[arg-type]
+        check_addresses("192.0.2.1")
 
 
 def test_tokens_store_their_addresses_and_show_them(tmp_path: Path):
