@@ -51,7 +51,7 @@ class Plane:
     xds_port: int
     boot_port: int
     admin: str
-    host_ip: str  # a non-loopback address of this machine; the xDS port listens on it too
+    host_ip: str  # a non-loopback address of this machine; the xDS port listens on all
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     tmp = tmp_path_factory.mktemp("addresses")
     api_port, xds_port, boot_port = free_port(), free_port(), free_port()
     data = web_mesh(tmp, xds_port=xds_port, bootstrap_port=boot_port, api_port=api_port)
-    data["control"]["xds_listen"] = f"0.0.0.0:{xds_port}"
+    data["control"]["xds_listen"] = f"[::]:{xds_port}"  # dual stack: IPv4 and IPv6 peers
     [host_ip, *_] = local_addresses()
     with control_plane_process(tmp, data):
         admin = (tmp / "data" / "admin-token").read_text().strip()
@@ -101,10 +101,10 @@ def _refused(plane: Plane) -> float:
 
 
 async def _register(
-    target: str, creds: WorkloadCredentials, instance: mesh_pb2.Instance
-) -> mesh_pb2.RegisterResponse | grpc.aio.AioRpcError:
-    """Register `instance` over mutual TLS to `target` and return the first reply (or the
-    error), then deregister."""
+    plane: Plane, target: str, creds: WorkloadCredentials, instance: mesh_pb2.Instance
+) -> tuple[mesh_pb2.RegisterResponse | grpc.aio.AioRpcError, object]:
+    """Register `instance` over mutual TLS to `target`: the first reply (or the error)
+    and the address the registry then holds for it (None: none), then deregister."""
     async with grpc.aio.secure_channel(
         target, mtls_channel_credentials(creds), GRPC_TLS_OPTIONS
     ) as channel:
@@ -112,23 +112,27 @@ async def _register(
         await call.write(mesh_pb2.RegisterRequest(instance=instance))
         try:
             reply: mesh_pb2.RegisterResponse = await call.read()
-            return reply
         except grpc.aio.AioRpcError as exc:
-            return exc
+            return exc, None
+        try:
+            await asyncio.to_thread(wait_for, lambda: instance.instance_id in _endpoints(plane), 10)
+            return reply, _endpoints(plane)[instance.instance_id]["address"]
         finally:
             call.cancel()
 
 
 def _register_sync(plane: Plane, creds, address: str, via: str = "127.0.0.1"):
+    """The reply (or error) and the registered address, `via` an address of the plane."""
     instance = mesh_pb2.Instance(instance_id=f"probe-{address}", address=address, port=15006)
-    return asyncio.run(_register(f"{via}:{plane.xds_port}", creds, instance))
+    host = f"[{via}]" if ":" in via else via
+    return asyncio.run(_register(plane, f"{host}:{plane.xds_port}", creds, instance))
 
 
 def test_a_foreign_address_is_refused_and_counted(plane: Plane):
     creds = _certify(plane, _token(plane), "grpc-1")
     assert _leaf_ips(creds.chain_pem) == []
     before = _refused(plane)
-    error = _register_sync(plane, creds, FOREIGN)
+    error, _ = _register_sync(plane, creds, FOREIGN)
     assert isinstance(error, grpc.aio.AioRpcError)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     details = error.details() or ""
@@ -140,18 +144,24 @@ def test_a_foreign_address_is_refused_and_counted(plane: Plane):
 
 def test_the_normal_paths_still_register(plane: Plane):
     creds = _certify(plane, _token(plane), "grpc-2")
-    # no address: the one the control plane sees; the peer address itself; loopback
-    for asked, via in [
-        ("", "127.0.0.1"),
-        ("127.0.0.1", "127.0.0.1"),
-        ("", plane.host_ip),
-        (plane.host_ip, plane.host_ip),
+    # no address: the one the control plane sees; the peer address itself (in any
+    # spelling); another loopback address from a loopback peer; IPv6 (grpcio writes
+    # `ipv6:%5B::1%5D:port`)
+    for asked, via, registered in [
+        ("", "127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1"),
+        ("::ffff:127.0.0.1", "127.0.0.1", "127.0.0.1"),
+        ("127.0.0.2", "127.0.0.1", "127.0.0.2"),
+        ("", plane.host_ip, plane.host_ip),
+        (plane.host_ip, plane.host_ip, plane.host_ip),
+        ("", "::1", "::1"),
+        ("0:0::1", "::1", "::1"),
     ]:
-        reply = _register_sync(plane, creds, asked, via)
-        assert isinstance(reply, mesh_pb2.RegisterResponse), reply
-        assert reply.status == "registered", (asked, via)
+        reply, address = _register_sync(plane, creds, asked, via)
+        assert isinstance(reply, mesh_pb2.RegisterResponse), (asked, via, reply)
+        assert reply.status == "registered" and address == registered, (asked, via, address)
     # a non-loopback peer may not point the control plane at loopback
-    error = _register_sync(plane, creds, "127.0.0.1", plane.host_ip)
+    error, _ = _register_sync(plane, creds, "127.0.0.1", plane.host_ip)
     assert isinstance(error, grpc.aio.AioRpcError)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert f"it connects from {plane.host_ip}" in (error.details() or "")
@@ -160,8 +170,9 @@ def test_the_normal_paths_still_register(plane: Plane):
 def test_an_address_the_token_allows_is_in_the_leaf_and_registers(plane: Plane):
     creds = _certify(plane, _token(plane, FOREIGN), "grpc-3")
     assert _leaf_ips(creds.chain_pem) == [FOREIGN]
-    reply = _register_sync(plane, creds, FOREIGN)
+    reply, address = _register_sync(plane, creds, FOREIGN)
     assert isinstance(reply, mesh_pb2.RegisterResponse) and reply.status == "registered"
+    assert address == FOREIGN
     # the API's "addresses" does the same
     status, made = api_call(
         plane.api_port,
