@@ -37,6 +37,8 @@ from cryptography import x509
 from gossamer.certs.sans import normalize_ip
 from gossamer.errors import GossamerError
 
+MAX_ADDRESS_LENGTH = 253  # a DNS name's longest; any IP address is shorter
+
 
 class AddressRefused(GossamerError):
     """A registration asked for an address its connection and certificate do not allow."""
@@ -95,6 +97,11 @@ def check_address(
                 "token with --allow-address ADDR",
             )
         return peer_ip
+    if len(requested) > MAX_ADDRESS_LENGTH:  # not echoed: it would only bloat the logs
+        raise AddressRefused(
+            f"{identity} may not register an address of {len(requested)} characters",
+            reason="foreign_address",
+        )
     asked_ip = normalize_ip(requested)
     if (
         asked_ip is not None

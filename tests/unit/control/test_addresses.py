@@ -54,6 +54,12 @@ def test_a_foreign_address_is_refused_saying_what_would_allow_it():
         check_address("catalog.example", "172.20.0.3", NONE)
 
 
+def test_an_overlong_address_is_refused_without_echoing_it():
+    with pytest.raises(AddressRefused) as info:
+        check_address("a" * 5000, "172.20.0.3", NONE)
+    assert info.value.message == "this sidecar may not register an address of 5000 characters"
+
+
 def test_addresses_the_leaf_carries_are_allowed():
     leaf = LeafAddresses(frozenset({"10.9.9.9", "2001:db8::5"}), frozenset({"web.example"}))
     assert check_address("10.9.9.9", "172.20.0.3", leaf) == "10.9.9.9"
