@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from gossamer.contract.ports import INBOUND_PORT
+from gossamer.contract.ports import ADMIN_PORT, INBOUND_PORT, METRICS_PORT
 from tests.docker.demo_load import HostLoad, loadgen_counts
 from tests.docker.pcap import tcp_segments
 from tests.helpers.docker_compose import ComposeProject, docker, require_engine
@@ -163,6 +164,11 @@ def test_prometheus_discovers_sidecars_and_stat_shows_live_rates(demo: ComposePr
 
     targets = wait_for("Prometheus scrapes every sidecar through http_sd", sidecar_targets, 60, 2)
     assert len(targets) == len(SIDECARS), [t["labels"] for t in targets]
+    # their metrics ports, found with the viewer token gossamer-bootstrap made for it
+    assert all(t["labels"]["instance"].endswith(f":{METRICS_PORT}") for t in targets), targets
+    with pytest.raises(urllib.error.HTTPError) as refused:  # and nobody finds them without
+        get_json(f"{API}/v1/http_sd")
+    assert refused.value.code == 401
 
     def rates() -> dict[str, float] | None:
         out = subprocess.run(
@@ -177,6 +183,45 @@ def test_prometheus_discovers_sidecars_and_stat_shows_live_rates(demo: ComposePr
 
     found = wait_for("gossamer stat --prometheus shows live rates", rates, 60, 3)
     print(f"gossamer stat --prometheus rps: {found}")
+
+
+_PROBE_PORTS = """
+import http.client, json, sys
+def get(host, port, path):
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=5)
+        c.request("GET", path)
+        r = c.getresponse()
+        return [r.status, r.read().decode("utf-8", "replace")[:20000]]
+    except Exception as exc:
+        return [type(exc).__name__, ""]
+print(json.dumps({h: {p: get(h, int(p.split("/")[0]), "/" + p.split("/", 1)[1])
+                      for p in sys.argv[2:]} for h in sys.argv[1].split(",")}))
+"""
+
+
+def test_admin_ports_stay_inside_their_namespaces(demo: ComposeProject):
+    """From another container on the network: each sidecar's metrics port answers
+    /metrics and nothing else; its admin port (/config_dump: policies and endpoints)
+    is not there (it listens on 127.0.0.1, and the iptables rules send a connection to
+    it to the inbound port, which wants mutual TLS)."""
+    hosts = ("web", "catalog", "inventory")
+    paths = (f"{METRICS_PORT}/metrics", f"{METRICS_PORT}/config_dump", f"{ADMIN_PORT}/config_dump")
+    out = demo.exec(
+        "gossamer-control", ["python3", "-c", _PROBE_PORTS, ",".join(hosts), *paths]
+    ).stdout
+    seen = json.loads(out)
+    for host in hosts:
+        metrics, dump_on_metrics, dump_on_admin = (seen[host][p] for p in paths)
+        assert metrics[0] == 200 and "gossamer_requests_total" in metrics[1], (host, metrics)
+        assert dump_on_metrics[0] == 404, (host, dump_on_metrics)
+        assert not isinstance(dump_on_admin[0], int), (host, dump_on_admin)
+    # inside the namespace (the health check's way) the admin port answers
+    script = (
+        "import urllib.request; print(urllib.request.urlopen("
+        f"'http://127.0.0.1:{ADMIN_PORT}/config_dump?resources=0', timeout=5).status)"
+    )
+    assert demo.exec("web-proxy", ["python3", "-c", script]).stdout.strip() == "200"
 
 
 def test_app_connections_cross_the_network_as_mutual_tls_only(demo: ComposeProject, tmp_path: Path):
