@@ -293,6 +293,12 @@ def install(
     """Install the REDIRECT rules (replacing earlier ones)."""
     from gossamer.proxy.listeners import transparent as ipt
 
+    if admin_port is not None:
+        click.echo(
+            "warning: --admin-port is ignored: the admin port listens on 127.0.0.1 and is "
+            "not exempt from interception (--exclude-inbound-ports PORT opens a port)",
+            err=True,
+        )
     spec = ipt.InterceptSpec(
         proxy_uid=proxy_uid,
         inbound_port=inbound_port,

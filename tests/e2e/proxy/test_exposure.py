@@ -108,3 +108,26 @@ def test_http_sd_open_when_mesh_yaml_says_so(tmp_path):
         assert json.dumps(groups).count(f"127.0.0.1:{web.metrics}") == 1
         log = mesh.control.output() if mesh.control is not None else ""
         assert "observability.http_sd is open" in log
+
+
+def test_http_sd_accepts_the_token_in_prometheus_token_file(tmp_path):
+    """mesh.yaml's observability.prometheus_token_file: its content is a viewer token,
+    re-read when the file is replaced (as gossamer inject's bootstrap hands it out)."""
+    token_file = tmp_path / "prometheus.token"
+    first, second = "gsa1_" + "f" * 40, "gsa1_" + "s" * 43
+    token_file.write_text(first + "\n")
+    with processes() as procs:
+        mesh = XdsMesh(tmp_path, procs, [http_service("web")])
+        mesh.observability = {"prometheus_token_file": "prometheus.token"}  # beside mesh.yaml
+        mesh.set_services(mesh.services)
+        web = _web(mesh)
+        api = mesh.ports["api"]
+        status, answer = api_call(api, "/v1/http_sd", first)
+        assert status == 200 and json.dumps(answer).count(f"127.0.0.1:{web.metrics}") == 1
+        assert api_call(api, "/v1/services", first)[0] == 200  # a viewer's reads
+        assert api_call(api, "/v1/tokens", first)[0] == 403  # and nothing more
+        replacement = tmp_path / "prometheus.token.new"
+        replacement.write_text(second + "\n")
+        replacement.replace(token_file)
+        assert api_call(api, "/v1/http_sd", first)[0] == 401
+        assert api_call(api, "/v1/http_sd", second)[0] == 200
