@@ -16,6 +16,7 @@ existed, or by `gossamer certs issue`, has no lineage.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,6 +24,9 @@ from pathlib import Path
 
 from gossamer.certs.crl import format_serial
 from gossamer.fsutil import atomic_write, locked
+from gossamer.logs import event
+
+log = logging.getLogger("gossamer.control.lineage")
 
 LINEAGE_FILE = "leaf-lineage.json"
 
@@ -49,9 +53,13 @@ class LeafLineage:
     def _read(self) -> dict[str, Leaf]:
         try:
             raw = json.loads(self.path.read_text())
+            return {e["serial"]: Leaf(**e) for e in raw.get("leaves", [])}
         except FileNotFoundError:
             return {}
-        return {e["serial"]: Leaf(**e) for e in raw.get("leaves", [])}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            event(log, logging.ERROR, "cannot read the leaf lineage; starting it afresh",
+                  file=str(self.path), error=str(exc))  # fmt: skip
+            return {}
 
     def record(self, serial: int, token_id: str, spiffe_id: str, not_after: float) -> Leaf:
         """Remember a newly issued leaf (and forget expired ones)."""

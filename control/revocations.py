@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,6 +29,9 @@ from typing import Any
 
 from gossamer.certs.crl import format_serial
 from gossamer.fsutil import atomic_write, locked
+from gossamer.logs import event
+
+log = logging.getLogger("gossamer.control.revocations")
 
 REVOCATIONS_FILE = "revocations.json"
 MAX_REASON = 200  # characters of a reason kept
@@ -82,8 +86,15 @@ class RevocationStore:
             return {}
         if self._cache[0] == stamp:
             return self._cache[1]
-        raw = json.loads(self.path.read_text())
-        entries = {e["serial"]: Revocation(**e) for e in raw.get("revoked", [])}
+        try:
+            raw = json.loads(self.path.read_text())
+            entries = {e["serial"]: Revocation(**e) for e in raw.get("revoked", [])}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            # written atomically, so only a hand edit gets here: keep what was read last
+            # (refusing every caller would stop the mesh, forgetting would un-revoke)
+            event(log, logging.ERROR, "cannot read the revocation list; keeping the last one read",
+                  file=str(self.path), error=str(exc))  # fmt: skip
+            return self._cache[1]
         self._cache = (stamp, entries)
         return entries
 

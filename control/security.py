@@ -161,9 +161,13 @@ class MeshSecurity:
         elif caller is not None:
             token_id = self.lineage.token_of(caller.serial_number)
         leaf = x509.load_pem_x509_certificate(bytes(reply.cert_chain))
-        self.lineage.record(
-            leaf.serial_number, token_id, reply.spiffe_id, float(reply.not_after_unix)
-        )
+        try:
+            self.lineage.record(
+                leaf.serial_number, token_id, reply.spiffe_id, float(reply.not_after_unix)
+            )
+        except OSError as exc:  # the leaf is issued: the caller gets it all the same
+            event(log, logging.ERROR, "cannot record the leaf's lineage", error=str(exc),
+                  serial=format_serial(leaf.serial_number))  # fmt: skip
         return reply
 
     async def _register(self, requests: Any, context: Any) -> Any:

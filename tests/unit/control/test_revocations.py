@@ -180,3 +180,13 @@ async def test_revoking_a_join_token_revokes_its_leaves(api):
         "11": record.token_id,
     }
     assert changes == [1]
+
+
+def test_an_unreadable_list_keeps_the_last_one_read(tmp_path):
+    store = RevocationStore(tmp_path)
+    store.revoke([(0x77, time.time() + 600, "", "")], reason="", by="t")
+    assert store.is_revoked(0x77)
+    (tmp_path / REVOCATIONS_FILE).write_text("{not json")
+    assert store.is_revoked(0x77)  # neither every caller refused nor the revocation lost
+    (tmp_path / "leaf-lineage.json").write_text("[]")
+    assert LeafLineage(tmp_path).token_of(0x77) == ""
