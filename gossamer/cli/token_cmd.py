@@ -226,14 +226,21 @@ def revoke(
 ) -> None:
     """Revoke the token with id TOKEN_ID (the second field of the token).
 
-    Through the control plane (--config mesh.yaml, --api or $GOSSAMER_API) this also
+    Through the control plane (--config mesh.yaml, --api, --token or $GOSSAMER_API) this also
     revokes every unexpired certificate the token produced (its sidecars' leaves, renewed
     ones included) unless --keep-certificates; on the CA directory alone it revokes only
     the token."""
-    if api or config or os.environ.get("GOSSAMER_API"):
+    if api or token or config or os.environ.get("GOSSAMER_API"):
         _revoke_through_api(token_id, keep_certificates, api, token, config, output)
         return
     from gossamer.certs.tokens import TokenStore
+    from gossamer.errors import UsageError
+
+    if keep_certificates:
+        raise UsageError(
+            "--keep-certificates goes with the control plane: only it revokes certificates",
+            hint="pass --config mesh.yaml or --api URL, or leave --keep-certificates out",
+        )
 
     path = resolve_dir(directory)
     record = TokenStore(path).revoke(token_id)
