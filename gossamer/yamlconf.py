@@ -37,6 +37,8 @@ _MISSING: Any = object()
 _COLLECTED: ContextVar[list[ConfigError] | None] = ContextVar(
     "gossamer_config_errors", default=None
 )
+
+
 @dataclass(frozen=True)
 class Node:
     """A value inside a loaded document, with where it came from."""
