@@ -141,8 +141,13 @@ async def test_revoked_peers_are_refused_both_ways_and_their_connections_closed(
             _layer, sink = await connect(web, port)
             await asyncio.wait_for(sink.lost, 5)  # TLS 1.3: refused after the client's Finished
             raise UpstreamConnectError("the server closed the connection")
-        await connect(other, port)
-        # the other direction: a client holding the CRL refuses a revoked server
+        _layer, pooled = await connect(other, port)
+        # the other direction: a client holding the CRL closes its (pooled) connections
+        # to a revoked server and refuses new ones
+        other.update(Credentials(other_creds.chain_pem, other_creds.key_pem,
+                                 other_creds.bundle_pem, crls_for(ca, server_serial)))  # fmt: skip
+        await asyncio.wait_for(pooled.lost, 5)
+        assert other.revoked_closed == 2 and other_sink.lost.done()  # both of its connections
         web.update(Credentials(web_creds.chain_pem, web_creds.key_pem, web_creds.bundle_pem,
                                crls_for(ca, server_serial)))  # fmt: skip
         with pytest.raises(UpstreamConnectError, match="revoked"):
