@@ -3,7 +3,8 @@
 `GossamerError` (the NACK path), never another exception.
 
 Input: a serialized `DiscoveryResponse`. Its resources go to the decoder of their own
-type URL (CDS, EDS, LDS, RDS, SDS: the trust bundle and its CRLs), in the client's subscription order; resources of
+type URL (CDS, EDS, LDS, RDS, SDS: the trust bundle and its CRLs, which then go into
+TLS contexts as the agent installs them), in the client's subscription order; resources of
 any other type go to the CDS decoder (which must refuse them cleanly). Each type that
 decodes is a piece, as the xDS client keeps it; when the pieces make a configuration
 (`missing` is empty) it is assembled and applied to a fresh sidecar. Seeds are the
@@ -23,10 +24,11 @@ from gossamer.contract import xds
 from gossamer.errors import GossamerError
 from gossamer.proxy.config import NodeInfo
 from gossamer.proxy.sidecar import Sidecar, SidecarOptions
+from gossamer.proxy.transport.tls_contexts import Credentials, build_contexts
 from gossamer.proxy.xds.clusters import decode_clusters
 from gossamer.proxy.xds.endpoints import decode_endpoints
 from gossamer.proxy.xds.listeners import decode_listeners, decode_routes
-from gossamer.proxy.xds.translate import Pieces, assemble, decode_trust, missing
+from gossamer.proxy.xds.translate import Pieces, TrustBundle, assemble, decode_trust, missing
 
 TRUST_DOMAIN = "gossamer.local"
 NODE = NodeInfo("web", "default", trust_domain=TRUST_DOMAIN)
@@ -61,8 +63,31 @@ def decode_all(resources: Sequence[Any]) -> Pieces:
     rds = _step("decode_routes", lambda: decode_routes(by_type[xds.ROUTE]))
     if rds is not None:
         pieces = pieces.replace(routes=rds)
-    _step("decode_trust", lambda: decode_trust(by_type[xds.SECRET]))
+    trust = _step("decode_trust", lambda: decode_trust(by_type[xds.SECRET]))
+    if trust is not None and trust.crl:  # as the agent installs it: into TLS contexts
+        _step("build_contexts", lambda: build_contexts(_credentials(trust)))
     return pieces
+
+
+_WORKLOAD: list[tuple[bytes, bytes]] = []  # (chain, key) of one leaf, made once
+
+
+def _credentials(trust: TrustBundle) -> Credentials:
+    """A fixed leaf with the decoded bundle and CRLs, as `Agent._on_bundle` makes them."""
+    if not _WORKLOAD:
+        import tempfile
+
+        from gossamer.certs.ca import CertificateAuthority
+        from gossamer.certs.keys import build_csr, generate_key, key_to_pem
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ca = CertificateAuthority.init(tmp, TRUST_DOMAIN)
+            key = generate_key()
+            uri = f"spiffe://{TRUST_DOMAIN}/ns/default/sa/web"
+            issued = ca.issue(build_csr(key, uri), uri, 3600 * 24 * 365)
+        _WORKLOAD.append((issued.chain_pem, key_to_pem(key)))
+    chain, key_pem = _WORKLOAD[0]
+    return Credentials(chain, key_pem, trust.bundle, trust.crl)
 
 
 def test_one_input(data: bytes) -> None:
