@@ -57,10 +57,16 @@ def test_killing_an_app_under_load_loses_no_request(tmp_path) -> None:
         outcomes: Counter[tuple[str, int]] = Counter()
         stop = threading.Event()
 
+        failures: list[tuple[str, int, str]] = []
+
         def load(method: str) -> None:
             while not stop.is_set():
-                status, _, _ = request(web.outbound, method, "/echo" if method == "POST" else "/")
+                status, _, error = request(
+                    web.outbound, method, "/echo" if method == "POST" else "/"
+                )
                 outcomes[(method, status)] += 1
+                if status != 200:
+                    failures.append((method, status, error))
 
         threads = [threading.Thread(target=load, args=(m,)) for m in ("GET", "POST", "POST")]
         for t in threads:
@@ -71,7 +77,10 @@ def test_killing_an_app_under_load_loses_no_request(tmp_path) -> None:
         stop.set()
         for t in threads:
             t.join(15)
-        failed = {k: v for k, v in outcomes.items() if k[1] != 200}
-        print(f"outcomes while catalog-1's app was killed: {dict(outcomes)}")
+        print(f"outcomes while catalog-1's app was killed: {dict(outcomes)}; {failures}")
         assert sum(outcomes.values()) >= 100, outcomes
-        assert not failed, f"requests failed: {failed}"
+        # the only failure allowed: a POST the app was handling when it died (reset after
+        # it reached the app: not safe to resend), at most one per POST client
+        unsafe = [f for f in failures if f[0] == "POST" and f[2] == "upstream-reset"]
+        assert len(unsafe) == len(failures), f"requests failed: {failures}"
+        assert len(unsafe) <= 2, f"more POSTs lost than were in flight: {failures}"
