@@ -12,10 +12,11 @@ from aiohttp import ClientSession, web
 from gossamer.certs import crl
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.tokens import TokenStore
+from gossamer.control import lineage as lineage_module
 from gossamer.control.api_tokens import ApiTokenStore
 from gossamer.control.audit import AuditLog
 from gossamer.control.crls import CrlSigner
-from gossamer.control.lineage import LeafLineage
+from gossamer.control.lineage import LINEAGE_FILE, LeafLineage
 from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.control.revocation_api import RevocationRoutes, add_revocation_routes
 from gossamer.control.revocations import REVOCATIONS_FILE, RevocationStore
@@ -69,8 +70,7 @@ def test_lineage_follows_renewals_and_forgets_expired_leaves(tmp_path):
     assert lineage.token_of(99) == ""
     clock.now += 150
     assert [leaf.serial_number for leaf in lineage.leaves_of("tok1")] == [11]
-    lineage.record(13, "tok2", "spiffe://x/ns/default/sa/b", clock.now + 200)
-    assert lineage.get(10) is None  # dropped at the next write
+    assert lineage.get(10) is None and lineage.get(11) is not None  # 10 has expired
 
 
 def test_crl_signer_signs_once_until_something_changes(tmp_path):
@@ -188,5 +188,33 @@ def test_an_unreadable_list_keeps_the_last_one_read(tmp_path):
     assert store.is_revoked(0x77)
     (tmp_path / REVOCATIONS_FILE).write_text("{not json")
     assert store.is_revoked(0x77)  # neither every caller refused nor the revocation lost
-    (tmp_path / "leaf-lineage.json").write_text("[]")
+    (tmp_path / LINEAGE_FILE).write_text("[]\n{not json\n")
     assert LeafLineage(tmp_path).token_of(0x77) == ""
+
+
+def test_lineage_is_an_append_only_log_compacted_when_mostly_expired(tmp_path, monkeypatch):
+    monkeypatch.setattr(lineage_module, "COMPACT_AFTER", 10)
+    clock = Clock()
+    lineage = LeafLineage(tmp_path, clock=clock)
+    for serial in range(1, 11):
+        lineage.record(serial, "old", "spiffe://x/ns/default/sa/a", clock.now + 10)
+    log_file = tmp_path / LINEAGE_FILE
+    assert len(log_file.read_text().splitlines()) == 10  # one line a leaf, nothing rewritten
+    other = LeafLineage(tmp_path, clock=clock)  # another replica on the same directory
+    other.record(11, "new", "spiffe://x/ns/default/sa/b", clock.now + 100)
+    assert lineage.token_of(11) == "new"  # the index follows lines appended by others
+    clock.now += 50  # the ten "old" leaves expire
+    lineage.record(12, "new", "spiffe://x/ns/default/sa/b", clock.now + 100)
+    assert [json.loads(x)["serial"] for x in log_file.read_text().splitlines()] == ["b", "c"]
+    assert [leaf.serial_number for leaf in other.leaves_of("new")] == [11, 12]  # re-read
+    assert log_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_torn_last_line_costs_only_itself(tmp_path):
+    lineage = LeafLineage(tmp_path)
+    lineage.record(1, "t1", "spiffe://x/ns/default/sa/a", time.time() + 100)
+    with (tmp_path / LINEAGE_FILE).open("a") as f:
+        f.write('{"serial": "2", "tok')  # a crash in the middle of a line
+    lineage.record(3, "t3", "spiffe://x/ns/default/sa/a", time.time() + 100)
+    fresh = LeafLineage(tmp_path)
+    assert (fresh.token_of(1), fresh.token_of(2), fresh.token_of(3)) == ("t1", "", "t3")
