@@ -4,7 +4,8 @@ Streams by protocol, xDS pushes and NACKs since start, snapshot publishes and th
 duration of the last one (the push latency the control plane adds), certificates
 issued, registry size, configuration reloads and errors, registrations refused (by
 reason: `foreign_address`, an address neither the connection nor the certificate
-allows; `no_peer_address`: control/addresses.py).
+allows; `no_peer_address`: control/addresses.py), operator API connections closed at
+its connection cap (control/api_limits.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ControlMetricSources:
     config_loads: Callable[[], int]
     config_error: Callable[[], bool]
     registrations_refused: Callable[[], Mapping[str, int]] = lambda: {}
+    api_overflows: Callable[[], int] = lambda: 0  # connections the operator API's cap cut
 
 
 class ControlCollector(Collector):
@@ -85,6 +87,11 @@ class ControlCollector(Collector):
         for reason in sorted({"foreign_address", *counts}):
             refused.add_metric([reason], counts.get(reason, 0))
         yield refused
+        yield CounterMetricFamily(
+            "gossamer_control_api_connections_overflow",
+            "Operator API connections closed or displaced at its connection cap",
+            value=self.s.api_overflows(),
+        )
 
 
 def metrics_renderer(sources: ControlMetricSources) -> Callable[[], bytes]:

@@ -82,6 +82,9 @@ class ApiServer:
                 config_loads=lambda: plane.watcher.loads,
                 config_error=lambda: plane.watcher.last_error is not None,
                 registrations_refused=lambda: security.registration.refused if security else {},
+                api_overflows=lambda: (
+                    self.connection_limit.overflows if self.connection_limit else 0
+                ),
             )
         )
         sources = ApiSources(

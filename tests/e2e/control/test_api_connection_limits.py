@@ -120,6 +120,15 @@ def test_api_flood_leaves_xds_its_descriptors(plane: Plane) -> None:
     assert api_seconds < API_CEILING
     assert fds - baseline <= API_CAP + 16  # the cap, and one accept batch in flight
     assert "operator API connection limit reached" in plane.log.read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{plane.api}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    overflows = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("gossamer_control_api_connections_overflow_total ")
+    )
+    # counted (not all FLOOD - API_CAP: the rest wait in the listen backlog meanwhile)
+    assert overflows > 0
 
 
 def test_slowloris_is_cut_at_the_header_timeout(plane: Plane) -> None:
