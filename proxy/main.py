@@ -30,6 +30,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from gossamer.contract import limits as contract_limits
 from gossamer.contract import ports
 from gossamer.errors import ConfigError, GossamerError, UsageError
 from gossamer.fdlimits import raise_nofile_limit
@@ -88,6 +89,8 @@ class ProxySettings:
     max_outbound_connections: int = limits.DEFAULT_MAX_OUTBOUND
     max_admin_connections: int = limits.DEFAULT_MAX_ADMIN
     handshake_timeout: float = limits.DEFAULT_HANDSHAKE_TIMEOUT
+    max_pipelined_requests: int = contract_limits.PIPELINED_REQUESTS
+    h2_max_concurrent_streams: int = contract_limits.H2_MAX_CONCURRENT_STREAMS
 
 
 def parse_app_port(text: str) -> AppPortArg:
@@ -234,7 +237,10 @@ def _options(settings: ProxySettings, node: NodeInfo, probe_port: int | None) ->
         drain_timeout=settings.drain_timeout,
         hold_until_ready=settings.hold,
         limits=ServerLimits(
-            header_timeout=settings.header_timeout, idle_timeout=settings.idle_timeout
+            header_timeout=settings.header_timeout,
+            idle_timeout=settings.idle_timeout,
+            pipeline_depth=settings.max_pipelined_requests,
+            h2_max_concurrent_streams=settings.h2_max_concurrent_streams,
         ),
         connections=limits.ListenerLimits(
             inbound=settings.max_inbound_connections,

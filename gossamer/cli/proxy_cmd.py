@@ -198,6 +198,22 @@ DEFAULT_PROXY_UID = 1337
     show_default=True,
     help="Seconds from accept a peer gets to finish the inbound TLS handshake.",
 )
+@click.option(
+    "--max-pipelined-requests",
+    type=click.IntRange(1, 1024),
+    default=limits.PIPELINED_REQUESTS,
+    show_default=True,
+    help="HTTP/1.1 requests a connection may have parsed and not yet answered; past it "
+    "the sidecar stops reading that connection until an answer has gone out.",
+)
+@click.option(
+    "--h2-max-concurrent-streams",
+    type=click.IntRange(1, 65535),
+    default=limits.H2_MAX_CONCURRENT_STREAMS,
+    show_default=True,
+    help="HTTP/2 streams in progress per downstream connection (advertised in SETTINGS); "
+    "more are refused with REFUSED_STREAM.",
+)
 @click.pass_context
 def proxy(ctx: click.Context, /, **opts: Any) -> None:
     """Run a sidecar proxy beside SERVICE (or manage iptables, see the subcommand).

@@ -13,6 +13,8 @@ MAX_INBOUND_CONNECTIONS = 4096  # peers over mTLS; at the cap, unproven ones are
 MAX_OUTBOUND_CONNECTIONS = 4096  # the local app; at the cap, newcomers are closed
 MAX_ADMIN_CONNECTIONS = 128  # probes and scrapes; at the cap, the oldest is displaced
 HANDSHAKE_TIMEOUT = 10.0  # seconds from accept to a finished inbound TLS handshake
+PIPELINED_REQUESTS = 16  # HTTP/1.1 requests parsed and not yet answered, per connection
+H2_MAX_CONCURRENT_STREAMS = 256  # HTTP/2 streams in progress per downstream connection
 
 # The control plane's operator API
 API_MAX_CONNECTIONS = 256

@@ -38,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gossamer.contract import limits
+
 # Reasons, the `reason` label of gossamer_downstream_h2_abuse_closed_total
 PREMATURE_RESETS = "premature_resets"
 RESET_FLOOD = "reset_flood"
@@ -51,7 +53,7 @@ class H2Limits:
 
     # streams in progress (handler task not finished); more get REFUSED_STREAM. Advertised
     # as SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 recommends at least 100; Go uses 250)
-    max_concurrent_streams: int = 256
+    max_concurrent_streams: int = limits.H2_MAX_CONCURRENT_STREAMS  # --h2-max-concurrent-streams
     # Envoy's defaults: 500 streams, 50 %, 1 s
     premature_reset_min_streams: int = 500
     premature_reset_percent: int = 50

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import h2.errors
 import h2.events
@@ -166,6 +167,9 @@ class H2Server(H2Base):
         h2_limits: H2Limits = DEFAULT_H2_LIMITS,
         on_abuse: Callable[[str, str], None] | None = None,
     ) -> None:
+        streams = limits.h2_max_concurrent_streams  # --h2-max-concurrent-streams
+        if h2_limits is DEFAULT_H2_LIMITS and streams != h2_limits.max_concurrent_streams:
+            h2_limits = replace(h2_limits, max_concurrent_streams=streams)
         super().__init__(client_side=False, max_streams=h2_limits.max_concurrent_streams)
         self.service = service
         self.info = info

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
-PIPELINE_DEPTH = 16  # requests parsed and not yet answered, per connection
+from gossamer.contract import limits
+
+PIPELINE_DEPTH = limits.PIPELINED_REQUESTS  # parsed, not yet answered (--max-pipelined-requests)
 MIN_REQUEST = 18  # len(b"GET / HTTP/1.1\r\n\r\n"): the shortest request llhttp accepts
 HEAD_END = b"\n\r\n"  # the end of every request head (and of a chunked body)
 H2_PRI = b"PRI * HTTP/2.0\r\n\r\n"  # the start of the HTTP/2 preface

@@ -37,6 +37,7 @@ from typing import Any
 
 import httptools
 
+from gossamer.contract.limits import H2_MAX_CONCURRENT_STREAMS
 from gossamer.proxy.service import Headers, Request, Response, Service, error_response, generated
 from gossamer.proxy.transport.http1.body import BodyStream, RequestBody
 from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
@@ -73,6 +74,7 @@ class ServerLimits:
     body_high_water: int = 262144
     replay_limit: int = 65536
     pipeline_depth: int = PIPELINE_DEPTH  # requests parsed and not yet answered
+    h2_max_concurrent_streams: int = H2_MAX_CONCURRENT_STREAMS  # HTTP/2 servers (h2/abuse.py)
 
 
 class _Reject(Exception):
