@@ -394,7 +394,11 @@ class Endpoint:
     of the mesh file): it is reached in plaintext (xDS: no `tlsMode` metadata).
     `priority`: its locality's priority (EDS; 0 first): traffic goes to the lowest
     priority that has a healthy endpoint. `address` is the one this sidecar connects to
-    (on a network it shares with the instance); `aliases` are the instance's others."""
+    (on a network it shares with the instance); `aliases` are the instance's others.
+    `primary`: the address the control plane verified (EDS `socket_address`), when
+    `address` is another one ("": `address` is it). Only the verified address names the
+    cluster for any original destination (transparent mode); the others are the
+    instance's unverified claims (`proxy/routing/router.py` `destination_index`)."""
 
     address: str
     port: int
@@ -404,6 +408,7 @@ class Endpoint:
     tls: bool = True
     priority: int = 0
     aliases: tuple[str, ...] = ()  # its other addresses (other networks), for destinations
+    primary: str = ""  # the verified address when `address` is another ("": `address`)
 
     def __post_init__(self) -> None:
         _port(self.port, f"endpoint {self.address}")

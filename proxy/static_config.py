@@ -1,8 +1,11 @@
 """A `ProxyConfig` from a YAML/JSON document, and back (for `/config_dump`).
 
 For running a sidecar without a control plane (`gossamer proxy --static-config FILE`)
-and for tests. Errors name the field path and line. `dump_config` produces the same
-shape, so `load_config(dump_config(c)) == c`. Example:
+and for tests. An endpoint's `aliases` are its other addresses, taken as its own
+unverified claims in transparent mode (pinned, never naming the cluster: see
+`proxy/routing/router.py`); `primary` is the verified one when `address` is not it.
+Errors name the field path and line. `dump_config` produces the same shape, so
+`load_config(dump_config(c)) == c`. Example:
 
     node: {service: web, namespace: default, zone: zone-a}
     listeners: {mode: explicit}
@@ -313,7 +316,9 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
     )
     endpoints = []
     for e in c.child("endpoints", []).items():
-        e.check_keys(["address", "port", "zone", "weight", "health", "tls", "priority", "aliases"])
+        e.check_keys(
+            ["address", "port", "zone", "weight", "health", "tls", "priority", "aliases", "primary"]
+        )
         endpoints.append(
             Endpoint(
                 address=e.child("address").string(),
@@ -324,6 +329,7 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
                 tls=e.child("tls", True).boolean(),
                 priority=e.child("priority", 0).integer(minimum=0, maximum=128),
                 aliases=tuple(e.child("aliases", []).string_list()),
+                primary=e.child("primary", "").string(),
             )
         )
     values: dict[str, Any] = {

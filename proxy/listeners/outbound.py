@@ -8,9 +8,13 @@ Connection dispatch (per accepted connection):
   catalog:5432`) or with a `Host` header naming a mesh service.
 - transparent mode: `SO_ORIGINAL_DST` gives the address the app dialled. If it is an
   endpoint of a mesh cluster on the cluster's port: HTTP clusters (http, http2, grpc)
-  are parsed as HTTP/1.1 or HTTP/2 (preface) and routed by Host/:authority (falling back to that cluster), TCP clusters are relayed over mTLS
-  to an endpoint the balancer picks. Any other destination passes through unchanged
-  as plain TCP (iptables excludes the proxy's own UID, so that does not loop).
+  are parsed as HTTP/1.1 or HTTP/2 (preface) and routed by Host/:authority (falling
+  back to that cluster), TCP clusters are relayed over mTLS to an endpoint the
+  balancer picks. An address that an endpoint only claims (an alias: the control plane
+  could not verify it) is pinned instead (`Snapshot.pinned`, `upstream/pinned.py`):
+  that address alone, which must present the cluster's identity. Any other destination
+  passes through unchanged as plain TCP (iptables excludes the proxy's own UID, so
+  that does not loop).
 
 Request path: telemetry -> errors -> route (virtual host, route, weighted cluster; adds
 `x-request-id` and `x-forwarded-proto`) -> timeout -> retry -> endpoint. Requests for
@@ -61,9 +65,10 @@ from gossamer.proxy.transport.http1.server import Http1Server, ServerLimits
 from gossamer.proxy.transport.pool import EndpointPool, open_plain
 from gossamer.proxy.transport.tls_contexts import CredentialHolder
 from gossamer.proxy.upstream.balancer import Host, RoundRobin
-from gossamer.proxy.upstream.cluster import ClusterRuntime, Snapshot
+from gossamer.proxy.upstream.cluster import Snapshot
 from gossamer.proxy.upstream.dispatch import endpoint_service
 from gossamer.proxy.upstream.outlier import LOCAL_FAILURE
+from gossamer.proxy.upstream.runtime import ClusterRuntime
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"})
 
@@ -149,7 +154,7 @@ class Outbound:
             if dst is not None and (here is None or dst != tuple(here[:2])):
                 info.original_dst = dst
                 name = snap.destinations.get(dst)
-                cluster = snap.clusters.get(name) if name is not None else None
+                cluster = snap.clusters.get(name) if name is not None else snap.pinned.get(dst)
                 if cluster is None:
                     if snap.config.listeners.passthrough:
                         self._spawn(self._tcp_passthrough(transport, self._hold(transport), dst))
@@ -215,8 +220,12 @@ class Outbound:
             req.route = route
         else:
             dst = req.conn.original_dst if req.conn is not None else None
-            dst_name = snap.destinations.get(dst) if dst is not None else None
-            cluster = snap.clusters.get(dst_name) if dst_name is not None else None
+            cluster = None
+            if dst is not None:
+                dst_name = snap.destinations.get(dst)
+                cluster = (
+                    snap.clusters.get(dst_name) if dst_name is not None else snap.pinned.get(dst)
+                )
             if cluster is None:
                 if snap.config.listeners.passthrough and (
                     req.method == "CONNECT" or req.conn.original_dst is not None or req.proxy_form

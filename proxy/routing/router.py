@@ -1,5 +1,6 @@
 """Routing: from a request's authority and path to a route, and from an original
-destination (transparent mode) to a cluster.
+destination (transparent mode) to a cluster, or to one endpoint of it (`Destinations`:
+an address only claimed by an endpoint is pinned to that address).
 
 Virtual hosts match the authority exactly (lower case, with or without port as the
 domains list them), then by the longest `*.suffix` wildcard, then `*`. Within a virtual
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from gossamer.proxy.config import Cluster, Endpoint, Route, RouteTable, VirtualHost
 
@@ -68,17 +70,50 @@ def pick_cluster(route: Route, rng: random.Random) -> str:
     return clusters[-1].name
 
 
+@dataclass(frozen=True, slots=True)
+class Destinations:
+    """Original destinations (transparent mode), from an address and service port.
+
+    `clusters`: an endpoint's verified address -> its cluster, balanced as usual.
+    `pinned`: an address some endpoint only claims (an alias) -> the cluster and the
+    endpoint to use, placed at that very address: the request goes there alone."""
+
+    clusters: dict[tuple[str, int], str]
+    pinned: dict[tuple[str, int], tuple[str, Endpoint]]
+
+
 def destination_index(
     clusters: Mapping[str, Cluster], endpoints: Mapping[str, Sequence[Endpoint]]
-) -> dict[tuple[str, int], str]:
-    """(endpoint address, service port) -> cluster, for original destinations.
+) -> Destinations:
+    """The original destinations of every endpoint on its cluster's service port.
 
     An app in transparent mode connects to an instance's address on the service port;
-    that pair names the cluster, whose balancer then picks the instance.
+    that pair names the cluster, whose balancer then picks the instance. Only the
+    address the control plane verified (`Endpoint.primary`, else `address`) is trusted
+    so: an instance's other addresses (`aliases`, and `address` when it is one of them:
+    the one this sidecar reaches it at) are its own claims, which the control plane
+    cannot check (issue 17 finding 10). So, first, every verified address is indexed,
+    in cluster order, before any claim: a claim never takes over an address some
+    endpoint registered as its own. Second, an address only claimed is pinned: the
+    connection goes to that same address (with the claimant's port and TLS mode) and
+    must present the cluster's identity, never to the cluster's other endpoints. A false
+    claim (service X naming the address of service Y's instance, or of a server outside
+    the mesh) then ends at the real owner of that address, which cannot present X's
+    identity: the handshake fails instead of the traffic reaching X. When several
+    endpoints claim one address (for one service port), the first claim names the
+    cluster; none is trusted more than another, and the pin goes to that address anyway.
     """
-    index: dict[tuple[str, int], str] = {}
+    verified: dict[tuple[str, int], str] = {}
     for name, cluster in clusters.items():
         for ep in endpoints.get(name, ()):
+            verified.setdefault((ep.primary or ep.address, cluster.port), name)
+    pinned: dict[tuple[str, int], tuple[str, Endpoint]] = {}
+    for name, cluster in clusters.items():
+        for ep in endpoints.get(name, ()):
+            own = ep.primary or ep.address
             for address in (ep.address, *ep.aliases):
-                index.setdefault((address, cluster.port), name)
-    return index
+                key = (address, cluster.port)
+                if address == own or key in verified or key in pinned:
+                    continue
+                pinned[key] = (name, replace(ep, address=address, aliases=(), primary=""))
+    return Destinations(verified, pinned)

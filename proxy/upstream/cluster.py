@@ -14,175 +14,24 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.errors import UpstreamConnectError
-from gossamer.proxy.config import (
-    Cluster,
-    Endpoint,
-    Health,
-    InboundConfig,
-    LbPolicy,
-    ProxyConfig,
-)
+from gossamer.proxy.config import Cluster, Endpoint, InboundConfig, ProxyConfig
 from gossamer.proxy.routing.router import Router, destination_index
 from gossamer.proxy.transport.h2.client import H2Client
 from gossamer.proxy.transport.h2.pool import H2Pool
 from gossamer.proxy.transport.http1.client import Http1Client
 from gossamer.proxy.transport.pool import EndpointPool, open_mtls, open_plain
 from gossamer.proxy.transport.tls_contexts import CredentialHolder, sni_for
-from gossamer.proxy.upstream import outlier
-from gossamer.proxy.upstream.balancer import Balancer, Host, make_balancer
+from gossamer.proxy.upstream.balancer import Host, make_balancer
 from gossamer.proxy.upstream.breaker import CircuitBreaker
 from gossamer.proxy.upstream.health_check import HealthChecker
+from gossamer.proxy.upstream.pinned import pin
+from gossamer.proxy.upstream.runtime import ClusterRuntime, Pool
 
 PoolKey = tuple[str, tuple[str, int]]
-Pool = EndpointPool | H2Pool  # HTTP/1.1 (and TCP tunnels) or multiplexed HTTP/2
-
-INF = float("inf")
-
-
-class ClusterRuntime:
-    """One cluster under one configuration: balancer, pools, breaker, and the hosts the
-    balancer avoids (ejected by outlier detection or failing active health checks)
-    unless too few are left (panic: every host takes traffic)."""
-
-    __slots__ = (
-        "balancer",
-        "breaker",
-        "clock",
-        "config",
-        "excluded",
-        "hash_header",
-        "hosts",
-        "measure_rtt",
-        "next_tick",
-        "on_eject",
-        "on_first_use",
-        "pools",
-        "recheck_at",
-        "rng",
-        "service_label",
-        "used",
-    )
-
-    def __init__(
-        self,
-        config: Cluster,
-        hosts: list[Host],
-        balancer: Balancer,
-        pools: dict[tuple[str, int], Pool],
-        clock: Callable[[], float],
-        on_eject: Callable[[str, str], None] | None = None,
-        *,
-        breaker: CircuitBreaker | None = None,
-        rng: random.Random | None = None,
-        used: bool = True,
-        on_first_use: Callable[[str], None] | None = None,
-    ) -> None:
-        self.config = config
-        self.used = used  # carried a request (health checks start then)
-        self.on_first_use = on_first_use
-        self.on_eject = on_eject  # (service, reason) when a host is ejected
-        self.hosts = hosts
-        self.balancer = balancer
-        self.pools = pools
-        self.clock = clock
-        self.breaker = breaker or CircuitBreaker(config.name, config.breaker)
-        self.rng = rng or random.Random()
-        self.hash_header = config.hash_header.lower().encode() if config.hash_header else None
-        self.service_label = config.service
-        self.measure_rtt = config.lb_policy is LbPolicy.EWMA
-        self.excluded: list[Host] = []
-        self.recheck_at = INF  # when the next ejection ends (INF: none)
-        now = clock()
-        self.next_tick = now + config.outlier.interval
-        self.refresh(now)
-
-    def refresh(self, now: float) -> None:
-        """Recompute the hosts to avoid; call after an ejection or a health change."""
-        out: list[Host] = []
-        until = INF
-        for h in self.balancer.hosts:
-            if h.ejected_until > now:
-                out.append(h)
-                until = min(until, h.ejected_until)
-            elif h.hc_failed:
-                out.append(h)
-        panic = self.config.panic_threshold
-        if out and panic:
-            healthy = sum(
-                1
-                for h in self.hosts
-                if h.endpoint.health is Health.HEALTHY
-                and not h.hc_failed
-                and h.ejected_until <= now
-            )
-            if healthy * 100 < panic * len(self.hosts):
-                out = []
-        self.excluded = out
-        self.recheck_at = until
-
-    def choose(self, headers: list[tuple[bytes, bytes]], avoid: list[Host]) -> Host | None:
-        """A host for the next try: not one already tried, nor an excluded one, when the
-        balancer has another."""
-        key = None
-        if self.hash_header is not None:
-            for k, v in headers:
-                if k.lower() == self.hash_header:
-                    key = v
-                    break
-        if not self.used:
-            self.used = True
-            if self.on_first_use is not None:
-                self.on_first_use(self.config.name)
-        if self.recheck_at != INF:
-            now = self.clock()
-            if now >= self.recheck_at:
-                self.refresh(now)
-        if self.excluded:
-            avoid = [*avoid, *self.excluded]
-        return self.balancer.choose(key, avoid)
-
-    def result(self, host: Host, status: int) -> None:
-        """One exchange's outcome for outlier detection: a status, or 0 (LOCAL_FAILURE)
-        for a connect failure or reset."""
-        if 0 < status < 500 and not (host.failures or host.errors_5xx):
-            host.sr_total += 1  # the common case, kept cheap
-            host.sr_ok += 1
-            return
-        now = self.clock()
-        reason = outlier.record(
-            host, status, self.balancer.hosts, self.config.outlier, now, self.rng
-        )
-        if reason is not None:
-            if self.on_eject is not None:
-                self.on_eject(self.service_label, reason)
-            self.refresh(now)
-
-    def succeeded(self, host: Host) -> None:
-        self.result(host, 200)
-
-    def failed(self, host: Host) -> None:
-        self.result(host, outlier.LOCAL_FAILURE)
-
-    def tick(self, now: float) -> None:
-        """Outlier detection's interval work, when the interval has passed."""
-        if now < self.next_tick:
-            return
-        self.next_tick = now + self.config.outlier.interval
-        for _, reason in outlier.tick(self.balancer.hosts, self.config.outlier, now, self.rng):
-            if self.on_eject is not None:
-                self.on_eject(self.service_label, reason)
-        self.refresh(now)
-
-    def health_changed(self) -> None:
-        """An active health check moved a host in or out."""
-        self.refresh(self.clock())
-
-    def pool(self, host: Host) -> Pool:
-        return self.pools[host.endpoint.key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +41,9 @@ class Snapshot:
     config: ProxyConfig
     router: Router
     clusters: Mapping[str, ClusterRuntime]
-    destinations: Mapping[tuple[str, int], str]
+    destinations: Mapping[tuple[str, int], str]  # a verified address -> its cluster
+    # an address only claimed (an alias) -> its cluster narrowed to that address
+    pinned: Mapping[tuple[str, int], ClusterRuntime] = field(default_factory=dict)
 
     @property
     def inbound(self) -> InboundConfig:
@@ -318,39 +169,53 @@ class ClusterManager:
                 return True
         return False
 
+    def _pool(
+        self,
+        pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]],
+        name: str,
+        cluster: Cluster,
+        ep: Endpoint,
+    ) -> Pool:
+        """The endpoint's pool under this configuration (the old one while its cluster
+        settings and TLS mode are the same), recorded in `pools`."""
+        old = self._pools.get((name, ep.key))
+        pool: Pool
+        if old is not None and old[0] == (cluster, ep.tls):
+            pool = old[1]
+        elif cluster.protocol.is_h2:
+            pool = H2Pool(
+                self._connector(cluster, ep),
+                idle_timeout=cluster.idle_timeout,
+                clock=self.clock,
+                scheme=b"https" if cluster.tls and ep.tls else b"http",
+                breaker=self.breaker(cluster),
+            )
+        else:
+            pool = EndpointPool(
+                self._connector(cluster, ep),
+                max_idle=cluster.max_idle_per_endpoint,
+                idle_timeout=cluster.idle_timeout,
+                clock=self.clock,
+                breaker=self.breaker(cluster),
+            )
+        pools[(name, ep.key)] = ((cluster, ep.tls), pool)
+        return pool
+
     def prepare(self, config: ProxyConfig) -> tuple[Snapshot, Callable[[], None]]:
         hosts: dict[tuple[str, Endpoint], Host] = {}
         pools: dict[PoolKey, tuple[tuple[Cluster, bool], Pool]] = {}
         runtimes: dict[str, ClusterRuntime] = {}
+
+        def host(name: str, ep: Endpoint) -> Host:
+            found = hosts[(name, ep)] = self._hosts.get((name, ep)) or Host(ep)
+            return found
+
         for name, cluster in config.clusters.items():
             cluster_hosts = []
             cluster_pools: dict[tuple[str, int], Pool] = {}
             for ep in config.endpoints.get(name, ()):
-                host = self._hosts.get((name, ep)) or Host(ep)
-                hosts[(name, ep)] = host
-                cluster_hosts.append(host)
-                old = self._pools.get((name, ep.key))
-                pool: Pool
-                if old is not None and old[0] == (cluster, ep.tls):
-                    pool = old[1]
-                elif cluster.protocol.is_h2:
-                    pool = H2Pool(
-                        self._connector(cluster, ep),
-                        idle_timeout=cluster.idle_timeout,
-                        clock=self.clock,
-                        scheme=b"https" if cluster.tls and ep.tls else b"http",
-                        breaker=self.breaker(cluster),
-                    )
-                else:
-                    pool = EndpointPool(
-                        self._connector(cluster, ep),
-                        max_idle=cluster.max_idle_per_endpoint,
-                        idle_timeout=cluster.idle_timeout,
-                        clock=self.clock,
-                        breaker=self.breaker(cluster),
-                    )
-                pools[(name, ep.key)] = ((cluster, ep.tls), pool)
-                cluster_pools[ep.key] = pool
+                cluster_hosts.append(host(name, ep))
+                cluster_pools[ep.key] = self._pool(pools, name, cluster, ep)
             balancer = make_balancer(
                 cluster.lb_policy,
                 cluster_hosts,
@@ -371,11 +236,17 @@ class ClusterManager:
                 used=cluster.health_check is None or name in self._used,
                 on_first_use=self._first_use,
             )
+        destinations = destination_index(config.clusters, config.endpoints)
         snapshot = Snapshot(
             config=config,
             router=Router(config.routes),
             clusters=runtimes,
-            destinations=destination_index(config.clusters, config.endpoints),
+            destinations=destinations.clusters,
+            pinned=pin(
+                destinations.pinned,
+                runtimes,
+                lambda name, cluster, ep: (host(name, ep), self._pool(pools, name, cluster, ep)),
+            ),
         )
 
         def commit() -> None:

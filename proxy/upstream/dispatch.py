@@ -33,8 +33,8 @@ from gossamer.proxy.service import (
 from gossamer.proxy.transport.h2.client import StreamRefused
 from gossamer.proxy.upstream.balancer import Host, observe_rtt
 from gossamer.proxy.upstream.breaker import CircuitBreaker
-from gossamer.proxy.upstream.cluster import ClusterRuntime
 from gossamer.proxy.upstream.outlier import LOCAL_FAILURE
+from gossamer.proxy.upstream.runtime import ClusterRuntime
 
 Clock = Callable[[], float]
 

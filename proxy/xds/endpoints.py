@@ -7,6 +7,12 @@ the cluster's transport socket match, whether it is reached over mutual TLS). Lo
 weights are not used: the balancer keeps to its own zone while it has healthy
 endpoints. Named endpoints and endpoints without an address are refused.
 
+An instance on several networks: its `socket_address` is the one the control plane
+verified; its `additional_addresses` are its own unverified claims. The endpoint is
+reached at the one on a network this sidecar shares (`connect_address`), keeps the
+others as `aliases` and, when it is reached at a claimed one, the verified one as
+`primary` (only that one names the cluster for transparent-mode destinations).
+
 Also the small helpers every decoder uses (clusters, listeners, translate):
 unpacking an Any with a clear error, durations and Struct values.
 """
@@ -129,6 +135,7 @@ def load_assignment(
             endpoint = Endpoint(
                 address=address,
                 aliases=tuple(a for a in (sock.address, *others) if a != address),
+                primary=sock.address if address != sock.address else "",
                 port=sock.port_value,
                 zone=zone,
                 weight=min(max(weight, 1), MAX_WEIGHT),

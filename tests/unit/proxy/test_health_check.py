@@ -100,7 +100,7 @@ def test_the_checker_takes_a_failing_host_out_and_stops_with_the_target():
 
 def test_the_cluster_avoids_hosts_failing_checks_unless_in_panic():
     from gossamer.proxy.upstream.balancer import RoundRobin
-    from gossamer.proxy.upstream.cluster import ClusterRuntime
+    from gossamer.proxy.upstream.runtime import ClusterRuntime
 
     hs = [Host(Endpoint(f"10.0.0.{i}", 1)) for i in range(3)]
     config = Cluster("c", "catalog", 80, tls=False, panic_threshold=50.0, health_check=CHECK)

@@ -73,7 +73,13 @@ def test_eds_carries_other_addresses_and_the_sidecar_connects_on_its_network():
     (on_both,) = load_assignment(cla, cla.cluster_name, [BACKNET, FRONTNET])
     assert on_both.endpoint.address == "172.20.0.3"
 
-    # transparent mode: the app may dial either address; both name the cluster
+    # the verified address is kept apart from the claimed one it is reached at
+    assert on_front.endpoint.primary == "172.20.0.3" and on_both.endpoint.primary == ""
+
+    # transparent mode: the app may dial either address; the verified one names the
+    # cluster, the claimed one is pinned to that address (with the cluster's identity)
     cluster = Cluster(name=cla.cluster_name, service="backend", port=8000, tls=False)
     index = destination_index({cluster.name: cluster}, {cluster.name: [on_front.endpoint]})
-    assert index[("172.21.0.3", 8000)] == index[("172.20.0.3", 8000)] == cluster.name
+    assert index.clusters == {("172.20.0.3", 8000): cluster.name}
+    name, pinned = index.pinned[("172.21.0.3", 8000)]
+    assert name == cluster.name and pinned.key == on_front.endpoint.key == ("172.21.0.3", 15006)

@@ -13,7 +13,7 @@ from gossamer.proxy.config import Cluster, Endpoint, OutlierDetection
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 from gossamer.proxy.upstream import outlier
 from gossamer.proxy.upstream.balancer import Host, RoundRobin
-from gossamer.proxy.upstream.cluster import ClusterRuntime
+from gossamer.proxy.upstream.runtime import ClusterRuntime
 
 GW = OutlierDetection(consecutive_failures=3, base_ejection=5.0, max_ejection=12.0)
 RNG = random.Random(7)

@@ -55,4 +55,9 @@ def test_destination_index_maps_endpoint_address_and_service_port():
         "d": (Endpoint("10.0.0.3", 15006),),
     }
     index = destination_index(clusters, endpoints)
-    assert index == {("10.0.0.1", 8080): "c", ("10.0.0.2", 8080): "c", ("10.0.0.3", 5432): "d"}
+    assert index.clusters == {
+        ("10.0.0.1", 8080): "c",
+        ("10.0.0.2", 8080): "c",
+        ("10.0.0.3", 5432): "d",
+    }
+    assert index.pinned == {}

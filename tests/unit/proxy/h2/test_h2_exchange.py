@@ -327,8 +327,8 @@ async def test_a_refused_stream_goes_to_another_endpoint() -> None:
 
     from gossamer.proxy.config import Cluster, Endpoint, OutlierDetection, Protocol
     from gossamer.proxy.upstream.balancer import Host, RoundRobin
-    from gossamer.proxy.upstream.cluster import ClusterRuntime
     from gossamer.proxy.upstream.dispatch import endpoint_service
+    from gossamer.proxy.upstream.runtime import ClusterRuntime
 
     refusing, serving = App(), App()
     tracker = ConnectionTracker()
