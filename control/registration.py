@@ -22,13 +22,21 @@ networks it does not share with the control plane) cannot be checked: the contro
 has no way to see them, and Docker assigns them at start, so no token could list them
 in advance. They are kept, minus loopback, unspecified, multicast and link-local
 addresses and the primary, and travel only in EDS (`additional_addresses`) to the
-sidecars that may call this service. There the harm a false one can do stays with this
-service and its own callers: a calling sidecar on that network connects to it instead
-of the primary, and every mesh connection checks the callee's SPIFFE ID over mutual
-TLS, so a host there that is not this service fails the handshake (its callers get
-errors, as they would from a broken instance); and in transparent mode the callers'
-connections to that address on this service's ports (as declared in mesh.yaml) are
-routed to this service. The control plane never scrapes nor publishes them.
+sidecars that may call this service, which treat them as the instance's claims. There
+the harm a false one can do stays with this service and its own callers: a calling
+sidecar on that network connects to it instead of the primary, and every mesh
+connection checks the callee's SPIFFE ID over mutual TLS, so a host there that is not
+this service fails the handshake (its callers get errors, as they would from a broken
+instance). In transparent mode a claimed address never takes over one that any
+endpoint registered as its verified primary, and a caller's connection to an address
+only claimed goes to that very address, which must present this service's identity
+(`proxy/routing/router.py` `destination_index`, `proxy/upstream/pinned.py`): a claim
+of another instance's or a server's address ends in a failed handshake there, never
+at this service. What remains: when two services claim the same address on the same
+service port, the first claim (in cluster order) is the identity expected there, so a
+false claim can make a real other address of another service fail for callers in
+transparent mode (no traffic reaches the claimant). The control plane never scrapes
+nor publishes them.
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ plane sends the others as the endpoint's EDS `additional_addresses`. A caller th
 only one of those networks must connect to the address on that network:
 `connect_address` picks it, with no I/O. `local_networks` reads the interfaces (ioctl
 SIOCGIFADDR / SIOCGIFNETMASK on each interface, primary IPv4 address only).
+
+Only the primary address is verified by the control plane (it is the one the sidecar
+connected from); the others are the instance's own claims. The address picked here is
+only where to connect: when it is a claimed one, the endpoint keeps the verified one as
+`Endpoint.primary`, and in transparent mode only that one names the cluster for an
+original destination, while a claimed one is pinned to itself
+(`proxy/routing/router.py` `destination_index`).
 """
 
 from __future__ import annotations
