@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +54,18 @@ def _digest(token: str) -> str:
 MIN_FILE_TOKEN = 16  # characters: a shorter secret in a token file is refused
 
 
+def _unsafe_token_file(st: os.stat_result) -> str:
+    """Why a token file could hold a token someone other than its owner chose ("" if
+    none): a symbolic link, or writable by its group or by everyone."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_mode & 0o022:
+        return f"is writable by its group or by everyone (mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
+
+
 class FileToken:
     """A token kept in a file (not in the store), with the role it grants."""
 
@@ -64,11 +78,15 @@ class FileToken:
     def record(self) -> ApiToken | None:
         """The token the file holds now (None: absent, unreadable or too short)."""
         try:
-            st = self.path.stat()
+            st = self.path.lstat()
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
             if stamp != self._stamp:
-                text = self.path.read_text(encoding="utf-8").strip()
                 self._stamp, self._record, self.error = stamp, None, None
+                unsafe = _unsafe_token_file(st)
+                if unsafe:  # whoever can write it chooses a valid token
+                    self.error = f"{self.path} {unsafe}; not used as a token"
+                    return None
+                text = self.path.read_text(encoding="utf-8").strip()
                 if len(text) < MIN_FILE_TOKEN:
                     self.error = f"{self.path} holds fewer than {MIN_FILE_TOKEN} characters"
                 else:
