@@ -15,19 +15,25 @@ The bytes depend only on those inputs (certs/crl.py `crl_times`, deterministic E
 not on when or by which replica they are signed, so the ROOTCA secret's version (a hash
 of its content) changes exactly when its content must, and replicas sharing the CA and
 the data directory serve the same version. Entries of leaves that expired before the
-period started are left out and pruned from the list.
+period started are left out and pruned from the list; pruning is best effort (a list
+that cannot be written, or read: control/revocations.py), the CRLs are signed anyway.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 
 from gossamer.certs import crl
 from gossamer.certs.ca import CertificateAuthority
+from gossamer.errors import GossamerError
+from gossamer.logs import event
 
 from .revocations import RevocationStore
+
+log = logging.getLogger("gossamer.control.crls")
 
 Key = tuple[object, object, float]
 
@@ -61,7 +67,11 @@ class CrlSigner:
         """The concatenated PEM CRLs, signed again only when `due()`."""
         if self.due():
             period = crl.period_start(self._clock(), self.validity)
-            self._revocations.prune(before=period)
+            try:
+                self._revocations.prune(before=period)
+            except (OSError, GossamerError) as exc:  # best effort: sign what is there
+                event(log, logging.WARNING, "cannot prune expired revocations; signing the "
+                      "CRLs with them", error=getattr(exc, "message", None) or str(exc))  # fmt: skip
             key = self._inputs()  # pruning may rewrite the file
             self._pem = self._sign(period)
             self._key = key

@@ -2,8 +2,19 @@
 
 Kept apart from operator_api.py (as observe_api.py is). Routes (role needed):
 
-  POST /v1/revocations {serial, reason?}    revoke one leaf by its hex serial   operator
+  POST /v1/revocations {serial, reason?, not_after?}
+                                            revoke one leaf by its hex serial,  operator
+                                            and every leaf renewed from it
   GET  /v1/revocations                      the revoked leaves not yet expired  viewer
+
+Revoking a serial also revokes its descendants in the leaf lineage (control/lineage.py:
+the unexpired leaves renewed from it, directly or through other renewals), so a stolen
+key renewed at once into a fresh leaf is cut off with it, and an old serial taken from a
+log still reaches the leaf its sidecar uses now; the answer lists them
+(`descendants_revoked`). The revoked leaf's expiry comes from the lineage; else from
+`not_after` (seconds since the epoch, as `gossamer certs revoke --cert FILE` reads it
+from the certificate); else it is unknown and the entry is kept for the longest
+lifetime any leaf can have (`UNKNOWN_LIFETIME`, 720 h).
 
 and the lineage half of `DELETE /v1/tokens/{id}` (`revoke_token_leaves`, the operator
 API's `on_token_revoked` hook): revoking a join token also revokes every unexpired leaf
@@ -13,10 +24,13 @@ request says `?keep_certificates=true`.
 Every revocation is audited (who, serial, reason) and pushed at once: `on_change` signs
 the CRLs again and publishes the ROOTCA secret to every sidecar. A serial that is not
 hex, or too long, is a 400 that says so; revoking a serial again keeps its first entry.
+More than `MAX_REVOCATIONS` live entries is a 400; a revocation list the control plane
+cannot read (control/revocations.py) is a 503 and nothing is written over it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +40,13 @@ from aiohttp import web
 from gossamer.certs.crl import format_serial, parse_serial
 from gossamer.control.api_tokens import ApiToken
 from gossamer.control.lineage import LeafLineage
-from gossamer.control.operator_api import OperatorApi, _json
-from gossamer.control.revocations import Revocation, RevocationStore
+from gossamer.control.operator_api import OperatorApi, Refused, _json
+from gossamer.control.revocations import (
+    UNKNOWN_LIFETIME,
+    Revocation,
+    RevocationStore,
+    RevocationsUnavailable,
+)
 from gossamer.errors import ConfigError
 
 MAX_REASON = 200
@@ -50,25 +69,49 @@ class RevocationRoutes:
         self.on_change = on_change
 
     def _revoke(
-        self, serials: list[int], reason: str, caller: ApiToken
-    ) -> list[tuple[Revocation, bool]]:
-        wanted = []
+        self,
+        serials: list[int],
+        reason: str,
+        caller: ApiToken,
+        *,
+        not_after: float | None = None,
+    ) -> tuple[list[tuple[Revocation, bool]], list[tuple[Revocation, bool]]]:
+        """Revoke `serials` and their descendants: (the entries of `serials`, those of
+        the descendants not among them), each with whether it is new. `not_after`: the
+        expiry of `serials`' leaves when the lineage does not know them."""
+        now = time.time()
+        wanted: dict[int, tuple[int, float, str, str]] = {}
         for serial in serials:
-            leaf = self.lineage.get(serial)
+            leaf = self.lineage.find(serial)
             if leaf is not None:
-                wanted.append((serial, leaf.not_after, leaf.spiffe_id, leaf.token_id))
+                wanted[serial] = (serial, leaf.not_after, leaf.spiffe_id, leaf.token_id)
+            elif not_after is not None:
+                wanted[serial] = (serial, not_after, "", "")
             else:  # unknown expiry: no leaf outlives the longest lifetime from now
-                wanted.append((serial, time.time() + self.max_cert_ttl, "", ""))
-        done = self.revocations.revoke(wanted, reason=reason, by=caller.name)
-        for entry, new in done:
+                wanted[serial] = (serial, now + max(UNKNOWN_LIFETIME, self.max_cert_ttl), "", "")
+        extra: dict[int, tuple[int, float, str, str]] = {}
+        for serial in serials:
+            for leaf in self.lineage.descendants(serial):
+                number = leaf.serial_number
+                if number not in wanted:
+                    extra[number] = (number, leaf.not_after, leaf.spiffe_id, leaf.token_id)
+        try:
+            done = self.revocations.revoke(
+                [*wanted.values(), *extra.values()], reason=reason, by=caller.name
+            )
+        except RevocationsUnavailable as exc:
+            raise Refused(503, exc.message) from None
+        for (entry, new), serial in zip(done, [*wanted, *extra], strict=True):
             if new:
+                descends = {} if serial in wanted else {"renewed_from_revoked": True}
                 self.api.audit.record(
                     caller.name, caller.role, "revoke certificate", entry.serial, "ok",
                     reason=entry.reason, spiffe_id=entry.spiffe_id, token_id=entry.token_id,
+                    **descends,
                 )  # fmt: skip
         if any(new for _, new in done):
             self.on_change()
-        return done
+        return done[: len(wanted)], done[len(wanted) :]
 
     async def revoke(self, request: web.Request, caller: ApiToken) -> web.Response:
         body = await self.api._body(request)
@@ -76,11 +119,30 @@ class RevocationRoutes:
         reason = body.get("reason") or ""
         if not isinstance(reason, str) or len(reason) > MAX_REASON:
             raise ConfigError(f"reason must be text of at most {MAX_REASON} characters")
-        [(entry, new)] = self._revoke([serial], reason, caller)
-        known = self.lineage.get(serial) is not None
+        not_after = body.get("not_after")
+        if not_after is not None and (
+            isinstance(not_after, bool)
+            or not isinstance(not_after, int | float)
+            or not math.isfinite(not_after)
+        ):
+            raise ConfigError(
+                f"not_after must be the certificate's expiry in seconds since the epoch, "
+                f"got {not_after!r}",
+                field="not_after",
+            )
+        known = self.lineage.find(serial) is not None
+        [(entry, new)], extra = self._revoke(
+            [serial], reason, caller, not_after=None if not_after is None else float(not_after)
+        )
         return _json(
-            {**entry.public(), "already_revoked": not new, "issued_here": known},
-            201 if new else 200,
+            {
+                **entry.public(),
+                "already_revoked": not new,
+                "issued_here": known,
+                "expired": entry.not_after <= time.time(),
+                "descendants_revoked": [e.serial for e, _ in extra],
+            },
+            201 if new or any(n for _, n in extra) else 200,
         )
 
     async def list(self, request: web.Request, caller: ApiToken) -> web.Response:
@@ -93,10 +155,10 @@ class RevocationRoutes:
         leaves = self.lineage.leaves_of(token_id)
         if keep_certificates:
             return {"certificates_kept": [leaf.serial for leaf in leaves]}
-        done = self._revoke(
+        done, extra = self._revoke(
             [leaf.serial_number for leaf in leaves], f"join token {token_id} revoked", caller
         )
-        return {"certificates_revoked": [format_serial(e.serial_number) for e, _ in done]}
+        return {"certificates_revoked": [format_serial(e.serial_number) for e, _ in done + extra]}
 
 
 def add_revocation_routes(app: web.Application, routes: RevocationRoutes) -> None:

@@ -10,7 +10,11 @@ itself into a fresh leaf), Registration and ADS (`identify` raises). Long-lived 
 (ADS and Registration streams) are remembered with their caller's serial, and
 `cut_revoked` ends those of a newly revoked caller: its configuration stops, its
 endpoint is deregistered (peers refuse its leaf anyway) and its reconnection is refused.
-Every issued leaf is recorded with the join token it descends from (`_certify`).
+Every issued leaf is recorded with the join token it descends from and, for a renewal,
+the caller's leaf it renews (`_certify`): revoking a serial also revokes the leaves
+renewed from it (control/revocation_api.py). A renewal that races with the revocation
+of the caller's leaf (revoked while the new leaf was being signed) gets its new leaf
+revoked too and is refused.
 
 Created at start from mesh.yaml's `trust_domain` and `control.ca_dir`. If the directory
 holds no CA yet one is created (as istiod makes a self-signed root) and its pin logged;
@@ -34,7 +38,7 @@ from gossamer.certs.errors import CaNotFound, TokenError
 from gossamer.certs.tokens import TokenStore, parse_token
 from gossamer.contract import grpcio_calls as calls
 from gossamer.contract import mesh_pb2
-from gossamer.errors import AuthorizationDenied, ConfigError
+from gossamer.errors import AuthorizationDenied, ConfigError, GossamerError
 from gossamer.logs import event
 
 from .audit import AuditLog
@@ -94,6 +98,7 @@ class MeshSecurity:
         self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
         records = data_dir if data_dir is not None else ca_dir.parent / "data"
         self.revocations = RevocationStore(records)
+        self.revocations.check()  # unreadable: a start-up error, not an empty list
         self.lineage = LeafLineage(records)
         self.max_cert_ttl = max_cert_ttl
         self.crls = CrlSigner(self.ca.get, self.revocations, max_cert_ttl=max_cert_ttl)
@@ -152,7 +157,7 @@ class MeshSecurity:
         await self._refuse_revoked(context)
         caller = peer_certificate(context)
         reply = await self.identity.certify(request, context)
-        token_id = ""
+        token_id, parent = "", 0
         if request.token:
             try:
                 token_id = parse_token(request.token).token_id
@@ -160,14 +165,33 @@ class MeshSecurity:
                 token_id = ""
         elif caller is not None:
             token_id = self.lineage.token_of(caller.serial_number)
+            parent = caller.serial_number
         leaf = x509.load_pem_x509_certificate(bytes(reply.cert_chain))
+        not_after = float(reply.not_after_unix)
         try:
             self.lineage.record(
-                leaf.serial_number, token_id, reply.spiffe_id, float(reply.not_after_unix)
+                leaf.serial_number, token_id, reply.spiffe_id, not_after, parent=parent
             )
         except OSError as exc:  # the leaf is issued: the caller gets it all the same
             event(log, logging.ERROR, "cannot record the leaf's lineage", error=str(exc),
                   serial=format_serial(leaf.serial_number))  # fmt: skip
+        if parent and self.revocations.is_revoked(parent):
+            # revoked while its renewal was being signed: the revocation did not see the
+            # new leaf in the lineage, so it is revoked here (the CRLs follow within a
+            # second: the ca-watcher sees the list change)
+            why = f"certificate {format_serial(parent)} has been revoked"
+            try:
+                self.revocations.revoke(
+                    [(leaf.serial_number, not_after, reply.spiffe_id, token_id)],
+                    reason=f"renewed from revoked certificate {format_serial(parent)}",
+                    by="control-plane",
+                )
+            except (OSError, GossamerError) as exc:
+                event(log, logging.ERROR, "cannot revoke a leaf renewed from a revoked one",
+                      serial=format_serial(leaf.serial_number), error=str(exc))  # fmt: skip
+            event(log, logging.WARNING, "revoked certificate refused", peer=context.peer(),
+                  reason=why)  # fmt: skip
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         return reply
 
     async def _register(self, requests: Any, context: Any) -> Any:

@@ -134,22 +134,40 @@ class ControlPlane:
 
     async def _watch_ca(self) -> None:
         """Push a rotated trust bundle, a changed revocation list and CRLs signed again
-        (before they expire) to every sidecar within about a second."""
+        (before they expire) to every sidecar within about a second. Nothing a tick
+        raises ends the watch (a task that died would leave the CRLs unsigned until they
+        expire, and then every handshake of the mesh fails): it is logged, once per
+        distinct error, and the next tick tries again."""
         assert self.security is not None
         stamp = self.security.ca_stamp()
+        failing = ""
         while True:
             await asyncio.sleep(CA_POLL_SECONDS)
             try:
-                current = self.security.ca_stamp()
-                crl_due = self.security.crls.due()
-            except (OSError, ValueError, GossamerError):
+                stamp = self._watch_tick(stamp)
+            except Exception as exc:  # the watch must outlive any error
+                error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                if error != failing:
+                    event(log, logging.ERROR, "cannot check the CA or sign the CRLs; trying "
+                          "again every second", error=error)  # fmt: skip
+                failing = error
                 continue
-            if current != stamp:
-                stamp = current
-                self._refresh_trust_bundle()
-                event(log, logging.INFO, "trust bundle changed: pushing it to every sidecar")
-            elif crl_due:
-                self.refresh_revocations()
+            if failing:
+                event(log, logging.INFO, "the CA and the CRLs are checked again")
+                failing = ""
+
+    def _watch_tick(self, stamp: tuple[int, int]) -> tuple[int, int]:
+        """One tick of `_watch_ca`; returns the CA stamp pushed."""
+        assert self.security is not None
+        current = self.security.ca_stamp()
+        if current != stamp:
+            # signs the CRLs for the new issuers and also ends the calls of a caller
+            # revoked in the same tick
+            self.refresh_revocations()
+            event(log, logging.INFO, "trust bundle changed: pushing it to every sidecar")
+        elif self.security.crls.due():
+            self.refresh_revocations()
+        return current
 
     def refresh_revocations(self) -> None:
         """Sign the CRLs again now (the revocation list changed) and push them."""

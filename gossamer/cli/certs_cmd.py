@@ -103,6 +103,22 @@ def init(
     )
 
 
+def parse_leaf_ttl(text: str) -> float:
+    """`certs issue --ttl`: at most MAX_TTL_CAP (720 h), the longest lifetime any leaf
+    has (the control plane keeps a revocation whose leaf it does not know that long)."""
+    from gossamer.durations import format_duration
+    from gossamer.meshconfig.schema import MAX_TTL_CAP
+
+    seconds = parse_ttl(text)
+    if seconds > MAX_TTL_CAP:
+        raise UsageError(
+            f"--ttl: a leaf may live at most {format_duration(MAX_TTL_CAP)}, not {text}",
+            hint="the longest leaf lifetime, as for control.max_cert_ttl; issue a new leaf "
+            "before it expires",
+        )
+    return seconds
+
+
 @certs.command()
 @click.option(
     "--csr",
@@ -113,7 +129,9 @@ def init(
 )
 @click.option("--identity", required=True, help="spiffe://<td>/ns/<namespace>/sa/<service>")
 @ca_dir_option
-@click.option("--ttl", default="24h", show_default=True, help="Lifetime of the leaf.")
+@click.option(
+    "--ttl", default="24h", show_default=True, help="Lifetime of the leaf (at most 720h)."
+)
 @click.option("--allow-dns", multiple=True, help="DNS name the CSR may carry (repeatable).")
 @click.option(
     "--out",
@@ -132,7 +150,9 @@ def issue(
     from gossamer.certs.ca import CertificateAuthority
 
     ca = CertificateAuthority.load(resolve_dir(directory))
-    issued = ca.issue(read_file(csr_file, "CSR"), identity, parse_ttl(ttl), allowed_dns=allow_dns)
+    issued = ca.issue(
+        read_file(csr_file, "CSR"), identity, parse_leaf_ttl(ttl), allowed_dns=allow_dns
+    )
     if out is not None:
         out.write_bytes(issued.chain_pem)
         click.echo(
