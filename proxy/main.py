@@ -36,7 +36,9 @@ from gossamer.errors import ConfigError, GossamerError, UsageError
 from gossamer.fdlimits import raise_nofile_limit
 from gossamer.logs import event, setup_logging
 from gossamer.proxy.agent.app_probe import ProbeSpec
+from gossamer.proxy.agent.replicas import bootstrap_addresses, expand, parse_addresses
 from gossamer.proxy.agent.session import Agent, AgentOptions
+from gossamer.proxy.agent.state import StateDir
 from gossamer.proxy.config import AppPort, InboundConfig, NodeInfo, Protocol, ProxyConfig
 from gossamer.proxy.listeners import limits
 from gossamer.proxy.sidecar import Sidecar, SidecarOptions
@@ -65,6 +67,8 @@ class ProxySettings:
     instance_id: str | None = None
     advertise_address: str | None = None
     cert_ttl: int = 0
+    state_dir: Path | None = None
+    control_probe_interval: float = 30.0
     inbound_port: int = ports.INBOUND_PORT
     outbound_port: int = ports.OUTBOUND_PORT
     admin_port: int = ports.ADMIN_PORT
@@ -106,13 +110,6 @@ def parse_app_port(text: str) -> AppPortArg:
     if protocol not in ("http", "tcp"):
         raise UsageError(f"--app-port {text!r}: protocol must be http or tcp")
     return AppPortArg(int(app), Protocol(protocol), int(service) if sep else None)
-
-
-def parse_hostport(text: str, flag: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise UsageError(f"{flag} {text!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def run(settings: ProxySettings) -> None:
@@ -158,6 +155,7 @@ TOKEN_FLAG_WARNING = (
 
 
 def _token(settings: ProxySettings) -> str:
+    """The join token ("" when none is given and a state directory may replace it)."""
     if settings.token:
         print(TOKEN_FLAG_WARNING, file=sys.stderr, flush=True)
     token = settings.token or os.environ.get("GOSSAMER_TOKEN")
@@ -168,11 +166,13 @@ def _token(settings: ProxySettings) -> str:
             raise ConfigError(
                 f"cannot read the token file {settings.token_file}: {exc.strerror}"
             ) from None
-    if not settings.control or not token:
+    if not settings.control or (not token and settings.state_dir is None):
         raise UsageError(
             "--control and a token (--token, --token-file or $GOSSAMER_TOKEN) are required",
             hint="or run from a file: --static-config FILE --cert F --key F --bundle F",
         )
+    if not token:
+        return ""  # the state directory must hold a usable identity (checked at start)
     from gossamer.certs.tokens import parse_token
 
     parse_token(token)  # a malformed token fails here, before anything starts
@@ -181,12 +181,14 @@ def _token(settings: ProxySettings) -> str:
 
 def _agent_options(settings: ProxySettings, app_ports: tuple[AppPortArg, ...]) -> AgentOptions:
     token = _token(settings)
-    control = parse_hostport(str(settings.control), "--control")
+    control = expand(parse_addresses(str(settings.control), "--control"))
     bootstrap = (
-        parse_hostport(settings.bootstrap, "--bootstrap")
+        expand(parse_addresses(settings.bootstrap, "--bootstrap"))
         if settings.bootstrap
-        else (control[0], ports.BOOTSTRAP_PORT)
+        else bootstrap_addresses(control, ports.BOOTSTRAP_PORT)
     )
+    if settings.state_dir is not None:
+        StateDir.open(settings.state_dir)  # refused here, before anything listens
     instance = settings.instance_id or f"{socket.gethostname()}-{settings.inbound_port}"
     return AgentOptions(
         control=control,
@@ -197,6 +199,8 @@ def _agent_options(settings: ProxySettings, app_ports: tuple[AppPortArg, ...]) -
         cert_ttl=settings.cert_ttl,
         address=settings.advertise_address or "",
         drain_notice=settings.drain_notice,
+        state_dir=settings.state_dir,
+        probe_interval=settings.control_probe_interval,
     )
 
 

@@ -34,12 +34,31 @@ DEFAULT_PROXY_UID = 1337
 )
 @click.option(
     "--control",
-    help="Control plane address HOST:PORT: its xds_listen port (mutual TLS; 15012 by default).",
+    help="Control plane address HOST:PORT (its xds_listen port: mutual TLS, 15012 by "
+    "default), or several replicas' as HOST:PORT,HOST:PORT,... in preference order (this "
+    "node's first), or a name resolving to several addresses. The sidecar moves to the "
+    "next replica when its replica fails, and back when the first answers again.",
 )
 @click.option(
     "--bootstrap",
-    help="Control plane bootstrap address HOST:PORT, where the join token is exchanged for "
-    "the first certificate [default: the --control host, port 15011].",
+    help="Control plane bootstrap address(es) HOST:PORT[,HOST:PORT...], where the join token "
+    "is exchanged for the first certificate, tried in turn [default: each --control host, "
+    "port 15011].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory (created 0700, the sidecar user's own) where the sidecar keeps its "
+    "certificate, key and last accepted configuration, so a restart serves at once even "
+    "with no control plane up. A usable identity there replaces the join token.",
+)
+@click.option(
+    "--control-probe-interval",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between probes of the preferred control-plane replica while the sidecar "
+    "uses another one (jittered by 20%).",
 )
 @click.option(
     "--token",

@@ -6,9 +6,13 @@ certificate); later messages report health changes: `healthy` / `unhealthy` from
 app's readiness probe, `draining` when the sidecar shuts down. Closing the stream
 deregisters the instance (the control plane revokes its lease at once).
 
-When the stream fails, the instance is registered again after a jittered back-off; the
-control plane lets the same instance id take over its previous lease, so a reconnect
-does not wait for the old lease to expire.
+When the stream fails, the failure goes to the channels (agent/channels.py: a replica
+that is gone makes the sidecar move to the next one) and the instance is registered
+again, at once on a replica not yet tried, else after a jittered back-off; the control
+plane lets the same instance id take over its previous lease (shared through etcd
+between replicas), so a reconnect does not wait for the old lease to expire. When the
+channels move to another replica while this stream is fine (back to the preferred
+one), `move()` registers there first and then ends the old stream (make before break).
 
 A certificate renewal does not reopen this stream: the connection it runs on stays up
 (TLS is not re-checked on an open connection), and reopening would make the registry
@@ -27,7 +31,7 @@ from typing import Any
 from gossamer.contract import mesh_pb2
 from gossamer.contract.rpc import REGISTER
 from gossamer.logs import event
-from gossamer.proxy.agent.channels import Channels, reconnect_delay
+from gossamer.proxy.agent.channels import Channels
 from gossamer.proxy.transport.grpc_client import Channel, GrpcError, Status
 
 log = logging.getLogger("gossamer.proxy.agent.registration")
@@ -56,6 +60,8 @@ class Registration:
         self._closing = False
         self._stream: Any = None
         self._finished = asyncio.Event()
+        self._moved = asyncio.Event()
+        self.target = ""  # the control plane replica of the last registration
 
     def set_health(self, health: str) -> None:
         if health != self.health:
@@ -68,25 +74,45 @@ class Registration:
         finally:
             self._finished.set()
 
+    def move(self) -> None:
+        """The current control-plane replica changed: re-register there (agent/channels.py
+        calls this after a failover or a move back to the preferred replica)."""
+        self._moved.set()
+
     async def _run(self) -> None:
         attempt = 0
+        handed: tuple[Channel, Any] | None = None  # a session a move opened already
         while not self._closing:
-            channel = self.channels.acquire()
+            channel, stream = handed if handed is not None else (self.channels.acquire(), None)
+            handed = None
+            status = ""
             try:
-                if await self._session(channel):
-                    attempt = 0
+                if stream is None:
+                    stream = await self._open(channel)
+                handed = await self._hold(channel, stream)
+                attempt = 0
             except GrpcError as exc:
-                self.last_error = f"{exc.code().name}: {exc.details()}"
+                status = exc.code().name
+                self.last_error = f"{status}: {exc.details()}"
                 if exc.code() in (Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT):
                     event(log, logging.ERROR, "registration refused", error=exc.details())
             finally:
-                self.registered = False
-                self._stream = None
+                self.registered = self.registered and handed is not None
+                if handed is None:
+                    self._stream = None
+                if status:
+                    self.channels.failed(channel, status)  # may move to another replica
+                if stream is not None and handed is not None:
+                    # moved: the new replica's registration took over this one's lease;
+                    # ending this stream removes nothing more
+                    with contextlib.suppress(GrpcError):
+                        await stream.end()
+                    stream.cancel()
                 await self.channels.release(channel)
-            if self._closing:
-                return
+            if self._closing or handed is not None:
+                continue
             attempt += 1
-            delay = reconnect_delay(attempt, self.rng, cap=self.max_backoff)
+            delay = self.channels.retry_delay(attempt, self.rng, self.max_backoff)
             event(
                 log,
                 logging.WARNING,
@@ -94,23 +120,45 @@ class Registration:
                 error=self.last_error,
                 retry_in=round(delay, 2),
             )
-            await asyncio.sleep(delay)
+            self._moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), delay)  # a move: at once
 
-    async def _session(self, channel: Channel) -> bool:
-        stream = self._stream = await channel.stream(REGISTER)
+    async def _open(self, channel: Channel) -> Any:
+        """Open a registration stream on `channel` and register; returns the stream."""
+        stream = await channel.stream(REGISTER)
+        try:
+            instance = mesh_pb2.Instance()
+            instance.CopyFrom(self.instance)
+            instance.health = sent = self.health
+            await stream.send(mesh_pb2.RegisterRequest(instance=instance).SerializeToString())
+            reply = await stream.recv()
+            if reply is None:
+                raise GrpcError(Status.UNAVAILABLE, "the control plane ended the registration")
+            status = mesh_pb2.RegisterResponse.FromString(reply)
+            if status.status != "registered":
+                raise GrpcError(Status.INVALID_ARGUMENT, status.message or status.status)
+        except BaseException:
+            stream.cancel()
+            raise
         self.sessions += 1
-        instance = mesh_pb2.Instance()
-        instance.CopyFrom(self.instance)
-        instance.health = sent = self.health
-        await stream.send(mesh_pb2.RegisterRequest(instance=instance).SerializeToString())
-        reply = await stream.recv()
-        if reply is None:
-            raise GrpcError(Status.UNAVAILABLE, "the control plane ended the registration")
-        status = mesh_pb2.RegisterResponse.FromString(reply)
-        if status.status != "registered":
-            raise GrpcError(Status.INVALID_ARGUMENT, status.message or status.status)
+        self._stream = stream
         self.registered, self.acked_health, self.last_error = True, sent, None
-        event(log, logging.INFO, "instance registered", instance=self.instance.instance_id)
+        self.channels.succeeded(channel)
+        self.target = channel.target
+        event(
+            log,
+            logging.INFO,
+            "instance registered",
+            instance=self.instance.instance_id,
+            control=channel.target,
+        )
+        return stream
+
+    async def _hold(self, channel: Channel, stream: Any) -> tuple[Channel, Any] | None:
+        """Keep the session: send health changes until the stream fails (raises), the
+        registration is closed (None), or a move opened a session elsewhere (returned)."""
+        sent = self.acked_health
         reader = asyncio.ensure_future(self._read(stream))
         try:
             while True:
@@ -118,17 +166,44 @@ class Registration:
                     sent = self.health
                     await stream.send(mesh_pb2.RegisterRequest(health=sent).SerializeToString())
                     continue
+                if self._moved.is_set() and not self._closing:
+                    self._moved.clear()
+                    moved = await self._open_elsewhere(channel)
+                    if moved is not None:
+                        return moved
                 self._changed.clear()
                 changed = asyncio.ensure_future(self._changed.wait())
-                await asyncio.wait({changed, reader}, return_when=asyncio.FIRST_COMPLETED)
+                moving = asyncio.ensure_future(self._moved.wait())
+                await asyncio.wait({changed, moving, reader}, return_when=asyncio.FIRST_COMPLETED)
                 changed.cancel()
+                moving.cancel()
                 if reader.done():
                     reader.result()  # raises the stream's error
                     if self._closing:
-                        return True
+                        return None
                     raise GrpcError(Status.UNAVAILABLE, "the control plane ended the registration")
         finally:
             reader.cancel()
+
+    async def _open_elsewhere(self, channel: Channel) -> tuple[Channel, Any] | None:
+        """After a move, register on the new current replica before leaving this one
+        (make before break: peers never see the endpoint missing)."""
+        new = self.channels.acquire()
+        if new is channel:
+            await self.channels.release(new)
+            return None
+        try:
+            return new, await self._open(new)
+        except GrpcError as exc:
+            event(
+                log,
+                logging.WARNING,
+                "could not register on the new replica; staying",
+                error=f"{exc.code().name}: {exc.details()}",
+            )
+            self.channels.failed(new, exc.code().name)
+            await self.channels.release(new)
+            return None
 
     async def _read(self, stream: Any) -> None:
         while (raw := await stream.recv()) is not None:

@@ -13,8 +13,24 @@ and the registration stream (registration.py), whose health follows the app's re
 probe. An unreachable control plane is retried with back-off (and logged); a refused
 token or a CA pin that does not match ends start-up with the reason.
 
+Several control-plane replicas (`control`, in preference order; replicas.py): bootstrap
+tries the `bootstrap` addresses in turn; ADS, registration and renewal use the current
+replica's channel (channels.py), move to the next replica within moments when it fails,
+and back to the preferred one when a probe finds it answering again. Each move is
+logged, counted (`gossamer_control_plane_moves_total`) and shown in `/config_dump`
+(`xds.control_plane`).
+
+Static stability across restarts (`state_dir`; state.py, state_keeper.py): the
+certificate, key, trust bundle and CRLs, and the last accepted xDS resources are kept
+there. A restart that finds a usable identity installs it and the stored configuration
+before any control plane answers, so the sidecar serves (and is ready) at once; the
+join token is then not presented at all (it may have expired or been used up), and is
+only needed again if the stored leaf is unusable or expires while no control plane can
+renew it. Then ADS (sending the stored versions), registration and renewal go on in
+the background as usual.
+
 Renewal: at `renewal_time()` (50-80% of the leaf's life) a new key is certified over the
-mTLS channel (retried with back-off on failure), swapped into the data path (open
+mTLS channel (retried on every replica in turn, with back-off once all failed), swapped into the data path (open
 connections keep the old one), and the channel to the control plane is replaced: the
 ADS stream moves to the new one at once; the registration stream stays where it is
 (see registration.py) and the old channel closes when nothing uses it any more. The
@@ -37,6 +53,8 @@ import datetime as dt
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from gossamer.certs.rotation import renewal_time
 from gossamer.certs.spiffe import SpiffeId
@@ -46,6 +64,8 @@ from gossamer.logs import event
 from gossamer.proxy.agent.bootstrap import WorkloadCredentials, bootstrap, mtls_context, renew
 from gossamer.proxy.agent.channels import ControlChannels, reconnect_delay
 from gossamer.proxy.agent.registration import Registration
+from gossamer.proxy.agent.replicas import Address, ReplicaSet, format_address
+from gossamer.proxy.agent.state_keeper import StateKeeper
 from gossamer.proxy.config import NodeInfo
 from gossamer.proxy.sidecar import Sidecar
 from gossamer.proxy.transport.local_networks import local_addresses
@@ -56,11 +76,15 @@ from gossamer.proxy.xds.translate import AppPortArg, TrustBundle
 log = logging.getLogger("gossamer.proxy.agent.session")
 
 
+class NoIdentity(GossamerError):
+    """Neither a usable state directory nor a join token."""
+
+
 @dataclass(frozen=True)
 class AgentOptions:
-    control: tuple[str, int]
-    bootstrap: tuple[str, int]
-    token: str
+    control: tuple[Address, ...]  # in preference order: this node's replica first
+    bootstrap: tuple[Address, ...]
+    token: str  # "" only with a state directory
     instance_id: str
     app_ports: tuple[AppPortArg, ...] = ()
     cert_ttl: int = 0  # seconds asked for (0: the control plane's default)
@@ -69,6 +93,8 @@ class AgentOptions:
     labels: dict[str, str] = field(default_factory=dict)
     drain_notice: float = 1.0
     max_backoff: float = 5.0
+    state_dir: Path | None = None
+    probe_interval: float = 30.0  # seconds between probes of the preferred replica
 
 
 class Agent:
@@ -83,45 +109,70 @@ class Agent:
         self.xds: XdsClient | None = None
         self.registration: Registration | None = None
         self.renewals = 0
+        self.restored = False  # started from the state directory
         self.crl_pem = b""  # the CRLs of the last ROOTCA secret
         self._received = dt.datetime.now(dt.UTC)  # when the current leaf arrived
         self._tasks: list[asyncio.Task[None]] = []
+        node = sidecar.options.node
+        self.keeper = (
+            StateKeeper(options.state_dir, node.service, node.namespace, options.instance_id)
+            if options.state_dir is not None
+            else None
+        )
 
     # -- start-up ----------------------------------------------------------------------
     async def _bootstrap(self) -> WorkloadCredentials:
-        host, port = self.options.bootstrap
-        node = self.sidecar.options.node
+        """Certify with the join token, trying the bootstrap addresses in turn."""
+        if not self.options.token:
+            raise NoIdentity(
+                f"no usable identity in the state directory {self.options.state_dir} "
+                "and no join token",
+                hint="give --token-file (or $GOSSAMER_TOKEN) for the first start",
+            )
+        addresses = self.options.bootstrap
         attempt = 0
         while True:
-            try:
-                return await bootstrap(
-                    host,
-                    port,
-                    self.options.token,
-                    node.service,
-                    node.namespace,
-                    ttl_seconds=self.options.cert_ttl,
-                    instance_id=self.options.instance_id,
-                )
-            except UpstreamConnectError as exc:
-                attempt += 1
-                delay = reconnect_delay(attempt, self.rng, cap=self.options.max_backoff)
-                event(
-                    log,
-                    logging.WARNING,
-                    "control plane unreachable; retrying",
-                    error=exc.message,
-                    retry_in=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+            for host, port in addresses:
+                try:
+                    return await self._bootstrap_at(host, port)
+                except UpstreamConnectError as exc:
+                    error = exc.message
+                    event(log, logging.WARNING, "control plane unreachable for bootstrap",
+                          target=format_address((host, port)), error=error)  # fmt: skip
+            attempt += 1
+            delay = reconnect_delay(attempt, self.rng, cap=self.options.max_backoff)
+            event(
+                log,
+                logging.WARNING,
+                "control plane unreachable; retrying",
+                error=error,
+                retry_in=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
 
-    def _install(self, creds: WorkloadCredentials) -> None:
-        if self.credentials is None or creds.chain_pem != self.credentials.chain_pem:
+    async def _bootstrap_at(self, host: str, port: int) -> WorkloadCredentials:
+        node = self.sidecar.options.node
+        return await bootstrap(
+            host,
+            port,
+            self.options.token,
+            node.service,
+            node.namespace,
+            ttl_seconds=self.options.cert_ttl,
+            instance_id=self.options.instance_id,
+        )
+
+    def _install(self, creds: WorkloadCredentials, received: dt.datetime | None = None) -> None:
+        if received is not None:
+            self._received = received
+        elif self.credentials is None or creds.chain_pem != self.credentials.chain_pem:
             self._received = dt.datetime.now(dt.UTC)
         self.credentials = creds
         self.sidecar.rotate(
             Credentials(creds.chain_pem, creds.key_pem, creds.bundle_pem, self.crl_pem)
         )
+        if self.keeper is not None:
+            self.keeper.save_identity(creds, self.crl_pem, self._received)
 
     def _on_bundle(self, trust: TrustBundle) -> None:
         creds = self.credentials
@@ -136,13 +187,29 @@ class Agent:
             raise
         event(log, logging.INFO, "trust bundle updated", crl_bytes=len(trust.crl))
 
+    def _restore_identity(self) -> WorkloadCredentials | None:
+        """The stored certificate, installed, if the state directory holds a usable one."""
+        if self.keeper is None:
+            return None
+        found = self.keeper.load_identity()
+        if found is None:
+            return None
+        creds, crl, received = found
+        self.crl_pem = crl
+        self._install(creds, received)
+        return creds
+
     async def start(self) -> None:
-        creds = await self._bootstrap()
-        self._install(creds)
+        creds = self._restore_identity()
+        self.restored = creds is not None
+        if creds is None:
+            creds = await self._bootstrap()
+            self._install(creds)
         opts, sidecar = self.options, self.sidecar
         sid = SpiffeId.parse(creds.spiffe_id)
         node = dataclasses.replace(sidecar.options.node, trust_domain=sid.trust_domain)
-        self.channels = ControlChannels(*opts.control, mtls_context(creds))
+        replicas = ReplicaSet(opts.control, probe_interval=opts.probe_interval, rng=self.rng)
+        self.channels = ControlChannels(replicas, mtls_context(creds))
         self.xds = XdsClient(
             NodeInfo(node.service, node.namespace, node.zone, node.node, node.trust_domain),
             opts.instance_id,
@@ -154,18 +221,44 @@ class Agent:
             rng=self.rng,
             max_backoff=opts.max_backoff,
         )
-        sidecar.xds_status = self.xds.status
+        if self.keeper is not None:
+            self.keeper.attach(self.xds, restore=self.restored)
+        sidecar.xds_status = self._xds_status
+        sidecar.telemetry.metrics.add_counter(
+            "gossamer_control_plane_moves",
+            "Moves of this sidecar from one control-plane replica to another.",
+            lambda: replicas.moves,
+        )
         self.registration = Registration(self.channels, self._instance(), rng=self.rng)
-        registration = self.registration
+        registration, xds = self.registration, self.xds
+        self.channels.on_move += [xds.restart, registration.move]
         sidecar.probe.on_change = lambda ready: registration.set_health(
             "healthy" if ready else "unhealthy"
         )
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self.xds.run(), name="xds"),
+            loop.create_task(xds.run(), name="xds"),
             loop.create_task(registration.run(), name="registration"),
             loop.create_task(self._renewals(), name="renewal"),
         ]
+        if replicas.several:
+            self._tasks.append(loop.create_task(self.channels.run_probes(), name="probes"))
+        if self.keeper is not None:
+            self._tasks.append(loop.create_task(self.keeper.run(), name="state"))
+
+    def _xds_status(self, *, resources: bool = False) -> dict[str, Any]:
+        assert self.xds is not None and self.channels is not None
+        out = self.xds.status(resources=resources)
+        replicas = self.channels.replicas
+        out["control_plane"] = {
+            "current": self.channels.target,
+            "preferred": replicas.preferred,
+            "addresses": [format_address(a) for a in replicas.addresses],
+            "moves": replicas.moves,
+            "registered_at": self.registration.target if self.registration else "",
+            "started_from_state": self.restored,
+        }
+        return out
 
     def _instance(self) -> mesh_pb2.Instance:
         opts, sidecar = self.options, self.sidecar
@@ -208,18 +301,28 @@ class Agent:
             assert self.xds is not None
             self.xds.restart()
             self.renewals += 1
+            event(log, logging.INFO, "certificate renewed", control=self.channels.target,
+                  renewals=self.renewals)  # fmt: skip
 
     async def _renew_once(self, creds: WorkloadCredentials) -> WorkloadCredentials:
+        """Renew over the current replica's channel, retrying (and failing over) until
+        it works; a leaf that expired meanwhile is replaced with the join token."""
         attempt = 0
         assert self.channels is not None
         while True:
+            left = (creds.not_after - dt.datetime.now(dt.UTC)).total_seconds()
+            if left <= 0 and self.options.token:
+                with contextlib.suppress(UpstreamConnectError):
+                    return await self._bootstrap_any()
             channel = self.channels.acquire()
             try:
                 return await renew(channel, ttl_seconds=self.options.cert_ttl)
             except GossamerError as exc:
                 attempt += 1
-                left = (creds.not_after - dt.datetime.now(dt.UTC)).total_seconds()
-                delay = min(reconnect_delay(attempt, self.rng), max(0.5, left / 10))
+                if isinstance(exc, UpstreamConnectError):
+                    self.channels.failed(channel, "UNAVAILABLE")
+                delay = self.channels.retry_delay(attempt, self.rng, self.options.max_backoff)
+                delay = min(delay, max(0.5, left / 10))
                 event(
                     log,
                     logging.ERROR if left < 60 else logging.WARNING,
@@ -231,6 +334,16 @@ class Agent:
             finally:
                 await self.channels.release(channel)
             await asyncio.sleep(delay)
+
+    async def _bootstrap_any(self) -> WorkloadCredentials:
+        """One pass over the bootstrap addresses with the join token."""
+        error = "no bootstrap address"
+        for host, port in self.options.bootstrap:
+            try:
+                return await self._bootstrap_at(host, port)
+            except UpstreamConnectError as exc:
+                error = exc.message
+        raise UpstreamConnectError(error)
 
     # -- stop --------------------------------------------------------------------------
     async def stop(self, grace: float | None = None) -> None:

@@ -110,6 +110,11 @@ class Channel:
             if not await conn.ping(self.keepalive_timeout):
                 conn._close(GrpcError(Status.UNAVAILABLE, "no answer to keepalive ping"))
 
+    async def ping(self, timeout: float) -> bool:
+        """Connect if needed and send an HTTP/2 PING: True when the server answers."""
+        conn = await self._connection()
+        return await conn.ping(timeout)
+
     async def stream(self, path: str, *, timeout: float | None = None) -> Stream:
         """Open a call (streaming either way); messages are serialised protobufs."""
         conn = await self._connection()

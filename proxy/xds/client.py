@@ -16,10 +16,16 @@ translation in translate.py; this module does the I/O around them:
 - The ROOTCA secret's trust bundle and CRLs go to `on_bundle` (the agent rotates the
   sidecar's credentials with them, keeping the current leaf; connections to or from a
   peer the new CRLs revoke are closed).
-- When the stream fails, the configuration in use stays (static stability) and the
-  client reconnects after a jittered exponential back-off, resending the accepted
-  versions so an unchanged server sends nothing new. `restart()` moves to a new channel
-  at once (after a certificate renewal).
+- When the stream fails, the configuration in use stays (static stability); the failure
+  is reported to the channels (agent/channels.py), which move to the next control-plane
+  replica when it says the replica is gone, and the client reconnects at once while a
+  replica is left untried in this round, else after a jittered exponential back-off,
+  resending the accepted versions so an unchanged server sends nothing new (replicas
+  serve identical, content-hashed versions). `restart()` moves to the current channel
+  at once (after a certificate renewal or a move to another replica).
+- `restore()` replays resources kept in the state directory (agent/state.py) through
+  the same decoders before any control plane answers; `on_accepted` is told after
+  every ACK so the agent can keep the accepted resources there.
 - `gossamer_xds_updates_total` / `gossamer_xds_nacks_total` count ACKs and NACKs.
 """
 
@@ -35,11 +41,13 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import DecodeError
 
 from gossamer.contract import xds
 from gossamer.contract.xds import ADS_PATH, NAMESPACE_KEY, SERVICE_KEY, SHORT_NAMES
 from gossamer.logs import event
-from gossamer.proxy.agent.channels import Channels, reconnect_delay
+from gossamer.proxy.agent.channels import Channels
+from gossamer.proxy.agent.state import decode_resources, encode_resources
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 from gossamer.proxy.transport.grpc_client import GrpcError
@@ -85,8 +93,10 @@ class XdsClient:
         app_ports: Sequence[AppPortArg] = (),
         rng: random.Random | None = None,
         max_backoff: float = 5.0,
+        on_accepted: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
+        self.on_accepted = on_accepted
         self.channels = channels
         self.apply = apply
         self.on_bundle = on_bundle
@@ -105,6 +115,7 @@ class XdsClient:
         self.connected = False
         self.last_error: str | None = None
         self.streams = 0
+        self.target = ""  # the control plane replica the last stream opened on
         self._incoming: tuple[str, list[Any]] = ("", [])
         self._incoming_version = ""
         self._stream: Any = None
@@ -195,7 +206,46 @@ class XdsClient:
             elif sub.acks > before[0]:
                 self.metrics.xds_update(kind)
                 self._keep_raw(response, sub)
+                if self.on_accepted is not None:
+                    self.on_accepted()
         return requests
+
+    # -- kept across restarts (agent/state.py) ----------------------------------------
+    def export(self) -> dict[str, Any] | None:
+        """The accepted resources and versions of every type, for the state directory;
+        None while they do not make a complete configuration."""
+        if missing(self.pieces):
+            return None
+        out: dict[str, Any] = {}
+        for type_url, sub in self.state.subs.items():
+            if sub.acks or type_url in self.raw:
+                resources = self.raw.get(type_url, [])
+                out[type_url] = {
+                    "version": sub.accepted_version,
+                    "resources": encode_resources(resources),
+                }
+        return out
+
+    def restore(self, saved: dict[str, Any]) -> bool:
+        """Replay stored resources (`export()` form) as if the control plane had sent
+        them, in push order; True when they make a complete configuration, applied."""
+        on_accepted, self.on_accepted = self.on_accepted, None
+        try:
+            for type_url in ads.ORDER:
+                entry = saved.get(type_url)
+                if not isinstance(entry, dict):
+                    continue
+                response = discovery_pb2.DiscoveryResponse(
+                    version_info=str(entry.get("version", "")), type_url=type_url
+                )
+                for wire in decode_resources(list(entry.get("resources", []))):
+                    response.resources.add().ParseFromString(wire)
+                self.handle(response)
+        except (ValueError, TypeError, DecodeError) as exc:
+            event(log, logging.WARNING, "stored configuration unreadable; ignored", error=str(exc))
+        finally:
+            self.on_accepted = on_accepted
+        return not missing(self.pieces)
 
     def _keep_raw(self, response: Any, sub: ads.Subscription) -> None:
         """The accepted resources, for /config_dump: all of them for wildcard types,
@@ -213,19 +263,28 @@ class XdsClient:
     async def run(self) -> None:
         attempt = 0
         while True:
+            channel = self.channels.acquire()
+            status = "UNAVAILABLE"  # a stream the server ends is a replica going away
             try:
-                got_response = await self._one_stream()
+                got_response = await self._stream_on(channel)
+                self.last_error = "the control plane ended the stream"
             except GrpcError as exc:
                 got_response = False
-                self.last_error = f"{exc.code().name}: {exc.details()}"
+                status = exc.code().name
+                self.last_error = f"{status}: {exc.details()}"
             finally:
                 self.connected = False
                 self._stream = None
+            try:
+                if not self._restart:
+                    self.channels.failed(channel, status)  # may move to another replica
+            finally:
+                await self.channels.release(channel)
             if self._restart:
                 self._restart, attempt = False, 0
                 continue
             attempt = 0 if got_response else attempt + 1
-            delay = reconnect_delay(attempt, self.rng, cap=self.max_backoff)
+            delay = self.channels.retry_delay(attempt, self.rng, self.max_backoff)
             event(
                 log,
                 logging.WARNING,
@@ -234,14 +293,6 @@ class XdsClient:
                 retry_in=round(delay, 2),
             )
             await asyncio.sleep(delay)
-
-    async def _one_stream(self) -> bool:
-        """Run one stream until it ends; True when it delivered at least one response."""
-        channel = self.channels.acquire()
-        try:
-            return await self._stream_on(channel)
-        finally:
-            await self.channels.release(channel)
 
     async def _stream_on(self, channel: Any) -> bool:
         stream = self._stream = await channel.stream(ADS_PATH)
@@ -252,15 +303,17 @@ class XdsClient:
         while (raw := await stream.recv()) is not None:
             if not got:
                 got, self.connected, self.last_error = True, True, None
+                self.target = channel.target
+                self.channels.succeeded(channel)
                 event(log, logging.INFO, "xDS stream open", target=channel.target)
             response = discovery_pb2.DiscoveryResponse.FromString(raw)
             for request in self.handle(response):
                 await stream.send(request.SerializeToString())
-        self.last_error = "the control plane ended the stream"
         return got
 
     def restart(self) -> None:
-        """Reconnect now (on the current channel), without back-off."""
+        """Reconnect now (on the current channel: after a renewal or a move to another
+        control-plane replica), without back-off."""
         stream = self._stream
         if stream is not None:
             self._restart = True
@@ -272,6 +325,7 @@ class XdsClient:
             "connected": self.connected,
             "last_error": self.last_error,
             "streams": self.streams,
+            "target": self.target,
             "waiting_for": missing(self.pieces),
             "types": {},
         }

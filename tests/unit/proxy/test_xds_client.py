@@ -3,6 +3,7 @@ with the error and the last good configuration kept, trust bundles, metrics."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -25,6 +26,15 @@ class NoChannels:
         raise AssertionError("no I/O in these tests")
 
     async def release(self, channel: Any) -> None:
+        raise AssertionError("no I/O in these tests")
+
+    def failed(self, channel: Any, status: str) -> bool:
+        raise AssertionError("no I/O in these tests")
+
+    def succeeded(self, channel: Any) -> None:
+        raise AssertionError("no I/O in these tests")
+
+    def retry_delay(self, attempt: int, rng: Any, cap: float) -> float:
         raise AssertionError("no I/O in these tests")
 
 
@@ -170,3 +180,40 @@ def test_eds_and_rds_updates_carry_only_what_changed():
     routes = h.applied[-1].routes
     h.send(xds.ROUTE, [], "r9", "n10")
     assert h.applied[-1].routes == routes
+
+
+def test_accepted_resources_export_and_restore_into_a_fresh_client():
+    """What the state directory keeps (agent/state_keeper.py): the accepted resources
+    and versions, replayed in a new client before any control plane answers."""
+    h = Harness()
+    assert h.client.export() is None  # nothing complete yet
+    accepted: list[int] = []
+    h.client.on_accepted = lambda: accepted.append(1)
+    _complete(h)
+    assert len(accepted) == 4
+    saved = h.client.export()
+    assert saved is not None
+    assert {t: e["version"] for t, e in saved.items() if t != xds.SECRET} == {
+        xds.CLUSTER: "v0",
+        xds.ENDPOINT: "v1",
+        xds.LISTENER: "v2",
+        xds.ROUTE: "v3",
+    }
+    fresh = Harness()
+    assert fresh.client.restore(json.loads(json.dumps(saved)))  # survives JSON
+    (config,) = fresh.applied
+    assert config.versions == h.applied[-1].versions
+    assert config.clusters.keys() == h.applied[-1].clusters.keys()
+    # the versions a reconnect sends are the stored ones
+    requests = {r.type_url: r for r in fresh.client.state.initial_requests()}
+    assert requests[xds.CLUSTER].version_info == "v0"
+    assert list(requests[xds.ENDPOINT].resource_names) == list(
+        h.client.state.subs[xds.ENDPOINT].names
+    )
+
+
+def test_a_corrupt_stored_configuration_is_ignored():
+    h = Harness()
+    assert not h.client.restore({xds.CLUSTER: {"version": "v", "resources": ["%%%"]}})
+    assert not h.client.restore({xds.CLUSTER: {"version": "v", "resources": ["AAAA"]}})
+    assert h.applied == []
