@@ -180,8 +180,8 @@ def _token(settings: ProxySettings) -> str:
 
 
 def _agent_options(settings: ProxySettings, app_ports: tuple[AppPortArg, ...]) -> AgentOptions:
+    control = expand(parse_addresses(settings.control, "--control")) if settings.control else ()
     token = _token(settings)
-    control = expand(parse_addresses(str(settings.control), "--control"))
     bootstrap = (
         expand(parse_addresses(settings.bootstrap, "--bootstrap"))
         if settings.bootstrap
