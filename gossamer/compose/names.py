@@ -39,6 +39,9 @@ BOOTSTRAP_PROMETHEUS_DIR = "/etc/gossamer/prometheus"  # that volume, in gossame
 CONTAINER_MESH_FILE = "/etc/gossamer/mesh.yaml"
 CONTAINER_CA_DIR = "/etc/gossamer/ca"
 CONTAINER_DATA_DIR = "/var/lib/gossamer"
+# a sidecar's state directory: its certificate, key and last accepted configuration, on
+# a tmpfs volume (kept across container restarts, gone with a host reboot)
+CONTAINER_STATE_DIR = "/run/gossamer/state"
 CONTAINER_PROMETHEUS_FILE = "/etc/prometheus/prometheus.yml"
 # the Prometheus token, read-only in gossamer-control and prometheus (both bootstraps)
 CONTAINER_PROMETHEUS_TOKEN_DIR = "/run/gossamer/prometheus"
@@ -77,6 +80,11 @@ def container_token_file(service: str, bootstrap: str = "files") -> str:
 def token_volume(service: str) -> str:
     """--bootstrap volumes: the volume holding one sidecar's join token."""
     return f"gossamer-token-{service}"
+
+
+def state_volume(service: str) -> str:
+    """The tmpfs volume holding one sidecar's state directory (`--state-dir`)."""
+    return f"gossamer-state-{service}"
 
 
 def per_service(service: str) -> tuple[str, ...]:

@@ -287,12 +287,17 @@ def _check_collisions(
         (
             "volumes",
             [
-                names.CA_VOLUME,
-                *(names.token_volume(s.name) for s in meshed),
-                *([names.PROMETHEUS_TOKEN_VOLUME] if options.observability else []),
-            ]
-            if options.bootstrap == "volumes"
-            else [],
+                *(names.state_volume(s.name) for s in meshed),
+                *(
+                    [
+                        names.CA_VOLUME,
+                        *(names.token_volume(s.name) for s in meshed),
+                        *([names.PROMETHEUS_TOKEN_VOLUME] if options.observability else []),
+                    ]
+                    if options.bootstrap == "volumes"
+                    else []
+                ),
+            ],
         ),
     ):
         existing = doc.data.get(section)

@@ -62,15 +62,18 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
         for key, value in generated.items():
             svc_map[key] = value
         set_before(svc_map, first, GENERATED_HEADER[options.mode], indent=doc.style.mapping)
-    if options.bootstrap == "volumes":
+    if plan.meshed or options.bootstrap == "volumes":
         volumes = _section(doc, "volumes")
         with kept_tail(volumes):
-            volumes[names.CA_VOLUME] = CommentedMap()
-            for sp in plan.meshed:
-                volumes[names.token_volume(sp.name)] = CommentedMap()
-            if options.observability:
-                volumes[names.PROMETHEUS_TOKEN_VOLUME] = CommentedMap()
-    else:
+            if options.bootstrap == "volumes":
+                volumes[names.CA_VOLUME] = CommentedMap()
+                for sp in plan.meshed:
+                    volumes[names.token_volume(sp.name)] = CommentedMap()
+                if options.observability:
+                    volumes[names.PROMETHEUS_TOKEN_VOLUME] = CommentedMap()
+            for sp in plan.meshed:  # tmpfs: the sidecar's key never reaches a disk
+                volumes[names.state_volume(sp.name)] = services.state_volume()
+    if options.bootstrap != "volumes":
         secrets = _section(doc, "secrets")
         with kept_tail(secrets):
             secrets[names.CA_SECRET] = CommentedMap([("file", names.CA_DIR)])

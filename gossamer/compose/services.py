@@ -9,7 +9,9 @@ meshed service S:
 - `S-init` (transparent mode) joins that namespace with NET_ADMIN/NET_RAW, installs
   the iptables redirection once and exits; the sidecar waits for it to succeed.
 - `S-proxy` is the sidecar, in the same namespace, running as UID 1337 (the UID the
-  iptables rules exempt), with its join token as a Compose secret; it is healthy once
+  iptables rules exempt), with its join token as a Compose secret and its state
+  directory (`--state-dir`: certificate, key, last configuration) on a tmpfs volume
+  `gossamer-state-S` that survives container restarts; it is healthy once
   its admin `/ready` answers (the admin port listens on 127.0.0.1: the health check
   runs in the namespace). Prometheus scrapes its metrics port (15090, `/metrics` only),
   which the iptables rules leave alone.
@@ -100,6 +102,10 @@ def netns_owner(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     owner["entrypoint"] = _flow(["sleep"])
     owner["command"] = _flow(["infinity"])
     owner["init"] = True  # a PID 1 that stops on SIGTERM
+    owner["user"] = _q(f"{PROXY_UID}:{PROXY_UID}")
+    # Docker unmounts a tmpfs volume when the last container using it stops: holding
+    # the sidecar's state volume here keeps it across the sidecar's restarts
+    owner["volumes"] = _block([f"{names.state_volume(sp.name)}:{names.CONTAINER_STATE_DIR}:ro"])
     owner["restart"] = "unless-stopped"
     _profiles(owner, sp)
     return owner
@@ -151,6 +157,9 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     # a stable instance id: the join token admits one instance, and Compose recreates
     # the container (new hostname) whenever it likes; this id stays the same
     args += ["--control", control, "--token-file", token, "--instance-id", sp.name]
+    # certificate, key and last configuration kept on a tmpfs volume: a restarted
+    # sidecar serves at once, even while the control plane is down
+    args += ["--state-dir", names.CONTAINER_STATE_DIR]
     if sp.port_offset:
         args += [
             "--inbound-port",
@@ -205,11 +214,12 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     proxy["command"] = _flow(sidecar_command(sp, options))
     proxy["user"] = _q(f"{PROXY_UID}:{PROXY_UID}")
     proxy["network_mode"] = "host" if sp.shape == "host" else f"service:{names.netns(sp.name)}"
+    mounts = [f"{names.state_volume(sp.name)}:{names.CONTAINER_STATE_DIR}"]
     if options.bootstrap == "volumes":
-        mount = f"{names.token_volume(sp.name)}:{names.CONTAINER_TOKEN_DIR}:ro"
-        proxy["volumes"] = _block([mount])
+        mounts.append(f"{names.token_volume(sp.name)}:{names.CONTAINER_TOKEN_DIR}:ro")
     else:
         proxy["secrets"] = _block([names.token_secret(sp.name)])
+    proxy["volumes"] = _block(mounts)
     if options.observability:
         port = OTLP_GRPC_PORT
         host = "127.0.0.1" if sp.shape == "host" else names.JAEGER
@@ -228,6 +238,25 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     proxy["restart"] = "unless-stopped"
     _profiles(proxy, sp)
     return proxy
+
+
+def state_volume() -> CommentedMap:
+    """A sidecar's state volume: tmpfs (memory only: it holds the workload's private key,
+    which never reaches a disk), owned by the sidecar's UID, mode 0700. Docker's local
+    driver mounts it when the first container using it starts and unmounts it (losing
+    the content) when the last one stops, so `S-netns`, which lives as long as the
+    service's namespace, mounts it too (read-only): a restart of the sidecar keeps it.
+    `docker compose down` and a host reboot lose it (the sidecar then bootstraps with
+    its join token again), as does every restart of a host-network sidecar (no
+    `S-netns`)."""
+    options = CommentedMap(
+        [
+            ("type", "tmpfs"),
+            ("device", "tmpfs"),
+            ("o", _q(f"mode=0700,uid={PROXY_UID},gid={PROXY_UID}")),
+        ]
+    )
+    return CommentedMap([("driver", "local"), ("driver_opts", options)])
 
 
 def _networks(target: CommentedMap, plan: Plan) -> None:

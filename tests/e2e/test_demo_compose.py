@@ -70,7 +70,21 @@ def test_demo_shape(data: dict[str, Any]):
         proxy = services[f"{name}-proxy"]
         args = proxy["command"]
         assert args[args.index("--service") + 1] == ("catalog" if name == "catalog-2" else name)
-        assert proxy["volumes"] == [f"gossamer-token-{name}:/run/gossamer/token:ro"]
+        assert proxy["volumes"] == [
+            f"gossamer-state-{name}:/run/gossamer/state",
+            f"gossamer-token-{name}:/run/gossamer/token:ro",
+        ]
+        assert args[args.index("--state-dir") + 1] == "/run/gossamer/state"
+        # the state volume: tmpfs of the sidecar's UID, held by the namespace owner so
+        # that Docker keeps it mounted across the sidecar's restarts
+        volume = data["volumes"][f"gossamer-state-{name}"]
+        assert volume["driver_opts"] == {
+            "type": "tmpfs",
+            "device": "tmpfs",
+            "o": "mode=0700,uid=1337,gid=1337",
+        }
+        netns = services[f"{name}-netns"]
+        assert netns["volumes"] == [f"gossamer-state-{name}:/run/gossamer/state:ro"]
         assert proxy["user"] == "1337:1337"
         assert proxy["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
         assert "NET_ADMIN" in services[f"{name}-init"]["cap_add"]

@@ -44,15 +44,18 @@ def check_shape(data: dict[str, Any], options: InjectOptions, meshed: list[str])
         app = services[name]
         assert app["depends_on"][f"{name}-proxy"] == {"condition": "service_healthy"}
         proxy = services[f"{name}-proxy"]
+        state = f"gossamer-state-{name}:/run/gossamer/state"
+        assert data["volumes"][f"gossamer-state-{name}"]["driver_opts"]["type"] == "tmpfs"
         if options.bootstrap == "volumes":
-            # its own token volume only, made by the one-shot bootstrap service
-            assert proxy["volumes"] == [f"gossamer-token-{name}:/run/gossamer/token:ro"]
+            # its state volume and its own token volume, made by the one-shot bootstrap
+            assert proxy["volumes"] == [state, f"gossamer-token-{name}:/run/gossamer/token:ro"]
             assert "secrets" not in proxy
             assert proxy["depends_on"]["gossamer-bootstrap"] == {
                 "condition": "service_completed_successfully"
             }
         else:
             assert proxy["secrets"] == [f"gossamer-token-{name}"]
+            assert proxy["volumes"] == [state]
         if app.get("network_mode") == "host":
             continue
         assert app["network_mode"] == f"service:{name}-netns"
