@@ -93,6 +93,14 @@ def test_transparent_shape():
     assert args[args.index("--instance-id") + 1] == "web"
     assert args[args.index("--namespace") + 1] == "default"
     assert proxy["secrets"] == ["gossamer-token-web"]
+    # its state directory: a tmpfs volume of its UID, held open by web-netns too
+    assert args[args.index("--state-dir") + 1] == "/run/gossamer/state"
+    assert proxy["volumes"] == ["gossamer-state-web:/run/gossamer/state"]
+    assert data["volumes"]["gossamer-state-web"] == {
+        "driver": "local",
+        "driver_opts": {"type": "tmpfs", "device": "tmpfs", "o": "mode=0700,uid=1337,gid=1337"},
+    }
+    assert services["web-netns"]["volumes"] == ["gossamer-state-web:/run/gossamer/state:ro"]
     assert proxy["depends_on"]["web-init"] == {"condition": "service_completed_successfully"}
     assert "'127.0.0.1',15000" in " ".join(proxy["healthcheck"]["test"])
     assert proxy["depends_on"]["gossamer-control"] == {"condition": "service_healthy"}
