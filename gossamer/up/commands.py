@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from gossamer.up.layout import NAMESPACE, PROXY_UID, SERVICE_PORT, Instance, Layout
 from gossamer.up.statedir import StateDir
@@ -103,8 +104,11 @@ def loadgen(layout: Layout, instance: Instance, settings: Settings) -> list[str]
     return in_netns(instance.netns, argv, APP_UID)
 
 
-def sidecar(layout: Layout, instance: Instance) -> list[str]:
-    """The sidecar's command; its join token goes in its environment (`sidecar_env`)."""
+def sidecar(layout: Layout, instance: Instance, state_dir: Path | None = None) -> list[str]:
+    """The sidecar's command; its join token goes in its environment (`sidecar_env`).
+    `state_dir`: where it keeps its certificate and configuration across restarts (the
+    loopback shape: the session directory is the user's own; an isolated sidecar runs
+    as another UID, which the session directory is closed to)."""
     control = layout.control
     ports = instance.sidecar
     listen = "0.0.0.0" if layout.isolated else instance.address
@@ -142,6 +146,8 @@ def sidecar(layout: Layout, instance: Instance) -> list[str]:
     if instance.app_port is not None:
         # peers call the service port; the app may listen on another one (loopback)
         argv += ["--app-port", f"{SERVICE_PORT}:{instance.app_port}/http"]
+    if state_dir is not None:
+        argv += ["--state-dir", str(state_dir)]
     return in_netns(instance.netns, argv, PROXY_UID if layout.isolated else None)
 
 

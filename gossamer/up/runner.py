@@ -156,7 +156,11 @@ class DemoMesh:
         for instance in layout.instances:
             self.sidecars[instance.name] = sup.start(
                 f"{instance.name}-proxy",
-                commands.sidecar(layout, instance),
+                commands.sidecar(
+                    layout,
+                    instance,
+                    None if layout.isolated else self.state.sidecar_state(instance.name),
+                ),
                 env=commands.sidecar_env(instance, self.state),
             )
         pending = set(self.sidecars)

@@ -64,6 +64,12 @@ class StateDir:
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
 
+    def sidecar_state(self, instance: str) -> Path:
+        """An instance's sidecar state directory (`gossamer proxy --state-dir`): its
+        certificate, key and last configuration, so a sidecar restarted during the
+        session serves at once; the sidecar creates it (0700)."""
+        return self.root / "sidecars" / instance
+
     def token_file(self, service: str) -> Path:
         return self.root / "tokens" / f"{service}.token"
 
@@ -148,6 +154,7 @@ def prepare(root: Path, layout: Layout, *, jaeger_url: str | None = None) -> Sta
         store = TokenStore(state.ca_dir)
         tokens = state.root / "tokens"
         tokens.mkdir(mode=0o700)
+        (state.root / "sidecars").mkdir(mode=0o700)
         for service, uses in token_uses(layout).items():
             token, _ = store.create(service, pin, namespace=NAMESPACE, ttl=TOKEN_TTL, uses=uses)
             path = state.token_file(service)

@@ -85,7 +85,7 @@ def test_a_replica_killed_then_back(tmp_path, etcd_server):
 
                 def on_b() -> bool:
                     cp = control_plane(web)
-                    return cp["connected"] and cp["target"] == mesh.replicas["b"].xds
+                    return bool(cp["connected"] and cp["target"] == mesh.replicas["b"].xds)
 
                 wait_for(on_b, timeout=5, interval=0.02, what="web's ADS on replica b")
                 failover = time.monotonic() - killed

@@ -85,7 +85,9 @@ def test_sidecar_command_names_the_control_plane_and_its_token(tmp_path: Path):
     assert argv[argv.index("--advertise-address") + 1] == "127.0.0.1"
     assert argv[argv.index("--app-port") + 1] == f"8080:{catalog.app_port}/http"
     loadgen = gossamer_args(commands.sidecar(layout, layout.entry))
-    assert "--app-port" not in loadgen
+    assert "--app-port" not in loadgen and "--state-dir" not in loadgen
+    kept = gossamer_args(commands.sidecar(layout, catalog, state.sidecar_state("catalog-2")))
+    assert kept[kept.index("--state-dir") + 1] == str(tmp_path / "sidecars" / "catalog-2")
 
 
 def test_isolated_commands_run_in_the_namespace_as_other_users(tmp_path: Path):

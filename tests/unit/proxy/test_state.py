@@ -92,7 +92,8 @@ def test_identity_round_trip_with_0600_files(tmp_path, workload):
 )
 def test_another_sidecars_identity_is_ignored(workload, who, reason):
     now = dt.datetime.now(dt.UTC)
-    assert reason in (check_identity(stored(workload), *who, now) or "")
+    service, namespace, instance = who
+    assert reason in (check_identity(stored(workload), service, namespace, instance, now) or "")
 
 
 def test_an_expired_or_foreign_leaf_is_ignored(tmp_path, workload):
