@@ -12,8 +12,9 @@ current one, the set moves to the next replica, a new channel is made for it and
 `on_move` listeners run (the ADS client reconnects at once; the registration moves).
 `retry_delay` then tells the caller to retry at once while the round has replicas left
 to try, and to back off (`reconnect_delay`) once all failed in a row. With several
-replicas the connect timeout is short (2 s) and keepalive pings come every 10 s, so a
-replica that vanished without closing its connections is noticed within seconds.
+replicas the connect timeout is short (2 s) and keepalive pings come every 15 s (5 s
+to answer), so a replica that vanished without closing its connections (a lost host)
+is noticed within 20 s; one whose process ended is noticed at once.
 
 Fail-back: `run_probes()` (a task of the agent) probes the preferred replica every
 `probe_interval` seconds while the sidecar is elsewhere: a mutual-TLS connection and
@@ -37,7 +38,7 @@ from gossamer.proxy.transport.grpc_client import Channel
 log = logging.getLogger("gossamer.proxy.agent.channels")
 
 FAILOVER_CONNECT_TIMEOUT = 2.0
-FAILOVER_KEEPALIVE = 10.0  # the control plane accepts pings every 10 s or slower
+FAILOVER_KEEPALIVE = 15.0  # the control plane accepts pings every 10 s or slower
 FAILOVER_KEEPALIVE_TIMEOUT = 5.0
 PROBE_TIMEOUT = 3.0
 

@@ -189,19 +189,20 @@ class Registration:
         """After a move, register on the new current replica before leaving this one
         (make before break: peers never see the endpoint missing)."""
         new = self.channels.acquire()
-        if new is channel:
-            await self.channels.release(new)
+        if new is channel or new.target == channel.target:
+            await self.channels.release(new)  # the same replica: this stream stays
             return None
         try:
             return new, await self._open(new)
         except GrpcError as exc:
+            # this stream still works: stay on it (the ADS stream reports the replica's
+            # failures; the next move tries again)
             event(
                 log,
                 logging.WARNING,
                 "could not register on the new replica; staying",
                 error=f"{exc.code().name}: {exc.details()}",
             )
-            self.channels.failed(new, exc.code().name)
             await self.channels.release(new)
             return None
 

@@ -13,7 +13,8 @@ Theory of operation (docs/architecture.md, "Identity"; issue 18, item 3):
   or a name that resolves to several addresses. The order is the preference: the first
   is this node's replica. A name that resolves to exactly one address stays a name (the
   channel resolves it again at each connection, as with a single address before); one
-  that resolves to several becomes one target per address, in the resolver's order.
+  that resolves to several becomes one target per address, in the resolver's order,
+  resolved once at start.
 - Failover: a failure that says the replica is gone (connect refused or timed out, TLS
   failure, connection lost, stream reset or ended by the server, UNAVAILABLE or
   DEADLINE_EXCEEDED: `fails_over`) moves the sidecar to the next replica at once. A
@@ -184,7 +185,7 @@ class ReplicaSet:
             self._failed_in_row = 0
 
     def round_done(self) -> bool:
-        """Every replica failed in a row (the caller backs off, and may re-resolve)."""
+        """Every replica failed in a row (the caller backs off)."""
         return self._failed_in_row >= len(self.addresses)
 
     def probe_due(self) -> bool:
@@ -203,14 +204,6 @@ class ReplicaSet:
         self._move(0)
         self._failed_in_row = 0
         return True
-
-    def replace_addresses(self, addresses: tuple[Address, ...]) -> None:
-        """New targets after re-resolving; stays on the same address if it is still there."""
-        if not addresses or addresses == self.addresses:
-            return
-        keep = self.address
-        self.addresses = addresses
-        self.current = addresses.index(keep) if keep in addresses else 0
 
     def _move(self, index: int) -> None:
         if index != self.current:

@@ -4,12 +4,14 @@ probing the preferred replica; pure, with a fake clock."""
 from __future__ import annotations
 
 import random
+import ssl
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gossamer.errors import UsageError
+from gossamer.proxy.agent.channels import ControlChannels
 from gossamer.proxy.agent.replicas import (
     ReplicaSet,
     bootstrap_addresses,
@@ -110,13 +112,6 @@ def test_the_preferred_replica_is_probed_with_jitter_and_taken_back():
     assert rs.current == 0 and rs.moves == 2 and not rs.probe_due()
 
 
-def test_re_resolving_keeps_the_current_address():
-    rs, _ = replicas(3)
-    rs.failed(0)
-    rs.replace_addresses((("r9", 15012), ("r1", 15012)))
-    assert rs.address == ("r1", 15012) and rs.current == 1
-
-
 @given(st.lists(st.integers(0, 4), max_size=40), st.integers(1, 5))
 def test_current_is_always_a_valid_index_and_moves_only_on_current_failures(reports, n):
     rs, _ = replicas(n)
@@ -126,3 +121,27 @@ def test_current_is_always_a_valid_index_and_moves_only_on_current_failures(repo
         assert 0 <= rs.current < n
         assert moved == (index % n == before[0] and n > 1)
         assert rs.moves == before[1] + moved
+
+
+async def test_control_channels_move_once_per_failure_and_notify():
+    """ControlChannels (agent/channels.py) over the pure set: no connection is opened."""
+    rs, _ = replicas(2)
+    moved: list[str] = []
+    channels = ControlChannels(rs, ssl.create_default_context())
+    channels.on_move.append(lambda: moved.append(channels.target))
+    ads, reg = channels.acquire(), channels.acquire()
+    assert ads is reg and channels.target == "r0:15012"
+    assert channels.retry_delay(1, random.Random(0), 5.0) < 0.2  # r1 untried: at once
+    assert not channels.failed(ads, "PERMISSION_DENIED")  # every replica would say so
+    assert channels.failed(ads, "UNAVAILABLE")
+    assert not channels.failed(reg, "UNAVAILABLE")  # the same failure, seen twice
+    assert moved == ["r1:15012"] and channels.current is not ads
+    await channels.release(ads)
+    await channels.release(reg)  # the last user of the old channel: closed now
+    fresh = channels.acquire()
+    assert fresh.target == "r1:15012"
+    assert channels.failed(fresh, "DEADLINE_EXCEEDED")
+    assert channels.target == "r0:15012" and moved[-1] == "r0:15012"
+    assert channels.retry_delay(1, random.Random(0), 5.0) >= 0.125  # a round failed
+    await channels.release(fresh)
+    await channels.close()
