@@ -4,8 +4,11 @@ Control-plane mode (`control` and a join token): the sidecar listens at once (it
 port, 127.0.0.1 by default, answers `/live`, and `/ready` says what is missing; the
 metrics port serves `/metrics` only, on every interface), then the agent
 (`agent/session.py`) certifies a fresh key with the token on the bootstrap port
-(`bootstrap`, default the control host with port 15011), opens ADS and the registration
-stream over mutual TLS, and renews the certificate before it expires. SIGTERM/SIGINT:
+(`bootstrap`, default each control host with port 15011), opens ADS and the
+registration stream over mutual TLS, and renews the certificate before it expires.
+`control` may list several replicas (`a:15012,b:15012`, preference order;
+`agent/replicas.py`); `state_dir` keeps the identity and configuration across restarts
+(`agent/state.py`; an unsafe directory is refused here, before anything listens). SIGTERM/SIGINT:
 report `draining`, stop accepting, finish in-flight requests within `drain_timeout`,
 deregister.
 
