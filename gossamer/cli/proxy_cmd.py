@@ -47,7 +47,7 @@ DEFAULT_PROXY_UID = 1337
 )
 @click.option(
     "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Directory (created 0700, the sidecar user's own) where the sidecar keeps its "
     "certificate, key and last accepted configuration, so a restart serves at once even "
     "with no control plane up. A usable identity there replaces the join token.",

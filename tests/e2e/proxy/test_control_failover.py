@@ -270,7 +270,7 @@ def test_an_unsafe_state_directory_is_refused(tmp_path, kind):
     )  # fmt: skip
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
-    want = {"open": "open to other users", "link": "symbolic link", "file": "is a file"}
+    want = {"open": "open to other users", "link": "symbolic link", "file": "not a directory"}
     assert want[kind] in out.stderr, out.stderr
     assert len([line for line in out.stderr.splitlines() if line.strip()]) <= 2
 
