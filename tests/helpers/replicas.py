@@ -26,7 +26,9 @@ from tests.helpers.control_plane import ControlPlaneProcess, write_mesh
 from tests.helpers.procs import Process, free_port, gossamer_cmd, port_open, wait_for
 from tests.helpers.xds_mesh import REPO, TD, XdsSidecar, http_service
 
-SERVICES = [http_service("web"), http_service("catalog")]
+# gossamer inject's default policy: a replica's failure does not reach the caller
+RETRIES = {"attempts": 2, "on": ["connect-failure", "reset", 502, 503], "budget_percent": 20}
+SERVICES = [http_service("web"), http_service("catalog", retries=RETRIES)]
 
 
 class Replica:
