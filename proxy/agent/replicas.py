@@ -11,10 +11,10 @@ Theory of operation (docs/architecture.md, "Identity"; issue 18, item 3):
 
 - `--control` (and `--bootstrap`) take one `HOST:PORT`, a comma-separated list of them,
   or a name that resolves to several addresses. The order is the preference: the first
-  is this node's replica. A name that resolves to exactly one address stays a name (the
-  channel resolves it again at each connection, as with a single address before); one
-  that resolves to several becomes one target per address, in the resolver's order,
-  resolved once at start.
+  is this node's replica. A name that resolves to one address (or one of each family,
+  as `localhost`) stays a name (the channel resolves it again at each connection, as
+  with a single address before); one that resolves to several addresses of a family
+  becomes one target per address, in the resolver's order, resolved once at start.
 - Failover: a failure that says the replica is gone (connect refused or timed out, TLS
   failure, connection lost, stream reset or ended by the server, UNAVAILABLE or
   DEADLINE_EXCEEDED: `fails_over`) moves the sidecar to the next replica at once. A
@@ -123,7 +123,9 @@ def expand(
     out: list[Address] = []
     for host, port in addresses:
         found = [] if _is_ip(host) else resolve(host, port)
-        targets = [(a, port) for a in found] if len(found) > 1 else [(host, port)]
+        v4 = [a for a in found if ":" not in a]
+        several = len(v4) > 1 or len(found) - len(v4) > 1  # not localhost's 127.0.0.1 + ::1
+        targets = [(a, port) for a in found] if several else [(host, port)]
         out.extend(t for t in targets if t not in out)
     return tuple(out)
 

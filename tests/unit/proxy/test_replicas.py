@@ -44,11 +44,17 @@ def test_default_bootstrap_is_each_control_host_on_15011():
 
 
 def test_a_name_with_several_addresses_becomes_one_target_each():
-    answers = {"many": ["10.0.0.1", "10.0.0.2"], "one": ["10.0.0.9"], "none": []}
+    answers = {
+        "many": ["10.0.0.1", "10.0.0.2"],
+        "one": ["10.0.0.9"],
+        "none": [],
+        "localhost": ["::1", "127.0.0.1"],
+    }
     got = expand(
         (("many", 15012), ("one", 15012), ("none", 15012), ("10.0.0.2", 15012)),
         lambda host, _port: answers[host],
     )
+    assert expand((("localhost", 1),), lambda host, _port: answers[host]) == (("localhost", 1),)
     # one address: the name stays (the channel resolves it again at each connect)
     assert got == (("10.0.0.1", 15012), ("10.0.0.2", 15012), ("one", 15012), ("none", 15012))
     assert format_address(("::1", 1)) == "[::1]:1"
