@@ -59,7 +59,7 @@ from typing import Any
 from gossamer.certs.rotation import renewal_time
 from gossamer.certs.spiffe import SpiffeId
 from gossamer.contract import mesh_pb2
-from gossamer.errors import GossamerError, UpstreamConnectError
+from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
 from gossamer.logs import event
 from gossamer.proxy.agent.bootstrap import WorkloadCredentials, bootstrap, mtls_context, renew
 from gossamer.proxy.agent.channels import ControlChannels, reconnect_delay
@@ -113,6 +113,7 @@ class Agent:
         self.crl_pem = b""  # the CRLs of the last ROOTCA secret
         self._received = dt.datetime.now(dt.UTC)  # when the current leaf arrived
         self._tasks: list[asyncio.Task[None]] = []
+        self._bootstrapped_again = False  # the renewal loop got a token-made leaf
         node = sidecar.options.node
         self.keeper = (
             StateKeeper(options.state_dir, node.service, node.namespace, options.instance_id)
@@ -292,10 +293,17 @@ class Agent:
             # minute for clock skew, which would put a short-lived leaf's 50-80% behind us
             start = max(creds.not_before, self._received)
             at = renewal_time(start, creds.not_after, self.rng)
+            if self.restored and self.renewals == 0:
+                # a leaf from the state directory is renewed as soon as a replica answers:
+                # a fresh key, and a leaf revoked meanwhile is replaced (with the token)
+                at = dt.datetime.now(dt.UTC)
             await asyncio.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()))
             new = await self._renew_once(creds)
-            bundle = self.credentials.bundle_pem if self.credentials else new.bundle_pem
-            installed = dataclasses.replace(new, bundle_pem=bundle)
+            if self._bootstrapped_again:  # its own trust: the CA may have changed
+                self._bootstrapped_again, self.crl_pem, installed = False, b"", new
+            else:
+                bundle = self.credentials.bundle_pem if self.credentials else new.bundle_pem
+                installed = dataclasses.replace(new, bundle_pem=bundle)
             self._install(installed)
             await self.channels.replace(mtls_context(installed))
             assert self.xds is not None
@@ -321,6 +329,10 @@ class Agent:
                 attempt += 1
                 if isinstance(exc, UpstreamConnectError):
                     self.channels.failed(channel, "UNAVAILABLE")
+                if self._leaf_refused(exc) and self.options.token:
+                    replaced = await self._bootstrap_fallback(exc)
+                    if replaced is not None:
+                        return replaced
                 delay = self.channels.retry_delay(attempt, self.rng, self.options.max_backoff)
                 delay = min(delay, max(0.5, left / 10))
                 event(
@@ -335,12 +347,35 @@ class Agent:
                 await self.channels.release(channel)
             await asyncio.sleep(delay)
 
+    def _leaf_refused(self, exc: GossamerError) -> bool:
+        """The control plane refuses this leaf (revoked; or, for a leaf from the state
+        directory, one its TLS does not accept: another CA)."""
+        if isinstance(exc, AuthorizationDenied):
+            return True
+        text = exc.message
+        return (
+            self.restored
+            and self.renewals == 0
+            and ("TLS" in text or "SSL" in text or "certificate" in text)
+        )
+
+    async def _bootstrap_fallback(self, exc: GossamerError) -> WorkloadCredentials | None:
+        event(log, logging.WARNING, "the control plane refuses this certificate; "
+              "bootstrapping again with the join token", error=exc.message)  # fmt: skip
+        try:
+            return await self._bootstrap_any()
+        except GossamerError as failed:
+            event(log, logging.ERROR, "bootstrap with the join token failed", error=failed.message)
+            return None
+
     async def _bootstrap_any(self) -> WorkloadCredentials:
         """One pass over the bootstrap addresses with the join token."""
         error = "no bootstrap address"
         for host, port in self.options.bootstrap:
             try:
-                return await self._bootstrap_at(host, port)
+                creds = await self._bootstrap_at(host, port)
+                self._bootstrapped_again = True
+                return creds
             except UpstreamConnectError as exc:
                 error = exc.message
         raise UpstreamConnectError(error)
@@ -359,5 +394,7 @@ class Agent:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.keeper is not None:
+            await self.keeper.flush()  # the last accepted configuration, at a clean stop
         if self.channels is not None:
             await self.channels.close()
