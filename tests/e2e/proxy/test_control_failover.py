@@ -288,3 +288,42 @@ def test_bad_control_lists_are_usage_errors(tmp_path: Path):
     out = run_gossamer("proxy", "--service", "web", "--control", "a:1,b", "--token", "x")
     assert out.returncode != 0 and "--control 'b'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_stored_leaf_revoked_meanwhile_is_replaced_with_the_token(tmp_path, etcd_server):
+    """Restarted from its state directory, a sidecar renews at once; a leaf revoked while
+    it was down is refused, and its join token gets it a new one (as a restart without
+    state would)."""
+    with processes() as procs:
+        mesh = ReplicatedMesh(tmp_path, procs, etcd_server.store_url("/revoked"), ["a"])
+        try:
+            replica = mesh.start("a")
+            state = tmp_path / "state"
+            token = mesh.token_file("web")
+            extra = ["--state-dir", str(state)]
+            web = mesh.sidecar("web", None, instance="web-1", token_file=token, extra=extra)
+            wait_for((state / "xds.json").exists, what="the stored configuration")
+            serial = web.admin_json("/config_dump?resources=0")["certificate"]["serial"]
+            web.process.stop()
+            admin = (replica.dir / ".gossamer" / "data" / "admin-token").read_text().strip()
+            api = ["--api", f"http://127.0.0.1:{replica.ports['api']}", "--token", admin]
+            done = run_gossamer("certs", "revoke", serial, *api, "-o", "json")
+            assert done.returncode == 0, done.stderr
+            again = mesh.sidecar(
+                "web", None, instance="web-1", ports=ports_of(web), token_file=token, extra=extra
+            )
+            assert control_plane(again)["started_from_state"]
+
+            def new_serial() -> bool:
+                dump = again.admin_json("/config_dump?resources=0")
+                return bool(dump["certificate"]["serial"] != serial)
+
+            wait_for(new_serial, timeout=20, what="a new leaf from the join token")
+            assert "bootstrapping again with the join token" in again.process.output()
+            wait_for(
+                lambda: control_plane(again)["registered_at"] == replica.xds,
+                timeout=15,
+                what="registered with the new leaf",
+            )
+        finally:
+            mesh.close()
