@@ -248,7 +248,7 @@ def state_volume() -> CommentedMap:
     service's namespace, mounts it too (read-only): a restart of the sidecar keeps it.
     `docker compose down` and a host reboot lose it (the sidecar then bootstraps with
     its join token again), as does every restart of a host-network sidecar (no
-    `S-netns`)."""
+    `S-netns`). tests/docker/test_state_volume.py checks this on a real Engine."""
     options = CommentedMap(
         [
             ("type", "tmpfs"),
