@@ -89,8 +89,8 @@ class Registration:
             try:
                 if stream is None:
                     stream = await self._open(channel)
+                attempt = 0  # registered: the back-off starts afresh
                 handed = await self._hold(channel, stream)
-                attempt = 0
             except GrpcError as exc:
                 status = exc.code().name
                 self.last_error = f"{status}: {exc.details()}"
@@ -120,9 +120,8 @@ class Registration:
                 error=self.last_error,
                 retry_in=round(delay, 2),
             )
-            self._moved.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), delay)  # a move: at once
+            # short while a replica is left untried, the back-off once all failed
+            await asyncio.sleep(delay)
 
     async def _open(self, channel: Channel) -> Any:
         """Open a registration stream on `channel` and register; returns the stream."""
