@@ -8,7 +8,10 @@ Plain HTTP/1.1 served by the same server protocol as the data path:
   type, the configuration generation and the certificate in use (serial, issuer, how
   many roots the trust bundle holds); with a control plane
   also `xds`: the ADS stream's state per type (version, ACK/NACK counts, last NACK
-  error) and the accepted Envoy resources themselves (`?resources=0` leaves them out).
+  error), the accepted Envoy resources themselves (`?resources=0` leaves them out) and
+  `control_plane`: the replica in use, whether it is the preferred one, every address,
+  the moves so far, where the instance is registered, whether the sidecar started from
+  its state directory (agent/session.py).
 - `/clusters`: every cluster's endpoints with health, zone, LB weight, in-flight and
   total requests, RTT estimate, whether the balancer currently uses them, and pool state.
 - `/metrics`: Prometheus text format.
