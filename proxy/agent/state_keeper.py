@@ -31,7 +31,7 @@ from gossamer.proxy.xds.client import XdsClient
 
 log = logging.getLogger("gossamer.proxy.agent.state")
 
-WRITE_DELAY = 0.2  # seconds: ACKs in a burst (CDS, EDS, LDS, RDS) make one write
+WRITE_DELAY = 1.0  # seconds: a burst of ACKs (CDS, EDS, LDS, RDS, endpoint churn) is one write
 
 
 class StateKeeper:
