@@ -407,6 +407,7 @@ class Endpoint:
     health: Health = Health.HEALTHY
     tls: bool = True
     priority: int = 0
+    node: str = ""  # the node it runs on (EDS locality sub_zone; a node gateway's node)
     aliases: tuple[str, ...] = ()  # its other addresses (other networks), for destinations
     primary: str = ""  # the verified address when `address` is another ("": `address`)
 

@@ -15,6 +15,15 @@ or proxyless) and, for endpoints, once per locality, and shared between groups.
   A27/A29 support only `transport_socket`), so proxyless clients reach plaintext
   endpoints (instances without a sidecar) only.
 - Endpoints (EDS) are per locality: the group's zone gets priority 0 (endpoints.py).
+  A group with a node (`--node`, node metadata `GOSSAMER_NODE`) gets node-aware
+  assignments: own node first, then own zone, then the rest, and other nodes'
+  instances at their node's gateway when it has one (endpoints.py, "Several nodes").
+- `gateway:<node>` (a node gateway, identity `gateway.gossamer-system`): every service's
+  clusters (mTLS matches) and assignments with every instance at its own address,
+  localities naming their node (`sub_zone`), plus the gateways' own cluster
+  (`outbound|<port>||gateway.gossamer-system`): it routes to its node's instances and
+  tells peer nodes apart by address. It also gets the `outbound` listener and route
+  configuration (which it does not use) so the sidecar's xDS client accepts the set.
 
 Without a trust bundle (no CA yet) nothing that needs one is produced: no ROOTCA, no
 inbound listener, and clusters carry no mTLS transport match.
@@ -31,9 +40,10 @@ from google.protobuf.message import Message
 
 from gossamer.contract import identity, xds
 from gossamer.contract.identity import ServiceKey
+from gossamer.contract.vocabulary import Health
 from gossamer.control.policy import DEFAULT_POLICY, ServicePolicy
 from gossamer.control.translate import hostnames
-from gossamer.discovery.model import RegistryState, Service
+from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 
 from . import clusters, endpoints, listeners, peer_tls, routes
 
@@ -43,17 +53,27 @@ PROXYLESS_NAMESPACE = "default"
 @dataclass(frozen=True, order=True)
 class NodeGroup:
     """A set of nodes served identically; `service` None means proxyless clients; `zone`
-    is their locality zone (endpoint priorities depend on it)."""
+    is their locality zone and `node` their node (endpoint priorities depend on both)."""
 
     service: ServiceKey | None = None
     zone: str = ""
+    node: str = ""
+
+    @property
+    def gateway(self) -> bool:
+        return self.service == identity.gateway_key()
 
     @property
     def name(self) -> str:
         kind = "proxyless"
-        if self.service is not None:
+        if self.gateway:
+            kind = f"gateway:{self.node}"
+        elif self.service is not None:
             kind = f"sidecar:{self.service.namespace}/{self.service.name}"
-        return f"{kind}@{self.zone}" if self.zone else kind
+        where = f"@{self.zone}" if self.zone else ""
+        if self.node and not self.gateway:
+            where += f"/{self.node}"
+        return kind + where
 
     def __str__(self) -> str:
         return self.name
@@ -91,7 +111,8 @@ class Translator:
         self._mtls = inputs.trust_bundle is not None
         # (service, mTLS transport matches) -> its clusters; (service, zone) -> its CLAs
         self._outbound: dict[tuple[ServiceKey, bool], list[cluster_pb2.Cluster]] = {}
-        self._assignments: dict[tuple[ServiceKey, str], list[ClusterLoadAssignment]] = {}
+        self._assignments: dict[tuple[ServiceKey, str, str], list[ClusterLoadAssignment]] = {}
+        self.gateways = gateways_by_node(inputs.state)
         self._passthrough = clusters.passthrough_cluster()
         self._inbound_clusters: dict[tuple[int, str], cluster_pb2.Cluster] = {}
         self._root_ca = (
@@ -107,6 +128,8 @@ class Translator:
     def view(self, group: NodeGroup) -> GroupResources:
         if group.service is None:
             return self._proxyless_view(group)
+        if group.gateway:
+            return self._gateway_view(group)
         return self._sidecar_view(group)
 
     # -- views -----------------------------------------------------------------
@@ -122,26 +145,34 @@ class Translator:
             self._outbound[(service.key, mtls)] = built
         return built
 
-    def _endpoints(self, service: Service, zone: str) -> list[ClusterLoadAssignment]:
-        assigned = self._assignments.get((service.key, zone))
+    def _endpoints(self, service: Service, zone: str, node: str) -> list[ClusterLoadAssignment]:
+        """`node` "" is the zone-only form; GATEWAY_VIEW every instance at its address."""
+        assigned = self._assignments.get((service.key, zone, node))
         if assigned is None:
             members = self.inputs.state.endpoints_of(service.key)
+            direct = node == GATEWAY_VIEW
             assigned = [
                 endpoints.load_assignment(
-                    xds.outbound_cluster(service.key, port.port), members, port.port, zone
+                    xds.outbound_cluster(service.key, port.port),
+                    members,
+                    port.port,
+                    zone,
+                    node,
+                    {} if direct else self.gateways,
                 )
                 for port in service.ports
             ]
-            self._assignments[(service.key, zone)] = assigned
+            self._assignments[(service.key, zone, node)] = assigned
         return assigned
 
     def _common(self, reachable: list[Service], group: NodeGroup) -> GroupResources:
         out: GroupResources = {t: {} for t in xds.PUSH_ORDER}
         mtls = self._mtls and group.service is not None  # proxyless: no transport matches
+        node = GATEWAY_VIEW if group.gateway else group.node
         for service in reachable:
             for cluster in self._clusters(service, mtls):
                 out[xds.CLUSTER][cluster.name] = cluster
-            for cla in self._endpoints(service, group.zone):
+            for cla in self._endpoints(service, group.zone, node):
                 out[xds.ENDPOINT][cla.cluster_name] = cla
         if self._root_ca is not None:
             out[xds.SECRET][self._root_ca.name] = self._root_ca
@@ -157,6 +188,24 @@ class Translator:
                 for name in hostnames.api_listener_names(service, port, bare=bare):
                     out[xds.LISTENER][name] = listeners.api_listener(name, service, port, policy)
         return out
+
+    def _gateway_view(self, group: NodeGroup) -> GroupResources:
+        gateways = self._gateway_service()
+        out = self._common([*self._services, *gateways], group)
+        out[xds.CLUSTER][self._passthrough.name] = self._passthrough
+        out[xds.LISTENER][xds.OUTBOUND_LISTENER] = listeners.outbound_listener({}, DEFAULT_POLICY)
+        out[xds.ROUTE][xds.OUTBOUND_ROUTE] = routes.outbound_route_config(
+            [], self.inputs.policies, self.inputs.trust_domain, identity.CONTROL_NAMESPACE
+        )
+        return out
+
+    def _gateway_service(self) -> list[Service]:
+        """The registered gateways as a service (one port: the first gateway's), so a
+        gateway learns its peers' addresses; none when no gateway is registered."""
+        found = self.inputs.state.endpoints_of(identity.gateway_key())
+        if not found:
+            return []
+        return [gateway_service(found[0].port)]
 
     def _sidecar_view(self, group: NodeGroup) -> GroupResources:
         assert group.service is not None
@@ -184,6 +233,24 @@ class Translator:
                     self._inbound_clusters[(port.port, port.protocol)] = cluster
                 out[xds.CLUSTER][xds.inbound_cluster(port.port)] = cluster
         return out
+
+
+GATEWAY_VIEW = "*"  # the `node` of assignments a gateway gets: every instance direct
+
+
+def gateway_service(port: int) -> Service:
+    """The gateways' service, for the gateway view's cluster (not in the registry)."""
+    key = identity.gateway_key()
+    return Service(key.name, key.namespace, (ServicePort(port, "tcp"),))
+
+
+def gateways_by_node(state: RegistryState) -> dict[str, Endpoint]:
+    """Node -> its registered gateway (a healthy one, the first by instance id)."""
+    found: dict[str, Endpoint] = {}
+    for ep in state.endpoints_of(identity.gateway_key()):
+        if ep.node and ep.health is Health.HEALTHY and ep.node not in found:
+            found[ep.node] = ep
+    return found
 
 
 def tcp_destinations(services: list[Service]) -> dict[int, str]:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "control": ("gossamer.cli.control_cmd", "control", "Run the control plane."),
     "status": ("gossamer.cli.status_cmd", "status", "Show connected sidecars and xDS state."),
     "proxy": ("gossamer.cli.proxy_cmd", "proxy", "Run a sidecar proxy, or set up iptables."),
+    "gateway": ("gossamer.cli.gateway_cmd", "gateway", "Run a node gateway (several nodes)."),
     "registry": ("gossamer.cli.registry_cmd", "registry", "Inspect the service registry."),
     "validate": ("gossamer.cli.validate_cmd", "validate", "Check a mesh.yaml: every error."),
     "inject": ("gossamer.cli.compose_cmd", "inject", "Add sidecars to a compose file."),

@@ -17,9 +17,20 @@ from typing import Any
 import click
 
 from gossamer.contract import limits, ports
-from gossamer.errors import UsageError
+from gossamer.contract.identity import check_label
+from gossamer.errors import ConfigError, UsageError
 
 DEFAULT_PROXY_UID = 1337
+
+
+def node_label(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """`--node`: empty or a DNS-1123 label (it travels in xDS node metadata)."""
+    if not value:
+        return value
+    try:
+        return check_label(value, "--node")
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message) from None
 
 
 @click.group(invoke_without_command=True)
@@ -72,7 +83,13 @@ DEFAULT_PROXY_UID = 1337
 )
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--zone", default="", help="Locality zone of this instance.")
-@click.option("--node", "node_name", default="", help="Node (host) name of this instance.")
+@click.option(
+    "--node",
+    "node_name",
+    default="",
+    callback=node_label,
+    help="Node (host) name of this instance (a DNS-1123 label).",
+)
 @click.option(
     "--instance-id", help="Unique id of this instance in its service [default: HOST-INBOUNDPORT]."
 )

@@ -25,12 +25,22 @@ CONTROL_TLS_NAME = "gossamer-control"
 # control plane's own certificate carries (workload leaves carry their SPIFFE ID alone).
 CONTROL_NAMESPACE = "gossamer-system"
 CONTROL_SERVICE = "control"
+# A node gateway's identity (`gossamer gateway`): service `gateway` in the reserved
+# namespace, so only an admin can make its join tokens. The control plane recognises a
+# registration of this service as a node's gateway (its address and port are where other
+# nodes reach the node's instances).
+GATEWAY_SERVICE = "gateway"
 RESERVED_NAMESPACES = frozenset({CONTROL_NAMESPACE})
 
 
 def is_reserved_namespace(namespace: str) -> bool:
     """True for a namespace kept for the mesh itself (join tokens there need admin)."""
     return namespace in RESERVED_NAMESPACES
+
+
+def gateway_key() -> ServiceKey:
+    """The service key node gateways register under."""
+    return ServiceKey(CONTROL_NAMESPACE, GATEWAY_SERVICE)
 
 
 def is_control_identity(namespace: str, service: str) -> bool:

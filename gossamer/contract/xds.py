@@ -43,6 +43,9 @@ GOSSAMER_METADATA = "gossamer"
 # Node metadata by which a sidecar names its service on the insecure port.
 SERVICE_KEY = "GOSSAMER_SERVICE"
 NAMESPACE_KEY = "GOSSAMER_NAMESPACE"
+# Node metadata naming the node (`--node`) a sidecar or gateway runs on: the control
+# plane serves instances of other nodes that have a gateway at that gateway's address.
+NODE_KEY = "GOSSAMER_NODE"
 # The cluster extension that switches an upstream to HTTP/2. (Load-balancing policies'
 # forms, the peak-EWMA marker among them, are in lb_policies.py.)
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -58,5 +61,22 @@ def inbound_cluster(port: int) -> str:
 
 def sni(trust_domain: str, key: ServiceKey, port: int) -> str:
     """The TLS server name a sidecar sends so the peer's inbound listener knows which of
-    the service's ports the connection is for (Istio's form)."""
+    the service's ports the connection is for (Istio's form). A node gateway routes a
+    connection by it without terminating TLS (`parse_sni`)."""
     return f"outbound_.{port}_._.{key.name}.{key.namespace}.svc.{trust_domain}"
+
+
+def parse_sni(server_name: str, trust_domain: str) -> tuple[ServiceKey, int] | None:
+    """The (service, port) an `sni()` name stands for; None for any other name."""
+    prefix, sep, rest = server_name.partition("_._.")
+    if not sep or not prefix.startswith("outbound_."):
+        return None
+    port_text = prefix[len("outbound_.") :]
+    suffix = f".svc.{trust_domain}"
+    if not port_text.isdigit() or len(port_text) > 5 or not rest.endswith(suffix):
+        return None
+    name, dot, namespace = rest[: -len(suffix)].partition(".")
+    port = int(port_text)
+    if not dot or not name or not namespace or "." in namespace or not 0 < port < 65536:
+        return None
+    return ServiceKey(namespace, name), port

@@ -44,7 +44,7 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
 from gossamer.contract import xds
-from gossamer.contract.xds import ADS_PATH, NAMESPACE_KEY, SERVICE_KEY, SHORT_NAMES
+from gossamer.contract.xds import ADS_PATH, NAMESPACE_KEY, NODE_KEY, SERVICE_KEY, SHORT_NAMES
 from gossamer.logs import event
 from gossamer.proxy.agent.channels import Channels
 from gossamer.proxy.agent.state import decode_resources, encode_resources
@@ -71,6 +71,8 @@ log = logging.getLogger("gossamer.proxy.xds")
 def make_node(info: NodeInfo, instance_id: str) -> base_pb2.Node:
     metadata = struct_pb2.Struct()
     metadata.update({SERVICE_KEY: info.service, NAMESPACE_KEY: info.namespace})
+    if info.node:
+        metadata.update({NODE_KEY: info.node})
     return base_pb2.Node(
         id=f"{info.service}.{info.namespace}~{instance_id}",
         cluster=info.service,

@@ -1,6 +1,6 @@
 """EDS for the sidecar: ClusterLoadAssignment -> endpoint specs (pure).
 
-Endpoints are grouped by locality; each keeps its zone, health (UNKNOWN/HEALTHY/DEGRADED
+Endpoints are grouped by locality; each keeps its zone, node (`Locality.sub_zone`), health (UNKNOWN/HEALTHY/DEGRADED
 -> healthy, UNHEALTHY/TIMEOUT -> unhealthy, DRAINING -> draining), weight (unset: 1)
 and the `tlsMode` of its `envoy.transport_socket_match` metadata (which decides, with
 the cluster's transport socket match, whether it is reached over mutual TLS). Locality
@@ -110,6 +110,7 @@ def load_assignment(
     specs = []
     for locality in cla.endpoints:
         zone = locality.locality.zone
+        node = locality.locality.sub_zone  # the instance's node (several nodes)
         for lb in locality.lb_endpoints:
             if lb.WhichOneof("host_identifier") != "endpoint":
                 raise ConfigError(f"{name}: named endpoints are not supported")
@@ -138,6 +139,7 @@ def load_assignment(
                 primary=sock.address if address != sock.address else "",
                 port=sock.port_value,
                 zone=zone,
+                node=node,
                 weight=min(max(weight, 1), MAX_WEIGHT),
                 health=HEALTH.get(lb.health_status, Health.UNHEALTHY),
                 priority=locality.priority,
