@@ -2,6 +2,7 @@
 
 Routes (role needed):
   GET  /v1/services, /v1/endpoints, /v1/sidecars, /v1/config     viewer
+  GET  /v1/gateways  (node gateways, their nodes' instance counts) viewer
   GET  /v1/tokens                                                 operator
   POST /v1/tokens {service, namespace?, ttl?, reusable?,          operator (token shown once;
                    addresses?}
@@ -36,7 +37,7 @@ from aiohttp import web
 from gossamer.certs.errors import CaError
 from gossamer.certs.sans import check_addresses
 from gossamer.certs.tokens import TokenStore, check_uses
-from gossamer.contract.identity import is_reserved_namespace
+from gossamer.contract.identity import gateway_key, is_reserved_namespace
 from gossamer.control.api_tokens import ApiToken, ApiTokenStore, role_allows
 from gossamer.control.audit import AuditLog
 from gossamer.discovery.model import RegistryState
@@ -60,6 +61,33 @@ class ApiSources:
 
 
 MAX_AUDIT_LIMIT = 10_000
+
+
+def gateway_rows(state: RegistryState) -> list[dict[str, Any]]:
+    """The registered node gateways, each with its node's instance counts."""
+    gateway = gateway_key()
+    per_node: dict[str, list[int]] = {}
+    for (key, _), ep in state.endpoints.items():
+        if key != gateway and ep.node:
+            counts = per_node.setdefault(ep.node, [0, 0])
+            counts[0] += 1
+            counts[1] += ep.health.value == "healthy"
+    rows = []
+    for ep in state.endpoints_of(gateway):
+        total, healthy = per_node.get(ep.node, [0, 0])
+        rows.append(
+            {
+                "node": ep.node,
+                "zone": ep.zone,
+                "address": ep.address,
+                "port": ep.port,
+                "instance_id": ep.instance_id,
+                "health": ep.health.value,
+                "instances": total,
+                "healthy_instances": healthy,
+            }
+        )
+    return sorted(rows, key=lambda r: (r["node"], r["instance_id"]))
 
 
 class Refused(GossamerError):
@@ -168,6 +196,10 @@ class OperatorApi:
             if wanted is None or e.service.name == wanted or str(e.service) == wanted
         ]
         return _json({"revision": state.revision, "endpoints": eps})
+
+    async def gateways(self, request: web.Request, caller: ApiToken) -> web.Response:
+        state = await self.sources.registry_state()
+        return _json({"revision": state.revision, "gateways": gateway_rows(state)})
 
     async def sidecars(self, request: web.Request, caller: ApiToken) -> web.Response:
         return _json({"sidecars": self.sources.sidecars()})
@@ -316,6 +348,7 @@ class OperatorApi:
         r.add_get("/v1/services", self._guard("viewer", self.services))
         r.add_get("/v1/endpoints", self._guard("viewer", self.endpoints))
         r.add_get("/v1/sidecars", self._guard("viewer", self.sidecars))
+        r.add_get("/v1/gateways", self._guard("viewer", self.gateways))
         r.add_get("/v1/config", self._guard("viewer", self.config))
         r.add_get("/v1/tokens", self._guard("operator", self.list_join_tokens))
         r.add_post("/v1/tokens", self._guard("operator", self.create_join_token))

@@ -110,6 +110,7 @@ class Admin:
                         "address": ep.address,
                         "port": ep.port,
                         "zone": ep.zone,
+                        "node": ep.node,
                         "priority": ep.priority,
                         "health": ep.health.value,
                         "weight": ep.weight,

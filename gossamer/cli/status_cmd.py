@@ -48,11 +48,12 @@ def _type_cell(state: dict[str, Any] | None) -> str:
 @output_option
 def status(api: str | None, token: str | None, config: Path | None, output: str) -> None:
     """Show connected sidecars: identity, certificate time left, versions ACKed per xDS
-    type, and the last NACK with its error."""
+    type, and the last NACK with its error; and the node gateways."""
     from gossamer.operator_client import resolve_client
 
     client = resolve_client(api, token, config)
     sidecars = client.get("/v1/sidecars")["sidecars"]
+    gateways = client.get("/v1/gateways")["gateways"]
     info = client.get("/v1/config")
 
     def render() -> None:
@@ -86,5 +87,17 @@ def status(api: str | None, token: str | None, config: Path | None, output: str)
         if nacks:
             click.echo("")
             print_table(["node", "type", "at", "last NACK error"], nacks, title="NACKs")
+        if gateways:
+            click.echo("")
+            print_table(
+                ["node", "zone", "gateway", "health", "instances (healthy)"],
+                [
+                    [g["node"], g["zone"] or "-", f"{g['address']}:{g['port']}", g["health"],
+                     f"{g['instances']} ({g['healthy_instances']})"]
+                    for g in gateways
+                ],
+                title="Node gateways",
+            )  # fmt: skip
 
-    emit(output, {"sidecars": sidecars, "config": info.get("config")}, render)
+    data = {"sidecars": sidecars, "gateways": gateways, "config": info.get("config")}
+    emit(output, data, render)

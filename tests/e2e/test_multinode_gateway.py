@@ -1,0 +1,417 @@
+"""Several nodes joined by node gateways, as real processes in network namespaces (root).
+
+Three nodes (tests/helpers/nodes.py: one namespace each on a bridge; from another node
+only the gateway port 15443 is reachable), the control plane on the bridge address,
+a `gossamer gateway` per node, and `gossamer proxy` sidecars with `--node`:
+
+    node-1 (zone-a): web, catalog-1     node-2 (zone-a): catalog-2    node-3 (zone-b): catalog-3
+
+catalog allows only web. Checked: web's EDS (own node 0, node-2's gateway 1, node-3's
+gateway 2); traffic stays on node 1, then fails over to node 2 with zero failed requests
+when catalog-1 stops; a request crosses nodes through node 2's gateway with web's SPIFFE
+ID reaching catalog-2 (x-forwarded-client-cert); the gateway's metrics count it per
+service and peer node; a capture between nodes holds only TLS; an identity the policy
+denies gets 403 through the gateway; node-internal ports are unreachable from other
+nodes; garbage, a ClientHello with an unknown SNI and a silent connection are closed and
+counted while requests keep flowing; `gossamer status -o json` lists the gateways.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gossamer.certs.ca import CertificateAuthority
+from gossamer.certs.tokens import TokenStore
+from tests.docker.pcap import tcp_segments
+from tests.helpers.control_plane import wait_serving, write_mesh
+from tests.helpers.metrics_text import metric_sum
+from tests.helpers.nodes import SimNodes
+from tests.helpers.pki import make_workload
+from tests.helpers.procs import Process, free_port, gossamer_cmd, port_open, processes, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.root]
+
+REPO = Path(__file__).resolve().parents[2]
+TD = "gossamer.local"
+GW_PORT = 15443
+GW_ADMIN = 15021
+ZONES = {1: "zone-a", 2: "zone-a", 3: "zone-b"}
+CATALOG = "outbound|8080||catalog.default"
+
+
+def spiffe(service: str) -> str:
+    return f"spiffe://{TD}/ns/default/sa/{service}"
+
+
+@dataclass
+class NodeSidecar:
+    name: str
+    node: int
+    outbound: int
+    admin: int
+    inbound: int
+    process: Process
+
+
+class World:
+    def __init__(self, tmp: Path, procs: list[Process], nodes: SimNodes) -> None:
+        self.tmp, self.procs, self.nodes = tmp, procs, nodes
+        self.next_port = 20000
+        self.ports = {"xds": free_port(), "bootstrap": free_port(), "api": free_port()}
+        self.ports["insecure"] = free_port()
+        self.ca_dir = tmp / "ca"
+        services = [
+            {"name": "web", "ports": [{"port": 8080, "protocol": "http"}]},
+            {
+                "name": "catalog",
+                "ports": [{"port": 8080, "protocol": "http"}],
+                "authorization": {"allow": [spiffe("web")]},
+                "retries": {"attempts": 2, "on": ["connect-failure", "reset", "502", "503"]},
+            },
+        ]
+        control = {
+            "xds_listen": f"{nodes.host}:{self.ports['xds']}",
+            "bootstrap_listen": f"{nodes.host}:{self.ports['bootstrap']}",
+            "api_listen": f"127.0.0.1:{self.ports['api']}",
+            "insecure_xds_listen": f"127.0.0.1:{self.ports['insecure']}",
+            "ca_dir": str(self.ca_dir),
+            "data_dir": str(tmp / "data"),
+            "lease_ttl": "3s",
+        }
+        write_mesh(
+            tmp / "mesh.yaml", {"trust_domain": TD, "control": control, "services": services}
+        )
+        self.sidecars: dict[str, NodeSidecar] = {}
+        self.gateways: dict[int, Process] = {}
+
+    # -- plumbing ------------------------------------------------------------------------
+    def port(self) -> int:
+        self.next_port += 1
+        return self.next_port
+
+    def run_in(
+        self, node: int, *args: str, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.nodes.exec(node, args), capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)  # fmt: skip
+
+    def http(self, node: int, url: str) -> tuple[int, str]:
+        out = self.run_in(node, "curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", url)
+        body, _, code = out.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def token_file(self, service: str, namespace: str = "default") -> Path:
+        pin = CertificateAuthority.load(self.ca_dir).root_pin()
+        token, _ = TokenStore(self.ca_dir).create(service, pin, namespace=namespace, ttl=600)
+        path = self.tmp / f"{service}-{namespace}-{time.monotonic_ns()}.token"
+        path.write_text(token)
+        return path
+
+    def spawn(self, node: int, name: str, args: list[str]) -> Process:
+        env = {"GOSSAMER_LOG_FORMAT": "json"}
+        proc = Process(self.nodes.exec(node, args), self.tmp / f"{name}.log", env=env, cwd=REPO)
+        self.procs.append(proc)
+        return proc
+
+    # -- the mesh ------------------------------------------------------------------------
+    def start_control(self) -> None:
+        args = gossamer_cmd("control", "--config", str(self.tmp / "mesh.yaml"))
+        proc = Process(args, self.tmp / "control.log", env={"GOSSAMER_LOG_FORMAT": "json"},
+                       cwd=REPO)  # fmt: skip
+        self.procs.append(proc)
+        wait_for(lambda: not proc.alive() or port_open(self.ports["api"]), timeout=30,
+                 what="the control plane")  # fmt: skip
+        assert proc.alive(), proc.output()
+        wait_serving(f"127.0.0.1:{self.ports['insecure']}", 20)
+
+    def gateway(self, node: int) -> Process:
+        address = self.nodes.address(node)
+        proc = self.spawn(node, f"gateway-{node}", gossamer_cmd(
+            "gateway", "--node", f"node-{node}", "--zone", ZONES[node],
+            "--listen", f"0.0.0.0:{GW_PORT}", "--advertise", f"{address}:{GW_PORT}",
+            "--control", f"{self.nodes.host}:{self.ports['xds']}",
+            "--bootstrap", f"{self.nodes.host}:{self.ports['bootstrap']}",
+            "--token-file", str(self.token_file("gateway", "gossamer-system")),
+            "--admin-port", str(GW_ADMIN), "--hello-timeout", "2",
+        ))  # fmt: skip
+        self.gateways[node] = proc
+        wait_for(lambda: not proc.alive() or self.http(node, self.gw_url(""))[0] == 200,
+                 timeout=30, what=f"gateway of node {node} ready")  # fmt: skip
+        assert proc.alive(), proc.output()
+        return proc
+
+    def gw_url(self, path: str) -> str:
+        return (
+            f"http://127.0.0.1:{GW_ADMIN}/ready"
+            if not path
+            else f"http://127.0.0.1:{GW_ADMIN}{path}"
+        )
+
+    def gw_metric(self, node: int, name: str, **labels: str) -> float:
+        return metric_sum(self.http(node, self.gw_url("/metrics"))[1], name, **labels)
+
+    def app(self, node: int, name: str) -> int:
+        port = self.port()
+        self.spawn(node, f"app-{name}", [sys.executable, "-m", "tests.helpers.echo_app",
+                                         "--port", str(port), "--name", name])  # fmt: skip
+        wait_for(lambda: self.run_in(node, "curl", "-s", f"http://127.0.0.1:{port}/").returncode == 0,
+                 what=f"app {name}")  # fmt: skip
+        return port
+
+    def sidecar(self, node: int, service: str, name: str, app_port: int | None) -> NodeSidecar:
+        inbound, outbound, admin, metrics = self.port(), self.port(), self.port(), self.port()
+        args = gossamer_cmd(
+            "proxy", "--service", service, "--node", f"node-{node}", "--zone", ZONES[node],
+            "--control", f"{self.nodes.host}:{self.ports['xds']}",
+            "--bootstrap", f"{self.nodes.host}:{self.ports['bootstrap']}",
+            "--token-file", str(self.token_file(service)), "--instance-id", name,
+            "--inbound-port", str(inbound), "--outbound-port", str(outbound),
+            "--admin-port", str(admin), "--metrics-port", str(metrics),
+            "--drain-timeout", "3", "--drain-notice", "1",
+        )  # fmt: skip
+        if app_port is not None:
+            args += ["--app-port", f"8080:{app_port}"]
+        proc = self.spawn(node, f"sidecar-{name}", args)
+        sc = NodeSidecar(name, node, outbound, admin, inbound, proc)
+        wait_for(lambda: not proc.alive() or self.http(node, f"http://127.0.0.1:{admin}/ready")[0] == 200,
+                 timeout=30, what=f"sidecar {name} ready")  # fmt: skip
+        assert proc.alive(), proc.output()
+        self.sidecars[name] = sc
+        return sc
+
+    def endpoints(self, sc: NodeSidecar, cluster: str = CATALOG) -> list[dict[str, Any]]:
+        _, body = self.http(sc.node, f"http://127.0.0.1:{sc.admin}/clusters")
+        try:
+            found = json.loads(body)["clusters"]
+        except (ValueError, KeyError):
+            return []
+        for c in found:
+            if c["name"] == cluster:
+                return list(c["endpoints"])
+        return []
+
+    def requests(self, sc: NodeSidecar, count: int, path: str = "/") -> list[tuple[int, str]]:
+        out = self.run_in(sc.node, sys.executable, "-m", "tests.helpers.ns_client",
+                          "--port", str(sc.outbound), "--host", "catalog:8080",
+                          "--path", path, "--count", str(count), timeout=120)  # fmt: skip
+        return [tuple(json.loads(line)) for line in out.stdout.splitlines()]  # type: ignore[misc]
+
+    def without_local_catalog(self) -> None:
+        """Stop catalog-1 (web's own node) so web's catalog traffic crosses nodes."""
+        local = self.sidecars.get("catalog-1")
+        if local is not None and local.process.alive():
+            local.process.signal(signal.SIGTERM)
+            wait_for(lambda: not local.process.alive(), timeout=20, what="catalog-1 stopped")
+        web = self.sidecars["web"]
+        wait_for(lambda: not any(e["node"] == "node-1" for e in self.endpoints(web)),
+                 timeout=20, what="catalog-1 gone from web's EDS")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("multinode")
+    with SimNodes(3, open_ports=[GW_PORT]) as nodes, processes() as procs:
+        w = World(tmp, procs, nodes)
+        w.start_control()
+        for node in (1, 2, 3):
+            w.gateway(node)
+        for node in (1, 2, 3):
+            w.sidecar(node, "catalog", f"catalog-{node}", w.app(node, f"catalog-{node}"))
+        w.sidecar(1, "web", "web", None)
+        yield w
+
+
+def test_locality_keeps_traffic_on_the_node_then_fails_over_without_errors(world: World) -> None:
+    web = world.sidecars["web"]
+    gw = {n: f"{world.nodes.address(n)}:{GW_PORT}" for n in (2, 3)}
+
+    def shape() -> set[tuple[str, str, int, str]]:
+        return {(e["node"], f"{e['address']}:{e['port']}", e["priority"], e["health"])
+                for e in world.endpoints(web)}  # fmt: skip
+
+    local = f"{world.nodes.address(1)}:{world.sidecars['catalog-1'].inbound}"
+    expected = {("node-1", local, 0, "healthy"), ("node-2", gw[2], 1, "healthy"),
+                ("node-3", gw[3], 2, "healthy")}  # fmt: skip
+    wait_for(lambda: shape() == expected, timeout=20,
+             what=f"web's catalog endpoints {expected}")  # fmt: skip
+
+    served = Counter(world.requests(web, 30))
+    assert served == Counter({(200, "catalog-1"): 30}), served
+
+    stop = world.tmp / "stop-load"
+    load = subprocess.Popen(
+        world.nodes.exec(1, [sys.executable, "-m", "tests.helpers.ns_client", "--port",
+                             str(web.outbound), "--host", "catalog:8080", "--until", str(stop),
+                             "--interval", "0.01"]),
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        stopped_at = time.monotonic()
+        world.sidecars["catalog-1"].process.signal(signal.SIGTERM)
+        wait_for(lambda: not world.sidecars["catalog-1"].process.alive(), timeout=20,
+                 what="catalog-1 drained and stopped")  # fmt: skip
+        time.sleep(2.0)
+        print(f"catalog-1 gone {time.monotonic() - stopped_at:.1f} s after SIGTERM")
+    finally:
+        stop.write_text("stop")
+        out, _ = load.communicate(timeout=60)
+    outcomes = Counter(tuple(json.loads(line)) for line in out.splitlines())
+    print(f"outcomes during the failover: {dict(outcomes)}")
+    failed = {k: v for k, v in outcomes.items() if k[0] != 200}
+    assert not failed, f"requests failed during the failover: {failed}"
+    assert outcomes[(200, "catalog-2")] > 0, outcomes  # node-2: same zone, priority 1
+    assert outcomes[(200, "catalog-3")] == 0, outcomes
+    late = Counter(world.requests(web, 20))
+    assert late == Counter({(200, "catalog-2"): 20}), late
+
+
+def test_cross_node_request_carries_the_callers_identity_and_is_counted(world: World) -> None:
+    world.without_local_catalog()
+    web = world.sidecars["web"]
+    before = world.gw_metric(2, "gossamer_gateway_connections_total",
+                             service="catalog.default", peer_node="node-1")  # fmt: skip
+    [(status, body)] = world.requests(web, 1, "/headers")
+    assert status == 200, body
+    headers = {k.lower(): v for k, v in json.loads(body).items()}
+    assert f"URI={spiffe('web')}" in headers["x-forwarded-client-cert"], headers
+    assert f"By={spiffe('catalog')}" in headers["x-forwarded-client-cert"], headers
+    # a fresh connection (sidecars pool theirs) shows in the gateway's metrics
+    for _ in range(3):
+        world.requests(web, 5)
+    wait_for(
+        lambda: world.gw_metric(2, "gossamer_gateway_bytes_total", service="catalog.default",
+                                peer_node="node-1", direction="sent") > 0,
+        timeout=10, what="node-2's gateway counting bytes sent to node-1",
+    )  # fmt: skip
+    received = world.gw_metric(2, "gossamer_gateway_bytes_total", service="catalog.default",
+                               peer_node="node-1", direction="received")  # fmt: skip
+    connections = world.gw_metric(2, "gossamer_gateway_connections_total",
+                                  service="catalog.default", peer_node="node-1")  # fmt: skip
+    assert received > 0 and connections >= max(1, before), (received, connections)
+    assert world.gw_metric(2, "gossamer_gateway_route_instances", service="catalog.default") == 1
+
+    token = (world.tmp / "data" / "admin-token").read_text().strip()
+    out = subprocess.run(
+        gossamer_cmd("status", "--api", f"http://127.0.0.1:{world.ports['api']}",
+                     "--token", token, "-o", "json"),
+        capture_output=True, text=True, timeout=30, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    gateways = {g["node"]: g for g in json.loads(out.stdout)["gateways"]}
+    assert set(gateways) == {"node-1", "node-2", "node-3"}, gateways
+    assert gateways["node-2"]["address"] == world.nodes.address(2)
+    assert gateways["node-2"]["port"] == GW_PORT and gateways["node-2"]["healthy_instances"] == 1
+
+
+def test_capture_between_nodes_holds_only_tls(world: World) -> None:
+    world.without_local_catalog()
+    web = world.sidecars["web"]
+    pcap = world.tmp / "between-nodes.pcap"
+    a1, a2 = world.nodes.address(1), world.nodes.address(2)
+    dump = subprocess.Popen(
+        ["tcpdump", "-i", world.nodes.bridge, "-U", "-w", str(pcap),
+         f"tcp and host {a1} and host {a2}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: pcap.exists(), timeout=10, what="tcpdump started")
+        time.sleep(0.5)
+        # new connections too: the sidecar pools, so restart nothing; just send enough
+        results = world.requests(web, 20, "/headers")
+        assert all(status == 200 for status, _ in results), results
+        time.sleep(0.5)
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.wait(timeout=10)
+    segments = tcp_segments(pcap.read_bytes())
+    assert segments, "the capture saw no traffic between node 1 and node 2"
+    for seg in segments:
+        assert GW_PORT in (seg.sport, seg.dport), seg[:4]  # only the gateway port crosses
+        assert seg.payload[0] in (20, 21, 22, 23), (seg[:4], seg.payload[:16])
+        assert b"HTTP/1.1" not in seg.payload and b"catalog-2" not in seg.payload, seg[:4]
+
+
+def test_denied_identity_gets_403_through_the_gateway(world: World) -> None:
+    intruder = make_workload(CertificateAuthority.load(world.ca_dir), "intruder",
+                             world.tmp / "intruder")  # fmt: skip
+    sni = f"outbound_.8080_._.catalog.default.svc.{TD}"
+    out = world.run_in(
+        1, "curl", "-s", "-k", "--http1.1", "--max-time", "5", "-o", "/dev/null",
+        "-w", "%{http_code}", "--cert", str(intruder.chain_file), "--key", str(intruder.key_file),
+        "--resolve", f"{sni}:{GW_PORT}:{world.nodes.address(2)}", f"https://{sni}:{GW_PORT}/",
+    )  # fmt: skip
+    assert out.stdout == "403", (out.stdout, out.stderr)
+
+
+PROBES = r"""
+import socket, ssl, sys, json
+host, port, inbound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = {}
+def closed(sock):
+    sock.settimeout(5)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, OSError):
+        return True
+s = socket.create_connection((host, port)); s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+out["garbage"] = closed(s)
+s = socket.create_connection((host, port))
+s.sendall(bytes([22, 3, 1, 0, 40, 1, 0, 0, 36]) + bytes(36))  # lengths that lie
+out["malformed"] = closed(s)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    with ctx.wrap_socket(socket.create_connection((host, port), timeout=5),
+                         server_hostname="nope.example") as t:
+        out["unknown_sni"] = False
+except (ssl.SSLError, OSError):
+    out["unknown_sni"] = True
+s = socket.create_connection((host, port))
+out["silent"] = closed(s)
+try:
+    socket.create_connection((host, inbound), timeout=2).close()
+    out["internal_reachable"] = True
+except OSError:
+    out["internal_reachable"] = False
+print(json.dumps(out))
+"""
+
+
+def test_bad_connections_are_closed_and_counted_while_requests_flow(world: World) -> None:
+    world.without_local_catalog()
+    web = world.sidecars["web"]
+    before = {r: world.gw_metric(2, "gossamer_gateway_rejected_total", reason=r)
+              for r in ("not_tls", "malformed", "unknown_sni", "hello_timeout")}  # fmt: skip
+    stop = world.tmp / "stop-load-2"
+    load = subprocess.Popen(
+        world.nodes.exec(1, [sys.executable, "-m", "tests.helpers.ns_client", "--port",
+                             str(web.outbound), "--host", "catalog:8080", "--until", str(stop),
+                             "--interval", "0.01"]),
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        probe = world.run_in(1, sys.executable, "-c", PROBES, world.nodes.address(2), str(GW_PORT),
+                             str(world.sidecars["catalog-2"].inbound))  # fmt: skip
+    finally:
+        stop.write_text("stop")
+        out, _ = load.communicate(timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout)
+    assert seen == {"garbage": True, "malformed": True, "unknown_sni": True, "silent": True,
+                    "internal_reachable": False}, seen  # fmt: skip
+    after = {r: world.gw_metric(2, "gossamer_gateway_rejected_total", reason=r) for r in before}
+    assert {r: after[r] - before[r] for r in before} == {
+        "not_tls": 1, "malformed": 1, "unknown_sni": 1, "hello_timeout": 1}, (before, after)  # fmt: skip
+    outcomes = Counter(tuple(json.loads(line)) for line in out.splitlines())
+    assert outcomes and set(outcomes) == {(200, "catalog-2")}, outcomes
