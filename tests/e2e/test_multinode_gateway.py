@@ -326,7 +326,7 @@ def test_capture_between_nodes_holds_only_tls(world: World) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        wait_for(lambda: pcap.exists(), timeout=10, what="tcpdump started")
+        wait_for(pcap.exists, timeout=10, what="tcpdump started")
         time.sleep(0.5)
         # new connections too: the sidecar pools, so restart nothing; just send enough
         results = world.requests(web, 20, "/headers")

@@ -19,9 +19,8 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
-from types import TracebackType
-
 from pathlib import Path
+from types import TracebackType
 
 from gossamer.up.netns import choose_subnet
 
