@@ -317,13 +317,25 @@ def _cluster(c: Node) -> tuple[Cluster, tuple[Endpoint, ...]]:
     endpoints = []
     for e in c.child("endpoints", []).items():
         e.check_keys(
-            ["address", "port", "zone", "weight", "health", "tls", "priority", "aliases", "primary"]
+            [
+                "address",
+                "port",
+                "zone",
+                "node",
+                "weight",
+                "health",
+                "tls",
+                "priority",
+                "aliases",
+                "primary",
+            ]
         )
         endpoints.append(
             Endpoint(
                 address=e.child("address").string(),
                 port=e.child("port").integer(minimum=1, maximum=65535),
                 zone=e.child("zone", "").string(),
+                node=e.child("node", "").string(),
                 weight=e.child("weight", 1).integer(minimum=1, maximum=128),
                 health=Health(e.child("health", "healthy").choice([h.value for h in Health])),
                 tls=e.child("tls", True).boolean(),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gossamer.contract import xds
 from gossamer.contract.identity import ServiceKey, gateway_key
@@ -99,7 +100,7 @@ class RouteTable:
     def peer_node(self, address: str) -> str:
         return self.peers.get(normalise(address), UNKNOWN_NODE)
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         """For the admin port's `/routes`: each service port and its local instances."""
         return {
             "node": self.node,

@@ -205,7 +205,7 @@ class World:
         out = self.run_in(sc.node, sys.executable, "-m", "tests.helpers.ns_client",
                           "--port", str(sc.outbound), "--host", "catalog:8080",
                           "--path", path, "--count", str(count), timeout=120)  # fmt: skip
-        return [tuple(json.loads(line)) for line in out.stdout.splitlines()]  # type: ignore[misc]
+        return [tuple(json.loads(line)) for line in out.stdout.splitlines()]
 
     def without_local_catalog(self) -> None:
         """Stop catalog-1 (web's own node) so web's catalog traffic crosses nodes."""

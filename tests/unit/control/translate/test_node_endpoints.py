@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -166,15 +168,15 @@ def test_gateways_by_node_keeps_healthy_ones():
 def test_sidecar_views_by_node_and_proxyless_untouched():
     translator = Translator(MeshInputs(state_with_nodes(), "gossamer.local", trust_bundle=b"x"))
     web = ServiceKey("default", "web")
-    on_1 = translator.view(NodeGroup(web, "zone-a", "node-1"))[xds.ENDPOINT][CLUSTER]
+    on_1: Any = translator.view(NodeGroup(web, "zone-a", "node-1"))[xds.ENDPOINT][CLUSTER]
     assert [(loc.locality.sub_zone, loc.priority) for loc in on_1.endpoints] == [
         ("node-1", 0), ("node-2", 1)]  # fmt: skip
-    on_2 = translator.view(NodeGroup(web, "zone-a", "node-2"))[xds.ENDPOINT][CLUSTER]
+    on_2: Any = translator.view(NodeGroup(web, "zone-a", "node-2"))[xds.ENDPOINT][CLUSTER]
     assert rows(on_2) == [
         ("zone-a", "node-1", 1, 1, [("10.0.1.5:15006", 1, 1)]),  # node-1 has no gateway
         ("zone-a", "node-2", 0, 1, [("10.0.2.5:15006", 1, 1)]),  # its own: direct
     ]
-    proxyless = translator.view(PROXYLESS)[xds.ENDPOINT][CLUSTER]
+    proxyless: Any = translator.view(PROXYLESS)[xds.ENDPOINT][CLUSTER]
     assert all(not loc.locality.sub_zone for loc in proxyless.endpoints)
     assert NodeGroup(web, "zone-a", "node-1").name == "sidecar:default/web@zone-a/node-1"
 
@@ -183,7 +185,7 @@ def test_gateway_view_every_instance_direct_and_the_gateways_cluster():
     translator = Translator(MeshInputs(state_with_nodes(), "gossamer.local", trust_bundle=b"x"))
     view = translator.view(NodeGroup(gateway_key(), "zone-a", "node-2"))
     assert NodeGroup(gateway_key(), "zone-a", "node-2").name == "gateway:node-2@zone-a"
-    cla = view[xds.ENDPOINT][CLUSTER]
+    cla: Any = view[xds.ENDPOINT][CLUSTER]
     found = {(loc.locality.sub_zone, e.endpoint.address.socket_address.port_value)
              for loc in cla.endpoints for e in loc.lb_endpoints}  # fmt: skip
     assert found == {("node-1", 15006), ("node-2", 15006)}  # never through a gateway
