@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from gossamer.control.api_tokens import ApiToken
-from gossamer.control.operator_api import OperatorApi
+from gossamer.control.operator_api import OperatorApi, gateway_rows
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.observe.overview import merge_certificates, overview
 from gossamer.observe.prometheus import PrometheusClient
@@ -177,6 +177,7 @@ class ObserveRoutes:
             warn_before=self.settings.certificate_warning,
             errors=errors,
         )
+        body["gateways"] = gateway_rows(state)  # node gateways (several nodes)
         return _json(body)
 
     async def close(self) -> None:

@@ -134,6 +134,7 @@ function render(data) {
   renderServices(data);
   renderDetail(data);
   renderSidecars(data.sidecars);
+  renderGateways(data.gateways || []);
   renderCertificates(data.certificates);
   const problems = document.getElementById("problems");
   problems.hidden = !data.errors.length;
@@ -304,6 +305,16 @@ function renderSidecars(sidecars) {
         `${s.last_nack.type}${s.last_nack.version ? " version " + s.last_nack.version : ""} rejected` +
         `${s.last_nack.at ? " at " + new Date(s.last_nack.at * 1000).toLocaleTimeString() : ""}: ${s.last_nack.error}`)
       : "-"))));
+}
+
+function renderGateways(gateways) {
+  document.getElementById("gateways-section").hidden = !gateways.length;
+  fillBody("gateways", gateways.map((g) => el("tr", { "data-node": g.node },
+    el("td", {}, g.node),
+    el("td", {}, g.zone || "-"),
+    el("td", {}, el("code", {}, `${g.address}:${g.port}`)),
+    el("td", {}, badge(g.health, g.health === "healthy" ? "ok" : "expired")),
+    el("td", {}, `${g.instances} (${g.healthy_instances})`))));
 }
 
 function renderCertificates(certs) {

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -313,6 +314,14 @@ def test_cross_node_request_carries_the_callers_identity_and_is_counted(world: W
     assert set(gateways) == {"node-1", "node-2", "node-3"}, gateways
     assert gateways["node-2"]["address"] == world.nodes.address(2)
     assert gateways["node-2"]["port"] == GW_PORT and gateways["node-2"]["healthy_instances"] == 1
+    # the dashboard draws them from /v1/overview
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{world.ports['api']}/v1/overview",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        overview = json.load(response)
+    assert sorted(g["node"] for g in overview["gateways"]) == ["node-1", "node-2", "node-3"]
 
 
 def test_capture_between_nodes_holds_only_tls(world: World) -> None:

@@ -10,10 +10,11 @@ from aiohttp import ClientSession, web
 
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.tokens import TokenStore
-from gossamer.contract.identity import ServiceKey
+from gossamer.contract.identity import ServiceKey, gateway_key
+from gossamer.contract.vocabulary import Health
 from gossamer.control.api_tokens import ADMIN_TOKEN_FILE, ApiTokenStore
 from gossamer.control.audit import AuditLog
-from gossamer.control.operator_api import ApiSources, OperatorApi
+from gossamer.control.operator_api import ApiSources, OperatorApi, gateway_rows
 from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 from tests.helpers.procs import free_port
 
@@ -93,6 +94,29 @@ async def test_reads_for_viewer(api):
         assert len((await r.json())["endpoints"]) == 2
     async with session.get("/v1/sidecars", headers=bearer(viewer)) as r:
         assert (await r.json())["sidecars"][0]["node"] == "catalog~c1"
+
+
+def test_gateway_rows_count_their_nodes_instances():
+    gateway = gateway_key()
+    eps = [
+        Endpoint(KEY, "c1", "10.0.1.5", 15006, node="n1", mtls=True),
+        Endpoint(KEY, "c2", "10.0.1.6", 15006, node="n1", mtls=True, health=Health.DRAINING),
+        Endpoint(KEY, "c3", "10.0.2.5", 15006, node="n2", mtls=True),
+        Endpoint(gateway, "n1-gateway", "10.0.1.1", 15443, node="n1", zone="a", mtls=True),
+    ]
+    state = RegistryState(1, {}, {(e.service, e.instance_id): e for e in eps})
+    assert gateway_rows(state) == [
+        {"node": "n1", "zone": "a", "address": "10.0.1.1", "port": 15443,
+         "instance_id": "n1-gateway", "health": "healthy", "instances": 2,
+         "healthy_instances": 1},
+    ]  # fmt: skip
+
+
+async def test_gateways_for_viewer(api):
+    session, _admin, tokens, *_ = api
+    viewer = tokens.create("ci", "viewer")
+    async with session.get("/v1/gateways", headers=bearer(viewer)) as r:
+        assert r.status == 200 and (await r.json()) == {"revision": 7, "gateways": []}
 
 
 async def test_viewer_cannot_write_and_it_is_audited(api):

@@ -41,3 +41,24 @@ def test_the_locality_zone_completes_the_group():
     sidecar = resolve_group(node, None, TD)
     assert sidecar == NodeGroup(ServiceKey("default", "web"), "zone-a")
     assert sidecar.name == "sidecar:default/web@zone-a"
+
+
+def test_the_node_metadata_completes_the_group_and_gateways_have_their_own():
+    spiffe = "spiffe://gossamer.local/ns/default/sa/web"
+    node = make_node("x", {"GOSSAMER_NODE": "node-1"})
+    node.locality.zone = "zone-a"
+    group = resolve_group(node, spiffe, TD)
+    assert group == NodeGroup(ServiceKey("default", "web"), "zone-a", "node-1")
+    assert group.name == "sidecar:default/web@zone-a/node-1"
+    gateway = resolve_group(
+        make_node("g", {"GOSSAMER_NODE": "node-2"}),
+        "spiffe://gossamer.local/ns/gossamer-system/sa/gateway",
+        TD,
+    )
+    assert gateway.gateway and gateway.name == "gateway:node-2"
+    with pytest.raises(RemoteProtocolError):
+        resolve_group(make_node("x", {"GOSSAMER_NODE": "Node_1"}), spiffe, TD)
+    # without a certificate nobody is the gateway (or any gossamer-system service)
+    claim = {"GOSSAMER_SERVICE": "gateway", "GOSSAMER_NAMESPACE": "gossamer-system"}
+    with pytest.raises(AuthorizationDenied):
+        resolve_group(make_node("x", claim), None, TD)
