@@ -424,3 +424,20 @@ def test_bad_connections_are_closed_and_counted_while_requests_flow(world: World
         "not_tls": 1, "malformed": 1, "unknown_sni": 1, "hello_timeout": 1}, (before, after)  # fmt: skip
     outcomes = Counter(tuple(json.loads(line)) for line in out.splitlines())
     assert outcomes and set(outcomes) == {(200, "catalog-2")}, outcomes
+
+
+def test_a_node_whose_gateway_stops_is_served_direct_again(world: World) -> None:
+    """Deregistration on SIGTERM; a node without a gateway keeps direct endpoints (which
+    this test's firewall makes unreachable: that is the operator's topology to choose)."""
+    web = world.sidecars["web"]
+    gateway = world.gateways[3]
+    gateway.signal(signal.SIGTERM)
+    wait_for(lambda: not gateway.alive(), timeout=20, what="node-3's gateway stopped")
+    direct = f"{world.nodes.address(3)}:{world.sidecars['catalog-3'].inbound}"
+
+    def node_3() -> list[str]:
+        return [
+            f"{e['address']}:{e['port']}" for e in world.endpoints(web) if e["node"] == "node-3"
+        ]
+
+    wait_for(lambda: node_3() == [direct], timeout=20, what=f"node-3's catalog at {direct}")

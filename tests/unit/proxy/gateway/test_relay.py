@@ -160,3 +160,29 @@ async def test_refusals_are_counted_and_the_cap_displaces_unrouted_connections()
     finally:
         server.close()
         await relays.stop()
+
+
+async def test_an_idle_relay_is_closed_and_counted(monkeypatch):
+    monkeypatch.setattr("gossamer.proxy.gateway.relay.SWEEP_INTERVAL", 0.1)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    app = await asyncio.start_server(silent, "127.0.0.1", 0)
+    metrics = GatewayMetrics()
+    relays = Relays(RelayLimits(idle_timeout=0.5), metrics)
+    relays.table = table_for(app.sockets[0].getsockname()[1])
+    server, port = await start(relays)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(client_hello(SNI))
+        started = asyncio.get_running_loop().time()
+        assert await closed(reader)
+        assert 0.4 < asyncio.get_running_loop().time() - started < 3
+        assert metrics.idle_closed == 1 and metrics.connections[("catalog.default", "node-2")] == 1
+        writer.close()
+    finally:
+        server.close()
+        app.close()
+        await relays.stop()
