@@ -1,8 +1,8 @@
 """EDS for the sidecar: ClusterLoadAssignment -> endpoint specs (pure).
 
-Endpoints are grouped by locality; each keeps its zone, node (`Locality.sub_zone`), health (UNKNOWN/HEALTHY/DEGRADED
--> healthy, UNHEALTHY/TIMEOUT -> unhealthy, DRAINING -> draining), weight (unset: 1)
-and the `tlsMode` of its `envoy.transport_socket_match` metadata (which decides, with
+Endpoints are grouped by locality; each keeps its zone, node (`Locality.sub_zone`),
+health (UNKNOWN/HEALTHY/DEGRADED -> healthy, UNHEALTHY/TIMEOUT -> unhealthy, DRAINING ->
+draining), weight (unset: 1) and the `tlsMode` of its `envoy.transport_socket_match` metadata (which decides, with
 the cluster's transport socket match, whether it is reached over mutual TLS). Locality
 weights are not used: the balancer keeps to its own zone while it has healthy
 endpoints. Named endpoints and endpoints without an address are refused.
