@@ -4,10 +4,12 @@
         --control 10.0.0.1:15012 --token-file gateway.token
 
 `gossamer/cli/gateway_cmd.py` parses flags into `GatewaySettings` and calls `run`, which
-binds the gateway port (`--listen`) and the admin port (127.0.0.1:15021 by default:
+binds the gateway port (`--listen`), the admin port (127.0.0.1:15021 by default:
 `/live`, `/ready` — 200 once certified, registered and configured —, `/routes` (the
 routing table: each mesh SNI and its local instances; the peers' addresses) and
-`/metrics` (gateway/metrics.py)), then starts the agent (agent.py): bootstrap with the
+`/metrics` (gateway/metrics.py)) and the metrics port (0.0.0.0:15020: `GET /metrics`
+only, for Prometheus; both capped at 128 connections, a newcomer displacing the
+oldest), then starts the agent (agent.py): bootstrap with the
 join token, registration as the node's gateway, configuration over ADS, renewal. Each
 applied configuration replaces the routing table (table.py) used by new connections
 (relay.py). SIGTERM or SIGINT deregisters and stops; open relays are closed.
@@ -26,8 +28,9 @@ from pathlib import Path
 
 from gossamer.certs.tokens import parse_token
 from gossamer.contract import ports
+from gossamer.contract.limits import MAX_ADMIN_CONNECTIONS
 from gossamer.errors import ConfigError, GossamerError, UsageError
-from gossamer.fdlimits import raise_nofile_limit
+from gossamer.fdlimits import ConnectionLimit, raise_nofile_limit
 from gossamer.logs import event, setup_logging
 from gossamer.proxy.config import ProxyConfig
 from gossamer.proxy.gateway.agent import GatewayAgent, GatewayAgentOptions
@@ -43,6 +46,7 @@ log = logging.getLogger("gossamer.proxy.gateway")
 
 GATEWAY_PORT = 15443  # Istio's east-west gateway port
 GATEWAY_ADMIN_PORT = 15021  # Istio's gateway status port
+GATEWAY_METRICS_PORT = 15020  # GET /metrics only, every interface (0: none)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class GatewaySettings:
     instance_id: str | None = None
     admin_port: int = GATEWAY_ADMIN_PORT
     admin_address: str = "127.0.0.1"
+    metrics_port: int = GATEWAY_METRICS_PORT
+    metrics_address: str = "0.0.0.0"
     cert_ttl: int = 0
     max_connections: int = RelayLimits.max_connections
     hello_timeout: float = RelayLimits.hello_timeout
@@ -164,29 +170,51 @@ class Gateway:
             table = self.relays.table
             return _json(200, table.summary() if table is not None else {})
         if path == b"/metrics":
-            text = self.metrics.render().encode()
-            return Response(200, [(b"content-type", b"text/plain; version=0.0.4")], text)
+            return self._metrics()
+        return Response(404, [(b"content-type", b"text/plain")], b"not found\n")
+
+    def _metrics(self) -> Response:
+        text = self.metrics.render().encode()
+        return Response(200, [(b"content-type", b"text/plain; version=0.0.4")], text)
+
+    async def metrics_only(self, req: Request) -> Response:
+        """The metrics port: `GET /metrics` and nothing else (as the sidecar's 15090)."""
+        if req.method in ("GET", "HEAD") and req.path.split(b"?", 1)[0] == b"/metrics":
+            return self._metrics()
         return Response(404, [(b"content-type", b"text/plain")], b"not found\n")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         host, port = parse_hostport(self.settings.listen, "--listen")
         tracker = ConnectionTracker()
+        admin_limit = ConnectionLimit(MAX_ADMIN_CONNECTIONS, evict_new=True)
+        metrics_limit = ConnectionLimit(MAX_ADMIN_CONNECTIONS, evict_new=True)
 
         def admin_protocol() -> asyncio.Protocol:
             return Http1Server(self.admin, ConnectionInfo("admin"), tracker)
 
-        for name, factory, address, number in (
+        def metrics_protocol() -> asyncio.Protocol:
+            return Http1Server(self.metrics_only, ConnectionInfo("metrics"), tracker)
+
+        opts = self.settings
+        listeners = [
             ("gateway", self.relays.factory(), host, port),
-            ("admin", admin_protocol, self.settings.admin_address, self.settings.admin_port),
-        ):
+            ("admin", admin_limit.wrap(admin_protocol), opts.admin_address, opts.admin_port),
+        ]
+        if opts.metrics_port:
+            listeners.append(
+                ("metrics", metrics_limit.wrap(metrics_protocol), opts.metrics_address,
+                 opts.metrics_port)
+            )  # fmt: skip
+        for name, factory, address, number in listeners:
             try:
                 server = await loop.create_server(factory, address, number, reuse_address=True,
                                                   backlog=1024)  # fmt: skip
             except OSError as exc:
                 raise UsageError(
                     f"cannot listen on {address}:{number} ({name}): {exc.strerror}",
-                    hint="choose another address or port with --listen / --admin-port",
+                    hint="choose another address or port with --listen / --admin-port / "
+                    "--metrics-port",
                 ) from None
             self.servers.append(server)
             self.bound[name] = server.sockets[0].getsockname()[1]
