@@ -2,7 +2,8 @@
 
 A node gateway routes a connection by the SNI its caller sent, without terminating TLS
 (docs/architecture.md, "Several nodes"), so all it reads is the start of the TLS
-stream: `parse_client_hello(data)` takes the bytes received so far and returns
+stream: `HelloAssembler.feed(chunk)` (or `parse_client_hello(data)` for all the bytes
+at once) takes the bytes received so far and returns
 
 - `None` while the ClientHello is incomplete (read more, within the limits),
 - a `ClientHello` with `server_name` (None when the hello carries no SNI) and the
@@ -90,34 +91,49 @@ class _Reader:
         return _Reader(self.take(n, field), field)
 
 
-def _handshake_bytes(data: bytes | bytearray, max_size: int) -> tuple[bytes, int] | None:
-    """The concatenated handshake fragments (and the bytes consumed), once they hold a
-    whole first handshake message; None when more records are needed."""
-    pos, out = 0, bytearray()
-    while True:
-        if len(data) - pos < RECORD_HEADER:
-            if pos == 0 and data and data[0] != HANDSHAKE:
-                raise HelloError("not_tls", f"first byte {data[0]:#04x} is no handshake record")
-            return None
-        kind, major, length = data[pos], data[pos + 1], int.from_bytes(data[pos + 3 : pos + 5])
-        if kind != HANDSHAKE or major != 3:
-            raise HelloError("not_tls", f"record type {kind} version {major}.{data[pos + 2]}")
-        if length == 0 or length > MAX_RECORD:
-            raise HelloError("malformed", f"record length {length}")
-        if pos + RECORD_HEADER + length > max_size:
-            raise HelloError("too_large", f"ClientHello over {max_size} bytes")
-        if len(data) - pos - RECORD_HEADER < length:
-            return None
-        out += data[pos + RECORD_HEADER : pos + RECORD_HEADER + length]
-        pos += RECORD_HEADER + length
-        if len(out) >= 4:
-            if out[0] != CLIENT_HELLO:
-                raise HelloError("malformed", f"handshake message type {out[0]}, not ClientHello")
-            need = 4 + int.from_bytes(out[1:4])
-            if need > max_size:
-                raise HelloError("too_large", f"ClientHello of {need} bytes")
-            if len(out) >= need:
-                return bytes(out[:need]), pos
+class HelloAssembler:
+    """Collects a connection's first bytes until they hold the whole ClientHello.
+
+    Incremental: each byte is looked at once however the bytes are cut (a record header
+    is read when complete, a record's fragment is copied when complete), so a peer that
+    sends its hello a byte at a time costs linear work, not quadratic."""
+
+    def __init__(self, max_size: int = MAX_HELLO) -> None:
+        self.max_size = max_size
+        self.data = bytearray()  # everything received, for the relay to forward
+        self.pos = 0  # where the next record header starts
+        self.message = bytearray()  # handshake fragments so far
+
+    def feed(self, chunk: bytes | bytearray) -> ClientHello | None:
+        """Add bytes; the hello once complete, None while not; HelloError if unusable."""
+        self.data += chunk
+        data, max_size = self.data, self.max_size
+        while True:
+            pos = self.pos
+            if len(data) - pos < RECORD_HEADER:
+                if pos == 0 and data and data[0] != HANDSHAKE:
+                    raise HelloError("not_tls", f"first byte {data[0]:#04x} is no handshake record")
+                return None
+            kind, major, length = data[pos], data[pos + 1], int.from_bytes(data[pos + 3 : pos + 5])
+            if kind != HANDSHAKE or major != 3:
+                raise HelloError("not_tls", f"record type {kind} version {major}.{data[pos + 2]}")
+            if length == 0 or length > MAX_RECORD:
+                raise HelloError("malformed", f"record length {length}")
+            if pos + RECORD_HEADER + length > max_size:
+                raise HelloError("too_large", f"ClientHello over {max_size} bytes")
+            if len(data) - pos - RECORD_HEADER < length:
+                return None
+            self.message += data[pos + RECORD_HEADER : pos + RECORD_HEADER + length]
+            self.pos = pos + RECORD_HEADER + length
+            out = self.message
+            if len(out) >= 4:
+                if out[0] != CLIENT_HELLO:
+                    raise HelloError("malformed", f"handshake type {out[0]}, not ClientHello")
+                need = 4 + int.from_bytes(out[1:4])
+                if need > max_size:
+                    raise HelloError("too_large", f"ClientHello of {need} bytes")
+                if len(out) >= need:
+                    return _parse(bytes(out[:need]), self.pos)
 
 
 def _host_name(raw: memoryview) -> str:
@@ -152,11 +168,13 @@ def _alpn(ext: _Reader) -> tuple[str, ...]:
 
 
 def parse_client_hello(data: bytes | bytearray, max_size: int = MAX_HELLO) -> ClientHello | None:
-    """See the module docstring."""
-    found = _handshake_bytes(data, max_size)
-    if found is None:
-        return None
-    message, consumed = found
+    """See the module docstring (all the bytes at once; `HelloAssembler` takes them as
+    they come)."""
+    return HelloAssembler(max_size).feed(data)
+
+
+def _parse(message: bytes, consumed: int) -> ClientHello:
+    """The fields of a whole ClientHello handshake message."""
     body = _Reader(memoryview(message)[4:], "ClientHello")
     body.take(2, "legacy_version")
     body.take(32, "random")

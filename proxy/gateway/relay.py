@@ -38,7 +38,7 @@ from gossamer.contract import xds
 from gossamer.contract.identity import ServiceKey
 from gossamer.fdlimits import ConnectionLimit
 from gossamer.logs import event
-from gossamer.proxy.gateway.client_hello import MAX_HELLO, HelloError, parse_client_hello
+from gossamer.proxy.gateway.client_hello import MAX_HELLO, HelloAssembler, HelloError
 from gossamer.proxy.gateway.metrics import GatewayMetrics
 from gossamer.proxy.gateway.table import Miss, RouteTable, Target
 from gossamer.proxy.listeners.tcp import Pending, Relay, splice
@@ -77,6 +77,7 @@ class Relays:
         self.metrics = metrics
         self.table: RouteTable | None = None
         self.spliced: set[_Spliced] = set()
+        self.connecting: set[asyncio.Task[None]] = set()
         self.limit = ConnectionLimit(
             limits.max_connections,
             evict_new=True,
@@ -101,6 +102,8 @@ class Relays:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        for task in list(self.connecting):
+            task.cancel()
         for item in list(self.spliced):
             item.relay.close()
 
@@ -133,7 +136,8 @@ class HelloReader(asyncio.Protocol):
     def __init__(self, relays: Relays) -> None:
         self.relays = relays
         self.transport: Any = None
-        self.buffer = bytearray()
+        self.hello = HelloAssembler(MAX_HELLO)
+        self.buffer = self.hello.data  # every byte received, forwarded once spliced
         self.eof = False
         self.lost = False
         self.handed_over = False
@@ -160,11 +164,11 @@ class HelloReader(asyncio.Protocol):
         self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
         if self._timer is None:  # routing under way: hold what comes (reading is paused)
+            self.buffer += data
             return
         try:
-            hello = parse_client_hello(self.buffer, MAX_HELLO)
+            hello = self.hello.feed(data)
         except HelloError as exc:
             self._refuse(exc.reason, exc.detail)
             return
@@ -183,7 +187,9 @@ class HelloReader(asyncio.Protocol):
             self._refuse(found.reason, found.detail)
             return
         self.relays.limit.proven(self.transport)
-        asyncio.get_running_loop().create_task(self._connect(found, table))
+        task = asyncio.get_running_loop().create_task(self._connect(found, table))
+        self.relays.connecting.add(task)  # a strong reference until it is done
+        task.add_done_callback(self.relays.connecting.discard)
 
     def eof_received(self) -> bool:
         self.eof = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import struct
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from gossamer.proxy.gateway.client_hello import (
     MAX_HELLO,
     ClientHello,
+    HelloAssembler,
     HelloError,
     parse_client_hello,
 )
@@ -158,3 +160,19 @@ def test_mutated_real_hellos_never_crash(position, value):
         parse_client_hello(bytes(data))
     except HelloError:
         pass
+
+
+def test_fed_a_byte_at_a_time_in_linear_time():
+    """A peer dribbling a large hello in 1-byte records, 1 byte per read, costs linear
+    work (each byte is looked at once), not a re-parse per read."""
+    message = hello(sni_ext((0, b"a.example")) + b"\xff\x00" + vec(2, bytes(20_000)))
+    data = records(message, size=1)  # 6 bytes of record per byte of message
+    assembler = HelloAssembler(max_size=len(data))
+    started = time.perf_counter()
+    found = None
+    for i in range(len(data)):
+        found = assembler.feed(data[i : i + 1])
+        if found is not None:
+            assert i == len(data) - 1
+    assert found == ClientHello("a.example", (), len(data))
+    assert time.perf_counter() - started < 5  # quadratic would be minutes
