@@ -317,6 +317,12 @@ def test_cross_node_request_carries_the_callers_identity_and_is_counted(world: W
     assert set(gateways) == {"node-1", "node-2", "node-3"}, gateways
     assert gateways["node-2"]["address"] == world.nodes.address(2)
     assert gateways["node-2"]["port"] == GW_PORT and gateways["node-2"]["healthy_instances"] == 1
+    table = subprocess.run(
+        gossamer_cmd("status", "--api", f"http://127.0.0.1:{world.ports['api']}", "--token", token),
+        capture_output=True, text=True, timeout=30, cwd=REPO,
+    )  # fmt: skip
+    assert table.returncode == 0 and "Node gateways" in table.stdout, table.stdout + table.stderr
+    assert f"{world.nodes.address(2)}:{GW_PORT}" in table.stdout, table.stdout
     # the dashboard draws them from /v1/overview
     request = urllib.request.Request(
         f"http://127.0.0.1:{world.ports['api']}/v1/overview",
