@@ -156,8 +156,39 @@ def csr_seeds() -> dict[str, bytes]:
     }
 
 
+def tlshello_seeds() -> dict[str, bytes]:
+    """ClientHellos as OpenSSL writes them (with and without SNI and ALPN), after the
+    control byte (the size of the pieces they are fed in)."""
+    import ssl
+
+    def hello(server_name: str | None, alpn: list[str] | None) -> bytes:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        try:
+            ctx.wrap_bio(incoming, outgoing, server_hostname=server_name).do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return outgoing.read()
+
+    sni = "outbound_.8080_._.catalog.default.svc.gossamer.local"
+    return {
+        "mesh-sni-h2": b"\x00" + hello(sni, ["h2", "http/1.1"]),
+        "mesh-sni-pieces-7": b"\x07" + hello(sni, None),
+        "no-sni": b"\x01" + hello(None, None),
+        "plain-http": b"\x00GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    }
+
+
 def main() -> None:
-    for name, seeds in (("h2", h2_seeds()), ("xds", xds_seeds()), ("csr", csr_seeds())):
+    for name, seeds in (
+        ("h2", h2_seeds()),
+        ("xds", xds_seeds()),
+        ("csr", csr_seeds()),
+        ("tlshello", tlshello_seeds()),
+    ):
         folder = CORPUS / name
         folder.mkdir(parents=True, exist_ok=True)
         for seed, data in seeds.items():
