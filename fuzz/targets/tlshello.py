@@ -11,6 +11,7 @@ client_hello.py); nothing else may be raised.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from fuzz.harness import FuzzBug, Reader
 from gossamer.proxy.gateway.client_hello import (
@@ -39,8 +40,7 @@ def _pieces(data: bytes, size: int) -> ClientHello | str | None:
     assembler = HelloAssembler(MAX_SIZE)
     found: ClientHello | str | None = None
     for start in range(0, len(data), size):
-        piece = data[start : start + size]
-        found = _outcome(lambda piece=piece: assembler.feed(piece))
+        found = _outcome(partial(assembler.feed, data[start : start + size]))
         if found is not None:
             return found
     return found
@@ -50,7 +50,7 @@ def test_one_input(data: bytes) -> None:
     reader = Reader(data)
     size = reader.byte()
     rest = reader.rest()
-    whole = _outcome(lambda: parse_client_hello(rest, MAX_SIZE))
+    whole = _outcome(partial(parse_client_hello, rest, MAX_SIZE))
     if isinstance(whole, ClientHello):
         if not 0 < whole.size <= len(rest):
             raise FuzzBug(f"hello size {whole.size} of {len(rest)} bytes")
