@@ -302,6 +302,10 @@ def test_cross_node_request_carries_the_callers_identity_and_is_counted(world: W
                                   service="catalog.default", peer_node="node-1")  # fmt: skip
     assert received > 0 and connections >= max(1, before), (received, connections)
     assert world.gw_metric(2, "gossamer_gateway_route_instances", service="catalog.default") == 1
+    routes = json.loads(world.http(2, world.gw_url("/routes"))[1])
+    catalog_2 = f"{world.nodes.address(2)}:{world.sidecars['catalog-2'].inbound}"
+    assert routes["routes"][f"outbound_.8080_._.catalog.default.svc.{TD}"] == [catalog_2]
+    assert routes["peers"][world.nodes.address(1)] == "node-1"
     status, text = world.http(2, "http://127.0.0.1:15020/metrics")  # the metrics-only port
     assert status == 200 and "gossamer_gateway_bytes_total" in text
     assert world.http(2, "http://127.0.0.1:15020/routes")[0] == 404
