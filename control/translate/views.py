@@ -109,7 +109,7 @@ class Translator:
         self.inputs = inputs
         self._services = sorted(inputs.state.services.values(), key=lambda s: s.key)
         self._mtls = inputs.trust_bundle is not None
-        # (service, mTLS transport matches) -> its clusters; (service, zone) -> its CLAs
+        # (service, mTLS transport matches) -> its clusters; (service, zone, node) -> its CLAs
         self._outbound: dict[tuple[ServiceKey, bool], list[cluster_pb2.Cluster]] = {}
         self._assignments: dict[tuple[ServiceKey, str, str], list[ClusterLoadAssignment]] = {}
         self.gateways = gateways_by_node(inputs.state)
