@@ -71,6 +71,19 @@ def _required_node(ctx: click.Context, param: click.Parameter, value: str) -> st
     help="Address of the admin port (0.0.0.0 to let Prometheus scrape /metrics).",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=15020,
+    show_default=True,
+    help="Metrics-only port (GET /metrics; 0: none).",
+)
+@click.option(
+    "--metrics-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address of the metrics port (every interface by default, as the sidecar's).",
+)
+@click.option(
     "--cert-ttl",
     type=click.IntRange(0),
     default=0,

@@ -144,7 +144,7 @@ class World:
             "--control", f"{self.nodes.host}:{self.ports['xds']}",
             "--bootstrap", f"{self.nodes.host}:{self.ports['bootstrap']}",
             "--token-file", str(self.token_file("gateway", "gossamer-system")),
-            "--admin-port", str(GW_ADMIN), "--hello-timeout", "2",
+            "--admin-port", str(GW_ADMIN), "--metrics-port", "15020", "--hello-timeout", "2",
         ))  # fmt: skip
         self.gateways[node] = proc
         wait_for(lambda: not proc.alive() or self.http(node, self.gw_url(""))[0] == 200,
