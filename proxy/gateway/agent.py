@@ -117,7 +117,7 @@ class GatewayAgent:
         creds = self.credentials = await self._bootstrap()
         opts = self.options
         trust_domain = SpiffeId.parse(creds.spiffe_id).trust_domain
-        self.channels = ControlChannels(*opts.control, mtls_context(creds))
+        self.channels = ControlChannels(opts.control, mtls_context(creds))
         node = NodeInfo(GATEWAY_SERVICE, CONTROL_NAMESPACE, opts.zone, opts.node, trust_domain)
         self.xds = XdsClient(
             node,

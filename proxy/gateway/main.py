@@ -37,7 +37,6 @@ from gossamer.proxy.gateway.agent import GatewayAgent, GatewayAgentOptions
 from gossamer.proxy.gateway.metrics import GatewayMetrics
 from gossamer.proxy.gateway.relay import RelayLimits, Relays
 from gossamer.proxy.gateway.table import RouteTable
-from gossamer.proxy.main import parse_hostport
 from gossamer.proxy.service import Request, Response
 from gossamer.proxy.transport.http1.conns import ConnectionInfo, ConnectionTracker
 from gossamer.proxy.transport.http1.server import Http1Server
@@ -68,6 +67,14 @@ class GatewaySettings:
     hello_timeout: float = RelayLimits.hello_timeout
     connect_timeout: float = RelayLimits.connect_timeout
     idle_timeout: float = RelayLimits.idle_timeout
+
+
+def parse_hostport(text: str, flag: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 in brackets) -> (host, port); a UsageError names the flag."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"{flag} {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def _token(settings: GatewaySettings) -> str:
