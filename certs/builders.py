@@ -116,12 +116,36 @@ def make_intermediate(
     now: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
+    cert = sign_intermediate(
+        trust_domain, generation, key.public_key(), root_cert, root_key, now=now
+    )
+    return cert, key
+
+
+def sign_intermediate(
+    trust_domain: str,
+    generation: int,
+    public: CertificatePublicKeyTypes,
+    root_cert: x509.Certificate,
+    root_key: CertificateIssuerPrivateKeyTypes,
+    *,
+    replica: str = "",
+    lifetime: dt.timedelta = INTERMEDIATE_LIFETIME,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """An intermediate (CA, pathlen 0) for `public`, signed by the root of `generation`.
+
+    A replica's intermediate (`replica` set) carries its name and a random tag in its
+    common name: every issuer in the mesh has its own subject, since OpenSSL finds the
+    CRL of a leaf's issuer by the issuer's name."""
     start = (now or utcnow()) - BACKDATE
-    end = min(start + INTERMEDIATE_LIFETIME, root_cert.not_valid_after_utc)
-    public = key.public_key()
-    cert = (
+    end = min(start + lifetime, root_cert.not_valid_after_utc)
+    label = f"Gossamer Intermediate CA {generation}"
+    if replica:
+        label = f"{label} {replica} {secrets.token_hex(4)}"
+    return (
         x509.CertificateBuilder()
-        .subject_name(_ca_name(trust_domain, f"Gossamer Intermediate CA {generation}"))
+        .subject_name(_ca_name(trust_domain, label))
         .issuer_name(root_cert.subject)
         .public_key(public)
         .serial_number(random_serial())
@@ -133,7 +157,6 @@ def make_intermediate(
         .add_extension(_aki(root_cert), critical=False)
         .sign(root_key, hashes.SHA256())
     )
-    return cert, key
 
 
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:

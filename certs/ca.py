@@ -7,6 +7,13 @@ Layout of the CA directory (keys are mode 0600, the directory 0700):
     intermediate-<n>.pem/.key
     bundle.pem              every trusted root: during a rotation, old and new
 
+A *replica* directory (certs/intermediates.py: `gossamer certs intermediate`) has the
+same layout without any root key: the roots are trust anchors only, and each
+intermediate (with its key, made in that directory) was issued to that one control-plane
+replica. `ca.json` then names the replica and lists every trusted root generation
+(`roots`), including those it holds no intermediate of. Such a CA issues leaves like any
+other but cannot rotate or retire roots (`replica` is set).
+
 Rotation: `rotate_root()` adds generation n+1 (new root and intermediate) to the bundle
 at once and makes it the issuing generation after a short propagation delay, so every
 sidecar has the new root before it meets a leaf signed under it; the old root stays in
@@ -25,27 +32,45 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from gossamer.certs import builders
+from gossamer.certs.ca_files import (
+    BUNDLE_FILE,
+    STATE_FILE,
+    adopt_root,
+    load_cert,
+    load_key,
+    pem,
+    write_generation,
+    write_state,
+)
 from gossamer.certs.csr import validate_csr
 from gossamer.certs.errors import CaError, CaExists, CaNotFound
 from gossamer.certs.keys import generate_key, key_to_pem
 from gossamer.certs.sans import split_addresses
 from gossamer.certs.spiffe import SpiffeId
-from gossamer.fsutil import atomic_write, locked
+from gossamer.fsutil import locked
 
-STATE_FILE = "ca.json"
-BUNDLE_FILE = "bundle.pem"
 DEFAULT_CA_DIR = "./.gossamer/ca"
 # Time between adding a new root to the bundle and issuing leaves from it: the control
 # plane pushes the new bundle to every sidecar within this window.
 DEFAULT_PROPAGATION = 15.0
+
+
+__all__ = [
+    "BUNDLE_FILE",
+    "DEFAULT_CA_DIR",
+    "DEFAULT_PROPAGATION",
+    "STATE_FILE",
+    "CaReloader",
+    "CertificateAuthority",
+    "Generation",
+    "IssuedCertificate",
+    "default_ca_dir",
+]
 
 
 def default_ca_dir() -> Path:
@@ -69,31 +94,6 @@ class Generation:
     intermediate: x509.Certificate
 
 
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except FileNotFoundError:
-        raise CaError(f"CA file missing: {path}", hint="the CA directory is incomplete") from None
-    except ValueError:
-        raise CaError(f"not a PEM certificate: {path}") from None
-
-
-def _load_key(path: Path) -> CertificateIssuerPrivateKeyTypes:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise CaError(f"CA key missing: {path}") from None
-    except (ValueError, TypeError) as exc:
-        raise CaError(f"cannot load private key {path}: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise CaError(f"{path}: only ECDSA and RSA CA keys are supported")
-    return key
-
-
 class CertificateAuthority:
     """A loaded CA directory. Use `init` to create one and `load` to open it."""
 
@@ -104,8 +104,13 @@ class CertificateAuthority:
         generations: list[Generation],
         active: int,
         active_from: float = 0.0,
+        *,
+        replica: str = "",
+        extra_roots: dict[int, x509.Certificate] | None = None,
     ):
         self.directory = directory
+        self.replica = replica  # "" for the root CA; a replica's name otherwise
+        self.extra_roots = dict(extra_roots or {})  # trusted roots without an intermediate
         self.trust_domain = trust_domain
         self.generations = generations
         self.active = active
@@ -130,7 +135,7 @@ class CertificateAuthority:
         signer = self._signers.get(number)
         if signer is None:
             gen = self._generation(number)
-            key = _load_key(self.directory / f"intermediate-{number}.key")
+            key = load_key(self.directory / f"intermediate-{number}.key")
             signer = self._signers[number] = builders.LeafSigner(gen.intermediate, key)
         return signer
 
@@ -160,11 +165,11 @@ class CertificateAuthority:
             for stale in path.glob("*-*.key"):
                 stale.unlink()
             if root_cert_pem is not None or root_key_pem is not None:
-                root, root_key = _adopt_root(root_cert_pem, root_key_pem)
+                root, root_key = adopt_root(root_cert_pem, root_key_pem)
             else:
                 root, root_key = builders.make_root(trust_domain, 1)
-            _write_generation(path, trust_domain, 1, root, root_key)
-            _write_state(path, trust_domain, [1], 1)
+            write_generation(path, trust_domain, 1, root, root_key)
+            write_state(path, trust_domain, [1], 1)
         return cls.load(path)
 
     @classmethod
@@ -180,17 +185,39 @@ class CertificateAuthority:
             raise CaError(f"cannot read {path / STATE_FILE}: {exc}") from None
         generations = [
             Generation(
-                n, _load_cert(path / f"root-{n}.pem"), _load_cert(path / f"intermediate-{n}.pem")
+                n, load_cert(path / f"root-{n}.pem"), load_cert(path / f"intermediate-{n}.pem")
             )
             for n in state["generations"]
         ]
+        extra = {
+            int(n): load_cert(path / f"root-{n}.pem")
+            for n in state.get("roots", ())
+            if n not in state["generations"]
+        }
         return cls(
             path,
             state["trust_domain"],
             generations,
             state["active"],
             float(state.get("active_from", 0.0)),
+            replica=str(state.get("replica", "")),
+            extra_roots=extra,
         )
+
+    @property
+    def holds_root_key(self) -> bool:
+        """True for the root CA's own directory (its roots' keys are here)."""
+        return not self.replica and all(
+            (self.directory / f"root-{g.number}.key").exists() for g in self.generations
+        )
+
+    def _require_root(self, what: str) -> None:
+        if self.replica:
+            raise CaError(
+                f"{self.directory} is the intermediate-only CA of replica {self.replica}: "
+                f"it holds no root key and cannot {what}",
+                hint=f"{what} on the host that holds the root (gossamer certs ... --dir ROOT_CA)",
+            )
 
     def _generation(self, number: int) -> Generation:
         for gen in self.generations:
@@ -240,7 +267,7 @@ class CertificateAuthority:
             ip_addresses=ips,
             now=now,
         )
-        leaf = _pem(cert)
+        leaf = pem(cert)
         return IssuedCertificate(
             cert_pem=leaf,
             chain_pem=leaf + signer.intermediate_pem,
@@ -272,7 +299,7 @@ class CertificateAuthority:
             dns_names=dns_names,
             ip_addresses=ip_addresses,
         )
-        leaf = _pem(cert)
+        leaf = pem(cert)
         issued = IssuedCertificate(
             leaf,
             leaf + signer.intermediate_pem,
@@ -284,15 +311,22 @@ class CertificateAuthority:
         return key_to_pem(key), issued
 
     # -- trust -------------------------------------------------------------------------
+    def roots(self) -> dict[int, x509.Certificate]:
+        """Every trusted root by generation (a replica may trust roots it has no
+        intermediate of)."""
+        out = {g.number: g.root for g in self.generations}
+        out.update(self.extra_roots)
+        return dict(sorted(out.items()))
+
     def trust_bundle_pem(self) -> bytes:
-        return b"".join(_pem(g.root) for g in self.generations)
+        return b"".join(pem(root) for root in self.roots().values())
 
     def root_pin(self) -> str:
         """The pin join tokens carry: the anchor root's public key."""
         return builders.spki_pin(self._generation(self.anchor).root)
 
     def anchor_root_pem(self) -> bytes:
-        return _pem(self._generation(self.anchor).root)
+        return pem(self._generation(self.anchor).root)
 
     def issuers(self) -> list[tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]]:
         """Every trusted generation's intermediate and its key: the issuers of leaves,
@@ -305,18 +339,20 @@ class CertificateAuthority:
     # -- rotation ----------------------------------------------------------------------
     def rotate_root(self, propagation: float = DEFAULT_PROPAGATION) -> int:
         """Create generation n+1, trust it now, issue from it after `propagation` s."""
+        self._require_root("rotate the root")
         with locked(self.directory / ".lock"):
             number = max(g.number for g in self.generations) + 1
             root, root_key = builders.make_root(self.trust_domain, number)
-            _write_generation(self.directory, self.trust_domain, number, root, root_key)
+            write_generation(self.directory, self.trust_domain, number, root, root_key)
             numbers = [g.number for g in self.generations] + [number]
             since = builders.utcnow().timestamp() + max(0.0, propagation)
-            _write_state(self.directory, self.trust_domain, numbers, number, since)
+            write_state(self.directory, self.trust_domain, numbers, number, since)
         self._reload()
         return number
 
     def retire_root(self, generation: int | None = None) -> list[int]:
         """Drop old roots from the bundle (all but the active one, or just `generation`)."""
+        self._require_root("retire a root")
         if generation == self.active:
             raise CaError(
                 f"generation {generation} is the active root and cannot be retired",
@@ -338,7 +374,7 @@ class CertificateAuthority:
             raise CaError("there is no old root to retire", hint="only the active root remains")
         with locked(self.directory / ".lock"):
             keep = [g.number for g in self.generations if g.number not in retired]
-            _write_state(self.directory, self.trust_domain, keep, self.active, self.active_from)
+            write_state(self.directory, self.trust_domain, keep, self.active, self.active_from)
             for n in retired:
                 for name in (f"root-{n}", f"intermediate-{n}"):
                     for suffix in (".pem", ".key"):
@@ -357,64 +393,6 @@ def _csr_dns(csr: x509.CertificateSigningRequest) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return list(san.get_values_for_type(x509.DNSName))
-
-
-def _adopt_root(
-    cert_pem: bytes | None, key_pem: bytes | None
-) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
-    if cert_pem is None or key_pem is None:
-        raise CaError("bringing your own root needs both --root-cert and --root-key")
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError:
-        raise CaError("--root-cert is not a PEM certificate") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise CaError(f"--root-key cannot be loaded: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise CaError("--root-key must be an ECDSA or RSA key")
-    pub = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, pub) != cert.public_key().public_bytes(der, pub):
-        raise CaError("--root-key does not match --root-cert")
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        bc = None
-    if bc is None or not bc.ca or (bc.path_length is not None and bc.path_length < 1):
-        raise CaError("--root-cert is not a CA certificate that may sign an intermediate")
-    if cert.not_valid_after_utc <= builders.utcnow():
-        raise CaError("--root-cert has expired")
-    return cert, key
-
-
-def _write_generation(
-    path: Path,
-    trust_domain: str,
-    number: int,
-    root: x509.Certificate,
-    root_key: CertificateIssuerPrivateKeyTypes,
-) -> None:
-    inter, inter_key = builders.make_intermediate(trust_domain, number, root, root_key)
-    atomic_write(path / f"root-{number}.key", key_to_pem(root_key), mode=0o600)
-    atomic_write(path / f"root-{number}.pem", _pem(root))
-    atomic_write(path / f"intermediate-{number}.key", key_to_pem(inter_key), mode=0o600)
-    atomic_write(path / f"intermediate-{number}.pem", _pem(inter))
-
-
-def _write_state(
-    path: Path, trust_domain: str, generations: list[int], active: int, active_from: float = 0.0
-) -> None:
-    bundle = b"".join(_pem(_load_cert(path / f"root-{n}.pem")) for n in generations)
-    atomic_write(path / BUNDLE_FILE, bundle)
-    state: dict[str, Any] = {
-        "trust_domain": trust_domain,
-        "generations": generations,
-        "active": active,
-        "active_from": active_from,
-    }
-    atomic_write(path / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 class CaReloader:

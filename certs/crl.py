@@ -218,3 +218,26 @@ def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
 
 def revoked_serials(crls: Iterable[x509.CertificateRevocationList]) -> frozenset[int]:
     return frozenset(entry.serial_number for crl in crls for entry in crl)
+
+
+def issuer_id(issuer: x509.Certificate) -> str:
+    """A CA's key identifier in hex: names the CRL of its leaves among replicas'."""
+    return _authority_key_id(issuer).key_identifier.hex()  # type: ignore[union-attr]
+
+
+def merge_crls(own: dict[str, bytes], shared: dict[str, bytes], now: dt.datetime) -> bytes:
+    """Every issuer's CRL once, PEM, ordered by issuer id: the CRLs this replica just
+    signed (`own`) over those replicas published (`shared`, issuer id -> PEM); a shared
+    CRL that is malformed or past its next update is left out (its issuer's leaves
+    have expired with it, or its replica signs it again when it returns)."""
+    merged: dict[str, bytes] = {}
+    for key, pem in shared.items():
+        try:
+            [parsed] = load_crls(pem)
+        except (ConfigError, ValueError):
+            continue
+        due = parsed.next_update_utc
+        if due is not None and due > now:
+            merged[key] = pem
+    merged.update(own)
+    return b"".join(merged[k] for k in sorted(merged))

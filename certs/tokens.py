@@ -22,123 +22,50 @@ sidecars to register besides the address the control plane sees them connect fro
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import re
-import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 from gossamer.certs.errors import (
-    TokenExpired,
     TokenMalformed,
-    TokenRevoked,
-    TokenUnknown,
-    TokenUsedUp,
-    TokenWrongService,
 )
-from gossamer.certs.sans import check_addresses
-from gossamer.contract.identity import DEFAULT_NAMESPACE, check_label, is_control_identity
-from gossamer.durations import format_duration
-from gossamer.errors import ConfigError, NotFound
+from gossamer.certs.token_rules import (
+    MAX_USES,
+    PREFIX,
+    ParsedToken,
+    TokenRecord,
+    admit,
+    check_presented,
+    check_request,
+    check_uses,
+    mint,
+    parse_token,
+)
+from gossamer.contract.identity import DEFAULT_NAMESPACE
+from gossamer.errors import NotFound
 from gossamer.fsutil import atomic_write, locked
 
-PREFIX = "gst1"
+__all__ = [  # the token rules (certs/token_rules.py) are reachable from here too
+    "MAX_INSTANCE_ID",
+    "MAX_USES",
+    "PREFIX",
+    "TOKENS_FILE",
+    "USES_FILE",
+    "ParsedToken",
+    "TokenRecord",
+    "TokenStore",
+    "admit",
+    "check_presented",
+    "check_request",
+    "check_uses",
+    "mint",
+    "parse_token",
+]
+
 TOKENS_FILE = "tokens.json"
-MAX_USES = 10_000  # instances one token may admit
 MAX_INSTANCE_ID = 253  # characters of an instance id recorded in a token's record
-_TOKEN = re.compile(r"^gst1\.([a-z0-9]{8})\.([a-z2-7]{32})\.(sha256:[0-9a-f]{64})$")
-
-
-@dataclass(frozen=True)
-class ParsedToken:
-    token_id: str
-    secret: str
-    ca_pin: str
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    token_id: str
-    service: str
-    namespace: str
-    secret_sha256: str
-    ca_pin: str
-    created: float
-    expires: float
-    revoked: bool = False
-    uses: int = 0  # instances it admits; 0: unlimited (a record from before use counts)
-    instances: tuple[str, ...] = ()  # the instance ids it has admitted, in order
-    addresses: tuple[str, ...] = ()  # IP addresses / host names its leaves carry as SANs
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> TokenRecord:
-        return cls(
-            **{
-                **raw,
-                "instances": tuple(raw.get("instances", ())),
-                "addresses": tuple(raw.get("addresses", ())),
-            }
-        )
-
-    @property
-    def used_up(self) -> bool:
-        """True once it has admitted as many instances as it allows."""
-        return bool(self.uses) and len(self.instances) >= self.uses
-
-    def public(self, now: float | None = None) -> dict[str, Any]:
-        """What may be shown to an operator: everything but the secret's hash."""
-        current = time.time() if now is None else now
-        if self.revoked:
-            status = "revoked"
-        elif current >= self.expires:
-            status = "expired"
-        elif self.used_up:
-            status = "used"  # its instances may still restart with it, no new one
-        else:
-            status = "valid"
-        return {
-            "id": self.token_id,
-            "service": self.service,
-            "namespace": self.namespace,
-            "created": self.created,
-            "expires": self.expires,
-            "status": status,
-            "uses": self.uses or None,
-            "used": len(self.instances),
-            "addresses": list(self.addresses),
-        }
-
-
-def parse_token(token: str) -> ParsedToken:
-    match = _TOKEN.match(token.strip()) if isinstance(token, str) else None
-    if match is None:
-        raise TokenMalformed(
-            "not a Gossamer join token",
-            hint="tokens look like gst1.<id>.<secret>.sha256:<pin>; create one with "
-            "gossamer token create --service S",
-        )
-    return ParsedToken(match.group(1), match.group(2), match.group(3))
-
-
-def check_uses(uses: int) -> int:
-    """`uses` if it is a number of instances a token may admit (1 to MAX_USES)."""
-    if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_USES:
-        raise ConfigError(
-            f"a join token admits 1 to {MAX_USES} instances, not {uses!r}", field="reusable"
-        )
-    return uses
-
-
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 USES_FILE = "join-token-uses.json"
 
 
@@ -238,48 +165,21 @@ class TokenStore:
         """A new token for each of `services` (in order), each admitting `uses` instances,
         stored with one write of `tokens.json` (one write per token made inject of N
         services quadratic)."""
-        for service in services:
-            check_label(service, "service")
-            if is_control_identity(namespace, service):
-                raise ConfigError(
-                    f"{service}.{namespace} is the control plane's own identity: "
-                    "no join token may carry it",
-                    field="service",
-                )
-        check_label(namespace, "namespace")
-        if ttl <= 0:
-            raise TokenMalformed("the token lifetime must be positive")
-        if self.max_ttl is not None and ttl > self.max_ttl:
-            raise ConfigError(
-                f"a join token may live at most {format_duration(self.max_ttl)}, "
-                f"not {format_duration(ttl)}",
-                field="ttl",
-                hint="ask for a shorter ttl, or raise control.max_token_ttl in mesh.yaml",
-            )
-        check_uses(uses)
-        allowed = check_addresses(addresses)
+        allowed = check_request(
+            services, namespace=namespace, ttl=ttl, uses=uses, addresses=addresses,
+            max_ttl=self.max_ttl,
+        )  # fmt: skip
         now = self._clock()
         made: list[tuple[str, TokenRecord]] = []
         with locked(self._lock):
             records = dict(self._read())
             for service in services:
-                token_id = secrets.token_hex(4)
-                while token_id in records:
-                    token_id = secrets.token_hex(4)
-                secret = base64.b32encode(secrets.token_bytes(20)).decode().lower()
-                record = TokenRecord(
-                    token_id,
-                    service,
-                    namespace,
-                    _hash(secret),
-                    ca_pin,
-                    now,
-                    now + ttl,
-                    uses=uses,
-                    addresses=allowed,
-                )
-                records[token_id] = record
-                made.append((f"{PREFIX}.{token_id}.{secret}.{ca_pin}", record))
+                token, record = mint(
+                    service, ca_pin, namespace=namespace, now=now, ttl=ttl, uses=uses,
+                    addresses=allowed, taken=records,
+                )  # fmt: skip
+                records[record.token_id] = record
+                made.append((token, record))
             if made:
                 self._write(records)
         return made
@@ -289,25 +189,10 @@ class TokenStore:
     ) -> TokenRecord:
         """The record of a valid token, or a TokenError saying why it is refused."""
         parsed = parse_token(token)
-        record = self._read().get(parsed.token_id)
-        presented = _hash(parsed.secret)
-        expected = record.secret_sha256 if record else _hash("no such token")
-        secret_ok = hmac.compare_digest(presented, expected)
-        pin_ok = hmac.compare_digest(parsed.ca_pin, record.ca_pin if record else "")
-        if record is None or not secret_ok or not pin_ok:
-            raise TokenUnknown("unknown or altered join token")
-        if record.revoked:
-            raise TokenRevoked(f"join token {record.token_id} was revoked")
-        if self._clock() >= record.expires:
-            raise TokenExpired(f"join token {record.token_id} has expired")
-        if (service is not None and service != record.service) or (
-            namespace is not None and namespace != record.namespace
-        ):
-            raise TokenWrongService(
-                f"join token {record.token_id} is for {record.service}.{record.namespace}, "
-                f"not {service}.{namespace or record.namespace}"
-            )
-        return record
+        return check_presented(
+            self._read().get(parsed.token_id), parsed, self._clock(),
+            service=service, namespace=namespace,
+        )  # fmt: skip
 
     def redeem(
         self,
@@ -329,19 +214,11 @@ class TokenStore:
         with locked(self._uses_lock or self._lock):
             records = dict(self._read())
             record = records[token_id]
-            if record.revoked:  # revoked since `verify` read the store
-                raise TokenRevoked(f"join token {token_id} was revoked")
-            if not record.uses or (instance and instance in record.instances):
+            admitted = admit(record, instance)
+            if admitted is None:
                 return record
-            if record.used_up:
-                raise TokenUsedUp(
-                    f"join token {token_id} has already admitted {len(record.instances)} "
-                    f"instance(s), all it allows",
-                    hint="create a new token (gossamer token create --service S), or "
-                    "--reusable N for a token that admits N instances",
-                )
-            name = instance or f"(unnamed {len(record.instances) + 1})"
-            records[token_id] = replace(record, instances=(*record.instances, name))
+            name = admitted.instances[-1]
+            records[token_id] = admitted
             if self._uses_path is None:
                 self._write(records)
             else:

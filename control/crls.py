@@ -14,7 +14,9 @@ cached and rebuilt only when
 The bytes depend only on those inputs (certs/crl.py `crl_times`, deterministic ECDSA),
 not on when or by which replica they are signed, so the ROOTCA secret's version (a hash
 of its content) changes exactly when its content must, and replicas sharing the CA and
-the data directory serve the same version. Entries of leaves that expired before the
+the data directory serve the same version. Replicas with their own intermediates
+(etcd store) each sign the CRLs of their own issuers (`by_issuer`) and publish them
+for the others (control/etcd_security.py). Entries of leaves that expired before the
 period started are left out and pruned from the list; pruning is best effort (a list
 that cannot be written, or read: control/revocations.py), the CRLs are signed anyway.
 """
@@ -31,7 +33,7 @@ from gossamer.certs.ca import CertificateAuthority
 from gossamer.errors import GossamerError
 from gossamer.logs import event
 
-from .revocations import RevocationStore
+from .revocations import RevocationReader
 
 log = logging.getLogger("gossamer.control.crls")
 
@@ -42,7 +44,7 @@ class CrlSigner:
     def __init__(
         self,
         ca: Callable[[], CertificateAuthority],
-        revocations: RevocationStore,
+        revocations: RevocationReader,
         *,
         max_cert_ttl: float,
         clock: Callable[[], float] = time.time,
@@ -52,6 +54,7 @@ class CrlSigner:
         self.validity = crl.validity_for(max_cert_ttl)
         self._clock = clock
         self._pem = b""
+        self.by_issuer: dict[str, bytes] = {}  # issuer id (crl.issuer_id) -> its CRL, PEM
         self._key: Key | None = None
         self.signings = 0
 
@@ -73,12 +76,13 @@ class CrlSigner:
                 event(log, logging.WARNING, "cannot prune expired revocations; signing the "
                       "CRLs with them", error=getattr(exc, "message", None) or str(exc))  # fmt: skip
             key = self._inputs()  # pruning may rewrite the file
-            self._pem = self._sign(period)
+            self.by_issuer = self._sign(period)
+            self._pem = b"".join(self.by_issuer[k] for k in sorted(self.by_issuer))
             self._key = key
             self.signings += 1
         return self._pem
 
-    def _sign(self, period: float) -> bytes:
+    def _sign(self, period: float) -> dict[str, bytes]:
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
         entries = [
             crl.RevokedSerial(
@@ -86,9 +90,9 @@ class CrlSigner:
             )
             for e in self._revocations.list(at=period)
         ]
-        return crl.crls_pem(
-            [
-                crl.build_crl(issuer, key, entries, validity=self.validity, now=now)
-                for issuer, key in self._ca().issuers()
-            ]
-        )
+        return {
+            crl.issuer_id(issuer): crl.crls_pem(
+                [crl.build_crl(issuer, key, entries, validity=self.validity, now=now)]
+            )
+            for issuer, key in self._ca().issuers()
+        }

@@ -9,7 +9,7 @@ Either way the issued leaf carries exactly that service's SPIFFE ID, whatever th
 asks for: a CSR naming anything else is refused. Tokens never appear in logs.
 
 A bootstrap takes one of the token's uses for the instance id the sidecar sends (the
-same instance restarting takes none: `TokenStore.redeem`). A leaf lives `max_ttl`
+same instance restarting takes none: `SharedSecurity.redeem`, in files or etcd). A leaf lives `max_ttl`
 (mesh.yaml's `control.max_cert_ttl`, 24 h) at most: a longer requested lifetime is cut
 to it, not refused, so a sidecar asking too much still starts (logged).
 
@@ -23,7 +23,7 @@ verified leaf, so a renewal never gains one. A CSR may ask for those and no othe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -31,7 +31,7 @@ import grpc
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.errors import CsrError, TokenError
 from gossamer.certs.spiffe import SpiffeId
-from gossamer.certs.tokens import TokenStore
+from gossamer.certs.token_rules import TokenRecord
 from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import is_control_identity
 from gossamer.control.addresses import LeafAddresses
@@ -51,14 +51,16 @@ class IdentityService:
     def __init__(
         self,
         ca: Callable[[], CertificateAuthority],
-        tokens: TokenStore,
+        redeem: Callable[..., Awaitable[TokenRecord]],
         *,
+        trust_bundle: Callable[[], bytes] | None = None,
         default_ttl: float = DEFAULT_TTL,
         max_ttl: float = MAX_TTL,
         on_issue: Callable[[str, str], None] | None = None,
     ) -> None:
         self._ca = ca
-        self._tokens = tokens
+        self._redeem = redeem  # control/shared_security.py SharedSecurity.redeem
+        self._bundle = trust_bundle or (lambda: self._ca().trust_bundle_pem())
         self._default_ttl = min(default_ttl, max_ttl)
         self._max_ttl = max_ttl
         self._on_issue = on_issue
@@ -82,7 +84,7 @@ class IdentityService:
         if request.token:
             mode = "bootstrap"
             try:
-                record = self._tokens.redeem(
+                record = await self._redeem(
                     request.token,
                     instance=request.instance_id,
                     service=request.service or None,
@@ -139,7 +141,7 @@ class IdentityService:
             self._on_issue(issued.spiffe_id, mode)
         return mesh_pb2.CertifyResponse(
             cert_chain=issued.chain_pem,
-            trust_bundle=ca.trust_bundle_pem(),
+            trust_bundle=self._bundle(),
             not_after_unix=int(issued.not_after.timestamp()),
             spiffe_id=issued.spiffe_id,
         )

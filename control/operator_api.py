@@ -36,10 +36,11 @@ from aiohttp import web
 
 from gossamer.certs.errors import CaError
 from gossamer.certs.sans import check_addresses
-from gossamer.certs.tokens import TokenStore, check_uses
+from gossamer.certs.token_rules import check_uses
 from gossamer.contract.identity import gateway_key, is_reserved_namespace
 from gossamer.control.api_tokens import ApiToken, ApiTokenStore, role_allows
 from gossamer.control.audit import AuditLog
+from gossamer.control.shared_security import SharedSecurity
 from gossamer.discovery.model import RegistryState
 from gossamer.errors import AuthorizationDenied, ConfigError, GossamerError, NotFound
 from gossamer.yamlconf import parse_duration
@@ -113,7 +114,7 @@ class OperatorApi:
         self,
         sources: ApiSources,
         api_tokens: ApiTokenStore,
-        join_tokens: TokenStore | None,
+        join_tokens: SharedSecurity | None,
         audit: AuditLog,
     ) -> None:
         self.sources = sources
@@ -121,7 +122,9 @@ class OperatorApi:
         self.join_tokens = join_tokens
         self.audit = audit
         # revocation_api.py: revoke the leaves a revoked join token produced
-        self.on_token_revoked: Callable[[str, ApiToken, bool], dict[str, Any]] | None = None
+        self.on_token_revoked: Callable[[str, ApiToken, bool], Awaitable[dict[str, Any]]] | None = (
+            None
+        )
 
     # -- plumbing ----------------------------------------------------------------------
     def _guard(
@@ -221,13 +224,13 @@ class OperatorApi:
         return _json({"entries": self.audit.tail(limit)})
 
     # -- join tokens -------------------------------------------------------------------
-    def _join_store(self) -> TokenStore:
+    def _join_store(self) -> SharedSecurity:
         if self.join_tokens is None or self.sources.ca_pin is None:
             raise GossamerError("this control plane has no CA configured")
         return self.join_tokens
 
     async def list_join_tokens(self, request: web.Request, caller: ApiToken) -> web.Response:
-        return _json({"tokens": [r.public() for r in self._join_store().list()]})
+        return _json({"tokens": [r.public() for r in self._join_store().list_tokens()]})
 
     async def create_join_token(self, request: web.Request, caller: ApiToken) -> web.Response:
         body = await self._body(request)
@@ -250,7 +253,7 @@ class OperatorApi:
         uses = check_uses(body.get("reusable", 1))  # ttl above control.max_token_ttl: 400
         # addresses its sidecars may register besides their connection's (certs/sans.py)
         addresses = check_addresses(body.get("addresses", []))
-        token, record = store.create(
+        token, record = await store.create_token(
             service,
             self.sources.ca_pin(),
             namespace=namespace,
@@ -272,12 +275,12 @@ class OperatorApi:
 
     async def revoke_join_token(self, request: web.Request, caller: ApiToken) -> web.Response:
         token_id = request.match_info["token_id"]
-        record = self._join_store().revoke(token_id)
+        record = await self._join_store().revoke_token(token_id)
         self.audit.record(caller.name, caller.role, "revoke join token", token_id, "ok")
         out = record.public()
         if self.on_token_revoked is not None:
             keep = request.query.get("keep_certificates", "").lower() in ("1", "true", "yes")
-            out.update(self.on_token_revoked(token_id, caller, keep))
+            out.update(await self.on_token_revoked(token_id, caller, keep))
         return _json(out)
 
     # -- API tokens --------------------------------------------------------------------

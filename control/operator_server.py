@@ -96,7 +96,7 @@ class ApiServer:
             metrics_text=render,
             http_sd_open=lambda: observability.http_sd_open,
         )
-        join_tokens = security.tokens if security else None
+        join_tokens = security.shared if security else None
         self.api = OperatorApi(sources, self.tokens, join_tokens, AuditLog(data_dir))
         self.app = self.api.app()
         if security is not None:  # POST/GET /v1/revocations (control/revocation_api.py)
@@ -108,6 +108,7 @@ class ApiServer:
                     security.lineage,
                     max_cert_ttl=security.max_cert_ttl,
                     on_change=plane.refresh_revocations,
+                    announce=security.shared.announce_token_leaves_revoked,
                 ),
             )
         self.app.middlewares.append(body_timeout_middleware(self.limits.body_timeout))

@@ -19,7 +19,9 @@ lifetime any leaf can have (`UNKNOWN_LIFETIME`, 720 h).
 and the lineage half of `DELETE /v1/tokens/{id}` (`revoke_token_leaves`, the operator
 API's `on_token_revoked` hook): revoking a join token also revokes every unexpired leaf
 descending from it (bootstrapped with it, or renewed from such a leaf), unless the
-request says `?keep_certificates=true`.
+request says `?keep_certificates=true`. The lineage is per replica: with a shared store
+`announce` has every other replica revoke the leaves it issued from the token too
+(control/security.py `follow_token_revocations`), within about a second.
 
 Every revocation is audited (who, serial, reason) and pushed at once: `on_change` signs
 the CRLs again and publishes the ROOTCA secret to every sidecar. A serial that is not
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,7 +46,7 @@ from gossamer.control.operator_api import OperatorApi, Refused, _json
 from gossamer.control.revocations import (
     UNKNOWN_LIFETIME,
     Revocation,
-    RevocationStore,
+    RevocationReader,
     RevocationsUnavailable,
 )
 from gossamer.errors import ConfigError
@@ -56,19 +58,22 @@ class RevocationRoutes:
     def __init__(
         self,
         api: OperatorApi,
-        revocations: RevocationStore,
+        revocations: RevocationReader,
         lineage: LeafLineage,
         *,
         max_cert_ttl: float,
         on_change: Callable[[], None],
+        announce: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
+        # tell the other replicas to revoke the leaves they issued from a token
+        self.announce = announce
         self.api = api
         self.revocations = revocations
         self.lineage = lineage
         self.max_cert_ttl = max_cert_ttl
         self.on_change = on_change
 
-    def _revoke(
+    async def _revoke(
         self,
         serials: list[int],
         reason: str,
@@ -96,7 +101,7 @@ class RevocationRoutes:
                 if number not in wanted:
                     extra[number] = (number, leaf.not_after, leaf.spiffe_id, leaf.token_id)
         try:
-            done = self.revocations.revoke(
+            done = await self.revocations.add(
                 [*wanted.values(), *extra.values()], reason=reason, by=caller.name
             )
         except RevocationsUnavailable as exc:
@@ -131,7 +136,7 @@ class RevocationRoutes:
                 field="not_after",
             )
         known = self.lineage.find(serial) is not None
-        [(entry, new)], extra = self._revoke(
+        [(entry, new)], extra = await self._revoke(
             [serial], reason, caller, not_after=None if not_after is None else float(not_after)
         )
         return _json(
@@ -148,16 +153,18 @@ class RevocationRoutes:
     async def list(self, request: web.Request, caller: ApiToken) -> web.Response:
         return _json({"revoked": [e.public() for e in self.revocations.list()]})
 
-    def revoke_token_leaves(
+    async def revoke_token_leaves(
         self, token_id: str, caller: ApiToken, keep_certificates: bool
     ) -> dict[str, Any]:
         """DELETE /v1/tokens/{id}'s second half: what it did to the token's leaves."""
         leaves = self.lineage.leaves_of(token_id)
         if keep_certificates:
             return {"certificates_kept": [leaf.serial for leaf in leaves]}
-        done, extra = self._revoke(
+        done, extra = await self._revoke(
             [leaf.serial_number for leaf in leaves], f"join token {token_id} revoked", caller
         )
+        if self.announce is not None:
+            await self.announce(token_id, caller.name)
         return {"certificates_revoked": [format_serial(e.serial_number) for e, _ in done + extra]}
 
 

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gossamer.certs.crl import format_serial
 from gossamer.errors import ConfigError, GossamerError
@@ -86,6 +86,23 @@ class Revocation:
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# what `add` takes: (serial, the leaf's expiry, SPIFFE ID, token id) per leaf; and gives:
+# each entry and whether it is new
+Serials = list[tuple[int, float, str, str]]
+Added = list[tuple[Revocation, bool]]
+
+
+class RevocationReader(Protocol):
+    """What the control plane reads of a revocation list, wherever it is kept (this
+    file, or etcd shared by replicas: control/etcd_security.py)."""
+
+    def stamp(self) -> object: ...
+    def list(self, at: float | None = None) -> list[Revocation]: ...
+    def is_revoked(self, serial: int) -> bool: ...
+    def prune(self, before: float | None = None) -> int: ...
+    async def add(self, serials: Serials, *, reason: str, by: str) -> Added: ...
 
 
 class RevocationStore:
@@ -212,6 +229,10 @@ class RevocationStore:
             if any(new for _, new in out):
                 self._write(entries)
         return out
+
+    async def add(self, serials: Serials, *, reason: str, by: str) -> Added:
+        """`revoke`, for callers of any RevocationReader."""
+        return self.revoke(serials, reason=reason, by=by)
 
     def _live(self, entries: dict[str, Revocation], now: float) -> dict[str, Revocation]:
         return {k: e for k, e in entries.items() if e.not_after > now}

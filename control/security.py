@@ -16,8 +16,13 @@ renewed from it (control/revocation_api.py). A renewal that races with the revoc
 of the caller's leaf (revoked while the new leaf was being signed) gets its new leaf
 revoked too and is refused.
 
-Created at start from mesh.yaml's `trust_domain` and `control.ca_dir`. If the directory
-holds no CA yet one is created (as istiod makes a self-signed root) and its pin logged;
+Join tokens, the revocation list, the trust bundle and the CRLs are what replicas
+share (control/shared_security.py: files, or etcd with `control.store: etcd://`).
+
+Created at start from mesh.yaml's `trust_domain` and `control.ca_dir`: the root CA's
+directory, or a replica's intermediate-only one (certs/intermediates.py), which signs
+with that replica's own intermediate. If the directory holds no CA yet one is created
+(as istiod makes a self-signed root) and its pin logged;
 a CA of another trust domain is a configuration error.
 """
 
@@ -32,10 +37,11 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from gossamer.certs.builders import utcnow
 from gossamer.certs.ca import CaReloader, CertificateAuthority
 from gossamer.certs.crl import format_serial
 from gossamer.certs.errors import CaNotFound, TokenError
-from gossamer.certs.tokens import TokenStore, parse_token
+from gossamer.certs.token_rules import parse_token
 from gossamer.contract import grpcio_calls as calls
 from gossamer.contract import mesh_pb2
 from gossamer.errors import AuthorizationDenied, ConfigError, GossamerError
@@ -47,8 +53,9 @@ from .identity import MAX_TTL, IdentityService
 from .lineage import LeafLineage
 from .peer import peer_certificate, peer_identity
 from .registration import Registrar, RegistrationService
-from .revocations import CUT_MESSAGE, RevocationStore, cut_for_revocation
+from .revocations import CUT_MESSAGE, cut_for_revocation
 from .server_certs import ServerCertificates
+from .shared_security import LocalSecurity, SharedSecurity
 
 log = logging.getLogger("gossamer.control.security")
 
@@ -65,6 +72,7 @@ class MeshSecurity:
         max_token_ttl: float | None = None,
         max_cert_ttl: float = MAX_TTL,
         data_dir: Path | None = None,
+        shared: SharedSecurity | None = None,
     ):
         try:
             self.ca = CaReloader(ca_dir)
@@ -86,19 +94,19 @@ class MeshSecurity:
                 hint="point control.ca_dir at this mesh's CA, or fix trust_domain",
             )
         self.trust_domain = trust_domain
-        # the API's tokens; the instances they admitted are recorded in the data
-        # directory (the CA directory may be a read-only Compose secret)
-        self.tokens = TokenStore(ca_dir, max_ttl=max_token_ttl, uses_dir=data_dir)
-        self.server_certs = ServerCertificates(self.ca.get)
+        records = data_dir if data_dir is not None else ca_dir.parent / "data"
+        # join tokens, revocations, bundle and CRLs: files, or etcd shared by replicas
+        self.shared = shared or LocalSecurity(ca_dir, records, max_token_ttl=max_token_ttl)
+        self.server_certs = ServerCertificates(self.ca.get, bundle=self.trust_bundle)
         self.issued = 0
         self._audit = audit
         self.identity = IdentityService(
-            self.ca.get, self.tokens, max_ttl=max_cert_ttl, on_issue=self._count
-        )
+            self.ca.get, self.shared.redeem, trust_bundle=self.trust_bundle,
+            max_ttl=max_cert_ttl, on_issue=self._count,
+        )  # fmt: skip
         self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
-        records = data_dir if data_dir is not None else ca_dir.parent / "data"
-        self.revocations = RevocationStore(records)
-        self.revocations.check()  # unreadable: a start-up error, not an empty list
+        self.revocations = self.shared.revocations
+        self._tokens_followed: set[str] = set()  # token_leaves_revoked already applied
         self.lineage = LeafLineage(records)
         self.max_cert_ttl = max_cert_ttl
         self.crls = CrlSigner(self.ca.get, self.revocations, max_cert_ttl=max_cert_ttl)
@@ -113,11 +121,34 @@ class MeshSecurity:
             )
 
     def trust_bundle(self) -> bytes:
-        return self.ca.get().trust_bundle_pem()
+        return self.shared.trust_bundle(self.ca.get())
 
     def crl_pem(self) -> bytes:
-        """One CRL per issuer, concatenated PEM (signed again only when due)."""
-        return self.crls.current()
+        """One CRL per issuer, concatenated PEM: this replica's (signed again only when
+        due) and, with a shared store, every other replica's."""
+        self.crls.current()
+        return self.shared.crls(self.crls.by_issuer, utcnow())
+
+    async def follow_token_revocations(self) -> int:
+        """Revoke the leaves this replica issued from tokens another replica revoked
+        with their leaves (a shared store only); how many were new."""
+        new = 0
+        for token_id, by in self.shared.token_leaves_revoked().items():
+            if token_id in self._tokens_followed:
+                continue
+            leaves = self.lineage.leaves_of(token_id)
+            wanted = [(v.serial_number, v.not_after, v.spiffe_id, token_id) for v in leaves]
+            done = await self.revocations.add(
+                wanted, reason=f"join token {token_id} revoked", by=by
+            )
+            self._tokens_followed.add(token_id)
+            new += sum(1 for _, fresh in done if fresh)
+        return new
+
+    async def publish(self) -> None:
+        """Share this replica's CRLs (and, on the root's host, the bundle)."""
+        self.crls.current()
+        await self.shared.publish(self.ca.get(), self.crls.by_issuer)
 
     # -- revoked callers ---------------------------------------------------------------
     def revoked_caller(self, context: Any) -> str | None:
@@ -181,7 +212,7 @@ class MeshSecurity:
             # second: the ca-watcher sees the list change)
             why = f"certificate {format_serial(parent)} has been revoked"
             try:
-                self.revocations.revoke(
+                await self.revocations.add(
                     [(leaf.serial_number, not_after, reply.spiffe_id, token_id)],
                     reason=f"renewed from revoked certificate {format_serial(parent)}",
                     by="control-plane",
@@ -205,8 +236,9 @@ class MeshSecurity:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, CUT_MESSAGE)
             raise
 
-    def ca_stamp(self) -> tuple[int, int]:
-        return self.ca.get().fingerprint()
+    def ca_stamp(self) -> tuple[object, object]:
+        """Changes when the CA directory or the shared bundle or CRLs do."""
+        return (self.ca.get().fingerprint(), self.shared.stamp())
 
     def identify(self, context: Any) -> str | None:
         """The caller's SPIFFE ID; AuthorizationDenied if its leaf is revoked."""

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from .publisher import Publisher
 from .registry_link import RegistryLink
 from .reload import ConfigWatcher
 from .security import MeshSecurity
+from .shared_security import SharedSecurity
 from .stream_status import StreamRegistry
 from .translate import NodeGroup
 
@@ -94,6 +96,7 @@ class ControlPlane:
         self._servicers: list[Callable[[grpc.aio.Server], None]] = []
         self._bound: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._shared_changed = asyncio.Event()  # the replicas' shared CA state changed
         self.env = StreamEnvironment(
             cache=self.cache,
             registry=self.registry,
@@ -134,17 +137,21 @@ class ControlPlane:
 
     async def _watch_ca(self) -> None:
         """Push a rotated trust bundle, a changed revocation list and CRLs signed again
-        (before they expire) to every sidecar within about a second. Nothing a tick
-        raises ends the watch (a task that died would leave the CRLs unsigned until they
-        expire, and then every handshake of the mesh fails): it is logged, once per
+        (before they expire) to every sidecar within about a second; with a shared store,
+        publish this replica's CRLs and follow the other replicas' changes at once. Nothing
+        a tick raises ends the watch (a task that died would leave the CRLs unsigned until
+        they expire, and then every handshake of the mesh fails): it is logged, once per
         distinct error, and the next tick tries again."""
         assert self.security is not None
         stamp = self.security.ca_stamp()
         failing = ""
         while True:
-            await asyncio.sleep(CA_POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CA_POLL_SECONDS):
+                    await self._shared_changed.wait()
+            self._shared_changed.clear()
             try:
-                stamp = self._watch_tick(stamp)
+                stamp = await self._watch_tick(stamp)
             except Exception as exc:  # the watch must outlive any error
                 error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 if error != failing:
@@ -156,27 +163,33 @@ class ControlPlane:
                 event(log, logging.INFO, "the CA and the CRLs are checked again")
                 failing = ""
 
-    def _watch_tick(self, stamp: tuple[int, int]) -> tuple[int, int]:
-        """One tick of `_watch_ca`; returns the CA stamp pushed."""
-        assert self.security is not None
-        current = self.security.ca_stamp()
-        if current != stamp:
+    async def _watch_tick(self, stamp: tuple[object, object]) -> tuple[object, object]:
+        """One tick of `_watch_ca`; returns the stamp pushed (CA directory, shared state)."""
+        sec = self.security
+        assert sec is not None
+        await sec.follow_token_revocations()  # another replica revoked a token
+        await sec.publish()  # this replica's CRLs; nothing to do without a shared store
+        current = sec.ca_stamp()
+        if current[0] != stamp[0]:
             # signs the CRLs for the new issuers and also ends the calls of a caller
             # revoked in the same tick
-            self.refresh_revocations()
-            event(log, logging.INFO, "trust bundle changed: pushing it to every sidecar")
-        elif self.security.crls.due():
+            self.refresh_revocations()  # logs "trust bundle changed" if it did
+        elif current != stamp or sec.crls.due():
             self.refresh_revocations()
         return current
 
     def refresh_revocations(self) -> None:
-        """Sign the CRLs again now (the revocation list changed) and push them."""
+        """Sign the CRLs again if due and push them (and a changed shared bundle)."""
         if self.security is None:
             return
+        bundle, crl = self.publisher._bundle, self.publisher._crl
         self._refresh_trust_bundle()
-        event(log, logging.INFO, "revocation list signed: pushing it to every sidecar",
-              revoked=len(self.security.revocations.list()),
-              calls_ended=self.security.cut_revoked())  # fmt: skip
+        cut = self.security.cut_revoked()
+        if bundle is not None and bundle != self.publisher._bundle:
+            event(log, logging.INFO, "trust bundle changed: pushing it to every sidecar")
+        if cut or crl != self.publisher._crl:
+            event(log, logging.INFO, "revocation list signed: pushing it to every sidecar",
+                  revoked=len(self.security.revocations.list()), calls_ended=cut)  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -206,10 +219,15 @@ class ControlPlane:
                 max_token_ttl=control.max_token_ttl,
                 max_cert_ttl=control.max_cert_ttl,
                 data_dir=Path(control.data_dir),
+                shared=self._shared_security(store),
             )
-        self._refresh_trust_bundle()
         assert self._static is not None
         await self.link.start(self._static)  # the registry's state before anything is served
+        if self.security is not None:
+            self.security.shared.on_change = self._shared_changed.set
+            await self.security.shared.start()
+            await self.security.publish()  # this replica's CRLs before its first leaf
+        self._refresh_trust_bundle()
         if restarted:
             self.publisher.hold(control.lease_ttl)
             event(
@@ -258,6 +276,18 @@ class ControlPlane:
             trust_domain=self.mesh.trust_domain,
             groups=len(self.cache.groups()),
         )
+
+    def _shared_security(self, store: Store) -> SharedSecurity | None:
+        """Join tokens, revocations, bundle and CRLs in etcd when the registry is
+        there (control/etcd_security.py); None: the CA and data directories' files."""
+        etcd = sys.modules.get("gossamer.discovery.etcd")  # loaded if the store is etcd
+        if etcd is None or not isinstance(store, etcd.EtcdStore):
+            return None
+        from .etcd_security import EtcdSecurity
+
+        control = self.mesh.control
+        return EtcdSecurity(store, Path(control.ca_dir), max_token_ttl=control.max_token_ttl,
+                            max_cert_ttl=control.max_cert_ttl)  # fmt: skip
 
     def add_servicer(self, register: ServerHook) -> None:
         """Serve another gRPC service on every ADS port opened from now on."""
@@ -368,6 +398,8 @@ class ControlPlane:
         self._servers.clear()
         if self.api is not None:
             await self.api.stop()
+        if self.security is not None:
+            await self.security.shared.close()
         if self.link is not None:
             await self.link.close()
 

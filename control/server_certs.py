@@ -44,8 +44,11 @@ class ServerCertificates:
         dns_names: tuple[str, ...] = (CONTROL_TLS_NAME, "localhost"),
         ttl: float = 24 * 3600.0,
         clock: Callable[[], dt.datetime] = utcnow,
+        bundle: Callable[[], bytes] | None = None,
     ) -> None:
         self._ca = ca
+        # the roots callers are verified against: the CA's, or the replicas' shared ones
+        self._trusted = bundle or (lambda: self._ca().trust_bundle_pem())
         self._dns = dns_names
         self._ttl = ttl
         self._clock = clock
@@ -61,7 +64,7 @@ class ServerCertificates:
     def refresh(self) -> bool:
         """Reissue if due or if the CA's trust bundle changed; True if anything changed."""
         ca = self._ca()
-        bundle = ca.trust_bundle_pem()
+        bundle = self._trusted()
         with self._lock:
             if bundle == self._bundle and self._clock() < self._renew_at and self._key:
                 return False

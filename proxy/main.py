@@ -176,7 +176,7 @@ def _token(settings: ProxySettings) -> str:
         )
     if not token:
         return ""  # the state directory must hold a usable identity (checked at start)
-    from gossamer.certs.tokens import parse_token
+    from gossamer.certs.token_rules import parse_token
 
     parse_token(token)  # a malformed token fails here, before anything starts
     return token

@@ -9,6 +9,12 @@ from typing import Any, TypeVar
 
 import click
 
+from gossamer.cli.intermediate_cmd import (
+    install_intermediate,
+    intermediate,
+    intermediate_csr,
+    sign_intermediate,
+)
 from gossamer.cli.output import emit, output_option, print_table
 from gossamer.cli.revoke_cmd import revoke, revoked
 from gossamer.errors import GossamerError, UsageError
@@ -25,6 +31,39 @@ def ca_dir_option(func: F) -> F:
         default=None,
         help="CA directory [default: $GOSSAMER_CA_DIR or ./.gossamer/ca].",
     )(func)
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store",
+        default=None,
+        metavar="etcd://HOST:PORT[,...][/prefix]",
+        help="Also publish the new trust bundle to the control-plane replicas sharing "
+        "this etcd (their control.store).",
+    )(func)
+
+
+def publish_bundle(store: str | None, directory: Path, *, changed: bool = True) -> str:
+    """Put the CA's bundle in the replicas' etcd; what to tell the operator."""
+    if store is None:
+        return ""
+    import asyncio
+
+    from gossamer.certs.ca import CertificateAuthority
+    from gossamer.control.etcd_security import publish_bundle as publish
+
+    ca = CertificateAuthority.load(directory)
+    try:
+        asyncio.run(publish(store, ca.trust_bundle_pem(), data_dir=directory))
+    except GossamerError as exc:
+        if not changed:
+            raise
+        raise GossamerError(
+            f"the CA in {directory} changed, but its bundle was not published: {exc.message}",
+            hint=exc.hint
+            or f"publish it again with: gossamer certs bundle --dir {directory} --store {store}",
+        ) from None
+    return f"\npublished the trust bundle ({len(ca.roots())} root(s)) to every replica via {store}"
 
 
 def resolve_dir(directory: Path | None) -> Path:
@@ -55,8 +94,9 @@ def certs() -> None:
     """Manage the mesh CA: roots, intermediates, SPIFFE leaf certificates."""
 
 
-certs.add_command(revoke)
-certs.add_command(revoked)
+for _command in (revoke, revoked, intermediate, intermediate_csr, sign_intermediate,
+                 install_intermediate):  # fmt: skip
+    certs.add_command(_command)
 
 
 @certs.command()
@@ -171,9 +211,13 @@ def issue(
     show_default=True,
     help="Trust the new root at once; issue from it after this delay.",
 )
+@store_option
 @output_option
-def rotate_root(directory: Path | None, propagation: str, output: str) -> None:
-    """Create a new root and intermediate; issue from them; keep trusting the old root."""
+def rotate_root(directory: Path | None, propagation: str, store: str | None, output: str) -> None:
+    """Create a new root and intermediate; issue from them; keep trusting the old root.
+
+    Replicas with their own intermediates (certs intermediate) then each need an
+    intermediate of the new root: run certs intermediate (or the CSR flow) again."""
     from gossamer.certs.ca import CertificateAuthority
 
     try:
@@ -182,6 +226,7 @@ def rotate_root(directory: Path | None, propagation: str, output: str) -> None:
         raise UsageError(f"--propagation: {exc}") from None
     ca = CertificateAuthority.load(resolve_dir(directory))
     number = ca.rotate_root(delay)
+    note = publish_bundle(store, ca.directory)
     data = {"active_generation": number, "trusted_generations": [g.number for g in ca.generations]}
     emit(
         output,
@@ -189,7 +234,7 @@ def rotate_root(directory: Path | None, propagation: str, output: str) -> None:
         lambda: click.echo(
             f"generation {number} is now active; the bundle trusts generations "
             f"{', '.join(str(g.number) for g in ca.generations)}.\n"
-            "Once every leaf has been renewed, run: gossamer certs retire-root"
+            "Once every leaf has been renewed, run: gossamer certs retire-root" + note
         ),
     )
 
@@ -197,17 +242,21 @@ def rotate_root(directory: Path | None, propagation: str, output: str) -> None:
 @certs.command("retire-root")
 @ca_dir_option
 @click.option("--generation", type=int, default=None, help="Retire only this generation.")
+@store_option
 @output_option
-def retire_root(directory: Path | None, generation: int | None, output: str) -> None:
+def retire_root(
+    directory: Path | None, generation: int | None, store: str | None, output: str
+) -> None:
     """Remove old roots from the trust bundle (leaves they signed stop verifying)."""
     from gossamer.certs.ca import CertificateAuthority
 
     ca = CertificateAuthority.load(resolve_dir(directory))
     retired = ca.retire_root(generation)
+    note = publish_bundle(store, ca.directory)
     emit(
         output,
         {"retired_generations": retired, "active_generation": ca.active},
-        lambda: click.echo(f"retired generation(s) {', '.join(map(str, retired))}"),
+        lambda: click.echo(f"retired generation(s) {', '.join(map(str, retired))}" + note),
     )
 
 
@@ -251,10 +300,14 @@ def inspect(file: Path, output: str) -> None:
 
 @certs.command()
 @ca_dir_option
-def bundle(directory: Path | None) -> None:
-    """Print the trust bundle (every trusted root, PEM)."""
+@store_option
+def bundle(directory: Path | None, store: str | None) -> None:
+    """Print the trust bundle (every trusted root, PEM), or publish it with --store."""
     from gossamer.certs.ca import CertificateAuthority
 
+    if store is not None:
+        click.echo(publish_bundle(store, resolve_dir(directory), changed=False).strip())
+        return
     click.echo(
         CertificateAuthority.load(resolve_dir(directory)).trust_bundle_pem().decode(), nl=False
     )

@@ -114,8 +114,16 @@ def write_secret_file(path: Path, text: str, *, force: bool) -> None:
     "--config",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="mesh.yaml whose control.max_token_ttl caps --ttl [default cap: 24h].",
+    help="mesh.yaml whose control.max_token_ttl caps --ttl [default cap: 24h]; with "
+    "--api or --token, where to find the operator API.",
 )
+@click.option(
+    "--api",
+    default=None,
+    help="Create it through this control plane's operator API (with an etcd store, every "
+    "replica then knows it) instead of in the CA directory.",
+)
+@click.option("--token", "api_token", default=None, help="API token for --api (operator).")
 @ca_dir_option
 @output_option
 def create(
@@ -127,14 +135,18 @@ def create(
     force: bool,
     addresses: tuple[str, ...],
     config: Path | None,
+    api: str | None,
+    api_token: str | None,
     directory: Path | None,
     output: str,
 ) -> None:
     """Create a token; it is shown once (or written to --output-file) and only its hash
-    is stored."""
+    is stored: in the CA directory, or through the control plane with --api/--token
+    (control-plane replicas on one etcd share it)."""
     from gossamer.certs.ca import CertificateAuthority
     from gossamer.certs.sans import check_addresses
-    from gossamer.certs.tokens import TokenStore, check_uses
+    from gossamer.certs.token_rules import check_uses
+    from gossamer.certs.tokens import TokenStore
     from gossamer.errors import ConfigError, UsageError
 
     path = resolve_dir(directory)
@@ -148,41 +160,52 @@ def create(
         raise UsageError(f"--allow-address: {exc.detail}", hint=exc.hint) from None
     if output_file is not None and not force and os.path.lexists(output_file):
         raise UsageError(f"{output_file} exists; not overwriting it", hint="pass --force")
-    ca = CertificateAuthority.load(path)
-    store = TokenStore(path, max_ttl=_max_ttl(config))
-    secret, record = store.create(
-        service,
-        ca.root_pin(),
-        namespace=namespace,
-        ttl=parse_ttl(ttl),
-        uses=uses,
-        addresses=addresses,
-    )
-    details = {"addresses": list(record.addresses)} if record.addresses else {}
-    _audit(
-        path,
-        "create join token",
-        f"{service}.{namespace}",
-        token_id=record.token_id,
-        uses=uses,
-        **details,
-    )
+    if api or api_token or os.environ.get("GOSSAMER_API"):
+        from gossamer.operator_client import resolve_client
+
+        parse_ttl(ttl)  # the same check as the API's, before any request
+        body = {"service": service, "namespace": namespace, "ttl": ttl, "reusable": uses,
+                "addresses": list(addresses)}  # fmt: skip
+        made = resolve_client(api, api_token, config).request("POST", "/v1/tokens", body)
+        secret, public = str(made.pop("token")), made
+    else:
+        ca = CertificateAuthority.load(path)
+        store = TokenStore(path, max_ttl=_max_ttl(config))
+        secret, record = store.create(
+            service, ca.root_pin(), namespace=namespace, ttl=parse_ttl(ttl), uses=uses,
+            addresses=addresses,
+        )  # fmt: skip
+        details = {"addresses": list(record.addresses)} if record.addresses else {}
+        _audit(path, "create join token", f"{service}.{namespace}", token_id=record.token_id,
+               uses=uses, **details)  # fmt: skip
+        public = record.public()
     if output_file is None:
-        emit(output, {"token": secret, **record.public()}, lambda: click.echo(secret))
+        emit(output, {"token": secret, **public}, lambda: click.echo(secret))
         return
     write_secret_file(output_file, secret + "\n", force=force)
-    said = f"wrote join token {record.token_id} to {output_file} (mode 0600)"
-    emit(output, {"file": str(output_file), **record.public()}, lambda: click.echo(said))
+    said = f"wrote join token {public['id']} to {output_file} (mode 0600)"
+    emit(output, {"file": str(output_file), **public}, lambda: click.echo(said))
 
 
 @token.command("list")
 @ca_dir_option
+@api_options
 @output_option
-def list_tokens(directory: Path | None, output: str) -> None:
-    """List tokens (ids, scope, expiry, status; never secrets)."""
-    from gossamer.certs.tokens import TokenStore
+def list_tokens(
+    directory: Path | None, api: str | None, token: str | None, config: Path | None, output: str
+) -> None:
+    """List tokens (ids, scope, expiry, status; never secrets): of the CA directory, or
+    of the control plane with --api, --token or --config (with the instances they
+    admitted; replicas on one etcd list the same)."""
+    if api or token or config or os.environ.get("GOSSAMER_API"):
+        from gossamer.operator_client import resolve_client
 
-    records = [r.public() for r in TokenStore(resolve_dir(directory)).list()]
+        got = resolve_client(api, token, config).request("GET", "/v1/tokens")
+        records = list(got["tokens"])
+    else:
+        from gossamer.certs.tokens import TokenStore
+
+        records = [r.public() for r in TokenStore(resolve_dir(directory)).list()]
     emit(
         output,
         records,

@@ -60,7 +60,8 @@ class BootstrapReport:
 
 def _open_ca(ca_dir: Path, trust_domain: str | None) -> tuple[str, str, bool]:
     """(trust domain, root pin, created?) of the CA in `ca_dir`, creating it if absent."""
-    from gossamer.certs.ca import STATE_FILE, CertificateAuthority
+    from gossamer.certs.ca import CertificateAuthority
+    from gossamer.certs.ca_files import STATE_FILE
 
     if (ca_dir / STATE_FILE).exists():
         ca = CertificateAuthority.load(ca_dir)

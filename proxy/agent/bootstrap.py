@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from gossamer.certs.builders import spki_pin
 from gossamer.certs.keys import build_csr, generate_key, key_to_pem
 from gossamer.certs.spiffe import SpiffeId
-from gossamer.certs.tokens import parse_token
+from gossamer.certs.token_rules import parse_token
 from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import CONTROL_TLS_NAME
 from gossamer.contract.rpc import CERTIFY

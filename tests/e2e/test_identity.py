@@ -35,8 +35,12 @@ class Plane:
         self.tokens = TokenStore(directory)
         self.certs = ServerCertificates(self.reloader.get)
         self.issued: list[tuple[str, str]] = []
+
+        async def redeem(token, **scope):
+            return self.tokens.redeem(token, **scope)
+
         service = IdentityService(
-            self.reloader.get, self.tokens, on_issue=lambda s, m: self.issued.append((s, m))
+            self.reloader.get, redeem, on_issue=lambda s, m: self.issued.append((s, m))
         )
         self.server = grpc.aio.server()
         self.server.add_generic_rpc_handlers([calls.identity_handler(service.certify)])

@@ -13,7 +13,8 @@ from gossamer.certs import errors
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.keys import build_csr, generate_key
 from gossamer.certs.sans import MAX_ADDRESSES, check_addresses, normalize_ip, split_addresses
-from gossamer.certs.tokens import TokenRecord, TokenStore
+from gossamer.certs.token_rules import TokenRecord
+from gossamer.certs.tokens import TokenStore
 from gossamer.errors import ConfigError
 from tests.unit.certs.test_csr import csr_with
 

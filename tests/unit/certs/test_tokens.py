@@ -8,7 +8,8 @@ import stat
 import pytest
 
 from gossamer.certs import errors
-from gossamer.certs.tokens import TokenStore, parse_token
+from gossamer.certs.token_rules import parse_token
+from gossamer.certs.tokens import TokenStore
 from gossamer.errors import ConfigError, NotFound
 
 PIN = "sha256:" + "ab" * 32

@@ -15,6 +15,7 @@ from gossamer.contract.vocabulary import Health
 from gossamer.control.api_tokens import ADMIN_TOKEN_FILE, ApiTokenStore
 from gossamer.control.audit import AuditLog
 from gossamer.control.operator_api import ApiSources, OperatorApi, gateway_rows
+from gossamer.control.shared_security import LocalSecurity
 from gossamer.discovery.model import Endpoint, RegistryState, Service, ServicePort
 from tests.helpers.procs import free_port
 
@@ -53,7 +54,8 @@ async def api(tmp_path):
     tokens = ApiTokenStore(tmp_path / "data")
     admin = tokens.ensure_admin()
     audit = AuditLog(tmp_path / "data")
-    server = OperatorApi(sources, tokens, TokenStore(tmp_path / "ca"), audit)
+    join = LocalSecurity(tmp_path / "ca", tmp_path / "data")
+    server = OperatorApi(sources, tokens, join, audit)
     runner = web.AppRunner(server.app())
     await runner.setup()
     port = free_port()

@@ -12,7 +12,6 @@ from aiohttp import ClientSession, web
 
 from gossamer.certs import crl
 from gossamer.certs.ca import CertificateAuthority
-from gossamer.certs.tokens import TokenStore
 from gossamer.control import lineage as lineage_module
 from gossamer.control.api_tokens import ApiTokenStore
 from gossamer.control.audit import AuditLog
@@ -21,6 +20,7 @@ from gossamer.control.lineage import LINEAGE_FILE, LeafLineage
 from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.control.revocation_api import RevocationRoutes, add_revocation_routes
 from gossamer.control.revocations import REVOCATIONS_FILE, RevocationStore
+from gossamer.control.shared_security import LocalSecurity
 from gossamer.discovery.model import RegistryState
 from tests.helpers.procs import free_port
 
@@ -103,8 +103,9 @@ async def api(tmp_path):
     tokens = ApiTokenStore(tmp_path / "data")
     admin = tokens.ensure_admin()
     audit = AuditLog(tmp_path / "data")
-    join = TokenStore(tmp_path / "ca", uses_dir=tmp_path / "data")
-    server = OperatorApi(sources, tokens, join, audit)
+    shared = LocalSecurity(tmp_path / "ca", tmp_path / "data")
+    join = shared.tokens
+    server = OperatorApi(sources, tokens, shared, audit)
     revocations = RevocationStore(tmp_path / "data")
     lineage = LeafLineage(tmp_path / "data")
     changes: list[int] = []
@@ -503,6 +504,12 @@ async def test_the_ca_watcher_survives_errors_and_cuts_revoked_calls_on_a_ca_cha
         def cut_revoked(self):
             self.cuts += 1
             return 0
+
+        async def follow_token_revocations(self):  # a shared store's, none here
+            return 0
+
+        async def publish(self):
+            return None
 
     plane = ControlPlane(tmp_path / "mesh.yaml")
     security = Security()
