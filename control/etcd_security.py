@@ -90,6 +90,8 @@ def _record(raw: bytes, instances: tuple[str, ...] = ()) -> TokenRecord:
 
 
 class EtcdSecurity(SharedSecurity):
+    between_replicas = True
+
     def __init__(
         self,
         store: EtcdStore,

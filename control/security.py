@@ -107,6 +107,8 @@ class MeshSecurity:
         self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
         self.revocations = self.shared.revocations
         self._tokens_followed: set[str] = set()  # token_leaves_revoked already applied
+        self._serials_followed: set[str] = set()  # revocations whose local descendants
+        # were revoked too (another replica's revocation may miss them)
         self.lineage = LeafLineage(records)
         self.max_cert_ttl = max_cert_ttl
         self.crls = CrlSigner(self.ca.get, self.revocations, max_cert_ttl=max_cert_ttl)
@@ -131,7 +133,8 @@ class MeshSecurity:
 
     async def follow_token_revocations(self) -> int:
         """Revoke the leaves this replica issued from tokens another replica revoked
-        with their leaves (a shared store only); how many were new."""
+        with their leaves, and those it renewed from leaves another replica revoked (a
+        shared store only); how many were new."""
         new = 0
         for token_id, by in self.shared.token_leaves_revoked().items():
             if token_id in self._tokens_followed:
@@ -143,6 +146,29 @@ class MeshSecurity:
             )
             self._tokens_followed.add(token_id)
             new += sum(1 for _, fresh in done if fresh)
+        if self.shared.between_replicas:
+            new += await self._follow_descendants()
+        return new
+
+    async def _follow_descendants(self) -> int:
+        """Revoke the leaves this replica renewed from a leaf another replica revoked
+        (a sidecar that moved here and renewed: the revoking replica's lineage does not
+        know the renewal); how many were new."""
+        new = 0
+        entries = self.revocations.list()
+        self._serials_followed &= {e.serial for e in entries}  # expired ones go
+        for entry in entries:
+            if entry.serial in self._serials_followed:
+                continue
+            leaves = self.lineage.descendants(entry.serial_number)
+            wanted = [(v.serial_number, v.not_after, v.spiffe_id, v.token_id) for v in leaves]
+            if wanted:
+                done = await self.revocations.add(
+                    wanted, reason=f"renewed from revoked certificate {entry.serial}",
+                    by=entry.by,
+                )  # fmt: skip
+                new += sum(1 for _, fresh in done if fresh)
+            self._serials_followed.add(entry.serial)
         return new
 
     async def publish(self) -> None:

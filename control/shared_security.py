@@ -36,6 +36,7 @@ from .revocations import RevocationReader, RevocationStore
 
 class SharedSecurity(ABC):
     revocations: RevocationReader
+    between_replicas = False  # whether other replicas write it (with lineages of their own)
     on_change: Callable[[], None] = staticmethod(lambda: None)  # shared state changed
 
     @abstractmethod

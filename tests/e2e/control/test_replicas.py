@@ -9,7 +9,8 @@ form, as on the root's host), replica B's with the CSR flow (`intermediate-csr`,
 - a join token made on A bootstraps a sidecar on B, and is then used up on both;
 - sidecars certified by A and by B (different intermediates) talk mTLS to each other;
 - a revocation on A is enforced by B's sidecars (handshake refused) within seconds;
-- revoking a token on B also revokes the leaves A issued from it;
+- revoking a token on B also revokes the leaves A issued from it, and revoking a leaf
+  on A also revokes its renewal at B;
 - a root rotation on the root's host (`rotate-root --store`) reaches sidecars of both,
   and after a new intermediate for each replica (`certs intermediate` again) a sidecar
   certified under the new root talks to one certified under the old.
@@ -26,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from gossamer.errors import AuthorizationDenied
-from gossamer.proxy.agent.bootstrap import bootstrap
+from gossamer.proxy.agent.bootstrap import bootstrap, mtls_context, renew
+from gossamer.proxy.agent.channels import plane_channel
 from tests.helpers.etcd import EtcdCluster
 from tests.helpers.operator_api import api_call
 from tests.helpers.procs import processes, run_gossamer, wait_for
@@ -215,6 +218,35 @@ def test_revoking_a_token_on_b_revokes_the_leaves_a_issued_from_it(
              what="A's leaf of B's revoked token refused")  # fmt: skip
     [entry] = [e for e in replicas.api(a, "/v1/revocations")["revoked"] if e["serial"] == serial]
     assert entry["token_id"] == token_id and entry["reason"] == f"join token {token_id} revoked"
+
+
+def test_revoking_a_leaf_on_a_revokes_its_renewal_at_b(replicas: Replicas):
+    """A sidecar certified by A renews at B (it moved): revoking its first leaf on A,
+    whose lineage does not know the renewal, revokes the renewed one at B too."""
+    a, b = replicas.a, replicas.b
+    creds = certify(a, replicas.token(a, "web"), "web-moved")
+
+    async def renew_at_b() -> Any:
+        channel = plane_channel("127.0.0.1", b.ports["xds"], mtls_context(creds))
+        try:
+            return await renew(channel)
+        finally:
+            await channel.close()
+
+    renewed = asyncio.run(renew_at_b())
+    first, second = (
+        format(x509.load_pem_x509_certificate(c.chain_pem).serial_number, "x")
+        for c in (creds, renewed)
+    )
+    ok("certs", "revoke", first, *replicas.api_args(a))
+
+    def revoked_everywhere() -> bool:
+        return all(
+            second in {e["serial"] for e in replicas.api(r, "/v1/revocations")["revoked"]}
+            for r in (a, b)
+        )
+
+    wait_for(revoked_everywhere, timeout=10, interval=0.1, what="the renewal at B revoked")
 
 
 def test_a_root_rotation_reaches_both_replicas_sidecars(
