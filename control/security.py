@@ -86,7 +86,12 @@ class MeshSecurity:
                 root_pin=created.root_pin(),
             )
             self.ca = CaReloader(ca_dir)
-        actual = self.ca.get().trust_domain
+        loaded = self.ca.get()
+        if loaded.replica:
+            event(log, logging.INFO, "signing with this replica's own intermediate (no root "
+                  "key here)", replica=loaded.replica, ca_dir=str(ca_dir),
+                  generations=[g.number for g in loaded.generations])  # fmt: skip
+        actual = loaded.trust_domain
         if actual != trust_domain:
             raise ConfigError(
                 f"the CA in {ca_dir} is for trust domain {actual}, mesh.yaml says {trust_domain}",

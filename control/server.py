@@ -13,7 +13,9 @@ snapshots, then serves:
 Registry changes (sidecar registrations on any replica, mesh.yaml reloads) flow from
 the store's watch to the publisher; trust-bundle changes (root rotation), revocation-list
 changes and CRLs due to be signed again are polled every second (`_watch_ca`) and pushed
-in the ROOTCA secret. `secure=False` runs without a CA (protocol tests on
+in the ROOTCA secret. With an etcd store the join tokens, revocations, bundle and every
+replica's CRLs are shared (control/etcd_security.py): a change another replica makes
+wakes `_watch_ca` at once, and each tick publishes this replica's CRLs. `secure=False` runs without a CA (protocol tests on
 the insecure port); `trust_bundle_loader` then provides the bundle, if any.
 """
 
@@ -24,7 +26,6 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from .publisher import Publisher
 from .registry_link import RegistryLink
 from .reload import ConfigWatcher
 from .security import MeshSecurity
-from .shared_security import SharedSecurity
+from .shared_security import shared_for
 from .stream_status import StreamRegistry
 from .translate import NodeGroup
 
@@ -219,7 +220,7 @@ class ControlPlane:
                 max_token_ttl=control.max_token_ttl,
                 max_cert_ttl=control.max_cert_ttl,
                 data_dir=Path(control.data_dir),
-                shared=self._shared_security(store),
+                shared=shared_for(store, control),
             )
         assert self._static is not None
         await self.link.start(self._static)  # the registry's state before anything is served
@@ -276,18 +277,6 @@ class ControlPlane:
             trust_domain=self.mesh.trust_domain,
             groups=len(self.cache.groups()),
         )
-
-    def _shared_security(self, store: Store) -> SharedSecurity | None:
-        """Join tokens, revocations, bundle and CRLs in etcd when the registry is
-        there (control/etcd_security.py); None: the CA and data directories' files."""
-        etcd = sys.modules.get("gossamer.discovery.etcd")  # loaded if the store is etcd
-        if etcd is None or not isinstance(store, etcd.EtcdStore):
-            return None
-        from .etcd_security import EtcdSecurity
-
-        control = self.mesh.control
-        return EtcdSecurity(store, Path(control.ca_dir), max_token_ttl=control.max_token_ttl,
-                            max_cert_ttl=control.max_cert_ttl)  # fmt: skip
 
     def add_servicer(self, register: ServerHook) -> None:
         """Serve another gRPC service on every ADS port opened from now on."""

@@ -23,6 +23,7 @@ writes are coroutines (etcd transactions).
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +31,9 @@ from pathlib import Path
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.token_rules import TokenRecord
 from gossamer.certs.tokens import TokenStore
+from gossamer.discovery.store import Store
 
+from .config import ControlConfig
 from .revocations import RevocationReader, RevocationStore
 
 
@@ -143,3 +146,15 @@ class LocalSecurity(SharedSecurity):
 
     async def revoke_token(self, token_id: str) -> TokenRecord:
         return self.tokens.revoke(token_id)
+
+
+def shared_for(store: Store, control: ControlConfig) -> SharedSecurity | None:
+    """What replicas share, in etcd when the registry is there (control/etcd_security.py);
+    None: the CA and data directories' files (`LocalSecurity`)."""
+    etcd = sys.modules.get("gossamer.discovery.etcd")  # loaded if the store is etcd
+    if etcd is None or not isinstance(store, etcd.EtcdStore):
+        return None
+    from .etcd_security import EtcdSecurity
+
+    return EtcdSecurity(store, Path(control.ca_dir), max_token_ttl=control.max_token_ttl,
+                        max_cert_ttl=control.max_cert_ttl)  # fmt: skip
