@@ -11,7 +11,8 @@ form, as on the root's host), replica B's with the CSR flow (`intermediate-csr`,
 - a revocation on A is enforced by B's sidecars (handshake refused) within seconds;
 - revoking a token on B also revokes the leaves A issued from it, and revoking a leaf
   on A also revokes its renewal at B;
-- a root rotation on the root's host (`rotate-root --store`) reaches sidecars of both,
+- a root rotation on the root's host (`rotate-root --store`, or a control plane on the
+  root's host, which publishes the bundle itself) reaches sidecars of both,
   and after a new intermediate for each replica (`certs intermediate` again) a sidecar
   certified under the new root talks to one certified under the old.
 """
@@ -61,8 +62,9 @@ class Replicas:
         ok("certs", "install-intermediate", "--dir", str(b_ca), "--signed", str(signed))
         self.dirs = {"a": a_ca, "b": b_ca}
         self.store = store
-        (tmp / "a").mkdir()
-        (tmp / "b").mkdir()
+        self.procs = procs
+        for name in ("a", "b", "c"):
+            (tmp / name).mkdir()
         self.a = XdsMesh(tmp / "a", procs, SERVICES, ca_dir=str(a_ca), store=store)
         self.b = XdsMesh(tmp / "b", procs, SERVICES, ca_dir=str(b_ca), store=store)
         for mesh in (self.a, self.b):
@@ -271,3 +273,20 @@ def test_a_root_rotation_reaches_both_replicas_sidecars(
     fresh = a.sidecar("other", token=replicas.token(a, "other"), name="other-2")
     assert "Intermediate CA 2 replica-a" in certificate(fresh)["issuer"]
     wait_for(lambda: answers(fresh) == 200, timeout=20, what="new-root leaf -> old-root leaf")
+
+
+def test_a_control_plane_on_the_root_host_publishes_a_rotation_itself(
+    replicas: Replicas, mesh: dict[str, XdsSidecar]
+):
+    """A replica whose ca_dir holds the root key publishes the bundle whenever it
+    changes: `rotate-root` there needs no --store."""
+    root_host = XdsMesh(
+        replicas.root.parent / "c", replicas.procs, SERVICES,
+        ca_dir=str(replicas.root), store=replicas.store,
+    )  # fmt: skip
+    root_host.start_control()
+    ok("certs", "rotate-root", "--dir", str(replicas.root), "--propagation", "0s")
+    for sidecar in (mesh["catalog"], mesh["other_a"]):  # at B, at A
+        wait_for(functools.partial(holds, sidecar, "trusted_roots", 3), timeout=10,
+                 what="the root host's new root at another replica's sidecar")  # fmt: skip
+    assert "published the trust bundle for every replica" in root_host.control.output()  # type: ignore[union-attr]
