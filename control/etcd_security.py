@@ -324,17 +324,26 @@ class EtcdRevocations:
                 field="serial",
             )
         out: Added = []
+        entries, lease, used = self._entries(), 0, False
         for serial, not_after, spiffe_id, token_id in serials:
             key = format_serial(serial)
+            known = entries.get(key)
+            if known is not None and known.not_after > now:
+                out.append((known, False))  # an already revoked serial keeps its entry
+                continue
+            if not lease:  # one lease for the batch, ending after its last leaf expires
+                longest = max(s[1] for s in serials)
+                lease = await self.shared.store.grant_lease(max(1.0, longest - now + LEASE_MARGIN))
             entry = Revocation(key, reason[:MAX_REASON], now, by, not_after, spiffe_id, token_id)
-            lease = await self.shared.store.grant_lease(max(1.0, not_after - now + LEASE_MARGIN))
             body = json.dumps(asdict(entry)).encode()
             if await self.shared._put_if(REVOKED + key.encode(), body, None, lease=lease):
                 out.append((entry, True))
+                used = True
                 continue
-            await self.shared.store.revoke_lease(lease)
-            kv = await self.shared._get(REVOKED + key.encode())
+            kv = await self.shared._get(REVOKED + key.encode())  # another replica's, just now
             out.append((Revocation(**json.loads(kv.value)) if kv else entry, False))
+        if lease and not used:
+            await self.shared.store.revoke_lease(lease)
         return out
 
 
