@@ -89,6 +89,15 @@ def _record(raw: bytes, instances: tuple[str, ...] = ()) -> TokenRecord:
     return replace(TokenRecord.from_json(json.loads(raw)), instances=instances)
 
 
+def _with_uses(record: TokenRecord, uses: bytes | None) -> TokenRecord:
+    """The record with the instances etcd recorded added to those it has (a CA
+    directory's token may have some from before the store was etcd)."""
+    if uses is None:
+        return record
+    both = dict.fromkeys((*record.instances, *(str(i) for i in json.loads(uses))))
+    return replace(record, instances=tuple(both))
+
+
 class EtcdSecurity(SharedSecurity):
     between_replicas = True
 
@@ -99,13 +108,16 @@ class EtcdSecurity(SharedSecurity):
         *,
         max_token_ttl: float | None = None,
         max_cert_ttl: float = 24 * 3600.0,
+        data_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.max_cert_ttl = max_cert_ttl
         self.prefix = shared_prefix(store.layout.prefix)
         self.mirror = EtcdMirror(store, self.prefix)
-        self.files = TokenStore(ca_dir)  # tokens made on the CA directory
+        # tokens made on the CA directory, with the uses recorded in the data directory
+        # before the store was etcd (still counted: a token is never admitted afresh)
+        self.files = TokenStore(ca_dir, uses_dir=data_dir)
         self.max_token_ttl = max_token_ttl
         self._clock = clock
         self.revocations = EtcdRevocations(self)
@@ -148,12 +160,7 @@ class EtcdSecurity(SharedSecurity):
         for token_id, raw in self.mirror.items(TOKENS).items():
             records[token_id.decode()] = _record(raw)
         uses = self.mirror.items(USES)
-        out = [
-            replace(r, instances=tuple(json.loads(uses[r.token_id.encode()])))
-            if r.token_id.encode() in uses
-            else r
-            for r in records.values()
-        ]
+        out = [_with_uses(r, uses.get(r.token_id.encode())) for r in records.values()]
         return sorted(out, key=lambda r: r.created)
 
     async def _fresh(self, token_id: str) -> TokenRecord | None:
@@ -192,7 +199,7 @@ class EtcdSecurity(SharedSecurity):
         key = USES + record.token_id.encode()
         for _ in range(MAX_CAS_ATTEMPTS):
             kv = await self._get(key)
-            current = replace(record, instances=tuple(json.loads(kv.value)) if kv else ())
+            current = _with_uses(record, kv.value if kv else None)
             admitted = admit(current, instance)
             if admitted is None:
                 return current

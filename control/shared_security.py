@@ -157,4 +157,5 @@ def shared_for(store: Store, control: ControlConfig) -> SharedSecurity | None:
     from .etcd_security import EtcdSecurity
 
     return EtcdSecurity(store, Path(control.ca_dir), max_token_ttl=control.max_token_ttl,
-                        max_cert_ttl=control.max_cert_ttl)  # fmt: skip
+                        max_cert_ttl=control.max_cert_ttl,
+                        data_dir=Path(control.data_dir))  # fmt: skip

@@ -1,7 +1,8 @@
 """The replicas' shared security state on a real etcd (control/etcd_security.py), two
 `EtcdSecurity` instances standing for two replicas: a token's uses are never
 over-admitted when both redeem at once, and revocations, CRLs and the bundle one writes
-reach the other through the watch."""
+reach the other through the watch; a CA directory's token keeps the uses recorded in
+the data directory before the store was etcd."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from gossamer.certs import crl
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.errors import TokenUsedUp
 from gossamer.certs.intermediates import issue_local
+from gossamer.certs.tokens import TokenStore
 from gossamer.control.etcd_security import EtcdSecurity
 from gossamer.discovery.etcd import EtcdStore
 from gossamer.discovery.stores import open_store
@@ -66,6 +68,17 @@ async def test_two_replicas_share_tokens_revocations_crls_and_bundle(
         admitted = await asyncio.gather(*(redeem(i) for i in range(12)))
         assert sum(admitted) == 3
         await until(lambda: [len(r.instances) for r in b.list_tokens()] == [3])
+
+        # a CA directory's token used before the store was etcd stays used
+        files = TokenStore(ca_a.directory, uses_dir=tmp_path / "data-a")
+        old, _ = files.create("web", root.root_pin(), namespace="default", ttl=600)
+        files.redeem(old, instance="old-1")
+        upgraded = EtcdSecurity(a.store, ca_a.directory, data_dir=tmp_path / "data-a")
+        await upgraded.start()
+        with pytest.raises(TokenUsedUp):
+            await upgraded.redeem(old, instance="new-1", service=None, namespace=None)
+        await upgraded.redeem(old, instance="old-1", service=None, namespace=None)  # a restart
+        await upgraded.close()
 
         # a revocation on A is seen by B
         await a.revocations.add([(0xABC, 4e9, "spiffe://x", "")], reason="test", by="t")
