@@ -4,8 +4,6 @@ updates on reconnect to the other replica, and no registration lost when one die
 from __future__ import annotations
 
 import asyncio
-import signal
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,47 +14,12 @@ from gossamer.contract import grpcio_calls as calls
 from gossamer.contract import mesh_pb2, xds
 from gossamer.proxy.agent.bootstrap import bootstrap
 from tests.helpers.ads_client import AdsClient
-from tests.helpers.control_plane import ControlPlaneProcess, write_mesh
 from tests.helpers.grpcio_tls import GRPC_TLS_OPTIONS, mtls_channel_credentials
-from tests.helpers.procs import free_port
+from tests.helpers.replicas import Replica
 
 pytestmark = pytest.mark.e2e
 TD = "gossamer.local"
 TYPES = (xds.CLUSTER, xds.LISTENER, xds.SECRET)
-
-
-class Replica:
-    def __init__(self, root: Path, name: str, ca_dir: Path, store: str) -> None:
-        self.dir = root / name
-        self.dir.mkdir()
-        self.ports = {k: free_port() for k in ("insecure", "xds", "bootstrap", "api")}
-        write_mesh(
-            self.dir / "mesh.yaml",
-            {
-                "trust_domain": TD,
-                "control": {
-                    "insecure_xds_listen": f"127.0.0.1:{self.ports['insecure']}",
-                    "xds_listen": f"127.0.0.1:{self.ports['xds']}",
-                    "bootstrap_listen": f"127.0.0.1:{self.ports['bootstrap']}",
-                    "api_listen": f"127.0.0.1:{self.ports['api']}",
-                    "ca_dir": str(ca_dir),
-                    "store": store,
-                    "lease_ttl": "3s",
-                },
-                "services": [
-                    {"name": "web", "ports": [{"port": 8080, "protocol": "http"}]},
-                    {"name": "catalog", "ports": [{"port": 8080, "protocol": "http"}]},
-                ],
-            },
-        )
-        self.process = ControlPlaneProcess(self.dir / "mesh.yaml", self.dir / "control.log")
-
-    @property
-    def xds(self) -> str:
-        return f"127.0.0.1:{self.ports['xds']}"
-
-    def start(self) -> None:
-        self.process.start(self.ports["insecure"])
 
 
 async def versions_seen(target: str, creds, node: str) -> dict[str, str]:
@@ -135,9 +98,7 @@ async def test_two_replicas_share_state_and_survive_one_dying(tmp_path, etcd_ser
             await watcher.ack(first, ["outbound|8080||catalog.default"])
             assert catalog_instances(first) == {15006}
 
-            assert a.process.proc is not None
-            a.process.proc.send_signal(signal.SIGKILL)
-            a.process.proc.wait(10)
+            a.kill()
             await channel_a.close(grace=None)
             loop = asyncio.get_running_loop()
             killed_at = loop.time()
@@ -167,5 +128,5 @@ async def test_two_replicas_share_state_and_survive_one_dying(tmp_path, etcd_ser
             reg_b.cancel()
             await channel_b.close(grace=None)
     finally:
-        a.process.stop()
-        b.process.stop()
+        a.stop()
+        b.stop()
