@@ -154,12 +154,13 @@ def sign_intermediate(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(_aki(root_cert), critical=False)
+        .add_extension(authority_key_id(root_cert), critical=False)
         .sign(root_key, hashes.SHA256())
     )
 
 
-def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+def authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AuthorityKeyIdentifier naming `issuer` (its SKI, else one from its key)."""
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
@@ -175,7 +176,7 @@ class LeafSigner:
     ) -> None:
         self.intermediate = intermediate
         self.key = key
-        self._aki = _aki(intermediate)
+        self._aki = authority_key_id(intermediate)
         self._issuer = intermediate.subject
         self._ceiling = intermediate.not_valid_after_utc
         self.intermediate_pem = intermediate.public_bytes(serialization.Encoding.PEM)

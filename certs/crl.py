@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from gossamer.certs.builders import BACKDATE, utcnow
+from gossamer.certs.builders import BACKDATE, authority_key_id, utcnow
 from gossamer.errors import ConfigError
 
 MAX_SERIAL_BITS = 160  # RFC 5280 §4.1.2.2: at most 20 octets
@@ -156,7 +156,7 @@ def build_crl(
         .last_update(times.this_update)
         .next_update(times.next_update)
         .add_extension(x509.CRLNumber(times.number), critical=False)
-        .add_extension(_authority_key_id(issuer), critical=False)
+        .add_extension(authority_key_id(issuer), critical=False)
     )
     for entry in entries:
         item = (
@@ -170,14 +170,6 @@ def build_crl(
         builder = builder.add_revoked_certificate(item.build())
     deterministic = isinstance(key, ec.EllipticCurvePrivateKey)
     return builder.sign(key, hashes.SHA256(), ecdsa_deterministic=deterministic or None)
-
-
-def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
 
 
 def crls_pem(crls: Sequence[x509.CertificateRevocationList]) -> bytes:
@@ -222,7 +214,7 @@ def revoked_serials(crls: Iterable[x509.CertificateRevocationList]) -> frozenset
 
 def issuer_id(issuer: x509.Certificate) -> str:
     """A CA's key identifier in hex: names the CRL of its leaves among replicas'."""
-    return _authority_key_id(issuer).key_identifier.hex()  # type: ignore[union-attr]
+    return authority_key_id(issuer).key_identifier.hex()  # type: ignore[union-attr]
 
 
 def merge_crls(own: dict[str, bytes], shared: dict[str, bytes], now: dt.datetime) -> bytes:
