@@ -40,7 +40,7 @@ from gossamer.fdlimits import raise_nofile_limit
 from gossamer.logs import event, setup_logging
 from gossamer.proxy.agent.app_probe import ProbeSpec
 from gossamer.proxy.agent.replicas import bootstrap_addresses, expand, parse_addresses
-from gossamer.proxy.agent.session import Agent, AgentOptions
+from gossamer.proxy.agent.session import Agent, AgentOptions, start_unless_stopped
 from gossamer.proxy.agent.state import StateDir
 from gossamer.proxy.config import AppPort, InboundConfig, NodeInfo, Protocol, ProxyConfig
 from gossamer.proxy.listeners import limits
@@ -290,13 +290,7 @@ async def _serve(
             )
         elif agent_options is not None:
             agent = Agent(sidecar, agent_options)
-            starting = asyncio.ensure_future(agent.start())
-            await asyncio.wait({starting, asyncio.ensure_future(stopping.wait())},
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            if not starting.done():
-                starting.cancel()
-            else:
-                starting.result()  # a refused token ends here, with the reason
+            await start_unless_stopped(agent.start(), stopping)
         await stopping.wait()
         event(log, logging.INFO, "stopping", drain_timeout=options.drain_timeout)
     finally:

@@ -52,6 +52,7 @@ import dataclasses
 import datetime as dt
 import logging
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,20 @@ log = logging.getLogger("gossamer.proxy.agent.session")
 
 class NoIdentity(GossamerError):
     """Neither a usable state directory nor a join token."""
+
+
+async def start_unless_stopped(start: Awaitable[None], stopping: asyncio.Event) -> None:
+    """Run an agent's start-up (bootstrap, retried while no control plane answers) until
+    it ends or `stopping` is set, whichever comes first; a start-up that failed raises
+    here (a refused join token ends the process with the reason)."""
+    starting = asyncio.ensure_future(start)
+    stopped = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+    else:
+        stopped.cancel()
+        starting.result()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from gossamer.contract.limits import MAX_ADMIN_CONNECTIONS
 from gossamer.errors import ConfigError, GossamerError, UsageError
 from gossamer.fdlimits import ConnectionLimit, raise_nofile_limit
 from gossamer.logs import event, setup_logging
+from gossamer.proxy.agent.session import start_unless_stopped
 from gossamer.proxy.config import ProxyConfig
 from gossamer.proxy.gateway.agent import GatewayAgent, GatewayAgentOptions
 from gossamer.proxy.gateway.metrics import GatewayMetrics
@@ -248,13 +249,7 @@ async def _serve(settings: GatewaySettings, options: GatewayAgentOptions) -> Non
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     try:
         await gateway.start()
-        starting = asyncio.ensure_future(gateway.agent.start())
-        await asyncio.wait({starting, asyncio.ensure_future(stopping.wait())},
-                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        if not starting.done():
-            starting.cancel()
-        else:
-            starting.result()  # a refused token ends here, with the reason
+        await start_unless_stopped(gateway.agent.start(), stopping)
         await stopping.wait()
         event(log, logging.INFO, "stopping")
     finally:
