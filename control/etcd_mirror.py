@@ -72,7 +72,7 @@ class EtcdMirror:
 
     async def _load(self) -> int:
         client = self.store.client
-        result = await self.store._call("read", lambda: client.get_prefix(self.prefix))
+        result = await self.store.call("read", lambda: client.get_prefix(self.prefix))
         self.values = {kv.key[len(self.prefix) :]: kv.value for kv in result.kvs}
         self._revs = {kv.key[len(self.prefix) :]: int(kv.mod_revision) for kv in result.kvs}
         self.revision = int(result.header.revision)

@@ -133,7 +133,7 @@ class EtcdSecurity(SharedSecurity):
     # -- etcd ------------------------------------------------------------------------
     async def _get(self, key: bytes) -> Any:
         client = self.store.client
-        return await self.store._call("read", lambda: client.get(self.prefix + key))
+        return await self.store.call("read", lambda: client.get(self.prefix + key))
 
     async def _put_if(self, key: bytes, value: bytes, mod: int | None, lease: int = 0) -> bool:
         """Put `value` at `key` if it is unchanged since read (mod revision `mod`; None:
@@ -142,8 +142,8 @@ class EtcdSecurity(SharedSecurity):
         full = self.prefix + key
         guard = t.create(full) == 0 if mod is None else t.mod(full) == mod
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=full, value=value, lease=lease))
-        ok, response = await self.store._call(
-            "write", functools.partial(self.store._txn, [guard], [put])
+        ok, response = await self.store.call(
+            "write", functools.partial(self.store.txn, [guard], [put])
         )
         if ok:
             self.mirror.apply(key, value, int(response.header.revision))
@@ -151,7 +151,7 @@ class EtcdSecurity(SharedSecurity):
 
     async def _put(self, key: bytes, value: bytes) -> None:
         client = self.store.client
-        result = await self.store._call("write", lambda: client.put(self.prefix + key, value))
+        result = await self.store.call("write", lambda: client.put(self.prefix + key, value))
         self.mirror.apply(key, value, int(result.header.revision))
 
     # -- join tokens -------------------------------------------------------------------
@@ -370,13 +370,13 @@ async def publish_bundle(store_url: str, bundle: bytes, *, data_dir: Path) -> No
     try:
         client = store.client
         key = shared_prefix(store.layout.prefix) + BUNDLE
-        current = await store._call("read", lambda: client.get(key))
+        current = await store.call("read", lambda: client.get(key))
         if current is not None and not same_mesh(current.value, bundle):
             raise ConfigError(
                 f"the trust bundle in {store_url} shares no root with this CA's: it is "
                 "another mesh's, or this is not the mesh's root CA",
                 hint="run this on the host holding the mesh's root (--dir ROOT_CA)",
             )
-        await store._call("write", lambda: client.put(key, bundle))
+        await store.call("write", lambda: client.put(key, bundle))
     finally:
         await store.close()

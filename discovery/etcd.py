@@ -159,7 +159,7 @@ class EtcdStore(Store):
         )
         self._closed.clear()
         try:
-            await self._call("connect", lambda: self.client.get(self.layout.root))
+            await self.call("connect", lambda: self.client.get(self.layout.root))
         except BaseException:
             client, self._client = self._client, None
             await client.close()
@@ -199,8 +199,12 @@ class EtcdStore(Store):
 
         return next_delay
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run one etcd call, retrying while etcd is unreachable, up to retry_timeout."""
+    async def call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one etcd call, retrying while etcd is unreachable, up to retry_timeout.
+
+        Public because the control plane's other etcd-shared state (tokens, revocations,
+        the trust bundle: control/etcd_security.py, etcd_mirror.py) uses this store's
+        connection with the same retry policy and errors."""
         deadline = time.monotonic() + self.retry_timeout
         next_delay = self._delays()
         attempt = 0
@@ -223,15 +227,16 @@ class EtcdStore(Store):
             # retry_timeout, not up to one backoff step less
             await asyncio.sleep(min(next_delay(), left))
 
-    async def _txn(self, compare: list[Any], success: list[Any]) -> tuple[bool, Any]:
-        """A transaction (aetcd's helper drops the response header we need)."""
+    async def txn(self, compare: list[Any], success: list[Any]) -> tuple[bool, Any]:
+        """One transaction, not retried (wrap it in `call`); aetcd's own helper drops the
+        response header whose revision callers need."""
         request = rpc.TxnRequest(compare=[c.build_message() for c in compare], success=success)
         response = await self.client.kvstub.Txn(request, timeout=self._rpc_timeout)
         return bool(response.succeeded), response
 
     # -- reads ---------------------------------------------------------------------
     async def state(self) -> RegistryState:
-        result = await self._call("read", lambda: self.client.get_prefix(self.layout.root))
+        result = await self.call("read", lambda: self.client.get_prefix(self.layout.root))
         state, skipped = ek.decode_state(
             self.layout, result.header.revision, ((kv.key, kv.value) for kv in result.kvs)
         )
@@ -244,12 +249,12 @@ class EtcdStore(Store):
         return None if current is None else ek.decode_endpoint(current.value)
 
     async def _get(self, key: bytes) -> Any:
-        return await self._call("read", lambda: self.client.get(key))
+        return await self.call("read", lambda: self.client.get(key))
 
     # -- writes --------------------------------------------------------------------
     async def put_service(self, service: Service) -> int:
         value = ek.encode_service(service)
-        result = await self._call(
+        result = await self.call(
             "put service", lambda: self.client.put(self.layout.service(service.key), value)
         )
         return int(result.header.revision)
@@ -262,7 +267,7 @@ class EtcdStore(Store):
             current = await self._get(skey)
             if current is None:
                 raise NotFound(f"no service {key} in the registry")
-            eps = await self._call("read", lambda: self.client.get_prefix(prefix))
+            eps = await self.call("read", lambda: self.client.get_prefix(prefix))
             static = [kv.key for kv in eps.kvs if kv.lease == 0 and _static_or_junk(kv.value)]
             compare = [
                 t.mod(skey) == current.mod_revision,
@@ -274,14 +279,16 @@ class EtcdStore(Store):
                 rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k)) for k in static
             ]
             ops.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=skey)))
-            ok, response = await self._call(
-                "delete service", functools.partial(self._txn, compare, ops)
+            ok, response = await self.call(
+                "delete service", functools.partial(self.txn, compare, ops)
             )
             if ok:
                 return int(response.header.revision)
         raise StoreUnavailable(f"delete of service {key} kept conflicting with other writers")
 
-    async def put_endpoint(self, endpoint: Endpoint, *, lease: int | None = None) -> int:
+    async def put_endpoint(
+        self, endpoint: Endpoint, *, lease: int | None = None, replacing: str | None = None
+    ) -> int:
         check_owner(endpoint, lease)
         key = self.layout.endpoint(endpoint.service, endpoint.instance_id)
         value = ek.encode_endpoint(endpoint)
@@ -293,18 +300,20 @@ class EtcdStore(Store):
                 guard = t.create(key) == 0
             else:
                 existing = ek.decode_endpoint(current.value)
-                if existing.owner != endpoint.owner:
+                if existing.owner not in (endpoint.owner, replacing):
                     raise duplicate_error(existing)
+                # a put attaches the key to the new lease (or to none) and detaches it
+                # from the old one, whose revocation then leaves it alone
                 guard = t.mod(key) == current.mod_revision
-            ok, response = await self._call(
-                "put endpoint", functools.partial(self._txn, [guard], [put])
+            ok, response = await self.call(
+                "put endpoint", functools.partial(self.txn, [guard], [put])
             )
             if ok:
                 return int(response.header.revision)
         raise StoreUnavailable(f"put of endpoint {endpoint.instance_id!r} kept conflicting")
 
     async def delete_endpoint(self, key: ServiceKey, instance_id: str) -> int:
-        result = await self._call(
+        result = await self.call(
             "delete endpoint", lambda: self.client.delete(self.layout.endpoint(key, instance_id))
         )
         if result is None:
@@ -326,8 +335,8 @@ class EtcdStore(Store):
                 )
             )
             guard = t.mod(ekey) == current.mod_revision
-            ok, response = await self._call(
-                "set health", functools.partial(self._txn, [guard], [put])
+            ok, response = await self.call(
+                "set health", functools.partial(self.txn, [guard], [put])
             )
             if ok:
                 return int(response.header.revision)
@@ -340,11 +349,11 @@ class EtcdStore(Store):
                 f"lease ttl must be a positive number of seconds, got {ttl!r}", field="ttl"
             )
         seconds = max(1, math.ceil(ttl))
-        lease = await self._call("grant lease", lambda: self.client.lease(seconds))
+        lease = await self.call("grant lease", lambda: self.client.lease(seconds))
         return int(lease.id)
 
     async def keep_alive(self, lease: int) -> None:
-        reply = await self._call("keep lease alive", lambda: self.client.refresh_lease(lease))
+        reply = await self.call("keep lease alive", lambda: self.client.refresh_lease(lease))
         if reply is None or reply.TTL <= 0:
             raise NotFound(f"lease {lease} has expired or never existed")
 
@@ -358,7 +367,7 @@ class EtcdStore(Store):
             return await self.client.leasestub.LeaseRevoke(request, timeout=self._rpc_timeout)
 
         try:
-            response = await self._call("revoke lease", revoke)
+            response = await self.call("revoke lease", revoke)
         except NotFound:
             if attempts <= 1:
                 raise NotFound(f"lease {lease} has expired or never existed") from None
