@@ -218,15 +218,20 @@ class EmbeddedStore(Store):
         await self._persist()
         return rev
 
-    async def put_endpoint(self, endpoint: Endpoint, *, lease: int | None = None) -> int:
+    async def put_endpoint(
+        self, endpoint: Endpoint, *, lease: int | None = None, replacing: str | None = None
+    ) -> int:
         self._check_writable()
         check_owner(endpoint, lease)
         if lease is not None:
             self._live_lease(lease)
         ek = (endpoint.service, endpoint.instance_id)
         existing = self._endpoints.get(ek)
-        if existing is not None and existing.owner != endpoint.owner:
+        if existing is not None and existing.owner not in (endpoint.owner, replacing):
             raise duplicate_error(existing)
+        previous = self._endpoint_lease.pop(ek, None)
+        if previous is not None and previous != lease and previous in self._leases:
+            self._leases[previous].endpoints.discard(ek)
         self._endpoints[ek] = endpoint
         if lease is not None:
             self._endpoint_lease[ek] = lease

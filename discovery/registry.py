@@ -147,9 +147,11 @@ class Registry:
                 holder = await self.store.get_endpoint(endpoint.service, endpoint.instance_id)
                 if holder is None or not holder.owner.startswith("lease:"):
                     raise
+                # one write hands the instance over (callers never see it missing), then
+                # the old lease ends holding nothing
+                revision = await self.store.put_endpoint(owned, lease=lease, replacing=holder.owner)
                 with contextlib.suppress(NotFound):
                     await self.store.revoke_lease(int(holder.owner.removeprefix("lease:")))
-                revision = await self.store.put_endpoint(owned, lease=lease)
         except BaseException:
             with contextlib.suppress(GossamerError):
                 await self.store.revoke_lease(lease)

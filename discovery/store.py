@@ -61,8 +61,16 @@ class Store(abc.ABC):
         """Delete a service and its static endpoints."""
 
     @abc.abstractmethod
-    async def put_endpoint(self, endpoint: Endpoint, *, lease: int | None = None) -> int:
-        """Create or replace an endpoint; with `lease`, it lives as long as the lease."""
+    async def put_endpoint(
+        self, endpoint: Endpoint, *, lease: int | None = None, replacing: str | None = None
+    ) -> int:
+        """Create or replace an endpoint; with `lease`, it lives as long as the lease.
+
+        An endpoint held by another owner is a duplicate (ConfigError on `instance_id`),
+        unless that owner is `replacing`: then it changes hands in one write, so watchers
+        see one update, never a delete then a put (a sidecar that moved to another
+        replica takes its instance over from its old lease), and the old owner's lease
+        no longer holds it."""
 
     @abc.abstractmethod
     async def delete_endpoint(self, key: ServiceKey, instance_id: str) -> int: ...

@@ -366,6 +366,27 @@ async def test_duplicate_instance_ids_are_rejected(harness: Harness) -> None:
     await store.put_endpoint(other)
 
 
+async def test_an_instance_changes_lease_in_one_write(harness: Harness) -> None:
+    """A sidecar that moved to another replica takes its instance over from its old
+    lease: watchers see one put, never the instance missing, and ending the old lease
+    afterwards leaves the instance with its new owner."""
+    store = harness.store
+    await store.put_service(CATALOG)
+    old, new, other = [await store.grant_lease(30) for _ in range(3)]
+    await store.put_endpoint(leased("x", old), lease=old)
+    base = (await store.state()).revision
+    with pytest.raises(ConfigError):  # only the named owner can be replaced
+        await store.put_endpoint(leased("x", new), lease=new, replacing=f"lease:{other}")
+    await store.put_endpoint(leased("x", new, zone="z2"), lease=new, replacing=f"lease:{old}")
+    await store.revoke_lease(old)
+    events = await collect(store, base, await sentinel(store))
+    assert brief(events) == [("put_endpoint", "catalog.default", "x")]
+    held = (await store.state()).endpoints[(KEY, "x")]
+    assert held.owner == f"lease:{new}" and held.zone == "z2"
+    await store.revoke_lease(new)  # the new lease holds it now
+    assert (KEY, "x") not in (await store.state()).endpoints
+
+
 async def test_owner_must_match_the_lease(harness: Harness) -> None:
     store = harness.store
     lease = await store.grant_lease(30)

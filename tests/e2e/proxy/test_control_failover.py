@@ -77,8 +77,8 @@ def test_a_replica_killed_then_back(tmp_path, etcd_server):
             mesh.start("b")
             probe = ["--control-probe-interval", "1"]
             # catalog-1 prefers b: it stays put while web moves (an instance that moves
-            # re-registers, and the control plane's lease takeover is a delete then a
-            # put, which callers may see as a moment without it)
+            # re-registers, taking its instance over from its old lease in one write:
+            # tests/unit/discovery/test_registry.py checks that part)
             cat1 = mesh.sidecar("catalog", mesh.app("catalog-1"), extra=probe, order=["b", "a"])
             web = mesh.sidecar("web", mesh.app("web"), extra=[*probe, "--cert-ttl", "20"])
             wait_for(lambda: served_by(web) == "catalog-1", what="web -> catalog")

@@ -12,9 +12,9 @@ import pytest
 from gossamer.contract.identity import ServiceKey
 from gossamer.contract.vocabulary import Health
 from gossamer.discovery.embedded import EmbeddedStore
-from gossamer.discovery.model import Endpoint, Service, ServicePort
+from gossamer.discovery.model import Endpoint, EventKind, Service, ServicePort
 from gossamer.discovery.registry import Registry
-from gossamer.errors import ConfigError
+from gossamer.errors import ConfigError, NotFound
 
 A = Service("a", ports=(ServicePort(80),))
 B = Service("b")
@@ -131,6 +131,27 @@ async def test_duplicates_and_takeover(registry: Registry):
     assert second.lease != first.lease
     # the failed attempts left no lease behind holding anything
     assert sum(1 for e in state.endpoints.values() if e.owner.startswith("lease:")) == 1
+
+
+async def test_takeover_never_shows_the_instance_missing(registry: Registry):
+    """A sidecar that reconnected (to this or another replica) before its old lease ran
+    out takes its instance over in one write: the watch, which becomes EDS, has no
+    delete in between, and the old lease's end leaves the instance registered."""
+    first = await registry.register(sidecar("pod-1"), ttl=30)
+    base = (await registry.state()).revision
+    second = await registry.register(sidecar("pod-1"), ttl=30, takeover=True)
+    end = (await registry.state()).revision
+    kinds = []
+    async with asyncio.timeout(5):
+        async for event in registry.store.watch(base):
+            kinds.append((event.kind, event.instance_id))
+            if event.revision >= end:
+                break
+    assert kinds == [(EventKind.PUT_ENDPOINT, "pod-1")]
+    with pytest.raises(NotFound):
+        await registry.store.keep_alive(first.lease)  # the old lease is gone...
+    state = await registry.state()  # ...and the instance stayed with the new one
+    assert state.endpoints[(A.key, "pod-1")].owner == f"lease:{second.lease}"
 
 
 async def test_a_lost_lease_is_replaced_by_registering_again(registry: Registry):
