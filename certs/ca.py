@@ -47,7 +47,7 @@ from gossamer.certs.ca_files import (
     write_generation,
     write_state,
 )
-from gossamer.certs.csr import validate_csr
+from gossamer.certs.csr import csr_dns_names, validate_csr
 from gossamer.certs.errors import CaError, CaExists, CaNotFound
 from gossamer.certs.keys import generate_key, key_to_pem
 from gossamer.certs.sans import split_addresses
@@ -65,7 +65,6 @@ __all__ = [
     "DEFAULT_CA_DIR",
     "DEFAULT_PROPAGATION",
     "STATE_FILE",
-    "CaReloader",
     "CertificateAuthority",
     "Generation",
     "IssuedCertificate",
@@ -257,7 +256,7 @@ class CertificateAuthority:
         uri = sid.uri
         ips, names = split_addresses(addresses)
         csr = validate_csr(csr_pem, uri, allowed_dns=[*allowed_dns, *names], allowed_ips=ips)
-        dns = list(dict.fromkeys([*(d for d in _csr_dns(csr) if d in allowed_dns), *names]))
+        dns = list(dict.fromkeys([*(d for d in csr_dns_names(csr) if d in allowed_dns), *names]))
         signer = self._signer(self.issuing_generation(now))
         cert = signer.sign(
             csr.public_key(),
@@ -385,33 +384,3 @@ class CertificateAuthority:
     def _reload(self) -> None:
         fresh = CertificateAuthority.load(self.directory)
         self.__dict__.update(fresh.__dict__)
-
-
-def _csr_dns(csr: x509.CertificateSigningRequest) -> list[str]:
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return list(san.get_values_for_type(x509.DNSName))
-
-
-class CaReloader:
-    """The CA of a directory, reloaded when another process rotates or re-creates it.
-
-    `get()` costs one stat() when nothing changed, so callers may use it per request.
-    """
-
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-        self._ca = CertificateAuthority.load(self.directory)
-        self._stamp = self._ca.fingerprint()
-
-    def get(self) -> CertificateAuthority:
-        try:
-            stamp = self._ca.fingerprint()
-        except OSError:
-            return self._ca
-        if stamp != self._stamp:
-            self._ca = CertificateAuthority.load(self.directory)
-            self._stamp = stamp
-        return self._ca

@@ -140,3 +140,12 @@ def validate_csr(
     check_not_ca(csr)
     check_names(csr, identity, allowed_dns, allowed_ips)
     return csr
+
+
+def csr_dns_names(csr: x509.CertificateSigningRequest) -> list[str]:
+    """The DNS names a CSR asks for (none when it has no SAN extension)."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.DNSName))

@@ -38,7 +38,8 @@ import grpc
 from cryptography import x509
 
 from gossamer.certs.builders import utcnow
-from gossamer.certs.ca import CaReloader, CertificateAuthority
+from gossamer.certs.ca import CertificateAuthority
+from gossamer.certs.ca_reload import CaReloader
 from gossamer.certs.crl import format_serial
 from gossamer.certs.errors import CaNotFound, TokenError
 from gossamer.certs.token_rules import parse_token

@@ -6,7 +6,8 @@ import grpc
 import pytest
 from cryptography import x509
 
-from gossamer.certs.ca import CaReloader, CertificateAuthority
+from gossamer.certs.ca import CertificateAuthority
+from gossamer.certs.ca_reload import CaReloader
 from gossamer.certs.spiffe import spiffe_ids_of
 from gossamer.certs.tokens import TokenStore
 from gossamer.contract import grpcio_calls as calls

@@ -10,7 +10,8 @@ from typing import Any
 import grpc
 import pytest
 
-from gossamer.certs.ca import CaReloader, CertificateAuthority
+from gossamer.certs.ca import CertificateAuthority
+from gossamer.certs.ca_reload import CaReloader
 from gossamer.control.server_certs import CONTROL_TLS_NAME, ServerCertificates
 from gossamer.proxy.agent.bootstrap import _client_context
 from gossamer.proxy.transport.grpc_client import Channel, GrpcError, Status
