@@ -77,6 +77,11 @@ class Publisher:
         self._mesh = mesh
         self._schedule()
 
+    @property
+    def trust_material(self) -> tuple[bytes | None, bytes | None]:
+        """The trust bundle and CRLs the ROOTCA secret carries now."""
+        return self._bundle, self._crl
+
     def set_trust_bundle(self, bundle: bytes | None, crl: bytes | None = None) -> None:
         if bundle != self._bundle or crl != self._crl:
             self._bundle, self._crl = bundle, crl

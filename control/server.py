@@ -12,11 +12,11 @@ snapshots, then serves:
 - `control.api_listen`: the operator API and dashboard (control/operator_server.py).
 Registry changes (sidecar registrations on any replica, mesh.yaml reloads) flow from
 the store's watch to the publisher; trust-bundle changes (root rotation), revocation-list
-changes and CRLs due to be signed again are polled every second (`_watch_ca`) and pushed
-in the ROOTCA secret. With an etcd store the join tokens, revocations, bundle and every
-replica's CRLs are shared (control/etcd_security.py): a change another replica makes
-wakes `_watch_ca` at once, and each tick publishes this replica's CRLs. `secure=False` runs without a CA (protocol tests on
-the insecure port); `trust_bundle_loader` then provides the bundle, if any.
+changes and CRLs due to be signed again reach the ROOTCA secret through
+control/trust_push.py. With an etcd store the join tokens, revocations, bundle and every
+replica's CRLs are shared (control/etcd_security.py). `secure=False` runs without a CA
+(protocol tests on the insecure port); `trust_bundle_loader` then provides the bundle,
+if any.
 """
 
 from __future__ import annotations
@@ -59,12 +59,11 @@ from .security import MeshSecurity
 from .shared_security import shared_for
 from .stream_status import StreamRegistry
 from .translate import NodeGroup
+from .trust_push import TrustBundleLoader, TrustPusher
 
 log = logging.getLogger("gossamer.control")
 
-TrustBundleLoader = Callable[[Path], bytes | None]
 ServerHook = Callable[[grpc.aio.Server], None]
-CA_POLL_SECONDS = 1.0
 
 
 class ControlPlane:
@@ -85,7 +84,7 @@ class ControlPlane:
         self.publisher = Publisher(self.cache)
         self.health = HealthServicer()
         self.watcher = ConfigWatcher(self.config_path, self._on_config, interval=reload_interval)
-        self._trust_bundle_loader = trust_bundle_loader
+        self.trust = TrustPusher(self.publisher, lambda: self.security, trust_bundle_loader)
         self._secure = secure
         self._store = store
         self._static: MeshServices | None = None
@@ -97,7 +96,6 @@ class ControlPlane:
         self._servicers: list[Callable[[grpc.aio.Server], None]] = []
         self._bound: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._shared_changed = asyncio.Event()  # the replicas' shared CA state changed
         self.env = StreamEnvironment(
             cache=self.cache,
             registry=self.registry,
@@ -125,72 +123,11 @@ class ControlPlane:
         self._static = static
         if self.link is not None:
             self.link.request_sync(static)
-        self._refresh_trust_bundle()
-
-    def _refresh_trust_bundle(self) -> None:
-        if self.security is not None:
-            sec = self.security
-            self.publisher.set_trust_bundle(sec.trust_bundle(), sec.crl_pem())
-        elif self._trust_bundle_loader is not None and self.publisher.mesh is not None:
-            self.publisher.set_trust_bundle(
-                self._trust_bundle_loader(self.publisher.mesh.control.ca_dir)
-            )
-
-    async def _watch_ca(self) -> None:
-        """Push a rotated trust bundle, a changed revocation list and CRLs signed again
-        (before they expire) to every sidecar within about a second; with a shared store,
-        publish this replica's CRLs and follow the other replicas' changes at once. Nothing
-        a tick raises ends the watch (a task that died would leave the CRLs unsigned until
-        they expire, and then every handshake of the mesh fails): it is logged, once per
-        distinct error, and the next tick tries again."""
-        assert self.security is not None
-        stamp = self.security.ca_stamp()
-        failing = ""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CA_POLL_SECONDS):
-                    await self._shared_changed.wait()
-            self._shared_changed.clear()
-            try:
-                stamp = await self._watch_tick(stamp)
-            except Exception as exc:  # the watch must outlive any error
-                error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-                if error != failing:
-                    event(log, logging.ERROR, "cannot check the CA or sign the CRLs; trying "
-                          "again every second", error=error)  # fmt: skip
-                failing = error
-                continue
-            if failing:
-                event(log, logging.INFO, "the CA and the CRLs are checked again")
-                failing = ""
-
-    async def _watch_tick(self, stamp: tuple[object, object]) -> tuple[object, object]:
-        """One tick of `_watch_ca`; returns the stamp pushed (CA directory, shared state)."""
-        sec = self.security
-        assert sec is not None
-        await sec.follow_token_revocations()  # another replica revoked a token
-        await sec.publish()  # this replica's CRLs; nothing to do without a shared store
-        current = sec.ca_stamp()
-        if current[0] != stamp[0]:
-            # signs the CRLs for the new issuers and also ends the calls of a caller
-            # revoked in the same tick
-            self.refresh_revocations()  # logs "trust bundle changed" if it did
-        elif current != stamp or sec.crls.due():
-            self.refresh_revocations()
-        return current
+        self.trust.refresh_bundle()
 
     def refresh_revocations(self) -> None:
-        """Sign the CRLs again if due and push them (and a changed shared bundle)."""
-        if self.security is None:
-            return
-        bundle, crl = self.publisher._bundle, self.publisher._crl
-        self._refresh_trust_bundle()
-        cut = self.security.cut_revoked()
-        if bundle is not None and bundle != self.publisher._bundle:
-            event(log, logging.INFO, "trust bundle changed: pushing it to every sidecar")
-        if cut or crl != self.publisher._crl:
-            event(log, logging.INFO, "revocation list signed: pushing it to every sidecar",
-                  revoked=len(self.security.revocations.list()), calls_ended=cut)  # fmt: skip
+        """Sign the CRLs again if due and push them (the revocation API calls this)."""
+        self.trust.refresh_revocations()
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -225,10 +162,10 @@ class ControlPlane:
         assert self._static is not None
         await self.link.start(self._static)  # the registry's state before anything is served
         if self.security is not None:
-            self.security.shared.on_change = self._shared_changed.set
+            self.security.shared.on_change = self.trust.shared_changed.set
             await self.security.shared.start()
             await self.security.publish()  # this replica's CRLs before its first leaf
-        self._refresh_trust_bundle()
+        self.trust.refresh_bundle()
         if restarted:
             self.publisher.hold(control.lease_ttl)
             event(
@@ -253,7 +190,7 @@ class ControlPlane:
                 identify=sec.identify,
                 services=[sec.add_identity, sec.add_registration],
             )
-            self._tasks.append(asyncio.create_task(self._watch_ca(), name="ca-watcher"))
+            self._tasks.append(asyncio.create_task(self.trust.watch(), name="ca-watcher"))
         if control.insecure_xds_listen is not None:
             event(
                 log,
@@ -367,7 +304,7 @@ class ControlPlane:
     def reload(self) -> None:
         """SIGHUP: re-read mesh.yaml and the trust bundle now."""
         self.watcher.trigger()
-        self._refresh_trust_bundle()
+        self.trust.refresh_bundle()
 
     async def settle(self) -> None:
         """Wait until mesh.yaml's last load reached the registry and the snapshots."""

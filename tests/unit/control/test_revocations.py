@@ -472,10 +472,10 @@ async def test_the_ca_watcher_survives_errors_and_cuts_revoked_calls_on_a_ca_cha
 ):
     import asyncio
 
-    from gossamer.control import server as server_module
+    from gossamer.control import trust_push
     from gossamer.control.server import ControlPlane
 
-    monkeypatch.setattr(server_module, "CA_POLL_SECONDS", 0.01)
+    monkeypatch.setattr(trust_push, "CA_POLL_SECONDS", 0.01)
 
     class Crls:
         def due(self):
@@ -514,7 +514,7 @@ async def test_the_ca_watcher_survives_errors_and_cuts_revoked_calls_on_a_ca_cha
     plane = ControlPlane(tmp_path / "mesh.yaml")
     security = Security()
     plane.security = security  # type: ignore[assignment]
-    task = asyncio.create_task(plane._watch_ca())
+    task = asyncio.create_task(plane.trust.watch())
     try:
         for _ in range(200):
             await asyncio.sleep(0.01)
