@@ -55,6 +55,7 @@ from .operator_server import ApiServer
 from .publisher import Publisher
 from .registry_link import RegistryLink
 from .reload import ConfigWatcher
+from .replica_presence import ReplicaPresence, presence_for
 from .security import MeshSecurity
 from .shared_security import shared_for
 from .stream_status import StreamRegistry
@@ -96,6 +97,7 @@ class ControlPlane:
         self._servicers: list[Callable[[grpc.aio.Server], None]] = []
         self._bound: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._presence: ReplicaPresence | None = None
         self.env = StreamEnvironment(
             cache=self.cache,
             registry=self.registry,
@@ -161,6 +163,10 @@ class ControlPlane:
             )
         assert self._static is not None
         await self.link.start(self._static)  # the registry's state before anything is served
+        self._presence = presence_for(store, control.lease_ttl)
+        if self._presence is not None:
+            # every replica gone for a lease TTL: the sidecars' registrations went too
+            restarted = await self._presence.announce()
         if self.security is not None:
             self.security.shared.on_change = self.trust.shared_changed.set
             await self.security.shared.start()
@@ -315,6 +321,10 @@ class ControlPlane:
     async def stop(self, grace: float = 2.0) -> None:
         with contextlib.suppress(Exception):
             await self.health.enter_graceful_shutdown()
+        if self._presence is not None and self.link is not None:
+            # other replicas share the registry: this one's sidecars move there and
+            # take their instances over, so their endpoints must not go away meanwhile
+            self.link.registry.leave_leases()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -326,6 +336,8 @@ class ControlPlane:
             await self.api.stop()
         if self.security is not None:
             await self.security.shared.close()
+        if self._presence is not None:
+            await self._presence.close()
         if self.link is not None:
             await self.link.close()
 

@@ -9,6 +9,11 @@
   registration registers again under a new lease as soon as the store answers: a live
   sidecar stream never silently disappears from the registry.
 - `watch` and `state` pass through to the store.
+- `leave_leases()`: from then on, a registration that closes stops its keep-alives but
+  leaves its lease to run out. A control-plane replica that shuts down with a store
+  other replicas share calls it first: its sidecars move to another replica within a
+  second and take their instances over from these leases in one write, so callers never
+  see them missing; a sidecar that went away for good leaves within the lease TTL.
 
 Validation errors are `ConfigError`s naming the field.
 """
@@ -50,6 +55,11 @@ class Registry:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._registrations: set[Registration] = set()
+        self.leaving_leases = False
+
+    def leave_leases(self) -> None:
+        """Closing registrations leave their leases to expire instead of revoking them."""
+        self.leaving_leases = True
 
     async def state(self) -> RegistryState:
         return await self.store.state()
@@ -201,7 +211,8 @@ class Registration:
         return self.revision
 
     async def close(self) -> None:
-        """Deregister: stop the keep-alives and revoke the lease (deleting the endpoint)."""
+        """Deregister: stop the keep-alives and revoke the lease (deleting the endpoint),
+        or, after `Registry.leave_leases()`, leave the lease to run out."""
         if self._closed:
             return
         self._closed = True
@@ -210,6 +221,8 @@ class Registration:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._registry.leaving_leases:
+            return
         try:
             await self._store.revoke_lease(self.lease)
         except NotFound:

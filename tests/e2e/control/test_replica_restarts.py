@@ -1,0 +1,94 @@
+"""Control-plane replicas on etcd stopping and starting (real etcd, real `gossamer
+control` replicas, real sidecars):
+
+- a replica stopped with SIGTERM leaves its sidecars' registrations to their leases: the
+  sidecars move to the other replica and take their instances over, and the endpoint
+  key in etcd is never deleted in between (its create revision stays the same);
+- a replica that starts while another runs, or on a new mesh, serves at once; one that
+  starts after every replica has been gone for a lease TTL holds configuration for one
+  lease TTL, so reconnecting sidecars register again before any of them is served a
+  registry without the others (control/replica_presence.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.etcd import EtcdCluster
+from tests.helpers.procs import processes, wait_for
+from tests.helpers.replicas import ReplicatedMesh, control_plane
+
+pytestmark = pytest.mark.e2e
+HOLDING = "waiting for sidecars to register again"
+
+
+def endpoint_keys(etcd: EtcdCluster, prefix: str, service: str) -> dict[str, dict[str, int]]:
+    """etcd's own view of a service's endpoint keys: create revision and lease each."""
+    done = subprocess.run(
+        ["etcdctl", f"--endpoints={','.join(etcd.endpoints)}", "get", "--prefix",
+         f"{prefix}/endpoints/default/{service}/", "-w", "json"],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    kvs = json.loads(done.stdout).get("kvs", [])
+    return {
+        kv["key"]: {"create": int(kv["create_revision"]), "lease": int(kv.get("lease", 0))}
+        for kv in kvs
+    }
+
+
+def log_of(mesh: ReplicatedMesh, name: str) -> str:
+    replica = mesh.replicas[name]
+    return "".join(p.read_text(errors="replace") for p in sorted(replica.dir.glob("control-*.log")))
+
+
+def test_a_stopped_replicas_sidecars_keep_their_endpoints(tmp_path: Path, etcd_server) -> None:
+    prefix = "/stopping"
+    with processes() as procs:
+        mesh = ReplicatedMesh(tmp_path, procs, etcd_server.store_url(prefix), ["a", "b"])
+        try:
+            mesh.start("a")
+            mesh.start("b")
+            catalog = mesh.sidecar("catalog", mesh.app("catalog-1"), order=["a", "b"])
+            wait_for(lambda: control_plane(catalog)["registered_at"] == mesh.replicas["a"].xds,
+                     what="catalog registered on a")  # fmt: skip
+            wait_for(lambda: len(endpoint_keys(etcd_server, prefix, "catalog")) == 1,
+                     what="catalog's endpoint in etcd")  # fmt: skip
+            [(key, before)] = endpoint_keys(etcd_server, prefix, "catalog").items()
+
+            mesh.stop("a")  # SIGTERM: a graceful stop
+            wait_for(lambda: control_plane(catalog)["registered_at"] == mesh.replicas["b"].xds,
+                     timeout=10, what="catalog registered on b")  # fmt: skip
+            after = endpoint_keys(etcd_server, prefix, "catalog")
+            assert list(after) == [key]
+            # taken over by a new lease in place: never deleted, so never missing
+            assert after[key]["create"] == before["create"]
+            assert after[key]["lease"] != before["lease"]
+        finally:
+            mesh.close()
+
+
+def test_a_replica_back_after_every_replica_was_gone_holds(tmp_path: Path, etcd_server) -> None:
+    with processes() as procs:
+        mesh = ReplicatedMesh(tmp_path, procs, etcd_server.store_url("/outage"), ["a", "b", "c"])
+        try:
+            mesh.start("a")  # a new mesh: nothing to wait for
+            mesh.start("b")  # another replica runs: its sidecars' leases are alive
+            assert HOLDING not in log_of(mesh, "a") and HOLDING not in log_of(mesh, "b")
+            mesh.sidecar("catalog", mesh.app("catalog-1"))
+            mesh.kill("a")
+            mesh.kill("b")  # every replica gone, as in a power cut
+            gone = time.monotonic()
+            time.sleep(1.0)
+            mesh.start("c")  # within the lease TTL (3 s): the replicas' keys are still live
+            assert HOLDING not in log_of(mesh, "c")
+            mesh.kill("c")
+            time.sleep(max(0.0, gone + 3 + 2.5 - time.monotonic()))  # past the TTL
+            mesh.start("a")
+            assert HOLDING in log_of(mesh, "a")
+        finally:
+            mesh.close()
