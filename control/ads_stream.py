@@ -106,6 +106,7 @@ class AdsStream(Generic[Req, Resp]):
         group = self.env.resolve_group(node, self.identity)
         self.group = group
         self.info.group = group.name
+        self.info.node = group.node
         self.env.ensure_group(group)
         self._cancel_watch = self.env.cache.watch(group.name, self._on_snapshot)
         event(

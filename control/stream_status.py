@@ -62,6 +62,7 @@ class StreamInfo:
     peer: str
     connected_at: float
     node_id: str = ""
+    node: str = ""  # the locality node it claims (the sidecar's --node), "" for none
     node_cluster: str = ""
     group: str = ""
     identity: str | None = None
@@ -111,6 +112,7 @@ class StreamInfo:
             "peer": self.peer,
             "connected_at": self.connected_at,
             "node_id": self.node_id,
+            "node": self.node,
             "node_cluster": self.node_cluster,
             "group": self.group,
             "identity": self.identity,

@@ -17,6 +17,14 @@ from gossamer.up.statedir import DEFAULT_STATE_DIR
     help="Root only: one network namespace per instance, transparent interception.",
 )
 @click.option(
+    "--nodes",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Root only: N simulated nodes (1-4), each a network namespace with a gateway, "
+    "a control-plane replica and the instances placed there, on a shared etcd.",
+)
+@click.option(
     "--port-base",
     type=int,
     default=None,
@@ -47,6 +55,7 @@ from gossamer.up.statedir import DEFAULT_STATE_DIR
 )  # fmt: skip
 def up(
     isolate: bool,
+    nodes: int | None,
     port_base: int | None,
     state_dir: Path,
     rate: float,
@@ -63,6 +72,7 @@ def up(
         state_dir=state_dir,
         port_base=port_base,
         isolate=isolate,
+        nodes=nodes,
         settings=Settings(rate=rate, fail_rate=fail_rate),
         timeout=timeout,
         interval=interval,

@@ -5,7 +5,9 @@ gossamer.cli.main`), so the demo runs from a checkout's virtual environment as w
 from an installed package. In the isolated shape a command is wrapped to run in its
 instance's network namespace (`ip netns exec`, which also bind-mounts the namespace's
 hosts file from /etc/netns/NAME/) as an unprivileged user (`setpriv`), asking again
-for the parent-death signal that a change of user clears.
+for the parent-death signal that a change of user clears. With `--nodes` a command runs
+in its node's namespace; the node's etcd member, replica and gateway have commands of
+their own here.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gossamer.up.layout import NAMESPACE, PROXY_UID, SERVICE_PORT, Instance, Layout
+from gossamer.up import nodes
+from gossamer.up.layout import NAMESPACE, PROXY_UID, SERVICE_PORT, Instance, Layout, Node
 from gossamer.up.statedir import StateDir
+
+ETCD_BINARY = "etcd"
 
 APP_UID = 65534  # nobody: the demo apps need no privilege (isolated shape)
 
@@ -51,9 +56,64 @@ def in_netns(netns: str | None, argv: list[str], uid: int | None = None) -> list
     return wrapped + argv
 
 
-def control_plane(layout: Layout, state: StateDir) -> list[str]:
-    argv = gossamer("control", "--config", str(state.mesh_file), "--reload-interval", "1")
-    return in_netns(layout.control.netns, argv)
+def control_plane(layout: Layout, state: StateDir, node: Node | None = None) -> list[str]:
+    """The control plane, or with `node` that node's replica."""
+    mesh_file = state.mesh_file if node is None else state.node_dir(node.name) / "mesh.yaml"
+    argv = gossamer("control", "--config", str(mesh_file), "--reload-interval", "1")
+    return in_netns(layout.control.netns if node is None else node.netns, argv)
+
+
+def etcd(layout: Layout, node: Node, state: StateDir, binary: str = ETCD_BINARY) -> list[str]:
+    """The node's etcd member, one of a cluster of nodes 1..3 (fast elections)."""
+    client = f"http://{node.address}:{nodes.ETCD_CLIENT_PORT}"
+    peer = f"http://{node.address}:{nodes.ETCD_PEER_PORT}"
+    argv = [
+        binary,
+        f"--name={node.name}",
+        f"--data-dir={state.node_dir(node.name) / 'etcd'}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster={nodes.etcd_initial_cluster(layout)}",
+        "--initial-cluster-state=new",
+        f"--initial-cluster-token=gossamer-up-{layout.subnet.prefix if layout.subnet else ''}",
+        "--heartbeat-interval=100",
+        "--election-timeout=1000",
+        "--logger=zap",
+        "--log-level=warn",
+    ]
+    return in_netns(node.netns, argv)
+
+
+def gateway(layout: Layout, node: Node) -> list[str]:
+    """The node's gateway; its join token goes in its environment (`gateway_env`)."""
+    argv = gossamer(
+        "gateway",
+        "--node",
+        node.name,
+        "--zone",
+        node.zone,
+        "--listen",
+        f"0.0.0.0:{nodes.GATEWAY_PORT}",
+        "--advertise",
+        f"{node.address}:{nodes.GATEWAY_PORT}",
+        "--control",
+        f"{node.address}:{node.control.xds}",
+        "--bootstrap",
+        f"{node.address}:{node.control.bootstrap}",
+        "--admin-port",
+        str(nodes.GATEWAY_ADMIN_PORT),
+        "--metrics-port",
+        str(nodes.GATEWAY_METRICS_PORT),
+    )
+    return in_netns(node.netns, argv, PROXY_UID)
+
+
+def gateway_env(state: StateDir) -> dict[str, str]:
+    from gossamer.contract.identity import GATEWAY_SERVICE
+
+    return {"GOSSAMER_TOKEN": state.token(GATEWAY_SERVICE)}
 
 
 def upstream_url(instance: Instance) -> str | None:
@@ -64,8 +124,8 @@ def upstream_url(instance: Instance) -> str | None:
 
 
 def proxy_url(layout: Layout, instance: Instance) -> str | None:
-    """Loopback shape: the app's sidecar as its HTTP proxy (explicit mode)."""
-    if layout.isolated:
+    """Loopback and nodes shapes: the app's sidecar as its HTTP proxy (explicit mode)."""
+    if layout.transparent:
         return None  # transparent: iptables sends the app's connections to its sidecar
     return f"http://127.0.0.1:{instance.sidecar.outbound}"
 
@@ -78,7 +138,7 @@ def app(layout: Layout, instance: Instance, settings: Settings) -> list[str]:
         "--role",
         instance.role,
         "--host",
-        "0.0.0.0" if layout.isolated else instance.address,
+        "0.0.0.0" if layout.transparent else "127.0.0.1" if layout.nodes else instance.address,
         "--port",
         str(instance.app_port),
         "--latency-ms",
@@ -109,9 +169,14 @@ def sidecar(layout: Layout, instance: Instance, state_dir: Path | None = None) -
     `state_dir`: where it keeps its certificate and configuration across restarts (the
     loopback shape: the session directory is the user's own; an isolated sidecar runs
     as another UID, which the session directory is closed to)."""
-    control = layout.control
     ports = instance.sidecar
     listen = "0.0.0.0" if layout.isolated else instance.address
+    if instance.node is not None:  # --nodes: every replica, its own node's first
+        control = nodes.control_list(layout, instance.node)
+        bootstrap = nodes.bootstrap_list(layout, instance.node)
+    else:
+        control = f"{layout.control.address}:{layout.control.xds}"
+        bootstrap = f"{layout.control.address}:{layout.control.bootstrap}"
     argv = gossamer(
         "proxy",
         "--service",
@@ -119,15 +184,15 @@ def sidecar(layout: Layout, instance: Instance, state_dir: Path | None = None) -
         "--namespace",
         NAMESPACE,
         "--node",
-        instance.name,
+        instance.node or instance.name,
         "--instance-id",
         instance.name,
         "--advertise-address",
         instance.address,
         "--control",
-        f"{control.address}:{control.xds}",
+        control,
         "--bootstrap",
-        f"{control.address}:{control.bootstrap}",
+        bootstrap,
         "--inbound-port",
         str(ports.inbound),
         "--outbound-port",
@@ -148,6 +213,8 @@ def sidecar(layout: Layout, instance: Instance, state_dir: Path | None = None) -
         argv += ["--app-port", f"{SERVICE_PORT}:{instance.app_port}/http"]
     if state_dir is not None:
         argv += ["--state-dir", str(state_dir)]
+    if instance.zone is not None:
+        argv += ["--zone", instance.zone]
     return in_netns(instance.netns, argv, PROXY_UID if layout.isolated else None)
 
 

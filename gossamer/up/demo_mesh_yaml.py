@@ -5,13 +5,24 @@ caller's identity (loadgen -> web -> catalog -> inventory), catalog's two replic
 share the load (least request), and inventory's occasional 503s are retried by the
 calling sidecar within a budget, so the success rate seen by web stays high while
 inventory's own is visibly lower.
+
+With `--nodes` every node's replica gets its own mesh.yaml (`store` set): its own
+addresses, its own CA directory (an intermediate) and data directory beside the file,
+and the shared etcd store; the services and policies are the same.
 """
 
 from __future__ import annotations
 
 import json
 
-from gossamer.up.layout import NAMESPACE, SERVICE_PORT, TRUST_DOMAIN, UPSTREAM, Layout
+from gossamer.up.layout import (
+    NAMESPACE,
+    SERVICE_PORT,
+    TRUST_DOMAIN,
+    UPSTREAM,
+    ControlPlaneAddress,
+    Layout,
+)
 
 CA_DIR = "ca"
 DATA_DIR = "data"
@@ -44,8 +55,15 @@ def callers_of(service: str) -> list[str]:
     return sorted(caller for caller, callee in UPSTREAM.items() if callee == service)
 
 
-def mesh_yaml(layout: Layout, *, jaeger_url: str | None = None) -> str:
-    control = layout.control
+def mesh_yaml(
+    layout: Layout,
+    *,
+    jaeger_url: str | None = None,
+    control: ControlPlaneAddress | None = None,
+    store: str = "embedded",
+) -> str:
+    """The control plane's mesh.yaml; with `control` and `store`: one replica's."""
+    control = control or layout.control
     lines = [
         "# Written by `gossamer up` for this run (the state directory is fresh every run).",
         f"trust_domain: {TRUST_DOMAIN}",
@@ -55,7 +73,7 @@ def mesh_yaml(layout: Layout, *, jaeger_url: str | None = None) -> str:
         f"  api_listen: {_q(f'{control.address}:{control.api}')}",
         f"  ca_dir: {CA_DIR}",
         f"  data_dir: {DATA_DIR}",
-        "  store: embedded",
+        f"  store: {_q(store) if store != 'embedded' else store}",
         f"  lease_ttl: {LEASE_TTL}",
         "services:",
     ]

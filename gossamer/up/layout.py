@@ -6,7 +6,7 @@ The demo: `loadgen` calls `web`, which calls `catalog` (two replicas), which cal
 requests enter the mesh with an identity of their own (`loadgen`, a client-only
 service: no app port). The control plane serves them all.
 
-Two shapes:
+Three shapes:
 - loopback (default): everything on 127.0.0.1; every app and sidecar listener gets its
   own port (free ports the kernel picks, or consecutive ones from `--port-base`). The
   apps call their upstream through their sidecar as an HTTP proxy (explicit mode).
@@ -14,6 +14,9 @@ Two shapes:
   address on a bridge, the ports Compose uses (app 8080, sidecar 15006/15001/15000 and
   metrics 15090, control plane 15011/15012/15014), and transparent interception: apps call
   `http://catalog:8080` as in Compose, resolved through a per-namespace hosts file.
+- nodes (`--nodes N`, gossamer/up/nodes.py): one namespace per simulated node, shared by
+  every process of the node; instances spread over the nodes, each with its own ports
+  (`Node.slot_ports`), apps using their sidecar as HTTP proxy as on loopback.
 """
 
 from __future__ import annotations
@@ -112,6 +115,8 @@ class Instance:
     app_port: int | None  # where its app listens (None: client only)
     sidecar: SidecarPorts
     netns: str | None = None
+    node: str | None = None  # its node's name (`--nodes`), its sidecar's --node
+    zone: str | None = None  # its node's zone, its sidecar's --zone
 
     @property
     def upstream(self) -> str | None:
@@ -151,14 +156,44 @@ class Subnet:
 
 
 @dataclass(frozen=True)
+class Node:
+    """One simulated node (`--nodes`): a namespace with one address, running a
+    control-plane replica, a gateway, maybe an etcd member, and some instances."""
+
+    index: int  # 1..N
+    address: str
+    netns: str
+    zone: str
+    control: ControlPlaneAddress  # this node's replica
+    etcd: bool  # runs an etcd member (nodes 1..3)
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.index}"
+
+
+@dataclass(frozen=True)
 class Layout:
-    control: ControlPlaneAddress
+    control: ControlPlaneAddress  # with --nodes: node 1's replica (the summary's source)
     instances: tuple[Instance, ...]
-    subnet: Subnet | None = None  # set in the isolated shape
+    subnet: Subnet | None = None  # set in the isolated and the nodes shapes
+    nodes: tuple[Node, ...] = ()  # set in the nodes shape
 
     @property
     def isolated(self) -> bool:
+        """Processes in network namespaces (`--isolate` or `--nodes`)."""
         return self.subnet is not None
+
+    @property
+    def transparent(self) -> bool:
+        """One namespace per instance, with iptables interception (`--isolate`)."""
+        return self.isolated and not self.nodes
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
 
     def get(self, name: str) -> Instance:
         for instance in self.instances:

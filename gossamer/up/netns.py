@@ -13,6 +13,9 @@ When the host passes bridged traffic through iptables (`br_netfilter`) with a FO
 policy that is not ACCEPT (Docker sets DROP), one ACCEPT rule for the bridge is added,
 tagged with the same pid, and removed with the rest.
 
+With `--nodes` the namespaces are the nodes' (gup-<pid>-node-K), each with the INPUT
+rules of `nodes.firewall_rules` (they go with the namespace).
+
 Commands go through an injectable `run` so the plan of commands is testable.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 from gossamer.errors import GossamerError, UsageError
 from gossamer.fsutil import locked
 from gossamer.up.layout import Layout, Subnet
+from gossamer.up.nodes import firewall_rules
 from gossamer.up.statedir import pid_alive
 
 PREFIX = "gup"
@@ -51,16 +55,16 @@ def run_command(cmd: list[str]) -> subprocess.CompletedProcess[str]:
         ) from None
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
+def require_root(flag: str = "--isolate", euid: Callable[[], int] = os.geteuid) -> None:
+    if euid() != 0:
         raise UsageError(
-            "--isolate needs root (it creates network namespaces, veth pairs and a bridge)",
-            hint="run it with sudo, or leave out --isolate to run everything on loopback",
+            f"{flag} needs root (it creates network namespaces, veth pairs and a bridge)",
+            hint=f"run it with sudo, or leave out {flag} to run everything on loopback",
         )
     for tool in ("ip", "iptables", "setpriv"):
         if shutil.which(tool) is None:
             raise UsageError(
-                f"--isolate needs {tool}", hint="install iproute2, iptables and util-linux"
+                f"{flag} needs {tool}", hint="install iproute2, iptables and util-linux"
             )
 
 
@@ -86,9 +90,7 @@ class Network:
         self._run = run
         self.netns_dir = netns_dir
         self.forward_rule: list[str] | None = None
-        self.namespaces = [
-            ns for ns in [layout.control.netns, *(i.netns for i in layout.instances)] if ns
-        ]
+        self.namespaces = [netns for netns, _ in self.members()]
 
     def sh(self, *cmd: str) -> None:
         result = self._run(list(cmd))
@@ -99,7 +101,10 @@ class Network:
             )
 
     def members(self) -> list[tuple[str, str]]:
-        """(netns, address) of every namespace, the control plane's first."""
+        """(netns, address) of every namespace, the control plane's first (or the
+        nodes', in order)."""
+        if self.layout.nodes:
+            return [(node.netns, node.address) for node in self.layout.nodes]
         control = self.layout.control
         assert control.netns is not None
         found = [(control.netns, control.address)]
@@ -107,6 +112,9 @@ class Network:
         return found
 
     def hosts_file(self) -> str:
+        if self.layout.nodes:  # the apps name services through their sidecar, not DNS
+            names = [f"{node.address}\t{node.name}" for node in self.layout.nodes]
+            return "\n".join(["127.0.0.1\tlocalhost", *names]) + "\n"
         lines = ["127.0.0.1\tlocalhost", f"{self.layout.control.address}\tgossamer-control"]
         lines += [f"{address}\t{name}" for name, address in self.layout.hosts().items()]
         return "\n".join(lines) + "\n"
@@ -130,6 +138,9 @@ class Network:
             folder = self.netns_dir / netns
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "hosts").write_text(hosts, encoding="utf-8")
+        for node in self.layout.nodes:
+            for rule in firewall_rules(self.layout, node):
+                self.sh("ip", "netns", "exec", node.netns, "iptables", "-w", "-A", *rule)
         self._allow_forwarding()
 
     def _allow_forwarding(self) -> None:

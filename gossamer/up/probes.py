@@ -3,7 +3,8 @@
 The request through the mesh enters at the load generator's sidecar, as the load
 generator's own requests do: in the loopback shape by using that sidecar's outbound
 port as an HTTP proxy, in the isolated shape by running a tiny client inside the load
-generator's namespace, where iptables hands its connection to the sidecar. The answer
+generator's namespace, where iptables hands its connection to the sidecar (with
+`--nodes`, that client uses the sidecar as its HTTP proxy). The answer
 of `web` lists the instance that served each hop (web, catalog, inventory), so one
 successful answer proves the whole chain, each hop over mutual TLS between sidecars.
 """
@@ -19,13 +20,15 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from gossamer.up.layout import SERVICE_PORT, Instance, Layout
+from gossamer.up import nodes
+from gossamer.up.layout import SERVICE_PORT, ControlPlaneAddress, Instance, Layout, Node
 
 ENTRY_URL = f"http://web:{SERVICE_PORT}/"
 
 _CLIENT = """
 import json, sys, urllib.request, urllib.error
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+proxies = {"http": sys.argv[3]} if len(sys.argv) > 3 else {}
+opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
 try:
     with opener.open(sys.argv[1], timeout=float(sys.argv[2])) as r:
         print(json.dumps([r.status, r.read().decode("utf-8", "replace")]))
@@ -56,7 +59,26 @@ def get_json(url: str, *, token: str | None = None, timeout: float = 2.0) -> Any
 
 
 def control_ready(layout: Layout) -> bool:
-    return http_get(f"{layout.control.api_url}/healthz")[0] == 200
+    return replica_ready(layout.control)
+
+
+def replica_ready(control: ControlPlaneAddress) -> bool:
+    return http_get(f"{control.api_url}/healthz")[0] == 200
+
+
+def etcd_ready(node: Node) -> bool:
+    """The node's etcd member answers /health with a leader elected."""
+    status, body = http_get(f"http://{node.address}:{nodes.ETCD_CLIENT_PORT}/health")
+    return status == 200 and json.loads(body).get("health") == "true"
+
+
+def gateway_ready(node: Node) -> bool:
+    """The node gateway's /ready (its admin port is on 127.0.0.1 in the node)."""
+    url = f"http://127.0.0.1:{nodes.GATEWAY_ADMIN_PORT}/ready"
+    try:
+        return _get_in_netns(node.netns, url, 2.0)[0] == 200
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return False
 
 
 def sidecar_ready(instance: Instance) -> bool:
@@ -105,14 +127,18 @@ def through_mesh(layout: Layout, *, timeout: float = 3.0) -> MeshAnswer:
             return MeshAnswer(response.status, response.read().decode("utf-8", "replace"))
         finally:
             conn.close()
-    status, body = _get_in_netns(entry.netns, ENTRY_URL, timeout)
+    proxy = f"http://127.0.0.1:{entry.sidecar.outbound}" if layout.nodes else None
+    status, body = _get_in_netns(entry.netns, ENTRY_URL, timeout, proxy)
     return MeshAnswer(status, body)
 
 
-def _get_in_netns(netns: str, url: str, timeout: float) -> tuple[int, str]:
-    """GET `url` from a tiny client inside `netns`: (status, body)."""
+def _get_in_netns(
+    netns: str, url: str, timeout: float, proxy: str | None = None
+) -> tuple[int, str]:
+    """GET `url` from a tiny client inside `netns` (through `proxy`): (status, body)."""
+    extra = [proxy] if proxy else []
     result = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", _CLIENT, url, str(timeout)],
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _CLIENT, url, str(timeout), *extra],
         capture_output=True,
         text=True,
         timeout=timeout + 10,
@@ -128,4 +154,7 @@ def curl_command(layout: Layout) -> str:
     entry = layout.entry
     if entry.netns is None:
         return f"curl -x http://{entry.address}:{entry.sidecar.outbound} {ENTRY_URL}"
+    if layout.nodes:
+        proxy = f"http://127.0.0.1:{entry.sidecar.outbound}"
+        return f"sudo ip netns exec {entry.netns} curl -s -x {proxy} {ENTRY_URL}"
     return f"sudo ip netns exec {entry.netns} curl -s {ENTRY_URL}"

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gossamer.up import nodes
 from gossamer.up.commands import Settings
-from gossamer.up.layout import Instance, Layout
+from gossamer.up.layout import Instance, Layout, Node
 from gossamer.up.probes import ENTRY_URL, curl_command
 from gossamer.up.statedir import StateDir
 
@@ -32,6 +33,8 @@ def _shown(path: Path) -> str:
 def _instance_line(layout: Layout, instance: Instance, settings: Settings) -> str:
     ports = instance.sidecar
     where = f"{instance.address} netns {instance.netns}  " if instance.netns else ""
+    if instance.node is not None:
+        where = f"{instance.node}  "
     if instance.role is None:
         what = f"{settings.rate:g} req/s to {ENTRY_URL} through its sidecar"
     else:
@@ -41,6 +44,34 @@ def _instance_line(layout: Layout, instance: Instance, settings: Settings) -> st
         f"metrics :{ports.metrics}"
     )
     return f"  {instance.name:<14} {where}{what}  {sidecar}"
+
+
+def _node_line(layout: Layout, node: Node) -> str:
+    etcd = f"  etcd :{nodes.ETCD_CLIENT_PORT}" if node.etcd else ""
+    placed = ", ".join(i.name for i in nodes.instances_on(layout, node)) or "no instances"
+    return (
+        f"  {node.name:<14} {node.address} {node.zone} netns {node.netns}  replica API + "
+        f"dashboard :{node.control.api}  gateway :{nodes.GATEWAY_PORT}{etcd}  ({placed})"
+    )
+
+
+def node_status(layout: Layout, state: StateDir, node: Node) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "zone": node.zone,
+        "address": node.address,
+        "netns": node.netns,
+        "api_url": node.control.api_url,
+        "xds": node.control.xds,
+        "bootstrap": node.control.bootstrap,
+        "admin_token_file": str(state.node_dir(node.name) / "data" / "admin-token"),
+        "mesh_file": str(state.node_dir(node.name) / "mesh.yaml"),
+        "gateway": nodes.GATEWAY_PORT,
+        "gateway_admin": nodes.GATEWAY_ADMIN_PORT,
+        "gateway_metrics": nodes.GATEWAY_METRICS_PORT,
+        "etcd": f"{node.address}:{nodes.ETCD_CLIENT_PORT}" if node.etcd else None,
+        "instances": [i.name for i in nodes.instances_on(layout, node)],
+    }
 
 
 def banner(
@@ -54,12 +85,18 @@ def banner(
 ) -> list[str]:
     control = layout.control
     where = f" netns {control.netns}" if control.netns else ""
-    shape = (
-        f"isolated: one network namespace per instance on {layout.subnet.cidr}, "
-        "transparent interception"
-        if layout.subnet is not None
-        else "loopback, apps use their sidecar as HTTP proxy"
-    )
+    if layout.nodes and layout.subnet is not None:
+        shape = (
+            f"{len(layout.nodes)} nodes on {layout.subnet.cidr}, a gateway and a "
+            "control-plane replica each, on etcd"
+        )
+    elif layout.subnet is not None:
+        shape = (
+            f"isolated: one network namespace per instance on {layout.subnet.cidr}, "
+            "transparent interception"
+        )
+    else:
+        shape = "loopback, apps use their sidecar as HTTP proxy"
     lines = [
         f"Gossamer demo mesh is up in {seconds:.1f} s: {processes} processes ({shape}).",
         "Every sidecar is ready and a request went loadgen -> web -> catalog -> inventory "
@@ -68,6 +105,8 @@ def banner(
         f"  {'control plane':<14} {control.address}{where}  API + dashboard :{control.api}"
         f"  xDS (mTLS) :{control.xds}  bootstrap :{control.bootstrap}",
     ]
+    if layout.nodes:
+        lines = lines[:3] + [_node_line(layout, node) for node in layout.nodes]
     lines += [_instance_line(layout, i, settings) for i in layout.instances]
     lines += [
         "",
@@ -121,9 +160,13 @@ def status(
                 "admin": i.sidecar.admin,
                 "metrics": i.sidecar.metrics,
                 "netns": i.netns,
+                "node": i.node,
+                "zone": i.zone,
             }
             for i in layout.instances
         ],
+        "nodes": [node_status(layout, state, node) for node in layout.nodes],
+        "store": nodes.etcd_store_url(layout) if layout.nodes else "embedded",
         "processes": pids,
         "logs": str(state.logs),
     }

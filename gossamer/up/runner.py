@@ -10,6 +10,10 @@ on a small machine):
 4. then the load generator.
 A process that exits during start-up fails it at once, with the end of its log.
 
+With `--nodes` (`start_nodes`): the etcd members and every app first; every node's
+replica once etcd has a leader; every gateway and sidecar once the replicas answer;
+then as above, the gateways' /ready included.
+
 Every process runs under `gossamer.supervisor` (own process group, parent-death
 signal); `stop` terminates them all and checks that no process group survived.
 """
@@ -23,10 +27,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gossamer.errors import GossamerError
 from gossamer.supervisor import Child, Supervisor
-from gossamer.up import commands, probes
+from gossamer.up import commands, nodes, probes
 from gossamer.up.layout import Instance, Layout
 from gossamer.up.netns import Network
 from gossamer.up.statedir import StateDir
@@ -73,6 +78,8 @@ class DemoMesh:
         self.control: Child | None = None
         self.apps: dict[str, Child] = {}
         self.sidecars: dict[str, Child] = {}
+        self.replicas: dict[str, Child] = {}  # --nodes: by node
+        self.gateways: dict[str, Child] = {}  # --nodes: by node
         self.loadgen: Child | None = None
         self.last_answer: str = ""
 
@@ -141,6 +148,9 @@ class DemoMesh:
         return answer.complete
 
     def start(self, timeout: float, progress: Callable[[str], None] = lambda _: None) -> None:
+        if self.layout.nodes:
+            self.start_nodes(timeout, progress)
+            return
         deadline = time.monotonic() + timeout
         layout, sup = self.layout, self.supervisor
         iptables = self._iptables() if layout.isolated else []
@@ -163,11 +173,15 @@ class DemoMesh:
                 ),
                 env=commands.sidecar_env(instance, self.state),
             )
+        self._wait_sidecars(deadline, progress)
+        self._finish(deadline, progress)
+
+    def _wait_sidecars(self, deadline: float, progress: Callable[[str], None]) -> None:
         pending = set(self.sidecars)
 
         def sidecars_ready() -> bool:
             for name in sorted(pending):
-                if probes.sidecar_ready(layout.get(name)):
+                if probes.sidecar_ready(self.layout.get(name)):
                     pending.discard(name)
             return not pending
 
@@ -175,10 +189,63 @@ class DemoMesh:
             lambda: "sidecars not ready: " + ", ".join(sorted(pending)), sidecars_ready, deadline
         )
         progress(f"{len(self.sidecars)} sidecars ready (certificate, configuration, app)")
+
+    def _finish(self, deadline: float, progress: Callable[[str], None]) -> None:
         self._wait("no complete answer through the mesh", self._mesh_answers, deadline)
-        progress("web -> catalog -> inventory answered through the mesh")
-        entry = layout.entry
-        self.loadgen = sup.start("loadgen", commands.loadgen(layout, entry, self.settings))
+        hops = "across nodes through their gateways" if self.layout.nodes else "through the mesh"
+        progress(f"web -> catalog -> inventory answered {hops}")
+        entry = self.layout.entry
+        self.loadgen = self.supervisor.start(
+            "loadgen", commands.loadgen(self.layout, entry, self.settings)
+        )
+
+    def _all(self, what: str, ready: Callable[[Any], bool], items: list[Any],
+             deadline: float) -> None:  # fmt: skip
+        pending = list(items)
+
+        def done() -> bool:
+            pending[:] = [item for item in pending if not ready(item)]
+            return not pending
+
+        self._wait(lambda: what + ", ".join(str(getattr(i, "name", i)) for i in pending),
+                   done, deadline)  # fmt: skip
+
+    def start_nodes(self, timeout: float, progress: Callable[[str], None]) -> None:
+        deadline = time.monotonic() + timeout
+        layout, sup = self.layout, self.supervisor
+        members = list(nodes.etcd_members(layout))
+        for node in members:
+            sup.start(f"etcd-{node.name}", commands.etcd(layout, node, self.state))
+        for instance in layout.apps:
+            self.apps[instance.name] = sup.start(
+                instance.name, commands.app(layout, instance, self.settings)
+            )
+        self._all("etcd members without a leader: ", probes.etcd_ready, members, deadline)
+        progress(f"etcd: {len(members)} member(s) with a leader")
+        for node in layout.nodes:
+            child = sup.start(
+                f"control-{node.name}", commands.control_plane(layout, self.state, node)
+            )
+            self.replicas[node.name] = child
+        self.control = self.replicas[layout.nodes[0].name]
+        self._all("control-plane replicas not answering: ",
+                  lambda node: probes.replica_ready(node.control), list(layout.nodes), deadline)  # fmt: skip
+        progress(f"{len(layout.nodes)} control-plane replicas ready (one intermediate each)")
+        for node in layout.nodes:
+            self.gateways[node.name] = sup.start(
+                f"gateway-{node.name}", commands.gateway(layout, node),
+                env=commands.gateway_env(self.state),
+            )  # fmt: skip
+        for instance in layout.instances:
+            self.sidecars[instance.name] = sup.start(
+                f"{instance.name}-proxy",
+                commands.sidecar(layout, instance),
+                env=commands.sidecar_env(instance, self.state),
+            )
+        self._all("gateways not ready: ", probes.gateway_ready, list(layout.nodes), deadline)
+        progress(f"{len(layout.nodes)} node gateways ready")
+        self._wait_sidecars(deadline, progress)
+        self._finish(deadline, progress)
 
     # -- while running -------------------------------------------------------------------
     def pids(self) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """One `gossamer up` run, from the command line to the last process stopped.
 
-Order: (isolated shape, under a host-wide lock) remove what crashed runs left, choose a
+Order: (isolated and nodes shapes, under a host-wide lock) remove what crashed runs left, choose a
 subnet; lay out addresses and ports; prepare the fresh state directory; create the
 network; start the mesh; print the banner and write status.json; print the live
 summary until SIGINT, SIGTERM or SIGHUP; stop every process and remove the network,
@@ -13,6 +13,7 @@ includes the Python start-up of `gossamer up` itself.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -24,8 +25,8 @@ from types import FrameType
 from typing import TextIO
 
 from gossamer.errors import UsageError
+from gossamer.up import commands, netns, nodes, report, summary
 from gossamer.up import layout as layouts
-from gossamer.up import netns, report, summary
 from gossamer.up.commands import Settings
 from gossamer.up.runner import DemoMesh
 from gossamer.up.statedir import (
@@ -48,6 +49,7 @@ class UpOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     port_base: int | None = None
     isolate: bool = False
+    nodes: int | None = None  # --nodes N: N simulated nodes (gossamer/up/nodes.py)
     settings: Settings = field(default_factory=Settings)
     timeout: float = 60.0
     interval: float = 5.0
@@ -104,6 +106,8 @@ class Printer:
 
 
 def _layout(options: UpOptions, run_id: str) -> tuple[layouts.Layout, Callable[[], None]]:
+    if options.nodes is not None:
+        return nodes.nodes_layout(netns.choose_subnet(), run_id, options.nodes), lambda: None
     if options.isolate:
         return layouts.isolated_layout(netns.choose_subnet(), run_id), lambda: None
     if options.port_base is not None:
@@ -115,6 +119,9 @@ def _layout(options: UpOptions, run_id: str) -> tuple[layouts.Layout, Callable[[
 def watch(mesh: DemoMesh, state: StateDir, printer: Printer, interval: float) -> None:
     """Print the live summary every `interval` seconds, and any process that exits."""
     token = state.admin_token()
+    others = [
+        (node.control.api_url, state.node_admin_token(node.name)) for node in mesh.layout.nodes[1:]
+    ]
     reported: set[str] = set()
     next_at = time.monotonic()
     while True:
@@ -124,33 +131,56 @@ def watch(mesh: DemoMesh, state: StateDir, printer: Printer, interval: float) ->
                 code = child.proc.returncode if child.proc else None
                 printer.say(f"! {child.name} exited (code {code}); its log: {child.log_path}")
         if time.monotonic() >= next_at:
-            snap = summary.fetch(mesh.layout.control.api_url, token)
+            snap = summary.fetch(mesh.layout.control.api_url, token, others=others)
             snap.running, snap.expected_processes = mesh.running(), mesh.expected()
             snap.expected_sidecars = len(mesh.sidecars)
+            snap.expected_gateways = len(mesh.gateways)
             printer.block(summary.render(snap))
             next_at = time.monotonic() + interval
         time.sleep(0.2)
 
 
+def check_options(
+    options: UpOptions,
+    euid: Callable[[], int] = os.geteuid,
+    which: Callable[[str], str | None] = shutil.which,
+) -> None:
+    """Refuse what cannot run, before anything is made (one-line errors)."""
+    if options.nodes is not None:
+        nodes.check_count(options.nodes)
+        if options.isolate:
+            raise UsageError("--nodes and --isolate are two shapes: choose one")
+        if options.port_base is not None:
+            raise UsageError("--port-base applies to the loopback shape, not --nodes")
+        netns.require_root("--nodes", euid)
+        if which(commands.ETCD_BINARY) is None:
+            raise UsageError(
+                "--nodes needs etcd (the replicas share an etcd cluster), and it is not installed",
+                hint="install it, e.g. apt-get install etcd-server",
+            )
+    if options.isolate:
+        netns.require_root("--isolate", euid)
+        if options.port_base is not None:
+            raise UsageError("--port-base applies to the loopback shape, not --isolate")
+
+
 def run(options: UpOptions, out: TextIO = sys.stdout) -> int:
     started = process_started_at()
     printer = Printer(out)
-    if options.isolate:
-        netns.require_root()
-        if options.port_base is not None:
-            raise UsageError("--port-base applies to the loopback shape, not --isolate")
+    check_options(options)
+    namespaces = options.isolate or options.nodes is not None
     run_id = str(os.getpid())
     network: netns.Network | None = None
     mesh: DemoMesh | None = None
     previous = catch_signals()
     try:
-        with netns.setup_lock() if options.isolate else _nothing():
-            if options.isolate:
+        with netns.setup_lock() if namespaces else _nothing():
+            if namespaces:
                 for item in netns.cleanup_stale():
                     printer.say(f"removed {item} left by an earlier run")
             layout, release_ports = _layout(options, run_id)
             state = prepare(options.state_dir, layout)
-            if options.isolate:
+            if namespaces:
                 network = netns.Network(layout, run_id)
                 network.create()
         release_ports()

@@ -2,16 +2,22 @@
 
 Figures come from the control plane's operator API: `/v1/stat` (per service request
 rate, success rate and p99, from the sidecars' /metrics) and `/v1/sidecars` (the
-connected ADS streams and their identities). `fetch` does the I/O; `render` is pure.
+connected ADS streams and their identities). With `--nodes` each replica lists only the
+streams connected to it: `fetch` asks every replica (`others`) for theirs and counts the
+node gateways apart. `fetch` does the I/O; `render` is pure.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
+from gossamer.contract.identity import CONTROL_NAMESPACE, GATEWAY_SERVICE
 from gossamer.up.probes import get_json
+
+GATEWAY_IDENTITY_SUFFIX = f"/ns/{CONTROL_NAMESPACE}/sa/{GATEWAY_SERVICE}"
 
 SHOWN = ("web", "catalog", "inventory")
 
@@ -25,16 +31,30 @@ class Snapshot:
     expected_sidecars: int = 0
     error: str | None = None
 
+    expected_gateways: int = 0
+
     @property
     def connected(self) -> int:
         """Sidecars with an ADS stream over mutual TLS (an identity from their cert)."""
-        return sum(1 for s in self.sidecars if s.get("identity"))
+        return sum(1 for s in self.sidecars if s.get("identity") and not _gateway(s))
+
+    @property
+    def gateways(self) -> int:
+        return sum(1 for s in self.sidecars if _gateway(s))
 
 
-def fetch(api_url: str, token: str, window: str = "10s") -> Snapshot:
+def _gateway(stream: dict[str, Any]) -> bool:
+    return str(stream.get("identity") or "").endswith(GATEWAY_IDENTITY_SUFFIX)
+
+
+def fetch(
+    api_url: str, token: str, window: str = "10s", others: Sequence[tuple[str, str]] = ()
+) -> Snapshot:
+    """`others`: (API URL, token) of the other replicas, whose streams count too."""
     snapshot = Snapshot()
     try:
-        snapshot.sidecars = list(get_json(f"{api_url}/v1/sidecars", token=token)["sidecars"])
+        for url, key in [(api_url, token), *others]:
+            snapshot.sidecars += get_json(f"{url}/v1/sidecars", token=key)["sidecars"]
         stat = get_json(f"{api_url}/v1/stat?window={window}", token=token, timeout=4.0)
         snapshot.services = list(stat.get("services", []))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -56,6 +76,8 @@ def render(snapshot: Snapshot, now: float | None = None) -> list[str]:
         f"{stamp}  sidecars connected {snapshot.connected}/{snapshot.expected_sidecars}"
         f"  processes running {snapshot.running}/{snapshot.expected_processes}"
     )
+    if snapshot.expected_gateways:
+        head += f"  gateways {snapshot.gateways}/{snapshot.expected_gateways}"
     if snapshot.error:
         return [head, f"  ({snapshot.error})"]
     rows = {str(s.get("name")): s for s in snapshot.services}

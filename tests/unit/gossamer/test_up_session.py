@@ -21,7 +21,7 @@ def test_a_state_dir_that_is_not_ours_stops_the_run_before_anything_starts(tmp_p
 
 
 def test_port_base_does_not_apply_to_isolate(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("gossamer.up.netns.require_root", lambda: None)
+    monkeypatch.setattr("gossamer.up.netns.require_root", lambda *args: None)
     with pytest.raises(UsageError, match="--port-base"):
         run(UpOptions(state_dir=tmp_path / "s", isolate=True, port_base=20000), io.StringIO())
     assert not (tmp_path / "s").exists()
