@@ -10,8 +10,8 @@ node gateways apart. `fetch` does the I/O; `render` is pure.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.contract.identity import CONTROL_NAMESPACE, GATEWAY_SERVICE
