@@ -10,7 +10,8 @@ and node 2; every replica's `gossamer status -o json` shows the sidecars connect
 each with its `node` (its own node's: they prefer their node's replica), and the three
 gateways; a node-internal port answers on its node but not from another node, where only
 the gateway and replica ports do; SIGINT stops everything and leaves no namespace, link,
-iptables rule, hosts file or etcd process behind.
+iptables rule, hosts file or etcd process behind. A `gossamer up --nodes` killed outright
+takes its processes with it, and the next run removes the network it left.
 """
 
 from __future__ import annotations
@@ -130,12 +131,14 @@ def check_isolation(status: dict[str, Any]) -> None:
         internal: False, admin: False, gateway: True, replica: True}  # fmt: skip
 
 
-def stop_with(up: Up, sig: signal.Signals, processes: int) -> None:
+def stop_with(up: Up, sig: signal.Signals, nodes: int) -> None:
     run_id = str(up.proc.pid)
     before = descendants(up.proc.pid)
-    # 3 etcd members, 3 replicas, 3 gateways, 4 apps, 5 sidecars, the load generator
-    assert len(before) == processes, before
-    assert sum("etcd" in Path(f"/proc/{p}/comm").read_text() for p in before) == 3
+    # per node an etcd member (up to 3), a replica and a gateway; 4 apps, 5 sidecars and
+    # the load generator
+    assert len(before) == min(nodes, 3) + 2 * nodes + 10, before
+    etcd = [p for p in before if Path(f"/proc/{p}/comm").read_text().strip() == "etcd"]
+    assert len(etcd) == min(nodes, 3), before
     up.proc.send_signal(sig)
     assert up.proc.wait(40) == 0, up.output()
     assert up.output().rstrip().endswith("stopped"), up.output()
@@ -166,7 +169,34 @@ def test_up_three_nodes(tmp_path: Path) -> None:
         check_isolation(status)
         wait_for(lambda: "sidecars connected 5/5" in up.output() and "gateways 3/3" in up.output(),
                  timeout=10, what="the summary counting every replica's streams")  # fmt: skip
-        stop_with(up, signal.SIGINT, processes=19)
+        stop_with(up, signal.SIGINT, nodes=3)
+
+
+def test_a_killed_run_takes_its_processes_and_the_next_run_cleans_its_network(
+    tmp_path: Path,
+) -> None:
+    assert os.geteuid() == 0, "--nodes creates network namespaces: run as root"
+    first = tmp_path / "first"
+    first.mkdir()
+    with gossamer_up(first, "--nodes", "2") as up:
+        up.wait_ready(timeout=75)
+        run_id = str(up.proc.pid)
+        children = descendants(up.proc.pid)
+        os.kill(up.proc.pid, signal.SIGKILL)  # no clean-up code runs
+        up.proc.wait()
+        wait_for(lambda: not still_running(children), timeout=15, what="children gone")
+    assert mentioning(str(up.state)) == []  # etcd members included (parent-death signal)
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"gup-{run_id}-node-2" in left, left
+    second = tmp_path / "second"
+    second.mkdir()
+    with gossamer_up(second, "--nodes", "2") as again:
+        again.wait_ready(timeout=75)
+        assert f"removed netns gup-{run_id}-node-1 left by an earlier run" in again.output()
+        assert f"removed link gupb{run_id}" in again.output()
+        stop_with(again, signal.SIGTERM, nodes=2)
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"gup-{run_id}-" not in left, left
 
 
 def test_nodes_out_of_bounds_is_a_one_line_error(tmp_path: Path) -> None:
