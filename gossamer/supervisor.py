@@ -100,21 +100,23 @@ class Supervisor:
     def exited(self) -> list[Child]:
         return [c for c in self.children if c.proc is not None and c.proc.poll() is not None]
 
-    def stop(self, grace: float = 8.0) -> None:
-        """SIGTERM every child group (reverse order), then SIGKILL what remains."""
-        for child in reversed(self.children):
+    def stop(self, grace: float = 8.0, children: Sequence[Child] | None = None) -> None:
+        """SIGTERM every child group (reverse order), then SIGKILL what remains;
+        `children`: only those (the rest keep running)."""
+        chosen = list(self.children if children is None else children)
+        for child in reversed(chosen):
             if child.proc is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for child in reversed(self.children):
+        for child in reversed(chosen):
             if child.proc is None:
                 continue
             try:
                 child.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        for child in self.children:
+        for child in chosen:
             if child.proc is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.proc.pid, signal.SIGKILL)

@@ -80,6 +80,7 @@ class DemoMesh:
         self.sidecars: dict[str, Child] = {}
         self.replicas: dict[str, Child] = {}  # --nodes: by node
         self.gateways: dict[str, Child] = {}  # --nodes: by node
+        self.etcd: list[Child] = []  # --nodes: the etcd members
         self.loadgen: Child | None = None
         self.last_answer: str = ""
 
@@ -215,7 +216,9 @@ class DemoMesh:
         layout, sup = self.layout, self.supervisor
         members = list(nodes.etcd_members(layout))
         for node in members:
-            sup.start(f"etcd-{node.name}", commands.etcd(layout, node, self.state))
+            self.etcd.append(
+                sup.start(f"etcd-{node.name}", commands.etcd(layout, node, self.state))
+            )
         for instance in layout.apps:
             self.apps[instance.name] = sup.start(
                 instance.name, commands.app(layout, instance, self.settings)
@@ -259,7 +262,12 @@ class DemoMesh:
 
     # -- stop ----------------------------------------------------------------------------
     def stop(self, grace: float = 8.0) -> list[str]:
-        """Stop every process (and tear the network down); returns what was left over."""
+        """Stop every process (and tear the network down); returns what was left over.
+        With --nodes the etcd members go last, so the replicas stop on a working store."""
+        if self.etcd:
+            members = set(map(id, self.etcd))
+            rest = [c for c in self.supervisor.children if id(c) not in members]
+            self.supervisor.stop(grace, rest)
         self.supervisor.stop(grace)
         problems = [
             f"process group {c.proc.pid} ({c.name}) still has processes"
