@@ -17,6 +17,7 @@ def test_stream_state_for_the_operator_api():
     registry = StreamRegistry(clock)
     info = registry.open("sotw", "ipv4:127.0.0.1:5000")
     info.node_id = "web-1"
+    info.node = "node-2"
     info.group = "sidecar:default/web"
     info.record_subscription(xds.CLUSTER, True, 0)
     info.record_sent(xds.CLUSTER, "v1")
@@ -28,6 +29,7 @@ def test_stream_state_for_the_operator_api():
     view = registry.to_dict()
     [stream] = view["streams"]
     assert stream["node_id"] == "web-1" and stream["peer"] == "ipv4:127.0.0.1:5000"
+    assert stream["node"] == "node-2"
     cds = stream["types"]["CDS"]
     assert cds["acked_version"] == "v1" and cds["acked_at"] == 101.0
     assert cds["sent_version"] == "v2" and cds["responses"] == 2 and cds["wildcard"]
