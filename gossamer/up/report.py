@@ -87,7 +87,8 @@ def banner(
     where = f" netns {control.netns}" if control.netns else ""
     if layout.nodes and layout.subnet is not None:
         shape = (
-            f"{len(layout.nodes)} nodes on {layout.subnet.cidr}, a gateway and a "
+            f"{len(layout.nodes)} node{'s' if len(layout.nodes) > 1 else ''} on "
+            f"{layout.subnet.cidr}, a gateway and a "
             "control-plane replica each, on etcd"
         )
     elif layout.subnet is not None:
