@@ -70,6 +70,7 @@ def status(api: str | None, token: str | None, config: Path | None, output: str)
             rows.append(
                 [
                     s.get("node_id") or "-",
+                    s.get("node") or "-",
                     (s.get("identity") or "insecure").removeprefix("spiffe://"),
                     s.get("peer", ""),
                     _left(s.get("cert_seconds_left")),
@@ -81,12 +82,12 @@ def status(api: str | None, token: str | None, config: Path | None, output: str)
                 if nack:
                     when = dt.datetime.fromtimestamp(nack["at"], dt.UTC).strftime("%H:%M:%SZ")
                     nacks.append([s.get("node_id"), type_name, when, nack.get("error", "")])
-        print_table(["node", "identity", "peer", "cert left", *TYPES], rows)
+        print_table(["sidecar", "node", "identity", "peer", "cert left", *TYPES], rows)
         if not rows:
             click.echo("no sidecars connected")
         if nacks:
             click.echo("")
-            print_table(["node", "type", "at", "last NACK error"], nacks, title="NACKs")
+            print_table(["sidecar", "type", "at", "last NACK error"], nacks, title="NACKs")
         if gateways:
             click.echo("")
             print_table(

@@ -69,14 +69,18 @@ def gateway_metric(node: dict[str, Any], **labels: str) -> float:
     return metric_sum(out.stdout, "gossamer_gateway_connections_total", **labels)
 
 
-def status_json(node: dict[str, Any]) -> dict[str, Any]:
+def status_output(node: dict[str, Any], *options: str) -> str:
     token = Path(node["admin_token_file"]).read_text().strip()
     out = subprocess.run(
-        gossamer_cmd("status", "--api", node["api_url"], "--token", token, "-o", "json"),
+        gossamer_cmd("status", "--api", node["api_url"], "--token", token, *options),
         capture_output=True, text=True, timeout=30, cwd=REPO,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
+    return out.stdout
+
+
+def status_json(node: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(status_output(node, "-o", "json")))
 
 
 def check_requests_cross_nodes(status: dict[str, Any]) -> None:
@@ -117,6 +121,12 @@ def check_status_shows_nodes(status: dict[str, Any]) -> None:
             assert stream["node"] == node["name"], (node["name"], stream)
             seen[stream["node_id"].split("~", 1)[1]] = stream["node"]  # service.ns~instance
     assert seen == PLACED, seen
+    # the table: the xDS node id under "sidecar", the locality node under "node"
+    lines = status_output(status["nodes"][0]).splitlines()
+    header = next(line.split() for line in lines if line.split()[:2] == ["sidecar", "node"])
+    rows = [line.split() for line in lines if line.startswith(("web", "loadgen"))]
+    assert header[2] == "identity" and rows, lines
+    assert all(row[1] == status["nodes"][0]["name"] for row in rows), rows
 
 
 def check_isolation(status: dict[str, Any]) -> None:
