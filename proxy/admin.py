@@ -11,7 +11,9 @@ Plain HTTP/1.1 served by the same server protocol as the data path:
   error), the accepted Envoy resources themselves (`?resources=0` leaves them out) and
   `control_plane`: the replica in use, whether it is the preferred one, every address,
   the moves so far, where the instance is registered, whether the sidecar started from
-  its state directory (agent/session.py).
+  its state directory (agent/session.py); with `--dns-port`, `dns`: the upstream
+  resolvers, the names answered with their virtual IPs, the mesh names left to the
+  upstream (local services) and the query counts (listeners/dns.py).
 - `/clusters`: every cluster's endpoints with health, zone, LB weight, in-flight and
   total requests, RTT estimate, whether the balancer currently uses them, and pool state.
 - `/metrics`: Prometheus text format.
@@ -91,6 +93,7 @@ class Admin:
                 "revoked": len(contexts.revoked),
             },
             "listeners": sc.bound_ports,
+            "dns": None if sc.dns is None else sc.dns_status(),
             "config": dump_config(config) if config is not None else None,
         }
 

@@ -44,6 +44,7 @@ from gossamer.proxy.agent.session import Agent, AgentOptions, start_unless_stopp
 from gossamer.proxy.agent.state import StateDir
 from gossamer.proxy.config import AppPort, InboundConfig, NodeInfo, Protocol, ProxyConfig
 from gossamer.proxy.listeners import limits
+from gossamer.proxy.listeners.dns import parse_upstreams
 from gossamer.proxy.sidecar import Sidecar, SidecarOptions
 from gossamer.proxy.static_config import load_config_file
 from gossamer.proxy.telemetry.wiring import Telemetry
@@ -80,6 +81,8 @@ class ProxySettings:
     admin_address: str = "127.0.0.1"
     metrics_port: int = ports.METRICS_PORT
     metrics_address: str = "0.0.0.0"
+    dns_port: int = 0
+    dns_upstream: str | None = None
     probe_path: str | None = None
     no_telemetry: bool = False
     static_config: Path | None = None
@@ -240,6 +243,10 @@ def _options(settings: ProxySettings, node: NodeInfo, probe_port: int | None) ->
         admin_address=settings.admin_address,
         metrics_port=settings.metrics_port,
         metrics_address=settings.metrics_address,
+        dns_port=settings.dns_port,
+        dns_upstreams=tuple(parse_upstreams(settings.dns_upstream))
+        if settings.dns_upstream
+        else (),
         probe=probe,
         drain_timeout=settings.drain_timeout,
         hold_until_ready=settings.hold,

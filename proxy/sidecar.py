@@ -42,9 +42,11 @@ from gossamer.proxy.config import (
     OutlierDetection,
     ProxyConfig,
 )
+from gossamer.proxy.listeners.dns import DnsServer, system_upstreams
 from gossamer.proxy.listeners.inbound import Inbound
 from gossamer.proxy.listeners.limits import ListenerLimits
 from gossamer.proxy.listeners.outbound import Outbound
+from gossamer.proxy.routing import mesh_names
 from gossamer.proxy.service import Service
 from gossamer.proxy.telemetry.wiring import Telemetry
 from gossamer.proxy.transport.h2.server import H2Server
@@ -69,6 +71,11 @@ class SidecarOptions:
     # CLI's default is ports.METRICS_PORT, 15090)
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"
+    # the app's DNS, answered for mesh services of other nodes (proxy/listeners/dns.py);
+    # 0: none. Upstreams: the resolvers of /etc/resolv.conf unless given
+    dns_port: int = 0
+    dns_address: str = "127.0.0.1"
+    dns_upstreams: tuple[tuple[str, int], ...] = ()
     probe: ProbeSpec | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
     connections: ListenerLimits = field(default_factory=ListenerLimits)
@@ -160,6 +167,10 @@ class Sidecar:
         self._initial = config
         self.outbound: Outbound | None = None
         self.inbound: Inbound | None = None
+        # mesh names and their VIPs, for the DNS listener (with --dns-port)
+        self.vips = mesh_names.VipAllocator()
+        self.mesh_names = mesh_names.EMPTY
+        self.dns: DnsServer | None = None
         if credentials is not None:
             self.rotate(credentials)
 
@@ -183,10 +194,24 @@ class Sidecar:
                     field=f"listeners.{name}",
                 )
         snapshot, commit = self.manager.prepare(_with_inbound_clusters(config))
+        names = self.mesh_names
+        if self.options.dns_port:
+            names = mesh_names.build(
+                config.clusters,
+                config.endpoints,
+                own_node=self.options.node.node,
+                own_namespace=self.options.node.namespace,
+                trust_domain=config.node.trust_domain,
+                allocator=self.vips,
+            )
+            # a connection to VIP:port goes to the service's cluster (transparent mode)
+            destinations = {**names.destinations, **snapshot.destinations}
+            snapshot = dataclasses.replace(snapshot, destinations=destinations)
 
         def publish() -> None:
             commit()
             self.snapshot = snapshot
+            self.mesh_names = names
             self.configured.set()
             event(log, logging.INFO, "configuration applied", versions=dict(config.versions))
 
@@ -283,6 +308,16 @@ class Sidecar:
                 hint="choose another port with --inbound-port/--outbound-port/--admin-port/"
                 "--metrics-port",
             ) from None
+        if opts.dns_port:
+            self.dns = DnsServer(lambda: self.mesh_names, opts.dns_upstreams or system_upstreams())
+            try:
+                self.bound_ports["dns"] = await self.dns.start(opts.dns_address, opts.dns_port)
+            except OSError as exc:
+                await self.stop(grace=0)
+                raise GossamerError(
+                    f"cannot listen on port {opts.dns_port} (dns): {exc.strerror or exc}",
+                    hint="choose another port with --dns-port (0: no DNS listener)",
+                ) from None
         self.outbound.own_ports = frozenset(self.bound_ports.values())
         self.outbound.open_endpoint = self.manager.open
         if self._initial is not None:
@@ -352,6 +387,8 @@ class Sidecar:
         for server in self._servers:
             server.close()
         self.probe.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         aborted = await asyncio.gather(
             self.trackers["outbound"].drain(grace), self.trackers["inbound"].drain(grace)
         )
@@ -371,6 +408,16 @@ class Sidecar:
         self._servers.clear()
         if sum(aborted):
             event(log, logging.WARNING, "connections aborted at shutdown", count=sum(aborted))
+
+    def dns_status(self) -> dict[str, Any]:
+        assert self.dns is not None
+        names = self.mesh_names
+        return {
+            "upstreams": [f"{host}:{port}" for host, port in self.dns.upstreams],
+            "answers": dict(sorted(names.answers.items())),
+            "local": sorted(names.local),
+            "queries": self.dns.stats.as_dict(),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {"service": self.options.node.service, "ports": dict(self.bound_ports)}

@@ -83,6 +83,12 @@ is recorded in the output, and `gossamer uninject` restores it byte for byte.
 @click.option("--namespace", default="default", show_default=True, help="Mesh namespace.")
 @click.option("--no-proxy-env", is_flag=True, help="Explicit mode: do not set HTTP_PROXY.")
 @click.option(
+    "--no-dns-capture",
+    is_flag=True,
+    help="Transparent mode: leave the app's DNS to Docker alone (by default the sidecar "
+    "answers it first, for mesh services on other nodes, and forwards the rest).",
+)
+@click.option(
     "--bootstrap",
     type=click.Choice(["files", "volumes"]),
     default="files",
@@ -112,6 +118,7 @@ def inject(
     image: str,
     namespace: str,
     no_proxy_env: bool,
+    no_dns_capture: bool,
     bootstrap: str,
     trust_domain: str | None,
     token_ttl: str,
@@ -134,6 +141,7 @@ def inject(
         image=image,
         namespace=namespace,
         proxy_env=not no_proxy_env,
+        dns_capture=not no_dns_capture,
         bootstrap=bootstrap,
         trust_domain=trust_domain if bootstrap == "volumes" else None,
     )

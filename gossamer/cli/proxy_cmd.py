@@ -134,6 +134,22 @@ def node_label(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     "control plane to scrape; 0: none.",
 )
 @click.option("--metrics-address", default="0.0.0.0", show_default=True)
+@click.option(
+    "--dns-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help=f"Port (UDP and TCP, on 127.0.0.1) of the sidecar's DNS for its app: names of mesh "
+    f"services with no instance on this node get a virtual IP the sidecar routes, other "
+    f"queries go to the resolvers of /etc/resolv.conf. Transparent mode redirects the "
+    f"app's DNS there (iptables install --dns-port); 0: none. Compose and gossamer up "
+    f"--isolate use {ports.DNS_PORT}.",
+)
+@click.option(
+    "--dns-upstream",
+    help="Resolvers the DNS forwards to, IP[:PORT][,IP[:PORT]...] [default: the "
+    "nameservers of /etc/resolv.conf].",
+)
 @click.option("--probe-path", help="HTTP path probed for app readiness (default: TCP connect).")
 @click.option(
     "--no-telemetry",
@@ -310,6 +326,15 @@ def _spec_options(func: click.decorators.FC) -> click.decorators.FC:
                 default="",
                 help="Comma-separated ports not redirected outbound.",
             ),
+            click.option(
+                "--dns-port",
+                type=click.IntRange(0, 65535),
+                default=0,
+                show_default=True,
+                help="Also redirect the app's DNS (UDP and TCP port 53) to the sidecar's DNS "
+                f"on this port (gossamer proxy --dns-port; Compose uses {ports.DNS_PORT}); "
+                "0: DNS is not redirected.",
+            ),
             click.option("--no-inbound", is_flag=True, help="Redirect outbound traffic only."),
             click.option(
                 "--dry-run", is_flag=True, help="Print the commands instead of running them."
@@ -339,6 +364,7 @@ def install(
     admin_port: str | None,
     exclude_inbound_ports: str,
     exclude_outbound_ports: str,
+    dns_port: int,
     no_inbound: bool,
     dry_run: bool,
 ) -> None:
@@ -359,6 +385,7 @@ def install(
         exclude_inbound_ports=_ports(exclude_inbound_ports, "--exclude-inbound-ports"),
         exclude_outbound_ports=_ports(exclude_outbound_ports, "--exclude-outbound-ports"),
         intercept_inbound=not no_inbound,
+        dns_port=dns_port,
     )
     if dry_run:
         for cmd in ipt.install_commands(spec):

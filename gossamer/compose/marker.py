@@ -60,6 +60,8 @@ def block(options: InjectOptions, plan: Plan, blob: str) -> CommentedMap:
     result["image"] = options.image
     result["observability"] = options.observability
     result["proxy_env"] = options.proxy_env
+    if not options.dns_capture:  # recorded only when not the default (older files)
+        result["dns_capture"] = False
     if options.bootstrap != "files":  # recorded only when not the default (older files)
         result["bootstrap"] = options.bootstrap
     if options.trust_domain is not None:
@@ -119,6 +121,7 @@ def read(doc: ComposeDocument) -> Marker | None:
             image=str(raw["image"]),
             namespace=str(raw["namespace"]),
             proxy_env=bool(raw.get("proxy_env", True)),
+            dns_capture=bool(raw.get("dns_capture", True)),
             bootstrap=str(raw.get("bootstrap", "files")),
             trust_domain=str(raw["trust_domain"]) if raw.get("trust_domain") else None,
         )

@@ -47,6 +47,9 @@ class InjectOptions:
     image: str = names.DEFAULT_IMAGE
     namespace: str = "default"
     proxy_env: bool = True
+    # transparent mode: the app's DNS goes to its sidecar, which answers the names of
+    # mesh services on other nodes (`--no-dns-capture`: it goes to Docker's DNS alone)
+    dns_capture: bool = True
     # files: CA and tokens made now under .gossamer/ (Compose secrets); volumes: made by
     # a one-shot service at `docker compose up`, in named volumes (nothing on the host)
     bootstrap: str = "files"

@@ -7,7 +7,10 @@ meshed service S:
   `S`, so the rest of the file still reaches S by name), expose, hostname and DNS
   settings, and sleeps. Compose forbids those keys beside `network_mode: service:X`.
 - `S-init` (transparent mode) joins that namespace with NET_ADMIN/NET_RAW, installs
-  the iptables redirection once and exits; the sidecar waits for it to succeed.
+  the iptables redirection once and exits; the sidecar waits for it to succeed. The
+  app's DNS (port 53) goes to the sidecar's DNS on 127.0.0.1:15053 too, which answers
+  for mesh services on other nodes and forwards the rest to Docker's DNS
+  (`--no-dns-capture`: not).
 - `S-proxy` is the sidecar, in the same namespace, running as UID 1337 (the UID the
   iptables rules exempt), with its join token as a Compose secret and its state
   directory (`--state-dir`: certificate, key, last configuration) on a tmpfs volume
@@ -38,6 +41,7 @@ from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
 from gossamer.contract.ports import (
     ADMIN_PORT,
     API_PORT,
+    DNS_PORT,
     INBOUND_PORT,
     METRICS_PORT,
     OUTBOUND_PORT,
@@ -111,7 +115,7 @@ def netns_owner(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     return owner
 
 
-def iptables_command(sp: ServicePlan) -> list[str]:
+def iptables_command(sp: ServicePlan, dns_capture: bool = True) -> list[str]:
     """The init container's arguments (after the `gossamer` entrypoint)."""
     args = [
         "proxy",
@@ -130,6 +134,8 @@ def iptables_command(sp: ServicePlan) -> list[str]:
     ]
     if sp.published:  # published ports stay reachable from the host as before
         args += ["--exclude-inbound-ports", ",".join(str(p) for p in sp.published)]
+    if dns_capture:  # the app's DNS to its sidecar (mesh services of other nodes)
+        args += ["--dns-port", str(DNS_PORT)]
     return args
 
 
@@ -137,7 +143,7 @@ def init_container(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     init = CommentedMap()
     init["image"] = options.image
     init["entrypoint"] = _flow(["gossamer"])
-    init["command"] = _flow(iptables_command(sp))
+    init["command"] = _flow(iptables_command(sp, options.dns_capture))
     init["user"] = _q("0:0")
     init["cap_add"] = _flow(["NET_ADMIN", "NET_RAW"])
     init["network_mode"] = f"service:{names.netns(sp.name)}"
@@ -160,6 +166,8 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     # certificate, key and last configuration kept on a tmpfs volume: a restarted
     # sidecar serves at once, even while the control plane is down
     args += ["--state-dir", names.CONTAINER_STATE_DIR]
+    if options.mode == "transparent" and sp.shape != "host" and options.dns_capture:
+        args += ["--dns-port", str(DNS_PORT)]
     if sp.port_offset:
         args += [
             "--inbound-port",

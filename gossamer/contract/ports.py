@@ -17,6 +17,7 @@ OUTBOUND_PORT = 15001  # the app's requests to the mesh (HTTP proxy, Host, iptab
 INBOUND_PORT = 15006  # mutual TLS from peer sidecars
 ADMIN_PORT = 15000  # /ready, /live, /metrics, /config_dump, /clusters (127.0.0.1)
 METRICS_PORT = 15090  # GET /metrics only, for Prometheus and the control plane
+DNS_PORT = 15053  # the app's DNS (transparent mode, UDP and TCP, 127.0.0.1): mesh names
 
 # The control plane
 BOOTSTRAP_PORT = 15011  # join tokens for a first certificate (pinned TLS)

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from gossamer.contract.ports import DNS_PORT
 from gossamer.up import nodes
 from gossamer.up.layout import NAMESPACE, PROXY_UID, SERVICE_PORT, Instance, Layout, Node
 from gossamer.up.statedir import StateDir
@@ -215,6 +216,8 @@ def sidecar(layout: Layout, instance: Instance, state_dir: Path | None = None) -
         argv += ["--state-dir", str(state_dir)]
     if instance.zone is not None:
         argv += ["--zone", instance.zone]
+    if layout.isolated:  # the app's DNS comes here (iptables_install): mesh names
+        argv += ["--dns-port", str(DNS_PORT)]
     return in_netns(instance.netns, argv, PROXY_UID if layout.isolated else None)
 
 
@@ -239,6 +242,8 @@ def iptables_install(instance: Instance) -> list[str]:
         str(instance.sidecar.outbound),
         "--metrics-port",
         str(instance.sidecar.metrics),
+        "--dns-port",
+        str(DNS_PORT),
     )
     if instance.app_port is None:
         argv.append("--no-inbound")

@@ -9,6 +9,13 @@ Rules (nat table), in our own chains so removal is exact:
 - OUTPUT -> GOSSAMER_OUTPUT: TCP the app opens is redirected to the outbound port,
   except the proxy's own traffic (`-m owner --uid-owner <proxy uid>`: what the sidecar
   sends leaves unchanged, so nothing loops), loopback traffic, and excluded ports.
+- With `dns_port`: OUTPUT -> GOSSAMER_DNS, inserted first in OUTPUT: UDP and TCP to
+  port 53 are redirected to the sidecar's DNS (`listeners/dns.py`), except the proxy's
+  own (its forwarded queries). First, because a Compose container's nat OUTPUT already
+  holds Docker's jump to DOCKER_OUTPUT, which DNATs 127.0.0.11:53 to the embedded DNS's
+  real port: a later rule would never see the app's queries; and before our own
+  GOSSAMER_OUTPUT, whose loopback RETURNs would let them pass. The sidecar's queries
+  RETURN here and meet Docker's DNAT as before.
 IPv4 only (ip6tables rules are not installed).
 
 After `-j REDIRECT`, the accepted socket's local address is the proxy's; netfilter keeps the address the client asked for, which
@@ -29,6 +36,7 @@ from gossamer.errors import GossamerError
 
 INBOUND_CHAIN = "GOSSAMER_INBOUND"
 OUTPUT_CHAIN = "GOSSAMER_OUTPUT"
+DNS_CHAIN = "GOSSAMER_DNS"
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class InterceptSpec:
     exclude_inbound_ports: tuple[int, ...] = ()
     exclude_outbound_ports: tuple[int, ...] = ()
     intercept_inbound: bool = True
+    dns_port: int = 0  # 0: the app's DNS is not redirected
 
 
 def install_commands(spec: InterceptSpec) -> list[list[str]]:
@@ -98,6 +107,21 @@ def install_commands(spec: InterceptSpec) -> list[list[str]]:
         ]
     )
     cmds.append([*nat, "-A", "OUTPUT", "-p", "tcp", "-j", OUTPUT_CHAIN])
+    if spec.dns_port:
+        cmds += dns_commands(spec)
+    return cmds
+
+
+def dns_commands(spec: InterceptSpec) -> list[list[str]]:
+    nat = ["iptables", "-w", "-t", "nat"]
+    owner = ["-m", "owner", "--uid-owner", str(spec.proxy_uid), "-j", "RETURN"]
+    cmds = [[*nat, "-N", DNS_CHAIN], [*nat, "-A", DNS_CHAIN, *owner]]
+    for proto in ("udp", "tcp"):
+        cmds.append(
+            [*nat, "-A", DNS_CHAIN, "-p", proto, "--dport", "53", "-j", "REDIRECT",
+             "--to-ports", str(spec.dns_port)]
+        )  # fmt: skip
+    cmds.append([*nat, "-I", "OUTPUT", "1", "-j", DNS_CHAIN])
     return cmds
 
 
@@ -110,6 +134,9 @@ def remove_commands() -> list[list[str]]:
         [*nat, "-X", INBOUND_CHAIN],
         [*nat, "-F", OUTPUT_CHAIN],
         [*nat, "-X", OUTPUT_CHAIN],
+        [*nat, "-D", "OUTPUT", "-j", DNS_CHAIN],
+        [*nat, "-F", DNS_CHAIN],
+        [*nat, "-X", DNS_CHAIN],
     ]
 
 
