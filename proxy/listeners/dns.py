@@ -303,10 +303,9 @@ class DnsServer:
 class _UdpServer(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: Any = None  # a datagram transport (uvloop's is not a subclass)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:

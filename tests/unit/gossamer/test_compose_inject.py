@@ -78,6 +78,8 @@ def test_transparent_shape():
     assert cmd[cmd.index("--exclude-inbound-ports") + 1] == "8000"
     assert cmd[cmd.index("--metrics-port") + 1] == "15090"
     assert "15000" not in " ".join(cmd)
+    # the app's DNS goes to the sidecar's DNS port, where the sidecar listens
+    assert cmd[cmd.index("--dns-port") + 1] == "15053"
     proxy = services["web-proxy"]
     assert proxy["network_mode"] == "service:web-netns"
     assert proxy["user"] == "1337:1337"
@@ -95,6 +97,7 @@ def test_transparent_shape():
     assert proxy["secrets"] == ["gossamer-token-web"]
     # its state directory: a tmpfs volume of its UID, held open by web-netns too
     assert args[args.index("--state-dir") + 1] == "/run/gossamer/state"
+    assert args[args.index("--dns-port") + 1] == "15053"
     assert proxy["volumes"] == ["gossamer-state-web:/run/gossamer/state"]
     assert data["volumes"]["gossamer-state-web"] == {
         "driver": "local",
@@ -135,6 +138,21 @@ def test_explicit_mode_needs_no_privileges():
     assert env["NO_PROXY"].startswith("localhost")
     quiet, _ = inject(mode="explicit", proxy_env=False)
     assert "environment" not in quiet["services"]["web"]
+    # explicit mode captures nothing, DNS included
+    assert "--dns-port" not in services["web-proxy"]["command"]
+
+
+def test_no_dns_capture_leaves_dns_alone_and_is_recorded():
+    data, text = inject(dns_capture=False)
+    assert "--dns-port" not in data["services"]["web-init"]["command"]
+    assert "--dns-port" not in data["services"]["web-proxy"]["command"]
+    assert data["x-gossamer"]["dns_capture"] is False
+    # injecting again with the same options changes nothing; the default captures
+    again = inject_text(text, InjectOptions(dns_capture=False), source="compose.yaml")
+    assert not again.changed
+    default = inject_text(text, InjectOptions(), source="compose.yaml")
+    assert default.changed and "--dns-port" in default.text
+    assert "dns_capture" not in inject()[0]["x-gossamer"]
 
 
 def test_explicit_mode_keeps_a_users_own_proxy_setting():

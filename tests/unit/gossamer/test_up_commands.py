@@ -108,6 +108,9 @@ def test_isolated_commands_run_in_the_namespace_as_other_users(tmp_path: Path):
     ipt = gossamer_args(commands.iptables_install(web))
     assert ipt[:3] == ["proxy", "iptables", "install"]
     assert ipt[ipt.index("--proxy-uid") + 1] == "1337"
+    # the app's DNS to the sidecar, which listens there
+    assert ipt[ipt.index("--dns-port") + 1] == "15053"
+    assert sidecar[sidecar.index("--dns-port") + 1] == "15053"
     parses(ipt, 3)
     assert "--no-inbound" in commands.iptables_install(layout.entry)
 

@@ -71,3 +71,23 @@ def test_outbound_only_and_removal():
     assert any("-D PREROUTING" in c for c in removal) and any(
         "-X GOSSAMER_OUTPUT" in c for c in removal
     )
+
+
+def test_dns_capture_goes_first_in_output_and_exempts_the_proxy():
+    assert not any("GOSSAMER_DNS" in " ".join(c) for c in install_commands(InterceptSpec(1337)))
+    cmds = [" ".join(c) for c in install_commands(InterceptSpec(1337, dns_port=15053))]
+    dns = [c for c in cmds if "GOSSAMER_DNS" in c]
+    assert dns == [
+        "iptables -w -t nat -N GOSSAMER_DNS",
+        "iptables -w -t nat -A GOSSAMER_DNS -m owner --uid-owner 1337 -j RETURN",
+        "iptables -w -t nat -A GOSSAMER_DNS -p udp --dport 53 -j REDIRECT --to-ports 15053",
+        "iptables -w -t nat -A GOSSAMER_DNS -p tcp --dport 53 -j REDIRECT --to-ports 15053",
+        # inserted at the top: before Docker's DOCKER_OUTPUT DNAT of 127.0.0.11 and
+        # before GOSSAMER_OUTPUT's loopback RETURNs
+        "iptables -w -t nat -I OUTPUT 1 -j GOSSAMER_DNS",
+    ]
+    removal = [" ".join(c) for c in remove_commands()]
+    assert "iptables -w -t nat -D OUTPUT -j GOSSAMER_DNS" in removal
+    assert removal.index("iptables -w -t nat -D OUTPUT -j GOSSAMER_DNS") < removal.index(
+        "iptables -w -t nat -X GOSSAMER_DNS"
+    )
