@@ -182,12 +182,30 @@ def tlshello_seeds() -> dict[str, bytes]:
     }
 
 
+def dns_seeds() -> dict[str, bytes]:
+    """Queries as a stub resolver sends them: mesh names (A, AAAA, TCP-less), a name
+    to forward, one with an EDNS OPT record, and broken ones."""
+    from gossamer.proxy.transport import dns_wire as wire
+
+    edns = bytearray(wire.build_query("example.com", ident=3) + b"\x00\x00\x29\x04\xd0" + bytes(6))
+    edns[11] = 1  # ARCOUNT
+    return {
+        "mesh-a": wire.build_query("catalog", ident=1),
+        "mesh-aaaa-qualified": wire.build_query("Catalog.default.svc.gossamer.local.", 28, 2),
+        "forward": wire.build_query("example.com", ident=4),
+        "forward-edns": bytes(edns),
+        "pointer": wire.HEADER.pack(5, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01",
+        "short": b"\x00\x06\x01",
+    }
+
+
 def main() -> None:
     for name, seeds in (
         ("h2", h2_seeds()),
         ("xds", xds_seeds()),
         ("csr", csr_seeds()),
         ("tlshello", tlshello_seeds()),
+        ("dns", dns_seeds()),
     ):
         folder = CORPUS / name
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,11 @@ life):
 - Local or not: a service is local when one of its endpoints is an instance with a
   sidecar (`tls`) on this node (`Endpoint.node` equal to the sidecar's `--node`, or
   empty: an instance that did not say, taken as this host's, as before multi-node).
-  Names of local services, and every name that is not a mesh name, are forwarded to
-  the original resolver, whose answers stay as they were. A service with no such
-  endpoint (only at other nodes' gateways, only static endpoints, or none yet) is
+  Names of local services, of services with no endpoint at all (not running yet, or
+  declared in mesh.yaml for a server the mesh does not reach: its local name, if
+  any, keeps working as before), and every name that is not a mesh name are
+  forwarded to the original resolver, whose answers stay as they were. A service
+  whose endpoints are all elsewhere (other nodes' gateways, static endpoints) is
   answered with its VIP.
 - Names (lower case, no trailing dot): `S.NS.svc.<trust-domain>`, `S.NS.svc`, `S.NS`,
   and `S` alone for a service of the sidecar's own namespace, or of one namespace only
@@ -135,9 +137,9 @@ def build(
         others = namespaces_of[svc]
         if ns == own_namespace or (len(others) == 1 and own_namespace not in others):
             names.append(svc.lower())
-        here = any(is_local(endpoints.get(c.name, ()), own_node) for c in members)
+        found = [ep for c in members for ep in endpoints.get(c.name, ())]
         for dns_name in names:
-            if here:
+            if not found or is_local(found, own_node):
                 local.add(dns_name)
             else:
                 answers[dns_name] = vip

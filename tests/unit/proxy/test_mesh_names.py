@@ -39,8 +39,9 @@ def table(node: str = "node-1", namespace: str = "default") -> mesh_names.MeshNa
             cluster("catalog", 9090),
             cluster("web", 8080),  # on this node
             cluster("billing", 8080, "payments"),  # one namespace only, another node
-            cluster("auth", 8080),  # no instance yet
+            cluster("auth", 8080),  # on node 3, and in another namespace
             cluster("auth", 8080, "infra"),
+            cluster("ledger", 5432),  # no endpoint at all (not started, or not meshed)
         ]
     )
     gateway = Endpoint("10.0.0.12", 15443, node="node-2", priority=1)
@@ -49,6 +50,8 @@ def table(node: str = "node-1", namespace: str = "default") -> mesh_names.MeshNa
         "outbound|9090||catalog.default": (gateway,),
         "outbound|8080||web.default": (Endpoint("10.0.0.11", 15006, node="node-1"),),
         "outbound|8080||billing.payments": (Endpoint("10.0.0.13", 15443, node="node-3"),),
+        "outbound|8080||auth.default": (Endpoint("10.0.0.13", 15443, node="node-3"),),
+        "outbound|8080||auth.infra": (Endpoint("10.0.0.13", 15443, node="node-3"),),
     }
     clusters["PassthroughCluster"] = Cluster("PassthroughCluster", "", 1, tls=False)
     return build(clusters, endpoints, own_node=node, own_namespace=namespace,
@@ -67,6 +70,8 @@ def test_services_of_other_nodes_are_answered_local_ones_are_not():
     # auth exists in default (own namespace) and infra: the short name is default's
     assert names.lookup("auth") == names.lookup("auth.default") != names.lookup("auth.infra")
     assert names.lookup("inventory") is None and names.lookup("catalog.other") is None
+    # no endpoint anywhere: whatever the local resolver says (before the mesh, as now)
+    assert names.lookup("ledger") is None and "ledger.default" in names.local
     assert names.lookup("passthroughcluster") is None
 
 
@@ -78,7 +83,7 @@ def test_every_service_port_at_its_vip_names_the_cluster():
     # a local service has a VIP too (a cached answer keeps working when it moves)
     web = [k for k, v in names.destinations.items() if v == "outbound|8080||web.default"]
     assert len(web) == 1 and ipaddress.IPv4Address(web[0][0]) in VIP_NETWORK
-    assert len({address for address, _ in names.destinations}) == 5  # one per service
+    assert len({address for address, _ in names.destinations}) == 6  # one per service
 
 
 def test_without_nodes_instances_with_a_sidecar_are_local_static_endpoints_are_not():
