@@ -77,7 +77,8 @@ def test_services_of_other_nodes_are_answered_local_ones_are_not():
 
 def test_every_service_port_at_its_vip_names_the_cluster():
     names = table()
-    vip, web = names.lookup("catalog"), None
+    vip = names.lookup("catalog")
+    assert vip is not None
     assert names.destinations[(vip, 8080)] == "outbound|8080||catalog.default"
     assert names.destinations[(vip, 9090)] == "outbound|9090||catalog.default"
     # a local service has a VIP too (a cached answer keeps working when it moves)
