@@ -335,6 +335,13 @@ def _spec_options(func: click.decorators.FC) -> click.decorators.FC:
                 f"on this port (gossamer proxy --dns-port; Compose uses {ports.DNS_PORT}); "
                 "0: DNS is not redirected.",
             ),
+            click.option(
+                "--dns-servers",
+                default="",
+                help="With --dns-port: comma-separated IPv4 resolvers whose port 53 is "
+                "redirected [default: the nameservers of /etc/resolv.conf]. Others are not "
+                "(Docker's DNS sends its own queries from the namespace).",
+            ),
             click.option("--no-inbound", is_flag=True, help="Redirect outbound traffic only."),
             click.option(
                 "--dry-run", is_flag=True, help="Print the commands instead of running them."
@@ -354,6 +361,24 @@ def _ports(text: str, flag: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _dns_servers(text: str) -> tuple[str, ...]:
+    """--dns-servers, or the IPv4 nameservers of /etc/resolv.conf."""
+    from gossamer.proxy.listeners.dns import parse_upstreams, system_upstreams
+
+    if text.strip():
+        found = [host for host, port in parse_upstreams(text, "--dns-servers") if port == 53]
+        if len(found) != len([p for p in text.split(",") if p.strip()]):
+            raise UsageError("--dns-servers: give IPv4 addresses without a port (port 53)")
+    else:
+        found = [host for host, _ in system_upstreams() if ":" not in host]
+    if not found:
+        raise UsageError(
+            "no IPv4 nameserver in /etc/resolv.conf to redirect",
+            hint="name the resolvers with --dns-servers, or drop --dns-port",
+        )
+    return tuple(found)
+
+
 @iptables.command()
 @_spec_options
 def install(
@@ -365,6 +390,7 @@ def install(
     exclude_inbound_ports: str,
     exclude_outbound_ports: str,
     dns_port: int,
+    dns_servers: str,
     no_inbound: bool,
     dry_run: bool,
 ) -> None:
@@ -386,6 +412,7 @@ def install(
         exclude_outbound_ports=_ports(exclude_outbound_ports, "--exclude-outbound-ports"),
         intercept_inbound=not no_inbound,
         dns_port=dns_port,
+        dns_servers=_dns_servers(dns_servers) if dns_port else (),
     )
     if dry_run:
         for cmd in ipt.install_commands(spec):

@@ -81,7 +81,7 @@ def upstreams_from(text: str) -> list[tuple[str, int]]:
     return found
 
 
-def parse_upstreams(text: str) -> list[tuple[str, int]]:
+def parse_upstreams(text: str, flag: str = "--dns-upstream") -> list[tuple[str, int]]:
     """`--dns-upstream`: HOST[:PORT][,HOST[:PORT]...] (IPv4 addresses)."""
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -91,9 +91,9 @@ def parse_upstreams(text: str) -> list[tuple[str, int]]:
         try:
             socket.inet_aton(host)
         except OSError:
-            raise UsageError(f"--dns-upstream: {host!r} is not an IPv4 address") from None
+            raise UsageError(f"{flag}: {host!r} is not an IPv4 address") from None
         if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise UsageError(f"--dns-upstream: {port!r} is not a port")
+            raise UsageError(f"{flag}: {port!r} is not a port")
         out.append((host, int(port)))
     return out
 

@@ -10,8 +10,12 @@ Rules (nat table), in our own chains so removal is exact:
   except the proxy's own traffic (`-m owner --uid-owner <proxy uid>`: what the sidecar
   sends leaves unchanged, so nothing loops), loopback traffic, and excluded ports.
 - With `dns_port`: OUTPUT -> GOSSAMER_DNS, inserted first in OUTPUT: UDP and TCP to
-  port 53 are redirected to the sidecar's DNS (`listeners/dns.py`), except the proxy's
-  own (its forwarded queries). First, because a Compose container's nat OUTPUT already
+  port 53 of the resolvers the app uses (`dns_servers`, /etc/resolv.conf's) are
+  redirected to the sidecar's DNS (`listeners/dns.py`), except the proxy's own (its
+  forwarded queries). Only those, as Istio does by default: Docker's embedded DNS
+  sends its own queries for names outside the containers (to the host's resolvers)
+  from inside the container's namespace, as root; redirecting them too would send
+  them back to the sidecar, which forwards to Docker again, in a loop. First, because a Compose container's nat OUTPUT already
   holds Docker's jump to DOCKER_OUTPUT, which DNATs 127.0.0.11:53 to the embedded DNS's
   real port: a later rule would never see the app's queries; and before our own
   GOSSAMER_OUTPUT, whose loopback RETURNs would let them pass. The sidecar's queries
@@ -49,6 +53,7 @@ class InterceptSpec:
     exclude_outbound_ports: tuple[int, ...] = ()
     intercept_inbound: bool = True
     dns_port: int = 0  # 0: the app's DNS is not redirected
+    dns_servers: tuple[str, ...] = ()  # IPv4 resolvers whose port 53 is redirected
 
 
 def install_commands(spec: InterceptSpec) -> list[list[str]]:
@@ -116,11 +121,12 @@ def dns_commands(spec: InterceptSpec) -> list[list[str]]:
     nat = ["iptables", "-w", "-t", "nat"]
     owner = ["-m", "owner", "--uid-owner", str(spec.proxy_uid), "-j", "RETURN"]
     cmds = [[*nat, "-N", DNS_CHAIN], [*nat, "-A", DNS_CHAIN, *owner]]
-    for proto in ("udp", "tcp"):
-        cmds.append(
-            [*nat, "-A", DNS_CHAIN, "-p", proto, "--dport", "53", "-j", "REDIRECT",
-             "--to-ports", str(spec.dns_port)]
-        )  # fmt: skip
+    for server in dict.fromkeys(spec.dns_servers):
+        for proto in ("udp", "tcp"):
+            cmds.append(
+                [*nat, "-A", DNS_CHAIN, "-d", f"{server}/32", "-p", proto, "--dport", "53",
+                 "-j", "REDIRECT", "--to-ports", str(spec.dns_port)]
+            )  # fmt: skip
     cmds.append([*nat, "-I", "OUTPUT", "1", "-j", DNS_CHAIN])
     return cmds
 

@@ -11,7 +11,9 @@ app does: `catalog` (and its qualified names) resolve to the sidecar's virtual I
 UDP and TCP, without reaching the upstream; an HTTP call to it crosses to node 2's
 gateway over mTLS and catalog sees web's identity; a name outside the mesh is forwarded
 and answered by the upstream (over TCP too), a name nobody knows is NXDOMAIN; malformed
-packets get FORMERR or nothing and the server keeps answering; with the rules removed,
+packets get FORMERR or nothing and the server keeps answering; DNS to a resolver
+resolv.conf does not name is not redirected (as Docker's DNS sends its own); with the
+rules removed,
 `catalog` is unknown again (the redirect was the path). Everything is removed afterwards.
 """
 
@@ -38,6 +40,8 @@ PROXY_UID = 1337
 DNS_PORT = 15053
 UPSTREAM = "127.0.0.2"
 OUTSIDE = ("outside.test", "192.0.2.7")
+OTHER = "127.0.0.3"  # a resolver the app's resolv.conf does not name
+DIRECT = ("direct.test", "192.0.2.8")
 
 # a lookup through the system resolver (glibc: /etc/hosts, then resolv.conf's servers)
 RESOLVE = """
@@ -60,6 +64,12 @@ if kind == "tcp":
     s.sendall(struct.pack("!H", len(q)) + q)
     n, = struct.unpack("!H", s.recv(2, socket.MSG_WAITALL))
     r = wire.parse_response(s.recv(n, socket.MSG_WAITALL))
+    print(r.id, r.rcode, [socket.inet_ntoa(a) for a in r.addresses])
+elif kind == "udpq":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5.0)
+    s.sendto(wire.build_query(arg, ident=78), (up, 53))
+    r = wire.parse_response(s.recv(4096))
     print(r.id, r.rcode, [socket.inet_ntoa(a) for a in r.addresses])
 else:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -89,8 +99,8 @@ class DnsWorld(World):
         text = self.py(RESOLVE, name, str(int(getattr(socket, family))))
         return text if text.startswith("gaierror") else json.loads(text.replace("'", '"'))
 
-    def raw(self, kind: str, arg: str) -> str:
-        return self.py(RAW, kind, arg, UPSTREAM)
+    def raw(self, kind: str, arg: str, server: str = UPSTREAM) -> str:
+        return self.py(RAW, kind, arg, server)
 
     def upstream_saw(self) -> list[str]:
         assert self.upstream is not None
@@ -104,14 +114,17 @@ class DnsWorld(World):
         status: dict[str, Any] = json.loads(body)["dns"]
         return status
 
-    def start_upstream(self) -> None:
-        self.upstream = self.spawn(1, "dns-upstream", [
-            sys.executable, "-m", "tests.helpers.dns_upstream", "--listen", UPSTREAM,
-            "--answer", "=".join(OUTSIDE),
-        ])  # fmt: skip
-        up = self.upstream
-        wait_for(lambda: not up.alive() or "listening" in up.output(), what="upstream DNS")
-        assert up.alive(), up.output()
+    def start_upstreams(self) -> None:
+        """The resolver of resolv.conf, and another one (as the host's resolvers that
+        Docker's DNS queries from the namespace), which must be reached directly."""
+        for name, address, answer in (("dns-upstream", UPSTREAM, OUTSIDE),
+                                      ("dns-other", OTHER, DIRECT)):  # fmt: skip
+            up = self.spawn(1, name, [sys.executable, "-m", "tests.helpers.dns_upstream",
+                                      "--listen", address, "--answer", "=".join(answer)])  # fmt: skip
+            wait_for(lambda up=up: not up.alive() or "listening" in up.output(), what=name)
+            assert up.alive(), up.output()
+            if name == "dns-upstream":
+                self.upstream = up
 
     def start_web(self) -> None:
         """web's sidecar as the proxy UID (its own queries are not redirected), default
@@ -159,7 +172,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsWorld]:
                 w.start_control()
                 w.gateway(2)
                 w.sidecar(2, "catalog", "catalog-2", w.app(2, "catalog-2"))
-                w.start_upstream()
+                w.start_upstreams()
                 w.start_web()
                 wait_for(lambda: "catalog" in w.dns_status()["answers"], timeout=20,
                          what="catalog in web's DNS answers")  # fmt: skip
@@ -199,6 +212,10 @@ def test_other_names_go_to_the_original_resolver_unchanged(world: DnsWorld) -> N
     assert world.raw("tcp", name) == f"77 0 ['{address}']"
     assert f"tcp {name} 1" in world.upstream_saw()
     assert world.resolve("nowhere.test") == "gaierror -2"  # NXDOMAIN from the upstream
+    # DNS to a server resolv.conf does not name is not redirected (Docker's embedded DNS
+    # asks the host's resolvers from the namespace: through the sidecar it would loop)
+    assert world.raw("udpq", DIRECT[0], OTHER) == f"78 0 ['{DIRECT[1]}']"
+    assert world.raw("udpq", "catalog", OTHER) == "78 3 []"  # not the sidecar's VIP
     assert world.dns_status()["queries"]["forwarded"] >= 3
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from gossamer.errors import UsageError
 from gossamer.proxy.listeners.transparent import (
     InterceptSpec,
     install_commands,
@@ -75,13 +76,17 @@ def test_outbound_only_and_removal():
 
 def test_dns_capture_goes_first_in_output_and_exempts_the_proxy():
     assert not any("GOSSAMER_DNS" in " ".join(c) for c in install_commands(InterceptSpec(1337)))
-    cmds = [" ".join(c) for c in install_commands(InterceptSpec(1337, dns_port=15053))]
+    spec = InterceptSpec(1337, dns_port=15053, dns_servers=("127.0.0.11", "127.0.0.11"))
+    cmds = [" ".join(c) for c in install_commands(spec)]
     dns = [c for c in cmds if "GOSSAMER_DNS" in c]
+    to = "--dport 53 -j REDIRECT --to-ports 15053"
     assert dns == [
         "iptables -w -t nat -N GOSSAMER_DNS",
         "iptables -w -t nat -A GOSSAMER_DNS -m owner --uid-owner 1337 -j RETURN",
-        "iptables -w -t nat -A GOSSAMER_DNS -p udp --dport 53 -j REDIRECT --to-ports 15053",
-        "iptables -w -t nat -A GOSSAMER_DNS -p tcp --dport 53 -j REDIRECT --to-ports 15053",
+        # only the app's resolvers: Docker's DNS sends its own queries for outside
+        # names from the namespace too, which must not come back to the sidecar
+        f"iptables -w -t nat -A GOSSAMER_DNS -d 127.0.0.11/32 -p udp {to}",
+        f"iptables -w -t nat -A GOSSAMER_DNS -d 127.0.0.11/32 -p tcp {to}",
         # inserted at the top: before Docker's DOCKER_OUTPUT DNAT of 127.0.0.11 and
         # before GOSSAMER_OUTPUT's loopback RETURNs
         "iptables -w -t nat -I OUTPUT 1 -j GOSSAMER_DNS",
@@ -91,3 +96,31 @@ def test_dns_capture_goes_first_in_output_and_exempts_the_proxy():
     assert removal.index("iptables -w -t nat -D OUTPUT -j GOSSAMER_DNS") < removal.index(
         "iptables -w -t nat -X GOSSAMER_DNS"
     )
+
+
+def test_iptables_install_dns_servers_flag_and_default(monkeypatch):
+    from click.testing import CliRunner
+
+    from gossamer.cli import proxy_cmd
+    from gossamer.proxy.listeners import dns
+
+    def run(*args: str):
+        return CliRunner().invoke(
+            proxy_cmd.proxy, ["iptables", "install", "--dry-run", *args], catch_exceptions=True
+        )
+
+    out = run("--dns-port", "15053", "--dns-servers", "10.0.0.2,127.0.0.11")
+    assert out.exit_code == 0, out.output
+    assert "-d 10.0.0.2/32 -p udp --dport 53" in out.output
+    assert "-d 127.0.0.11/32 -p tcp --dport 53" in out.output
+    monkeypatch.setattr(dns, "system_upstreams", lambda: [("127.0.0.11", 53), ("fe80::1", 53)])
+    out = run("--dns-port", "15053")
+    assert out.exit_code == 0 and out.output.count("-d 127.0.0.11/32") == 2, out.output
+    assert "fe80" not in out.output
+    assert "GOSSAMER_DNS" not in run().output  # no --dns-port: DNS untouched
+    for bad in ("dns.example", "10.0.0.2:5353"):
+        out = run("--dns-port", "15053", "--dns-servers", bad)
+        assert out.exit_code != 0 and isinstance(out.exception, UsageError), out.output
+    monkeypatch.setattr(dns, "system_upstreams", lambda: [("fe80::1", 53)])
+    out = run("--dns-port", "15053")
+    assert isinstance(out.exception, UsageError) and "no IPv4 nameserver" in str(out.exception)
