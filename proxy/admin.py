@@ -93,7 +93,7 @@ class Admin:
                 "revoked": len(contexts.revoked),
             },
             "listeners": sc.bound_ports,
-            "dns": None if sc.dns is None else sc.dns_status(),
+            "dns": None if sc.dns is None else sc.dns.status(),
             "config": dump_config(config) if config is not None else None,
         }
 

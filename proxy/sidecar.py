@@ -42,11 +42,10 @@ from gossamer.proxy.config import (
     OutlierDetection,
     ProxyConfig,
 )
-from gossamer.proxy.listeners.dns import DnsServer, system_upstreams
 from gossamer.proxy.listeners.inbound import Inbound
 from gossamer.proxy.listeners.limits import ListenerLimits
+from gossamer.proxy.listeners.mesh_dns import MeshDns
 from gossamer.proxy.listeners.outbound import Outbound
-from gossamer.proxy.routing import mesh_names
 from gossamer.proxy.service import Service
 from gossamer.proxy.telemetry.wiring import Telemetry
 from gossamer.proxy.transport.h2.server import H2Server
@@ -71,8 +70,7 @@ class SidecarOptions:
     # CLI's default is ports.METRICS_PORT, 15090)
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"
-    # the app's DNS, answered for mesh services of other nodes (proxy/listeners/dns.py);
-    # 0: none. Upstreams: the resolvers of /etc/resolv.conf unless given
+    # the app's DNS (listeners/mesh_dns.py; 0: none); upstreams: resolv.conf's if empty
     dns_port: int = 0
     dns_address: str = "127.0.0.1"
     dns_upstreams: tuple[tuple[str, int], ...] = ()
@@ -167,10 +165,8 @@ class Sidecar:
         self._initial = config
         self.outbound: Outbound | None = None
         self.inbound: Inbound | None = None
-        # mesh names and their VIPs, for the DNS listener (with --dns-port)
-        self.vips = mesh_names.VipAllocator()
-        self.mesh_names = mesh_names.EMPTY
-        self.dns: DnsServer | None = None
+        # mesh names, their VIPs and the app's DNS (with --dns-port)
+        self.dns = MeshDns(options.node, options.dns_upstreams) if options.dns_port else None
         if credentials is not None:
             self.rotate(credentials)
 
@@ -194,24 +190,16 @@ class Sidecar:
                     field=f"listeners.{name}",
                 )
         snapshot, commit = self.manager.prepare(_with_inbound_clusters(config))
-        names = self.mesh_names
-        if self.options.dns_port:
-            names = mesh_names.build(
-                config.clusters,
-                config.endpoints,
-                own_node=self.options.node.node,
-                own_namespace=self.options.node.namespace,
-                trust_domain=config.node.trust_domain,
-                allocator=self.vips,
-            )
-            # a connection to VIP:port goes to the service's cluster (transparent mode)
-            destinations = {**names.destinations, **snapshot.destinations}
-            snapshot = dataclasses.replace(snapshot, destinations=destinations)
+        dns = self.dns
+        names = None
+        if dns is not None:
+            snapshot, names = dns.prepare(config, snapshot)
 
         def publish() -> None:
             commit()
             self.snapshot = snapshot
-            self.mesh_names = names
+            if dns is not None and names is not None:
+                dns.commit(names)
             self.configured.set()
             event(log, logging.INFO, "configuration applied", versions=dict(config.versions))
 
@@ -308,8 +296,7 @@ class Sidecar:
                 hint="choose another port with --inbound-port/--outbound-port/--admin-port/"
                 "--metrics-port",
             ) from None
-        if opts.dns_port:
-            self.dns = DnsServer(lambda: self.mesh_names, opts.dns_upstreams or system_upstreams())
+        if self.dns is not None:
             try:
                 self.bound_ports["dns"] = await self.dns.start(opts.dns_address, opts.dns_port)
             except OSError as exc:
@@ -408,16 +395,6 @@ class Sidecar:
         self._servers.clear()
         if sum(aborted):
             event(log, logging.WARNING, "connections aborted at shutdown", count=sum(aborted))
-
-    def dns_status(self) -> dict[str, Any]:
-        assert self.dns is not None
-        names = self.mesh_names
-        return {
-            "upstreams": [f"{host}:{port}" for host, port in self.dns.upstreams],
-            "answers": dict(sorted(names.answers.items())),
-            "local": sorted(names.local),
-            "queries": self.dns.stats.as_dict(),
-        }
 
     def describe(self) -> dict[str, Any]:
         return {"service": self.options.node.service, "ports": dict(self.bound_ports)}

@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +100,7 @@ def sh(project: ComposeProject, *argv: str) -> str:
     return project.exec("web", argv, check=True).stdout.strip()
 
 
-def dns_status(project: ComposeProject) -> dict:
+def dns_status(project: ComposeProject) -> dict[str, Any]:
     body = sh(project, "curl", "-s", "http://127.0.0.1:15000/config_dump?resources=0")
     return dict(json.loads(body)["dns"])
 

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,10 @@ else:
 """
 
 
+def _listening(proc: Process) -> bool:
+    return not proc.alive() or "listening" in proc.output()
+
+
 class DnsWorld(World):
     def __init__(self, tmp: Path, procs: list[Process], nodes: SimNodes) -> None:
         super().__init__(tmp, procs, nodes)
@@ -121,7 +126,7 @@ class DnsWorld(World):
                                       ("dns-other", OTHER, DIRECT)):  # fmt: skip
             up = self.spawn(1, name, [sys.executable, "-m", "tests.helpers.dns_upstream",
                                       "--listen", address, "--answer", "=".join(answer)])  # fmt: skip
-            wait_for(lambda up=up: not up.alive() or "listening" in up.output(), what=name)
+            wait_for(partial(_listening, up), what=name)
             assert up.alive(), up.output()
             if name == "dns-upstream":
                 self.upstream = up
