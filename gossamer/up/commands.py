@@ -216,7 +216,7 @@ def sidecar(layout: Layout, instance: Instance, state_dir: Path | None = None) -
         argv += ["--state-dir", str(state_dir)]
     if instance.zone is not None:
         argv += ["--zone", instance.zone]
-    if layout.isolated:  # the app's DNS comes here (iptables_install): mesh names
+    if layout.transparent:  # the app's DNS comes here (iptables_install): mesh names
         argv += ["--dns-port", str(DNS_PORT)]
     return in_netns(instance.netns, argv, PROXY_UID if layout.isolated else None)
 

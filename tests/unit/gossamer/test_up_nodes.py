@@ -88,6 +88,7 @@ def test_sidecars_prefer_their_own_replica_then_the_others():
         == "10.213.9.12:15011,10.213.9.11:15011,10.213.9.13:15011"
     )
     assert args[args.index("--node") + 1] == "node-2" and args[args.index("--zone") + 1] == "zone-a"
+    assert "--dns-port" not in args  # several sidecars share the node's namespace
     assert args[args.index("--advertise-address") + 1] == "10.213.9.12"
     assert args[args.index("--inbound-port") + 1] == "15100"
     # explicit mode: the app calls through its sidecar, on the node's loopback
