@@ -22,6 +22,7 @@ Commands go through an injectable `run` so the plan of commands is testable.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from pathlib import Path
 
 from gossamer.errors import GossamerError, UsageError
 from gossamer.fsutil import locked
+from gossamer.proxy.listeners.dns import system_upstreams
+from gossamer.proxy.routing.mesh_names import VIP_NETWORK
 from gossamer.up.layout import Layout, Subnet
 from gossamer.up.nodes import firewall_rules
 from gossamer.up.statedir import pid_alive
@@ -119,6 +122,22 @@ class Network:
         lines += [f"{address}\t{name}" for name, address in self.layout.hosts().items()]
         return "\n".join(lines) + "\n"
 
+    def captured_destinations(self) -> list[str]:
+        """What the sidecar captures beyond the bridge: the VIP range and resolv.conf's
+        IPv4 servers (outside the loopback range and this subnet)."""
+        found = [str(VIP_NETWORK)]
+        for host, _ in system_upstreams():
+            with contextlib.suppress(ValueError):
+                address = ipaddress.ip_address(host)
+                if (
+                    address.version == 4
+                    and not address.is_loopback
+                    and address
+                    not in (ipaddress.ip_network(f"{self.subnet.bridge_address}/24", strict=False))
+                ):
+                    found.append(f"{address}/32")
+        return list(dict.fromkeys(found))
+
     def create(self) -> None:
         prefix = f"{self.subnet.bridge_address}/24"
         self.sh("ip", "link", "add", self.bridge, "type", "bridge")
@@ -135,6 +154,11 @@ class Network:
             self.sh("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
             self.sh("ip", "-n", netns, "link", "set", "eth0", "up")
             self.sh("ip", "-n", netns, "link", "set", "lo", "up")
+            # the app's DNS queries to resolv.conf's servers and its connections to the
+            # VIPs the sidecar's DNS answers are redirected in nat OUTPUT, which runs
+            # after routing: without a route the kernel refuses them first
+            for destination in self.captured_destinations():
+                self.sh("ip", "-n", netns, "route", "add", destination, "dev", "eth0")
             folder = self.netns_dir / netns
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "hosts").write_text(hosts, encoding="utf-8")

@@ -243,6 +243,13 @@ def test_up_isolated(tmp_path: Path):
             ["ip", "netns", "exec", entry["netns"], "curl", "-sf", "--max-time", "10",
              "http://web:8080/"],
         )  # fmt: skip
+        # a name /etc/hosts lacks comes from the sidecar's DNS: web's VIP, routed to
+        # web's cluster like web's own address
+        check_mesh(
+            status,
+            ["ip", "netns", "exec", entry["netns"], "curl", "-sf", "--max-time", "10",
+             "http://web.default:8080/"],
+        )  # fmt: skip
         # plaintext straight to inventory's app port is captured by its sidecar, which
         # speaks only mutual TLS: the request never reaches the app
         inventory = next(i for i in status["instances"] if i["name"] == "inventory")
