@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from gossamer.compose import names
 from gossamer.errors import GossamerError, UsageError
 from gossamer.yamlconf import format_duration, parse_duration
 
@@ -55,9 +56,46 @@ sets the port the sidecar delivers to (default: its first TCP port);
 Explicit mode needs no privileges: nothing is intercepted, and the app gets
 HTTP_PROXY/http_proxy pointing at its sidecar (127.0.0.1:15001) unless --no-proxy-env.
 
+Several hosts, one mesh (README "Three hosts"): the host with the CA and control plane
+takes --node NAME --advertise-host H (adds the node gateway `gossamer-gateway`,
+publishing --gateway-port on H, and publishes the control plane's ports 15011/15012);
+every other host takes --join ADDRS --node NAME --advertise-host H --token-dir DIR (no
+CA, no control plane; tokens made on the CA's host with `gossamer token create
+--output-dir DIR`), and --control-replica --intermediate DIR --mesh-file F to run a
+control-plane replica its sidecars prefer.
+
 Injecting an injected file again with the same options changes nothing; the original
 is recorded in the output, and `gossamer uninject` restores it byte for byte.
 """
+
+
+def _multinode_options(f: Any) -> Any:
+    """The flags of `inject` across hosts (gossamer/compose/multinode.py)."""
+    dirs = click.Path(file_okay=False, path_type=Path)
+    for option in reversed([
+        click.option("--node", default=None, metavar="NAME",
+                     help="This host's node name: adds the node gateway; sidecars get --node."),
+        click.option("--advertise-host", default=None, metavar="HOST",
+                     help="With --node: the address other hosts reach this one at."),
+        click.option("--gateway-port", type=click.IntRange(1, 65535), default=15443,
+                     show_default=True, help="Host port the node gateway is published on."),
+        click.option("--join", default=None, metavar="ADDRS",
+                     help="Join an existing mesh: its control planes HOST[:15012],... (no "
+                     "local CA or control plane)."),
+        click.option("--token-dir", type=dirs, default=None,
+                     help="With --join: join tokens from the CA's host (S.token per "
+                     "service, gateway.gossamer-system.token)."),
+        click.option("--control-replica", is_flag=True,
+                     help="With --join: run a control-plane replica here (etcd store)."),
+        click.option("--intermediate", type=dirs, default=None,
+                     help="The replica's CA directory (certs intermediate --out DIR)."),
+        click.option("--mesh-file", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="The first host's .gossamer/mesh.yaml (replica)."),
+        click.option("--etcd", default=None, metavar="HOST:PORT,...",
+                     help="The control plane's etcd store (shared with replicas)."),
+    ]):  # fmt: skip
+        f = option(f)
+    return f
 
 
 @click.command(help=INJECT_HELP)
@@ -107,6 +145,7 @@ is recorded in the output, and `gossamer uninject` restores it byte for byte.
     "not: what fails and why, nothing written); then validate it: Compose schema, "
     "`docker compose config`, and semantics.",
 )
+@_multinode_options
 def inject(
     file: Path,
     output: str | None,
@@ -124,7 +163,18 @@ def inject(
     token_ttl: str,
     force: bool,
     check: bool,
+    node: str | None,
+    advertise_host: str | None,
+    gateway_port: int,
+    join: str | None,
+    token_dir: Path | None,
+    control_replica: bool,
+    intermediate: Path | None,
+    mesh_file: Path | None,
+    etcd: str | None,
 ) -> None:
+    from gossamer.compose import multinode
+    from gossamer.compose.join_files import JoinInputs
     from gossamer.compose.plan import InjectOptions
     from gossamer.compose.workflow import inject_file, relative_paths_warning
 
@@ -144,7 +194,16 @@ def inject(
         dns_capture=not no_dns_capture,
         bootstrap=bootstrap,
         trust_domain=trust_domain if bootstrap == "volumes" else None,
+        node=node,
+        join=multinode.parse_join(join) if join is not None else (),
+        advertise_host=advertise_host,
+        gateway_port=gateway_port,
+        control_replica=control_replica,
+        etcd=multinode.parse_etcd(etcd) if etcd is not None else None,
     )
+    if join is not None and trust_domain is not None:
+        raise UsageError("--trust-domain goes with the CA's host, not --join")
+    inputs = JoinInputs(token_dir=token_dir, intermediate=intermediate, mesh_file=mesh_file)
     ttl = _ttl(token_ttl)
     if check:
         _check_engine(file, options)
@@ -157,6 +216,7 @@ def inject(
         force=force,
         trust_domain=trust_domain,
         token_ttl=ttl,
+        join_inputs=inputs,
     )
     result = outcome.result
     if stdout:
@@ -193,6 +253,20 @@ def inject(
         _say(f"bootstrap in {report.directory}: {', '.join(parts)}")
         for rel in report.files_kept:
             _say(f"  kept {rel}: it was edited (delete it to have it regenerated)")
+    joined = outcome.joined
+    if joined is not None:
+        parts = [f"{len(joined.tokens_copied)} join token(s) copied"]
+        if joined.tokens_kept:
+            parts.append(f"{len(joined.tokens_kept)} kept")
+        if joined.ca_copied:
+            parts.append("the replica's intermediate CA copied")
+        if joined.mesh_written:
+            parts.append("the replica's mesh.yaml written")
+        _say(f"joining {', '.join(result.options.join)} as node {result.options.node}; "
+             f"bootstrap in {joined.directory}: {', '.join(parts)}")  # fmt: skip
+    if result.options.node is not None:
+        gw = multinode.gateway_advertise(result.options)
+        _say(f"  node gateway {names.GATEWAY}: other hosts reach this one at {gw}")
     if outcome.output is not None:
         warning = relative_paths_warning(file, outcome.output)
         if warning:

@@ -164,6 +164,42 @@ def ensure_tokens(
     return report
 
 
+def ensure_gateway_token(
+    ca_dir: Path,
+    path: Path,
+    *,
+    pin: str,
+    address: str,
+    ttl: float = DEFAULT_TOKEN_TTL,
+    clock: Callable[[], float] = time.time,
+) -> bool:
+    """The node gateway's join token (service gateway, namespace gossamer-system),
+    allowing it to register `address` (its advertised host: the control plane sees it
+    connect from its container's address). Kept while valid for another day and
+    allowing `address`; True when a new one was written."""
+    from gossamer.certs.errors import TokenError
+    from gossamer.certs.tokens import TokenStore
+    from gossamer.contract.identity import CONTROL_NAMESPACE, GATEWAY_SERVICE
+
+    store = TokenStore(ca_dir, clock=clock)
+    if path.exists():
+        try:
+            record = store.verify(
+                path.read_text(encoding="utf-8").strip(),
+                service=GATEWAY_SERVICE,
+                namespace=CONTROL_NAMESPACE,
+            )
+            if record.expires - clock() >= _MIN_LEFT and address.lower() in record.addresses:
+                return False
+        except TokenError:
+            pass
+    [(token, _record)] = store.create_many(
+        [GATEWAY_SERVICE], pin, namespace=CONTROL_NAMESPACE, ttl=ttl, addresses=[address]
+    )
+    atomic_write(path, token + "\n", mode=0o644)
+    return True
+
+
 def bootstrap_volume(
     ca_dir: Path,
     wanted: list[tuple[str, Path]],
@@ -244,6 +280,12 @@ def write_bootstrap(
             ca_dir, wanted, pin=pin, namespace=options.namespace, ttl=token_ttl, clock=clock
         )
         report.tokens_created, report.tokens_kept = made.created, made.kept
+        if options.node is not None and options.advertise_host is not None:
+            gateway = ensure_gateway_token(
+                ca_dir, base / names.token_file(names.GATEWAY), pin=pin,
+                address=options.advertise_host, ttl=token_ttl, clock=clock,
+            )  # fmt: skip
+            (report.tokens_created if gateway else report.tokens_kept).append(names.GATEWAY)
         if options.observability:
             # 0644 inside the 0700 folder, as the join tokens: Prometheus runs as 65534
             token_path = base / names.PROMETHEUS_TOKEN_FILE
@@ -255,6 +297,7 @@ def write_bootstrap(
             namespace=options.namespace,
             source=source,
             observability=options.observability,
+            store=options.etcd,
         )
         _write_generated(base / names.MESH_FILE, mesh, report)
         if options.observability:

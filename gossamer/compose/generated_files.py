@@ -50,17 +50,35 @@ def untouched(text: str) -> bool:
 
 
 def mesh_yaml(
-    plan: Plan, *, trust_domain: str, namespace: str, source: str, observability: bool = False
+    plan: Plan,
+    *,
+    trust_domain: str,
+    namespace: str,
+    source: str,
+    observability: bool = False,
+    store: str | None = None,
 ) -> str:
     """The control plane's configuration: listeners, CA, and the meshed services."""
     body = mesh_body(
-        plan, trust_domain=trust_domain, namespace=namespace, observability=observability
+        plan,
+        trust_domain=trust_domain,
+        namespace=namespace,
+        observability=observability,
+        store=store,
     )
     return _with_header(body, source, "The control plane's mesh.yaml")
 
 
-def mesh_body(plan: Plan, *, trust_domain: str, namespace: str, observability: bool = False) -> str:
-    """mesh.yaml without the header (inline in the compose file with --bootstrap volumes)."""
+def mesh_body(
+    plan: Plan,
+    *,
+    trust_domain: str,
+    namespace: str,
+    observability: bool = False,
+    store: str | None = None,
+) -> str:
+    """mesh.yaml without the header (inline in the compose file with --bootstrap volumes);
+    `store`: an etcd:// URL shared with replicas on other hosts (default embedded)."""
     lines = [
         f"trust_domain: {_q(trust_domain)}",
         "control:",
@@ -68,7 +86,7 @@ def mesh_body(plan: Plan, *, trust_domain: str, namespace: str, observability: b
         f"  api_listen: {_q(f'0.0.0.0:{well_known.API_PORT}')}",
         f"  ca_dir: {_q(names.CONTAINER_CA_DIR)}",
         f"  data_dir: {_q(names.CONTAINER_DATA_DIR)}",
-        "  store: embedded",
+        f"  store: {_q(store) if store else 'embedded'}",
         "services:",
     ]
     # replicas (x-gossamer: {service: NAME}) share one entry

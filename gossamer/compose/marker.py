@@ -22,7 +22,7 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 from gossamer.compose import names
 from gossamer.compose.comments import set_before
 from gossamer.compose.document import ComposeDocument, line_of
-from gossamer.compose.plan import InjectOptions, Plan
+from gossamer.compose.plan import GATEWAY_PORT, InjectOptions, Plan
 from gossamer.errors import ConfigError, UsageError
 
 FORMAT = 1
@@ -66,6 +66,7 @@ def block(options: InjectOptions, plan: Plan, blob: str) -> CommentedMap:
         result["bootstrap"] = options.bootstrap
     if options.trust_domain is not None:
         result["trust_domain"] = options.trust_domain
+    _multinode(result, options)
     for key, values in (
         ("only", options.only),
         ("exclude", options.exclude),
@@ -76,6 +77,33 @@ def block(options: InjectOptions, plan: Plan, blob: str) -> CommentedMap:
         result[key] = seq
     result["original"] = LiteralScalarString(blob)
     return result
+
+
+def _multinode(result: CommentedMap, options: InjectOptions) -> None:
+    """The multi-node options, recorded only when set (files without them stay as they
+    were)."""
+    if options.node is not None:
+        result["node"] = options.node
+    if options.join:
+        seq = CommentedSeq(options.join)
+        seq.fa.set_flow_style()
+        result["join"] = seq
+    if options.advertise_host is not None:
+        result["advertise_host"] = options.advertise_host
+    if options.gateway_port != GATEWAY_PORT:
+        result["gateway_port"] = options.gateway_port
+    if options.control_replica:
+        result["control_replica"] = True
+    if options.etcd is not None:
+        result["etcd"] = options.etcd
+
+
+def _int(value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a number, not {value!r}")
+    return value
 
 
 def add_block(doc: ComposeDocument, options: InjectOptions, plan: Plan, blob: str) -> None:
@@ -124,6 +152,12 @@ def read(doc: ComposeDocument) -> Marker | None:
             dns_capture=bool(raw.get("dns_capture", True)),
             bootstrap=str(raw.get("bootstrap", "files")),
             trust_domain=str(raw["trust_domain"]) if raw.get("trust_domain") else None,
+            node=str(raw["node"]) if raw.get("node") is not None else None,
+            join=_names(raw.get("join", [])),
+            advertise_host=str(raw["advertise_host"]) if raw.get("advertise_host") else None,
+            gateway_port=_int(raw.get("gateway_port"), GATEWAY_PORT),
+            control_replica=bool(raw.get("control_replica", False)),
+            etcd=str(raw["etcd"]) if raw.get("etcd") else None,
         )
     except (
         KeyError,

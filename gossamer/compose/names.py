@@ -10,6 +10,7 @@ from __future__ import annotations
 EXTENSION = "x-gossamer"  # per-service settings, and the top-level marker block
 DEFAULT_IMAGE = "gossamer:latest"
 CONTROL = "gossamer-control"
+GATEWAY = "gossamer-gateway"  # --node: the node gateway (its token: tokens/GATEWAY.token)
 BOOTSTRAP = "gossamer-bootstrap"  # --bootstrap volumes: makes the CA and tokens at `up`
 JAEGER = "jaeger"
 PROMETHEUS = "prometheus"
@@ -69,6 +70,14 @@ def token_secret(service: str) -> str:
 
 def token_file(service: str) -> str:
     return f"{BOOTSTRAP_DIR}/tokens/{service}.token"
+
+
+def join_token_name(service: str, namespace: str = "default", index: int | None = None) -> str:
+    """A join token's file name in a token directory (`token create --output-dir`, `inject
+    --join --token-dir`): `S.token`, `S.NAMESPACE.token` outside namespace default, with
+    `-I` after S for the I-th of `--count N`."""
+    stem = service if index is None else f"{service}-{index}"
+    return f"{stem}.token" if namespace == "default" else f"{stem}.{namespace}.token"
 
 
 def container_token_file(service: str, bootstrap: str = "files") -> str:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from ruamel.yaml.comments import CommentedMap
 
-from gossamer.compose import names
+from gossamer.compose import multinode, names
 from gossamer.compose.document import ComposeDocument
 from gossamer.compose.ports import (
     PROTOCOLS,
@@ -34,6 +34,7 @@ Shape = Literal["netns", "host"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SETTINGS = ("mesh", "port", "protocol", "service")
 NETWORK_KEYS = names.NETWORK_KEYS
+GATEWAY_PORT = multinode.GATEWAY_PORT
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class InjectOptions:
     # a one-shot service at `docker compose up`, in named volumes (nothing on the host)
     bootstrap: str = "files"
     trust_domain: str | None = None  # volumes: the CA's trust domain (default gossamer.local)
+    # several hosts (compose/multinode.py): this host's node name and reachable address,
+    # the existing mesh's control planes to join, a local replica, the etcd store
+    node: str | None = None
+    join: tuple[str, ...] = ()
+    advertise_host: str | None = None
+    gateway_port: int = GATEWAY_PORT
+    control_replica: bool = False
+    etcd: str | None = None  # etcd://... : the control plane's store (default embedded)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,6 +83,7 @@ class InjectOptions:
             raise UsageError("--image must not be empty")
         object.__setattr__(self, "only", tuple(sorted(set(self.only))))
         object.__setattr__(self, "exclude", tuple(sorted(set(self.exclude))))
+        multinode.check_options(self)
 
 
 @dataclass(frozen=True)
@@ -263,7 +273,10 @@ def _check_collisions(
                     hint=f"rename {generated}, or exclude {sp.name} from the mesh",
                 )
     if meshed:
-        for generated in names.shared_services(options.observability, options.bootstrap):
+        shared = names.shared_services(options.observability, options.bootstrap)
+        if options.node is not None:
+            shared = (*shared, names.GATEWAY)
+        for generated in shared:
             if generated in services:
                 raise doc.error(
                     f"the service name {generated!r} is needed by gossamer inject",
@@ -283,6 +296,7 @@ def _check_collisions(
             [
                 names.CA_SECRET,
                 *(names.token_secret(s.name) for s in meshed),
+                *([names.token_secret(names.GATEWAY)] if options.node is not None else []),
                 *([names.PROMETHEUS_TOKEN_SECRET] if options.observability else []),
             ],
         ),

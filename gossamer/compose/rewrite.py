@@ -19,7 +19,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from gossamer.compose import generated_files, names, services
+from gossamer.compose import generated_files, multinode, names, services
 from gossamer.compose.comments import append, kept_tail, move_key, seq_to_map, set_before
 from gossamer.compose.document import ComposeDocument
 from gossamer.compose.plan import NETWORK_KEYS, InjectOptions, Plan, ServicePlan
@@ -46,7 +46,7 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
             if sp.shape == "netns":
                 owner = services.netns_owner(sp, options)
                 _move_namespace(app, owner, sp)
-                _add_aliases(owner, sp)
+                _add_aliases(owner, sp, options)
                 generated[names.netns(sp.name)] = owner
                 if options.mode == "transparent":
                     generated[names.init(sp.name)] = services.init_container(sp, options)
@@ -54,7 +54,10 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
             _wire_app(app, sp, options, notes)
         if options.bootstrap == "volumes":
             generated[names.BOOTSTRAP] = services.bootstrap(plan, options)
-        generated[names.CONTROL] = services.control_plane(plan, options, notes)
+        if multinode.local_control(options):
+            generated[names.CONTROL] = services.control_plane(plan, options, notes)
+        if options.node is not None:
+            generated[names.GATEWAY] = multinode.gateway_service(plan, options)
         if options.observability:
             generated[names.JAEGER] = services.jaeger(plan, notes)
             generated[names.PROMETHEUS] = services.prometheus(plan, options, notes)
@@ -76,15 +79,22 @@ def rewrite(doc: ComposeDocument, plan: Plan, options: InjectOptions) -> list[st
     if options.bootstrap != "volumes":
         secrets = _section(doc, "secrets")
         with kept_tail(secrets):
-            secrets[names.CA_SECRET] = CommentedMap([("file", names.CA_DIR)])
+            if multinode.local_control(options):
+                secrets[names.CA_SECRET] = CommentedMap([("file", names.CA_DIR)])
             for sp in plan.meshed:
                 secrets[names.token_secret(sp.name)] = CommentedMap(
                     [("file", names.token_file(sp.name))]
+                )
+            if options.node is not None:
+                secrets[names.token_secret(names.GATEWAY)] = CommentedMap(
+                    [("file", names.token_file(names.GATEWAY))]
                 )
             if options.observability:
                 secrets[names.PROMETHEUS_TOKEN_SECRET] = CommentedMap(
                     [("file", names.PROMETHEUS_TOKEN_FILE)]
                 )
+    if not multinode.local_control(options):
+        return notes  # no control plane here: no mesh.yaml
     configs = _section(doc, "configs")
     with kept_tail(configs):
         if options.bootstrap == "volumes":
@@ -180,8 +190,10 @@ def _move_net_sysctls(app: CommentedMap, owner: CommentedMap) -> None:
             owner["sysctls"] = moved
 
 
-def _aliases_for(sp: ServicePlan) -> list[str]:
+def _aliases_for(sp: ServicePlan, options: InjectOptions) -> list[str]:
     aliases = [sp.name]
+    if options.join and multinode.advertise_name(sp) not in aliases:
+        aliases.append(multinode.advertise_name(sp))  # the address it registers
     if sp.container_name and sp.container_name != sp.name:
         aliases.append(sp.container_name)
     if sp.named and sp.mesh_name not in aliases:
@@ -194,9 +206,9 @@ def _alias_map(aliases: list[str]) -> CommentedMap:
     return CommentedMap([("aliases", CommentedSeq(aliases))])
 
 
-def _add_aliases(owner: CommentedMap, sp: ServicePlan) -> None:
+def _add_aliases(owner: CommentedMap, sp: ServicePlan, options: InjectOptions) -> None:
     """Keep S resolvable by name: its network endpoint now belongs to S-netns."""
-    aliases = _aliases_for(sp)
+    aliases = _aliases_for(sp, options)
     networks = owner.get("networks")
     if networks is None:
         owner["networks"] = CommentedMap([("default", _alias_map(aliases))])

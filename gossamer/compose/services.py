@@ -36,7 +36,7 @@ from typing import Any, cast
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from gossamer.compose import names
+from gossamer.compose import multinode, names
 from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
 from gossamer.contract.ports import (
     ADMIN_PORT,
@@ -154,7 +154,7 @@ def init_container(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
 
 def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     """The sidecar's arguments (after the `gossamer` entrypoint)."""
-    control = f"127.0.0.1:{XDS_PORT}" if sp.shape == "host" else f"{names.CONTROL}:{XDS_PORT}"
+    control = multinode.sidecar_control(sp, options)
     args = ["proxy", "--service", sp.mesh_name, "--namespace", options.namespace]
     for port, protocol in sp.ports:
         # the sidecar speaks HTTP/1.1 or carries opaque TCP
@@ -168,6 +168,7 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     args += ["--state-dir", names.CONTAINER_STATE_DIR]
     if options.mode == "transparent" and sp.shape != "host" and options.dns_capture:
         args += ["--dns-port", str(DNS_PORT)]
+    args += multinode.sidecar_extra_args(sp, options)
     if sp.port_offset:
         args += [
             "--inbound-port",
@@ -239,8 +240,10 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
         depends[names.init(sp.name)] = condition("service_completed_successfully")
     if options.bootstrap == "volumes":
         depends[names.BOOTSTRAP] = condition("service_completed_successfully")
-    depends[names.CONTROL] = condition("service_healthy")
-    proxy["depends_on"] = depends
+    if multinode.local_control(options):
+        depends[names.CONTROL] = condition("service_healthy")
+    if depends:
+        proxy["depends_on"] = depends
     probe = sidecar_ready_probe(ADMIN_PORT + sp.port_offset)
     proxy["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="60s")
     proxy["restart"] = "unless-stopped"
@@ -305,8 +308,9 @@ def control_plane(plan: Plan, options: InjectOptions, notes: list[str]) -> Comme
         )
     _networks(control, plan)
     ports = [publish(API_PORT, API_PORT, plan, notes)]
-    if any(sp.shape == "host" for sp in plan.meshed):
+    if any(sp.shape == "host" for sp in plan.meshed) and options.node is None:
         ports.append(publish(XDS_PORT, XDS_PORT, plan, notes))
+    ports += multinode.control_ports(options)  # other hosts join through these
     _ports(control, ports)
     probe = http_probe(API_PORT, HEALTH_PATH)
     control["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="30s")

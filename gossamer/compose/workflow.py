@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from gossamer.compose import bootstrap, marker
+from gossamer.compose import bootstrap, join_files, marker
 from gossamer.compose.document import load_compose
 from gossamer.compose.inject import InjectResult, inject_text, render, uninject_text
 from gossamer.compose.plan import InjectOptions
@@ -36,6 +36,7 @@ class InjectOutcome:
     output: Path | None  # None: standard output
     written: bool
     bootstrap: bootstrap.BootstrapReport | None
+    joined: join_files.JoinReport | None = None
 
 
 def read_compose(path: Path) -> str:
@@ -113,17 +114,23 @@ def inject_file(
     trust_domain: str | None = None,
     token_ttl: float = bootstrap.DEFAULT_TOKEN_TTL,
     with_bootstrap: bool = True,
+    join_inputs: join_files.JoinInputs | None = None,
 ) -> InjectOutcome:
     """Inject `path` into `output` (default: `default_output(path)`), or into nothing
     when `stdout` is set (the caller prints `outcome.result.text`)."""
     text = read_compose(path)
+    inputs = join_inputs or join_files.JoinInputs()
+    join_files.check_inputs(options, inputs)
     result = inject_text(text, options, source=path.name)
     target = None if stdout else (output or default_output(path))
     if target is not None and not force:
         _check_overwrite(target, path)
     base = (target or path).parent
     report = None
-    if with_bootstrap and result.options.bootstrap == "files":
+    joined = None
+    if with_bootstrap and result.options.join:
+        joined = join_files.write_join_bootstrap(base, result.plan, result.options, inputs)
+    elif with_bootstrap and result.options.bootstrap == "files":
         report = bootstrap.write_bootstrap(
             base,
             result.plan,
@@ -138,7 +145,9 @@ def inject_file(
         if current != result.text:
             write_text(target, result.text)
             written = True
-    return InjectOutcome(result=result, output=target, written=written, bootstrap=report)
+    return InjectOutcome(
+        result=result, output=target, written=written, bootstrap=report, joined=joined
+    )
 
 
 def uninject_file(
