@@ -3,7 +3,9 @@
 `token create` makes a token that admits one sidecar instance (`--reusable N`: N) and
 lives at most `control.max_token_ttl` (24 h; read from `--config mesh.yaml` when given).
 `--output-file F` writes it to F with mode 0600 (never over an existing file without
-`--force`) instead of printing it. `--allow-address ADDR` (repeatable) lets the sidecars
+`--force`) instead of printing it; `--count N` makes N tokens, and `--output-dir DIR`
+writes them as files named for `gossamer inject --join --token-dir DIR` (another host's
+sidecars). `--allow-address ADDR` (repeatable) lets the sidecars
 it admits register ADDR (`gossamer proxy --advertise-address`) besides the address the
 control plane sees them connect from: their leaves carry it as an IP or DNS SAN.
 """
@@ -100,7 +102,23 @@ def write_secret_file(path: Path, text: str, *, force: bool) -> None:
     default=None,
     help="Write the token to this file (mode 0600) instead of printing it.",
 )
-@click.option("--force", is_flag=True, help="Replace an existing --output-file.")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Make N tokens (each admitting --reusable instances), e.g. for another host.",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write each token to a file here (mode 0600), named as `inject --join --token-dir` "
+    "reads them: S.token (S.NAMESPACE.token outside namespace default; S-1.token ... "
+    "S-N.token with --count N).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing --output-file or file.")
 @click.option(
     "--allow-address",
     "addresses",
@@ -132,6 +150,8 @@ def create(
     ttl: str,
     uses: int,
     output_file: Path | None,
+    count: int,
+    output_dir: Path | None,
     force: bool,
     addresses: tuple[str, ...],
     config: Path | None,
@@ -160,31 +180,84 @@ def create(
         raise UsageError(f"--allow-address: {exc.detail}", hint=exc.hint) from None
     if output_file is not None and not force and os.path.lexists(output_file):
         raise UsageError(f"{output_file} exists; not overwriting it", hint="pass --force")
-    if api or api_token or os.environ.get("GOSSAMER_API"):
-        from gossamer.operator_client import resolve_client
+    if output_file is not None and (output_dir is not None or count > 1):
+        raise UsageError("--output-file is for one token; use --output-dir with --count")
+    files = _token_files(service, namespace, count, output_dir, force)
+    made_tokens: list[tuple[str, dict[str, object]]] = []
+    for _ in range(count):
+        if api or api_token or os.environ.get("GOSSAMER_API"):
+            from gossamer.operator_client import resolve_client
 
-        parse_ttl(ttl)  # the same check as the API's, before any request
-        body = {"service": service, "namespace": namespace, "ttl": ttl, "reusable": uses,
-                "addresses": list(addresses)}  # fmt: skip
-        made = resolve_client(api, api_token, config).request("POST", "/v1/tokens", body)
-        secret, public = str(made.pop("token")), made
-    else:
-        ca = CertificateAuthority.load(path)
-        store = TokenStore(path, max_ttl=_max_ttl(config))
-        secret, record = store.create(
-            service, ca.root_pin(), namespace=namespace, ttl=parse_ttl(ttl), uses=uses,
-            addresses=addresses,
-        )  # fmt: skip
-        details = {"addresses": list(record.addresses)} if record.addresses else {}
-        _audit(path, "create join token", f"{service}.{namespace}", token_id=record.token_id,
-               uses=uses, **details)  # fmt: skip
-        public = record.public()
+            parse_ttl(ttl)  # the same check as the API's, before any request
+            body = {"service": service, "namespace": namespace, "ttl": ttl, "reusable": uses,
+                    "addresses": list(addresses)}  # fmt: skip
+            made = resolve_client(api, api_token, config).request("POST", "/v1/tokens", body)
+            secret, public = str(made.pop("token")), made
+        else:
+            ca = CertificateAuthority.load(path)
+            store = TokenStore(path, max_ttl=_max_ttl(config))
+            secret, record = store.create(
+                service, ca.root_pin(), namespace=namespace, ttl=parse_ttl(ttl), uses=uses,
+                addresses=addresses,
+            )  # fmt: skip
+            details = {"addresses": list(record.addresses)} if record.addresses else {}
+            _audit(path, "create join token", f"{service}.{namespace}",
+                   token_id=record.token_id, uses=uses, **details)  # fmt: skip
+            public = record.public()
+        made_tokens.append((secret, public))
+    if files:
+        _write_token_files(files, made_tokens, output, force)
+        return
+    if count > 1:
+        rows = [{"token": secret, **public} for secret, public in made_tokens]
+        emit(output, rows, lambda: click.echo("\n".join(s for s, _ in made_tokens)))
+        return
+    secret, public = made_tokens[0]
     if output_file is None:
         emit(output, {"token": secret, **public}, lambda: click.echo(secret))
         return
     write_secret_file(output_file, secret + "\n", force=force)
     said = f"wrote join token {public['id']} to {output_file} (mode 0600)"
     emit(output, {"file": str(output_file), **public}, lambda: click.echo(said))
+
+
+def _token_files(
+    service: str, namespace: str, count: int, output_dir: Path | None, force: bool
+) -> list[Path]:
+    """The files `--output-dir` gets, checked before any token is made."""
+    from gossamer.compose.names import join_token_name
+    from gossamer.errors import UsageError
+
+    if output_dir is None:
+        return []
+    try:
+        output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output-dir {output_dir}: {exc.strerror or exc}") from None
+    files = [
+        output_dir / join_token_name(service, namespace, None if count == 1 else i + 1)
+        for i in range(count)
+    ]
+    taken = [str(f) for f in files if os.path.lexists(f)]
+    if taken and not force:
+        raise UsageError(f"{', '.join(taken)} exist(s); not overwriting", hint="pass --force")
+    return files
+
+
+def _write_token_files(
+    files: list[Path], made: list[tuple[str, dict[str, object]]], output: str, force: bool
+) -> None:
+    rows = []
+    for path, (secret, public) in zip(files, made, strict=True):
+        write_secret_file(path, secret + "\n", force=force)
+        rows.append({"file": str(path), **public})
+    emit(
+        output,
+        rows,
+        lambda: click.echo(
+            "\n".join(f"wrote join token {r['id']} to {r['file']} (mode 0600)" for r in rows)
+        ),
+    )
 
 
 @token.command("list")

@@ -146,6 +146,7 @@ def replica_mesh(mesh_file: Path, etcd: str | None) -> str:
     import io
 
     from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
     from gossamer.discovery.stores import parse_store_url
 
@@ -156,7 +157,7 @@ def replica_mesh(mesh_file: Path, etcd: str | None) -> str:
     yaml = YAML()
     try:
         data: Any = yaml.load(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+    except YAMLError as exc:
         raise ConfigError(f"--mesh-file {mesh_file}: not YAML ({exc})") from None
     control = data.get("control") if isinstance(data, dict) else None
     if not isinstance(control, dict) or "services" not in data:
