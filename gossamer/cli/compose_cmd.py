@@ -93,6 +93,10 @@ def _multinode_options(f: Any) -> Any:
                      default=None, help="The first host's .gossamer/mesh.yaml (replica)."),
         click.option("--etcd", default=None, metavar="HOST:PORT,...",
                      help="The control plane's etcd store (shared with replicas)."),
+        click.option("--services-of", multiple=True, metavar="FILE",
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="With --node: another host's compose file; mesh.yaml declares "
+                     "its services too (repeatable)."),
     ]):  # fmt: skip
         f = option(f)
     return f
@@ -172,6 +176,7 @@ def inject(
     intermediate: Path | None,
     mesh_file: Path | None,
     etcd: str | None,
+    services_of: tuple[Path, ...],
 ) -> None:
     from gossamer.compose import multinode
     from gossamer.compose.join_files import JoinInputs
@@ -203,7 +208,8 @@ def inject(
     )
     if join is not None and trust_domain is not None:
         raise UsageError("--trust-domain goes with the CA's host, not --join")
-    inputs = JoinInputs(token_dir=token_dir, intermediate=intermediate, mesh_file=mesh_file)
+    inputs = JoinInputs(token_dir=token_dir, intermediate=intermediate, mesh_file=mesh_file,
+                        services_of=services_of)  # fmt: skip
     ttl = _ttl(token_ttl)
     if check:
         _check_engine(file, options)

@@ -32,11 +32,11 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gossamer.compose import folder_guard, generated_files, names
-from gossamer.compose.plan import InjectOptions, Plan
+from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
 from gossamer.errors import GossamerError, UsageError
 from gossamer.fsutil import atomic_write, atomic_write_many
 
@@ -260,8 +260,10 @@ def write_bootstrap(
     trust_domain: str | None = None,
     token_ttl: float = DEFAULT_TOKEN_TTL,
     clock: Callable[[], float] = time.time,
+    declared: tuple[ServicePlan, ...] = (),
 ) -> BootstrapReport:
-    """Create or refresh `base/.gossamer/` for the services in `plan`."""
+    """Create or refresh `base/.gossamer/` for the services in `plan` (mesh.yaml also
+    declares `declared`: services of other hosts' files, `inject --services-of`)."""
     folder = base / names.BOOTSTRAP_DIR
     report = BootstrapReport(directory=folder)
     folder_guard.check_folder(folder)  # before anything is written
@@ -292,7 +294,7 @@ def write_bootstrap(
             created = ensure_api_token_file(token_path, mode=0o644)
             report.prometheus_token = "created" if created else "kept"
         mesh = generated_files.mesh_yaml(
-            plan,
+            replace(plan, meshed=plan.meshed + declared),
             trust_domain=report.trust_domain,
             namespace=options.namespace,
             source=source,

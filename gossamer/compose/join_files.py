@@ -17,6 +17,8 @@ CA's host and copied here (docs/architecture.md, "Compose integration"):
                         etcd store (each replica syncs mesh.yaml's services into the
                         shared registry), so its mesh.yaml is F with the store replaced
                         by --etcd when given. F's store must be etcd.
+    --services-of F     on the first host: another host's compose file, whose meshed
+                        services this control plane's mesh.yaml declares too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.compose import folder_guard, names
-from gossamer.compose.plan import InjectOptions, Plan
+from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
 from gossamer.errors import ConfigError, GossamerError, UsageError
 from gossamer.fsutil import atomic_write
 
@@ -41,6 +43,7 @@ class JoinInputs:
     token_dir: Path | None = None
     intermediate: Path | None = None
     mesh_file: Path | None = None
+    services_of: tuple[Path, ...] = ()  # host 1: the other hosts' compose files
 
 
 @dataclass
@@ -58,6 +61,27 @@ def check_inputs(options: InjectOptions, inputs: JoinInputs) -> None:
         raise UsageError("--token-dir, --intermediate and --mesh-file go with --join")
     if not options.control_replica and (inputs.intermediate or inputs.mesh_file):
         raise UsageError("--intermediate and --mesh-file go with --control-replica")
+    if inputs.services_of and (options.join or options.node is None):
+        raise UsageError(
+            "--services-of goes with --node on the host that runs the control plane",
+            hint="a joining host's services are declared in that host's mesh.yaml",
+        )
+
+
+def services_of(paths: tuple[Path, ...], options: InjectOptions) -> tuple[ServicePlan, ...]:
+    """The services other hosts' compose files mesh (as `inject` would there, without
+    --only/--exclude): declared in this control plane's mesh.yaml, since a service the
+    control plane does not declare gets no clusters, routes or inbound listener."""
+    from gossamer.compose.document import load_compose
+    from gossamer.compose.plan import make_plan
+    from gossamer.compose.workflow import read_compose
+
+    found: list[ServicePlan] = []
+    plain = InjectOptions(mode=options.mode, namespace=options.namespace)
+    for path in paths:
+        doc = load_compose(read_compose(path), str(path))
+        found += make_plan(doc, plain).meshed
+    return tuple(found)
 
 
 def _token_text(path: Path) -> str:

@@ -154,7 +154,17 @@ def sidecar_extra_args(sp: ServicePlan, options: InjectOptions) -> list[str]:
     if options.join:
         host = options.advertise_host if sp.shape == "host" else advertise_name(sp)
         args += ["--advertise-address", str(host)]
+    if options.control_replica:
+        args += ["--bootstrap", join_bootstrap(options)]
     return args
+
+
+def join_bootstrap(options: InjectOptions) -> str:
+    """Where a joining host's sidecars and gateway exchange their join token: the joined
+    control planes (whose CA directory holds the tokens `token create --dir` made), not
+    the local replica (which signs with its own intermediate and has no such tokens)."""
+    hosts = [address.rpartition(":")[0] for address in options.join]
+    return ",".join(f"{host}:{BOOTSTRAP_PORT}" for host in dict.fromkeys(hosts))
 
 
 def gateway_advertise(options: InjectOptions) -> str:
@@ -166,11 +176,14 @@ def gateway_command(options: InjectOptions) -> list[str]:
     control = (
         f"{names.CONTROL}:{XDS_PORT}" if local_control(options) else options.join[0]
     )  # the gateway follows one control plane (no replica list)
-    return [
+    args = [
         "gateway", "--node", str(options.node), "--listen", f"0.0.0.0:{GATEWAY_PORT}",
         "--advertise", gateway_advertise(options), "--control", control,
         "--token-file", names.container_token_file(names.GATEWAY),
     ]  # fmt: skip
+    if options.control_replica:  # one bootstrap address: the first joined control plane
+        args += ["--bootstrap", join_bootstrap(options).split(",")[0]]
+    return args
 
 
 def gateway_service(plan: Plan, options: InjectOptions) -> CommentedMap:

@@ -138,6 +138,7 @@ def inject_file(
             source=path.name,
             trust_domain=trust_domain,
             token_ttl=token_ttl,
+            declared=join_files.services_of(inputs.services_of, result.options),
         )
     written = False
     if target is not None:

@@ -118,9 +118,10 @@ class TwoHosts:
 
     def inject(self) -> None:
         # host A: the CA, the control plane, node-a's gateway
+        # (B's compose file copied over: A's control plane declares B's services too)
         gossamer("inject", "compose.yaml", "--mode", "explicit", "--node", "node-a",
                  "--advertise-host", self.host, "--gateway-port", str(GATEWAY_A),
-                 cwd=self.dir_a)  # fmt: skip
+                 "--services-of", str(self.dir_b / "compose.yaml"), cwd=self.dir_a)  # fmt: skip
         # on host A, for host B: web's token (it registers its Compose name) and the
         # gateway's (it registers the host's address); copied over as a directory
         tokens = self.dir_b / "tokens-from-a"
