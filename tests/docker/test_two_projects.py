@@ -1,4 +1,5 @@
-"""Two Compose projects, one mesh: `gossamer inject --node` and `--join` on a real Engine.
+"""Compose projects as hosts of one mesh: `gossamer inject --node` and `--join`, on a real
+Engine.
 
 Issue 18's Docker test. Project A (the "first host": CA, control plane, node gateway of
 node-a) runs `catalog`, an app that answers with the request headers it received;
@@ -7,21 +8,30 @@ token create --output-dir`) runs `web`. Each project has its own Docker network 
 own project name); the only ways between them are the ports A and B publish on the host
 (A: control plane 15011/15012 and gateway 15443; B: gateway 15444), dialled at the
 default bridge's gateway address, an address of this host every container reaches.
+Project C (node-c, `orders`) joins with `--control-replica`: a replica signing with its
+own intermediate (`gossamer certs intermediate` on A's side) on the etcd store A's
+control plane uses (one etcd member run on this host, on the bridge gateway address).
+On one machine C's replica cannot publish A's control-plane ports again, so C's project
+adds a one-line override (`ports: !reset []` on gossamer-control); everything else is
+the generated file.
 
 Checked: B has no control plane and no CA; a request from web (explicit mode: its
 sidecar as HTTP proxy) reaches catalog in A over mutual TLS through A's gateway, and
 catalog sees web's SPIFFE ID (x-forwarded-client-cert, set by catalog's own sidecar
 from the client certificate); A's gateway counts the connection for catalog; web cannot
-reach catalog's container directly (separate networks); and both projects leave nothing
-behind.
+reach catalog's container directly (separate networks); C's sidecar has its ADS stream
+on C's replica (not on A's control plane) and reaches catalog with its own SPIFFE ID;
+and every project leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,13 +45,15 @@ from tests.helpers.docker_compose import (
     require_engine,
     unique_project_name,
 )
+from tests.helpers.etcd import ETCD_BINARY
 from tests.helpers.metrics_text import metric_sum
+from tests.helpers.procs import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 TD = "gossamer.local"
-GATEWAY_A, GATEWAY_B = 15443, 15444
+GATEWAY_A, GATEWAY_B, GATEWAY_C = 15443, 15444, 15445
 
 ECHO_APP = """
 import http.server, json, os
@@ -61,6 +73,7 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Echo).serve_forever()
 
 
 def app_compose(name: str) -> str:
+    """One app service, the echo app above, named `name`."""
     script = json.dumps(ECHO_APP)  # a JSON string is a YAML double-quoted scalar
     return (
         "services:\n"
@@ -103,68 +116,145 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
     pytest.fail(f"{what}: not reached in {timeout:.0f} s (last: {last!r})")
 
 
-class TwoHosts:
-    def __init__(self, tmp: Path) -> None:
-        self.host = bridge_gateway()
-        self.dir_a, self.dir_b = tmp / "host-a", tmp / "host-b"
-        self.dir_a.mkdir()
-        self.dir_b.mkdir()
-        (self.dir_a / "compose.yaml").write_text(app_compose("catalog"))
-        (self.dir_b / "compose.yaml").write_text(app_compose("web"))
-        self.a = ComposeProject(unique_project_name("gsm-host-a"),
-                                [self.dir_a / "compose.meshed.yaml"], cwd=self.dir_a)  # fmt: skip
-        self.b = ComposeProject(unique_project_name("gsm-host-b"),
-                                [self.dir_b / "compose.meshed.yaml"], cwd=self.dir_b)  # fmt: skip
+class HostEtcd:
+    """One etcd member on this host, on the bridge gateway's address (containers of
+    every project reach it there): the store host A's control plane and host C's
+    replica share."""
 
-    def inject(self) -> None:
-        # host A: the CA, the control plane, node-a's gateway
-        # (B's compose file copied over: A's control plane declares B's services too)
-        gossamer("inject", "compose.yaml", "--mode", "explicit", "--node", "node-a",
-                 "--advertise-host", self.host, "--gateway-port", str(GATEWAY_A),
-                 "--services-of", str(self.dir_b / "compose.yaml"), cwd=self.dir_a)  # fmt: skip
-        # on host A, for host B: web's token (it registers its Compose name) and the
-        # gateway's (it registers the host's address); copied over as a directory
-        tokens = self.dir_b / "tokens-from-a"
+    def __init__(self, tmp: Path, address: str) -> None:
+        self.address = address
+        self.port = free_port()
+        peer = free_port()
+        client = f"http://{address}:{self.port}"
+        wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+        self.log = tmp / "etcd.log"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*wrapper, ETCD_BINARY, "--name=host-etcd", f"--data-dir={tmp / 'etcd'}",
+                 f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+                 f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                 f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                 f"--initial-cluster=host-etcd=http://127.0.0.1:{peer}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        wait_for("etcd on the bridge address", self.healthy, timeout=30)
+
+    def healthy(self) -> bool:
+        url = f"http://{self.address}:{self.port}/health"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(json.loads(response.read()).get("health") == "true")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+class Hosts:
+    """A (CA, control plane on etcd, gateway), B (joined), C (joined, with a replica)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.host = bridge_gateway()
+        self.etcd: HostEtcd | None = None
+        self.dirs = {n: tmp / f"host-{n}" for n in "abc"}
+        for n, app in (("a", "catalog"), ("b", "web"), ("c", "orders")):
+            self.dirs[n].mkdir()
+            (self.dirs[n] / "compose.yaml").write_text(app_compose(app))
+        self.dir_a, self.dir_b = self.dirs["a"], self.dirs["b"]
+        files = {n: [d / "compose.meshed.yaml"] for n, d in self.dirs.items()}
+        # one machine: C's replica cannot publish A's control-plane ports again
+        (self.dirs["c"] / "single-machine.yaml").write_text(
+            f"services:\n  {names.CONTROL}:\n    ports: !reset []\n"
+        )
+        files["c"].append(self.dirs["c"] / "single-machine.yaml")
+        self.a, self.b, self.c = (
+            ComposeProject(unique_project_name(f"gsm-host-{n}"), files[n], cwd=self.dirs[n])
+            for n in "abc"
+        )
+
+    def tokens_for(self, host: str, service: str) -> Path:
+        """On host A: the service's token (it registers its Compose name) and the
+        gateway's (it registers the host's address), in a directory copied over."""
+        tokens = self.dirs[host] / "tokens-from-a"
         ca = str(self.dir_a / names.CA_DIR)
-        gossamer("token", "create", "--dir", ca, "--service", "web", "--allow-address", "web",
-                 "--ttl", "1h", "--output-dir", str(tokens), cwd=self.dir_a)  # fmt: skip
+        gossamer("token", "create", "--dir", ca, "--service", service, "--allow-address",
+                 service, "--ttl", "1h", "--output-dir", str(tokens), cwd=self.dir_a)  # fmt: skip
         gossamer("token", "create", "--dir", ca, "--service", "gateway", "--namespace",
                  "gossamer-system", "--allow-address", self.host, "--ttl", "1h",
                  "--output-dir", str(tokens), cwd=self.dir_a)  # fmt: skip
+        return tokens
+
+    def inject(self) -> None:
+        self.etcd = HostEtcd(self.tmp, self.host)
+        # host A: the CA, the control plane (on etcd), node-a's gateway; B's and C's
+        # compose files copied over: A's control plane declares their services too
+        gossamer("inject", "compose.yaml", "--mode", "explicit", "--node", "node-a",
+                 "--advertise-host", self.host, "--gateway-port", str(GATEWAY_A),
+                 "--etcd", f"{self.host}:{self.etcd.port}",
+                 "--services-of", str(self.dir_b / "compose.yaml"),
+                 "--services-of", str(self.dirs["c"] / "compose.yaml"), cwd=self.dir_a)  # fmt: skip
         gossamer("inject", "compose.yaml", "--mode", "explicit",
                  "--join", f"{self.host}:15012", "--node", "node-b",
                  "--advertise-host", self.host, "--gateway-port", str(GATEWAY_B),
-                 "--token-dir", str(tokens), cwd=self.dir_b)  # fmt: skip
+                 "--token-dir", str(self.tokens_for("b", "web")), cwd=self.dir_b)  # fmt: skip
+        # host C: also its replica's intermediate (made on A) and A's mesh.yaml
+        tokens = self.tokens_for("c", "orders")
+        gossamer("certs", "intermediate", "--ca-dir", str(self.dir_a / names.CA_DIR),
+                 "--out", str(tokens / "ca"), "--name", "host-c", cwd=self.dir_a)  # fmt: skip
+        gossamer("inject", "compose.yaml", "--mode", "explicit",
+                 "--join", f"{self.host}:15012", "--node", "node-c",
+                 "--advertise-host", self.host, "--gateway-port", str(GATEWAY_C),
+                 "--token-dir", str(tokens), "--control-replica",
+                 "--intermediate", str(tokens / "ca"),
+                 "--mesh-file", str(self.dir_a / names.MESH_FILE), cwd=self.dirs["c"])  # fmt: skip
 
-    def call_catalog_from_web(self) -> dict[str, Any]:
+    def call_catalog(self, project: ComposeProject, service: str) -> dict[str, Any]:
         code = (
             "import urllib.request; "
             "print(urllib.request.urlopen('http://catalog:8080/', timeout=10).read().decode())"
         )
-        out = self.b.exec("web", ["python3", "-c", code], timeout=30)
+        out = project.exec(service, ["python3", "-c", code], timeout=30)
         return dict(json.loads(out.stdout))
+
+    def call_catalog_from_web(self) -> dict[str, Any]:
+        return self.call_catalog(self.b, "web")
+
+    def streams(self, project: ComposeProject) -> str:
+        """The sidecars with an ADS stream on that project's control plane (its
+        operator API, with the admin token from its data directory)."""
+        code = (
+            "import urllib.request; "
+            "t=open('/var/lib/gossamer/admin-token').read().strip(); "
+            "r=urllib.request.Request('http://127.0.0.1:15014/v1/sidecars', "
+            "headers={'Authorization': 'Bearer '+t}); "
+            "print(urllib.request.urlopen(r, timeout=5).read().decode())"
+        )
+        return project.exec(names.CONTROL, ["python3", "-c", code], timeout=30).stdout
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoHosts]:
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
     require_engine()
-    world = TwoHosts(tmp_path_factory.mktemp("two-hosts"))
+    world = Hosts(tmp_path_factory.mktemp("hosts"))
     try:
         world.inject()
-        world.a.up(timeout=180)
-        world.b.up(timeout=180)
+        for project in (world.a, world.b, world.c):
+            project.up(timeout=180)
         yield world
     finally:
         errors = []
-        for project in (world.b, world.a):
+        for project in (world.c, world.b, world.a):
             try:
                 project.down_clean()
             except AssertionError as exc:
                 errors.append(str(exc))
+        if world.etcd is not None:
+            world.etcd.close()
         assert not errors, errors
 
 
-def test_a_request_crosses_from_one_project_to_the_other_over_mutual_tls(hosts: TwoHosts):
+def test_a_request_crosses_from_one_project_to_the_other_over_mutual_tls(hosts: Hosts):
     meshed_b = (hosts.dir_b / "compose.meshed.yaml").read_text()
     assert names.CONTROL not in meshed_b and names.CA_SECRET not in meshed_b
     assert not (hosts.dir_b / names.CA_DIR).exists()
@@ -183,7 +273,7 @@ def test_a_request_crosses_from_one_project_to_the_other_over_mutual_tls(hosts: 
     assert crossed >= 1, metrics[-2000:]
 
 
-def test_the_projects_share_no_network(hosts: TwoHosts):
+def test_the_projects_share_no_network(hosts: Hosts):
     def networks(project: ComposeProject, service: str) -> dict[str, str]:
         fmt = "{{json .NetworkSettings.Networks}}"
         raw = docker("inspect", "-f", fmt, project.container_id(service), timeout=30).stdout
@@ -200,3 +290,17 @@ def test_the_projects_share_no_network(hosts: TwoHosts):
     )
     out = hosts.b.exec("web", ["python3", "-c", probe], timeout=30).stdout
     assert out.startswith("refused"), out
+
+
+def test_a_joined_replica_serves_its_hosts_sidecars(hosts: Hosts):
+    """C's sidecar prefers C's replica (its ADS stream is there, not on A's control
+    plane) and still reaches catalog on A with its own identity."""
+    answer = wait_for("orders -> catalog across the projects",
+                      lambda: hosts.call_catalog(hosts.c, "orders"))  # fmt: skip
+    xfcc = answer["headers"].get("x-forwarded-client-cert", "")
+    assert f"URI=spiffe://{TD}/ns/default/sa/orders" in xfcc, answer["headers"]
+    on_c = wait_for("orders' stream on C's replica", lambda: "orders" in hosts.streams(hosts.c))
+    assert on_c
+    assert "orders" not in hosts.streams(hosts.a)
+    assert "catalog" in hosts.streams(hosts.a)
+    assert "catalog" not in hosts.streams(hosts.c)
