@@ -122,8 +122,18 @@ def check_options(options: InjectOptions) -> None:
         )
 
 
-def joined(options: InjectOptions) -> bool:
-    return bool(options.join)
+def check_host_ports(options: InjectOptions, taken: set[int]) -> None:
+    """The host ports a multi-node file publishes on every interface must be free in it."""
+    wanted = [options.gateway_port] if options.node is not None else []
+    if options.node is not None and local_control(options):
+        wanted += [BOOTSTRAP_PORT, XDS_PORT]
+    clash = [port for port in wanted if port in taken]
+    if clash:
+        raise UsageError(
+            f"host port(s) {', '.join(map(str, clash))} already published by the file; "
+            "the node gateway and control plane need them",
+            hint="choose another --gateway-port, or change the file's published ports",
+        )
 
 
 def local_control(options: InjectOptions) -> bool:

@@ -421,6 +421,7 @@ def make_plan(doc: ComposeDocument, options: InjectOptions) -> Plan:
     taken: set[int] = set()
     for service in services.values():
         taken |= host_ports(service_ports(service))
+    multinode.check_host_ports(options, taken)
     retarget: dict[str, str] = {}
     netns_names = {s.name for s in meshed if s.shape == "netns"}
     for name in known:

@@ -172,3 +172,15 @@ def test_a_user_service_named_like_the_gateway_is_refused(tmp_path: Path):
         inject_text(text, InjectOptions(**FIRST), source="compose.yaml")
     # without --node the name is free
     inject_text(text, InjectOptions(), source="compose.yaml")
+
+
+def test_host_ports_the_file_already_publishes_are_refused():
+    text = APP.replace('ports: ["8080:8080"]', 'ports: ["8080:8080", "15443:443"]')
+    with pytest.raises(UsageError, match=r"host port\(s\) 15443 already published"):
+        inject_text(text, InjectOptions(**FIRST), source="compose.yaml")
+    moved = inject_text(text, InjectOptions(**FIRST, gateway_port=16443), source="compose.yaml")
+    assert plain(moved.text)["services"][names.GATEWAY]["ports"] == ["16443:15443"]
+    text = APP.replace('ports: ["8080:8080"]', 'ports: ["8080:8080", "15012:80"]')
+    with pytest.raises(UsageError, match="15012 already published"):
+        inject_text(text, InjectOptions(**FIRST), source="compose.yaml")
+    inject_text(text, InjectOptions(**JOIN), source="compose.yaml")  # no control plane here
