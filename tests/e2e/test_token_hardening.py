@@ -7,7 +7,8 @@
   mesh.yaml raises the cap; a leaf asked for 30 days lives 24 h;
 - `gossamer proxy --token` still works but warns on stderr (the secret is in `ps`);
 - `gossamer token create --output-file F` writes F with mode 0600 and never replaces it
-  without --force.
+  without --force; `--count N --output-dir DIR` writes N such files, named as `inject
+  --join --token-dir` reads them, from the CA directory or through the API.
 """
 
 from __future__ import annotations
@@ -220,3 +221,42 @@ def test_output_file_is_0600_and_never_replaced_without_force(plane: Plane):
     assert forced.returncode == 0, forced.stderr
     assert target.read_text() != first
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_count_and_output_dir_write_token_files_for_another_host(plane: Plane):
+    def listed() -> int:
+        out = run_gossamer("token", "list", "--dir", str(plane.ca), "-o", "json").stdout
+        return len(json.loads(out))
+
+    out_dir = plane.tmp / "host-2"
+    before = listed()
+    made = run_gossamer("token", "create", "--service", "web", "--count", "3", "--dir",
+                        str(plane.ca), "--output-dir", str(out_dir))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    files = sorted(p.name for p in out_dir.iterdir())
+    assert files == ["web-1.token", "web-2.token", "web-3.token"]
+    secrets = {(out_dir / f).read_text() for f in files}
+    assert len(secrets) == 3 and all(s.startswith("gst1.") for s in secrets)
+    assert all(stat.S_IMODE((out_dir / f).stat().st_mode) == 0o600 for f in files)
+    assert "gst1." not in made.stdout + made.stderr
+    assert listed() == before + 3
+    again = run_gossamer("token", "create", "--service", "web", "--count", "3", "--dir",
+                         str(plane.ca), "--output-dir", str(out_dir))  # fmt: skip
+    assert again.returncode != 0 and "not overwriting" in again.stderr
+    assert listed() == before + 3  # refused before any token was made
+    both = run_gossamer("token", "create", "--service", "web", "--count", "2", "--dir",
+                        str(plane.ca), "--output-file", str(plane.tmp / "x.token"))  # fmt: skip
+    assert both.returncode != 0 and "--output-dir" in both.stderr
+    assert "Traceback" not in both.stderr
+    # through the operator API, in the reserved namespace: the file name says so
+    api = f"http://127.0.0.1:{plane.api_port}"
+    gw = run_gossamer("token", "create", "--service", "gateway", "--namespace",
+                      "gossamer-system", "--allow-address", "10.0.0.2", "--api", api,
+                      "--token", plane.admin, "--output-dir", str(out_dir))  # fmt: skip
+    assert gw.returncode == 0, gw.stderr
+    token = (out_dir / "gateway.gossamer-system.token").read_text().strip()
+    status, body = api_call(plane.api_port, "/v1/tokens", plane.admin)
+    assert status == 200, body
+    rows = body["tokens"]
+    row = next(r for r in rows if r["id"] == token.split(".")[1])
+    assert row["service"] == "gateway" and row["addresses"] == ["10.0.0.2"]
