@@ -13,7 +13,7 @@ from gossamer.errors import GossamerError, UsageError
 from gossamer.yamlconf import format_duration, parse_duration
 
 if TYPE_CHECKING:
-    from gossamer.compose.plan import InjectOptions
+    from gossamer.compose.options import InjectOptions
 
 
 def _names(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -180,7 +180,7 @@ def inject(
 ) -> None:
     from gossamer.compose import multinode
     from gossamer.compose.join_files import JoinInputs
-    from gossamer.compose.plan import InjectOptions
+    from gossamer.compose.options import InjectOptions
     from gossamer.compose.workflow import inject_file, relative_paths_warning
 
     if in_place and output is not None:

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gossamer.compose import folder_guard, generated_files, names
-from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
+from gossamer.compose.options import InjectOptions
+from gossamer.compose.plan import Plan, ServicePlan
 from gossamer.errors import GossamerError, UsageError
 from gossamer.fsutil import atomic_write, atomic_write_many
 

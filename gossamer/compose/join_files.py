@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.compose import folder_guard, names
-from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
+from gossamer.compose.options import InjectOptions
+from gossamer.compose.plan import Plan, ServicePlan
 from gossamer.errors import ConfigError, GossamerError, UsageError
 from gossamer.fsutil import atomic_write
 

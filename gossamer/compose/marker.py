@@ -22,7 +22,8 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 from gossamer.compose import names
 from gossamer.compose.comments import set_before
 from gossamer.compose.document import ComposeDocument, line_of
-from gossamer.compose.plan import GATEWAY_PORT, InjectOptions, Plan
+from gossamer.compose.options import GATEWAY_PORT, InjectOptions
+from gossamer.compose.plan import Plan
 from gossamer.errors import ConfigError, UsageError
 
 FORMAT = 1

@@ -32,7 +32,8 @@ from gossamer.contract.ports import BOOTSTRAP_PORT, XDS_PORT
 from gossamer.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
+    from gossamer.compose.options import InjectOptions
+    from gossamer.compose.plan import Plan, ServicePlan
 
 GATEWAY_PORT = 15443  # `gossamer gateway --listen`'s default (Istio's east-west port)
 GATEWAY_ADMIN_PORT = 15021  # `gossamer gateway --admin-port`'s default
@@ -215,14 +216,9 @@ def gateway_service(plan: Plan, options: InjectOptions) -> CommentedMap:
             [(names.CONTROL, services.condition("service_healthy"))]
         )
     probe = services.http_probe(GATEWAY_ADMIN_PORT, services.READY_PATH)
-    check = CommentedMap()
-    check["test"] = _flow(["CMD", "python3", "-c", probe])
-    check["interval"] = "5s"
-    check["timeout"] = "3s"
-    check["retries"] = 3
-    check["start_period"] = "60s"
-    check["start_interval"] = "1s"
-    gateway["healthcheck"] = check
+    gateway["healthcheck"] = services.healthcheck(
+        ["CMD", "python3", "-c", probe], start_period="60s"
+    )
     gateway["restart"] = "unless-stopped"
     return gateway
 

@@ -22,7 +22,8 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 from gossamer.compose import generated_files, multinode, names, services
 from gossamer.compose.comments import append, kept_tail, move_key, seq_to_map, set_before
 from gossamer.compose.document import ComposeDocument
-from gossamer.compose.plan import NETWORK_KEYS, InjectOptions, Plan, ServicePlan
+from gossamer.compose.options import InjectOptions
+from gossamer.compose.plan import NETWORK_KEYS, Plan, ServicePlan
 
 GENERATED_HEADER = {
     "transparent": "Added by gossamer inject: for each meshed service its network namespace\n"

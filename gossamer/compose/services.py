@@ -37,7 +37,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from gossamer.compose import multinode, names
-from gossamer.compose.plan import InjectOptions, Plan, ServicePlan
+from gossamer.compose.options import InjectOptions
+from gossamer.compose.plan import Plan, ServicePlan
 from gossamer.contract.ports import (
     ADMIN_PORT,
     API_PORT,
@@ -183,7 +184,7 @@ def sidecar_command(sp: ServicePlan, options: InjectOptions) -> list[str]:
     return args
 
 
-def _healthcheck(test: list[str], *, start_period: str) -> CommentedMap:
+def healthcheck(test: list[str], *, start_period: str) -> CommentedMap:
     check = CommentedMap()
     check["test"] = _flow(test)
     check["interval"] = "5s"
@@ -245,7 +246,7 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     if depends:
         proxy["depends_on"] = depends
     probe = sidecar_ready_probe(ADMIN_PORT + sp.port_offset)
-    proxy["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="60s")
+    proxy["healthcheck"] = healthcheck(["CMD", "python3", "-c", probe], start_period="60s")
     proxy["restart"] = "unless-stopped"
     _profiles(proxy, sp)
     return proxy
@@ -313,7 +314,7 @@ def control_plane(plan: Plan, options: InjectOptions, notes: list[str]) -> Comme
     ports += multinode.control_ports(options)  # other hosts join through these
     _ports(control, ports)
     probe = http_probe(API_PORT, HEALTH_PATH)
-    control["healthcheck"] = _healthcheck(["CMD", "python3", "-c", probe], start_period="30s")
+    control["healthcheck"] = healthcheck(["CMD", "python3", "-c", probe], start_period="30s")
     control["restart"] = "unless-stopped"
     return control
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from gossamer.compose import bootstrap, join_files, marker
 from gossamer.compose.document import load_compose
 from gossamer.compose.inject import InjectResult, inject_text, render, uninject_text
-from gossamer.compose.plan import InjectOptions
+from gossamer.compose.options import InjectOptions
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.fsutil import atomic_write
 

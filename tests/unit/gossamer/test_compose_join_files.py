@@ -13,7 +13,7 @@ from gossamer.certs.intermediates import issue_local
 from gossamer.certs.tokens import TokenStore
 from gossamer.compose import names
 from gossamer.compose.join_files import JoinInputs, replica_mesh
-from gossamer.compose.plan import InjectOptions
+from gossamer.compose.options import InjectOptions
 from gossamer.compose.workflow import inject_file
 from gossamer.errors import ConfigError, UsageError
 from tests.helpers.compose import plain

@@ -9,7 +9,7 @@ import pytest
 
 from gossamer.compose import multinode, names
 from gossamer.compose.inject import inject_text, uninject_text
-from gossamer.compose.plan import InjectOptions
+from gossamer.compose.options import InjectOptions
 from gossamer.compose.validate import semantic_problems
 from gossamer.errors import UsageError
 from tests.helpers.compose import plain
