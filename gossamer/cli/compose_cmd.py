@@ -273,9 +273,9 @@ def inject(
     if result.options.node is not None:
         gw = multinode.gateway_advertise(result.options)
         _say(f"  node gateway {names.GATEWAY}: other hosts reach this one at {gw}")
-        if result.options.mode == "transparent":
-            _say("  note: in transparent mode the names of services that live only on other "
-                 "hosts do not resolve here yet; --mode explicit reaches them by name")  # fmt: skip
+        if result.options.mode == "transparent" and not result.options.dns_capture:
+            _say("  note: with --no-dns-capture the names of services that live only on "
+                 "other hosts do not resolve here; --mode explicit reaches them by name")  # fmt: skip
     if outcome.output is not None:
         warning = relative_paths_warning(file, outcome.output)
         if warning:
