@@ -64,7 +64,7 @@ DEFAULT_LEASE_TTL = 10.0
 class Registration(Protocol):
     async def set_health(self, health: Health) -> object: ...
 
-    async def close(self) -> None: ...
+    async def close(self, *, deregister: bool = False) -> None: ...
 
 
 class Registrar(Protocol):
@@ -208,6 +208,7 @@ class RegistrationService:
             "instance registered",
             extra={"fields": {"service": str(key), "instance": endpoint.instance_id}},
         )
+        ended_by_sidecar = False  # it closed its side: it is leaving, not moving
         try:
             yield mesh_pb2.RegisterResponse(status="registered")
             async for message in requests:
@@ -222,8 +223,9 @@ class RegistrationService:
                     continue
                 await registration.set_health(health)
                 yield mesh_pb2.RegisterResponse(status="updated", message=health.value)
+            ended_by_sidecar = True
         finally:
-            await registration.close()
+            await registration.close(deregister=ended_by_sidecar)
             log.info(
                 "instance deregistered",
                 extra={"fields": {"service": str(key), "instance": endpoint.instance_id}},

@@ -147,6 +147,7 @@ class ControlPlane:
             and control.store == "embedded"
             and (Path(control.data_dir) / REGISTRY_FILE).exists()
         )
+        hold = control.lease_ttl if restarted else 0.0
         store = self._store or open_store(control.store, data_dir=control.data_dir)
         self.link = RegistryLink(store, self.publisher.set_state)
         if self._secure:
@@ -166,19 +167,19 @@ class ControlPlane:
         self._presence = presence_for(store, control.lease_ttl)
         if self._presence is not None:
             # every replica gone for a lease TTL: the sidecars' registrations went too
-            restarted = await self._presence.announce()
+            hold = await self._presence.announce()
         if self.security is not None:
             self.security.shared.on_change = self.trust.shared_changed.set
             await self.security.shared.start()
             await self.security.publish()  # this replica's CRLs before its first leaf
         self.trust.refresh_bundle()
-        if restarted:
-            self.publisher.hold(control.lease_ttl)
+        if hold > 0:
+            self.publisher.hold(hold)
             event(
                 log,
                 logging.INFO,
                 "waiting for sidecars to register again before serving configuration",
-                seconds=control.lease_ttl,
+                seconds=round(hold, 3),
             )
         self.publisher.publish()  # snapshots exist before the first client can connect
         if self.security is not None:
@@ -325,6 +326,7 @@ class ControlPlane:
             # other replicas share the registry: this one's sidecars move there and
             # take their instances over, so their endpoints must not go away meanwhile
             self.link.registry.leave_leases()
+            self._presence.leave()  # a restart within a lease TTL finds them all there
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

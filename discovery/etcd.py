@@ -200,11 +200,8 @@ class EtcdStore(Store):
         return next_delay
 
     async def call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run one etcd call, retrying while etcd is unreachable, up to retry_timeout.
-
-        Public because the control plane's other etcd-shared state (tokens, revocations,
-        the trust bundle: control/etcd_security.py, etcd_mirror.py) uses this store's
-        connection with the same retry policy and errors."""
+        """Run one etcd call, retrying while etcd is unreachable, up to retry_timeout
+        (also for the control plane's other shared state: control/etcd_security.py)."""
         deadline = time.monotonic() + self.retry_timeout
         next_delay = self._delays()
         attempt = 0
@@ -228,8 +225,7 @@ class EtcdStore(Store):
             await asyncio.sleep(min(next_delay(), left))
 
     async def txn(self, compare: list[Any], success: list[Any]) -> tuple[bool, Any]:
-        """One transaction, not retried (wrap it in `call`); aetcd's own helper drops the
-        response header whose revision callers need."""
+        """One transaction, not retried (wrap it in `call`); keeps the response header."""
         request = rpc.TxnRequest(compare=[c.build_message() for c in compare], success=success)
         response = await self.client.kvstub.Txn(request, timeout=self._rpc_timeout)
         return bool(response.succeeded), response

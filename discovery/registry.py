@@ -133,7 +133,8 @@ class Registry:
 
         An instance id already held by another owner is a ConfigError, unless
         `takeover` is set and the holder is another lease (a sidecar that reconnected
-        before its old lease ran out): that lease is then revoked first.
+        before its old lease ran out): the instance then passes to the new lease in one
+        write, and the old lease is revoked (best effort: it holds nothing any more).
         """
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
             raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}", field="ttl")
@@ -160,7 +161,8 @@ class Registry:
                 # one write hands the instance over (callers never see it missing), then
                 # the old lease ends holding nothing
                 revision = await self.store.put_endpoint(owned, lease=lease, replacing=holder.owner)
-                with contextlib.suppress(NotFound):
+                # a failure here must not undo the takeover: the old lease runs out
+                with contextlib.suppress(GossamerError):
                     await self.store.revoke_lease(int(holder.owner.removeprefix("lease:")))
         except BaseException:
             with contextlib.suppress(GossamerError):
@@ -210,9 +212,10 @@ class Registration:
             await self._renew()  # the lease was lost: register again, with this health
         return self.revision
 
-    async def close(self) -> None:
-        """Deregister: stop the keep-alives and revoke the lease (deleting the endpoint),
-        or, after `Registry.leave_leases()`, leave the lease to run out."""
+    async def close(self, *, deregister: bool = False) -> None:
+        """Stop the keep-alives and revoke the lease (deleting the endpoint); after
+        `Registry.leave_leases()` leave the lease to run out instead, unless the sidecar
+        itself asked to leave (`deregister`)."""
         if self._closed:
             return
         self._closed = True
@@ -221,7 +224,7 @@ class Registration:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._registry.leaving_leases:
+        if self._registry.leaving_leases and not deregister:
             return
         try:
             await self._store.revoke_lease(self.lease)

@@ -272,7 +272,7 @@ def choose_subnet(run: Run = run_command) -> Subnet:
         prefix = f"{SUBNET_BASE}.{n}"
         if f"{prefix}." not in used:
             return Subnet(prefix)
-    raise GossamerError(f"no free /24 left in {SUBNET_BASE}.0.0/16 for --isolate")
+    raise GossamerError(f"no free /24 left in {SUBNET_BASE}.0.0/16 for the namespaces' bridge")
 
 
 def setup_lock() -> contextlib.AbstractContextManager[None]:

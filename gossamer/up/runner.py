@@ -193,7 +193,11 @@ class DemoMesh:
 
     def _finish(self, deadline: float, progress: Callable[[str], None]) -> None:
         self._wait("no complete answer through the mesh", self._mesh_answers, deadline)
-        hops = "across nodes through their gateways" if self.layout.nodes else "through the mesh"
+        hops = (
+            "across nodes through their gateways"
+            if len(self.layout.nodes) > 1
+            else "through the mesh"
+        )
         progress(f"web -> catalog -> inventory answered {hops}")
         entry = self.layout.entry
         self.loadgen = self.supervisor.start(

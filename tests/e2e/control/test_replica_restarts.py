@@ -5,16 +5,16 @@ control` replicas, real sidecars):
   sidecars move to the other replica and take their instances over, and the endpoint
   key in etcd is never deleted in between (its create revision stays the same);
 - a replica that starts while another runs, or on a new mesh, serves at once; one that
-  starts after every replica has been gone for a lease TTL holds configuration for one
-  lease TTL, so reconnecting sidecars register again before any of them is served a
-  registry without the others (control/replica_presence.py).
+  starts after every replica has been gone for a lease TTL holds configuration, and so
+  does a second one back from the same outage (until the first one's deadline), so
+  reconnecting sidecars register again before any of them is served a registry without
+  the others (control/replica_presence.py).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -72,9 +72,22 @@ def test_a_stopped_replicas_sidecars_keep_their_endpoints(tmp_path: Path, etcd_s
             mesh.close()
 
 
+def live_replicas(etcd: EtcdCluster, prefix: str) -> int:
+    done = subprocess.run(
+        ["etcdctl", f"--endpoints={','.join(etcd.endpoints)}", "get", "--prefix",
+         "--keys-only", f"{prefix}.replicas/live/"],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    return len([line for line in done.stdout.splitlines() if line.strip()])
+
+
 def test_a_replica_back_after_every_replica_was_gone_holds(tmp_path: Path, etcd_server) -> None:
+    prefix = "/outage"
     with processes() as procs:
-        mesh = ReplicatedMesh(tmp_path, procs, etcd_server.store_url("/outage"), ["a", "b", "c"])
+        # a lease TTL long enough that "within the TTL" survives a slow start-up
+        mesh = ReplicatedMesh(
+            tmp_path, procs, etcd_server.store_url(prefix), ["a", "b", "c"], lease_ttl="10s"
+        )
         try:
             mesh.start("a")  # a new mesh: nothing to wait for
             mesh.start("b")  # another replica runs: its sidecars' leases are alive
@@ -82,13 +95,16 @@ def test_a_replica_back_after_every_replica_was_gone_holds(tmp_path: Path, etcd_
             mesh.sidecar("catalog", mesh.app("catalog-1"))
             mesh.kill("a")
             mesh.kill("b")  # every replica gone, as in a power cut
-            gone = time.monotonic()
-            time.sleep(1.0)
-            mesh.start("c")  # within the lease TTL (3 s): the replicas' keys are still live
+            assert live_replicas(etcd_server, prefix) == 2  # their keys outlive them
+            mesh.start("c")  # within the lease TTL: registrations are intact
+            assert live_replicas(etcd_server, prefix) == 3
             assert HOLDING not in log_of(mesh, "c")
             mesh.kill("c")
-            time.sleep(max(0.0, gone + 3 + 2.5 - time.monotonic()))  # past the TTL
+            wait_for(lambda: live_replicas(etcd_server, prefix) == 0, timeout=20,
+                     interval=0.2, what="every replica's key to expire")  # fmt: skip
             mesh.start("a")
             assert HOLDING in log_of(mesh, "a")
+            mesh.start("b")  # back from the same outage: holds until a's deadline
+            assert HOLDING in log_of(mesh, "b")
         finally:
             mesh.close()

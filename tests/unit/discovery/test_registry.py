@@ -14,6 +14,7 @@ from gossamer.contract.vocabulary import Health
 from gossamer.discovery.embedded import EmbeddedStore
 from gossamer.discovery.model import Endpoint, EventKind, Service, ServicePort
 from gossamer.discovery.registry import Registry
+from gossamer.discovery.store import StoreUnavailable
 from gossamer.errors import ConfigError, NotFound
 
 A = Service("a", ports=(ServicePort(80),))
@@ -152,6 +153,32 @@ async def test_takeover_never_shows_the_instance_missing(registry: Registry):
         await registry.store.keep_alive(first.lease)  # the old lease is gone...
     state = await registry.state()  # ...and the instance stayed with the new one
     assert state.endpoints[(A.key, "pod-1")].owner == f"lease:{second.lease}"
+
+
+async def test_a_failed_revoke_of_the_old_lease_keeps_the_takeover(registry: Registry):
+    first = await registry.register(sidecar("pod-1"), ttl=30)
+    revoke = registry.store.revoke_lease
+
+    async def failing(lease: int) -> int:
+        if lease == first.lease:
+            raise StoreUnavailable("etcd went away for a moment")
+        return await revoke(lease)
+
+    registry.store.revoke_lease = failing  # type: ignore[method-assign]
+    second = await registry.register(sidecar("pod-1"), ttl=30, takeover=True)
+    state = await registry.state()
+    assert state.endpoints[(A.key, "pod-1")].owner == f"lease:{second.lease}"
+
+
+async def test_leaving_leases_keeps_moving_instances_but_not_leaving_ones(registry: Registry):
+    moving = await registry.register(sidecar("pod-1"), ttl=30)
+    leaving = await registry.register(sidecar("pod-2"), ttl=30)
+    registry.leave_leases()  # this replica stops; another one shares the store
+    await moving.close()  # its stream was cut: the sidecar moves to another replica
+    await leaving.close(deregister=True)  # the sidecar closed its stream: it leaves
+    endpoints = (await registry.state()).endpoints
+    assert (A.key, "pod-1") in endpoints and (A.key, "pod-2") not in endpoints
+    await registry.store.keep_alive(moving.lease)  # left to run out, not revoked
 
 
 async def test_a_lost_lease_is_replaced_by_registering_again(registry: Registry):
