@@ -20,7 +20,9 @@ A node accepts from other nodes (its INPUT chain, `firewall_rules`) only its gat
 15443, its replica's three ports, its etcd member's two and its sidecars' metrics ports
 (`GET /metrics` only: any replica scrapes every sidecar for `stat` and the dashboard);
 apps, sidecars' inbound, outbound and admin ports stay node-internal, so cross-node
-traffic goes through the gateways.
+traffic goes through the gateways. etcd has no TLS nor authentication in this demo, so
+each node's OUTPUT chain lets only root (replicas, etcd members) connect to 2379/2380:
+apps (uid 65534) and sidecars (uid 1337) cannot reach any member, on their node or not.
 """
 
 from __future__ import annotations
@@ -157,9 +159,16 @@ def open_ports(layout: Layout, node: Node) -> list[int]:
 
 
 def firewall_rules(layout: Layout, node: Node) -> list[list[str]]:
-    """iptables rules (for `iptables -w -A`) of the node's INPUT chain: from `eth0`,
-    replies and the open ports only."""
-    rules = [["INPUT", "-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+    """iptables rules (for `iptables -w -A`) of the node: its INPUT chain accepts from
+    `eth0` replies and the open ports only; its OUTPUT chain lets only root (the
+    replicas, the etcd members) reach etcd, which has no authentication here: an app or
+    a sidecar that could write there could add a root to the mesh's trust bundle."""
+    etcd_ports = f"{ETCD_CLIENT_PORT},{ETCD_PEER_PORT}"
+    # only connection attempts (SYN): a closed socket's last packets have no owner, and
+    # rejecting those would leave its peer's side, and the namespace, waiting for minutes
+    rules = [["OUTPUT", "-p", "tcp", "--syn", "-m", "multiport", "--dports", etcd_ports,
+              "-m", "owner", "!", "--uid-owner", "0", "-j", "REJECT"],
+             ["INPUT", "-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
               "-j", "ACCEPT"]]  # fmt: skip
     rules += [
         ["INPUT", "-i", "eth0", "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]

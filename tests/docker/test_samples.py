@@ -27,7 +27,9 @@ Builds are cached under `gossamer-sample/<sample>-<image>:<hash of its folder>`.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import shutil
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -153,9 +155,19 @@ def http_get(project: ComposeProject, service: str, port: int, path: str) -> str
     """GET `path` from the host on the port SERVICE's `port` is published on (its
     `-netns` container holds the ports once injected); the body, after a 200."""
     host, host_port = project.port(f"{service}-netns", port)
-    with urllib.request.urlopen(f"http://{host}:{host_port}{path}", timeout=10) as resp:
-        assert resp.status == 200
-        return str(resp.read().decode())
+    # Compose reports a service without a health check up once it started, maybe before
+    # its app listens: Docker's port proxy then closes the connection without a reply.
+    # Such a request never reached the app (a count the app keeps would show a repeat).
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{host_port}{path}", timeout=10) as resp:
+                assert resp.status == 200
+                return str(resp.read().decode())
+        except (ConnectionResetError, http.client.RemoteDisconnected):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def spiffe_id(service: str) -> str:

@@ -139,6 +139,14 @@ def check_isolation(status: dict[str, Any]) -> None:
     assert reachable(one["netns"], internal) == {internal: True}  # it listens, on its node
     assert reachable(two["netns"], internal, admin, gateway, replica) == {
         internal: False, admin: False, gateway: True, replica: True}  # fmt: skip
+    # etcd (no authentication in the demo): root reaches it, an app's uid does not, on
+    # its own node or another
+    etcd_one, etcd_two = f"{one['address']}:2379", f"{two['address']}:2379"
+    assert reachable(two["netns"], etcd_one, etcd_two) == {etcd_one: True, etcd_two: True}
+    as_app = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    out = in_node(two["netns"], *as_app, sys.executable, "-c", CONNECT, etcd_one, etcd_two)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {etcd_one: False, etcd_two: False}
 
 
 def stop_with(up: Up, sig: signal.Signals, nodes: int) -> None:
@@ -156,8 +164,12 @@ def stop_with(up: Up, sig: signal.Signals, nodes: int) -> None:
     assert mentioning(str(up.state)) == []  # the etcd members' data dirs are in it
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"gup-{run_id}-" not in left, left
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert f"gupb{run_id}" not in links and f"gup{run_id}v" not in links
+
+    def links_gone() -> bool:  # the kernel frees a deleted namespace's veths lazily
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        return f"gupb{run_id}" not in links and f"gup{run_id}v" not in links
+
+    wait_for(links_gone, timeout=15, interval=0.2, what="the run's bridge and veths gone")
     rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
     assert f"gossamer-up-{run_id}" not in rules
     assert not any(p.name.startswith(f"gup-{run_id}-") for p in Path("/etc/netns").glob("*"))

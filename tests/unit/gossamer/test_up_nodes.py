@@ -128,6 +128,10 @@ def test_replica_gateway_and_etcd_commands(tmp_path: Path):
 def test_firewall_opens_gateway_replica_etcd_and_metrics_ports_only():
     layout = three()
     rules = nodes.firewall_rules(layout, layout.nodes[2])
+    output = [r for r in rules if r[0] == "OUTPUT"]
+    assert output == [["OUTPUT", "-p", "tcp", "--syn", "-m", "multiport", "--dports", "2379,2380",
+                       "-m", "owner", "!", "--uid-owner", "0", "-j", "REJECT"]]  # fmt: skip
+    rules = [r for r in rules if r[0] == "INPUT"]
     assert rules[0][-4:] == ["--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
     assert rules[-1] == ["INPUT", "-i", "eth0", "-j", "DROP"]
     opened = {int(r[r.index("--dport") + 1]) for r in rules if "--dport" in r}
