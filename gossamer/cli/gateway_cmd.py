@@ -43,11 +43,26 @@ def _required_node(ctx: click.Context, param: click.Parameter, value: str) -> st
     "plane; the address must be the one the control plane sees the gateway "
     "connect from, or one its join token allows).",
 )
-@click.option("--control", required=True, help="Control plane xDS address HOST:PORT (mutual TLS).")
+@click.option(
+    "--control",
+    required=True,
+    help="Control plane xDS address HOST:PORT (mutual TLS), or several replicas' as "
+    "HOST:PORT,HOST:PORT,... in preference order (this node's first), or a name resolving "
+    "to several addresses. The gateway moves to the next replica when its replica fails, "
+    "and back when the first answers again (as gossamer proxy).",
+)
 @click.option(
     "--bootstrap",
-    help=f"Control plane bootstrap address HOST:PORT [default: --control's host, "
-    f"port {ports.BOOTSTRAP_PORT}].",
+    help=f"Control plane bootstrap address(es) HOST:PORT[,HOST:PORT...], tried in turn "
+    f"[default: each --control host, port {ports.BOOTSTRAP_PORT}].",
+)
+@click.option(
+    "--control-probe-interval",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between probes of the preferred control-plane replica while the gateway "
+    "uses another one (jittered by 20%).",
 )
 @click.option(
     "--token-file",
@@ -123,7 +138,7 @@ def gateway(**opts: Any) -> None:
 
     \b
     gossamer gateway --node node-2 --listen 0.0.0.0:15443 --advertise 10.0.0.2:15443 \\
-        --control 10.0.0.1:15012 --token-file gateway.token
+        --control 10.0.0.2:15012,10.0.0.1:15012 --token-file gateway.token
     """
     from gossamer.proxy.gateway.main import GatewaySettings, run
 

@@ -9,6 +9,10 @@ Bootstrap (join token `gst1.<id>.<secret>.<pin>`):
 3. Receive the leaf chain and the trust bundle; from now on the sidecar uses mutual TLS.
 Renewal sends a new CSR over the mutual-TLS channel, with no token.
 
+With several bootstrap addresses (control-plane replicas), `bootstrap_in_turn` tries
+them in order and, once all failed, again after a jittered back-off, until one answers
+(the sidecar's and the gateway's agents both start with it).
+
 The calls go through the sidecar's own small gRPC client (transport/grpc_client.py).
 """
 
@@ -16,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import random
 import socket
 import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +39,13 @@ from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import CONTROL_TLS_NAME
 from gossamer.contract.rpc import CERTIFY
 from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
-from gossamer.proxy.agent.channels import plane_channel
+from gossamer.logs import event
+from gossamer.proxy.agent.channels import plane_channel, reconnect_delay
+from gossamer.proxy.agent.replicas import Address, format_address
 from gossamer.proxy.transport.grpc_client import Channel, GrpcError
 from gossamer.proxy.transport.tls_contexts import _load_chain
+
+log = logging.getLogger("gossamer.proxy.agent.bootstrap")
 
 
 class BootstrapError(GossamerError):
@@ -167,6 +178,32 @@ async def bootstrap(
     async with plane_channel(host, port, _client_context(root_pem), keepalive=0) as channel:
         reply = await _certify(channel, request, timeout, "certification with the join token")
     return _credentials(key_to_pem(key), reply)
+
+
+async def bootstrap_in_turn(
+    addresses: Sequence[Address],
+    certify: Callable[[str, int], Awaitable[WorkloadCredentials]],
+    rng: random.Random,
+    max_backoff: float,
+) -> WorkloadCredentials:
+    """`certify(host, port)` at each bootstrap address in turn until one answers; after a
+    round where every one was unreachable, a jittered back-off. Any error other than an
+    unreachable control plane (a refused token, a pin that matches no root) is raised."""
+    attempt = 0
+    while True:
+        error = "no bootstrap address"
+        for host, port in addresses:
+            try:
+                return await certify(host, port)
+            except UpstreamConnectError as exc:
+                error = exc.message
+                event(log, logging.WARNING, "control plane unreachable for bootstrap",
+                      target=format_address((host, port)), error=error)  # fmt: skip
+        attempt += 1
+        delay = reconnect_delay(attempt, rng, cap=max_backoff)
+        event(log, logging.WARNING, "control plane unreachable; retrying", error=error,
+              retry_in=round(delay, 2))  # fmt: skip
+        await asyncio.sleep(delay)
 
 
 def _csr_without_san(key: Any) -> bytes:

@@ -28,7 +28,7 @@ import logging
 import random
 import ssl
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gossamer.contract.identity import CONTROL_TLS_NAME
 from gossamer.logs import event
@@ -96,6 +96,16 @@ class ControlChannels:
     @property
     def target(self) -> str:
         return format_address(self.replicas.address)
+
+    def status(self) -> dict[str, Any]:
+        """The replicas as `/config_dump` (sidecar) and `/ready` (gateway) show them."""
+        replicas = self.replicas
+        return {
+            "current": self.target,
+            "preferred": replicas.preferred,
+            "addresses": [format_address(a) for a in replicas.addresses],
+            "moves": replicas.moves,
+        }
 
     def _channel(self, index: int) -> Channel:
         host, port = self.replicas.addresses[index]

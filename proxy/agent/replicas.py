@@ -57,10 +57,14 @@ def fails_over(status_name: str) -> bool:
     return status_name in FAILOVER_STATUSES
 
 
-def parse_hostport(text: str, flag: str) -> Address:
-    """`HOST:PORT` (IPv6 in brackets) -> (host, port); a UsageError names the flag."""
+def parse_hostport(text: str, flag: str, *, listed: bool = True) -> Address:
+    """`HOST:PORT` (IPv6 in brackets) -> (host, port); a UsageError names the flag (and,
+    for a flag that takes a list, `listed`, says so)."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    bad_host = not host or "," in host
+    if not sep or bad_host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not listed:
+            raise UsageError(f"{flag} {text!r}: expected HOST:PORT")
         raise UsageError(
             f"{flag} {text!r}: expected HOST:PORT or a comma-separated list of them",
             hint=f"e.g. {flag} control-a:15012,control-b:15012",

@@ -62,10 +62,16 @@ from gossamer.certs.spiffe import SpiffeId
 from gossamer.contract import mesh_pb2
 from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
 from gossamer.logs import event
-from gossamer.proxy.agent.bootstrap import WorkloadCredentials, bootstrap, mtls_context, renew
-from gossamer.proxy.agent.channels import ControlChannels, reconnect_delay
+from gossamer.proxy.agent.bootstrap import (
+    WorkloadCredentials,
+    bootstrap,
+    bootstrap_in_turn,
+    mtls_context,
+    renew,
+)
+from gossamer.proxy.agent.channels import ControlChannels
 from gossamer.proxy.agent.registration import Registration
-from gossamer.proxy.agent.replicas import Address, ReplicaSet, format_address
+from gossamer.proxy.agent.replicas import Address, ReplicaSet
 from gossamer.proxy.agent.state_keeper import StateKeeper
 from gossamer.proxy.config import NodeInfo
 from gossamer.proxy.sidecar import Sidecar
@@ -145,26 +151,9 @@ class Agent:
                 "and no join token",
                 hint="give --token-file (or $GOSSAMER_TOKEN) for the first start",
             )
-        addresses = self.options.bootstrap
-        attempt = 0
-        while True:
-            for host, port in addresses:
-                try:
-                    return await self._bootstrap_at(host, port)
-                except UpstreamConnectError as exc:
-                    error = exc.message
-                    event(log, logging.WARNING, "control plane unreachable for bootstrap",
-                          target=format_address((host, port)), error=error)  # fmt: skip
-            attempt += 1
-            delay = reconnect_delay(attempt, self.rng, cap=self.options.max_backoff)
-            event(
-                log,
-                logging.WARNING,
-                "control plane unreachable; retrying",
-                error=error,
-                retry_in=round(delay, 2),
-            )
-            await asyncio.sleep(delay)
+        return await bootstrap_in_turn(
+            self.options.bootstrap, self._bootstrap_at, self.rng, self.options.max_backoff
+        )
 
     async def _bootstrap_at(self, host: str, port: int) -> WorkloadCredentials:
         node = self.sidecar.options.node
@@ -265,12 +254,8 @@ class Agent:
     def _xds_status(self, *, resources: bool = False) -> dict[str, Any]:
         assert self.xds is not None and self.channels is not None
         out = self.xds.status(resources=resources)
-        replicas = self.channels.replicas
         out["control_plane"] = {
-            "current": self.channels.target,
-            "preferred": replicas.preferred,
-            "addresses": [format_address(a) for a in replicas.addresses],
-            "moves": replicas.moves,
+            **self.channels.status(),
             "registered_at": self.registration.target if self.registration else "",
             "started_from_state": self.restored,
         }

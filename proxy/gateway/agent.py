@@ -10,8 +10,12 @@ nodes"), with the reserved identity `spiffe://<td>/ns/gossamer-system/sa/gateway
 join token must be made for service `gateway` in namespace `gossamer-system`, which
 only an admin (or the CA directory's owner) can do. The pieces are the sidecar's:
 
-- bootstrap with the join token (proxy/agent/bootstrap.py), then one mutual-TLS
-  channel to `--control` (proxy/agent/channels.py);
+- bootstrap with the join token (proxy/agent/bootstrap.py `bootstrap_in_turn`: the
+  `--bootstrap` addresses in turn), then the mutual-TLS channel to the current
+  control-plane replica (proxy/agent/channels.py, replicas.py): `--control a,b` lists
+  replicas in preference order, this node's first; ADS, registration and renewal move
+  to the next one when theirs fails and back to the first when a probe (every
+  `--control-probe-interval` seconds) finds it answering, exactly as a sidecar's;
 - the registration stream (proxy/agent/registration.py) registers an instance of the
   gateway service whose address and port are `--advertise` and whose `node` is
   `--node`: the control plane then serves other nodes' sidecars this node's instances
@@ -43,9 +47,16 @@ from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import CONTROL_NAMESPACE, GATEWAY_SERVICE
 from gossamer.errors import GossamerError, UpstreamConnectError
 from gossamer.logs import event
-from gossamer.proxy.agent.bootstrap import WorkloadCredentials, bootstrap, mtls_context, renew
-from gossamer.proxy.agent.channels import ControlChannels, reconnect_delay
+from gossamer.proxy.agent.bootstrap import (
+    WorkloadCredentials,
+    bootstrap,
+    bootstrap_in_turn,
+    mtls_context,
+    renew,
+)
+from gossamer.proxy.agent.channels import ControlChannels
 from gossamer.proxy.agent.registration import Registration
+from gossamer.proxy.agent.replicas import DEFAULT_PROBE_INTERVAL, Address, ReplicaSet
 from gossamer.proxy.config import NodeInfo, ProxyConfig
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 from gossamer.proxy.xds.client import XdsClient
@@ -57,13 +68,14 @@ log = logging.getLogger("gossamer.proxy.gateway.agent")
 class GatewayAgentOptions:
     node: str
     zone: str
-    advertise: tuple[str, int]
-    control: tuple[str, int]
-    bootstrap: tuple[str, int]
+    advertise: Address
+    control: tuple[Address, ...]  # in preference order: this node's replica first
+    bootstrap: tuple[Address, ...]
     token: str
     instance_id: str
     cert_ttl: int = 0
     max_backoff: float = 5.0
+    probe_interval: float = DEFAULT_PROBE_INTERVAL  # of the preferred replica, when away
 
 
 class GatewayAgent:
@@ -85,20 +97,15 @@ class GatewayAgent:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _bootstrap(self) -> WorkloadCredentials:
-        host, port = self.options.bootstrap
-        attempt = 0
-        while True:
-            try:
-                return await bootstrap(
-                    host, port, self.options.token, GATEWAY_SERVICE, CONTROL_NAMESPACE,
-                    ttl_seconds=self.options.cert_ttl, instance_id=self.options.instance_id,
-                )  # fmt: skip
-            except UpstreamConnectError as exc:
-                attempt += 1
-                delay = reconnect_delay(attempt, self.rng, cap=self.options.max_backoff)
-                event(log, logging.WARNING, "control plane unreachable; retrying",
-                      error=exc.message, retry_in=round(delay, 2))  # fmt: skip
-                await asyncio.sleep(delay)
+        opts = self.options
+
+        async def certify(host: str, port: int) -> WorkloadCredentials:
+            return await bootstrap(
+                host, port, opts.token, GATEWAY_SERVICE, CONTROL_NAMESPACE,
+                ttl_seconds=opts.cert_ttl, instance_id=opts.instance_id,
+            )  # fmt: skip
+
+        return await bootstrap_in_turn(opts.bootstrap, certify, self.rng, opts.max_backoff)
 
     def instance(self) -> mesh_pb2.Instance:
         opts = self.options
@@ -117,7 +124,8 @@ class GatewayAgent:
         creds = self.credentials = await self._bootstrap()
         opts = self.options
         trust_domain = SpiffeId.parse(creds.spiffe_id).trust_domain
-        self.channels = ControlChannels(opts.control, mtls_context(creds))
+        replicas = ReplicaSet(opts.control, probe_interval=opts.probe_interval, rng=self.rng)
+        self.channels = ControlChannels(replicas, mtls_context(creds))
         node = NodeInfo(GATEWAY_SERVICE, CONTROL_NAMESPACE, opts.zone, opts.node, trust_domain)
         self.xds = XdsClient(
             node,
@@ -130,12 +138,15 @@ class GatewayAgent:
             max_backoff=opts.max_backoff,
         )
         self.registration = Registration(self.channels, self.instance(), rng=self.rng)
+        self.channels.on_move += [self.xds.restart, self.registration.move]
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.xds.run(), name="xds"),
             loop.create_task(self.registration.run(), name="registration"),
             loop.create_task(self._renewals(), name="renewal"),
         ]
+        if replicas.several:
+            self._tasks.append(loop.create_task(self.channels.run_probes(), name="probes"))
         event(log, logging.INFO, "gateway certified", spiffe_id=creds.spiffe_id,
               not_after=creds.not_after.isoformat())  # fmt: skip
 
@@ -154,7 +165,9 @@ class GatewayAgent:
                     break
                 except GossamerError as exc:
                     attempt += 1
-                    delay = reconnect_delay(attempt, self.rng, cap=self.options.max_backoff)
+                    if isinstance(exc, UpstreamConnectError):
+                        channels.failed(channel, "UNAVAILABLE")  # may move to another replica
+                    delay = channels.retry_delay(attempt, self.rng, self.options.max_backoff)
                     event(log, logging.WARNING, "certificate renewal failed; retrying",
                           error=exc.message, retry_in=round(delay, 2))  # fmt: skip
                 finally:
@@ -173,6 +186,10 @@ class GatewayAgent:
             "xds_error": xds.last_error if xds else None,
             "registered": bool(registration and registration.registered),
             "registration_error": registration.last_error if registration else None,
+            "control_plane": {
+                **(self.channels.status() if self.channels else {}),
+                "registered_at": registration.target if registration else "",
+            },
         }
 
     async def stop(self) -> None:

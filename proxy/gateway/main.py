@@ -1,7 +1,7 @@
 """`gossamer gateway`: a node's gateway process, from settings to a running loop.
 
     gossamer gateway --node node-2 --listen 0.0.0.0:15443 --advertise 10.0.0.2:15443 \\
-        --control 10.0.0.1:15012 --token-file gateway.token
+        --control 10.0.0.2:15012,10.0.0.1:15012 --token-file gateway.token
 
 `gossamer/cli/gateway_cmd.py` parses flags into `GatewaySettings` and calls `run`, which
 binds the gateway port (`--listen`), the admin port (127.0.0.1:15021 by default:
@@ -10,7 +10,9 @@ routing table: each mesh SNI and its local instances; the peers' addresses) and
 `/metrics` (gateway/metrics.py)) and the metrics port (0.0.0.0:15020: `GET /metrics`
 only, for Prometheus; both capped at 128 connections, a newcomer displacing the
 oldest), then starts the agent (agent.py): bootstrap with the
-join token, registration as the node's gateway, configuration over ADS, renewal. Each
+join token, registration as the node's gateway, configuration over ADS, renewal, with
+the sidecar's control-plane replica failover (`--control a,b`, `--bootstrap a,b`,
+`--control-probe-interval`: proxy/agent/replicas.py, channels.py). Each
 applied configuration replaces the routing table (table.py) used by new connections
 (relay.py). SIGTERM or SIGINT deregisters and stops; open relays are closed.
 """
@@ -32,6 +34,13 @@ from gossamer.contract.limits import MAX_ADMIN_CONNECTIONS
 from gossamer.errors import ConfigError, GossamerError, UsageError
 from gossamer.fdlimits import ConnectionLimit, raise_nofile_limit
 from gossamer.logs import event, setup_logging
+from gossamer.proxy.agent.replicas import (
+    DEFAULT_PROBE_INTERVAL,
+    bootstrap_addresses,
+    expand,
+    parse_addresses,
+    parse_hostport,
+)
 from gossamer.proxy.agent.session import start_unless_stopped
 from gossamer.proxy.config import ProxyConfig
 from gossamer.proxy.gateway.agent import GatewayAgent, GatewayAgentOptions
@@ -57,6 +66,7 @@ class GatewaySettings:
     control: str
     token_file: Path | None = None
     bootstrap: str | None = None
+    control_probe_interval: float = DEFAULT_PROBE_INTERVAL
     zone: str = ""
     instance_id: str | None = None
     admin_port: int = GATEWAY_ADMIN_PORT
@@ -68,14 +78,6 @@ class GatewaySettings:
     hello_timeout: float = RelayLimits.hello_timeout
     connect_timeout: float = RelayLimits.connect_timeout
     idle_timeout: float = RelayLimits.idle_timeout
-
-
-def parse_hostport(text: str, flag: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 in brackets) -> (host, port); a UsageError names the flag."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise UsageError(f"{flag} {text!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def _token(settings: GatewaySettings) -> str:
@@ -99,12 +101,12 @@ def _token(settings: GatewaySettings) -> str:
 
 
 def agent_options(settings: GatewaySettings) -> GatewayAgentOptions:
-    control = parse_hostport(settings.control, "--control")
-    advertise = parse_hostport(settings.advertise, "--advertise")
+    control = expand(parse_addresses(settings.control, "--control"))
+    advertise = parse_hostport(settings.advertise, "--advertise", listed=False)
     bootstrap = (
-        parse_hostport(settings.bootstrap, "--bootstrap")
+        expand(parse_addresses(settings.bootstrap, "--bootstrap"))
         if settings.bootstrap
-        else (control[0], ports.BOOTSTRAP_PORT)
+        else bootstrap_addresses(control, ports.BOOTSTRAP_PORT)
     )
     return GatewayAgentOptions(
         node=settings.node,
@@ -115,6 +117,7 @@ def agent_options(settings: GatewaySettings) -> GatewayAgentOptions:
         token=_token(settings),
         instance_id=settings.instance_id or f"{settings.node}-gateway",
         cert_ttl=settings.cert_ttl,
+        probe_interval=settings.control_probe_interval,
     )
 
 
@@ -133,6 +136,7 @@ class Gateway:
         self.relays = Relays(limits, self.metrics)
         self.metrics.instances = self._instances
         self.agent = GatewayAgent(options, self.apply)
+        self.metrics.control_moves = self._control_moves
         self.configured = False
         self.servers: list[asyncio.AbstractServer] = []
         self.bound: dict[str, int] = {}
@@ -143,6 +147,10 @@ class Gateway:
         if not self.configured:
             event(log, logging.INFO, "gateway configured", services=len(table.services))
         self.configured = True
+
+    def _control_moves(self) -> int:
+        channels = self.agent.channels
+        return channels.replicas.moves if channels is not None else 0
 
     def _instances(self) -> dict[str, int]:
         table = self.relays.table
@@ -193,7 +201,7 @@ class Gateway:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        host, port = parse_hostport(self.settings.listen, "--listen")
+        host, port = parse_hostport(self.settings.listen, "--listen", listed=False)
         tracker = ConnectionTracker()
         admin_limit = ConnectionLimit(MAX_ADMIN_CONNECTIONS, evict_new=True)
         metrics_limit = ConnectionLimit(MAX_ADMIN_CONNECTIONS, evict_new=True)

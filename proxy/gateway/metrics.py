@@ -10,6 +10,8 @@
         connection cap displaced or refused it)
     gossamer_gateway_idle_closed_total                       routed, closed for idleness
     gossamer_gateway_route_instances{service}                this node's healthy instances
+    gossamer_control_plane_moves_total                       moves between control-plane
+        replicas (the sidecar's metric of that name)
 
 `service` is `<svc>.<namespace>`; `peer_node` is the node whose registered address the
 connection came from, "unknown" for any other (gateway/table.py). Bytes are counted as
@@ -50,6 +52,7 @@ class GatewayMetrics:
         self.idle_closed = 0
         self.active = 0
         self.instances: Callable[[], dict[str, int]] = dict
+        self.control_moves: Callable[[], int] = lambda: 0
 
     def routed(self, service: str, peer_node: str) -> None:
         self.connections[(service, peer_node)] += 1
@@ -109,5 +112,11 @@ class GatewayMetrics:
             "gauge",
             "Healthy local instances the gateway routes to, by service.",
             [(_labels(("service",), (k,)), v) for k, v in sorted(self.instances().items())],
+        )
+        family(
+            "gossamer_control_plane_moves_total",
+            "counter",
+            "Moves of this gateway from one control-plane replica to another.",
+            [("", self.control_moves())],
         )
         return "\n".join(out) + "\n"

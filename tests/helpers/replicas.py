@@ -117,8 +117,10 @@ class ReplicatedMesh:
     def bootstrap_list(self, order: Sequence[str] | None = None) -> str:
         return ",".join(self.replicas[n].bootstrap for n in order or self.replicas)
 
-    def token_file(self, service: str, uses: int = 1) -> Path:
-        token, _ = TokenStore(self.ca_dir).create(service, self.ca.root_pin(), ttl=600, uses=uses)
+    def token_file(self, service: str, uses: int = 1, namespace: str = "default") -> Path:
+        token, _ = TokenStore(self.ca_dir).create(
+            service, self.ca.root_pin(), namespace=namespace, ttl=600, uses=uses
+        )
         path = self.tmp / f"{service}-{free_port()}.token"
         path.write_text(token)
         path.chmod(0o600)
