@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 
@@ -31,10 +30,10 @@ import pytest
 
 from gossamer.certs.ca import CertificateAuthority
 from tests.docker.pcap import tcp_segments
-from tests.helpers.multinode import GW_PORT, REPO, TD, World, spiffe
+from tests.helpers.multinode import GW_PORT, TD, World, spiffe
 from tests.helpers.nodes import SimNodes
 from tests.helpers.pki import make_workload
-from tests.helpers.procs import gossamer_cmd, processes, wait_for
+from tests.helpers.procs import processes, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
@@ -70,13 +69,7 @@ def test_locality_keeps_traffic_on_the_node_then_fails_over_without_errors(world
     served = Counter(world.requests(web, 30))
     assert served == Counter({(200, "catalog-1"): 30}), served
 
-    stop = world.tmp / "stop-load"
-    load = subprocess.Popen(
-        world.nodes.exec(1, [sys.executable, "-m", "tests.helpers.ns_client", "--port",
-                             str(web.outbound), "--host", "catalog:8080", "--until", str(stop),
-                             "--interval", "0.01"]),
-        stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    load = world.load(web)
     try:
         time.sleep(1.0)
         stopped_at = time.monotonic()
@@ -86,9 +79,7 @@ def test_locality_keeps_traffic_on_the_node_then_fails_over_without_errors(world
         time.sleep(2.0)
         print(f"catalog-1 gone {time.monotonic() - stopped_at:.1f} s after SIGTERM")
     finally:
-        stop.write_text("stop")
-        out, _ = load.communicate(timeout=60)
-    outcomes = Counter(tuple(json.loads(line)) for line in out.splitlines())
+        outcomes = load.stop()
     print(f"outcomes during the failover: {dict(outcomes)}")
     failed = {k: v for k, v in outcomes.items() if k[0] != 200}
     assert not failed, f"requests failed during the failover: {failed}"
@@ -130,30 +121,17 @@ def test_cross_node_request_carries_the_callers_identity_and_is_counted(world: W
     assert status == 200 and "gossamer_gateway_bytes_total" in text
     assert world.http(2, "http://127.0.0.1:15020/routes")[0] == 404
 
-    token = (world.tmp / "data" / "admin-token").read_text().strip()
-    out = subprocess.run(
-        gossamer_cmd("status", "--api", f"http://127.0.0.1:{world.ports['api']}",
-                     "--token", token, "-o", "json"),
-        capture_output=True, text=True, timeout=30, cwd=REPO,
-    )  # fmt: skip
+    out = world.status("-o", "json")
     assert out.returncode == 0, out.stderr
     gateways = {g["node"]: g for g in json.loads(out.stdout)["gateways"]}
     assert set(gateways) == {"node-1", "node-2", "node-3"}, gateways
     assert gateways["node-2"]["address"] == world.nodes.address(2)
     assert gateways["node-2"]["port"] == GW_PORT and gateways["node-2"]["healthy_instances"] == 1
-    table = subprocess.run(
-        gossamer_cmd("status", "--api", f"http://127.0.0.1:{world.ports['api']}", "--token", token),
-        capture_output=True, text=True, timeout=30, cwd=REPO,
-    )  # fmt: skip
+    table = world.status()
     assert table.returncode == 0 and "Node gateways" in table.stdout, table.stdout + table.stderr
     assert f"{world.nodes.address(2)}:{GW_PORT}" in table.stdout, table.stdout
     # the dashboard draws them from /v1/overview
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{world.ports['api']}/v1/overview",
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        overview = json.load(response)
+    overview = world.api("/v1/overview")
     assert sorted(g["node"] for g in overview["gateways"]) == ["node-1", "node-2", "node-3"]
 
 
@@ -235,19 +213,12 @@ def test_bad_connections_are_closed_and_counted_while_requests_flow(world: World
     web = world.sidecars["web"]
     before = {r: world.gw_metric(2, "gossamer_gateway_rejected_total", reason=r)
               for r in ("not_tls", "malformed", "unknown_sni", "hello_timeout")}  # fmt: skip
-    stop = world.tmp / "stop-load-2"
-    load = subprocess.Popen(
-        world.nodes.exec(1, [sys.executable, "-m", "tests.helpers.ns_client", "--port",
-                             str(web.outbound), "--host", "catalog:8080", "--until", str(stop),
-                             "--interval", "0.01"]),
-        stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    load = world.load(web)
     try:
         probe = world.run_in(1, sys.executable, "-c", PROBES, world.nodes.address(2), str(GW_PORT),
                              str(world.sidecars["catalog-2"].inbound))  # fmt: skip
     finally:
-        stop.write_text("stop")
-        out, _ = load.communicate(timeout=60)
+        outcomes = load.stop()
     assert probe.returncode == 0, probe.stderr
     seen = json.loads(probe.stdout)
     assert seen == {"garbage": True, "malformed": True, "unknown_sni": True, "silent": True,
@@ -255,7 +226,6 @@ def test_bad_connections_are_closed_and_counted_while_requests_flow(world: World
     after = {r: world.gw_metric(2, "gossamer_gateway_rejected_total", reason=r) for r in before}
     assert {r: after[r] - before[r] for r in before} == {
         "not_tls": 1, "malformed": 1, "unknown_sni": 1, "hello_timeout": 1}, (before, after)  # fmt: skip
-    outcomes = Counter(tuple(json.loads(line)) for line in out.splitlines())
     assert outcomes and set(outcomes) == {(200, "catalog-2")}, outcomes
 
 

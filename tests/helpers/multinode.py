@@ -1,11 +1,18 @@
-"""A mesh across simulated nodes (tests/helpers/nodes.py): the control plane on the
-bridge address, a `gossamer gateway` per node, apps and `gossamer proxy` sidecars with
-`--node`, and the requests and lookups the multi-node e2e tests make.
+"""A mesh over simulated nodes (tests/helpers/nodes.py), as real processes: the control
+plane on the bridge address, a `gossamer gateway` per node, apps and `gossamer proxy`
+sidecars with `--node`, every node's processes in its namespace.
 
     with SimNodes(3, open_ports=[GW_PORT]) as nodes, processes() as procs:
-        world = World(tmp, procs, nodes)     # mesh.yaml: web, catalog (allows only web)
-        world.start_control(); world.gateway(2)
-        world.sidecar(2, "catalog", "catalog-2", world.app(2, "catalog-2"))
+        w = World(tmp, procs, nodes, zones={1: "zone-a", 2: "zone-a", 3: "zone-b"})
+        w.start_control()
+        w.gateway(2)
+        w.sidecar(2, "catalog", "catalog-2", w.app(2, "catalog-2"))
+        web = w.sidecar(1, "web", "web", None)
+        w.requests(web, 10)             # [(status, body)] through web's outbound port
+        w.load(web)                     # steady GETs in node 1 until .stop()
+
+mesh.yaml has `web` and `catalog` (allowing only web, with `catalog_policy`: by default
+retries on connect failures, resets, 502 and 503); the control plane's lease TTL is 3 s.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +42,9 @@ GW_PORT = 15443
 GW_ADMIN = 15021
 ZONES = {1: "zone-a", 2: "zone-a", 3: "zone-b"}
 CATALOG = "outbound|8080||catalog.default"
+CATALOG_POLICY: dict[str, Any] = {
+    "retries": {"attempts": 2, "on": ["connect-failure", "reset", "502", "503"]},
+}
 
 
 def spiffe(service: str) -> str:
@@ -49,8 +62,16 @@ class NodeSidecar:
 
 
 class World:
-    def __init__(self, tmp: Path, procs: list[Process], nodes: SimNodes) -> None:
-        self.tmp, self.procs, self.nodes = tmp, procs, nodes
+    def __init__(
+        self,
+        tmp: Path,
+        procs: list[Process],
+        nodes: SimNodes,
+        *,
+        zones: Mapping[int, str] = ZONES,
+        catalog_policy: Mapping[str, Any] = CATALOG_POLICY,
+    ) -> None:
+        self.tmp, self.procs, self.nodes, self.zones = tmp, procs, nodes, dict(zones)
         self.next_port = 20000
         self.ports = {"xds": free_port(), "bootstrap": free_port(), "api": free_port()}
         self.ports["insecure"] = free_port()
@@ -61,7 +82,7 @@ class World:
                 "name": "catalog",
                 "ports": [{"port": 8080, "protocol": "http"}],
                 "authorization": {"allow": [spiffe("web")]},
-                "retries": {"attempts": 2, "on": ["connect-failure", "reset", "502", "503"]},
+                **catalog_policy,
             },
         ]
         control = {
@@ -122,7 +143,7 @@ class World:
     def gateway(self, node: int) -> Process:
         address = self.nodes.address(node)
         proc = self.spawn(node, f"gateway-{node}", gossamer_cmd(
-            "gateway", "--node", f"node-{node}", "--zone", ZONES[node],
+            "gateway", "--node", f"node-{node}", "--zone", self.zones[node],
             "--listen", f"0.0.0.0:{GW_PORT}", "--advertise", f"{address}:{GW_PORT}",
             "--control", f"{self.nodes.host}:{self.ports['xds']}",
             "--bootstrap", f"{self.nodes.host}:{self.ports['bootstrap']}",
@@ -156,7 +177,7 @@ class World:
     def sidecar(self, node: int, service: str, name: str, app_port: int | None) -> NodeSidecar:
         inbound, outbound, admin, metrics = self.port(), self.port(), self.port(), self.port()
         args = gossamer_cmd(
-            "proxy", "--service", service, "--node", f"node-{node}", "--zone", ZONES[node],
+            "proxy", "--service", service, "--node", f"node-{node}", "--zone", self.zones[node],
             "--control", f"{self.nodes.host}:{self.ports['xds']}",
             "--bootstrap", f"{self.nodes.host}:{self.ports['bootstrap']}",
             "--token-file", str(self.token_file(service)), "--instance-id", name,
@@ -191,6 +212,30 @@ class World:
                           "--path", path, "--count", str(count), timeout=120)  # fmt: skip
         return [tuple(json.loads(line)) for line in out.stdout.splitlines()]
 
+    def load(self, sc: NodeSidecar, interval: float = 0.01) -> NodeLoad:
+        """Steady GETs to catalog from `sc`'s node, one after another, until `stop()`."""
+        return NodeLoad(self, sc, interval)
+
+    # -- the operator's view ----------------------------------------------------------
+    def admin_token(self) -> str:
+        return (self.tmp / "data" / "admin-token").read_text().strip()
+
+    def api(self, path: str) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports['api']}{path}",
+            headers={"Authorization": f"Bearer {self.admin_token()}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def status(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`gossamer status` against the control plane's API (add `-o json` for JSON)."""
+        api = f"http://127.0.0.1:{self.ports['api']}"
+        return subprocess.run(
+            gossamer_cmd("status", "--api", api, "--token", self.admin_token(), *args),
+            capture_output=True, text=True, timeout=30, cwd=REPO,
+        )  # fmt: skip
+
     def without_local_catalog(self) -> None:
         """Stop catalog-1 (web's own node) so web's catalog traffic crosses nodes."""
         local = self.sidecars.get("catalog-1")
@@ -200,3 +245,27 @@ class World:
         web = self.sidecars["web"]
         wait_for(lambda: not any(e["node"] == "node-1" for e in self.endpoints(web)),
                  timeout=20, what="catalog-1 gone from web's EDS")  # fmt: skip
+
+
+class NodeLoad:
+    """tests/helpers/ns_client.py in a node's namespace, sending GETs to catalog through
+    a sidecar's outbound port until stopped; `stop()` returns the outcomes counted."""
+
+    def __init__(self, world: World, sc: NodeSidecar, interval: float) -> None:
+        self.until = world.tmp / f"stop-load-{time.monotonic_ns()}"
+        self.proc = subprocess.Popen(
+            world.nodes.exec(sc.node, [sys.executable, "-m", "tests.helpers.ns_client",
+                                       "--port", str(sc.outbound), "--host", "catalog:8080",
+                                       "--until", str(self.until), "--interval", str(interval)]),
+            stdout=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+
+    def stop(self) -> Counter[tuple[int, str]]:
+        self.until.write_text("stop")
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+        return Counter((int(s), str(b)) for s, b in (json.loads(line) for line in out.splitlines()))

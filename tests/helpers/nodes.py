@@ -4,6 +4,7 @@
         nodes.address(1)                # node 1's address, e.g. "10.213.7.11"
         nodes.exec(1, ["curl", ...])    # a command prefix running in node 1
         nodes.host                      # the bridge's (root namespace's) address
+        nodes.link(3, up=False)         # node 3 gone from the network (its link down)
 
 Every node is one namespace with one address (`<prefix>.1N`), so every process of a node
 (apps, sidecars, its gateway) shares it, as containers of one Docker host share the
@@ -93,7 +94,7 @@ class SimNodes:
         sh("ip", "link", "set", self.bridge, "up")
         self.forward = allowing_forward_rule(self.bridge, f"gossamer-test-{self.tag}")
         for node in range(1, self.count + 1):
-            ns, veth = self.netns(node), f"{PREFIX}{self.tag}v{node}"
+            ns, veth = self.netns(node), self.veth(node)
             sh("ip", "netns", "add", ns)
             self.made.append(f"netns:{ns}")
             sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -101,36 +102,20 @@ class SimNodes:
             sh("ip", "-n", ns, "addr", "add", f"{self.address(node)}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-            rules = [["-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"]]
-            rules += [["-i", "eth0", "-p", "tcp", "--dport", str(p)] for p in self.open_ports]
+            accept = [["-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"]]
+            accept += [["-i", "eth0", "-p", "tcp", "--dport", str(p)] for p in self.open_ports]
+            rules = [[*rule, "-j", "ACCEPT"] for rule in accept] + [["-i", "eth0", "-j", "DROP"]]
             for rule in rules:
-                sh(
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "iptables",
-                    "-w",
-                    "-A",
-                    "INPUT",
-                    *rule,
-                    "-j",
-                    "ACCEPT",
-                )
-            sh(
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "iptables",
-                "-w",
-                "-A",
-                "INPUT",
-                "-i",
-                "eth0",
-                "-j",
-                "DROP",
-            )
+                sh("ip", "netns", "exec", ns, "iptables", "-w", "-A", "INPUT", *rule)
+
+    def veth(self, node: int) -> str:
+        """The root-namespace end of node's link to the bridge."""
+        return f"{PREFIX}{self.tag}v{node}"
+
+    def link(self, node: int, *, up: bool) -> None:
+        """Take node's only link down (the whole node vanishes from the network, as a
+        host that lost power: no RST, no FIN; its processes keep running) or up."""
+        sh("ip", "link", "set", self.veth(node), "up" if up else "down")
 
     def _destroy(self) -> None:
         if self.forward is not None:
