@@ -65,6 +65,11 @@ from .trust_push import TrustBundleLoader, TrustPusher
 log = logging.getLogger("gossamer.control")
 
 ServerHook = Callable[[grpc.aio.Server], None]
+# gRPC keepalive of the xDS ports: every connection with a stream open is pinged every
+# KEEPALIVE_SECONDS and dropped when a ping goes unanswered for KEEPALIVE_TIMEOUT_SECONDS,
+# so a node that vanished (no FIN, no RST) leaves the registry within 15 s
+KEEPALIVE_SECONDS = 10.0
+KEEPALIVE_TIMEOUT_SECONDS = 5.0
 
 
 class ControlPlane:
@@ -239,7 +244,12 @@ class ControlPlane:
         picks one). The bootstrap port passes `services` without ADS: see start()."""
         server = grpc.aio.server(
             options=[
-                ("grpc.keepalive_time_ms", 30_000),
+                # a peer that vanished without closing (a node that lost power or its
+                # network) is found by an unanswered ping: its registration stream ends
+                # and its instances leave the registry within KEEPALIVE + its timeout
+                ("grpc.keepalive_time_ms", int(KEEPALIVE_SECONDS * 1000)),
+                ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_SECONDS * 1000)),
+                ("grpc.http2.max_pings_without_data", 0),  # idle streams are pinged too
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.max_concurrent_streams", 100_000),
                 ("grpc.so_reuseport", 0),  # a second control plane on the same port must fail

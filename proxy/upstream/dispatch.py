@@ -14,17 +14,27 @@ another endpoint, whatever the method: it was not processed. So does a request t
 peer sidecar answered with 502 `connect-failure` or 503 `app-not-ready` (its app
 refused the connection or is not ready: the app never saw it); the retry layer counts
 such an answer as a connect failure for further retries under the budget.
+
+Deadlines: a try's connection is acquired (and opened) within the per-try timeout as
+well as the request's, so a try to an endpoint that stopped answering SYNs (a host
+gone from the network) ends at the per-try timeout, as a `PerTryTimeout` the retry
+layer may retry elsewhere, instead of waiting for the cluster's connect timeout. A try
+that timed out counts against its endpoint for outlier detection as a 504 (Envoy's
+locally originated timeout), so a vanished endpoint is ejected after
+`consecutive_gateway_errors` (or `consecutive_5xx`) of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
-from gossamer.errors import UpstreamConnectError
+from gossamer.errors import UpstreamConnectError, UpstreamTimeout
 from gossamer.proxy.config import IDEMPOTENT_METHODS
 from gossamer.proxy.service import (
     NoHealthyUpstream,
     Overflow,
+    PerTryTimeout,
     Request,
     Response,
     Service,
@@ -37,6 +47,26 @@ from gossamer.proxy.upstream.outlier import LOCAL_FAILURE
 from gossamer.proxy.upstream.runtime import ClusterRuntime
 
 Clock = Callable[[], float]
+TIMED_OUT = 504  # a try that timed out, for outlier detection (Envoy's LocalOriginTimeout)
+
+
+def _try_deadline(req: Request) -> float:
+    """When this try's connection must be ready: the earlier of the try's deadline (the
+    per-try timeout) and the request's."""
+    return req.try_deadline if req.try_deadline < req.deadline else req.deadline
+
+
+@contextlib.contextmanager
+def _connecting(req: Request) -> Iterator[float]:
+    """Around acquiring a try's connection by `_try_deadline`: running out of the try's
+    time is a PerTryTimeout, which the retry layer may retry on another endpoint."""
+    deadline = _try_deadline(req)
+    try:
+        yield deadline
+    except UpstreamTimeout as exc:
+        if deadline < req.deadline and not isinstance(exc, PerTryTimeout):
+            raise PerTryTimeout(f"no connection within the per-try timeout ({exc})") from None
+        raise
 
 
 class _InFlight:
@@ -76,7 +106,8 @@ def endpoint_service(clock: Clock) -> Service:
         done = _InFlight(host, breaker)
         try:
             resp: Response
-            conn, reused = await pool.acquire(req.deadline)
+            with _connecting(req) as deadline:
+                conn, reused = await pool.acquire(deadline)
             start = clock() if cluster.measure_rtt else 0.0
             try:
                 resp = await conn.send(req, done)
@@ -88,7 +119,8 @@ def endpoint_service(clock: Clock) -> Service:
                     raise
                 done()
                 host, done = other, _InFlight(other, breaker)
-                conn, reused = await cluster.pools[host.endpoint.key].acquire(req.deadline)
+                with _connecting(req) as deadline:
+                    conn, reused = await cluster.pools[host.endpoint.key].acquire(deadline)
                 resp = await conn.send(req, done)
             except UpstreamReset:
                 body = req.body
@@ -100,11 +132,16 @@ def endpoint_service(clock: Clock) -> Service:
                     raise
                 done()  # the pooled connection was dead: once more on a fresh one
                 done = _InFlight(host, breaker)
-                conn = await pool.fresh(req.deadline)
+                with _connecting(req) as deadline:
+                    conn = await pool.fresh(deadline)
                 resp = await conn.send(req, done)
         except (UpstreamConnectError, UpstreamReset):
             done()
             cluster.result(host, LOCAL_FAILURE)
+            raise
+        except UpstreamTimeout:
+            done()
+            cluster.result(host, TIMED_OUT)
             raise
         except BaseException:
             done()
@@ -159,11 +196,16 @@ async def _send_once(
     """One exchange with `host` on a pooled connection; a failure to connect or a reset
     counts against the host (outlier detection)."""
     try:
-        conn, _ = await cluster.pools[host.endpoint.key].acquire(req.deadline)
+        with _connecting(req) as deadline:
+            conn, _ = await cluster.pools[host.endpoint.key].acquire(deadline)
         return await conn.send(req, done)
     except (UpstreamConnectError, UpstreamReset):
         done()
         cluster.result(host, LOCAL_FAILURE)
+        raise
+    except UpstreamTimeout:
+        done()
+        cluster.result(host, TIMED_OUT)
         raise
     except BaseException:
         done()

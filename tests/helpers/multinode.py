@@ -249,14 +249,17 @@ class World:
 
 class NodeLoad:
     """tests/helpers/ns_client.py in a node's namespace, sending GETs to catalog through
-    a sidecar's outbound port until stopped; `stop()` returns the outcomes counted."""
+    a sidecar's outbound port until stopped; `stop()` returns the outcomes counted, and
+    `seconds` then holds each request's duration, in order."""
 
     def __init__(self, world: World, sc: NodeSidecar, interval: float) -> None:
         self.until = world.tmp / f"stop-load-{time.monotonic_ns()}"
+        self.seconds: list[float] = []
         self.proc = subprocess.Popen(
             world.nodes.exec(sc.node, [sys.executable, "-m", "tests.helpers.ns_client",
                                        "--port", str(sc.outbound), "--host", "catalog:8080",
-                                       "--until", str(self.until), "--interval", str(interval)]),
+                                       "--until", str(self.until), "--interval", str(interval),
+                                       "--timed"]),
             stdout=subprocess.PIPE, text=True, cwd=REPO,
         )  # fmt: skip
 
@@ -268,4 +271,6 @@ class NodeLoad:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait(10)
-        return Counter((int(s), str(b)) for s, b in (json.loads(line) for line in out.splitlines()))
+        rows = [json.loads(line) for line in out.splitlines()]
+        self.seconds = [float(r[2]) for r in rows]
+        return Counter((int(r[0]), str(r[1])) for r in rows)
