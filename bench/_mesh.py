@@ -2,7 +2,8 @@
 
 `control_plane()` starts `gossamer control` on free loopback ports with a mesh.yaml
 written from a list of services; `xds_sidecar()` starts `gossamer proxy` bootstrapped
-with a join token and waits until it is ready; `otlp_receiver()` starts a real OTLP
+with a join token and waits until it is ready; `node_gateway()` starts `gossamer
+gateway` for a node on loopback and waits until it is ready; `otlp_receiver()` starts a real OTLP
 trace receiver (tests/helpers/otlp_receiver.py) in its own process, so trace export
 costs what it costs against a live collector.
 """
@@ -37,13 +38,13 @@ class ControlPlane:
     bootstrap: int
     api: int
 
-    def token(self, service: str) -> str:
+    def token(self, service: str, namespace: str = "default") -> str:
         from gossamer.certs.ca import CertificateAuthority
         from gossamer.certs.tokens import TokenStore
 
         ca_dir = self.workdir / "ca"
         pin = CertificateAuthority.load(ca_dir).root_pin()
-        return TokenStore(ca_dir).create(service, pin, ttl=3600)[0]
+        return TokenStore(ca_dir).create(service, pin, namespace=namespace, ttl=3600)[0]
 
 
 def control_plane(procs: Procs, services: Sequence[dict[str, Any]]) -> ControlPlane:
@@ -77,8 +78,10 @@ def xds_sidecar(
     env: dict[str, str] | None = None,
     wrapper: Sequence[str] = (),
     ready_timeout: float = 60,
+    extra: Sequence[str] = (),
 ) -> Sidecar:
-    """`wrapper`: a command the sidecar runs under (e.g. valgrind and its options)."""
+    """`wrapper`: a command the sidecar runs under (e.g. valgrind and its options);
+    `extra`: more flags (e.g. `--node N`)."""
     inbound, outbound, admin = free_port(), free_port(), free_port()
     args = [
         *wrapper, sys.executable, "-m", "gossamer.cli.main", "proxy", "--service", service,
@@ -89,9 +92,34 @@ def xds_sidecar(
     ]  # fmt: skip
     if app_port:
         args += ["--app-port", app_port]
+    args += extra
     proc = procs.start_env(args, f"sidecar-{service}", env or {})
     wait_http(f"http://127.0.0.1:{admin}/ready", timeout=ready_timeout)
     return Sidecar(service, inbound, outbound, admin, proc.pid)
+
+
+@dataclass
+class NodeGateway:
+    node: str
+    port: int  # where other nodes' sidecars connect (127.0.0.1)
+    admin: int
+    pid: int
+
+
+def node_gateway(procs: Procs, cp: ControlPlane, node: str) -> NodeGateway:
+    """`gossamer gateway --node NODE` on loopback, registered at its listening port."""
+    port, admin = free_port(), free_port()
+    token = procs.workdir / f"gateway-{node}.token"
+    token.write_text(cp.token("gateway", "gossamer-system"))
+    args = [
+        sys.executable, "-m", "gossamer.cli.main", "gateway", "--node", node,
+        "--listen", f"127.0.0.1:{port}", "--advertise", f"127.0.0.1:{port}",
+        "--control", f"127.0.0.1:{cp.xds}", "--bootstrap", f"127.0.0.1:{cp.bootstrap}",
+        "--token-file", str(token), "--admin-port", str(admin), "--metrics-port", "0",
+    ]  # fmt: skip
+    proc = procs.start(args, f"gateway-{node}")
+    wait_http(f"http://127.0.0.1:{admin}/ready", timeout=60)
+    return NodeGateway(node, port, admin, proc.pid)
 
 
 class OtlpReceiverProcess:
