@@ -184,7 +184,9 @@ class RetryLayer:
                     if not _may_finish(resp, policy, req, attempt, replayable):
                         return resp
                     try:
-                        await _finish_body(resp, req.deadline)
+                        # within this try's time: a body that stalls (its upstream
+                        # vanished between head and body) is retried like a reset
+                        await _finish_body(resp, min(req.deadline, req.try_deadline))
                         return resp
                     except (UpstreamReset, TimeoutError) as exc:
                         # the upstream broke before the (small) body was complete:

@@ -12,7 +12,9 @@ looks to the others. Checked:
 
 - zero failed requests at web's app: the tries that go to node 3 (pooled connections
   that no longer answer, connects that never complete) end at catalog's per-try
-  timeout (connecting included: upstream/dispatch.py) and are retried on node 2;
+  timeout (connecting included: upstream/dispatch.py; so is the wait for a small body
+  whose head arrived just before the link went down: routing/layers.py) and are
+  retried on node 2;
   timed-out tries count for outlier detection, which ejects node 3's gateway endpoint,
   so later requests do not wait for a timeout;
 - the control plane notices the node is gone: its gRPC keepalive finds node 3's
@@ -118,7 +120,7 @@ def test_a_node_taken_off_the_network_under_load(world: World) -> None:
     gone_after: dict[str, float] = {}
     try:
         time.sleep(1.0)
-        down = time.monotonic()
+        down, down_at = time.monotonic(), time.time()
         world.nodes.link(3, up=False)
 
         def node_3_gone() -> bool:
@@ -141,6 +143,11 @@ def test_a_node_taken_off_the_network_under_load(world: World) -> None:
     print(f"node-3 gone after (s): { {k: round(v, 1) for k, v in gone_after.items()} }")
     print(f"outcomes around the node loss: {dict(outcomes)}")
     slow = sorted(load.seconds)
+    for (status, body), took, at in zip(load.outcomes, load.seconds, load.started, strict=True):
+        if took > 0.5:
+            print(
+                f"slow: {status} {body[:60]!r} {took:.3f} s, from {at - down_at:+.2f} s after the link went down"
+            )
     print(f"request seconds: median {slow[len(slow) // 2]:.3f}, max {slow[-1]:.3f}, "
           f"over 0.5 s: {sum(s > 0.5 for s in slow)}, over 2 s: {sum(s > 2 for s in slow)}")  # fmt: skip
     failed = {k: v for k, v in outcomes.items() if k[0] != 200}

@@ -250,11 +250,14 @@ class World:
 class NodeLoad:
     """tests/helpers/ns_client.py in a node's namespace, sending GETs to catalog through
     a sidecar's outbound port until stopped; `stop()` returns the outcomes counted, and
-    `seconds` then holds each request's duration, in order."""
+    `outcomes`, `seconds` and `started` then hold each request's (status, body), its
+    duration and its start (Unix time), in order."""
 
     def __init__(self, world: World, sc: NodeSidecar, interval: float) -> None:
         self.until = world.tmp / f"stop-load-{time.monotonic_ns()}"
+        self.outcomes: list[tuple[int, str]] = []
         self.seconds: list[float] = []
+        self.started: list[float] = []
         self.proc = subprocess.Popen(
             world.nodes.exec(sc.node, [sys.executable, "-m", "tests.helpers.ns_client",
                                        "--port", str(sc.outbound), "--host", "catalog:8080",
@@ -272,5 +275,7 @@ class NodeLoad:
                 self.proc.kill()
                 self.proc.wait(10)
         rows = [json.loads(line) for line in out.splitlines()]
+        self.outcomes = [(int(r[0]), str(r[1])) for r in rows]
         self.seconds = [float(r[2]) for r in rows]
-        return Counter((int(r[0]), str(r[1])) for r in rows)
+        self.started = [float(r[3]) for r in rows]
+        return Counter(self.outcomes)

@@ -7,7 +7,8 @@ Sends GET requests one after another over one keep-alive connection (a new one a
 an error) and prints one JSON line per request: [status, body] (status 0 and the error
 for a request that got no answer). `--count N` sends N; `--until FILE` keeps sending
 until FILE exists (at most 20,000 requests). `--timed` adds each request's seconds,
-from sending to the whole body (or the error): [status, body, seconds].
+from sending to the whole body (or the error), and when it started (Unix time):
+[status, body, seconds, started].
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import time
 
 
 def timing(timed: bool, started: float) -> list[float]:
-    return [round(time.monotonic() - started, 4)] if timed else []
+    """[seconds, when it started (Unix time)] with --timed, else nothing."""
+    if not timed:
+        return []
+    seconds = time.monotonic() - started
+    return [round(seconds, 4), round(time.time() - seconds, 3)]
 
 
 def main() -> None:

@@ -180,3 +180,28 @@ async def test_a_reset_inside_a_small_body_is_retried():
     layer = RetryLayer(Metrics(), rng=random.Random(1), clock=lambda: 0.0)
     resp = await compose(inner, errors_layer, layer)(request())
     assert calls == 2 and resp.status == 200 and resp.body == b"half of it"
+
+
+async def test_a_small_body_that_stalls_is_retried_at_the_per_try_timeout():
+    """The head arrived, then nothing (the upstream's host vanished): the try ends at
+    the per-try timeout and the request goes once more, well before its own timeout."""
+    calls = 0
+
+    async def inner(req: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        stream = BodyStream()
+        stream.feed(b"hal")
+        if calls == 2:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.01, stream.feed, b"f of it")
+            loop.call_later(0.02, stream.finish)
+        return Response(200, [], stream, content_length=10)
+
+    policy = RetryPolicy(backoff_base=0, backoff_max=0, per_try_timeout=0.05)
+    layer = RetryLayer(Metrics(), rng=random.Random(1), clock=lambda: 0.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await compose(inner, errors_layer, layer)(request(retry=policy))
+    assert calls == 2 and resp.status == 200 and resp.body == b"half of it"
+    assert loop.time() - started < 1.0  # the route's timeout is 5 s
