@@ -150,12 +150,18 @@ def advertise_name(sp: ServicePlan) -> str:
     return sp.name if _LABEL.match(sp.name) else mesh_name(sp.name)
 
 
-def sidecar_control(sp: ServicePlan, options: InjectOptions) -> str:
-    """`--control` of a sidecar: the local control plane, then the joined ones."""
-    local = f"127.0.0.1:{XDS_PORT}" if sp.shape == "host" else f"{names.CONTROL}:{XDS_PORT}"
+def control_list(local: str, options: InjectOptions) -> str:
+    """`--control` of a sidecar or the gateway: the local control plane (reached at
+    `local`), then the joined ones, in preference order."""
     if not options.join:
         return local
     return ",".join(([local] if options.control_replica else []) + list(options.join))
+
+
+def sidecar_control(sp: ServicePlan, options: InjectOptions) -> str:
+    """`--control` of a sidecar: the local control plane, then the joined ones."""
+    local = f"127.0.0.1:{XDS_PORT}" if sp.shape == "host" else f"{names.CONTROL}:{XDS_PORT}"
+    return control_list(local, options)
 
 
 def sidecar_extra_args(sp: ServicePlan, options: InjectOptions) -> list[str]:
@@ -184,16 +190,14 @@ def gateway_advertise(options: InjectOptions) -> str:
 
 def gateway_command(options: InjectOptions) -> list[str]:
     """`gossamer-gateway`'s arguments (after the `gossamer` entrypoint)."""
-    control = (
-        f"{names.CONTROL}:{XDS_PORT}" if local_control(options) else options.join[0]
-    )  # the gateway follows one control plane (no replica list)
+    control = control_list(f"{names.CONTROL}:{XDS_PORT}", options)  # as its sidecars'
     args = [
         "gateway", "--node", str(options.node), "--listen", f"0.0.0.0:{GATEWAY_PORT}",
         "--advertise", gateway_advertise(options), "--control", control,
         "--token-file", names.container_token_file(names.GATEWAY),
     ]  # fmt: skip
-    if options.control_replica:  # one bootstrap address: the first joined control plane
-        args += ["--bootstrap", join_bootstrap(options).split(",")[0]]
+    if options.control_replica:  # the tokens are at the joined control planes
+        args += ["--bootstrap", join_bootstrap(options)]
     return args
 
 

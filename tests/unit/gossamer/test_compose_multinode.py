@@ -99,9 +99,9 @@ def test_a_replica_is_preferred_and_tokens_go_to_the_joined_control_planes():
     }
     assert services[names.CONTROL]["ports"][-2:] == ["15011:15011", "15012:15012"]
     assert data["secrets"][names.CA_SECRET] == {"file": ".gossamer/ca"}
-    gateway = services[names.GATEWAY]["command"]
-    assert args_after(gateway, "--control") == "gossamer-control:15012"
-    assert args_after(gateway, "--bootstrap") == "10.0.0.1:15011"
+    gateway = services[names.GATEWAY]["command"]  # the same replicas as its sidecars
+    assert args_after(gateway, "--control") == args_after(command, "--control")
+    assert args_after(gateway, "--bootstrap") == "10.0.0.1:15011,10.0.0.3:15011"
 
 
 @pytest.mark.parametrize(
