@@ -99,10 +99,10 @@ def gateway(layout: Layout, node: Node) -> list[str]:
         f"0.0.0.0:{nodes.GATEWAY_PORT}",
         "--advertise",
         f"{node.address}:{nodes.GATEWAY_PORT}",
-        "--control",
-        f"{node.address}:{node.control.xds}",
+        "--control",  # every replica, its own node's first, as for the sidecars
+        nodes.control_list(layout, node.name),
         "--bootstrap",
-        f"{node.address}:{node.control.bootstrap}",
+        nodes.bootstrap_list(layout, node.name),
         "--admin-port",
         str(nodes.GATEWAY_ADMIN_PORT),
         "--metrics-port",

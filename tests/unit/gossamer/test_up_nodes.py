@@ -111,7 +111,10 @@ def test_replica_gateway_and_etcd_commands(tmp_path: Path):
     parses(args, 1)
     assert args[args.index("--advertise") + 1] == "10.213.9.13:15443"
     assert args[args.index("--listen") + 1] == "0.0.0.0:15443"
-    assert args[args.index("--control") + 1] == "10.213.9.13:15012"
+    # every replica, its own node's first (the gateway fails over as sidecars do)
+    assert (
+        args[args.index("--control") + 1] == "10.213.9.13:15012,10.213.9.11:15012,10.213.9.12:15012"
+    )
     assert args[args.index("--zone") + 1] == "zone-b"
     etcd = commands.etcd(layout, node, state)
     assert etcd[:5] == ["ip", "netns", "exec", "gup-777-node-3", "etcd"]
