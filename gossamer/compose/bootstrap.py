@@ -269,11 +269,7 @@ def write_bootstrap(
     report = BootstrapReport(directory=folder)
     folder_guard.check_folder(folder)  # before anything is written
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-        ignore = folder / ".gitignore"
-        if not ignore.exists():
-            atomic_write(ignore, "# secrets of the mesh: never commit them\n*\n")
+        folder_guard.make_folder(folder)
         ca_dir = base / names.CA_DIR
         report.trust_domain, pin, report.ca_created = _open_ca(ca_dir, trust_domain)
         tokens = base / names.BOOTSTRAP_DIR / "tokens"

@@ -1,4 +1,4 @@
-"""Refuse a `.gossamer/` folder that would send the mesh's secrets somewhere else.
+"""The `.gossamer/` folder: refuse one that would send the mesh's secrets elsewhere, make it.
 
 `gossamer inject` writes the CA's private keys and the join tokens under `.gossamer/`.
 A symbolic link there — the folder itself, `ca/`, `tokens/` or any file inside, left by
@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 
 from gossamer.errors import GossamerError
+from gossamer.fsutil import atomic_write
 
 _HINT = (
     "gossamer inject writes the mesh's CA key and join tokens there and follows no link "
@@ -62,3 +63,13 @@ def check_folder(folder: Path) -> None:
                     raise _link_error(Path(entry.path))
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(Path(entry.path))
+
+
+def make_folder(folder: Path) -> None:
+    """Create `folder` (0700, also when it existed) with a `.gitignore` that keeps its
+    secrets out of the user's repository; call `check_folder` first."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        atomic_write(ignore, "# secrets of the mesh: never commit them\n*\n")

@@ -219,11 +219,7 @@ def write_join_bootstrap(
         if inputs.mesh_file is None and not (base / names.MESH_FILE).is_file():
             raise UsageError("--control-replica needs --mesh-file F (the first host's mesh.yaml)")
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-        ignore = folder / ".gitignore"
-        if not ignore.exists():
-            atomic_write(ignore, "# secrets of the mesh: never commit them\n*\n")
+        folder_guard.make_folder(folder)
         (folder / "tokens").mkdir(mode=0o700, exist_ok=True)
         _copy_tokens(base, plan, options, inputs.token_dir, report)
         if options.control_replica and inputs.intermediate is not None:
