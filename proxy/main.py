@@ -39,6 +39,7 @@ from gossamer.errors import ConfigError, GossamerError, UsageError
 from gossamer.fdlimits import raise_nofile_limit
 from gossamer.logs import event, setup_logging
 from gossamer.proxy.agent.app_probe import ProbeSpec
+from gossamer.proxy.agent.bootstrap import read_token_file
 from gossamer.proxy.agent.replicas import bootstrap_addresses, expand, parse_addresses
 from gossamer.proxy.agent.session import Agent, AgentOptions, start_unless_stopped
 from gossamer.proxy.agent.state import StateDir
@@ -166,12 +167,7 @@ def _token(settings: ProxySettings) -> str:
         print(TOKEN_FLAG_WARNING, file=sys.stderr, flush=True)
     token = settings.token or os.environ.get("GOSSAMER_TOKEN")
     if not token and settings.token_file is not None:
-        try:
-            token = settings.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the token file {settings.token_file}: {exc.strerror}"
-            ) from None
+        token = read_token_file(settings.token_file)
     if not settings.control or (not token and settings.state_dir is None):
         raise UsageError(
             "--control and a token (--token, --token-file or $GOSSAMER_TOKEN) are required",

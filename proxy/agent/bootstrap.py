@@ -26,6 +26,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -38,7 +39,7 @@ from gossamer.certs.token_rules import parse_token
 from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import CONTROL_TLS_NAME
 from gossamer.contract.rpc import CERTIFY
-from gossamer.errors import AuthorizationDenied, GossamerError, UpstreamConnectError
+from gossamer.errors import AuthorizationDenied, ConfigError, GossamerError, UpstreamConnectError
 from gossamer.logs import event
 from gossamer.proxy.agent.channels import plane_channel, reconnect_delay
 from gossamer.proxy.agent.replicas import Address, format_address
@@ -46,6 +47,14 @@ from gossamer.proxy.transport.grpc_client import Channel, GrpcError
 from gossamer.proxy.transport.tls_contexts import _load_chain
 
 log = logging.getLogger("gossamer.proxy.agent.bootstrap")
+
+
+def read_token_file(path: Path) -> str:
+    """The join token a file holds (stripped); an unreadable file is a ConfigError."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from None
 
 
 class BootstrapError(GossamerError):

@@ -31,9 +31,10 @@ from pathlib import Path
 from gossamer.certs.tokens import parse_token
 from gossamer.contract import ports
 from gossamer.contract.limits import MAX_ADMIN_CONNECTIONS
-from gossamer.errors import ConfigError, GossamerError, UsageError
+from gossamer.errors import GossamerError, UsageError
 from gossamer.fdlimits import ConnectionLimit, raise_nofile_limit
 from gossamer.logs import event, setup_logging
+from gossamer.proxy.agent.bootstrap import read_token_file
 from gossamer.proxy.agent.replicas import (
     DEFAULT_PROBE_INTERVAL,
     bootstrap_addresses,
@@ -83,12 +84,7 @@ class GatewaySettings:
 def _token(settings: GatewaySettings) -> str:
     token = os.environ.get("GOSSAMER_TOKEN", "")
     if settings.token_file is not None:
-        try:
-            token = settings.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the token file {settings.token_file}: {exc.strerror}"
-            ) from None
+        token = read_token_file(settings.token_file)
     if not token:
         raise UsageError(
             "a join token is required: --token-file FILE or $GOSSAMER_TOKEN",
