@@ -144,6 +144,7 @@ class Network:
         self.sh("ip", "addr", "add", prefix, "dev", self.bridge)
         self.sh("ip", "link", "set", self.bridge, "up")
         hosts = self.hosts_file()
+        captured = self.captured_destinations()  # resolv.conf read once, not per namespace
         for index, (netns, address) in enumerate(self.members()):
             veth = veth_name(self.run_id, index)
             self.sh("ip", "netns", "add", netns)
@@ -157,7 +158,7 @@ class Network:
             # the app's DNS queries to resolv.conf's servers and its connections to the
             # VIPs the sidecar's DNS answers are redirected in nat OUTPUT, which runs
             # after routing: without a route the kernel refuses them first
-            for destination in self.captured_destinations():
+            for destination in captured:
                 self.sh("ip", "-n", netns, "route", "add", destination, "dev", "eth0")
             folder = self.netns_dir / netns
             folder.mkdir(parents=True, exist_ok=True)
