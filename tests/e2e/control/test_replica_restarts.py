@@ -27,18 +27,24 @@ pytestmark = pytest.mark.e2e
 HOLDING = "waiting for sidecars to register again"
 
 
-def endpoint_keys(etcd: EtcdCluster, prefix: str, service: str) -> dict[str, dict[str, int]]:
-    """etcd's own view of a service's endpoint keys: create revision and lease each."""
+def etcd_kvs(etcd: EtcdCluster, key_prefix: str) -> list[dict[str, object]]:
+    """etcd's own view of the keys under `key_prefix` (etcdctl's JSON: keys in base64,
+    create revision, lease)."""
     done = subprocess.run(
-        ["etcdctl", f"--endpoints={','.join(etcd.endpoints)}", "get", "--prefix",
-         f"{prefix}/endpoints/default/{service}/", "-w", "json"],
+        ["etcdctl", f"--endpoints={','.join(etcd.endpoints)}", "get", "--prefix", key_prefix,
+         "-w", "json"],
         capture_output=True, text=True, timeout=10, check=True,
     )  # fmt: skip
-    kvs = json.loads(done.stdout).get("kvs", [])
+    return list(json.loads(done.stdout).get("kvs", []))
+
+
+def endpoint_keys(etcd: EtcdCluster, prefix: str, service: str) -> dict[str, dict[str, int]]:
+    """A service's endpoint keys: create revision and lease each."""
     return {
-        kv["key"]: {"create": int(kv["create_revision"]), "lease": int(kv.get("lease", 0))}
-        for kv in kvs
-    }
+        str(kv["key"]): {"create": int(str(kv["create_revision"])),
+                         "lease": int(str(kv.get("lease", 0)))}
+        for kv in etcd_kvs(etcd, f"{prefix}/endpoints/default/{service}/")
+    }  # fmt: skip
 
 
 def log_of(mesh: ReplicatedMesh, name: str) -> str:
@@ -73,12 +79,7 @@ def test_a_stopped_replicas_sidecars_keep_their_endpoints(tmp_path: Path, etcd_s
 
 
 def live_replicas(etcd: EtcdCluster, prefix: str) -> int:
-    done = subprocess.run(
-        ["etcdctl", f"--endpoints={','.join(etcd.endpoints)}", "get", "--prefix",
-         "--keys-only", f"{prefix}.replicas/live/"],
-        capture_output=True, text=True, timeout=10, check=True,
-    )  # fmt: skip
-    return len([line for line in done.stdout.splitlines() if line.strip()])
+    return len(etcd_kvs(etcd, f"{prefix}.replicas/live/"))
 
 
 def test_a_replica_back_after_every_replica_was_gone_holds(tmp_path: Path, etcd_server) -> None:
