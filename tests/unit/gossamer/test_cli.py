@@ -26,12 +26,45 @@ def test_unknown_command_is_one_clear_error():
     assert "No such command" in result.stderr
 
 
-def test_every_registered_command_help_works():
-    import importlib.util
+def registration_problems(commands: dict[str, tuple[str, str, str]]) -> list[str]:
+    """What is wrong with a command table: a module that does not import, or an
+    attribute that is not a click command (empty when every entry is sound)."""
+    import importlib
 
-    for name, (module, _attr, _help) in COMMANDS.items():
-        if importlib.util.find_spec(module) is None:
+    import click
+
+    problems = []
+    for name, (module, attr, _help) in commands.items():
+        try:
+            command = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            problems.append(f"{name}: {module}.{attr}: {exc}")
             continue
+        if not isinstance(command, click.Command):
+            problems.append(f"{name}: {module}.{attr} is not a click command")
+    return problems
+
+
+def test_every_registered_command_imports_and_is_listed():
+    assert registration_problems(COMMANDS) == []
+    listed = run_gossamer("--help")
+    assert listed.returncode == 0
+    for name in COMMANDS:
+        assert f"  {name} " in listed.stdout, name
+
+
+def test_a_registered_command_without_its_module_is_a_problem():
+    # the check above can fail: a registered name whose module is missing is reported
+    table = {"ghost": ("gossamer.cli.no_such_cmd", "ghost", "Missing module.")}
+    table |= {"odd": ("gossamer.cli.main", "COMMANDS", "Not a command.")}
+    problems = registration_problems(table)
+    assert len(problems) == 2
+    assert problems[0].startswith("ghost: gossamer.cli.no_such_cmd.ghost")
+    assert "not a click command" in problems[1]
+
+
+def test_every_registered_command_help_works():
+    for name in COMMANDS:
         result = run_gossamer(name, "--help")
         assert result.returncode == 0, (name, result.stderr)
         assert "Traceback" not in result.stderr
