@@ -18,6 +18,7 @@ import pytest
 from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
 from gossamer.proxy.telemetry.trace_export import TracingSettings
 from gossamer.proxy.telemetry.tracing import Tracing
+from tests.helpers import binomial
 from tests.helpers.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.helpers.procs import free_port
 from tests.helpers.sim_mesh import SimMesh, spiffe
@@ -105,18 +106,23 @@ async def test_three_hops_make_one_trace():
 
 
 async def test_ratio_sampling_keeps_traces_whole():
-    """At 10%, the first hop decides and the others follow: every trace that arrives
-    has all five spans, and roughly a tenth of the requests are traced."""
+    """At 25%, the first hop decides and the others follow: every trace that arrives
+    has all five spans, and the share of requests traced is the configured ratio."""
+    requests, ratio = 1000, 0.25
+    # Binomial(1000, 0.25): mean 250, sigma 13.7; accepted 250 +- 4.5 sigma = [188, 312].
+    # A ratio wrong by 2x (12.5%: 125 +- 47, or 50%: 500 +- 71) falls outside.
+    low, high = binomial.bounds(requests, ratio)
+    assert binomial.detects_factor(requests, ratio, 2.0)
     with OtlpReceiver() as receiver:
-        async with SimMesh(tracing=settings(receiver.endpoint, "0.1")) as mesh:
-            await mesh.drive(300, concurrency=4)
+        async with SimMesh(tracing=settings(receiver.endpoint, str(ratio))) as mesh:
+            await mesh.drive(requests, concurrency=4)
             for svc in mesh.services:
                 assert await asyncio.to_thread(svc.telemetry.tracing.force_flush, 5.0)
         spans = receiver.spans()
     traces: dict[str, list[ReceivedSpan]] = {}
     for span in spans:
         traces.setdefault(span.trace_id, []).append(span)
-    assert 5 <= len(traces) <= 80, len(traces)
+    assert low <= len(traces) <= high, (len(traces), low, high)
     for trace in traces.values():
         check_chain(trace)
 

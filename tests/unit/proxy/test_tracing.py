@@ -14,6 +14,7 @@ from gossamer.proxy.telemetry import trace_context as tc
 from gossamer.proxy.telemetry.trace_export import TracingSettings
 from gossamer.proxy.telemetry.trace_roots import BATCH
 from gossamer.proxy.telemetry.tracing import DISABLED, Sampler, Tracing
+from tests.helpers import binomial
 
 TP_ON = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TP_OFF = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -125,19 +126,24 @@ def test_unsampled_root_propagates_the_decision():
     assert [n for n, _ in deny] == [b"traceparent"]
 
 
-def test_root_span_takes_the_trace_id_it_was_sampled_on():
-    tracing, exporter = make(ratio=0.5)
+@pytest.mark.parametrize(("ratio", "roots"), [(0.5, 1000), (0.1, 3000)])
+def test_root_span_takes_the_trace_id_it_was_sampled_on(ratio, roots):
+    tracing, exporter = make(ratio=ratio)
     decided = []
-    for _ in range(200):
+    for _ in range(roots):
         span = server(tracing, [])
         decided.append((span.sampled, span.trace_id))
         span.end(200)
     spans = finished(tracing, exporter)
     sampled_ids = [t for s, t in decided if s]
     assert [s.context.trace_id for s in spans] == sampled_ids
-    assert 60 < len(sampled_ids) < 140
+    # the share sampled is the ratio: Binomial(roots, ratio) within 4.5 sigma (0.5:
+    # 500 +- 71; 0.1: 300 +- 74), bounds that a ratio wrong by 2x falls outside
+    low, high = binomial.bounds(roots, ratio)
+    assert binomial.detects_factor(roots, ratio, 2.0)
+    assert low <= len(sampled_ids) <= high, (len(sampled_ids), low, high)
     # the rule is OpenTelemetry's: low 64 bits under ratio * 2**64
-    assert all((t & ((1 << 64) - 1)) < (1 << 63) for t in sampled_ids)
+    assert all((t & ((1 << 64) - 1)) < int(ratio * (1 << 64)) for t in sampled_ids)
     assert all(s.parent is None for s in spans)
 
 
