@@ -11,6 +11,7 @@ probe fails) traffic fails over, then comes back to the local zone once it recov
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def served(caller: XdsSidecar, count: int) -> Counter[str]:
 def priorities(caller: XdsSidecar) -> dict[str, int]:
     """Zone -> EDS priority in this caller's view of catalog (healthy endpoints)."""
     return {e["zone"]: e["priority"] for e in caller.endpoints(CATALOG) if e["health"] == "healthy"}
+
+
+def has_priorities(caller: XdsSidecar, want: dict[str, int]) -> bool:
+    return priorities(caller) == want
 
 
 def test_zone_reaches_the_registry_and_priorities_follow_each_caller(tmp_path: Path):
@@ -69,7 +74,7 @@ def test_zone_reaches_the_registry_and_priorities_follow_each_caller(tmp_path: P
             (web_none, {"zone-a": 0, "zone-b": 0}),
         ):
             wait_for(
-                lambda c=caller, w=want: priorities(c) == w,
+                functools.partial(has_priorities, caller, want),
                 timeout=30,
                 what=f"{caller.instance}'s priorities {want}",
             )
