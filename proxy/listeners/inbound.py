@@ -18,6 +18,9 @@ The SNI names the target port (`tls.port_from_sni`), which selects the app port
   `x-gossamer-error: app-not-ready` (retriable: the request never reached the app);
   once it has answered, a refused connection (the app died) fails fast with 502
   `connect-failure`, and the readiness probe takes the instance out of rotation.
+  Each connection also counts in the connection series (`gossamer_tcp_connections_*`,
+  opened at the handshake, closed when it ends) with the peer's and this sidecar's
+  SPIFFE IDs as principals: where `gossamer edges` reads who called whom.
 - TCP ports: a denied peer's connection is closed before anything is read from it or
   sent to the app; an allowed one is relayed to the app byte for byte (half-close
   respected).
@@ -106,6 +109,9 @@ class Inbound:
         )
         self.service = compose(self._forward, outer, self._capture, authz_layer)
         self._tasks: set[asyncio.Task[None]] = set()
+        # open HTTP connections (by their TCP transport's id) -> their connection series
+        self._http_connections: dict[int, TcpSeries] = {}
+        self._count_connections = request_telemetry
 
     def protocol(self) -> asyncio.BaseProtocol:
         self.metrics.connection("inbound")
@@ -118,8 +124,15 @@ class Inbound:
             on_handshake=self._on_handshake,
             on_failure=self._on_failure,
             handshake_timeout=self.handshake_timeout,
-            on_closed=self.connection_limit.closed if self.connection_limit else None,
+            on_closed=self._on_closed,
         )
+
+    def _on_closed(self, raw: asyncio.BaseTransport) -> None:
+        if self.connection_limit is not None:
+            self.connection_limit.closed(raw)
+        series = self._http_connections.pop(id(raw), None)
+        if series is not None:
+            series.closed()
 
     def _own_identity(self) -> str | None:
         contexts = self.credentials.contexts
@@ -148,6 +161,16 @@ class Inbound:
             app_port=app_port,
         )
         if app_port.protocol is not Protocol.TCP:
+            raw = layer.raw_transport
+            if self._count_connections and raw is not None:
+                # an HTTP connection counts in the connection series too: its principals
+                # are the handshake's (who called whom, for `gossamer edges`)
+                series = self.metrics.tcp(
+                    "destination", peer_service(peer), self.local_service, "mutual_tls",
+                    peer or "", self._own_identity() or "",
+                )  # fmt: skip
+                series.opened()
+                self._http_connections[id(raw)] = series
             if layer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
                 server: H2Server | Http1Server = H2Server(
                     self.service, info, self.tracker, self.limits,

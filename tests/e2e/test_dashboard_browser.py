@@ -1,38 +1,31 @@
-"""The dashboard in a real headless Chromium (Debian's, driven by Playwright).
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright), served by
+a real `gossamer control` for the real mesh of tests/helpers/observed_mesh.py.
 
-Two set-ups: the operator API app fed by a simulated registry (below), and the real
-control plane (in-process `ControlPlane`: registry store, xDS server, API server) with a
-real ADS client that NACKs a pushed configuration.
+Real sidecars (mutual TLS, certificates from the control plane's CA) carry `RATE`
+requests per second loadgen -> web -> catalog -> inventory, inventory failing one in
+five. The page must draw the services with their rates, inventory's success rate (80%),
+the edges with the SPIFFE IDs of the handshakes, link to Jaeger, and warn about the
+inventory sidecar's certificate: that sidecar asked for a 20-minute certificate
+(`--cert-ttl`), closer to expiry than `observability.certificate_warning` (1 h).
 
-The operator API app serves the page and `/v1/overview` while three services carry real
-traffic (telemetry recorded by the library, scraped live from their admin ports). The
-page must draw the three services with non-zero rates, warn about a certificate close to
-expiry, link to Jaeger, and show a NACK once a sidecar has rejected a configuration:
-the sidecar's real ADS state machine (gossamer.proxy.xds.ads_state) refuses a Listener and
-the control plane records the NACK's error as its stream registry does.
+Then mesh.yaml gives catalog an HTTP health check whose path has a space: the control
+plane accepts it (its check is only "starts with /"), the sidecars that call catalog
+refuse the cluster ("is not a path") and NACK the push, and the page must show each
+NACK with the sidecar's own error. (The day the control plane refuses such a path
+itself, this test needs another configuration the sidecars reject.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
+import json
 from typing import Any
 
 import pytest
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import any_pb2
 
-from gossamer.contract import xds
-from gossamer.observe.settings import ObservabilitySettings
-from gossamer.proxy.xds import ads_state as ads
-from tests.helpers.ads_client import AdsClient
-from tests.helpers.control_plane import mesh, reload_now, running_control_plane
-from tests.helpers.operator_api import operator_api
-from tests.helpers.sim_mesh import SimMesh, spiffe
+from tests.helpers.observed_mesh import FAIL_EVERY, ObservedMesh, observed_mesh, spiffe
+from tests.helpers.procs import wait_for
+from tests.helpers.xds_mesh import http_service
 
 pytestmark = pytest.mark.e2e
 
@@ -46,211 +39,109 @@ ARGS = [
     "--disable-sync",
 ]
 JAEGER = "http://127.0.0.1:16686"
+BAD_PATH = "/health z"
 
 
-def stream_entry(service: str, version: str) -> dict[str, Any]:
-    now = time.time()
-    types = {
-        t: {"sent_version": version, "acked_version": version, "acked_at": now, "last_nack": None}
-        for t in ("CDS", "EDS", "LDS", "RDS", "SDS")
-    }
-    return {
-        "stream_id": 1,
-        "protocol": "sotw",
-        "node_id": f"{service}~{service}-1",
-        "node_cluster": service,
-        "identity": spiffe(service),
-        "connected_at": now,
-        "types": types,
-    }
+def nacking(om: ObservedMesh) -> dict[str, dict[str, Any]]:
+    """The sidecars the control plane lists with a NACK, by node."""
+    status, overview = om.api("/v1/overview")
+    assert status == 200, overview
+    return {s["node"]: s for s in overview["sidecars"] if s["state"] == "NACK"}
 
 
-def decode_listeners(resources):
-    for res in resources:
-        listener = listener_pb2.Listener()
-        res.Unpack(listener)
-        port = listener.address.socket_address.port_value
-        if not 1 <= port <= 65535:
-            raise ValueError(f"listener {listener.name}: port {port} is out of range")
-    return ads.Decoded(len(resources))
-
-
-def nack_from_the_sidecar() -> tuple[str, str]:
-    """Send the sidecar's ADS state machine a Listener it rejects; the NACK it answers."""
-    decoders = {t: (lambda rs: ads.Decoded(len(rs))) for t in ads.ORDER}
-    decoders[xds.LISTENER] = decode_listeners
-    state = ads.AdsState(base_pb2.Node(id="catalog~catalog-1"), decoders)
-    bad = listener_pb2.Listener(
-        name="outbound",
-        address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=70000)
-        ),
-    )
-    packed = any_pb2.Any()
-    packed.Pack(bad)
-    response = discovery_pb2.DiscoveryResponse(
-        version_info="8", nonce="n8", type_url=xds.LISTENER, resources=[packed]
-    )
-    (nack,) = state.handle(response)
-    assert nack.HasField("error_detail") and nack.response_nonce == "n8"
-    return response.version_info, nack.error_detail.message
-
-
-async def test_dashboard_live(tmp_path, artifacts_dir):
+async def test_dashboard_on_the_real_mesh(tmp_path, artifacts_dir):
     from playwright.async_api import async_playwright
 
-    settings = ObservabilitySettings(jaeger_url=JAEGER, certificate_warning=3600, window=30)
-    sidecars = [stream_entry(s, "7") for s in ("web", "catalog", "inventory")]
-    async with (
-        SimMesh(fail_every={"inventory": 4}, cert_expires_in={"inventory": 1200}) as mesh,
-        operator_api(tmp_path, mesh.registry_state, settings=settings, sidecars=sidecars) as api,
-        async_playwright() as pw,
-    ):
-        traffic = asyncio.create_task(mesh.drive_for(90, rate=30))
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 1100})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            await page.goto(f"{api.url}/#token={api.token}")
-
-            # the three services, each with a non-zero rate
-            await page.wait_for_function(
-                """() => {
-                  const rows = [...document.querySelectorAll('#services tbody tr')];
-                  const rps = Object.fromEntries(rows.map(r => [r.dataset.service,
-                    parseFloat(r.children[3].textContent)]));
-                  return ['web', 'catalog', 'inventory'].every(s => rps[s] > 0);
-                }""",
-                timeout=20000,
-            )
-            assert "token=" not in page.url  # taken out of the address bar
-            stored = await page.evaluate("sessionStorage.getItem('gossamer.token')")
-            assert stored == api.token
-            for service in ("web", "catalog", "inventory"):
-                node = page.locator(f'#graph g.node[data-service="{service}"]')
-                assert await node.count() == 1
-                assert "rps" in (await node.text_content() or "")
-            edge = page.locator('#graph g.edge[data-source="web"][data-destination="catalog"]')
-            assert "/s" in (await edge.text_content() or "")
-            inventory = page.locator('#services tr[data-service="inventory"]')
-            success = float((await inventory.locator("td").nth(2).inner_text()).rstrip("%"))
-            assert 60 < success < 90  # one in four fails
-            link = inventory.locator("a")
-            assert await link.get_attribute("href") == (
-                f"{JAEGER}/search?service=inventory&limit=20&lookback=1h"
-            )
-            warn = page.locator('#certificates tr[data-status="warning"]')
-            assert await warn.count() == 1
-            assert "inventory" in await warn.inner_text()
-            assert "expires soon" in await warn.inner_text()
-            assert await page.locator('#sidecars tr[data-state="ACK"]').count() == 3
-
-            # the catalog sidecar is sent a configuration it rejects
-            version, error = nack_from_the_sidecar()
-            lds = sidecars[1]["types"]["LDS"]
-            lds["sent_version"] = version
-            lds["last_nack"] = {"version": "7", "error": error, "at": time.time()}
-            row = page.locator('#sidecars tr[data-node="catalog~catalog-1"][data-state="NACK"]')
-            await row.wait_for(timeout=10000)
-            assert "port 70000 is out of range" in await row.inner_text()
-            assert await page.locator('[data-card="NACKs"] .n').text_content() == "1"
-
-            # per-service detail on click
-            await page.locator('#graph g.node[data-service="catalog"]').click()
-            detail = page.locator("#detail")
-            await detail.wait_for(state="visible")
-            text = await detail.inner_text()
-            assert "web" in text and spiffe("web") in text and "catalog~catalog-1 (NACK)" in text
-
-            await page.screenshot(path=str(artifacts_dir / "dashboard.png"), full_page=True)
-            assert problems == []
-        finally:
-            await browser.close()
-            traffic.cancel()
-            await asyncio.gather(traffic, return_exceptions=True)
+    observability = {"jaeger_url": JAEGER, "certificate_warning": "1h", "window": "10s"}
+    with observed_mesh(
+        tmp_path, observability=observability, sidecar_args={"inventory": ["--cert-ttl", "1200"]}
+    ) as om:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                await check_page(om, browser, artifacts_dir)
+            finally:
+                await browser.close()
 
 
-async def test_dashboard_on_the_real_control_plane(tmp_path, artifacts_dir):
-    """The control plane serves the page; its registry lists the sidecars' admin ports;
-    a sidecar's ADS stream NACKs a push and the page shows the error."""
-    from playwright.async_api import async_playwright
+async def check_page(om: ObservedMesh, browser: Any, artifacts_dir: Any) -> None:
+    page = await browser.new_page(viewport={"width": 1400, "height": 1100})
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    await page.goto(f"{om.api_url}/#token={om.admin_token}")
 
-    def services(lb: str) -> list[dict[str, Any]]:
-        return [
-            {"name": name, "ports": [{"port": 8080, "protocol": "http"}], "lb_policy": lb}
-            for name in ("web", "catalog", "inventory")
-        ]
+    # the three services, each with a non-zero rate, inventory's success rate settled
+    await page.wait_for_function(
+        """() => {
+          const rows = [...document.querySelectorAll('#services tbody tr')];
+          const cell = (s, i) => {
+            const row = rows.find(r => r.dataset.service === s);
+            return row ? parseFloat(row.children[i].textContent) : NaN;
+          };
+          return ['web', 'catalog', 'inventory'].every(s => cell(s, 3) > 0)
+            && Math.abs(cell('inventory', 2) - 80) <= 5;
+        }""",
+        timeout=45000,
+    )
+    assert "token=" not in page.url  # taken out of the address bar
+    assert await page.evaluate("sessionStorage.getItem('gossamer.token')") == om.admin_token
+    for service in ("web", "catalog", "inventory", "loadgen"):
+        node = page.locator(f'#graph g.node[data-service="{service}"]')
+        assert await node.count() == 1, service
+    for service in ("web", "catalog", "inventory"):
+        node = page.locator(f'#graph g.node[data-service="{service}"]')
+        assert "rps" in (await node.text_content() or "")
+    edge = page.locator('#graph g.edge[data-source="web"][data-destination="catalog"]')
+    assert "/s" in (await edge.text_content() or "")
+    web = page.locator('#services tr[data-service="web"]')
+    assert float((await web.locator("td").nth(2).inner_text()).rstrip("%")) == 100.0
+    inventory = page.locator('#services tr[data-service="inventory"]')
+    success = float((await inventory.locator("td").nth(2).inner_text()).rstrip("%"))
+    assert success == pytest.approx(100 * (1 - 1 / FAIL_EVERY), abs=5)
+    assert await inventory.locator("a").get_attribute("href") == (
+        f"{JAEGER}/search?service=inventory&limit=20&lookback=1h"
+    )
+    # the certificates the sidecars really hold: only inventory's is close to expiry
+    warn = page.locator('#certificates tr[data-status="warning"]')
+    await warn.first.wait_for(timeout=20000)
+    assert await warn.count() == 1
+    text = await warn.inner_text()
+    assert "inventory" in text and spiffe("inventory") in text and "expires soon" in text
+    assert await page.locator('#certificates tr[data-status="ok"]').count() == 3
+    assert await page.locator('#sidecars tr[data-state="ACK"]').count() == 4
 
-    config = tmp_path / "mesh.yaml"
-    async with (
-        SimMesh(fail_every={"inventory": 5}) as sim,
-        running_control_plane(tmp_path, mesh(services("round_robin"))) as (plane, target),
-        AdsClient(target, "catalog~catalog-1", {"GOSSAMER_SERVICE": "catalog"}) as stream,
-        async_playwright() as pw,
-    ):
-        assert plane.link is not None and plane.api is not None
-        store = plane.link.store
-        for svc in sim.services:  # what the sidecars' registration would write
-            lease = await store.grant_lease(300)
-            endpoint = dataclasses.replace(svc.endpoint(), owner=f"lease:{lease}")
-            await store.put_endpoint(endpoint, lease=lease)
-        await plane.settle()
-        await stream.request(xds.CLUSTER)
-        first = await stream.recv()
-        await stream.ack(first)
-        traffic = asyncio.create_task(sim.drive_for(90, rate=30))
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-            await page.goto(
-                f"http://127.0.0.1:{plane.bound_port('api')}/#token={plane.api.admin_token}"
-            )
-            await page.wait_for_function(
-                """() => ['web', 'catalog', 'inventory'].every(s => {
-                  const row = document.querySelector(`#services tr[data-service="${s}"]`);
-                  return row && parseFloat(row.children[3].textContent) > 0;
-                })""",
-                timeout=20000,
-            )
-            ok = page.locator('#sidecars tr[data-node="catalog~catalog-1"][data-state="ACK"]')
-            await ok.wait_for(timeout=10000)
+    # per-service detail on click: callers with the handshake's identities
+    await page.locator('#graph g.node[data-service="catalog"]').click()
+    detail = page.locator("#detail")
+    await detail.wait_for(state="visible")
+    text = await detail.inner_text()
+    assert f"[client {spiffe('web')}]" in text and f"[server {spiffe('catalog')}]" in text
+    assert f"[client {spiffe('catalog')}]" in text  # catalog -> inventory, among its calls
 
-            # a configuration change the sidecar cannot apply
-            await reload_now(plane, config, mesh(services("least_request")))
-            second = await stream.recv()
-            error = reject_with_the_sidecar_state_machine(second)
-            await stream.nack(second, error, version=first.version_info)
-            row = page.locator('#sidecars tr[data-node="catalog~catalog-1"][data-state="NACK"]')
-            await row.wait_for(timeout=10000)
-            shown = await row.inner_text()
-            assert "least_request is not supported" in shown
-            assert f"version {second.version_info} rejected" in shown
-            await page.screenshot(
-                path=str(artifacts_dir / "dashboard-control-plane.png"), full_page=True
-            )
-        finally:
-            await browser.close()
-            traffic.cancel()
-            await asyncio.gather(traffic, return_exceptions=True)
+    # a configuration the sidecars calling catalog cannot apply
+    services = [http_service(n) for n in ("web", "catalog", "inventory", "loadgen")]
+    services[1]["health_check"] = {"http_path": BAD_PATH, "interval": "5s", "timeout": "1s"}
+    om.mesh.set_services(services)
+    await asyncio.to_thread(
+        wait_for, lambda: len(nacking(om)) >= 1, 30, 0.3, "a sidecar to NACK the push"
+    )
+    nacks = nacking(om)
+    for node, sidecar in nacks.items():
+        assert "is not a path" in json.dumps(sidecar["last_nack"]), (node, sidecar)
+        row = page.locator(f'#sidecars tr[data-node="{node}"][data-state="NACK"]')
+        await row.wait_for(timeout=15000)
+        shown = await row.inner_text()
+        assert f"health check path {BAD_PATH!r} is not a path" in shown, shown
+        assert "rejected" in shown
+    await page.wait_for_function(
+        "n => document.querySelector('[data-card=\"NACKs\"] .n').textContent === String(n)",
+        arg=len(nacking(om)),
+        timeout=15000,
+    )
+    # web's sidecar calls catalog: it is among those refusing
+    assert any(sidecar["service"] == "web" for sidecar in nacks.values()), nacks
+    # the sidecars keep serving with their last good configuration
+    assert om.sidecars["loadgen"].get("web", "/")[0] == 200
 
-
-def reject_with_the_sidecar_state_machine(response: Any) -> str:
-    """Feed a CDS push to the sidecar's ADS state machine with a decoder that refuses
-    least_request; the error of the NACK it answers."""
-
-    def decode(resources: Any) -> ads.Decoded:
-        for res in resources:
-            cluster = cluster_pb2.Cluster()
-            res.Unpack(cluster)
-            for policy in cluster.load_balancing_policy.policies:
-                if policy.typed_extension_config.name.endswith("least_request"):
-                    raise ValueError(f"cluster {cluster.name}: least_request is not supported")
-        return ads.Decoded(len(resources))
-
-    decoders = {t: (lambda rs: ads.Decoded(len(rs))) for t in ads.ORDER}
-    decoders[xds.CLUSTER] = decode
-    state = ads.AdsState(base_pb2.Node(id="catalog~catalog-1"), decoders)
-    (nack,) = state.handle(response)
-    assert nack.HasField("error_detail")
-    return str(nack.error_detail.message)
+    await page.screenshot(path=str(artifacts_dir / "dashboard.png"), full_page=True)
+    assert problems == []

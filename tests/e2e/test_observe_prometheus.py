@@ -1,196 +1,157 @@
-"""Golden metrics end to end: sidecar metrics -> http_sd -> a real Prometheus -> CLI.
+"""Golden metrics end to end on real sidecars: `gossamer stat/edges/top`, live through the
+control plane and through a real Prometheus found by `/v1/http_sd`.
 
-Three services (web -> catalog -> inventory) record real HTTP requests with the
-telemetry library and export them on their metrics ports; inventory fails every 4th
-request, so every service's success rate is 75%. A real Prometheus (Debian's package)
-finds the metrics ports only through the operator API's `/v1/http_sd`, with a viewer
-token from a file (`credentials_file`, as `gossamer inject` sets it up), scrapes them, and
-`gossamer stat --prometheus URL -o json` (a subprocess) must show non-zero rates and
-that success rate. The same figures must come out of the control plane's live path
-(no Prometheus) through `gossamer stat --api`.
+One mesh for the module (tests/helpers/observed_mesh.py): a real `gossamer control`,
+real sidecars with mutual TLS, apps in a chain loadgen -> web -> catalog -> inventory,
+`RATE` requests per second into web, inventory failing exactly one request in
+`FAIL_EVERY` (80% success) while web and catalog absorb the failure (100%). The CLI
+(a subprocess) must read those figures back: success rates within 5 points, request
+rates within 25%, every service meshed, latencies present; `edges` shows the SPIFFE IDs
+of the mTLS handshakes. A real Prometheus (Debian's package) finds the sidecars' metrics
+ports only through `/v1/http_sd` with a viewer token from a file, scrapes them, and
+`gossamer stat --prometheus URL` must show the same figures.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import secrets
-import sys
-import tempfile
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers.operator_api import operator_api
+from tests.helpers.observed_mesh import FAIL_EVERY, RATE, ObservedMesh, observed_mesh, spiffe
 from tests.helpers.prometheus import running_prometheus, values
-from tests.helpers.sim_mesh import SimMesh, spiffe
 
 pytestmark = pytest.mark.e2e
 
-RATE = 40.0  # requests per second into web
-EMPTY_DIR = tempfile.mkdtemp(prefix="gossamer-cli-")
+CHAIN = ("web", "catalog", "inventory")
+SUCCESS = {"web": 1.0, "catalog": 1.0, "inventory": 1.0 - 1.0 / FAIL_EVERY}
 
 
-async def gossamer(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the CLI in a folder without a mesh.yaml (so none is read by accident)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gossamer.cli.main",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        cwd=EMPTY_DIR,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+@pytest.fixture(scope="module")
+def om(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedMesh]:
+    with observed_mesh(tmp_path_factory.mktemp("observed")) as mesh:
+        # a first question starts the control plane's scrapes (on demand): 8 s later a
+        # 10 s window spans two scrapes of steady traffic
+        mesh.cli_json("stat", "-w", "10s")
+        time.sleep(8)
+        mesh.wait_until_traffic_seen(0)
+        yield mesh
 
 
-def by_name(rows: list[dict[str, Any]], key: str = "name") -> dict[str, dict[str, Any]]:
-    return {r[key]: r for r in rows}
+def by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in rows}
 
 
-async def test_stat_through_real_prometheus(tmp_path):
-    async with (
-        SimMesh(fail_every={"inventory": 4}) as mesh,
-        operator_api(tmp_path, mesh.registry_state) as api,
-    ):
-        traffic = asyncio.create_task(mesh.drive_for(120, rate=RATE))
-        try:
-            # the token file the control plane accepts (observability.prometheus_token_file)
-            token_file = tmp_path / "prometheus.token"
-            token_file.write_text("gsa1_" + secrets.token_urlsafe(32) + "\n")
-            token_file.chmod(0o600)
-            api.tokens.add_file_token("prometheus", "viewer", token_file)
-            with running_prometheus(
-                tmp_path / "prom", f"{api.url}/v1/http_sd", credentials_file=token_file
-            ) as prom:
-                # discovered through http_sd only, with the registry's labels
-                up = await asyncio.to_thread(
-                    prom.wait_for_query,
-                    'up{job="gossamer-sidecars"} == 1',
-                    lambda r: len(r) == 3,
-                )
-                assert {s["metric"]["gossamer_service"] for s in up} == {
-                    "web",
-                    "catalog",
-                    "inventory",
-                }
-                assert {s["metric"]["instance"] for s in up} == {
-                    f"127.0.0.1:{svc.metrics_port}" for svc in mesh.services
-                }
-                # PromQL: the request rate of a demo service
-                expr = (
-                    'sum(rate(gossamer_requests_total{reporter="destination",'
-                    'destination_service="inventory"}[20s]))'
-                )
-                rate = await asyncio.to_thread(
-                    prom.wait_for_query, expr, lambda r: bool(r) and values(r)[0] > 0
-                )
-                assert values(rate)[0] < 2 * RATE
-                # let the window fill with scrapes of steady traffic before judging rates
-                await asyncio.to_thread(
-                    prom.wait_for_query,
-                    'count_over_time(up{job="gossamer-sidecars",gossamer_service="web"}[1m])',
-                    lambda r: bool(r) and values(r)[0] >= 12,
-                )
-                code, out, err = await gossamer(
-                    "stat", "--prometheus", prom.url, "--window", "10s", "-o", "json"
-                )
-                assert code == 0, err
-                data = json.loads(out)
-                assert data["source"] == "prometheus"
-                rows = by_name(data["services"])
-                assert set(rows) == {"web", "catalog", "inventory"}
-                for name, row in rows.items():
-                    assert row["meshed"] == 1 and row["instances"] == 1, row
-                    assert 0.2 * RATE < row["rps"] < 2 * RATE, row
-                    # inventory fails 1 in 4; catalog and web pass the failure on
-                    assert row["success_rate"] == pytest.approx(0.75, abs=0.05), (name, row)
-                    assert row["latency_p50_ms"] is not None and row["latency_p50_ms"] > 0
-                    assert row["latency_p99_ms"] >= row["latency_p50_ms"]
-                    assert row["tcp_connections"] is not None and row["tcp_connections"] >= 1
-
-                code, out, err = await gossamer(
-                    "stat", "inventory", "--prometheus", prom.url, "-w", "10s", "-o", "json"
-                )
-                assert code == 0, err
-                assert [r["name"] for r in json.loads(out)["services"]] == ["inventory"]
-
-                code, out, err = await gossamer(
-                    "edges", "--prometheus", prom.url, "-w", "10s", "-o", "json"
-                )
-                assert code == 0, err
-                edges = {(e["source"], e["destination"]): e for e in json.loads(out)["edges"]}
-                assert ("web", "catalog") in edges and ("catalog", "inventory") in edges
-                web_catalog = edges[("web", "catalog")]
-                assert web_catalog["client_identities"] == [spiffe("web")]
-                assert web_catalog["server_identities"] == [spiffe("catalog")]
-                assert web_catalog["secured"] is True and web_catalog["rps"] > 0
-                assert edges[("unknown", "web")]["secured"] is False
-
-                code, out, err = await gossamer(
-                    "top", "--prometheus", prom.url, "-w", "10s", "-o", "json"
-                )
-                assert code == 0, err
-                routes = json.loads(out)["routes"]
-                pairs = [(r["source"], r["destination"], r["route"]) for r in routes]
-                assert ("web", "catalog", "catalog-default") in pairs
-                assert ("unknown", "web", "inbound") in pairs  # the caller outside the mesh
-
-                # the table for people, too
-                code, out, err = await gossamer("stat", "--prometheus", prom.url, "-w", "10s")
-                assert code == 0, err
-                header, *lines = [line for line in out.splitlines() if line.strip()]
-                assert header.split() == [
-                    "NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
-                    "LATENCY_P99", "TCP_CONN",
-                ]  # fmt: skip
-                inventory = next(line.split() for line in lines if line.startswith("inventory"))
-                assert inventory[1] == "1/1" and inventory[2].endswith("%")
-        finally:
-            traffic.cancel()
-            await asyncio.gather(traffic, return_exceptions=True)
+def check_services(rows: dict[str, dict[str, Any]]) -> None:
+    """The known shape: every service of the chain serves RATE, inventory fails 20%."""
+    assert set(CHAIN) <= set(rows), rows
+    for name in CHAIN:
+        row = rows[name]
+        assert row["meshed"] == 1 and row["instances"] == 1, row
+        assert row["rps"] == pytest.approx(RATE, rel=0.25), row
+        assert row["success_rate"] == pytest.approx(SUCCESS[name], abs=0.05), row
+        assert row["latency_p50_ms"] is not None and row["latency_p50_ms"] > 0, row
+        assert row["latency_p99_ms"] >= row["latency_p95_ms"] >= row["latency_p50_ms"], row
+        assert row["tcp_connections"] is not None and row["tcp_connections"] >= 1, row
 
 
-async def test_stat_live_through_the_control_plane(tmp_path):
-    async with (
-        SimMesh(fail_every={"inventory": 4}) as mesh,
-        operator_api(tmp_path, mesh.registry_state) as api,
-    ):
-        await mesh.drive(40, concurrency=1)  # before the first scrape: the baseline
-        traffic = asyncio.create_task(mesh.drive_for(60, rate=RATE))
-        try:
-            await asyncio.sleep(0)  # traffic flowing while the control plane scrapes twice
-            env = {"GOSSAMER_API_TOKEN": api.token}
-            code, out, err = await gossamer(
-                "stat", "--api", api.url, "-w", "30s", "-o", "json", env=env
-            )
-            assert code == 0, err
-            data = json.loads(out)
-            assert data["source"] == "live"
-            rows = by_name(data["services"])
-            assert set(rows) == {"web", "catalog", "inventory"}
-            for row in rows.values():
-                assert row["meshed"] == 1 and row["rps"] > 0, row
-                assert row["success_rate"] == pytest.approx(0.75, abs=0.1), row
+def check_edges(edges: list[dict[str, Any]]) -> None:
+    found = {(e["source"], e["destination"]): e for e in edges}
+    for src, dst in (("loadgen", "web"), ("web", "catalog"), ("catalog", "inventory")):
+        edge = found[(src, dst)]
+        # the identities the callee's sidecar saw in the mTLS handshake
+        assert edge["client_identities"] == [spiffe(src)], edge
+        assert edge["server_identities"] == [spiffe(dst)], edge
+        assert edge["secured"] is True, edge
+        assert edge["rps"] == pytest.approx(RATE, rel=0.25), edge
+        assert edge["success_rate"] == pytest.approx(SUCCESS[dst], abs=0.05), edge
+    assert set(found) == {("loadgen", "web"), ("web", "catalog"), ("catalog", "inventory")}
 
-            code, out, err = await gossamer("edges", "--api", api.url, "-o", "json", env=env)
-            assert code == 0, err
-            edges = {(e["source"], e["destination"]): e for e in json.loads(out)["edges"]}
-            assert edges[("catalog", "inventory")]["client_identities"] == [spiffe("catalog")]
 
-            code, out, err = await gossamer("top", "--api", api.url, "-o", "json", env=env)
-            assert code == 0, err
-            assert json.loads(out)["routes"][0]["rps"] > 0
+def check_routes(routes: list[dict[str, Any]]) -> None:
+    found = {(r["source"], r["destination"]): r for r in routes}
+    for src, dst in (("loadgen", "web"), ("web", "catalog"), ("catalog", "inventory")):
+        route = found[(src, dst)]
+        assert route["route"] == f"{dst}.default:8080/default", route
+        assert route["method"] == "GET" and route["reporter"] == "source", route
+        assert route["rps"] == pytest.approx(RATE, rel=0.25), route
+        assert route["success_rate"] == pytest.approx(SUCCESS[dst], abs=0.05), route
 
-            # a wrong token is one clear line, not a traceback
-            code, out, err = await gossamer(
-                "stat", "--api", api.url, env={"GOSSAMER_API_TOKEN": "gsa1_nope"}
-            )
-            assert code != 0 and "refused the token" in err and "Traceback" not in err
-        finally:
-            traffic.cancel()
-            await asyncio.gather(traffic, return_exceptions=True)
+
+def test_stat_live_through_the_control_plane(om: ObservedMesh) -> None:
+    data = om.cli_json("stat", "-w", "10s")
+    assert data["source"] == "live" and data["window_seconds"] == 10.0
+    rows = by_name(data["services"])
+    check_services(rows)
+    # the load generator's sidecar is meshed and receives nothing
+    assert rows["loadgen"]["meshed"] == 1 and rows["loadgen"]["rps"] == 0.0
+
+    # one service, and the table for people
+    data = om.cli_json("stat", "inventory", "-w", "10s")
+    assert [r["name"] for r in data["services"]] == ["inventory"]
+    code, out, err = om.cli("stat", "-w", "10s")
+    assert code == 0, err
+    header, *lines = [line for line in out.splitlines() if line.strip()]
+    assert header.split() == [
+        "NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99",
+        "TCP_CONN",
+    ]  # fmt: skip
+    inventory = next(line.split() for line in lines if line.startswith("inventory"))
+    assert inventory[1] == "1/1"
+    assert float(inventory[2].rstrip("%")) == pytest.approx(80, abs=5)
+
+
+def test_edges_live_carry_the_handshake_identities(om: ObservedMesh) -> None:
+    data = om.cli_json("edges", "-w", "10s")
+    assert data["source"] == "live"
+    check_edges(data["edges"])
+
+
+def test_top_live_lists_the_routes(om: ObservedMesh) -> None:
+    data = om.cli_json("top", "-w", "10s")
+    assert data["source"] == "live"
+    check_routes(data["routes"])
+
+
+def test_a_wrong_token_is_one_clear_line(om: ObservedMesh) -> None:
+    code, _, err = om.cli("stat", token="gsa1_nope")
+    assert code != 0 and "refused the token" in err and "Traceback" not in err
+
+
+def test_stat_through_real_prometheus(om: ObservedMesh, tmp_path) -> None:
+    token_file = tmp_path / "prometheus.token"  # a viewer token, as inject hands it out
+    token_file.write_text(om.viewer_token("prometheus") + "\n")
+    token_file.chmod(0o600)
+    with running_prometheus(
+        tmp_path / "prom", f"{om.api_url}/v1/http_sd", credentials_file=token_file
+    ) as prom:
+        # discovered through http_sd only, with the registry's labels
+        up = prom.wait_for_query(
+            'up{job="gossamer-sidecars"} == 1', lambda r: len(r) == 4, timeout=60
+        )
+        assert {s["metric"]["gossamer_service"] for s in up} == {*CHAIN, "loadgen"}
+        assert {s["metric"]["instance"] for s in up} == {
+            f"127.0.0.1:{sc.metrics}" for sc in om.sidecars.values()
+        }
+        # let 12 s of scrapes (1 s apart) of steady traffic fill the 10 s window
+        prom.wait_for_query(
+            'count_over_time(up{job="gossamer-sidecars",gossamer_service="inventory"}[1m])',
+            lambda r: bool(r) and values(r)[0] >= 12,
+            timeout=60,
+        )
+        expr = (
+            'sum(rate(gossamer_requests_total{reporter="destination",'
+            'destination_service="inventory"}[10s]))'
+        )
+        assert values(prom.query(expr))[0] == pytest.approx(RATE, rel=0.25)
+
+        args = ("--prometheus", prom.url, "-w", "10s")
+        data = om.cli_json("stat", *args, api=False)
+        assert data["source"] == "prometheus"
+        check_services(by_name(data["services"]))
+        data = om.cli_json("edges", *args, api=False)
+        check_edges(data["edges"])
+        data = om.cli_json("top", *args, api=False)
+        check_routes(data["routes"])

@@ -1,6 +1,7 @@
 """A small HTTP/TCP app for sidecar tests, run as a process.
 
     python -m tests.helpers.echo_app --port P --name NAME [--tcp]
+        [--upstream URL --upstream-host HOST] [--fail-every N]
 
 HTTP (threaded, keep-alive, HTTP/1.1):
   GET  /             -> "NAME\\n", header x-served-by: NAME
@@ -15,6 +16,12 @@ HTTP (threaded, keep-alive, HTTP/1.1):
   GET  /hits         -> how many requests this app served
   GET  /healthz      -> 200, or 503 after /control/health/fail (until /control/health/ok)
   GET  /control/fail-half/on|off -> from then on "/" answers every other request 500
+  --fail-every N: "/" answers every N-th request 500 (N=5: a success rate of 80%)
+  --upstream URL --upstream-host HOST: "/" first calls GET URL/ with Host: HOST (its
+      sidecar's outbound port, so a chain of apps makes real mesh hops), passing the
+      trace headers on, and answers 200 "NAME <- <upstream status>" whatever the
+      upstream said: a failure below is absorbed, only the failing service's own
+      success rate drops
   (/healthz and the /control/... switches are not counted in /hits; /hits itself is)
 TCP (--tcp): echoes every byte; when the client half-closes, sends "bye <n>\\n" (n =
 bytes received) and closes, proving the half-close passed through.
@@ -29,6 +36,7 @@ import socket
 import socketserver
 import threading
 import time
+from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HITS = 0
@@ -36,6 +44,34 @@ LOCK = threading.Lock()
 FAIL_HALF = False
 HEALTHY = True
 SERVED = 0  # requests to "/" (every other one fails when FAIL_HALF)
+FAIL_EVERY = 0  # with N > 0, every N-th request to "/" fails
+UPSTREAM: tuple[str, int, str] | None = None  # (host, port, Host header) "/" calls first
+TRACE_HEADERS = ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+                 "x-b3-parentspanid", "x-b3-sampled", "x-request-id")  # fmt: skip
+_CONNECTIONS = threading.local()  # one keep-alive connection upstream per thread
+
+
+def call_upstream(headers: dict[str, str]) -> int:
+    """GET / of the upstream (through the sidecar), on this thread's connection; the
+    status, or 599 when the connection failed."""
+    assert UPSTREAM is not None
+    host, port, authority = UPSTREAM
+    for _ in range(2):  # a kept-alive connection the sidecar closed: once more, fresh
+        conn = getattr(_CONNECTIONS, "conn", None)
+        if conn is None:
+            conn = _CONNECTIONS.conn = HTTPConnection(host, port, timeout=10)
+        try:
+            conn.request("GET", "/", headers={"Host": authority, **headers})
+            response = conn.getresponse()
+            response.read()
+            if response.will_close:
+                conn.close()
+                _CONNECTIONS.conn = None
+            return response.status
+        except OSError:
+            conn.close()
+            _CONNECTIONS.conn = None
+    return 599
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -121,9 +157,15 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/":
             with LOCK:
                 SERVED += 1
-                fail = FAIL_HALF and SERVED % 2 == 0
+                fail = (FAIL_HALF and SERVED % 2 == 0) or (
+                    FAIL_EVERY > 0 and SERVED % FAIL_EVERY == 0
+                )
             if fail:
                 self._send(500, f"{self.name} failing\n".encode())
+            elif UPSTREAM is not None:
+                trace = {k: v for k, v in self.headers.items() if k.lower() in TRACE_HEADERS}
+                status = call_upstream(trace)
+                self._send(200, f"{self.name} <- {status}\n".encode())
             else:
                 self._send(200, f"{self.name}\n".encode())
 
@@ -212,7 +254,16 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--name", default="app")
     parser.add_argument("--tcp", action="store_true")
+    parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--upstream", default=None, help="http://HOST:PORT")
+    parser.add_argument("--upstream-host", default=None, help="the Host header upstream")
     args = parser.parse_args()
+    global FAIL_EVERY, UPSTREAM
+    FAIL_EVERY = args.fail_every
+    if args.upstream:
+        address = args.upstream.removeprefix("http://").rstrip("/")
+        host, _, port = address.rpartition(":")
+        UPSTREAM = (host, int(port), args.upstream_host or address)
     if args.tcp:
         TcpServer((args.host, args.port), TcpEcho).serve_forever()
         return
