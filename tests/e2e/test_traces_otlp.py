@@ -1,10 +1,12 @@
-"""Traces end to end: three hops over real HTTP, spans exported over OTLP/gRPC to a real
+"""Traces end to end on real sidecars: four hops (loadgen -> web -> catalog -> inventory,
+tests/helpers/observed_mesh.py) over mutual TLS, spans exported over OTLP/gRPC to a real
 receiver (opentelemetry-proto's TraceService on grpc.aio).
 
-Each simulated sidecar starts a server span from the incoming headers, the app passes
-the context on, the outbound side starts a client span and injects it into the real
-request to the next service, exactly as the proxy will. The receiver must get one trace
-per request with correct parent links across the hops and the HTTP attributes.
+Each calling sidecar starts a client span and injects it into the request to the next
+sidecar, which starts a server span from it and hands the app its context; the apps pass
+the trace headers on (echo_app `--upstream`). The receiver must get one trace per request
+with correct parent links across the hops, the HTTP attributes and the peers' SPIFFE IDs
+from the handshakes; a ratio sampler decided at the first hop keeps traces whole.
 """
 
 from __future__ import annotations
@@ -19,21 +21,22 @@ from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
 from gossamer.proxy.telemetry.trace_export import TracingSettings
 from gossamer.proxy.telemetry.tracing import Tracing
 from tests.helpers import binomial
+from tests.helpers.observed_mesh import ObservedMesh, observed_mesh, spiffe
 from tests.helpers.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.helpers.procs import free_port
-from tests.helpers.sim_mesh import SimMesh, spiffe
 
 pytestmark = pytest.mark.e2e
 
+HOPS = (("loadgen", "web"), ("web", "catalog"), ("catalog", "inventory"))
 
-def settings(endpoint: str, ratio: str = "1") -> TracingSettings:
-    env = {
+
+def sidecar_env(endpoint: str, ratio: str = "1") -> dict[str, str]:
+    return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": ratio,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    return TracingSettings.from_env(env, service="sim")
 
 
 def of_trace(spans: list[ReceivedSpan], trace_id: str) -> list[ReceivedSpan]:
@@ -47,81 +50,98 @@ def one(spans: list[ReceivedSpan], service: str, kind: str) -> ReceivedSpan:
 
 
 def check_chain(spans: list[ReceivedSpan], root_parent: str = "") -> None:
-    """web server -> web client -> catalog server -> catalog client -> inventory server."""
-    assert len(spans) == 5, [(s.service, s.kind) for s in spans]
+    """loadgen client -> web server -> web client -> catalog server -> catalog client ->
+    inventory server, each sidecar's span the parent of the next."""
+    assert len(spans) == 6, [(s.service, s.kind) for s in spans]
     assert len({s.trace_id for s in spans}) == 1
-    web_in = one(spans, "web", "server")
-    web_out = one(spans, "web", "client")
-    cat_in = one(spans, "catalog", "server")
-    cat_out = one(spans, "catalog", "client")
-    inv_in = one(spans, "inventory", "server")
-    assert web_in.parent_span_id == root_parent
-    assert web_out.parent_span_id == web_in.span_id
-    assert cat_in.parent_span_id == web_out.span_id
-    assert cat_out.parent_span_id == cat_in.span_id
-    assert inv_in.parent_span_id == cat_out.span_id
+    parent = root_parent
+    for src, dst in HOPS:
+        client = one(spans, src, "client")
+        server = one(spans, dst, "server")
+        assert client.parent_span_id == parent, (src, dst)
+        assert server.parent_span_id == client.span_id, (src, dst)
+        parent = server.span_id
+        # the identities each side saw in the mTLS handshake
+        assert client.attributes["gossamer.peer.spiffe_id"] == spiffe(dst)
+        assert server.attributes["gossamer.peer.spiffe_id"] == spiffe(src)
+        assert client.attributes["server.address"] == dst
+        assert client.attributes["http.route"] == f"{dst}.default:8080/default"
     for span in spans:
         a = span.attributes
         assert a["http.request.method"] == "GET"
         assert a["url.path"] == "/"
         assert a["network.protocol.version"] == "1.1"
         assert a["http.response.status_code"] == 200
-        assert isinstance(a["server.port"], int)
         assert span.resource["service.instance.id"] == f"{span.service}-1"
-    assert web_out.attributes["server.address"] == "catalog"
-    assert web_out.attributes["gossamer.peer.spiffe_id"] == spiffe("catalog")
-    assert cat_in.attributes["gossamer.peer.spiffe_id"] == spiffe("web")
-    assert inv_in.attributes["gossamer.peer.spiffe_id"] == spiffe("catalog")
-    assert "gossamer.peer.spiffe_id" not in web_in.attributes  # caller outside the mesh
-    assert web_out.attributes["http.route"] == "catalog-default"
-    assert web_in.end_ns >= web_out.end_ns >= cat_in.end_ns  # nested in time
+    web_in, web_out = one(spans, "web", "server"), one(spans, "web", "client")
+    assert web_in.end_ns >= web_out.end_ns >= one(spans, "catalog", "server").end_ns
 
 
-async def test_three_hops_make_one_trace():
+def traced(om: ObservedMesh, headers: dict[str, str] | None = None) -> None:
+    """One request into web through the loadgen sidecar (as the loadgen app)."""
+    status, body = om.sidecars["loadgen"].get("web", "/", headers_extra=headers)
+    assert status == 200 and body == b"web <- 200\n", (status, body)
+
+
+def test_four_hops_make_one_trace(tmp_path):
     with OtlpReceiver() as receiver:
-        async with SimMesh(tracing=settings(receiver.endpoint)) as mesh:
-            # 1. no context: a new trace, rooted at web's server span
-            assert await mesh.request() == 200
-            spans = await asyncio.to_thread(receiver.wait_for, lambda s: len(s) >= 5)
-            check_chain(spans)
+        env = sidecar_env(receiver.endpoint)
+        with observed_mesh(tmp_path, sidecar_env=env, drive=False, fail_every=0) as om:
+            # the set-up's request made a trace: wait for it, to tell ours apart
+            before = {s.trace_id for s in receiver.wait_for(lambda s: len(s) >= 6)}
+
+            # 1. no context: a new trace, rooted at the loadgen sidecar's client span
+            traced(om)
+            got = receiver.wait_for(lambda s: len([x for x in s if x.trace_id not in before]) >= 6)
+            check_chain([s for s in got if s.trace_id not in before])
 
             # 2. an outside caller's B3 (multi-header) context is continued
             trace_id, parent = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
-            b3 = {"X-B3-TraceId": trace_id, "X-B3-SpanId": parent, "X-B3-Sampled": "1"}
-            assert await mesh.request(b3) == 200
-            got = await asyncio.to_thread(
-                receiver.wait_for, lambda s: len(of_trace(s, trace_id)) >= 5
-            )
+            traced(om, {"X-B3-TraceId": trace_id, "X-B3-SpanId": parent, "X-B3-Sampled": "1"})
+            got = receiver.wait_for(lambda s: len(of_trace(s, trace_id)) >= 6)
             check_chain(of_trace(got, trace_id), root_parent=parent)
 
             # 3. W3C with the sampled flag off: nothing is recorded (parent-based); a
-            # sampled request sent after it shows the exporter has caught up
+            # sampled request sent after it shows every sidecar's exporter has caught up
             off = "0af7651916cd43dd8448eb211c80319c"
-            await mesh.request({"traceparent": f"00-{off}-b7ad6b7169203331-00"})
+            traced(om, {"traceparent": f"00-{off}-b7ad6b7169203331-00"})
             on = "0af7651916cd43dd8448eb211c80319d"
-            await mesh.request({"traceparent": f"00-{on}-b7ad6b7169203331-01"})
-            got = await asyncio.to_thread(receiver.wait_for, lambda s: len(of_trace(s, on)) >= 5)
+            traced(om, {"traceparent": f"00-{on}-b7ad6b7169203331-01"})
+            got = receiver.wait_for(lambda s: len(of_trace(s, on)) >= 6)
             check_chain(of_trace(got, on), root_parent="b7ad6b7169203331")
             assert of_trace(got, off) == []
 
 
-async def test_ratio_sampling_keeps_traces_whole():
+REQUESTS, RATIO = 800, 0.25
+
+
+def test_ratio_sampling_keeps_traces_whole(tmp_path):
     """At 25%, the first hop decides and the others follow: every trace that arrives
-    has all five spans, and the share of requests traced is the configured ratio."""
-    requests, ratio = 1000, 0.25
-    # Binomial(1000, 0.25): mean 250, sigma 13.7; accepted 250 +- 4.5 sigma = [188, 312].
-    # A ratio wrong by 2x (12.5%: 125 +- 47, or 50%: 500 +- 71) falls outside.
-    low, high = binomial.bounds(requests, ratio)
-    assert binomial.detects_factor(requests, ratio, 2.0)
+    has all six spans, and the share of traced requests is the ratio within 4.5 standard
+    deviations of the binomial count (200 +- 55 of 800: [142, 259]); a ratio wrong by 2x
+    (100 +- 40 or 400 +- 62) falls outside, so the test tells it apart."""
+    low, high = binomial.bounds(REQUESTS, RATIO)
+    assert binomial.detects_factor(REQUESTS, RATIO, 2.0)
     with OtlpReceiver() as receiver:
-        async with SimMesh(tracing=settings(receiver.endpoint, str(ratio))) as mesh:
-            await mesh.drive(requests, concurrency=4)
-            for svc in mesh.services:
-                assert await asyncio.to_thread(svc.telemetry.tracing.force_flush, 5.0)
-        spans = receiver.spans()
+        env = sidecar_env(receiver.endpoint, str(RATIO))
+        with observed_mesh(tmp_path, sidecar_env=env, drive=False, fail_every=0) as om:
+            time.sleep(1)  # the set-up's request, if sampled, is exported by now
+            before = {s.trace_id for s in receiver.spans()}
+            for _ in range(REQUESTS):
+                traced(om)
+            # a sampled marker sent last: once its six spans are in, every sidecar
+            # has exported what came before it
+            marker = "5b8efff798038103d269b633813fc60c"
+            traced(om, {"traceparent": f"00-{marker}-eee19b7ec3c1b174-01"})
+            receiver.wait_for(lambda s: len(of_trace(s, marker)) >= 6)
+            time.sleep(0.5)
+            spans = receiver.spans()
     traces: dict[str, list[ReceivedSpan]] = {}
     for span in spans:
-        traces.setdefault(span.trace_id, []).append(span)
+        if span.trace_id not in before and span.trace_id != marker:
+            traces.setdefault(span.trace_id, []).append(span)
+    for spans_of_one in traces.values():
+        assert len(spans_of_one) == 6, [s.name for s in spans_of_one]
     assert low <= len(traces) <= high, (len(traces), low, high)
     for trace in traces.values():
         check_chain(trace)

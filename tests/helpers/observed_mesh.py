@@ -160,7 +160,9 @@ def _app(mesh: XdsMesh, name: str, port: int, *extra: str) -> None:
     wait_for(lambda: port_open(port), what=f"app {name} on {port}")
 
 
-def _chain(mesh: XdsMesh, sidecar_args: dict[str, list[str]]) -> dict[str, XdsSidecar]:
+def _chain(
+    mesh: XdsMesh, sidecar_args: dict[str, list[str]], env: dict[str, str], fail_every: int
+) -> dict[str, XdsSidecar]:
     """inventory, then catalog, then web: each app calls the next through its own
     sidecar's outbound port, known once the sidecar is started."""
     sidecars: dict[str, XdsSidecar] = {}
@@ -168,8 +170,8 @@ def _chain(mesh: XdsMesh, sidecar_args: dict[str, list[str]]) -> dict[str, XdsSi
     for name in reversed(CHAIN):
         port = free_port()
         extra_args = sidecar_args.get(name, [])
-        sc = mesh.sidecar(name, port, wait_ready=False, name=f"{name}-1", extra=extra_args)
-        extra = ["--fail-every", str(FAIL_EVERY)] if name == "inventory" else []
+        sc = mesh.sidecar(name, port, wait_ready=False, name=f"{name}-1", extra=extra_args, env=env)
+        extra = ["--fail-every", str(fail_every)] if name == "inventory" else []
         if upstream is not None:
             extra += ["--upstream", f"http://127.0.0.1:{sc.outbound}", "--upstream-host", upstream]
         _app(mesh, name, port, *extra)
@@ -200,10 +202,16 @@ def observed_mesh(
     *,
     observability: dict[str, Any] | None = None,
     sidecar_args: dict[str, list[str]] | None = None,
+    sidecar_env: dict[str, str] | None = None,
+    drive: bool = True,
+    fail_every: int = FAIL_EVERY,
     **control: Any,
 ) -> Iterator[ObservedMesh]:
     """The mesh above; `observability` is mesh.yaml's section, `sidecar_args` extra
-    `gossamer proxy` arguments by service, `control` extra `control:` settings."""
+    `gossamer proxy` arguments by service, `sidecar_env` every sidecar's extra
+    environment, `control` extra `control:` settings. With `drive=False` no traffic
+    but the one request that checks the chain is up; `fail_every=0`: inventory never
+    fails."""
     with processes() as procs:
         services = [http_service(name) for name in (*CHAIN, "loadgen")]
         mesh = XdsMesh(tmp, procs, services, **control)
@@ -211,13 +219,19 @@ def observed_mesh(
             mesh.observability = observability
             mesh.set_services(services)
         mesh.start_control()
-        sidecars = _chain(mesh, sidecar_args or {})
-        loadgen = mesh.sidecar("loadgen", name="loadgen-1", wait_ready=True)
+        sidecars = _chain(mesh, sidecar_args or {}, sidecar_env or {}, fail_every)
+        loadgen = mesh.sidecar(
+            "loadgen",
+            name="loadgen-1",
+            env=sidecar_env,
+            extra=(sidecar_args or {}).get("loadgen", []),
+        )
         sidecars["loadgen"] = loadgen
         _wait_for_routes(loadgen)
         admin = (tmp / "data" / "admin-token").read_text().strip()
         driver = Driver(loadgen.outbound)
-        driver.start()
+        if drive:
+            driver.start()
         try:
             yield ObservedMesh(mesh, sidecars, driver, admin)
         finally:

@@ -5,6 +5,10 @@ async with operator_api(tmp_path, registry_state=mesh.registry_state) as api:
 
 `api_call` makes one JSON request to an operator API on loopback (this one or a real
 `gossamer control` process's).
+
+The in-process `operator_api(...)` (its registry a callable, no control plane behind it)
+is for unit tests; tests under tests/e2e talk to a real `gossamer control`
+(tests/unit/test_e2e_realness.py checks), `api_call` serves both.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ the mTLS peer certificate). `fail_every=n` makes every n-th answer a 503.
 
 `SimMesh.registry_state()` lists the services and endpoints (with admin ports) as the
 control plane's registry would; `drive(n)` sends n real requests into the first service.
+
+For unit tests of pure computation only (tests/unit/control/test_observe_api.py): the
+end-to-end tests of stat, edges, top, traces, the dashboard and Prometheus discovery run
+real sidecars (tests/helpers/observed_mesh.py), and tests/unit/test_e2e_realness.py
+fails when a test under tests/e2e imports this module.
 """
 
 from __future__ import annotations
