@@ -14,13 +14,22 @@ ports only through `/v1/http_sd` with a viewer token from a file, scrapes them, 
 
 from __future__ import annotations
 
+import socket
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.observed_mesh import FAIL_EVERY, RATE, ObservedMesh, observed_mesh, spiffe
+from gossamer.certs.ca import CertificateAuthority
+from gossamer.contract.identity import ServiceKey
+from gossamer.contract.xds import sni
+from tests.helpers.observed_mesh import FAIL_EVERY, RATE, TD, ObservedMesh, observed_mesh, spiffe
+from tests.helpers.pki import make_workload
+from tests.helpers.procs import wait_for
 from tests.helpers.prometheus import running_prometheus, values
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +129,7 @@ def test_a_wrong_token_is_one_clear_line(om: ObservedMesh) -> None:
     assert code != 0 and "refused the token" in err and "Traceback" not in err
 
 
-def test_stat_through_real_prometheus(om: ObservedMesh, tmp_path) -> None:
+def test_stat_through_real_prometheus(om: ObservedMesh, tmp_path: Path) -> None:
     token_file = tmp_path / "prometheus.token"  # a viewer token, as inject hands it out
     token_file.write_text(om.viewer_token("prometheus") + "\n")
     token_file.chmod(0o600)
@@ -155,3 +164,60 @@ def test_stat_through_real_prometheus(om: ObservedMesh, tmp_path) -> None:
         check_edges(data["edges"])
         data = om.cli_json("top", *args, api=False)
         check_routes(data["routes"])
+
+
+def _established(port: int) -> int:
+    """TCP connections established to 127.0.0.1:`port` (from `ss`)."""
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"sport = :{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_open_connections_are_the_sockets_the_sidecar_holds(om: ObservedMesh) -> None:
+    """The connection series of an HTTP service count what really is open: opened minus
+    closed equals the established sockets on its inbound port (closing is checked by
+    the next test: under steady pooled traffic nothing may close here)."""
+    for name in CHAIN:
+        sc = om.sidecars[name]
+
+        def agree(sc: Any = sc) -> bool:
+            opened = sc.metric("gossamer_tcp_connections_opened_total", reporter="destination")
+            closed = sc.metric("gossamer_tcp_connections_closed_total", reporter="destination")
+            return bool(opened >= 1 and opened - closed == _established(sc.inbound))
+
+        wait_for(agree, timeout=20, interval=0.5, what=f"{name}'s open connections")
+
+
+def test_a_closed_connection_is_counted_closed(om: ObservedMesh, tmp_path: Path) -> None:
+    """One mTLS connection of our own (a leaf for `probe` from the mesh's CA) carrying one
+    HTTP request to inventory: its sidecar counts it opened with both principals, and
+    closed once we close it. (Last in the module: it adds an edge probe -> inventory.)"""
+    ca = CertificateAuthority.load(om.mesh.tmp / "ca")
+    probe = make_workload(ca, "probe", tmp_path / "probe")
+    context = ssl.create_default_context(cafile=str(probe.bundle_file))
+    context.load_cert_chain(probe.chain_file, probe.key_file)
+    context.check_hostname = False  # the sidecar's leaf names its SPIFFE ID, not a host
+    inventory = om.sidecars["inventory"]
+    labels = {
+        "reporter": "destination",
+        "source_principal": spiffe("probe"),
+        "destination_principal": spiffe("inventory"),
+    }
+    name = sni(TD, ServiceKey("default", "inventory"), 8080)
+    with (
+        socket.create_connection(("127.0.0.1", inventory.inbound), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        tls.sendall(b"GET /hits HTTP/1.1\r\nHost: inventory\r\n\r\n")
+        assert tls.recv(65536).startswith(b"HTTP/1.1 200")
+        opened = inventory.metric("gossamer_tcp_connections_opened_total", **labels)
+        closed = inventory.metric("gossamer_tcp_connections_closed_total", **labels)
+        assert (opened, closed) == (1, 0)
+    wait_for(
+        lambda: inventory.metric("gossamer_tcp_connections_closed_total", **labels) == 1,
+        timeout=20,
+        what="the connection counted closed",
+    )
+    assert inventory.metric("gossamer_tcp_connections_opened_total", **labels) == 1
