@@ -140,6 +140,13 @@ async def check_page(om: ObservedMesh, browser: Any, artifacts_dir: Any) -> None
     )
     # web's sidecar calls catalog: it is among those refusing
     assert any(sidecar["service"] == "web" for sidecar in nacks.values()), nacks
+    # catalog's detail (still selected) lists its sidecar with the NACK
+    (catalog_node,) = [node for node, sc in nacks.items() if sc["service"] == "catalog"]
+    await page.wait_for_function(
+        "t => document.querySelector('#detail').innerText.includes(t)",
+        arg=f"{catalog_node} (NACK)",
+        timeout=15000,
+    )
     # the sidecars keep serving with their last good configuration
     assert om.sidecars["loadgen"].get("web", "/")[0] == 200
 

@@ -4,9 +4,10 @@ control plane and through a real Prometheus found by `/v1/http_sd`.
 One mesh for the module (tests/helpers/observed_mesh.py): a real `gossamer control`,
 real sidecars with mutual TLS, apps in a chain loadgen -> web -> catalog -> inventory,
 `RATE` requests per second into web, inventory failing exactly one request in
-`FAIL_EVERY` (80% success) while web and catalog absorb the failure (100%). The CLI
-(a subprocess) must read those figures back: success rates within 5 points, request
-rates within 25%, every service meshed, latencies present; `edges` shows the SPIFFE IDs
+`FAIL_EVERY` (80% success) while web and catalog absorb the failure (100%), and
+answering after 60 ms. The CLI (a subprocess) must read those figures back: success
+rates within 5 points, request rates within 25%, every service meshed, medians in the
+right latency bucket; `edges` shows the SPIFFE IDs
 of the mTLS handshakes. A real Prometheus (Debian's package) finds the sidecars' metrics
 ports only through `/v1/http_sd` with a viewer token from a file, scrapes them, and
 `gossamer stat --prometheus URL` must show the same figures.
@@ -36,11 +37,12 @@ pytestmark = pytest.mark.e2e
 
 CHAIN = ("web", "catalog", "inventory")
 SUCCESS = {"web": 1.0, "catalog": 1.0, "inventory": 1.0 - 1.0 / FAIL_EVERY}
+DELAY_MS = 60  # inventory's app answers after 60 ms: inside the (50 ms, 100 ms] bucket
 
 
 @pytest.fixture(scope="module")
 def om(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedMesh]:
-    with observed_mesh(tmp_path_factory.mktemp("observed")) as mesh:
+    with observed_mesh(tmp_path_factory.mktemp("observed"), delay_ms=DELAY_MS) as mesh:
         # a first question starts the control plane's scrapes (on demand): 8 s later a
         # 10 s window spans two scrapes of steady traffic
         mesh.cli_json("stat", "-w", "10s")
@@ -61,7 +63,11 @@ def check_services(rows: dict[str, dict[str, Any]]) -> None:
         assert row["meshed"] == 1 and row["instances"] == 1, row
         assert row["rps"] == pytest.approx(RATE, rel=0.25), row
         assert row["success_rate"] == pytest.approx(SUCCESS[name], abs=0.05), row
-        assert row["latency_p50_ms"] is not None and row["latency_p50_ms"] > 0, row
+        # every request waits for inventory's 60 ms: the median is in the histogram's
+        # (50, 100] ms bucket for inventory, at or above 50 ms for its callers
+        assert row["latency_p50_ms"] is not None and row["latency_p50_ms"] >= 50, row
+        if name == "inventory":
+            assert row["latency_p50_ms"] <= 100, row
         assert row["latency_p99_ms"] >= row["latency_p95_ms"] >= row["latency_p50_ms"], row
         assert row["tcp_connections"] is not None and row["tcp_connections"] >= 1, row
 

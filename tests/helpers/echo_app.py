@@ -17,6 +17,7 @@ HTTP (threaded, keep-alive, HTTP/1.1):
   GET  /healthz      -> 200, or 503 after /control/health/fail (until /control/health/ok)
   GET  /control/fail-half/on|off -> from then on "/" answers every other request 500
   --fail-every N: "/" answers every N-th request 500 (N=5: a success rate of 80%)
+  --delay-ms N: "/" waits N ms before it answers (a known latency)
   --upstream URL --upstream-host HOST: "/" first calls GET URL/ with Host: HOST (its
       sidecar's outbound port, so a chain of apps makes real mesh hops), passing the
       trace headers on, and answers 200 "NAME <- <upstream status>" whatever the
@@ -45,6 +46,7 @@ FAIL_HALF = False
 HEALTHY = True
 SERVED = 0  # requests to "/" (every other one fails when FAIL_HALF)
 FAIL_EVERY = 0  # with N > 0, every N-th request to "/" fails
+DELAY = 0.0  # seconds "/" waits before answering
 UPSTREAM: tuple[str, int, str] | None = None  # (host, port, Host header) "/" calls first
 TRACE_HEADERS = ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
                  "x-b3-parentspanid", "x-b3-sampled", "x-request-id")  # fmt: skip
@@ -155,6 +157,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._count()
         if path == "/":
+            if DELAY:
+                time.sleep(DELAY)
             with LOCK:
                 SERVED += 1
                 fail = (FAIL_HALF and SERVED % 2 == 0) or (
@@ -255,11 +259,13 @@ def main() -> None:
     parser.add_argument("--name", default="app")
     parser.add_argument("--tcp", action="store_true")
     parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--upstream", default=None, help="http://HOST:PORT")
     parser.add_argument("--upstream-host", default=None, help="the Host header upstream")
     args = parser.parse_args()
-    global FAIL_EVERY, UPSTREAM
+    global DELAY, FAIL_EVERY, UPSTREAM
     FAIL_EVERY = args.fail_every
+    DELAY = args.delay_ms / 1000
     if args.upstream:
         address = args.upstream.removeprefix("http://").rstrip("/")
         host, _, port = address.rpartition(":")

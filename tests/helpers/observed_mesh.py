@@ -161,7 +161,11 @@ def _app(mesh: XdsMesh, name: str, port: int, *extra: str) -> None:
 
 
 def _chain(
-    mesh: XdsMesh, sidecar_args: dict[str, list[str]], env: dict[str, str], fail_every: int
+    mesh: XdsMesh,
+    sidecar_args: dict[str, list[str]],
+    env: dict[str, str],
+    fail_every: int,
+    delay_ms: float,
 ) -> dict[str, XdsSidecar]:
     """inventory, then catalog, then web: each app calls the next through its own
     sidecar's outbound port, known once the sidecar is started."""
@@ -171,7 +175,9 @@ def _chain(
         port = free_port()
         extra_args = sidecar_args.get(name, [])
         sc = mesh.sidecar(name, port, wait_ready=False, name=f"{name}-1", extra=extra_args, env=env)
-        extra = ["--fail-every", str(fail_every)] if name == "inventory" else []
+        extra = []
+        if name == "inventory":
+            extra += ["--fail-every", str(fail_every), "--delay-ms", str(delay_ms)]
         if upstream is not None:
             extra += ["--upstream", f"http://127.0.0.1:{sc.outbound}", "--upstream-host", upstream]
         _app(mesh, name, port, *extra)
@@ -205,13 +211,14 @@ def observed_mesh(
     sidecar_env: dict[str, str] | None = None,
     drive: bool = True,
     fail_every: int = FAIL_EVERY,
+    delay_ms: float = 0.0,
     **control: Any,
 ) -> Iterator[ObservedMesh]:
     """The mesh above; `observability` is mesh.yaml's section, `sidecar_args` extra
     `gossamer proxy` arguments by service, `sidecar_env` every sidecar's extra
     environment, `control` extra `control:` settings. With `drive=False` no traffic
     but the one request that checks the chain is up; `fail_every=0`: inventory never
-    fails."""
+    fails; `delay_ms`: inventory's app waits that long before each answer."""
     with processes() as procs:
         services = [http_service(name) for name in (*CHAIN, "loadgen")]
         mesh = XdsMesh(tmp, procs, services, **control)
@@ -219,7 +226,7 @@ def observed_mesh(
             mesh.observability = observability
             mesh.set_services(services)
         mesh.start_control()
-        sidecars = _chain(mesh, sidecar_args or {}, sidecar_env or {}, fail_every)
+        sidecars = _chain(mesh, sidecar_args or {}, sidecar_env or {}, fail_every, delay_ms)
         loadgen = mesh.sidecar(
             "loadgen",
             name="loadgen-1",
