@@ -22,6 +22,7 @@ from gossamer.control.metrics import ControlMetricSources, metrics_renderer
 from gossamer.control.observe_api import add_observe_routes
 from gossamer.control.operator_api import ApiSources, OperatorApi
 from gossamer.control.revocation_api import RevocationRoutes, add_revocation_routes
+from gossamer.control.tap_api import add_tap_routes
 from gossamer.discovery.model import RegistryState
 from gossamer.errors import GossamerError
 from gossamer.fdlimits import ConnectionLimit, nofile_limit
@@ -111,6 +112,8 @@ class ApiServer:
                     announce=security.shared.announce_token_leaves_revoked,
                 ),
             )
+        if security is not None:  # GET /v1/tap (control/tap_api.py)
+            add_tap_routes(self.app, self.api, security.tap_hub, registry_state)
         self.app.middlewares.append(body_timeout_middleware(self.limits.body_timeout))
         # dashboard and /v1/stat, /v1/edges, /v1/top, /v1/overview (control/observe_api.py);
         self.observe = add_observe_routes(

@@ -57,6 +57,7 @@ from .registration import Registrar, RegistrationService
 from .revocations import CUT_MESSAGE, cut_for_revocation
 from .server_certs import ServerCertificates
 from .shared_security import LocalSecurity, SharedSecurity
+from .tap_hub import TapHub
 
 log = logging.getLogger("gossamer.control.security")
 
@@ -111,6 +112,7 @@ class MeshSecurity:
             max_ttl=max_cert_ttl, on_issue=self._count,
         )  # fmt: skip
         self.registration = RegistrationService(registrar, trust_domain, lease_ttl=lease_ttl)
+        self.tap_hub = TapHub(trust_domain)  # sidecars' Tap streams (control/tap_hub.py)
         self.revocations = self.shared.revocations
         self._tokens_followed: set[str] = set()  # token_leaves_revoked already applied
         self._serials_followed: set[str] = set()  # revocations whose local descendants
@@ -268,6 +270,17 @@ class MeshSecurity:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, CUT_MESSAGE)
             raise
 
+    async def _tap(self, reports: Any, context: Any) -> Any:
+        await self._refuse_revoked(context)
+        self._follow(context)
+        try:
+            async for command in self.tap_hub.watch(reports, context):
+                yield command
+        except asyncio.CancelledError as exc:
+            if cut_for_revocation(exc):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, CUT_MESSAGE)
+            raise
+
     def ca_stamp(self) -> tuple[object, object]:
         """Changes when the CA directory or the shared bundle or CRLs do."""
         return (self.ca.get().fingerprint(), self.shared.stamp())
@@ -288,6 +301,9 @@ class MeshSecurity:
 
     def add_registration(self, server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers([calls.registration_handler(self._register)])
+
+    def add_tap(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers([calls.tap_handler(self._tap)])
 
     def bootstrap_credentials(self) -> grpc.ServerCredentials:
         return self.server_certs.credentials(require_client_auth=False)

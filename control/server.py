@@ -200,7 +200,7 @@ class ControlPlane:
                 name="xds",
                 credentials=sec.mtls_credentials(),
                 identify=sec.identify,
-                services=[sec.add_identity, sec.add_registration],
+                services=[sec.add_identity, sec.add_registration, sec.add_tap],
             )
             self._tasks.append(asyncio.create_task(self.trust.watch(), name="ca-watcher"))
         if control.insecure_xds_listen is not None:

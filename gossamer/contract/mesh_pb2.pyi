@@ -88,3 +88,67 @@ class RegisterResponse(_message.Message):
     status: str
     message: str
     def __init__(self, status: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TapOpen(_message.Message):
+    __slots__ = ("id", "direction", "to", "path_prefix", "method", "rate")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    direction: str
+    to: str
+    path_prefix: str
+    method: str
+    rate: int
+    def __init__(self, id: _Optional[str] = ..., direction: _Optional[str] = ..., to: _Optional[str] = ..., path_prefix: _Optional[str] = ..., method: _Optional[str] = ..., rate: _Optional[int] = ...) -> None: ...
+
+class TapCommand(_message.Message):
+    __slots__ = ("open", "close")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    open: TapOpen
+    close: str
+    def __init__(self, open: _Optional[_Union[TapOpen, _Mapping]] = ..., close: _Optional[str] = ...) -> None: ...
+
+class TapRecord(_message.Message):
+    __slots__ = ("ts", "direction", "source", "destination", "method", "authority", "path", "status", "latency_ms", "bytes", "trace_id", "sampled")
+    TS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    ts: float
+    direction: str
+    source: str
+    destination: str
+    method: str
+    authority: str
+    path: str
+    status: int
+    latency_ms: float
+    bytes: int
+    trace_id: str
+    sampled: bool
+    def __init__(self, ts: _Optional[float] = ..., direction: _Optional[str] = ..., source: _Optional[str] = ..., destination: _Optional[str] = ..., method: _Optional[str] = ..., authority: _Optional[str] = ..., path: _Optional[str] = ..., status: _Optional[int] = ..., latency_ms: _Optional[float] = ..., bytes: _Optional[int] = ..., trace_id: _Optional[str] = ..., sampled: _Optional[bool] = ...) -> None: ...
+
+class TapReport(_message.Message):
+    __slots__ = ("tap_id", "records", "dropped", "instance_id")
+    TAP_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    tap_id: str
+    records: _containers.RepeatedCompositeFieldContainer[TapRecord]
+    dropped: int
+    instance_id: str
+    def __init__(self, tap_id: _Optional[str] = ..., records: _Optional[_Iterable[_Union[TapRecord, _Mapping]]] = ..., dropped: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...

@@ -10,5 +10,7 @@ from __future__ import annotations
 
 IDENTITY = "gossamer.mesh.v1.Identity"
 REGISTRATION = "gossamer.mesh.v1.Registration"
+TAP = "gossamer.mesh.v1.Tap"
 CERTIFY = f"/{IDENTITY}/Certify"
 REGISTER = f"/{REGISTRATION}/Register"
+TAP_WATCH = f"/{TAP}/Watch"

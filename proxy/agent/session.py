@@ -73,6 +73,7 @@ from gossamer.proxy.agent.channels import ControlChannels
 from gossamer.proxy.agent.registration import Registration
 from gossamer.proxy.agent.replicas import Address, ReplicaSet
 from gossamer.proxy.agent.state_keeper import StateKeeper
+from gossamer.proxy.agent.tap_stream import TapStream
 from gossamer.proxy.config import NodeInfo
 from gossamer.proxy.sidecar import Sidecar
 from gossamer.proxy.transport.local_networks import local_addresses
@@ -236,7 +237,8 @@ class Agent:
         )
         self.registration = Registration(self.channels, self._instance(), rng=self.rng)
         registration, xds = self.registration, self.xds
-        self.channels.on_move += [xds.restart, registration.move]
+        tap = TapStream(self.channels, sidecar.telemetry.tap, opts.instance_id, rng=self.rng)
+        self.channels.on_move += [xds.restart, registration.move, tap.move]
         sidecar.probe.on_change = lambda ready: registration.set_health(
             "healthy" if ready else "unhealthy"
         )
@@ -245,6 +247,7 @@ class Agent:
             loop.create_task(xds.run(), name="xds"),
             loop.create_task(registration.run(), name="registration"),
             loop.create_task(self._renewals(), name="renewal"),
+            loop.create_task(tap.run(), name="tap"),  # gossamer tap (agent/tap_stream.py)
         ]
         if replicas.several:
             self._tasks.append(loop.create_task(self.channels.run_probes(), name="probes"))

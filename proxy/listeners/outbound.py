@@ -128,7 +128,11 @@ class Outbound:
         self.retry = RetryLayer(metrics, rng=rng, clock=clock)
         self._chain = compose(endpoint_service(clock), timeout_layer, self.retry)
         # the telemetry layer also makes the error responses (one coroutine for both)
-        outer = outbound_telemetry(telemetry, local_service) if request_telemetry else errors_layer
+        outer = (
+            outbound_telemetry(telemetry, local_service, self._own_identity)
+            if request_telemetry
+            else errors_layer
+        )
         self.service = compose(self._route, outer)
         self._endpoint = endpoint_service(clock)
         self._passthrough: dict[tuple[str, int], ClusterRuntime] = {}
@@ -138,6 +142,10 @@ class Outbound:
             [Cluster, Endpoint, asyncio.BaseProtocol, float], Awaitable[Any]
         ] = _open_plain_endpoint
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _own_identity(self) -> str | None:
+        contexts = self.credentials.contexts
+        return contexts.spiffe_id if contexts is not None else None
 
     # -- connections ---------------------------------------------------------------
     def protocol(self) -> asyncio.Protocol:

@@ -22,7 +22,8 @@ series live in SidecarMetrics by their full label tuple; the layers find them by
 shorter key: per connection by method (inbound), by destination, mTLS, route and method
 (outbound). A response's status and duration wait on the series' `pending` list (the
 inlined `RequestSeries.record`) and are counted in bulk. Nothing else is allocated per
-request unless a span is recorded or access logs are on.
+request unless a span is recorded or access logs are on. Live tap records (tap.py)
+cost one attribute test per request while no tap is open.
 """
 
 from __future__ import annotations
@@ -51,10 +52,15 @@ def peer_service(spiffe_id: str | None) -> str:
     return spiffe_id.rsplit("/", 1)[-1] if spiffe_id else "unknown"
 
 
-def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
+def outbound_telemetry(
+    telemetry: Telemetry,
+    local_service: str,
+    own_identity: Callable[[], str | None] = lambda: None,
+) -> Layer:
     metrics, tracing = telemetry.metrics, telemetry.tracing
     requests = metrics.requests
     access = telemetry.access_log
+    tap = telemetry.tap
     loop: asyncio.AbstractEventLoop | None = None
     # series by (destination, mTLS, route, method), kept here to save building the
     # full label key per request; bounded, as the methods clients send are not
@@ -112,6 +118,13 @@ def outbound_telemetry(telemetry: Telemetry, local_service: str) -> Layer:
                     if route_name:
                         span.set_attribute("http.route", route_name)
                 span.end(resp.status, resp.error.decode() if resp.error else None)
+            if tap.active:  # no tap open: this check is all (telemetry/tap.py)
+                tap.offer(
+                    "outbound", own_identity() or "",
+                    (cluster.config.identity or "") if cluster is not None and tls else "",
+                    dst, method, req.authority, req.path, resp.status, seconds,
+                    resp.content_length, req.headers,
+                )  # fmt: skip
             if access is not None:
                 access.log(
                     reporter="source", method=req.method, path=req.path,
@@ -133,6 +146,7 @@ def inbound_telemetry(
     metrics, tracing = telemetry.metrics, telemetry.tracing
     requests = metrics.requests
     access = telemetry.access_log
+    tap = telemetry.tap
     loop: asyncio.AbstractEventLoop | None = None
 
     def inbound_series(conn: ConnectionInfo | None, method: str) -> RequestSeries:
@@ -185,6 +199,12 @@ def inbound_telemetry(
                     series.fold()
             if span.sampled:
                 span.end(resp.status, resp.error.decode() if resp.error else None)
+            if tap.active:  # no tap open: this check is all (telemetry/tap.py)
+                tap.offer(
+                    "inbound", _peer(conn) or "", own_identity() or "", local_service,
+                    method, req.authority, req.path, resp.status, seconds,
+                    resp.content_length, req.headers,
+                )  # fmt: skip
             if access is not None:
                 access.log(
                     reporter="destination", method=req.method, path=req.path,

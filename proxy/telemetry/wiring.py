@@ -7,6 +7,8 @@ and uses its parts on the data path:
   every request and connection; `telemetry.render_metrics()` for the admin `/metrics`.
 - `telemetry.tracing` (`Tracing`, tracing.py): `start_server_span` / `start_client_span`
   -> `SpanHandle` with `inject(headers)`, `set_peer(id)`, `end(status, error_type)`.
+- `telemetry.tap` (`Tap`, tap.py): live request records for `gossamer tap`, filtered
+  and capped here; the agent's tap stream (agent/tap_stream.py) sends them.
 - `telemetry.access_log` (`AccessLog` or None when off, the default): `log(...)` writes
   one JSON line per request. `GOSSAMER_ACCESS_LOG`: unset/`off` (default), `stdout`,
   `stderr` or a file path (appended).
@@ -24,6 +26,7 @@ from typing import IO, Any
 
 from gossamer.errors import ConfigError
 from gossamer.proxy.telemetry.metrics import CONTENT_TYPE, SidecarMetrics
+from gossamer.proxy.telemetry.tap import Tap
 from gossamer.proxy.telemetry.trace_export import TracingSettings
 from gossamer.proxy.telemetry.tracing import Tracing
 
@@ -141,6 +144,22 @@ class Telemetry:
             tracing_settings or TracingSettings(), exporter=span_exporter, rng=rng
         )
         self.access_log = access_log
+        self.tap = tap = Tap()  # live records for `gossamer tap` (tap.py)
+        self.metrics.add_counter(
+            "gossamer_tap_records",
+            "Live tap records queued for the control plane (gossamer tap).",
+            lambda: tap.records_total,
+        )
+        self.metrics.add_counter(
+            "gossamer_tap_records_dropped",
+            "Live tap records dropped over a tap's rate cap or the queue limit.",
+            lambda: tap.dropped_total,
+        )
+        self.metrics.add_counter(
+            "gossamer_tap_requests_examined",
+            "Requests matched against an open tap's filters (zero while no tap is open).",
+            lambda: tap.offered_total,
+        )
         self.metrics.add_counter(
             "gossamer_trace_spans_exported",
             "Spans accepted by the trace collector.",

@@ -144,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         global FAIL_HALF, HEALTHY, SERVED
-        path = self.path
+        path = self.path.partition("?")[0]  # a query string is ignored
         if path.startswith("/control/"):
             if path.startswith("/control/fail-half/"):
                 FAIL_HALF = path.endswith("/on")

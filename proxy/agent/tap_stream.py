@@ -1,0 +1,124 @@
+"""The sidecar's Tap stream: taps opened by the control plane, records sent back.
+
+The agent keeps one `Tap/Watch` stream (mesh.proto) open on the current control-plane
+replica's mutual-TLS channel (channels.py), as it keeps the registration stream. The
+first message says which instance this is; then the control plane sends `open` and
+`close` commands (an operator's `gossamer tap` of this sidecar's service), which go to
+the telemetry's `Tap` (telemetry/tap.py), and every `FLUSH_SECONDS` while a tap is open
+the records it queued go back as one `TapReport` per tap.
+
+When the stream fails, or the channels move to another replica, every tap is closed
+here (the operator's tap lives on the replica it was opened on; the new replica sends
+`open` again for its own taps) and the stream is opened again after a back-off. The
+stream's failures are not reported to the channels: the registration and ADS streams
+decide when a replica is gone. A control plane without the Tap service (UNIMPLEMENTED)
+is retried at the longest back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from gossamer.contract import mesh_pb2
+from gossamer.contract.rpc import TAP_WATCH
+from gossamer.logs import event
+from gossamer.proxy.agent.channels import Channels
+from gossamer.proxy.telemetry.tap import Tap
+from gossamer.proxy.transport.grpc_client import GrpcError, Status
+
+log = logging.getLogger("gossamer.proxy.agent.tap_stream")
+
+FLUSH_SECONDS = 0.2
+
+
+class TapStream:
+    def __init__(
+        self,
+        channels: Channels,
+        tap: Tap,
+        instance_id: str,
+        *,
+        rng: random.Random | None = None,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.channels = channels
+        self.tap = tap
+        self.instance_id = instance_id
+        self.rng = rng or random.Random()
+        self.max_backoff = max_backoff
+        self.sessions = 0
+        self.connected = False
+        self._moved = asyncio.Event()
+        self._opened = asyncio.Event()  # a tap is open: the sender has work
+
+    def move(self) -> None:
+        """The current replica changed (channels.py `on_move`): reconnect there."""
+        self._moved.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            channel = self.channels.acquire()
+            self._moved.clear()
+            try:
+                await self._session(channel)
+                attempt = 0
+            except GrpcError as exc:
+                attempt = attempt + 1 if exc.code() != Status.UNIMPLEMENTED else 30
+                if self.connected or attempt == 1:
+                    event(log, logging.INFO, "tap stream lost", error=exc.details())
+            finally:
+                self.connected = False
+                self.tap.close_all()
+                await self.channels.release(channel)
+            if self._moved.is_set():
+                continue
+            await asyncio.sleep(self.channels.retry_delay(attempt, self.rng, self.max_backoff))
+
+    async def _session(self, channel: Any) -> None:
+        stream = await channel.stream(TAP_WATCH)
+        try:
+            hello = mesh_pb2.TapReport(instance_id=self.instance_id)
+            await stream.send(hello.SerializeToString())
+            self.sessions += 1
+            self.connected = True
+            reader = asyncio.ensure_future(self._read(stream))
+            sender = asyncio.ensure_future(self._send(stream))
+            moved = asyncio.ensure_future(self._moved.wait())
+            try:
+                await asyncio.wait({reader, sender, moved}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reader, sender, moved):
+                    task.cancel()
+                for task in (reader, sender):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task  # raises the stream's error, if it failed
+            if reader.done() and not reader.cancelled() and not self._moved.is_set():
+                raise GrpcError(Status.UNAVAILABLE, "the control plane ended the tap stream")
+        finally:
+            stream.cancel()
+
+    async def _read(self, stream: Any) -> None:
+        while (raw := await stream.recv()) is not None:
+            command = mesh_pb2.TapCommand.FromString(raw)
+            kind = command.WhichOneof("kind")
+            if kind == "open":
+                tap = self.tap.open(command.open)
+                self._opened.set()
+                event(log, logging.INFO, "tap opened", tap=tap.id, rate=tap.bucket.rate)
+            elif kind == "close":
+                self.tap.close(command.close)
+                event(log, logging.INFO, "tap closed", tap=command.close)
+
+    async def _send(self, stream: Any) -> None:
+        while True:
+            if not self.tap.active:
+                self._opened.clear()
+                await self._opened.wait()
+            await asyncio.sleep(FLUSH_SECONDS)
+            for report in self.tap.drain():
+                await stream.send(report.SerializeToString())

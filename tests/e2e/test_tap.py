@@ -1,0 +1,218 @@
+"""`gossamer tap` on real processes: `gossamer control`, sidecars bootstrapped with join
+tokens (web -> catalog over mTLS), echo apps. The CLI runs as a subprocess with an
+operator API token while a thread sends traffic; records carry the SPIFFE IDs from the
+mTLS handshakes, the path without its query string, status and latency; the filters
+narrow them; a viewer token is refused; the audit log has each tap; a burst over the
+cap is dropped (counted in the sidecar's metrics) while every request succeeds; and a
+sidecar with no tap open counts no tap work at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers.operator_api import api_call
+from tests.helpers.procs import gossamer_cmd, processes, wait_for
+from tests.helpers.xds_mesh import REPO, XdsMesh, XdsSidecar, http_service, spiffe
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = [http_service("web"), http_service("catalog", authorization={"allow": [spiffe("web")]})]
+TIMEOUT = 60
+
+
+class World:
+    def __init__(self, mesh: XdsMesh) -> None:
+        self.mesh = mesh
+        mesh.start_control()
+        self.api = f"http://127.0.0.1:{mesh.ports['api']}"
+        admin = (mesh.tmp / "data" / "admin-token").read_text().strip()
+        self.tokens: dict[str, str] = {}
+        for role in ("operator", "viewer"):
+            status, body = api_call(
+                mesh.ports["api"], "/v1/api-tokens", admin, "POST", {"name": role, "role": role}
+            )
+            assert status == 201, body
+            self.tokens[role] = body["token"]
+        self.catalog = mesh.sidecar("catalog", mesh.app("catalog"))
+        self.web = mesh.sidecar("web")
+        self.admin = admin
+        wait_for(lambda: self.web.get("catalog:8080", "/")[0] == 200, timeout=30,
+                 what="web -> catalog")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("tap")
+    with processes() as procs:
+        yield World(XdsMesh(tmp, procs, SERVICES))
+
+
+class Traffic:
+    """Requests from web's app to catalog in a thread, until stopped."""
+
+    def __init__(self, web: XdsSidecar, paths: tuple[str, ...], pause: float = 0.02) -> None:
+        self.web, self.paths, self.pause = web, paths, pause
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set() and i < 20_000:
+            path = self.paths[i % len(self.paths)]
+            try:
+                status = self.web.get("catalog:8080", path)[0]
+            except OSError:
+                status = 0
+            self.statuses.append(status)
+            i += 1
+            if self.pause:
+                time.sleep(self.pause)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def tap(world: World, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        gossamer_cmd("tap", *args, "--api", world.api, "--token",
+                     token or world.tokens["operator"]),
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO,
+    )  # fmt: skip
+
+
+def records(out: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_no_tap_open_means_no_tap_work(world: World) -> None:
+    """Runs first: with no tap ever opened, requests flow and the counters stay zero."""
+    for _ in range(20):
+        assert world.web.get("catalog:8080", "/?q=1")[0] == 200
+    for sidecar in (world.web, world.catalog):
+        assert sidecar.metric("gossamer_tap_requests_examined_total") == 0
+        assert sidecar.metric("gossamer_tap_records_total") == 0
+        assert sidecar.metric("gossamer_tap_records_dropped_total") == 0
+
+
+def test_tap_prints_live_records_with_identities(world: World) -> None:
+    started = time.monotonic()
+    with Traffic(world.web, ("/?secret=hunter2", "/headers?x=1")):
+        out = tap(world, "web", "--max", "5", "-o", "json")
+    got = records(out)
+    assert len(got) == 5, out.stdout
+    assert time.monotonic() - started < TIMEOUT
+    for r in got:
+        assert r["direction"] == "outbound"
+        assert r["source"] == spiffe("web")
+        assert r["destination"] == spiffe("catalog")
+        assert r["method"] == "GET"
+        assert r["authority"] == "catalog:8080"
+        assert r["path"] in ("/", "/headers"), r  # the query string never leaves
+        assert r["status"] == 200
+        assert 0 < r["latency_ms"] < 10_000
+        assert set(r) >= {"ts", "bytes", "trace_id"}
+    assert "hunter2" not in out.stdout
+    assert "5 records" in out.stderr
+
+
+def test_tap_of_the_callee_sees_inbound(world: World) -> None:
+    with Traffic(world.web, ("/",)):
+        got = records(tap(world, "catalog", "--max", "3", "-o", "json"))
+    assert [r["direction"] for r in got] == ["inbound"] * 3
+    assert {r["source"] for r in got} == {spiffe("web")}
+    assert {r["destination"] for r in got} == {spiffe("catalog")}
+
+
+def test_filters_narrow_the_records(world: World) -> None:
+    with Traffic(world.web, ("/", "/headers", "/status/404")):
+        by_path = records(tap(world, "web", "--path", "/status", "--max", "3", "-o", "json"))
+        by_to = records(tap(world, "web", "--to", "catalog", "--max", "2", "-o", "json"))
+    assert {r["path"] for r in by_path} == {"/status/404"}
+    assert {r["status"] for r in by_path} == {404}
+    assert {r["destination"] for r in by_to} == {spiffe("catalog")}
+    with Traffic(world.web, ("/",)):
+        # nothing is a POST, and nothing goes to vault: these taps see no record
+        for extra in (("--method", "POST"), ("--to", "vault")):
+            proc = subprocess.Popen(
+                gossamer_cmd("tap", "web", *extra, "-o", "json", "--api", world.api,
+                             "--token", world.tokens["operator"]),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            )  # fmt: skip
+            time.sleep(3)
+            proc.terminate()
+            stdout, _ = proc.communicate(timeout=30)
+            assert stdout.strip() == "", (extra, stdout)
+
+
+def test_table_output(world: World) -> None:
+    with Traffic(world.web, ("/headers?token=abc",)):
+        out = tap(world, "web", "--max", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:4] == ["TIME", "DIR", "SOURCE", "DESTINATION"]
+    assert len(lines) == 3
+    for line in lines[1:]:
+        assert " out " in line and " web " in line and " catalog " in line
+        assert "/headers" in line and "token=abc" not in line and " 200 " in line
+
+
+def test_viewer_token_is_refused_and_audit_records_taps(world: World) -> None:
+    out = tap(world, "web", "--max", "1", token=world.tokens["viewer"])
+    assert out.returncode != 0
+    assert "needs operator" in out.stderr and "Traceback" not in out.stderr
+    out = tap(world, "nosuch", "--max", "1")
+    assert out.returncode != 0 and "not in the registry" in out.stderr
+    status, body = api_call(world.mesh.ports["api"], "/v1/tap?service=web&bogus=1",
+                            world.tokens["operator"])  # fmt: skip
+    assert status == 400 and "bogus" in body["error"]
+    status, body = api_call(world.mesh.ports["api"], "/v1/audit?limit=200", world.admin)
+    assert status == 200
+    entries = body["entries"]
+    opened = [e for e in entries if e["action"] == "tap open"]
+    closed = [e for e in entries if e["action"] == "tap close"]
+    assert opened and closed
+    assert {e["who"] for e in opened} == {"operator"}
+    assert any(e.get("path") == "/status" for e in opened)
+    assert any(e["records"] == 5 and e["reason"] == "max reached" for e in closed)
+
+
+def test_burst_over_the_cap_is_dropped_and_counted(world: World) -> None:
+    before = world.web.metric("gossamer_tap_records_dropped_total")
+    examined = world.web.metric("gossamer_tap_requests_examined_total")
+
+    def tapped() -> bool:
+        world.web.get("catalog:8080", "/")
+        return world.web.metric("gossamer_tap_requests_examined_total") > examined
+
+    proc = subprocess.Popen(
+        gossamer_cmd("tap", "web", "--rate", "5", "-o", "json", "--api", world.api,
+                     "--token", world.tokens["operator"]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        wait_for(tapped, timeout=30, what="the tap to reach web's sidecar")
+        with Traffic(world.web, ("/",), pause=0) as traffic:
+            wait_for(lambda: len(traffic.statuses) >= 300, timeout=60, what="a burst")
+    finally:
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=30)
+    assert set(traffic.statuses) == {200}, set(traffic.statuses)
+    dropped = world.web.metric("gossamer_tap_records_dropped_total") - before
+    assert dropped > 0
+    sent = len([line for line in stdout.splitlines() if line.strip()])
+    # 5 a second (and a burst of 5): far fewer records than requests
+    assert 0 < sent < len(traffic.statuses) / 2, (sent, len(traffic.statuses))
