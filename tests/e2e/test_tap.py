@@ -209,7 +209,7 @@ def test_burst_over_the_cap_is_dropped_and_counted(world: World) -> None:
             wait_for(lambda: len(traffic.statuses) >= 300, timeout=60, what="a burst")
     finally:
         proc.terminate()
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, _ = proc.communicate(timeout=30)
     assert set(traffic.statuses) == {200}, set(traffic.statuses)
     dropped = world.web.metric("gossamer_tap_records_dropped_total") - before
     assert dropped > 0
