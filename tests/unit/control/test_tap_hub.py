@@ -6,14 +6,16 @@ import pytest
 
 from gossamer.contract import mesh_pb2
 from gossamer.control.tap_api import parse_spec, record_json
-from gossamer.control.tap_hub import TapHub, TapSpec, TooManyTaps
+from gossamer.control.tap_hub import SidecarLink, TapHub, TapSpec, TooManyTaps
 from gossamer.errors import ConfigError
 
 
-def drain(link) -> list[mesh_pb2.TapCommand]:  # type: ignore[no-untyped-def]
-    out = []
+def drain(link: SidecarLink) -> list[mesh_pb2.TapCommand]:
+    out: list[mesh_pb2.TapCommand] = []
     while not link.commands.empty():
-        out.append(link.commands.get_nowait())
+        command = link.commands.get_nowait()
+        assert command is not None
+        out.append(command)
     return out
 
 
