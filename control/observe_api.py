@@ -39,6 +39,7 @@ from gossamer.yamlconf import parse_duration
 ASSETS = {
     "index.html": "text/html",
     "app.js": "application/javascript",
+    "tap.js": "application/javascript",
     "style.css": "text/css",
 }
 MAX_WINDOW = 24 * 3600.0

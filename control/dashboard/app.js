@@ -136,6 +136,7 @@ function render(data) {
   renderSidecars(data.sidecars);
   renderGateways(data.gateways || []);
   renderCertificates(data.certificates);
+  if (typeof tapPanel !== "undefined") tapPanel.update(data); // tap.js
   const problems = document.getElementById("problems");
   problems.hidden = !data.errors.length;
   document.getElementById("errors").replaceChildren(...data.errors.map((e) => el("li", {}, e)));
