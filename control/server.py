@@ -5,7 +5,8 @@ registry store and syncs mesh.yaml's static services into it, publishes the firs
 snapshots, then serves:
 - `control.bootstrap_listen`: server-authenticated TLS, the identity service only
   (a new sidecar's first certificate, with a join token);
-- `control.xds_listen`: mutual TLS; ADS, identity (renewal), registration, gRPC health;
+- `control.xds_listen`: mutual TLS; ADS, identity (renewal), registration, tap (live
+  request records, control/tap_hub.py), gRPC health;
   the peer's SPIFFE ID decides which resources it gets;
 - `control.insecure_xds_listen` (optional): plaintext ADS for local proxyless gRPC
   clients, with a warning at start;
