@@ -26,7 +26,7 @@ from typing import Any
 from gossamer.contract import mesh_pb2
 from gossamer.contract.rpc import TAP_WATCH
 from gossamer.logs import event
-from gossamer.proxy.agent.channels import Channels
+from gossamer.proxy.agent.channels import Channels, reconnect_delay
 from gossamer.proxy.telemetry.tap import Tap
 from gossamer.proxy.transport.grpc_client import GrpcError, Status
 
@@ -77,7 +77,8 @@ class TapStream:
                 await self.channels.release(channel)
             if self._moved.is_set():
                 continue
-            await asyncio.sleep(self.channels.retry_delay(attempt, self.rng, self.max_backoff))
+            # its own back-off: the failover round (channels.retry_delay) is not its to drive
+            await asyncio.sleep(reconnect_delay(attempt, self.rng, cap=self.max_backoff))
 
     async def _session(self, channel: Any) -> None:
         stream = await channel.stream(TAP_WATCH)
