@@ -72,7 +72,7 @@ def waiting_message(api_port: int, token: str, service: str) -> str:
     return stderr
 
 
-def test_a_replica_taps_its_own_sidecars_and_a_moved_one(tmp_path: Path, etcd_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_replica_taps_its_own_sidecars_and_a_moved_one(tmp_path: Path, etcd_server) -> None:
     with processes() as procs:
         mesh = ReplicatedMesh(tmp_path, procs, etcd_server.store_url("/tap"), ["a", "b"])
         try:
