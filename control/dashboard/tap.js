@@ -116,6 +116,8 @@ const tapPanel = (() => {
 
   function stop() { if (controller) controller.abort(); }
 
+  let followed = null; // the service last chosen in the graph or the services table
+
   function update(data) {
     jaegerUrl = data.jaeger_url || null;
     const select = $("tap-service");
@@ -126,6 +128,12 @@ const tapPanel = (() => {
       select.replaceChildren(...names.map((n) => new Option(n, n)));
       if (names.includes(current)) select.value = current;
     }
+    // app.js's `selected`: clicking a service makes it the one to tap (not while tapping)
+    const chosen = typeof selected === "undefined" ? null : selected;
+    if (chosen && chosen !== followed && !controller && names.includes(chosen)) {
+      select.value = chosen;
+    }
+    followed = chosen;
   }
 
   $("tap-start").addEventListener("click", start);

@@ -85,6 +85,12 @@ async def test_tap_panel_streams_records_and_links_traces(
                 ".some(o => o.value === 'web')",
                 timeout=20000,
             )
+            # choosing a service in the table makes it the one to tap
+            await page.locator('#services tr[data-service="catalog"]').click()
+            await page.wait_for_function(
+                "() => document.getElementById('tap-service').value === 'catalog'",
+                timeout=10000,
+            )
             await page.select_option("#tap-service", "web")
             await page.click("#tap-start")
             rows = page.locator("#tap-records tbody tr")
