@@ -14,9 +14,11 @@ and once more in the mirrored order (the order rotating from round to round); a 
 figure for the round is the mean of its two runs. Ratios are of medians over rounds:
 B/A is the cost of an open tap, A'/A the noise floor.
 
-Targets (issue 25): idle costs nothing measurable (|A'/A - 1| is the floor; idle is the
-same code path as A, so the check is that no tap work is counted while idle), open costs
-at most 10% of the throughput.
+Targets (issue 25): idle costs nothing measurable: idle sidecars count no tap work, and
+the one test per request they do make (`tap.active`, timed here) is a share of the
+time far below the noise floor |A'/A - 1| (a build without it cannot be run beside
+this one, so the idle cost is bounded this way rather than by a pair); open costs at
+most 10% of the throughput (B/A).
 
 Run: flock /tmp/gossamer-bench.lock ./dev bench tap_overhead [--rounds 8] [--duration 2]
      ./dev bench tap_overhead --quick   (a smoke run: 1 round, 1 s runs)
@@ -28,11 +30,13 @@ import argparse
 import json
 import statistics
 import threading
+import timeit
 import urllib.request
 from typing import Any
 
 from bench._harness import Sidecar, free_port, haproxy_backend, print_table, workspace, wrk
 from bench._mesh import ControlPlane, control_plane, xds_sidecar
+from gossamer.proxy.telemetry.tap import Tap
 
 SERVICE_PORT = 8080
 IDLE = "idle (A)"
@@ -176,12 +180,20 @@ def main(argv: list[str]) -> int:
           f"over the cap at the sidecars; idle sidecars examined {idle_examined:.0f} requests "
           f"for a tap; {errors} wrk errors")  # fmt: skip
     floor = abs(aaa - 1)
+    # what idle costs, directly: the data path's one test per request and sidecar
+    check = min(timeit.repeat("tap.active", globals={"tap": Tap()}, number=10**6, repeat=5))
+    check_ns = check / 10**6 * 1e9
+    idle_share = 2 * check_ns * 1e-9 * a  # two sidecars test it per request, at A's rate
+    print(f"idle tap check: {check_ns:.0f} ns per request per sidecar = {idle_share:.4%} of one "
+          f"core at A's {a:,.0f} req/s (the noise floor in this run: {floor:.1%})")  # fmt: skip
     print_table(
         "targets",
         ["target", "figure", "met"],
         [
             ["idle: no tap work (requests examined by idle sidecars)",
              f"{idle_examined:.0f}", "yes" if idle_examined == 0 else "NO"],
+            ["idle: its one check is within the noise floor", f"{idle_share:.4%}",
+             "yes" if idle_share < max(floor, 0.005) else "NO"],
             ["open at cap: cost <= 10% throughput", f"{1 - ba:+.1%} (floor {floor:.1%})",
              "yes" if 1 - ba <= 0.10 else "NO"],
         ],
