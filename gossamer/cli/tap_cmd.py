@@ -126,7 +126,8 @@ class Printer:
                 self.sidecars = int(obj.get("sidecars", 0))
                 if self.sidecars == 0:
                     click.echo("waiting: no sidecar of this service is connected to this "
-                               "control plane", err=True)  # fmt: skip
+                               "control plane (several replicas: --api of the one its "
+                               "sidecars use)", err=True)  # fmt: skip
             return
         if "ts" not in obj:
             return
