@@ -31,6 +31,8 @@ class ControlMetricSources:
     config_error: Callable[[], bool]
     registrations_refused: Callable[[], Mapping[str, int]] = lambda: {}
     api_overflows: Callable[[], int] = lambda: 0  # connections the operator API's cap cut
+    # (taps open, sidecars' Tap streams, taps opened since start): control/tap_hub.py
+    taps: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
 
 
 class ControlCollector(Collector):
@@ -91,6 +93,16 @@ class ControlCollector(Collector):
             "gossamer_control_api_connections_overflow",
             "Operator API connections closed or displaced at its connection cap",
             value=self.s.api_overflows(),
+        )
+        open_taps, tap_streams, opened = self.s.taps()
+        yield GaugeMetricFamily(
+            "gossamer_control_taps_open", "Operator taps open (gossamer tap)", value=open_taps
+        )
+        yield GaugeMetricFamily(
+            "gossamer_control_tap_streams", "Sidecars' open Tap streams", value=tap_streams
+        )
+        yield CounterMetricFamily(
+            "gossamer_control_taps_opened", "Operator taps opened since start", value=opened
         )
 
 

@@ -86,6 +86,7 @@ class ApiServer:
                 api_overflows=lambda: (
                     self.connection_limit.overflows if self.connection_limit else 0
                 ),
+                taps=security.tap_hub.counts if security else lambda: (0, 0, 0),
             )
         )
         sources = ApiSources(

@@ -123,6 +123,10 @@ class TapHub:
             if tap.spec.selects(link.service, link.namespace):
                 link.commands.put_nowait(mesh_pb2.TapCommand(close=tap.id))
 
+    def counts(self) -> tuple[int, int, int]:
+        """(taps open, sidecars' streams, taps opened since start), for /metrics."""
+        return len(self.taps), len(self.links), self.opened_total
+
     def sidecars(self, spec: TapSpec) -> int:
         """How many sidecars this tap reaches now."""
         return sum(1 for link in self.links if spec.selects(link.service, link.namespace))

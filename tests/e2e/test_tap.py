@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.metrics_text import metric_sum
 from tests.helpers.operator_api import api_call
-from tests.helpers.procs import gossamer_cmd, processes, wait_for
+from tests.helpers.procs import gossamer_cmd, http_get, processes, wait_for
 from tests.helpers.xds_mesh import REPO, XdsMesh, XdsSidecar, http_service, spiffe
 
 pytestmark = pytest.mark.e2e
@@ -225,3 +226,21 @@ def test_burst_over_the_cap_is_dropped_and_counted(world: World) -> None:
     sent = len([line for line in stdout.splitlines() if line.strip()])
     # 5 a second (and a burst of 5): far fewer records than requests
     assert 0 < sent < len(traffic.statuses) / 2, (sent, len(traffic.statuses))
+
+
+def test_control_plane_counts_tap_streams_and_taps(world: World) -> None:
+    def figures() -> tuple[float, float, float]:
+        _, text = http_get(f"{world.api}/metrics")
+        body = text.decode()
+        return (
+            metric_sum(body, "gossamer_control_tap_streams"),
+            metric_sum(body, "gossamer_control_taps_open"),
+            metric_sum(body, "gossamer_control_taps_opened_total"),
+        )
+
+    opened = figures()[2]
+    with Traffic(world.web, ("/",)):
+        assert len(records(tap(world, "catalog", "--max", "1", "-o", "json"))) == 1
+    # web, idle and catalog each keep one Tap stream; every tap has closed
+    wait_for(lambda: figures()[:2] == (3, 0), timeout=20, what="3 tap streams, no tap open")
+    assert figures()[2] == opened + 1
