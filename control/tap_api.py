@@ -129,27 +129,26 @@ class TapRoutes:
                    ("method", spec.method), ("direction", spec.direction)) if v}  # fmt: skip
         self.api.audit.record(caller.name, caller.role, "tap open", spec.service, "ok",
                               tap=tap.id, max=limit, rate=spec.rate, **filters)  # fmt: skip
-        sent, reason = 0, "client gone"
+        reason = "client gone"
         try:
             response = web.StreamResponse(
                 headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
             )
             await response.prepare(request)
-            sent, reason = await self._stream(response, tap, limit)
+            reason = await self._stream(response, tap, limit)
             await response.write_eof()
         except ConnectionError:
             pass  # the client went away
         finally:
             self.hub.close(tap)
             self.api.audit.record(caller.name, caller.role, "tap close", spec.service, "ok",
-                                  tap=tap.id, records=sent, dropped=tap.dropped,
+                                  tap=tap.id, records=tap.sent, dropped=tap.dropped,
                                   reason=reason)  # fmt: skip
         return response
 
-    async def _stream(
-        self, response: web.StreamResponse, tap: OpenTap, limit: int
-    ) -> tuple[int, str]:
-        sent, told = 0, -1
+    async def _stream(self, response: web.StreamResponse, tap: OpenTap, limit: int) -> str:
+        """Write status lines and records until `limit` records (then "max reached")."""
+        told = -1
         next_beat = 0.0
         while True:
             now = time.monotonic()
@@ -159,9 +158,9 @@ class TapRoutes:
                     "sidecars": self.hub.sidecars(tap.spec), "dropped": tap.dropped}))  # fmt: skip
             while not tap.records.empty():
                 await response.write(_line(record_json(tap.records.get_nowait())))
-                sent += 1
-                if limit and sent >= limit:
-                    return sent, "max reached"
+                tap.sent += 1
+                if limit and tap.sent >= limit:
+                    return "max reached"
             tap.wake.clear()
             try:
                 async with asyncio.timeout(max(0.05, next_beat - time.monotonic())):

@@ -88,6 +88,7 @@ class OpenTap:
         default_factory=lambda: asyncio.Queue(RECORD_QUEUE)
     )
     received: int = 0
+    sent: int = 0  # records written to the operator's stream (control/tap_api.py)
     dropped: int = 0  # at the sidecars (their reports) and here (queue full)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -76,6 +76,7 @@ async def test_records_stream_until_max_then_the_tap_closes(tmp_path: Path) -> N
 
 async def test_full_hub_is_429_and_viewer_is_403(tmp_path: Path) -> None:
     hub = TapHub("td", max_taps=1)
+    link = hub.connect("web", "default", "web-1")
     runner, url, tokens, audit = await serve(tmp_path, hub)
     operator = tokens.create("ops", "operator")
     viewer = tokens.create("look", "viewer")
@@ -92,6 +93,10 @@ async def test_full_hub_is_429_and_viewer_is_403(tmp_path: Path) -> None:
                 headers={"Authorization": f"Bearer {operator}"},
             )  # fmt: skip
             await held.content.readline()  # the first tap is open
+            (open_tap,) = hub.taps.values()
+            hub.deliver(link, mesh_pb2.TapReport(tap_id=open_tap.id,
+                                                 records=[mesh_pb2.TapRecord(ts=1.0)]))  # fmt: skip
+            assert "ts" in json.loads(await held.content.readline())
             async with session.get(
                 f"{url}/v1/tap", params={"service": "web"},
                 headers={"Authorization": f"Bearer {operator}"},
@@ -108,5 +113,6 @@ async def test_full_hub_is_429_and_viewer_is_403(tmp_path: Path) -> None:
             while hub.taps:
                 await asyncio.sleep(0.1)
         assert audit.tail()[-1]["reason"] == "client gone"
+        assert audit.tail()[-1]["records"] == 1
     finally:
         await runner.cleanup()
