@@ -10,6 +10,7 @@ Kept apart from operator_api.py so the two evolve without conflicts: the control
   GET /v1/edges?window=1m                caller -> callee with identities  viewer
   GET /v1/top?window=1m&limit=20         busiest routes                    viewer
   GET /v1/overview?window=1m             everything the dashboard draws    viewer
+  GET /v1/series?service=&metric=&range=  one metric over time (series_api.py) viewer
 
 Figures come from Prometheus when `observability.prometheus_url` is set, otherwise from
 the sidecars' admin /metrics scraped live (gossamer.observe.scraper).
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from gossamer.control.api_tokens import ApiToken
 from gossamer.control.operator_api import OperatorApi, gateway_rows
+from gossamer.control.series_api import SeriesRoutes, add_series_routes
 from gossamer.errors import ConfigError, GossamerError
 from gossamer.observe.overview import merge_certificates, overview
 from gossamer.observe.prometheus import PrometheusClient
@@ -95,6 +97,7 @@ class ObserveRoutes:
             else:
                 source = LiveSource(api.sources.registry_state)
         self.source = source
+        self.series: SeriesRoutes | None = None
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=_asset("index.html"), content_type="text/html", charset="utf-8")
@@ -214,6 +217,8 @@ def add_observe_routes(
     r.add_get("/v1/edges", api._guard("viewer", routes.edges))
     r.add_get("/v1/top", api._guard("viewer", routes.top))
     r.add_get("/v1/overview", api._guard("viewer", routes.overview))
+    # /v1/series and /v1/series/info, and the embedded history (control/series_api.py)
+    routes.series = add_series_routes(app, api, routes.settings, routes.source, clock=clock)
 
     async def on_cleanup(_app: web.Application) -> None:
         await routes.close()

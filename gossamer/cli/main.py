@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stat": ("gossamer.cli.observe_cmd", "stat", "Golden metrics per service."),
     "edges": ("gossamer.cli.observe_cmd", "edges", "Caller -> callee edges with identities."),
     "top": ("gossamer.cli.observe_cmd", "top", "Live busiest routes."),
+    "series": ("gossamer.cli.series_cmd", "series", "One golden metric over time, charted."),
     "tap": ("gossamer.cli.tap_cmd", "tap", "Live requests of a service (operator)."),
     "demo": ("gossamer.cli.demo_cmd", "demo", "Run a demo service or the load generator."),
 }

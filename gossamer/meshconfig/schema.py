@@ -398,6 +398,24 @@ OBSERVABILITY = Section(
         ),
         Field("window", "duration", "the default rate window (at least 2s)", "1m", minimum=2),
         Field(
+            "history",
+            "duration or off",
+            "how long the control plane keeps the golden metrics of every service and edge "
+            "(`/v1/series`, `gossamer series`, the dashboard's charts) when there is no "
+            "`prometheus_url`; `off` or 0: none, and no periodic scraping",
+            "1h",
+            maximum=86400,
+        ),
+        Field(
+            "history_step",
+            "duration",
+            "the history's resolution: the control plane scrapes every sidecar this often "
+            "(at most 8640 points a series: history / history_step)",
+            "10s",
+            minimum=1,
+            maximum=300,
+        ),
+        Field(
             "http_sd",
             "choice",
             "who may read `/v1/http_sd` (every sidecar's address and metrics port): "

@@ -1,7 +1,8 @@
 """Scrape the sidecars' /metrics (their metrics ports) on demand and keep a short history (asyncio).
 
-Used by the control plane when no Prometheus is configured. Scraping happens only when
-someone asks (the CLI, the dashboard's polling), at most once per `min_interval`; each
+Used by the control plane when no Prometheus is configured. Scraping happens when
+someone asks (the CLI, the dashboard's polling), at most once per `min_interval`, and
+every history step (`tick`, called by recorder.py, whose scrapes the questions reuse); each
 target keeps the scrapes of the last `keep` seconds. A rate needs two scrapes, so the
 very first question scrapes, waits `min_interval`, and scrapes again. The figures
 themselves are computed by live.py from the (oldest in window, newest) pair of each
@@ -129,6 +130,14 @@ class LiveMetrics:
                 await self._sleep(self.min_interval)
                 await self._scrape_all(targets)
             return targets
+
+    async def tick(self) -> list[Scrape]:
+        """Scrape every target now (the history's periodic scrape, recorder.py) and
+        return the new scrapes; they also serve `pairs`/`latest` while fresh."""
+        async with self._lock:
+            targets = await self._targets()
+            await self._scrape_all(targets)
+            return [self._history[t][-1] for t in targets if self._history.get(t)]
 
     async def pairs(self, window: float) -> list[Pair]:
         """(oldest scrape within `window` of the newest, newest) for every target."""

@@ -6,6 +6,8 @@ observability:
   jaeger_url: http://localhost:16686       # the dashboard links each service's traces
   certificate_warning: 6h                  # warn when a sidecar certificate is this close to expiry
   window: 1m                               # default rate window
+  history: 1h                              # embedded metric history (off: none)
+  history_step: 10s                        # its resolution (the periodic scrape)
   http_sd: token                           # /v1/http_sd needs a viewer token (or: open)
   prometheus_token_file: /run/gossamer/prometheus/token   # a viewer token for Prometheus
 ```
@@ -33,6 +35,9 @@ DEFAULT_API = f"http://127.0.0.1:{API_PORT}"
 _FIELDS = schema.OBSERVABILITY
 _WARNING = parse_duration(_FIELDS["certificate_warning"].default)
 _WINDOW = parse_duration(_FIELDS["window"].default)
+_HISTORY = parse_duration(_FIELDS["history"].default)
+_HISTORY_STEP = parse_duration(_FIELDS["history_step"].default)
+MAX_HISTORY_POINTS = 8640
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class ObservabilitySettings:
     window: float = _WINDOW
     http_sd_open: bool = False  # /v1/http_sd without an API token
     prometheus_token_file: Path | None = None
+    history: float = _HISTORY  # seconds; 0: no embedded history
+    history_step: float = _HISTORY_STEP
 
 
 def _url(node: Node) -> str | None:
@@ -79,7 +86,36 @@ def parse_observability(node: Node, *, base_dir: Path | None = None) -> Observab
             raise window_node.error("the window must be at least 2s")
         return value
 
+    def history_step() -> float:
+        field = _FIELDS["history_step"]
+        step_node = field.read(node)
+        value = step_node.duration()
+        if not (field.minimum or 0) <= value <= (field.maximum or value):
+            raise step_node.error(f"must be between 1s and 5m, got {step_node.value!r}")
+        return value
+
+    step = attempt(history_step, _HISTORY_STEP)
+
+    def history() -> float:
+        field = _FIELDS["history"]
+        length_node = field.read(node)
+        if length_node.value in ("off", False, 0):
+            return 0.0
+        value = length_node.duration()
+        if value > (field.maximum or value):
+            raise length_node.error(f"must be at most 24h, got {length_node.value!r}")
+        if 0 < value < step:
+            raise length_node.error(f"must be at least history_step ({step:g}s) or off")
+        if value / step > MAX_HISTORY_POINTS:
+            raise length_node.error(
+                f"{length_node.value} at {step:g}s steps is more than {MAX_HISTORY_POINTS} "
+                "points a series; use a longer history_step"
+            )
+        return value
+
     return ObservabilitySettings(
+        history=attempt(history, _HISTORY),
+        history_step=step,
         prometheus_url=attempt(lambda: _url(_FIELDS["prometheus_url"].read(node)), None),
         jaeger_url=attempt(lambda: _url(_FIELDS["jaeger_url"].read(node)), None),
         certificate_warning=attempt(
