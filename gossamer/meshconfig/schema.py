@@ -399,7 +399,7 @@ OBSERVABILITY = Section(
         Field("window", "duration", "the default rate window (at least 2s)", "1m", minimum=2),
         Field(
             "history",
-            "duration or off",
+            "duration",
             "how long the control plane keeps the golden metrics of every service and edge "
             "(`/v1/series`, `gossamer series`, the dashboard's charts) when there is no "
             "`prometheus_url`; `off` or 0: none, and no periodic scraping",

@@ -124,11 +124,12 @@ def points_from_pairs(pairs: Sequence[Pair]) -> dict[SeriesKey, dict[str, float 
 
 
 class _Ring:
-    __slots__ = ("last", "values")
+    __slots__ = ("first", "last", "values")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, first: int) -> None:
         self.values = array("d", [NAN]) * (size * _M)
-        self.last = -1  # step index of the newest point written
+        self.first = first  # step index of the first point written
+        self.last = first  # step index of the newest point written
 
 
 class HistoryStore:
@@ -145,6 +146,9 @@ class HistoryStore:
 
     def __len__(self) -> int:
         return len(self._series)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._series
 
     def keys(self) -> list[SeriesKey]:
         return sorted(self._series)
@@ -172,7 +176,7 @@ class HistoryStore:
         for key, point in points.items():
             ring = self._series.get(key)
             if ring is None:
-                ring = self._series[key] = _Ring(size)
+                ring = self._series[key] = _Ring(size, k)
             base = (k % size) * _M
             for name, value in point.items():
                 i = _INDEX.get(name)
@@ -190,15 +194,16 @@ class HistoryStore:
         self, key: SeriesKey, metric: str, start: float, end: float, step: float
     ) -> list[tuple[float, float | None]]:
         """Points of `key`'s `metric` with unix times in [start, end], one per `step`
-        bucket (its start time); None where the bucket holds no value. Empty when the
-        series is unknown."""
+        bucket (its start time), from the series' first point on; None where the bucket
+        holds no value. Empty when the series is unknown."""
         ring = self._series.get(key)
         if ring is None or self.head is None:
             return []
         if metric not in _INDEX:
             raise KeyError(metric)
         m, rps = _INDEX[metric], _INDEX["rps"]
-        first = max(self.head - self.size + 1, math.ceil(start / self.step))
+        step = float(step)
+        first = max(self.head - self.size + 1, ring.first, math.ceil(start / self.step))
         last = min(self.head, math.floor(end / self.step))
         buckets: dict[int, list[tuple[float, float]]] = {}
         for k in range(first, last + 1):

@@ -35,7 +35,7 @@ class HistoryRecorder:
     ) -> None:
         self.scraper = scraper
         self.store = store
-        self._clock = clock
+        self.clock = clock
         self._sleep = sleep
         self._previous: dict[Target, Scrape] = {}
         self._task: asyncio.Task[None] | None = None
@@ -44,7 +44,7 @@ class HistoryRecorder:
 
     async def record_once(self) -> int:
         """One round: scrape, compute, append. Returns the number of series written."""
-        at = self._clock()
+        at = self.clock()
         scrapes = await self.scraper.tick()
         pairs: list[Pair] = [(self._previous.get(s.target), s) for s in scrapes]
         self._previous = {s.target: s for s in scrapes if s.ok}
@@ -56,7 +56,7 @@ class HistoryRecorder:
     async def run(self) -> None:
         step = self.store.step
         while True:
-            await self._sleep(step - self._clock() % step)
+            await self._sleep(step - self.clock() % step)
             try:
                 await self.record_once()
             except asyncio.CancelledError:

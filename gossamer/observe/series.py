@@ -5,8 +5,8 @@ step) into a `SeriesQuery` or raises a ConfigError naming the parameter (the API
 answers 400 with it). Limits depend on where points come from (`SeriesLimits`): the
 embedded history holds `length` seconds at `step`; Prometheus holds what it holds, so
 there the range is capped at 7 days and the number of points at 11,000 (Prometheus'
-own cap on a range query). Without `step`, the answer has about 120 points (the
-history's step or a multiple of it).
+own cap on a range query). Without `range`, 1 hour (or all the history holds);
+without `step`, about 120 points (the history's step or a multiple of it).
 
 Direction: `inbound` (the default with a peer) is the edge peer -> service as the
 service's sidecars saw it; `outbound` is service -> peer as the peer's sidecars saw it
@@ -106,7 +106,7 @@ def parse_series_query(query: Mapping[str, str], limits: SeriesLimits) -> Series
     if metric not in METRICS:
         got = f", got {metric!r}" if metric else ""
         raise ConfigError(f"must be one of {', '.join(METRICS)}{got}", field="metric")
-    range_s = DEFAULT_RANGE
+    range_s = min(DEFAULT_RANGE, limits.max_range)
     if "range" in query:
         range_s = _duration(query["range"], "range")
     if range_s > limits.max_range:

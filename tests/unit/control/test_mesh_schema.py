@@ -72,6 +72,8 @@ observability:
   window: 30s
   http_sd: open
   prometheus_token_file: prometheus.token
+  history: 2h
+  history_step: 5s
 """
 
 
@@ -103,6 +105,7 @@ def test_the_maximal_file_sets_every_schema_field_and_loads():
     assert mesh.observability.window == 30.0 and mesh.control.lease_ttl == 20.0
     assert (policy.stream_idle_timeout, policy.request_timeout) == (120.0, 30.0)
     assert mesh.observability.http_sd_open
+    assert (mesh.observability.history, mesh.observability.history_step) == (7200.0, 5.0)
     assert mesh.observability.prometheus_token_file == Path.cwd() / "prometheus.token"
 
 

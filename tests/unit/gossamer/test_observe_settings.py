@@ -53,3 +53,28 @@ def test_cli_targets_from_mesh_yaml(tmp_path):
     assert t.observability.prometheus_url == "http://p:9090"
     path.write_text("control:\n  api_listen: '[::1]:15014'\n")
     assert load_observability(path).api_url == "http://[::1]:15014"
+
+
+def test_history_defaults_off_and_bounds():
+    s = parse("trust_domain: x\n")
+    assert (s.history, s.history_step) == (3600.0, 10.0)
+    assert parse("observability: {history: 6h, history_step: 30s}\n").history == 6 * 3600
+    assert parse("observability: {history: off}\n").history == 0
+    assert parse("observability: {history: 0}\n").history == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ("{history: 2d}", "observability.history", "at most 24h"),
+        ("{history: 5s}", "observability.history", "at least history_step"),
+        ("{history: 24h, history_step: 1s}", "observability.history", "8640"),
+        ("{history: soon}", "observability.history", "duration"),
+        ("{history_step: 0.5s}", "observability.history_step", "between 1s and 5m"),
+        ("{history_step: 10m}", "observability.history_step", "between 1s and 5m"),
+    ],
+)
+def test_history_errors(body, field, words):
+    with pytest.raises(ConfigError) as err:
+        parse(f"trust_domain: x\nobservability: {body}\n")
+    assert err.value.field == field and words in err.value.message

@@ -1,0 +1,143 @@
+"""`/v1/series` parameters, the PromQL of the range path, and the terminal chart."""
+
+from __future__ import annotations
+
+import pytest
+
+from gossamer.errors import ConfigError
+from gossamer.observe.chart import BLOCKS, format_value, render_chart
+from gossamer.observe.history import edge_key, service_key
+from gossamer.observe.series import SeriesLimits, parse_series_query, series_body
+from gossamer.observe.series_sources import matrix_points, series_promql
+
+LIMITS = SeriesLimits(max_range=3600, min_step=10)
+
+
+def parse(**query):
+    return parse_series_query(query, LIMITS)
+
+
+def test_a_service_query_and_its_defaults():
+    q = parse(service="catalog", metric="rps")
+    assert (q.range_s, q.step_s, q.peer, q.direction) == (3600, 30, None, None)  # 120 points
+    assert q.key == service_key("catalog")
+    q = parse(service="catalog", metric="success_rate", range="5m", step="10s")
+    assert (q.range_s, q.step_s) == (300, 10)
+    assert parse(service="catalog", metric="rps", range="5m").step_s == 10
+
+
+def test_edges_by_direction():
+    assert parse(service="catalog", peer="web", metric="rps").key == edge_key("web", "catalog")
+    q = parse(service="web", peer="catalog", direction="outbound", metric="rps")
+    assert q.key == edge_key("web", "catalog") and q.direction == "outbound"
+    q = parse(service="catalog", peer="web", direction="inbound", metric="rps")
+    assert q.key == edge_key("web", "catalog")
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "words"),
+    [
+        ({"metric": "rps"}, "service", "required"),
+        ({"service": "a b", "metric": "rps"}, "service", "not a service name"),
+        ({"service": "a"}, "metric", "must be one of"),
+        ({"service": "a", "metric": "qps"}, "metric", "'qps'"),
+        ({"service": "a", "metric": "rps", "range": "forever"}, "range", "duration"),
+        ({"service": "a", "metric": "rps", "range": "0s"}, "range", "more than 0s"),
+        ({"service": "a", "metric": "rps", "range": "2h"}, "range", "longer than the history"),
+        ({"service": "a", "metric": "rps", "step": "5s"}, "step", "finer than"),
+        ({"service": "a", "metric": "rps", "range": "1m", "step": "5m"}, "step", "longer than"),
+        ({"service": "a", "metric": "rps", "direction": "sideways", "peer": "b"}, "direction", ""),
+        ({"service": "a", "metric": "rps", "direction": "inbound"}, "direction", "needs a peer"),
+        ({"service": "a", "metric": "rps", "peer": "b/c"}, "peer", "not a service name"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(query, field, words):
+    with pytest.raises(ConfigError) as err:
+        parse_series_query(query, LIMITS)
+    assert err.value.field == field
+    assert err.value.message.startswith(f"{field}: ") and words in err.value.message
+
+
+def test_too_many_points():
+    limits = SeriesLimits(max_range=7 * 86400, min_step=1, max_points=11_000)
+    with pytest.raises(ConfigError) as err:
+        parse_series_query({"service": "a", "metric": "rps", "range": "7d", "step": "1s"}, limits)
+    assert err.value.field == "step"
+
+
+def test_body_shape():
+    q = parse(service="catalog", metric="rps", range="5m", step="10s")
+    body = series_body(q, [(100.0, 1.23456789), (110.0, None)], source="live", now=115.5)
+    assert body["service"] == "catalog" and body["metric"] == "rps"
+    assert body["step_s"] == 10 and body["range_s"] == 300 and body["source"] == "live"
+    assert body["points"] == [[100.0, 1.234568], [110.0, None]]
+
+
+def test_promql_of_each_metric():
+    q = parse(service="catalog", metric="rps", range="5m", step="10s")
+    assert series_promql(q) == (
+        'sum(rate(gossamer_requests_total{reporter="destination",'
+        'destination_service="catalog"}[30s]))'
+    )
+    q = parse(service="web", peer="catalog", direction="outbound", metric="success_rate")
+    expr = series_promql(q)
+    assert 'destination_service="catalog",source_service="web"' in expr
+    assert 'classification="success"' in expr and "[60s]" in expr  # 2 * the 30 s step
+    q = parse(service="catalog", metric="latency_p95_ms")
+    assert series_promql(q).startswith("histogram_quantile(0.95, sum by (le)")
+    q = parse(service="catalog", metric="tcp_bytes_per_s")
+    assert "gossamer_tcp_(sent|received)_bytes_total" in series_promql(q)
+
+
+def test_matrix_points():
+    result = [{"metric": {}, "values": [[10, "1.5"], [20, "NaN"], [30, "+Inf"], [40, "x"]]}]
+    assert matrix_points(result) == [(10.0, 1.5), (20.0, None), (30.0, None)]
+    assert matrix_points([]) == []
+
+
+def body(values, metric="rps"):
+    points = [[1_700_000_000 + 10 * i, v] for i, v in enumerate(values)]
+    return {
+        "service": "catalog",
+        "metric": metric,
+        "range_s": 300,
+        "step_s": 10,
+        "source": "live",
+        "points": points,
+    }
+
+
+def test_chart_draws_bars_with_axis_labels_and_summary():
+    lines = render_chart(body([0.0, 5.0, 10.0, None, 10.0]), width=40, height=4)
+    assert lines[0].startswith("catalog requests/s")
+    rows = lines[1:5]
+    assert rows[0].startswith("10 req/s ┤") and rows[3].lstrip().startswith("0 req/s ┤")
+    bars = [row.split("┤" if "┤" in row else "│", 1)[1] for row in rows]
+    assert all(len(b) == 5 for b in bars)
+    assert [b[2] for b in bars] == ["█"] * 4  # the max fills the column
+    assert [b[3] for b in bars] == [" "] * 4  # None: a gap
+    assert bars[0][1] == " " and bars[1][1] == " " and bars[2][1] == "█"  # half height
+    assert bars[3][0] in BLOCKS  # zero still shows a sliver
+    assert "└─────" in lines[5]
+    assert lines[-1] == "min 0 req/s  avg 6.25 req/s  max 10 req/s  last 10 req/s"
+
+
+def test_chart_of_a_ratio_and_of_nothing():
+    lines = render_chart(body([0.8, 0.75, 0.85], metric="success_rate"), width=10, height=3)
+    assert lines[1].startswith("85.0% ┤") and lines[3].startswith("75.0% ┤")
+    assert lines[-1].startswith("min 75.0%")
+    empty = render_chart(body([]), width=10)
+    assert "no points" in empty[-1]
+    gaps = render_chart(body([None, None]), width=10)
+    assert gaps[-1] == "no data in this range"
+
+
+def test_chart_averages_when_points_outnumber_columns():
+    lines = render_chart(body([1.0, 3.0] * 50), width=10, height=2)
+    assert all(len(line.split("┤")[1]) == 10 for line in lines[1:3] if "┤" in line)
+
+
+def test_format_value():
+    assert format_value("latency_p99_ms", 12.345) == "12.3 ms"
+    assert format_value("tcp_bytes_per_s", 123456.0) == "123,456 B/s"
+    assert format_value("rps", None) == "-"
