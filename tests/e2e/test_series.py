@@ -1,0 +1,168 @@
+"""`gossamer series` and `/v1/series` on real processes: a real `gossamer control` whose
+embedded history scrapes real sidecars every 2 s, traffic of a known shape (a known
+rate, one request in five answered 500 by the app), read back through the CLI and the
+API: the rate within 25%, the success rate 0.8 within 0.05, the edge by direction, and
+a 400 naming the parameter for each bad parameter."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.helpers.operator_api import api_call
+from tests.helpers.procs import processes, run_gossamer, wait_for
+from tests.helpers.xds_mesh import XdsMesh, XdsSidecar, http_service
+
+pytestmark = pytest.mark.e2e
+
+STEP = 2.0
+RATE = 20.0  # requests a second
+DRIVE = 16.0  # seconds
+
+
+@dataclass
+class Drive:
+    start: float = 0.0
+    end: float = 0.0
+    sent: int = 0
+    ok: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / (self.end - self.start)
+
+
+def drive(web: XdsSidecar, seconds: float, rate: float) -> Drive:
+    """`rate` requests a second from web's app to catalog for `seconds`, paced: four
+    `GET /` then one `GET /status/500`, over and over."""
+    result = Drive(start=time.time())
+    next_at = time.monotonic()
+    deadline = next_at + seconds
+    while time.monotonic() < deadline:
+        path = "/status/500" if result.sent % 5 == 4 else "/"
+        status, _ = web.get("catalog", path)
+        result.sent += 1
+        result.ok += status == 200
+        next_at += 1.0 / rate
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    result.end = time.time()
+    return result
+
+
+def series(mesh: XdsMesh, token: str, *args: str) -> dict:
+    out = run_gossamer(
+        "series", *args, "--api", f"http://127.0.0.1:{mesh.ports['api']}", "--token", token,
+        "-o", "json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def inside(body: dict, d: Drive) -> list[float | None]:
+    """The values of points whose whole interval (t - step, t] lies in the drive."""
+    step = body["step_s"]
+    return [v for t, v in body["points"] if t - step >= d.start and t <= d.end]
+
+
+@pytest.fixture(scope="module")
+def driven(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("series")
+    with processes() as procs:
+        mesh = XdsMesh(tmp, procs, [http_service("web"), http_service("catalog")])
+        mesh.observability = {"history": "10m", "history_step": f"{STEP:g}s"}
+        mesh.set_services(mesh.services)
+        mesh.start_control()
+        mesh.sidecar("catalog", mesh.app("catalog-0"))
+        web = mesh.sidecar("web")
+        wait_for(lambda: web.get("catalog", "/")[0] == 200, timeout=30, what="web -> catalog")
+        time.sleep(2 * STEP)  # every sidecar scraped once: the drive's first point has a rate
+        d = drive(web, DRIVE, RATE)
+        time.sleep(STEP + 1)  # the tick after the drive's end
+        token = (tmp / "data" / "admin-token").read_text().strip()
+        yield mesh, token, d
+
+
+def test_service_rate_and_success_rate(driven):
+    mesh, token, d = driven
+    assert d.rate > RATE * 0.5, f"the machine could only send {d.rate:.1f}/s"
+    body = series(mesh, token, "catalog", "--metric", "rps", "--range", "5m", "--step", "2s")
+    assert body["service"] == "catalog" and body["source"] == "live" and body["step_s"] == 2
+    assert body["range_s"] == 300
+    rates = [v for v in inside(body, d) if v is not None]
+    assert len(rates) >= 4, body["points"]
+    assert all(v > 0 for v in rates)
+    mean = sum(rates) / len(rates)
+    assert d.rate * 0.75 <= mean <= d.rate * 1.25, (mean, d.rate, rates)
+
+    body = series(mesh, token, "catalog", "--metric", "success_rate", "--range", "5m",
+                  "--step", "2s")  # fmt: skip
+    ratios = [v for v in inside(body, d) if v is not None]
+    assert len(ratios) >= 4
+    assert 0.75 <= sum(ratios) / len(ratios) <= 0.85, ratios
+    assert d.ok / d.sent == pytest.approx(0.8, abs=0.01)
+
+    # a coarser step averages the rates: one point per 10 s
+    body = series(mesh, token, "catalog", "--metric", "rps", "--range", "5m", "--step", "10s")
+    times = [t for t, _ in body["points"]]
+    assert all(b - a == 10 for a, b in zip(times, times[1:], strict=False))
+
+    body = series(mesh, token, "catalog", "--metric", "latency_p99_ms", "--range", "1m")
+    latencies = [v for v in inside(body, d) if v is not None]
+    assert latencies and all(0 < v < 10_000 for v in latencies)
+
+
+def test_edge_series_by_direction(driven):
+    mesh, token, d = driven
+    inbound = series(mesh, token, "catalog", "--peer", "web", "--direction", "inbound",
+                     "--metric", "rps", "--range", "5m", "--step", "2s")  # fmt: skip
+    outbound = series(mesh, token, "web", "--peer", "catalog", "--direction", "outbound",
+                      "--metric", "rps", "--range", "5m", "--step", "2s")  # fmt: skip
+    assert inbound["peer"] == "web" and inbound["direction"] == "inbound"
+    a = [v for v in inside(inbound, d) if v is not None]
+    b = [v for v in inside(outbound, d) if v is not None]
+    assert a and a == b  # the same edge, web -> catalog
+    assert d.rate * 0.75 <= sum(a) / len(a) <= d.rate * 1.25
+    # catalog calls nobody: its outbound edge to web has no series
+    none = series(mesh, token, "catalog", "--peer", "web", "--direction", "outbound",
+                  "--metric", "rps", "--range", "5m")  # fmt: skip
+    assert none["points"] == []
+
+
+def test_chart_on_the_terminal_path(driven):
+    mesh, token, _ = driven
+    out = run_gossamer("series", "catalog", "--metric", "success_rate", "--range", "1m",
+                       "--api", f"http://127.0.0.1:{mesh.ports['api']}", "--token", token)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("catalog success rate, last 60s")
+    assert any("┤" in line and "%" in line for line in lines)
+    assert lines[-1].startswith("min ") and " last " in lines[-1]
+
+
+def test_bad_parameters_are_400_through_the_real_api(driven):
+    mesh, token, _ = driven
+    port = mesh.ports["api"]
+    cases = {
+        "service=catalog&metric=qps": "metric",
+        "metric=rps": "service",
+        "service=catalog&metric=rps&range=1h": "range",
+        "service=catalog&metric=rps&range=soon": "range",
+        "service=catalog&metric=rps&step=1s": "step",
+        "service=catalog&peer=web&direction=sideways&metric=rps": "direction",
+    }
+    for query, field in cases.items():
+        status, body = api_call(port, f"/v1/series?{query}", token)
+        assert status == 400, (query, body)
+        assert body["error"].startswith(f"{field}: "), body
+    status, _ = api_call(port, "/v1/series?service=catalog&metric=rps", None)
+    assert status == 401
+    status, info = api_call(port, "/v1/series/info", token)
+    assert status == 200 and info["length_s"] == 600 and info["step_s"] == STEP
+    out = run_gossamer("series", "catalog", "--range", "1h",
+                       "--api", f"http://127.0.0.1:{port}", "--token", token)  # fmt: skip
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "range: 1h is longer than the history holds (600s)" in out.stderr
