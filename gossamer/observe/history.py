@@ -193,9 +193,11 @@ class HistoryStore:
     def query(
         self, key: SeriesKey, metric: str, start: float, end: float, step: float
     ) -> list[tuple[float, float | None]]:
-        """Points of `key`'s `metric` with unix times in [start, end], one per `step`
-        bucket (its start time), from the series' first point on; None where the bucket
-        holds no value. Empty when the series is unknown."""
+        """Points of `key`'s `metric` recorded at unix times in [start, end], one per
+        `step` bucket, from the series' first point on. A point at time t covers
+        (t - step, t], as a recorded point covers the interval since the previous tick
+        (and as Prometheus' rate does); None where the bucket holds no value. Empty when
+        the series is unknown."""
         ring = self._series.get(key)
         if ring is None or self.head is None:
             return []
@@ -207,7 +209,7 @@ class HistoryStore:
         last = min(self.head, math.floor(end / self.step))
         buckets: dict[int, list[tuple[float, float]]] = {}
         for k in range(first, last + 1):
-            b = math.floor(k * self.step / step + 1e-9)
+            b = math.ceil(k * self.step / step - 1e-9)
             buckets.setdefault(b, []).append((self._raw(ring, k, m), self._raw(ring, k, rps)))
         return [(b * step, aggregate(metric, values)) for b, values in sorted(buckets.items())]
 

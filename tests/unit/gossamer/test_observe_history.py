@@ -121,13 +121,21 @@ def test_vanished_series_are_dropped_after_the_length():
 def test_coarser_step_aggregates():
     store = HistoryStore(120, 10)
     a = service_key("a")
-    rows = [(10.0, 1.0, 5.0), (30.0, 0.5, 9.0), (0.0, None, None), (20.0, 0.75, 7.0)]
+    rows = [
+        (99.0, 1.0, 1.0),
+        (10.0, 1.0, 5.0),
+        (30.0, 0.5, 9.0),
+        (0.0, None, None),
+        (20.0, 0.75, 7.0),
+    ]
     for i, (rps, sr, p99) in enumerate(rows):
         store.append(T0 + i * 10, {a: point(rps, sr, p99)})
-    assert store.query(a, "rps", T0, T0 + 30, 20) == [(T0, 20.0), (T0 + 20, 10.0)]
-    success = store.query(a, "success_rate", T0, T0 + 30, 40)
+    # a point at t covers (t - step, t]: T0 + 20 holds the points of T0 + 10 and T0 + 20
+    assert store.query(a, "rps", T0, T0 + 40, 20) == [(T0, 99.0), (T0 + 20, 20.0), (T0 + 40, 10.0)]
+    success = store.query(a, "success_rate", T0 + 10, T0 + 40, 40)
+    assert [t for t, _ in success] == [T0 + 40]
     assert success[0][1] == pytest.approx((10 * 1.0 + 30 * 0.5 + 20 * 0.75) / 60)  # by rps
-    assert store.query(a, "latency_p99_ms", T0, T0 + 30, 40) == [(T0, 9.0)]  # the max
+    assert store.query(a, "latency_p99_ms", T0 + 10, T0 + 40, 40) == [(T0 + 40, 9.0)]  # the max
 
 
 def test_aggregate_rules():
