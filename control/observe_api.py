@@ -42,6 +42,7 @@ ASSETS = {
     "index.html": "text/html",
     "app.js": "application/javascript",
     "tap.js": "application/javascript",
+    "charts.js": "application/javascript",
     "style.css": "text/css",
 }
 MAX_WINDOW = 24 * 3600.0
