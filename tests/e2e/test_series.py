@@ -170,3 +170,52 @@ def test_bad_parameters_are_400_through_the_real_api(driven):
                        "--api", f"http://127.0.0.1:{port}", "--token", token)  # fmt: skip
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "range: 1h is longer than the history holds (600s)" in out.stderr
+
+
+def test_range_path_through_a_real_prometheus(tmp_path):
+    """With observability.prometheus_url, /v1/series asks Prometheus' range API (no
+    history in the control plane); `gossamer series --prometheus` asks it directly.
+    Prometheus scrapes the sidecars' metrics ports every second."""
+    from tests.helpers.prometheus import PrometheusServer, config_text
+
+    with processes() as procs:
+        (tmp_path / "prometheus").mkdir()
+        prom = PrometheusServer(tmp_path / "prometheus", "")
+        mesh = XdsMesh(tmp_path, procs, [http_service("web"), http_service("catalog")])
+        mesh.observability = {"prometheus_url": prom.url}
+        mesh.set_services(mesh.services)
+        mesh.start_control()
+        catalog = mesh.sidecar("catalog", mesh.app("catalog-0"))
+        web = mesh.sidecar("web")
+        targets = [f"127.0.0.1:{sc.metrics}" for sc in (catalog, web)]
+        prom.config_path.write_text(config_text(None, static_targets=targets))
+        prom.start()
+        try:
+            wait_for(lambda: web.get("catalog", "/")[0] == 200, timeout=30, what="web -> catalog")
+            d = drive(web, 36.0, RATE)  # the rate window is 30 s: the last points see only traffic
+            time.sleep(2)  # Prometheus' last scrapes
+            token = (tmp_path / "data" / "admin-token").read_text().strip()
+            port = mesh.ports["api"]
+            status, body = api_call(
+                port, "/v1/series?service=catalog&metric=rps&range=5m&step=5s", token
+            )
+            assert status == 200 and body["source"] == "prometheus", body
+            steady = [v for t, v in body["points"] if d.start + 31 <= t <= d.end and v]
+            assert steady, body["points"]
+            mean = sum(steady) / len(steady)
+            assert d.rate * 0.75 <= mean <= d.rate * 1.25, (mean, d.rate)
+            status, info = api_call(port, "/v1/series/info", token)
+            assert status == 200 and info["source"] == "prometheus"
+            status, bad = api_call(port, "/v1/series?service=catalog&metric=qps", token)
+            assert status == 400 and bad["error"].startswith("metric: ")
+
+            out = run_gossamer("series", "catalog", "--peer", "web", "--metric", "success_rate",
+                               "--range", "5m", "--step", "5s", "--prometheus", prom.url,
+                               "-o", "json")  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            edge = json.loads(out.stdout)
+            assert edge["source"] == "prometheus" and edge["direction"] == "inbound"
+            ratios = [v for t, v in edge["points"] if d.start + 31 <= t <= d.end and v]
+            assert ratios and all(0.75 <= v <= 0.85 for v in ratios), ratios
+        finally:
+            prom.stop()
