@@ -59,7 +59,7 @@ def _print_chart(data: dict[str, Any]) -> None:
 @click.argument("service")
 @click.option("--metric", "-m", type=click.Choice(METRICS), default="rps", show_default=True)
 @click.option(
-    "--range", "range_", default="1h", show_default=True, help="How far back, e.g. 5m, 1h."
+    "--range", "range_", help="How far back, e.g. 5m, 1h (default: 1h or what the history holds)."
 )
 @click.option("--step", help="Time between points, e.g. 10s, 30s (default: about 120 points).")
 @click.option("--peer", help="The other service of an edge.")
@@ -73,7 +73,7 @@ def _print_chart(data: dict[str, Any]) -> None:
 def series(
     service: str,
     metric: str,
-    range_: str,
+    range_: str | None,
     step: str | None,
     peer: str | None,
     direction: str | None,
@@ -84,8 +84,13 @@ def series(
     if direction is not None and peer is None:
         raise UsageError("--direction needs --peer (the other service of the edge)")
     r = resolve(window=None, **opts)
-    params = {"service": service, "metric": metric, "range": range_}
-    for name, value in (("step", step), ("peer", peer), ("direction", direction)):
+    params = {"service": service, "metric": metric}
+    for name, value in (
+        ("range", range_),
+        ("step", step),
+        ("peer", peer),
+        ("direction", direction),
+    ):
         if value is not None:
             params[name] = value
     data = _run(_fetch(r, params))

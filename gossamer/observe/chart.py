@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gossamer.durations import format_duration
+
 BLOCKS = "▁▂▃▄▅▆▇█"
 UNITS = {
     "rps": "req/s",
@@ -94,7 +96,9 @@ def render_chart(body: dict[str, Any], width: int = 60, height: int = 8) -> list
     points = body.get("points") or []
     range_s = float(body.get("range_s") or 0)
     step_s = float(body.get("step_s") or 0)
-    title = f"{describe(body)}, last {range_s:g}s, step {step_s:g}s ({body.get('source', '')})"
+    span = format_duration(range_s) if range_s else "?"
+    every = format_duration(step_s) if step_s else "?"
+    title = f"{describe(body)}, last {span}, step {every} ({body.get('source', '')})"
     if not points:
         return [title, "no points: no traffic recorded for this series in the range"]
     values: list[float | None] = [None if v is None else float(v) for _, v in points]

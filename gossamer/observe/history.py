@@ -77,22 +77,19 @@ def _quantiles_ms(
 
 
 def _point(
-    group: tuple[str, ...],
-    totals: Mapping[tuple[str, ...], float],
-    latency: Mapping[tuple[str, ...], tuple[float | None, ...]],
-    tcp: Mapping[tuple[str, ...], float],
+    total: float,
+    ok: float,
+    latency: tuple[float | None, ...] | None,
+    tcp: float,
 ) -> dict[str, float | None]:
-    n = len(group)
-    total = sum(v for k, v in totals.items() if k[:n] == group)
-    ok = totals.get((*group, "success"), 0.0)
-    p50, p95, p99 = latency.get(group, (None, None, None)) if total > 0 else (None, None, None)
+    p50, p95, p99 = latency if latency is not None and total > 0 else (None, None, None)
     return {
         "rps": total,
         "success_rate": ok / total if total > 0 else None,
         "latency_p50_ms": p50,
         "latency_p95_ms": p95,
         "latency_p99_ms": p99,
-        "tcp_bytes_per_s": tcp.get(group, 0.0),
+        "tcp_bytes_per_s": tcp,
     }
 
 
@@ -104,19 +101,26 @@ def points_from_pairs(pairs: Sequence[Pair]) -> dict[SeriesKey, dict[str, float 
     edge = ("source_service", "destination_service")
     out: dict[SeriesKey, dict[str, float | None]] = {}
     for by in (svc, edge):
-        totals = rates(pairs, "gossamer_requests_total", (*by, "classification"), dest)
+        requests: dict[tuple[str, ...], list[float]] = {}  # group -> [total, ok]
+        by_class = rates(pairs, "gossamer_requests_total", (*by, "classification"), dest)
+        for key, rate in by_class.items():
+            counts = requests.setdefault(key[:-1], [0.0, 0.0])
+            counts[0] += rate
+            if key[-1] == "success":
+                counts[1] += rate
         latency = _quantiles_ms(pairs, by, dest)
         tcp = rates(pairs, "gossamer_tcp_sent_bytes_total", by, dest)
         for key, value in rates(pairs, "gossamer_tcp_received_bytes_total", by, dest).items():
             tcp[key] = tcp.get(key, 0.0) + value
-        groups = {k[:-1] for k in totals} | set(tcp)
+        groups = set(requests) | set(tcp)
         if by == svc:
             groups |= {(new.target.service,) for old, new in pairs if old is not None and new.ok}
         for group in groups:
             if not all(group):
                 continue
             key = service_key(group[0]) if by == svc else edge_key(group[0], group[1])
-            out[key] = _point(group, totals, latency, tcp)
+            total, ok = requests.get(group, (0.0, 0.0))
+            out[key] = _point(total, ok, latency.get(group), tcp.get(group, 0.0))
     return out
 
 

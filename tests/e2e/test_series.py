@@ -142,7 +142,7 @@ def test_chart_on_the_terminal_path(driven):
                        "--api", f"http://127.0.0.1:{mesh.ports['api']}", "--token", token)  # fmt: skip
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("catalog success rate, last 60s")
+    assert lines[0].startswith("catalog success rate, last 1m, step 2s (live)")
     assert any("┤" in line and "%" in line for line in lines)
     assert lines[-1].startswith("min ") and " last " in lines[-1]
 
