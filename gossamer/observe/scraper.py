@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from gossamer.discovery.model import RegistryState
-from gossamer.observe.live import Pair, Scrape, Target, parse_exposition
+from gossamer.observe.live import Pair, Samples, Scrape, Target, parse_exposition
 
 MAX_BODY = 8 << 20
 
@@ -36,6 +37,22 @@ def targets_of(state: RegistryState) -> list[Target]:
         out.append(
             Target(e.service.name, e.service.namespace, e.instance_id, f"{host}:{e.metrics_port}")
         )
+    return out
+
+
+def share_keys(samples: Samples, previous: Samples) -> Samples:
+    """`samples` with every name and label key that `previous` also has replaced by
+    `previous`'s own object: the scrapes a target keeps share them, and a kept scrape
+    costs its values, not copies of its labels (about 6 KiB instead of 75 for a sidecar
+    with two callers: the periodic history scrapes keep `keep / step` of them)."""
+    out: Samples = {}
+    for name, series in samples.items():
+        old = previous.get(name)
+        if old is None:
+            out[name] = series
+            continue
+        keys = {k: k for k in old}
+        out[sys.intern(name)] = {keys.get(k, k): v for k, v in series.items()}
     return out
 
 
@@ -93,6 +110,8 @@ class LiveMetrics:
             del self._history[gone]
         for scrape in scrapes:
             history = self._history.setdefault(scrape.target, collections.deque())
+            if history and scrape.ok:
+                scrape.samples = share_keys(scrape.samples, history[-1].samples)
             history.append(scrape)
             while history and history[0].at < scrape.at - self.keep:
                 history.popleft()

@@ -151,3 +151,21 @@ def test_store_rejects_a_bad_shape():
         HistoryStore(5, 10)
     with pytest.raises(ValueError):
         HistoryStore(60, 0)
+
+
+def test_kept_scrapes_share_their_label_keys():
+    from gossamer.observe.scraper import share_keys
+
+    cat = SidecarMetrics()
+    drive(cat, 10)
+    first = snap(CAT, cat, 0.0).samples
+    drive(cat, 10, fail_every=2)  # a new response_code series appears
+    second = snap(CAT, cat, 10.0).samples
+    shared = share_keys(second, first)
+    assert shared == second  # same values
+    name = "gossamer_requests_total"
+    old_keys = {k: k for k in first[name]}
+    for key in shared[name]:
+        if key in old_keys:
+            assert key is old_keys[key]
+    assert any(key not in old_keys for key in shared[name])
