@@ -7,8 +7,9 @@ point per series: `rps`, `success_rate`, `latency_p50_ms`, `latency_p95_ms`,
 `latency_p99_ms`, `tcp_bytes_per_s`, with the conventions of live.py (destination
 reporter; a counter that went down restarted from zero). `tcp_bytes_per_s` is the rate
 of `gossamer_tcp_sent_bytes_total + gossamer_tcp_received_bytes_total` as the callee's
-sidecars count them: a sidecar adds a connection's bytes when it closes, so a long
-connection shows its bytes at its end.
+sidecars count them (the only byte counters a sidecar exports: connections relayed on
+`protocol: tcp` ports, not HTTP traffic); a sidecar adds a connection's bytes when it
+closes, so a long connection shows its bytes at its end.
 
 `HistoryStore.append` writes the point at step index `floor(unix_time / step)`. Each
 series owns one `array('d')` of `size * len(METRICS)` doubles (8 bytes a value), NaN
