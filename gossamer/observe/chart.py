@@ -1,10 +1,11 @@
 """A terminal chart of one `/v1/series` answer: block bars with axis labels (pure).
 
 `render_chart(body, width, height)` returns the lines `gossamer series` prints: a title,
-`height` rows of bars drawn with the eighth blocks `▁▂▃▄▅▆▇█` (each column one point, or
-the average of several when there are more points than columns), the y axis labelled
-with the top and bottom values and their unit, the x axis with the first and last
-point's local time, then `min/avg/max/last`. A point with no value (None: no traffic
+`height` rows of bars drawn with the eighth blocks `▁▂▃▄▅▆▇█` over the whole range
+(`end - range_s` to `end`; one column per step, or per group of steps averaged when
+there are more steps than `width` columns), the y axis labelled with the top and bottom
+values and their unit, the x axis with the range's first and last local time, then
+`min/avg/max/last`. A point with no value (None: no traffic
 for a ratio or latency, or nothing recorded) is a blank column. Rates start at 0; a
 success rate or latency axis spans the values' own range.
 """
@@ -48,16 +49,21 @@ def format_value(metric: str, value: float | None) -> str:
     return f"{value:.3g} {unit}" if value else f"0 {unit}"
 
 
-def _columns(values: Sequence[float | None], width: int) -> list[float | None]:
-    """At most `width` columns: groups of consecutive points averaged (None ignored)."""
-    if len(values) <= width:
-        return list(values)
-    out: list[float | None] = []
-    for c in range(width):
-        group = values[c * len(values) // width : (c + 1) * len(values) // width]
-        known = [v for v in group if v is not None]
-        out.append(sum(known) / len(known) if known else None)
-    return out
+def _columns(
+    points: Sequence[tuple[float, float | None]], start: float, end: float, count: int
+) -> list[float | None]:
+    """`count` columns spread over (start, end]: each the average of the points whose
+    time falls in it (None ignored), None where there is none."""
+    sums = [0.0] * count
+    seen = [0] * count
+    span = max(end - start, 1e-9)
+    for t, v in points:
+        if v is None:
+            continue
+        col = min(count - 1, max(0, math.ceil((t - start) / span * count) - 1))
+        sums[col] += v
+        seen[col] += 1
+    return [sums[c] / seen[c] if seen[c] else None for c in range(count)]
 
 
 def _clock(seconds: float, span: float) -> str:
@@ -101,8 +107,14 @@ def render_chart(body: dict[str, Any], width: int = 60, height: int = 8) -> list
     title = f"{describe(body)}, last {span}, step {every} ({body.get('source', '')})"
     if not points:
         return [title, "no points: no traffic recorded for this series in the range"]
-    values: list[float | None] = [None if v is None else float(v) for _, v in points]
-    cols = _columns(values, max(1, width))
+    pairs = [(float(t), None if v is None else float(v)) for t, v in points]
+    values = [v for _, v in pairs]
+    end = float(body.get("end") or pairs[-1][0])
+    start = end - range_s if range_s > 0 else pairs[0][0] - (step_s or 1)
+    count = max(1, width)
+    if step_s > 0:  # one column per step when the range holds fewer steps than columns
+        count = max(1, min(count, math.ceil((end - start) / step_s)))
+    cols = _columns(pairs, start, end, count)
     known = [v for v in cols if v is not None and math.isfinite(v)]
     lo = min(known, default=0.0)
     hi = max(known, default=0.0)
@@ -124,8 +136,7 @@ def render_chart(body: dict[str, Any], width: int = 60, height: int = 8) -> list
         mark = "┤" if label else "│"
         lines.append(f"{label:>{pad}} {mark}{''.join(cells)}")
     lines.append(f"{'':>{pad}} └{'─' * len(cols)}")
-    first, last = float(points[0][0]), float(points[-1][0])
-    left, right = _clock(first, range_s), _clock(last, range_s)
+    left, right = _clock(start, range_s), _clock(end, range_s)
     gap = max(1, len(cols) - len(left) - len(right))
     lines.append(f"{'':>{pad}}  {left}{' ' * gap}{right}")
     lines.append(summary(metric, values))

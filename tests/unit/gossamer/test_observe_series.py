@@ -95,31 +95,45 @@ def test_matrix_points():
     assert matrix_points([]) == []
 
 
-def body(values, metric="rps"):
-    points = [[1_700_000_000 + 10 * i, v] for i, v in enumerate(values)]
+def body(values, metric="rps", range_s=50):
+    """Points 10 s apart ending at `end`: the last `len(values)` steps of the range."""
+    end = 1_700_000_000 + 10 * len(values)
+    points = [[end - 10 * (len(values) - 1 - i), v] for i, v in enumerate(values)]
     return {
         "service": "catalog",
         "metric": metric,
-        "range_s": 300,
+        "range_s": range_s,
         "step_s": 10,
         "source": "live",
+        "end": end,
         "points": points,
     }
 
 
+def bars(lines, height):
+    return [row.split("┤" if "┤" in row else "│", 1)[1] for row in lines[1 : height + 1]]
+
+
 def test_chart_draws_bars_with_axis_labels_and_summary():
     lines = render_chart(body([0.0, 5.0, 10.0, None, 10.0]), width=40, height=4)
-    assert lines[0].startswith("catalog requests/s")
-    rows = lines[1:5]
-    assert rows[0].startswith("10 req/s ┤") and rows[3].lstrip().startswith("0 req/s ┤")
-    bars = [row.split("┤" if "┤" in row else "│", 1)[1] for row in rows]
-    assert all(len(b) == 5 for b in bars)
-    assert [b[2] for b in bars] == ["█"] * 4  # the max fills the column
-    assert [b[3] for b in bars] == [" "] * 4  # None: a gap
-    assert bars[0][1] == " " and bars[1][1] == " " and bars[2][1] == "█"  # half height
-    assert bars[3][0] in BLOCKS  # zero still shows a sliver
+    assert lines[0] == "catalog requests/s, last 50s, step 10s (live)"
+    assert lines[1].startswith("10 req/s ┤") and lines[4].lstrip().startswith("0 req/s ┤")
+    b = bars(lines, 4)
+    assert all(len(row) == 5 for row in b)  # one column per step of the range
+    assert [row[2] for row in b] == ["█"] * 4  # the max fills the column
+    assert [row[3] for row in b] == [" "] * 4  # None: a gap
+    assert b[0][1] == " " and b[1][1] == " " and b[2][1] == "█"  # half height
+    assert b[3][0] in BLOCKS  # zero still shows a sliver
     assert "└─────" in lines[5]
     assert lines[-1] == "min 0 req/s  avg 6.25 req/s  max 10 req/s  last 10 req/s"
+
+
+def test_points_sit_at_their_time_in_the_range():
+    lines = render_chart(body([4.0, 4.0], range_s=100), width=40, height=2)
+    b = bars(lines, 2)
+    assert all(len(row) == 10 for row in b)  # 100 s at 10 s: ten columns
+    assert b[1] == " " * 8 + "██"  # the two points are the newest steps
+    assert lines[-2].split()[0] != lines[-2].split()[-1]  # start and end times
 
 
 def test_chart_of_a_ratio_and_of_nothing():
@@ -132,9 +146,11 @@ def test_chart_of_a_ratio_and_of_nothing():
     assert gaps[-1] == "no data in this range"
 
 
-def test_chart_averages_when_points_outnumber_columns():
-    lines = render_chart(body([1.0, 3.0] * 50), width=10, height=2)
-    assert all(len(line.split("┤")[1]) == 10 for line in lines[1:3] if "┤" in line)
+def test_chart_averages_when_steps_outnumber_columns():
+    lines = render_chart(body([1.0, 3.0] * 50, range_s=1000), width=10, height=2)
+    b = bars(lines, 2)
+    assert all(len(row) == 10 for row in b)
+    assert b[0] == "█" * 10  # every column averages to 2.0: the top
 
 
 def test_format_value():
