@@ -157,3 +157,25 @@ def test_format_value():
     assert format_value("latency_p99_ms", 12.345) == "12.3 ms"
     assert format_value("tcp_bytes_per_s", 123456.0) == "123,456 B/s"
     assert format_value("rps", None) == "-"
+
+
+async def test_prometheus_series_aligns_the_range_to_the_step():
+    from gossamer.observe.series_sources import PrometheusSeries
+
+    class Client:
+        calls: list[tuple[str, float, float, float]] = []
+
+        async def query_range(self, expr, start, end, step):
+            self.calls.append((expr, start, end, step))
+            return [{"metric": {}, "values": [[end - step, "2"], [end, "3"]]}]
+
+    client = Client()
+    source = PrometheusSeries(client)  # type: ignore[arg-type]
+    q = parse_series_query({"service": "catalog", "metric": "rps", "range": "5m", "step": "10s"},
+                           source.limits())  # fmt: skip
+    got = await source.series(q, 1_700_000_007.5)
+    expr, start, end, step = client.calls[0]
+    assert (start, end, step) == (1_700_000_000 - 300, 1_700_000_000, 10)
+    assert expr == series_promql(q)
+    assert got == [(1_699_999_990.0, 2.0), (1_700_000_000.0, 3.0)]
+    assert source.limits().max_range == 7 * 86400
