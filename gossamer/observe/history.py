@@ -46,6 +46,7 @@ _INDEX = {name: i for i, name in enumerate(METRICS)}
 _M = len(METRICS)
 NAN = math.nan
 BYTES_PER_VALUE = 8
+_EMPTY_SLOT = array("d", [NAN]) * _M
 
 # ("service", name, "") or ("edge", source, destination)
 SeriesKey = tuple[str, str, str]
@@ -166,7 +167,7 @@ class HistoryStore:
         values, size = ring.values, self.size
         for k in range(max(first, last - size + 1), last + 1):
             base = (k % size) * _M
-            values[base : base + _M] = array("d", [NAN]) * _M
+            values[base : base + _M] = _EMPTY_SLOT
 
     def append(self, at: float, points: Mapping[SeriesKey, Point]) -> None:
         """Record one point per series at unix time `at`. Slots skipped since the last
