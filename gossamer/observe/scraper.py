@@ -3,7 +3,11 @@
 Used by the control plane when no Prometheus is configured. Scraping happens when
 someone asks (the CLI, the dashboard's polling), at most once per `min_interval`, and
 every history step (`tick`, called by recorder.py, whose scrapes the questions reuse); each
-target keeps the scrapes of the last `keep` seconds. A rate needs two scrapes, so the
+target keeps the scrapes of the last `keep` seconds: all of the last `dense` seconds,
+and older ones at least `sparse` seconds apart (a window longer than `dense` starts at
+most `sparse` seconds later than asked; the rate divides by the real time between the
+two scrapes). So a target keeps at most about dense/min_interval + keep/sparse scrapes
+(80 with the defaults) however often the dashboard polls. A rate needs two scrapes, so the
 very first question scrapes, waits `min_interval`, and scrapes again. The figures
 themselves are computed by live.py from the (oldest in window, newest) pair of each
 target.
@@ -66,6 +70,8 @@ class LiveMetrics:
         *,
         min_interval: float = 1.0,
         keep: float = 600.0,
+        dense: float = 60.0,
+        sparse: float = 30.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
@@ -74,6 +80,8 @@ class LiveMetrics:
         self._targets = targets
         self.min_interval = min_interval
         self.keep = keep
+        self.dense = dense
+        self.sparse = sparse
         self.timeout = timeout
         self._clock = clock
         self._sleep = sleep
@@ -113,8 +121,24 @@ class LiveMetrics:
             if history and scrape.ok:
                 scrape.samples = share_keys(scrape.samples, history[-1].samples)
             history.append(scrape)
-            while history and history[0].at < scrape.at - self.keep:
-                history.popleft()
+            self._thin(history, scrape.at)
+
+    def _thin(self, history: collections.deque[Scrape], now: float) -> None:
+        """Drop scrapes older than `keep`, and those older than `dense` closer than
+        `sparse` to the previous one kept (the oldest of each such run stays)."""
+        while history and history[0].at < now - self.keep:
+            history.popleft()
+        if len(history) < 3 or history[1].at >= now - self.dense:
+            return
+        kept: list[Scrape] = []
+        for scrape in history:
+            old = scrape.at < now - self.dense
+            if old and kept and scrape.at - kept[-1].at < self.sparse and kept[-1].ok:
+                continue
+            kept.append(scrape)
+        if len(kept) != len(history):
+            history.clear()
+            history.extend(kept)
 
     def _newest_at(self) -> float | None:
         stamps = [h[-1].at for h in self._history.values() if h]

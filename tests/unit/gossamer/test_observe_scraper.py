@@ -108,3 +108,29 @@ def test_targets_of_registry():
         "http://10.0.0.1:15090/metrics",
         "http://[fd00::1]:15090/metrics",
     ]
+
+
+async def test_old_scrapes_are_thinned_however_often_one_asks():
+    """Polled every second for 10 minutes: the last `dense` seconds stay whole, older
+    scrapes at least `sparse` apart; a long window still finds a baseline near its start."""
+    w = World()
+    w.targets = [A]
+    live = LiveMetrics(
+        w.list_targets, clock=w.clock, sleep=w.sleep, fetch=w.fetch,
+        min_interval=1.0, keep=600.0, dense=60.0, sparse=30.0,
+    )  # fmt: skip
+    for _ in range(900):
+        await live.pairs(30)
+        w.now += 1.0
+    await live.pairs(30)
+    kept = [s.at for s in live._history[A]]
+    newest = kept[-1]
+    recent = [t for t in kept if t >= newest - 60]
+    old = [t for t in kept if t < newest - 60]
+    assert len(recent) >= 60  # every scrape of the last minute
+    assert all(b - a >= 30 for a, b in zip(old, old[1:], strict=False))
+    assert len(kept) <= 60 + 600 / 30 + 2, len(kept)  # not 600
+    assert kept[0] >= newest - 600
+    (old_pair,) = await live.pairs(500)
+    assert old_pair[0] is not None and newest - old_pair[0].at <= 500
+    assert newest - old_pair[0].at >= 500 - 30  # starts at most `sparse` late
