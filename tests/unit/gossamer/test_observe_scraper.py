@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from gossamer.contract.identity import ServiceKey
 from gossamer.discovery.model import Endpoint, RegistryState
 from gossamer.observe.live import Target
@@ -128,7 +130,7 @@ async def test_old_scrapes_are_thinned_however_often_one_asks():
     recent = [t for t in kept if t >= newest - 60]
     old = [t for t in kept if t < newest - 60]
     assert len(recent) >= 60  # every scrape of the last minute
-    assert all(b - a >= 30 for a, b in zip(old, old[1:], strict=False))
+    assert all(b - a >= 30 for a, b in itertools.pairwise(old))
     assert len(kept) <= 60 + 600 / 30 + 2, len(kept)  # not 600
     assert kept[0] >= newest - 600
     (old_pair,) = await live.pairs(500)
