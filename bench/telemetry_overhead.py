@@ -20,10 +20,12 @@ httptools: the least work any proxy does per request. Ratios are against it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -33,6 +35,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gossamer.proxy.telemetry.metrics import BUCKETS, SidecarMetrics
+from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
 from gossamer.proxy.telemetry.trace_export import TracingSettings
 from gossamer.proxy.telemetry.tracing import Tracing
 
@@ -200,6 +203,11 @@ def measure(count: int, endpoint: str, no_export: bool) -> dict[str, float]:
         stock_prometheus(), count
     )
 
+    # spans leave as in a sidecar: the export thread hands each batch to the sidecar's
+    # own gRPC client on an event loop (here a loop of its own in a thread)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
     def tracing(ratio: float, sampler: str = "parentbased_traceidratio") -> Tracing:
         settings = TracingSettings(
             enabled=ratio >= 0,
@@ -209,7 +217,9 @@ def measure(count: int, endpoint: str, no_export: bool) -> dict[str, float]:
             resource=(("service.name", "catalog"),),
             max_queue_size=8192,
         )
-        exporter = _DropExporter() if no_export else None
+        exporter: SpanExporter = (
+            _DropExporter() if no_export else OtlpGrpcExporter(endpoint, insecure=True, loop=loop)
+        )
         return Tracing(settings, exporter=exporter, rng=random.Random(1))
 
     off = tracing(-1)
