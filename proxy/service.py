@@ -93,6 +93,7 @@ class Request:
     """One HTTP request as the data path sees it (end-to-end headers only)."""
 
     __slots__ = (
+        "attempt",
         "authority",
         "body",
         "cluster",
@@ -111,6 +112,7 @@ class Request:
         "request_id",
         "route",
         "snapshot",
+        "span",
         "start",
         "trace_headers",
         "traceparent",
@@ -158,6 +160,10 @@ class Request:
         self.route: Any = None
         self.cluster: Any = None
         self.tried: list[Any] = []
+        # a sampled request's client span (outbound; None when not sampled) and its
+        # current try's span (telemetry/attempts.py)
+        self.span: Any = None
+        self.attempt: Any = None
         # absolute loop times: the route's timeout and the current try's (inf: none);
         # the upstream connection enforces them with one timer per exchange
         self.deadline = INF

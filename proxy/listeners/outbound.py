@@ -56,6 +56,7 @@ from gossamer.proxy.service import (
     Tunnel,
     compose,
 )
+from gossamer.proxy.telemetry.attempts import attempt_layer
 from gossamer.proxy.telemetry.layers import outbound_telemetry
 from gossamer.proxy.telemetry.metrics import TcpSeries
 from gossamer.proxy.telemetry.wiring import Telemetry
@@ -126,7 +127,7 @@ class Outbound:
         self.rng = rng
         self.clock = clock
         self.retry = RetryLayer(metrics, rng=rng, clock=clock)
-        self._chain = compose(endpoint_service(clock), timeout_layer, self.retry)
+        self._chain = compose(endpoint_service(clock), timeout_layer, self.retry, attempt_layer)
         # the telemetry layer also makes the error responses (one coroutine for both)
         outer = (
             outbound_telemetry(telemetry, local_service, self._own_identity)

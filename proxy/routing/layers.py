@@ -30,6 +30,8 @@ from gossamer.proxy.service import (
     UpstreamReset,
     error_response,
 )
+from gossamer.proxy.telemetry import semconv as sc
+from gossamer.proxy.telemetry.attempts import note, note_resend
 from gossamer.proxy.telemetry.metrics import SidecarMetrics
 from gossamer.proxy.transport.http1.body import BodyStream
 from gossamer.proxy.upstream.breaker import CircuitBreaker
@@ -213,11 +215,13 @@ class RetryLayer:
                 dst = req.cluster.service_label if req.cluster is not None else "unknown"
                 if not budget.withdraw():
                     self.metrics.retry_budget_exhausted(dst)
+                    note(req, sc.EVENT_BUDGET_EXHAUSTED, {"gossamer.route.name": route.name})
                     return _give_up(resp, error)
                 if not held and req.cluster is not None:
                     # circuit breaker: one unit of max_retries while this request retries
                     breaker = req.cluster.breaker
                     if not breaker.try_acquire_retry():
+                        note(req, sc.EVENT_BREAKER_REJECTED, {"gossamer.limit": "max_retries"})
                         return _give_up(resp, error)
                     held.append(breaker)
                 self.metrics.retry(dst)
@@ -225,7 +229,10 @@ class RetryLayer:
                     resp.discard()
                 delay = backoff_delay(policy, attempt, self.rng)
                 if loop.time() + delay >= req.deadline:
+                    note(req, sc.EVENT_GIVE_UP, {"gossamer.reason": "deadline"})
                     return _give_up(resp, error)
+                if req.span is not None:
+                    note_resend(req, _reason(failure, bool(grpc_retry), resp), delay)
                 if delay > 0:
                     await self.sleep(delay)  # type: ignore[misc]
                 attempt += 1
@@ -260,6 +267,15 @@ async def _finish_body(resp: Response, deadline: float) -> None:
         while data := await body.read():
             parts.append(data)
     resp.body = b"".join(parts)
+
+
+def _reason(failure: Failure | None, grpc_retry: bool, resp: Response | None) -> str:
+    """Why a try is resent: reset, connect-failure, timeout, its status, grpc-status."""
+    if failure is not None:
+        return failure.value
+    if grpc_retry:
+        return "grpc-status"
+    return str(resp.status) if resp is not None else "error"
 
 
 def _give_up(resp: Response | None, error: GossamerError | None) -> Response:

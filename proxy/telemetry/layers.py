@@ -33,6 +33,8 @@ from collections.abc import Callable
 
 from gossamer.errors import GossamerError
 from gossamer.proxy.service import Layer, Request, Response, Service, error_response
+from gossamer.proxy.telemetry import semconv as sc
+from gossamer.proxy.telemetry.attempts import describe_request
 from gossamer.proxy.telemetry.metrics import FOLD_AT, RequestSeries
 from gossamer.proxy.telemetry.tracing import DISABLED, SpanHandle
 from gossamer.proxy.telemetry.wiring import Telemetry
@@ -85,6 +87,8 @@ def outbound_telemetry(
                     req.headers, method=req.method, path=req.path, server_address=req.authority
                 )
                 span.inject(req.headers)
+                if span.sampled:  # its tries get spans of their own (attempts.py)
+                    req.span = span
             try:
                 resp = await inner(req)
             except GossamerError as exc:
@@ -113,10 +117,7 @@ def outbound_telemetry(
                 if len(pending) >= FOLD_AT:
                     series.fold()
             if span.sampled:  # ending an unsampled span does nothing: skip the call
-                if cluster is not None:
-                    span.set_peer(cluster.config.identity)
-                    if route_name:
-                        span.set_attribute("http.route", route_name)
+                describe_request(span, req)
                 span.end(resp.status, resp.error.decode() if resp.error else None)
             if tap.active:  # no tap open: this check is all (telemetry/tap.py)
                 tap.offer(
@@ -198,6 +199,7 @@ def inbound_telemetry(
                 if len(pending) >= FOLD_AT:
                     series.fold()
             if span.sampled:
+                describe_server(span, req)
                 span.end(resp.status, resp.error.decode() if resp.error else None)
             if tap.active:  # no tap open: this check is all (telemetry/tap.py)
                 tap.offer(
@@ -246,6 +248,24 @@ def record_grpc(series: RequestSeries, resp: Response, seconds: float) -> Respon
     else:
         body.on_end = ended
     return resp
+
+
+def describe_server(span: SpanHandle, req: Request) -> None:
+    """A server span's name `{method} {route}` (the route of this service's own route
+    table that the request's authority and path match), the caller's address and user
+    agent."""
+    snap = req.snapshot
+    match = snap.router.match(req.authority, req.path) if snap is not None else None
+    template = sc.route_template(match[1].prefix) if match is not None else ""
+    span.rename(sc.server_span_name(req.method, template))
+    if template:
+        span.set_attribute(sc.HTTP_ROUTE, template)
+    conn = req.conn
+    if conn is not None and conn.client:
+        span.set_attribute(sc.CLIENT_ADDRESS, conn.client)
+    agent = req.header(b"user-agent")
+    if agent:
+        span.set_attribute(sc.USER_AGENT, agent.decode("latin-1")[:256])
 
 
 def _peer(conn: ConnectionInfo | None) -> str | None:

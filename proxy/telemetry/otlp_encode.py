@@ -15,7 +15,8 @@ Messages written (opentelemetry/proto, trace v1; unset fields omitted, as proto3
   ScopeSpans     { 1 scope { 1 name }, 2 spans }
   Span           { 1 trace_id, 2 span_id, 3 trace_state, 4 parent_span_id, 5 name,
                    6 kind, 7 start_time_unix_nano, 8 end_time_unix_nano, 9 attributes,
-                   15 status { 3 code }, 16 flags }
+                   11 events, 15 status { 3 code }, 16 flags }
+  Event          { 1 time_unix_nano, 2 name, 3 attributes }
   KeyValue { 1 key, 2 value }; AnyValue { 1 string, 2 bool, 3 int, 4 double,
                    5 array { 1 values }, 6 kvlist { 1 values }, 7 bytes }
 The result is what the SDK's encoder makes of the same span (a unit test parses both
@@ -41,6 +42,7 @@ _STATUS_ERROR = b"\x7a\x02\x18\x02"
 # Span.flags (field 16, fixed32): "is the parent remote" is known (0x100); it is (0x200)
 _FLAGS_ROOT = b"\x85\x01" + _fixed32(0x100)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _fixed32(0x300)
+_FLAGS_LOCAL_PARENT = _FLAGS_ROOT  # an attempt span: its parent is in this sidecar
 _KEYS: dict[str, bytes] = {}  # attribute key -> its encoded KeyValue.key field
 _MAX_KEYS = 512
 # a span attribute (str or int value) -> its encoded Span.attributes field: most repeat
@@ -146,8 +148,19 @@ def encode_span(rec: SpanRecord) -> bytes:
         b"\x41",
         _fixed64(rec.end_ns),
         span_attributes(rec.attributes),
+    )
+    if rec.events:
+        parts += [
+            field(
+                b"\x5a", b"\x09" + _fixed64(t) + field(b"\x12", n.encode()) + attributes(b"\x1a", a)
+            )
+            for t, n, a in rec.events
+        ]
+    parts += (
         _STATUS_ERROR if rec.failed else _STATUS_UNSET,
-        _FLAGS_REMOTE_PARENT if rec.parent_id else _FLAGS_ROOT,
+        (_FLAGS_LOCAL_PARENT if rec.local_parent else _FLAGS_REMOTE_PARENT)
+        if rec.parent_id
+        else _FLAGS_ROOT,
     )
     return b"".join(parts)
 

@@ -37,6 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import SpanKind
 
+from gossamer.proxy.telemetry import semconv as sc
 from gossamer.proxy.telemetry import trace_context as tc
 from gossamer.proxy.telemetry.span_record import SpanRecord, ToReadableSpan
 from gossamer.proxy.telemetry.trace_context import Sampler, is_unsampled_traceparent
@@ -47,7 +48,7 @@ Headers = list[tuple[bytes, bytes]]
 __all__ = ["DISABLED", "Sampler", "SpanHandle", "Tracing"]
 _SERVER = SpanKind.SERVER
 _CLIENT = SpanKind.CLIENT
-PEER_IDENTITY = "gossamer.peer.spiffe_id"
+PEER_IDENTITY = sc.PEER_IDENTITY
 _W3C_ONLY = (tc.W3C,)
 _TRACEPARENT = b"traceparent"
 _UNSAMPLED_ROOT = b"00-%032x-%016x-00"  # traceparent of a new trace, not sampled
@@ -70,6 +71,16 @@ class SpanHandle:
 
     def end(self, status: int | None, error_type: str | None = None) -> None:
         """Finish the span with the response status, or `error_type` when none came."""
+
+    def rename(self, name: str) -> None:
+        """Set the span's name (once the route is known)."""
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        """Record an event (now) on the span."""
+
+    def attempt(self) -> SpanHandle:
+        """A child client span for the next try of this (logical) request; no-op here."""
+        return self
 
     @property
     def trace_id(self) -> int:
@@ -174,6 +185,36 @@ class _Recording(SpanHandle):
         if spiffe_id:
             self._record.attributes[PEER_IDENTITY] = spiffe_id
 
+    def rename(self, name: str) -> None:
+        self._record.name = name
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        rec = self._record
+        if rec.events is None:
+            rec.events = []
+        rec.events.append((time_ns(), name, attributes or {}))
+
+    def attempt(self) -> SpanHandle:
+        """The next try: a client span under this one, with the request's method, path,
+        scheme, server and route; the try's number after `#` in its name (counted in
+        `gossamer.attempts` here), and from the second on `http.request.resend_count`
+        and the reason the retry layer noted (`gossamer.retry.reason`)."""
+        rec = self._record
+        number = rec.attributes.get(sc.ATTEMPTS, 0) + 1
+        rec.attributes[sc.ATTEMPTS] = number
+        attrs = {k: v for k, v in rec.attributes.items() if k in _ATTEMPT_INHERITS}
+        if number > 1:
+            attrs[sc.HTTP_RESEND_COUNT] = number - 1
+            reason = rec.attributes.get(sc.RETRY_REASON)
+            if reason is not None:
+                attrs[sc.RETRY_REASON] = reason
+        child = SpanRecord(
+            sc.attempt_span_name(rec.name, number), _CLIENT, rec.trace_id,
+            _new_span_id(), rec.span_id, rec.tracestate, attrs, time_ns(),
+        )  # fmt: skip
+        child.local_parent = True
+        return _Recording(child, self._formats, True, self._sink)
+
     def end(self, status: int | None, error_type: str | None = None) -> None:
         rec = self._record
         if rec.end_ns:
@@ -181,13 +222,13 @@ class _Recording(SpanHandle):
         attrs = rec.attributes
         failed = False
         if status is not None and status > 0:
-            attrs["http.response.status_code"] = status
+            attrs[sc.HTTP_STATUS] = status
             # semconv: 5xx is an error on both sides, 4xx only on the client side
             failed = status >= 500 or (status >= 400 and rec.kind is _CLIENT)
             if failed and error_type is None:
                 error_type = str(status)
         if error_type is not None:
-            attrs["error.type"] = error_type
+            attrs[sc.ERROR_TYPE] = error_type
             failed = True
         rec.failed = failed
         rec.end_ns = time_ns()
@@ -366,16 +407,16 @@ class Tracing:
                 server_address, server_port = host, int(port)
         url_path, _, _query = path.partition("?")
         attrs: dict[str, Any] = {
-            "http.request.method": method,
-            "url.path": url_path,
-            "url.scheme": scheme,
-            "server.address": server_address,
-            "network.protocol.version": protocol,
+            sc.HTTP_METHOD: method,
+            sc.URL_PATH: url_path,
+            sc.URL_SCHEME: scheme,
+            sc.SERVER_ADDRESS: server_address,
+            sc.NETWORK_PROTOCOL_VERSION: protocol,
         }
         if server_port is not None:
-            attrs["server.port"] = server_port
+            attrs[sc.SERVER_PORT] = server_port
         if route:
-            attrs["http.route"] = route
+            attrs[sc.HTTP_ROUTE] = route
         if peer_identity:
             attrs[PEER_IDENTITY] = peer_identity
         if attributes:
@@ -420,3 +461,18 @@ class Tracing:
         self.enabled = False  # the processor stays, for its counters
         if self.processor is not None:
             self.processor.shutdown_within(timeout)
+
+
+_ATTEMPT_INHERITS = frozenset(
+    {sc.HTTP_METHOD, sc.URL_PATH, sc.URL_SCHEME, sc.SERVER_ADDRESS, sc.SERVER_PORT,
+     sc.NETWORK_PROTOCOL_VERSION, sc.HTTP_ROUTE, sc.UPSTREAM_CLUSTER, sc.DESTINATION}
+)  # fmt: skip
+_attempt_ids = random.Random(os.urandom(16))
+
+
+def _new_span_id() -> int:
+    """An attempt span's id (attempt spans are only made for sampled requests)."""
+    span_id = 0
+    while not span_id:
+        span_id = _attempt_ids.getrandbits(64)
+    return span_id

@@ -40,6 +40,7 @@ from gossamer.proxy.service import (
     Service,
     UpstreamReset,
 )
+from gossamer.proxy.telemetry.attempts import note_connection
 from gossamer.proxy.transport.h2.client import StreamRefused
 from gossamer.proxy.upstream.balancer import Host, observe_rtt
 from gossamer.proxy.upstream.breaker import CircuitBreaker
@@ -106,8 +107,11 @@ def endpoint_service(clock: Clock) -> Service:
         done = _InFlight(host, breaker)
         try:
             resp: Response
+            asked = clock() if req.attempt is not None else 0.0
             with _connecting(req) as deadline:
                 conn, reused = await pool.acquire(deadline)
+            if asked:  # a sampled try: how its connection was got (telemetry/attempts.py)
+                note_connection(req, reused, clock() - asked)
             start = clock() if cluster.measure_rtt else 0.0
             try:
                 resp = await conn.send(req, done)
