@@ -206,13 +206,13 @@ def _agent_options(settings: ProxySettings, app_ports: tuple[AppPortArg, ...]) -
     )
 
 
-def _telemetry(service: str, namespace: str, instance: str) -> Telemetry:
+def _telemetry(service: str, namespace: str, instance: str, node: str = "") -> Telemetry:
     from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
     from gossamer.proxy.telemetry.trace_export import TracingSettings
 
     env = os.environ
     settings = TracingSettings.from_env(
-        env, service=service, namespace=namespace, instance=instance
+        env, service=service, namespace=namespace, instance=instance, node=node
     )
     exporter = None
     if settings.enabled and settings.endpoint:
@@ -220,8 +220,9 @@ def _telemetry(service: str, namespace: str, instance: str) -> Telemetry:
             settings.endpoint, insecure=settings.insecure, loop=asyncio.get_running_loop()
         )
     return Telemetry.from_env(
-        env, service=service, namespace=namespace, instance=instance, span_exporter=exporter
-    )
+        env, service=service, namespace=namespace, instance=instance, node=node,
+        span_exporter=exporter,
+    )  # fmt: skip
 
 
 def _options(settings: ProxySettings, node: NodeInfo, probe_port: int | None) -> SidecarOptions:
@@ -278,7 +279,7 @@ async def _serve(
             probe_port = config.inbound.app_ports[0].local_port
     options = _options(settings, node, probe_port)
     instance = agent_options.instance_id if agent_options is not None else ""
-    telemetry = _telemetry(node.service, node.namespace, instance)
+    telemetry = _telemetry(node.service, node.namespace, instance, node.node)
     sidecar = Sidecar(options, credentials=credentials, config=config, telemetry=telemetry)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ruamel.yaml.comments import CommentedMap
 
@@ -52,6 +52,7 @@ class ServicePlan:
     mesh_name: str = ""  # its name in the mesh: a DNS-1123 label (SPIFFE ID, mesh.yaml)
     named: bool = False  # mesh_name set with x-gossamer: {service: NAME} (replicas share it)
     port_offset: int = 0  # added to the sidecar's own ports (host shape: several share one)
+    version: str = ""  # service.version of its spans: label gossamer.version, else image tag
 
 
 @dataclass(frozen=True)
@@ -353,6 +354,7 @@ def make_plan(doc: ComposeDocument, options: InjectOptions) -> Plan:
                 port_offset=100 * sum(1 for m in meshed if m.shape == "host")
                 if shape == "host"
                 else 0,
+                version=service_version(service),
             )
         )
     _check_replicas(doc, meshed)
@@ -388,3 +390,24 @@ def make_plan(doc: ComposeDocument, options: InjectOptions) -> Plan:
         taken_host_ports=frozenset(taken),
         retarget=retarget,
     )
+
+
+def service_version(service: Any) -> str:
+    """A service's version for its traces (`service.version`): its `gossamer.version`
+    label, else its image's tag (`shop/web:1.4.2` -> `1.4.2`; none for `latest`, a
+    digest or no tag)."""
+    labels = service.get("labels") if isinstance(service, dict) else None
+    if isinstance(labels, dict) and labels.get("gossamer.version"):
+        return str(labels["gossamer.version"])[:128]
+    if isinstance(labels, list):
+        for entry in labels:
+            key, sep, value = str(entry).partition("=")
+            if sep and key.strip() == "gossamer.version" and value.strip():
+                return value.strip()[:128]
+    image = service.get("image") if isinstance(service, dict) else None
+    if not isinstance(image, str) or "@" in image:
+        return ""
+    _name, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag or tag == "latest":
+        return ""
+    return tag[:128]

@@ -233,9 +233,10 @@ def sidecar(sp: ServicePlan, options: InjectOptions) -> CommentedMap:
     if options.observability:
         port = OTLP_GRPC_PORT
         host = "127.0.0.1" if sp.shape == "host" else names.JAEGER
-        proxy["environment"] = CommentedMap(
-            [("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{port}")]
-        )
+        env = [("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{port}")]
+        if sp.version:
+            env.append(("GOSSAMER_SERVICE_VERSION", _q(sp.version)))
+        proxy["environment"] = CommentedMap(env)
     depends = CommentedMap()
     if sp.shape == "netns" and options.mode == "transparent":
         depends[names.init(sp.name)] = condition("service_completed_successfully")

@@ -72,6 +72,7 @@ class TracingSettings:
         service: str,
         namespace: str = "default",
         instance: str = "",
+        node: str = "",
     ) -> TracingSettings:
         def get(name: str) -> str:
             return env.get(name, "").strip()
@@ -116,6 +117,11 @@ class TracingSettings:
         }
         if instance:
             resource["service.instance.id"] = instance
+        version = get("GOSSAMER_SERVICE_VERSION")
+        if version:
+            resource["service.version"] = version[:128]
+        if node:
+            resource["gossamer.node"] = node
         return cls(
             enabled=bool(endpoint) and not disabled and exporter == "otlp",
             endpoint=endpoint or None,

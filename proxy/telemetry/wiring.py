@@ -179,10 +179,11 @@ class Telemetry:
         service: str,
         namespace: str = "default",
         instance: str = "",
+        node: str = "",
         span_exporter: Any = None,
     ) -> Telemetry:
         settings = TracingSettings.from_env(
-            env, service=service, namespace=namespace, instance=instance
+            env, service=service, namespace=namespace, instance=instance, node=node
         )
         access_log = AccessLog.from_setting(env.get("GOSSAMER_ACCESS_LOG"))
         return cls(settings, access_log=access_log, span_exporter=span_exporter)
