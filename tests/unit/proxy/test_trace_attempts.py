@@ -202,6 +202,7 @@ def test_unsampled_requests_get_no_attempt_spans():
         return Response(200, [], b"")
 
     service = compose(endpoint, outbound_telemetry(telemetry, "web"), attempt_layer)
+
     async def run() -> Response:
         return await service(_request())
 
