@@ -16,6 +16,7 @@ HTTP (threaded, keep-alive, HTTP/1.1):
   GET  /hits         -> how many requests this app served
   GET  /healthz      -> 200, or 503 after /control/health/fail (until /control/health/ok)
   GET  /control/fail-half/on|off -> from then on "/" answers every other request 500
+  GET  /control/fail-next/<n> -> the next counted request is answered with status n
   --fail-every N: "/" answers every N-th request 500 (N=5: a success rate of 80%)
   --delay-ms N: "/" waits N ms before it answers (a known latency)
   --upstream URL --upstream-host HOST: "/" first calls GET URL/ with Host: HOST (its
@@ -74,6 +75,7 @@ def call_upstream(headers: dict[str, str]) -> int:
             conn.close()
             _CONNECTIONS.conn = None
     return 599
+FAIL_NEXT = 0  # a status the next counted request gets (0: none)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -143,11 +145,13 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
-        global FAIL_HALF, HEALTHY, SERVED
+        global FAIL_HALF, FAIL_NEXT, HEALTHY, SERVED
         path = self.path.partition("?")[0]  # a query string is ignored
         if path.startswith("/control/"):
             if path.startswith("/control/fail-half/"):
                 FAIL_HALF = path.endswith("/on")
+            elif path.startswith("/control/fail-next/"):
+                FAIL_NEXT = int(path.rsplit("/", 1)[1])
             elif path.startswith("/control/health/"):
                 HEALTHY = path.endswith("/ok")
             self._send(200, b"ok\n")
@@ -156,6 +160,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200 if HEALTHY else 503, b"healthz\n")
             return
         self._count()
+        with LOCK:
+            failing, FAIL_NEXT = FAIL_NEXT, 0
+        if failing:
+            self._send(failing, b"failing once\n")
+            return
         if path == "/":
             if DELAY:
                 time.sleep(DELAY)
