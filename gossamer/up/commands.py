@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from gossamer import __version__
 from gossamer.contract.ports import DNS_PORT
 from gossamer.up import nodes
 from gossamer.up.layout import NAMESPACE, PROXY_UID, SERVICE_PORT, Instance, Layout, Node
@@ -223,8 +224,13 @@ def sidecar(layout: Layout, instance: Instance, state_dir: Path | None = None) -
 
 def sidecar_env(instance: Instance, state: StateDir) -> dict[str, str]:
     """$GOSSAMER_TOKEN: readable by the sidecar whatever user it runs as and wherever
-    the state directory is (pytest's and /root's folders are closed to other users)."""
-    return {"GOSSAMER_TOKEN": state.token(instance.service)}
+    the state directory is (pytest's and /root's folders are closed to other users).
+    $GOSSAMER_SERVICE_VERSION: the demo's apps are Gossamer's own code, so their traces'
+    `service.version` is Gossamer's version."""
+    return {
+        "GOSSAMER_TOKEN": state.token(instance.service),
+        "GOSSAMER_SERVICE_VERSION": __version__,
+    }
 
 
 def iptables_install(instance: Instance) -> list[str]:

@@ -475,3 +475,30 @@ def test_replica_mistakes_name_the_line():
     with pytest.raises(ConfigError) as info:
         inject(REPLICAS.replace("{service: catalog}  #", "{service: Catalog_2}  #"))
     assert "x-gossamer.service" in info.value.message and info.value.line == 12
+
+
+@pytest.mark.parametrize(
+    ("service", "version"),
+    [
+        ({"image": "shop/web:1.4.2"}, "1.4.2"),
+        ({"image": "registry.local:5000/shop/web:2.0"}, "2.0"),
+        ({"image": "registry.local:5000/shop/web"}, ""),  # the port is not a tag
+        ({"image": "shop/web:latest"}, ""),
+        ({"image": "shop/web@sha256:abc"}, ""),
+        ({"image": "shop/web:1", "labels": {"gossamer.version": "1.2.3-rc1"}}, "1.2.3-rc1"),
+        ({"image": "shop/web:1", "labels": ["a=b", "gossamer.version=7"]}, "7"),
+        ({"build": "."}, ""),
+    ],
+)
+def test_service_version_from_label_or_image_tag(service, version):
+    from gossamer.compose.plan import service_version
+
+    assert service_version(service) == version
+
+
+def test_observability_passes_the_service_version_to_the_sidecar():
+    text = "services:\n  web:\n    image: shop/web:1.4.2\n    expose: [8000]\n  db:\n    image: db\n"
+    result = inject_text(text, InjectOptions(observability=True), source="c.yaml")
+    services = plain(result.text)["services"]
+    assert services["web-proxy"]["environment"]["GOSSAMER_SERVICE_VERSION"] == "1.4.2"
+    assert "GOSSAMER_SERVICE_VERSION" not in services["db-proxy"]["environment"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
+import gossamer
 from gossamer.cli.main import cli
 from gossamer.up import commands
 from gossamer.up.layout import FreePorts, Subnet, isolated_layout, loopback_layout
@@ -78,7 +79,10 @@ def test_sidecar_command_names_the_control_plane_and_its_token(tmp_path: Path):
     assert "--token-file" not in argv and "--token" not in argv  # not on a command line
     (tmp_path / "tokens").mkdir()
     state.token_file("catalog").write_text("gst1.x.y.z\n")
-    assert commands.sidecar_env(catalog, state) == {"GOSSAMER_TOKEN": "gst1.x.y.z"}
+    assert commands.sidecar_env(catalog, state) == {
+        "GOSSAMER_TOKEN": "gst1.x.y.z",
+        "GOSSAMER_SERVICE_VERSION": gossamer.__version__,
+    }
     assert argv[argv.index("--inbound-port") + 1] == str(catalog.sidecar.inbound)
     assert argv[argv.index("--inbound-address") + 1] == "127.0.0.1"
     assert argv[argv.index("--instance-id") + 1] == "catalog-2"
