@@ -497,7 +497,9 @@ def test_service_version_from_label_or_image_tag(service, version):
 
 
 def test_observability_passes_the_service_version_to_the_sidecar():
-    text = "services:\n  web:\n    image: shop/web:1.4.2\n    expose: [8000]\n  db:\n    image: db\n"
+    text = (
+        "services:\n  web:\n    image: shop/web:1.4.2\n    expose: [8000]\n  db:\n    image: db\n"
+    )
     result = inject_text(text, InjectOptions(observability=True), source="c.yaml")
     services = plain(result.text)["services"]
     assert services["web-proxy"]["environment"]["GOSSAMER_SERVICE_VERSION"] == "1.4.2"
