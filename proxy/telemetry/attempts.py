@@ -66,13 +66,17 @@ def endpoint_attributes(endpoint: Any) -> dict[str, Any]:
     return attrs
 
 
-def note_connection(req: Request, reused: bool, waited: float) -> None:
-    """The endpoint service's word on the try's connection: reused or new, and the
-    seconds it took to get it (a pool wait, or TCP connect and TLS handshake)."""
+def note_connection(req: Request, reused: bool, waited: float, conn: Any = None) -> None:
+    """The endpoint service's word on the try's connection: reused or new, the seconds
+    it took to get it (a wait for a pooled one, or TCP connect and TLS handshake), and
+    for a new mTLS connection the handshake's own time."""
     attempt = req.attempt
     if attempt is not None:
         attempt.set_attribute(sc.CONN_REUSED, reused)
         attempt.set_attribute(sc.CONN_WAIT_MS, round(waited * 1000, 3))
+        handshake = getattr(getattr(conn, "transport", None), "handshake_seconds", None)
+        if not reused and isinstance(handshake, float) and handshake > 0:
+            attempt.set_attribute(sc.TLS_HANDSHAKE_MS, round(handshake * 1000, 3))
 
 
 def note_resend(req: Request, reason: str, backoff: float) -> None:

@@ -69,6 +69,9 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         self._eof_out = False
         self._read_paused = False
         self.sni: str | None = None
+        # loop time from the TCP connection to the end of the handshake (traces: an
+        # attempt on a new connection shows it; telemetry/attempts.py)
+        self.handshake_seconds = 0.0
 
     @property
     def raw_transport(self) -> asyncio.BaseTransport | None:
@@ -88,6 +91,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = transport
         self._timer = self._loop.call_later(self._timeout, self._handshake_timeout)
+        self.handshake_seconds = self._loop.time()  # the start, until established
         if not self._server_side:  # the client speaks first: its ClientHello now
             self._start_tls()
             self._do_handshake()
@@ -162,6 +166,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
             self._timer.cancel()
             self._timer = None
         self.sni = getattr(sslobj, "gossamer_sni", None)
+        self.handshake_seconds = self._loop.time() - self.handshake_seconds
         self._established = True
         if self._on_handshake is not None:
             self._app = self._on_handshake(self)

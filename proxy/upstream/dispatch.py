@@ -111,7 +111,7 @@ def endpoint_service(clock: Clock) -> Service:
             with _connecting(req) as deadline:
                 conn, reused = await pool.acquire(deadline)
             if asked:  # a sampled try: how its connection was got (telemetry/attempts.py)
-                note_connection(req, reused, clock() - asked)
+                note_connection(req, reused, clock() - asked, conn)
             start = clock() if cluster.measure_rtt else 0.0
             try:
                 resp = await conn.send(req, done)

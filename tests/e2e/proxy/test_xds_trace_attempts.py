@@ -77,6 +77,12 @@ def test_a_request_recovered_on_its_second_try(tmp_path):
             assert attempt.attributes["gossamer.peer.spiffe_id"] == spiffe("catalog")
             assert attempt.attributes["server.address"] == "catalog"
             assert isinstance(attempt.attributes["gossamer.connection.reused"], bool)
+            assert attempt.attributes["gossamer.connection.acquire_ms"] >= 0
+        # each try reuses the connection the warm-up request opened, or opens one (and
+        # then says how long its TLS handshake took)
+        for attempt in (first, second):
+            if not attempt.attributes["gossamer.connection.reused"]:
+                assert attempt.attributes["gossamer.tls.handshake_ms"] > 0
         assert first.status_code == 2 and first.attributes["http.response.status_code"] == 503
         assert "http.request.resend_count" not in first.attributes
         assert second.status_code == 0

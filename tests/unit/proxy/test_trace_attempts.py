@@ -242,3 +242,22 @@ def test_resource_has_version_and_node():
     assert resource["gossamer.node"] == "n1"
     assert resource["service.namespace"] == "default"
     assert "service.version" not in dict(TracingSettings.from_env({}, service="web").resource)
+
+
+def test_connection_facts_on_the_attempt_span():
+    recorded: dict[str, Any] = {}
+    attempt = SimpleNamespace(set_attribute=recorded.__setitem__)
+    req = _request()
+    req.attempt = attempt
+    new_conn = SimpleNamespace(transport=SimpleNamespace(handshake_seconds=0.0042))
+    note_connection(req, False, 0.0051, new_conn)
+    assert recorded == {
+        "gossamer.connection.reused": False,
+        "gossamer.connection.acquire_ms": 5.1,
+        "gossamer.tls.handshake_ms": 4.2,
+    }
+    recorded.clear()
+    note_connection(req, True, 0.0, new_conn)  # a reused one: no handshake now
+    assert recorded == {"gossamer.connection.reused": True, "gossamer.connection.acquire_ms": 0.0}
+    req.attempt = None
+    note_connection(req, True, 0.0)  # not sampled: nothing
