@@ -141,6 +141,83 @@ def test_one_trace_spans_loadgen_web_catalog_inventory_with_parent_links(demo: C
     assert servers == ["catalog", "inventory", "web"] or set(servers) == set(CALLER), servers
 
 
+def _tags(span: dict[str, Any]) -> dict[str, Any]:
+    return {t["key"]: t["value"] for t in span["tags"]}
+
+
+def _failed(span: dict[str, Any]) -> bool:
+    tags = _tags(span)
+    return tags.get("error") in (True, "true") or tags.get("otel.status_code") == "ERROR"
+
+
+def test_a_retried_request_reads_well_in_jaeger(demo: ComposeProject):
+    """Sampled requests from the host (inventory answers 5% with 503, the mesh retries
+    them): Jaeger shows, for one recovered at catalog's sidecar, `GET /* -> inventory`
+    (not an error) with attempts `#1` (503, error) and `#2` (resend_count 1), each with
+    the endpoint's address, and under each inventory's server span `GET /*` with the
+    caller's address; web's spans read `GET /*` and `GET /* -> catalog`."""
+    import random
+
+    rng = random.Random()
+    retried = "GET /* -> inventory #2"
+
+    def find() -> dict[str, Any] | None:
+        for _ in range(40):  # 5% of requests are retried: some of these will be
+            headers = {
+                "traceparent": f"00-{rng.getrandbits(128):032x}-{rng.getrandbits(64):016x}-01"
+            }
+            with urllib.request.urlopen(urllib.request.Request(FRONT, headers=headers), timeout=5):
+                pass
+        query = urllib.parse.urlencode(
+            {"service": "catalog", "operation": retried, "lookback": "1h", "limit": "5"}
+        )
+        found = get_json(f"{JAEGER}/api/traces?{query}")["data"]
+        return found[0] if found else None
+
+    trace = wait_for("a retried request's trace in Jaeger", find, timeout=120, every=1)
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    service = {sid: trace["processes"][s["processID"]]["serviceName"] for sid, s in spans.items()}
+    by_name: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for sid, span in spans.items():
+        by_name.setdefault((service[sid], span["operationName"]), []).append(span)
+
+    def parent(span: dict[str, Any]) -> str | None:
+        refs = [r for r in span["references"] if r["refType"] == "CHILD_OF"]
+        return refs[0]["spanID"] if refs else None
+
+    print(sorted(by_name))
+    for hop in (("web", "GET /* -> catalog"), ("catalog", "GET /*")):
+        assert hop in by_name, (hop, sorted(by_name))
+    (logical,) = by_name["catalog", "GET /* -> inventory"]
+    (first,) = by_name["catalog", "GET /* -> inventory #1"]
+    (second,) = by_name["catalog", retried]
+    assert not _failed(logical), _tags(logical)
+    assert _tags(logical)["http.response.status_code"] == 200
+    assert _failed(first) and _tags(first)["http.response.status_code"] == 503
+    assert "http.request.resend_count" not in _tags(first)
+    assert _tags(second)["http.request.resend_count"] == 1
+    assert _tags(second)["gossamer.retry.reason"] == "503"
+    assert not _failed(second)
+    for attempt in (first, second):
+        assert parent(attempt) == logical["spanID"]
+        tags = _tags(attempt)
+        assert tags["network.peer.address"] and isinstance(tags["network.peer.port"], int)
+        assert tags["http.route"] == "/*"
+    inventory_servers = by_name["inventory", "GET /*"]
+    under = {parent(s): s for s in inventory_servers}
+    assert under.keys() >= {first["spanID"], second["spanID"]}
+    assert _tags(under[first["spanID"]])["http.response.status_code"] == 503
+    assert _tags(under[second["spanID"]])["http.response.status_code"] == 200
+    for sid, span in spans.items():
+        tags = _tags(span)
+        kind = tags.get("span.kind")
+        if kind == "server" and service[sid] in ("catalog", "inventory"):
+            assert tags["client.address"], (service[sid], tags)  # the caller's address
+            assert tags["http.route"] == "/*"
+        if kind == "client" and "#" in span["operationName"]:
+            assert tags["network.peer.address"], (service[sid], tags)  # the endpoint's
+
+
 def test_dashboard_trace_links_open_jaeger_search_that_finds_the_trace(demo: ComposeProject):
     token = demo.exec("gossamer-control", ["cat", "/var/lib/gossamer/admin-token"]).stdout.strip()
     overview = get_json(f"{API}/v1/overview", token)
