@@ -251,12 +251,17 @@ def record_grpc(series: RequestSeries, resp: Response, seconds: float) -> Respon
 
 
 def describe_server(span: SpanHandle, req: Request) -> None:
-    """A server span's name `{method} {route}` (the route of this service's own route
-    table that the request's authority and path match), the caller's address and user
-    agent."""
+    """A server span's name `{method} {route}`, the caller's address and user agent.
+    The route: the one of this service's own virtual host (in its route table when it
+    may call itself) that the authority and path match; else the inbound listener's
+    route, everything to the app port (`/*`, as Envoy's inbound `default` route)."""
     snap = req.snapshot
     match = snap.router.match(req.authority, req.path) if snap is not None else None
-    template = sc.route_template(match[1].prefix) if match is not None else ""
+    template = ""
+    if match is not None and "*" not in match[0].domains:
+        template = sc.route_template(match[1].prefix)
+    elif req.conn is not None and req.conn.app_port is not None:
+        template = sc.route_template("/")
     span.rename(sc.server_span_name(req.method, template))
     if template:
         span.set_attribute(sc.HTTP_ROUTE, template)

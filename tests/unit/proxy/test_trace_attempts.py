@@ -261,3 +261,37 @@ def test_connection_facts_on_the_attempt_span():
     assert recorded == {"gossamer.connection.reused": True, "gossamer.connection.acquire_ms": 0.0}
     req.attempt = None
     note_connection(req, True, 0.0)  # not sampled: nothing
+
+
+def test_server_span_route_name_caller_and_agent():
+    from gossamer.proxy.config import AppPort, RouteTable, VirtualHost
+    from gossamer.proxy.routing.router import Router
+    from gossamer.proxy.telemetry.layers import describe_server
+    from gossamer.proxy.transport.http1.conns import ConnectionInfo
+
+    to = (WeightedCluster("c"),)
+    own = VirtualHost("catalog", ("catalog:8080",), (Route("api", to, "/api/"), Route("d", to)))
+    anyhost = VirtualHost("allow_any", ("*",), (Route("pass", to, "/"),))
+
+    def described(hosts: tuple[VirtualHost, ...], authority: str, app: bool) -> Any:
+        recorded: dict[str, Any] = {}
+        span = SimpleNamespace(
+            rename=lambda n: recorded.__setitem__("name", n), set_attribute=recorded.__setitem__
+        )
+        req = Request("GET", b"/api/items/42?x=1", authority, [(b"user-agent", b"curl/8")])
+        req.snapshot = SimpleNamespace(router=Router(RouteTable(virtual_hosts=hosts)))
+        req.conn = ConnectionInfo("inbound", "10.0.0.5", app_port=AppPort(8080) if app else None)
+        describe_server(span, req)  # type: ignore[arg-type]
+        return recorded
+
+    got = described((own, anyhost), "catalog:8080", True)
+    assert got == {
+        "name": "GET /api/*",
+        "http.route": "/api/*",
+        "client.address": "10.0.0.5",
+        "user_agent.original": "curl/8",
+    }
+    # its own virtual host is not in its table (it may not call itself): the inbound
+    # route, everything to the app port; never the catch-all's passthrough route
+    assert described((anyhost,), "catalog:8080", True)["name"] == "GET /*"
+    assert described((), "catalog:8080", False)["name"] == "GET"
