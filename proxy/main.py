@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class ProxySettings:
     zone: str = ""
     node_name: str = ""
     instance_id: str | None = None
+    service_version: str = ""  # spans' service.version (else $GOSSAMER_SERVICE_VERSION)
     advertise_address: str | None = None
     cert_ttl: int = 0
     state_dir: Path | None = None
@@ -206,11 +208,15 @@ def _agent_options(settings: ProxySettings, app_ports: tuple[AppPortArg, ...]) -
     )
 
 
-def _telemetry(service: str, namespace: str, instance: str, node: str = "") -> Telemetry:
+def _telemetry(
+    service: str, namespace: str, instance: str, node: str = "", version: str = ""
+) -> Telemetry:
     from gossamer.proxy.telemetry.otlp_export import OtlpGrpcExporter
     from gossamer.proxy.telemetry.trace_export import TracingSettings
 
-    env = os.environ
+    env: Mapping[str, str] = os.environ
+    if version:
+        env = {**os.environ, "GOSSAMER_SERVICE_VERSION": version}
     settings = TracingSettings.from_env(
         env, service=service, namespace=namespace, instance=instance, node=node
     )
@@ -279,7 +285,9 @@ async def _serve(
             probe_port = config.inbound.app_ports[0].local_port
     options = _options(settings, node, probe_port)
     instance = agent_options.instance_id if agent_options is not None else ""
-    telemetry = _telemetry(node.service, node.namespace, instance, node.node)
+    telemetry = _telemetry(
+        node.service, node.namespace, instance, node.node, settings.service_version
+    )
     sidecar = Sidecar(options, credentials=credentials, config=config, telemetry=telemetry)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

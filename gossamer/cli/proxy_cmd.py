@@ -94,6 +94,12 @@ def node_label(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     "--instance-id", help="Unique id of this instance in its service [default: HOST-INBOUNDPORT]."
 )
 @click.option(
+    "--service-version",
+    default="",
+    envvar="GOSSAMER_SERVICE_VERSION",
+    help="This instance's version, as its spans' service.version ($GOSSAMER_SERVICE_VERSION).",
+)
+@click.option(
     "--advertise-address",
     help="Address peers reach this instance at [default: the one the control plane sees]. "
     "Another address is accepted only if the join token allows it (token create "
