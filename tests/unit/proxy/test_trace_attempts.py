@@ -81,17 +81,18 @@ def _cluster() -> Any:
     )
 
 
-def _setup(statuses: list[int]) -> tuple[Any, InMemorySpanExporter, Tracing]:
+def _setup(statuses: list[int], **policy: Any) -> tuple[Any, InMemorySpanExporter, Tracing]:
     """outbound telemetry -> routing (fake) -> retry -> attempts -> a fake endpoint that
     answers `statuses` in turn, from two endpoints by turns."""
     exporter = InMemorySpanExporter()
     settings = TracingSettings(enabled=True, sampler="always_on", ratio=1.0)
     telemetry = Telemetry(settings, span_exporter=exporter, rng=random.Random(3))
     hosts = [Host(Endpoint("10.0.0.7", 15006, zone="zone-a")), Host(Endpoint("10.0.0.8", 15006))]
-    policy = RetryPolicy(
-        attempts=3, retry_status_codes=frozenset({503}), backoff_base=0.001, backoff_max=0.002
-    )
-    route = Route("catalog.default:8080/default", (WeightedCluster("c"),), "/", retry=policy)
+    retry_policy = RetryPolicy(
+        attempts=3, retry_status_codes=frozenset({503}), backoff_base=0.001, backoff_max=0.002,
+        **policy,
+    )  # fmt: skip
+    route = Route("catalog.default:8080/default", (WeightedCluster("c"),), "/", retry=retry_policy)
     seen: list[bytes] = []
 
     async def endpoint(req: Request) -> Response:
@@ -295,3 +296,46 @@ def test_server_span_route_name_caller_and_agent():
     # route, everything to the app port; never the catch-all's passthrough route
     assert described((anyhost,), "catalog:8080", True)["name"] == "GET /*"
     assert described((), "catalog:8080", False)["name"] == "GET"
+
+
+def test_an_exhausted_retry_budget_is_an_event_on_the_request():
+    service, exporter, tracing = _setup([503], budget_percent=0.0, min_retries_per_second=0.0)
+    assert asyncio.run(service(_request())).status == 503
+    assert tracing.force_flush()
+    spans: dict[str, Any] = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"GET /* -> catalog", "GET /* -> catalog #1"}
+    logical = spans["GET /* -> catalog"]
+    assert [e.name for e in logical.events] == ["gossamer.retry.budget_exhausted"]
+    assert logical.status.status_code is StatusCode.ERROR
+    tracing.shutdown()
+
+
+def test_a_try_over_the_breakers_max_requests_says_so():
+    from gossamer.proxy.service import Overflow
+
+    exporter = InMemorySpanExporter()
+    settings = TracingSettings(enabled=True, sampler="always_on", ratio=1.0)
+    telemetry = Telemetry(settings, span_exporter=exporter, rng=random.Random(3))
+    route = Route("r", (WeightedCluster("c"),), "/api/")
+
+    async def endpoint(req: Request) -> Response:
+        raise Overflow("max_requests (1) reached")
+
+    def routing(req: Request) -> Any:
+        req.route, req.cluster = route, _cluster()
+        return attempt_layer(endpoint)(req)
+
+    service = compose(routing, outbound_telemetry(telemetry, "web"))
+
+    async def run() -> Response:
+        return await service(_request(b"/api/items/42"))
+
+    assert asyncio.run(run()).status == 503
+    assert telemetry.tracing.force_flush()
+    spans: dict[str, Any] = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"GET /api/* -> catalog", "GET /api/* -> catalog #1"}
+    attempt = spans["GET /api/* -> catalog #1"]
+    assert [e.name for e in attempt.events] == ["gossamer.circuit_breaker.rejected"]
+    assert attempt.attributes["error.type"] == "overflow"
+    assert "network.peer.address" not in attempt.attributes  # no endpoint was chosen
+    telemetry.tracing.shutdown()
