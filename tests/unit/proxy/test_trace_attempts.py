@@ -81,7 +81,9 @@ def _cluster() -> Any:
     )
 
 
-def _setup(statuses: list[int], **policy: Any) -> tuple[Any, InMemorySpanExporter, Tracing]:
+def _setup(
+    statuses: list[int], eject_first: bool = False, **policy: Any
+) -> tuple[Any, InMemorySpanExporter, Tracing]:
     """outbound telemetry -> routing (fake) -> retry -> attempts -> a fake endpoint that
     answers `statuses` in turn, from two endpoints by turns."""
     exporter = InMemorySpanExporter()
@@ -98,6 +100,8 @@ def _setup(statuses: list[int], **policy: Any) -> tuple[Any, InMemorySpanExporte
     async def endpoint(req: Request) -> Response:
         host = hosts[len(req.tried) % 2]
         req.tried.append(host)
+        if eject_first and host is hosts[0]:  # outlier detection ejects it (clock: 0.0)
+            host.ejected_until = 10.0
         note_connection(req, len(req.tried) > 1, 0.002)
         seen.append(next(v for k, v in req.headers if k == b"traceparent"))
         return Response(statuses.pop(0), [], b"")
@@ -339,3 +343,15 @@ def test_a_try_over_the_breakers_max_requests_says_so():
     assert attempt.attributes["error.type"] == "overflow"
     assert "network.peer.address" not in attempt.attributes  # no endpoint was chosen
     telemetry.tracing.shutdown()
+
+
+def test_an_endpoint_ejected_after_a_try_is_an_event_on_that_try():
+    service, exporter, tracing = _setup([503, 200], eject_first=True)
+    assert asyncio.run(service(_request())).status == 200
+    assert tracing.force_flush()
+    spans: dict[str, Any] = {s.name: s for s in exporter.get_finished_spans()}
+    first, second = spans["GET /* -> catalog #1"], spans["GET /* -> catalog #2"]
+    assert [e.name for e in first.events] == ["gossamer.outlier.ejected"]
+    assert first.events[0].attributes["network.peer.address"] == "10.0.0.7"
+    assert second.events == ()
+    tracing.shutdown()
