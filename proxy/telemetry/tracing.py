@@ -20,6 +20,8 @@ Theory of operation:
   was made on. The sidecar's OTLP exporter writes the records' protobuf itself
   (otlp_encode.py) on the export thread; for any other exporter an OpenTelemetry SDK
   `ReadableSpan` (resource `service.name` etc.) is made from each there.
+- A sampled outbound request's handle makes a child client span per try
+  (`attempt()`, used by attempts.py); names and attribute keys: semconv.py.
 - Finished spans go to `DroppingBatchProcessor` (trace_export.py): a bounded queue
   drained by a thread that exports batches over OTLP/gRPC; when the queue is full
   (collector slow or down) spans are dropped and counted, never waited for.
