@@ -46,6 +46,7 @@ LOCK = threading.Lock()
 FAIL_HALF = False
 HEALTHY = True
 SERVED = 0  # requests to "/" (every other one fails when FAIL_HALF)
+FAIL_NEXT = 0  # a status the next counted request gets (0: none)
 FAIL_EVERY = 0  # with N > 0, every N-th request to "/" fails
 DELAY = 0.0  # seconds "/" waits before answering
 UPSTREAM: tuple[str, int, str] | None = None  # (host, port, Host header) "/" calls first
@@ -75,7 +76,6 @@ def call_upstream(headers: dict[str, str]) -> int:
             conn.close()
             _CONNECTIONS.conn = None
     return 599
-FAIL_NEXT = 0  # a status the next counted request gets (0: none)
 
 
 class Handler(BaseHTTPRequestHandler):
