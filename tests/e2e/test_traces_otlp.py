@@ -50,22 +50,30 @@ def one(spans: list[ReceivedSpan], service: str, kind: str) -> ReceivedSpan:
 
 
 def check_chain(spans: list[ReceivedSpan], root_parent: str = "") -> None:
-    """loadgen client -> web server -> web client -> catalog server -> catalog client ->
-    inventory server, each sidecar's span the parent of the next."""
-    assert len(spans) == 6, [(s.service, s.kind) for s in spans]
+    """loadgen's request -> its try #1 -> web server -> web's request -> its try #1 ->
+    catalog server -> catalog's request -> its try #1 -> inventory server: each sidecar's
+    span the parent of the next, named as Jaeger shows them (README, "Traces as Jaeger
+    shows them")."""
+    assert len(spans) == 9, [(s.service, s.kind, s.name) for s in spans]
     assert len({s.trace_id for s in spans}) == 1
     parent = root_parent
     for src, dst in HOPS:
-        client = one(spans, src, "client")
+        (logical,) = [s for s in spans if s.service == src and s.parent_span_id == parent]
+        (attempt,) = [s for s in spans if s.parent_span_id == logical.span_id]
         server = one(spans, dst, "server")
-        assert client.parent_span_id == parent, (src, dst)
-        assert server.parent_span_id == client.span_id, (src, dst)
+        assert (logical.kind, attempt.kind) == ("client", "client"), (src, dst)
+        assert server.parent_span_id == attempt.span_id, (src, dst)
+        assert logical.name == f"GET /* -> {dst}" and attempt.name == f"GET /* -> {dst} #1"
+        assert server.name == "GET /*"
         parent = server.span_id
         # the identities each side saw in the mTLS handshake
-        assert client.attributes["gossamer.peer.spiffe_id"] == spiffe(dst)
+        assert attempt.attributes["gossamer.peer.spiffe_id"] == spiffe(dst)
         assert server.attributes["gossamer.peer.spiffe_id"] == spiffe(src)
-        assert client.attributes["server.address"] == dst
-        assert client.attributes["http.route"] == f"{dst}.default:8080/default"
+        assert attempt.attributes["server.address"] == dst
+        assert attempt.attributes["network.peer.address"] == "127.0.0.1"
+        assert "http.request.resend_count" not in attempt.attributes  # no resend
+        assert logical.attributes["http.route"] == server.attributes["http.route"] == "/*"
+        assert server.attributes["client.address"] == "127.0.0.1"
     for span in spans:
         a = span.attributes
         assert a["http.request.method"] == "GET"
@@ -73,7 +81,8 @@ def check_chain(spans: list[ReceivedSpan], root_parent: str = "") -> None:
         assert a["network.protocol.version"] == "1.1"
         assert a["http.response.status_code"] == 200
         assert span.resource["service.instance.id"] == f"{span.service}-1"
-    web_in, web_out = one(spans, "web", "server"), one(spans, "web", "client")
+    web_in = one(spans, "web", "server")
+    (web_out,) = [s for s in spans if s.parent_span_id == web_in.span_id]
     assert web_in.end_ns >= web_out.end_ns >= one(spans, "catalog", "server").end_ns
 
 
@@ -88,17 +97,17 @@ def test_four_hops_make_one_trace(tmp_path):
         env = sidecar_env(receiver.endpoint)
         with observed_mesh(tmp_path, sidecar_env=env, drive=False, fail_every=0) as om:
             # the set-up's request made a trace: wait for it, to tell ours apart
-            before = {s.trace_id for s in receiver.wait_for(lambda s: len(s) >= 6)}
+            before = {s.trace_id for s in receiver.wait_for(lambda s: len(s) >= 9)}
 
             # 1. no context: a new trace, rooted at the loadgen sidecar's client span
             traced(om)
-            got = receiver.wait_for(lambda s: len([x for x in s if x.trace_id not in before]) >= 6)
+            got = receiver.wait_for(lambda s: len([x for x in s if x.trace_id not in before]) >= 9)
             check_chain([s for s in got if s.trace_id not in before])
 
             # 2. an outside caller's B3 (multi-header) context is continued
             trace_id, parent = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
             traced(om, {"X-B3-TraceId": trace_id, "X-B3-SpanId": parent, "X-B3-Sampled": "1"})
-            got = receiver.wait_for(lambda s: len(of_trace(s, trace_id)) >= 6)
+            got = receiver.wait_for(lambda s: len(of_trace(s, trace_id)) >= 9)
             check_chain(of_trace(got, trace_id), root_parent=parent)
 
             # 3. W3C with the sampled flag off: nothing is recorded (parent-based); a
@@ -107,7 +116,7 @@ def test_four_hops_make_one_trace(tmp_path):
             traced(om, {"traceparent": f"00-{off}-b7ad6b7169203331-00"})
             on = "0af7651916cd43dd8448eb211c80319d"
             traced(om, {"traceparent": f"00-{on}-b7ad6b7169203331-01"})
-            got = receiver.wait_for(lambda s: len(of_trace(s, on)) >= 6)
+            got = receiver.wait_for(lambda s: len(of_trace(s, on)) >= 9)
             check_chain(of_trace(got, on), root_parent="b7ad6b7169203331")
             assert of_trace(got, off) == []
 
@@ -117,7 +126,7 @@ REQUESTS, RATIO = 800, 0.25
 
 def test_ratio_sampling_keeps_traces_whole(tmp_path):
     """At 25%, the first hop decides and the others follow: every trace that arrives
-    has all six spans, and the share of traced requests is the ratio within 4.5 standard
+    has all nine spans, and the share of traced requests is the ratio within 4.5 standard
     deviations of the binomial count (200 +- 55 of 800: [142, 259]); a ratio wrong by 2x
     (100 +- 40 or 400 +- 62) falls outside, so the test tells it apart."""
     low, high = binomial.bounds(REQUESTS, RATIO)
@@ -129,11 +138,11 @@ def test_ratio_sampling_keeps_traces_whole(tmp_path):
             before = {s.trace_id for s in receiver.spans()}
             for _ in range(REQUESTS):
                 traced(om)
-            # a sampled marker sent last: once its six spans are in, every sidecar
+            # a sampled marker sent last: once its nine spans are in, every sidecar
             # has exported what came before it
             marker = "5b8efff798038103d269b633813fc60c"
             traced(om, {"traceparent": f"00-{marker}-eee19b7ec3c1b174-01"})
-            receiver.wait_for(lambda s: len(of_trace(s, marker)) >= 6)
+            receiver.wait_for(lambda s: len(of_trace(s, marker)) >= 9)
             time.sleep(0.5)
             spans = receiver.spans()
     traces: dict[str, list[ReceivedSpan]] = {}
@@ -141,7 +150,7 @@ def test_ratio_sampling_keeps_traces_whole(tmp_path):
         if span.trace_id not in before and span.trace_id != marker:
             traces.setdefault(span.trace_id, []).append(span)
     for spans_of_one in traces.values():
-        assert len(spans_of_one) == 6, [s.name for s in spans_of_one]
+        assert len(spans_of_one) == 9, [s.name for s in spans_of_one]
     assert low <= len(traces) <= high, (len(traces), low, high)
     for trace in traces.values():
         check_chain(trace)
