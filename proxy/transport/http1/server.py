@@ -64,6 +64,20 @@ RECHECK = 1.0  # seconds until a request without a configuration yet is looked a
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
+def _split_absolute(rest: bytes) -> tuple[str, bytes]:
+    """`host[:port]` and the path of an absolute-form target after `http://`: the
+    authority ends at the first `/`, `?` or `#` (`http://catalog?q=1` is catalog, path
+    `/?q=1`), so a query string never ends up in the authority (routing, tap records)."""
+    end = min((i for i in (rest.find(b"/"), rest.find(b"?"), rest.find(b"#")) if i >= 0),
+              default=len(rest))  # fmt: skip
+    authority, tail = rest[:end].decode("latin-1").lower(), rest[end:]
+    if tail[:1] == b"/":
+        return authority, tail
+    if tail[:1] == b"?":
+        return authority, b"/" + tail.split(b"#", 1)[0]
+    return authority, b"/"  # nothing, or only a fragment
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     max_head_bytes: int = 65536
@@ -372,12 +386,7 @@ class Http1Server(ResponseWriter, asyncio.Protocol):
             path = url
             authority = url.decode("latin-1").lower()
         elif url[:7].lower() == b"http://":
-            rest = url[7:]
-            slash = rest.find(b"/")
-            if slash < 0:
-                authority, path = rest.decode("latin-1").lower(), b"/"
-            else:
-                authority, path = rest[:slash].decode("latin-1").lower(), rest[slash:]
+            authority, path = _split_absolute(url[7:])
             if "@" in authority:
                 raise _Reject(400, b"bad-request")
             proxy_form = True

@@ -224,3 +224,21 @@ async def test_client_gone_mid_request_cancels_the_service():
         await asyncio.sleep(0.3)
         out = await exchange(port, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    ("target", "authority", "path"),
+    [
+        (b"http://Catalog?token=x", b"catalog", b"/?token=x"),
+        (b"http://catalog:8080?q=1#frag", b"catalog:8080", b"/?q=1"),
+        (b"http://catalog#frag", b"catalog", b"/"),
+    ],
+)
+async def test_absolute_form_without_a_slash_keeps_the_query_out_of_the_authority(
+    target, authority, path
+):
+    SEEN.clear()
+    async with server() as port:
+        out = await exchange(port, b"GET " + target + b" HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.endswith(b"ok " + authority)
+    assert SEEN[-1].authority == authority.decode() and SEEN[-1].path == path
