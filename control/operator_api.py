@@ -128,12 +128,18 @@ class OperatorApi:
 
     # -- plumbing ----------------------------------------------------------------------
     def _guard(
-        self, role: str, handler: Callable[[web.Request, ApiToken], Awaitable[web.StreamResponse]]
+        self,
+        role: str,
+        handler: Callable[[web.Request, ApiToken], Awaitable[web.StreamResponse]],
+        *,
+        audit_reads: bool = False,  # audit refused GETs too (GET /v1/tap, control/tap_api.py)
     ) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             header = request.headers.get("Authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else None
             action = f"{request.method} {request.path}"
+            # which GET was refused (e.g. the service a viewer tried to tap), bounded
+            asked = {"query": request.query_string[:200]} if audit_reads else {}
             try:
                 caller = self.api_tokens.authenticate(token)
             except AuthorizationDenied as exc:
@@ -142,8 +148,10 @@ class OperatorApi:
                 )
                 return _error(401, exc.message)
             if not role_allows(caller.role, role):
-                if request.method != "GET":
-                    self.audit.record(caller.name, caller.role, action, "", "denied", status=403)
+                if audit_reads or request.method != "GET":
+                    self.audit.record(
+                        caller.name, caller.role, action, "", "denied", status=403, **asked
+                    )
                 return _error(403, f"role {caller.role} may not do this (needs {role})")
             try:
                 return await handler(request, caller)
@@ -156,9 +164,10 @@ class OperatorApi:
             except GossamerError as exc:
                 failure = (500, exc.message, "failed")
             status, message, outcome = failure
-            if request.method != "GET":
+            if audit_reads or request.method != "GET":
                 self.audit.record(
-                    caller.name, caller.role, action, "", outcome, status=status, error=message
+                    caller.name, caller.role, action, "", outcome, status=status, error=message,
+                    **asked,
                 )
             return _error(status, message)
 

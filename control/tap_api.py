@@ -9,8 +9,12 @@ then the tap is closed at the sidecars. Record lines carry `ts`, `direction`, `s
 `destination`, `method`, `authority`, `path`, `status`, `latency_ms`, `bytes`,
 `trace_id` and `sampled`; other lines have a `type`: `{"type": "status", "sidecars":
 n, "dropped": d}` first, when drops grow, and every `HEARTBEAT_SECONDS` (which is also
-how a client that left is noticed while no records flow). Each tap opened and closed is
-written to the audit log (who, service, filters; on close how many records and drops).
+how a client that left is noticed while no records flow). A client that does not take a
+line for `WRITE_SECONDS` loses its tap ("client too slow"), and when the control plane
+stops (`app.on_shutdown`) every open tap ends at once ("control plane stopping"). Each
+tap opened and closed is written to the audit log (who, service, namespace, filters; on
+close how many records and drops, and why); refused taps are audited by the guard
+(`audit_reads`) and the 429 here.
 
 Bad or unknown parameters are a 400 naming the parameter; a service that is not in the
 registry is a 404; a known service with no sidecar connected here streams status lines
@@ -37,6 +41,7 @@ from gossamer.errors import ConfigError, NotFound
 
 PARAMS = ("service", "to", "path", "method", "direction", "max", "rate")
 HEARTBEAT_SECONDS = 2.0
+WRITE_SECONDS = 10.0  # a client that takes longer to take one line is dropped ("client too slow")
 MAX_RECORDS = 100_000
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _METHOD = re.compile(r"^[A-Za-z]{1,20}$")
@@ -45,7 +50,7 @@ _METHOD = re.compile(r"^[A-Za-z]{1,20}$")
 def _number(raw: str | None, name: str, low: int, high: int) -> int:
     if raw is None:
         return 0
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ConfigError(f"must be a number between {low} and {high}", field=name)
     return int(raw)
 
@@ -104,6 +109,13 @@ def _line(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode() + b"\n"
 
 
+async def _write(response: web.StreamResponse, line: bytes) -> None:
+    """Write one line; TimeoutError when the client has not taken it in WRITE_SECONDS
+    (a paused `gossamer tap | less`, a half-open connection)."""
+    async with asyncio.timeout(WRITE_SECONDS):
+        await response.write(line)
+
+
 class TapRoutes:
     def __init__(
         self,
@@ -121,43 +133,59 @@ class TapRoutes:
         if not any(k.name == spec.service and spec.namespace in (None, k.namespace)
                    for k in state.services):  # fmt: skip
             raise NotFound(f"service {spec.service!r} is not in the registry")
+        filters = {k: v for k, v in (("to", spec.to), ("path", spec.path_prefix),
+                   ("method", spec.method), ("direction", spec.direction)) if v}  # fmt: skip
+        namespace = spec.namespace or "*"
         try:
             tap = self.hub.open(spec)
         except TooManyTaps as exc:
+            self.api.audit.record(caller.name, caller.role, "GET /v1/tap", spec.service,
+                                  "failed", status=429, namespace=namespace)  # fmt: skip
             return web.json_response({"error": f"{exc.message}; {exc.hint}"}, status=429)
-        filters = {k: v for k, v in (("to", spec.to), ("path", spec.path_prefix),
-                   ("method", spec.method), ("direction", spec.direction)) if v}  # fmt: skip
-        self.api.audit.record(caller.name, caller.role, "tap open", spec.service, "ok",
-                              tap=tap.id, max=limit, rate=spec.rate, **filters)  # fmt: skip
         reason = "client gone"
+        audited = False
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
+        )
         try:
-            response = web.StreamResponse(
-                headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
-            )
+            # in the try: a failed audit write must not leave the tap open (hub.close below)
+            self.api.audit.record(caller.name, caller.role, "tap open", spec.service, "ok",
+                                  tap=tap.id, namespace=namespace, max=limit, rate=spec.rate,
+                                  **filters)  # fmt: skip
+            audited = True
             await response.prepare(request)
             reason = await self._stream(response, tap, limit)
-            await response.write_eof()
+            async with asyncio.timeout(WRITE_SECONDS):
+                await response.write_eof()
         except ConnectionError:
             pass  # the client went away
+        except TimeoutError:
+            reason = "client too slow"  # it stopped reading: free the slot (WRITE_SECONDS)
+            if request.transport is not None:
+                request.transport.abort()  # what it has not taken is dropped
         finally:
             self.hub.close(tap)
-            self.api.audit.record(caller.name, caller.role, "tap close", spec.service, "ok",
-                                  tap=tap.id, records=tap.sent, dropped=tap.dropped,
-                                  reason=reason)  # fmt: skip
+            if audited:
+                self.api.audit.record(caller.name, caller.role, "tap close", spec.service,
+                                      "ok", tap=tap.id, namespace=namespace, records=tap.sent,
+                                      dropped=tap.dropped, reason=reason)  # fmt: skip
         return response
 
     async def _stream(self, response: web.StreamResponse, tap: OpenTap, limit: int) -> str:
-        """Write status lines and records until `limit` records (then "max reached")."""
+        """Write status lines and records until `limit` records ("max reached") or the
+        control plane stops ("control plane stopping", TapHub.shutdown)."""
         told = -1
         next_beat = 0.0
         while True:
+            if self.hub.closing:
+                return "control plane stopping"
             now = time.monotonic()
             if now >= next_beat or tap.dropped != told:
                 told, next_beat = tap.dropped, now + HEARTBEAT_SECONDS
-                await response.write(_line({"type": "status", "tap": tap.id,
+                await _write(response, _line({"type": "status", "tap": tap.id,
                     "sidecars": self.hub.sidecars(tap.spec), "dropped": tap.dropped}))  # fmt: skip
-            while not tap.records.empty():
-                await response.write(_line(record_json(tap.records.get_nowait())))
+            while not tap.records.empty() and not self.hub.closing:
+                await _write(response, _line(record_json(tap.records.get_nowait())))
                 tap.sent += 1
                 if limit and tap.sent >= limit:
                     return "max reached"
@@ -176,5 +204,10 @@ def add_tap_routes(
     registry_state: Callable[[], Awaitable[RegistryState]],
 ) -> TapRoutes:
     routes = TapRoutes(api, hub, registry_state)
-    app.router.add_get("/v1/tap", api._guard("operator", routes.tap))
+    app.router.add_get("/v1/tap", api._guard("operator", routes.tap, audit_reads=True))
+
+    async def stopping(_app: web.Application) -> None:
+        hub.shutdown()  # open taps end now, not after aiohttp's graceful wait
+
+    app.on_shutdown.append(stopping)
     return routes

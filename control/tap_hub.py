@@ -3,7 +3,8 @@
 Every sidecar keeps a `Tap/Watch` stream (mesh.proto) open on the replica it is
 connected to; `TapHub.watch` serves it. The sidecar's service comes from its verified
 client certificate (control/peer.py `peer_identity`), never from a message, so a sidecar
-can only answer taps of its own service. Each stream is a `SidecarLink` kept in the hub
+can only answer taps of its own service, and the own side of its records (`destination`
+of inbound, `source` of outbound) is set to that identity. Each stream is a `SidecarLink` kept in the hub
 while it is open.
 
 An operator's tap (`open`, from control/tap_api.py) gets an id and is sent as a
@@ -31,6 +32,7 @@ from typing import Any
 import grpc
 
 from gossamer.contract import mesh_pb2
+from gossamer.contract.identity import ServiceKey, spiffe_id
 from gossamer.control.peer import peer_identity
 from gossamer.errors import GossamerError
 
@@ -101,6 +103,7 @@ class TapHub:
         self.taps: dict[str, OpenTap] = {}
         self._ids = itertools.count(1)
         self.opened_total = 0
+        self.closing = False  # the control plane is stopping: open taps end (tap_api.py)
 
     # -- operators' taps ---------------------------------------------------------------
     def open(self, spec: TapSpec) -> OpenTap:
@@ -123,6 +126,12 @@ class TapHub:
         for link in self.links:
             if tap.spec.selects(link.service, link.namespace):
                 link.commands.put_nowait(mesh_pb2.TapCommand(close=tap.id))
+
+    def shutdown(self) -> None:
+        """The control plane is stopping: wake every open tap's reader so it ends now."""
+        self.closing = True
+        for tap in self.taps.values():
+            tap.wake.set()
 
     def counts(self) -> tuple[int, int, int]:
         """(taps open, sidecars' streams, taps opened since start), for /metrics."""
@@ -149,7 +158,16 @@ class TapHub:
         if tap is None or not tap.spec.selects(link.service, link.namespace):
             return  # a tap that ended meanwhile, or not this sidecar's
         tap.dropped += report.dropped
+        own = spiffe_id(self.trust_domain, ServiceKey(link.namespace, link.service))
         for record in report.records:
+            # the sidecar's own side is its certificate's identity, whatever it claims
+            if record.direction == "inbound":
+                record.destination = own
+            elif record.direction == "outbound":
+                record.source = own
+            else:
+                tap.dropped += 1
+                continue
             try:
                 tap.records.put_nowait(record)
                 tap.received += 1

@@ -12,7 +12,9 @@ here (the operator's tap lives on the replica it was opened on; the new replica 
 `open` again for its own taps) and the stream is opened again after a back-off. The
 stream's failures are not reported to the channels: the registration and ADS streams
 decide when a replica is gone. A control plane without the Tap service (UNIMPLEMENTED)
-is retried at the longest back-off.
+is retried at the longest back-off; any other error (a message that does not decode, an
+HTTP/2 error) is logged and retried too, so the sidecar stays tappable. The back-off
+starts again after a session that was up for `GOOD_SESSION` seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from typing import Any
 
 from gossamer.contract import mesh_pb2
@@ -33,6 +36,7 @@ from gossamer.proxy.transport.grpc_client import GrpcError, Status
 log = logging.getLogger("gossamer.proxy.agent.tap_stream")
 
 FLUSH_SECONDS = 0.2
+GOOD_SESSION = 10.0  # a session up this long resets the back-off
 
 
 class TapStream:
@@ -64,13 +68,19 @@ class TapStream:
         while True:
             channel = self.channels.acquire()
             self._moved.clear()
+            started = time.monotonic()
             try:
                 await self._session(channel)
                 attempt = 0
             except GrpcError as exc:
-                attempt = attempt + 1 if exc.code() != Status.UNIMPLEMENTED else 30
+                attempt = self._next(attempt, started)
+                if exc.code() == Status.UNIMPLEMENTED:
+                    attempt = 30
                 if self.connected or attempt == 1:
                     event(log, logging.INFO, "tap stream lost", error=exc.details())
+            except Exception as exc:  # a bad message, an HTTP/2 error: never end the task
+                attempt = self._next(attempt, started)
+                event(log, logging.WARNING, "tap stream failed", error=repr(exc))
             finally:
                 self.connected = False
                 self.tap.close_all()
@@ -79,6 +89,13 @@ class TapStream:
                 continue
             # its own back-off: the failover round (channels.retry_delay) is not its to drive
             await asyncio.sleep(reconnect_delay(attempt, self.rng, cap=self.max_backoff))
+
+    def _next(self, attempt: int, started: float) -> int:
+        """The next back-off step: from the start again after a session that was up for
+        GOOD_SESSION seconds (a long good session is not a run of failures)."""
+        if self.connected and time.monotonic() - started >= GOOD_SESSION:
+            return 1
+        return attempt + 1
 
     async def _session(self, channel: Any) -> None:
         stream = await channel.stream(TAP_WATCH)

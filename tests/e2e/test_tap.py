@@ -27,7 +27,8 @@ pytestmark = pytest.mark.e2e
 SERVICES = [
     http_service("web"),
     http_service("idle"),  # never tapped
-    http_service("catalog", authorization={"allow": [spiffe("web"), spiffe("idle")]}),
+    http_service("catalog", authorization={"allow": [spiffe("web")]}),
+    http_service("quiet", authorization={"allow": [spiffe("idle")]}),  # idle's callee, never tapped
 ]
 TIMEOUT = 60
 
@@ -48,9 +49,12 @@ class World:
         self.catalog = mesh.sidecar("catalog", mesh.app("catalog"))
         self.web = mesh.sidecar("web")
         self.idle = mesh.sidecar("idle")
+        self.quiet = mesh.sidecar("quiet", mesh.app("quiet"))
         self.admin = admin
         wait_for(lambda: self.web.get("catalog:8080", "/")[0] == 200, timeout=30,
                  what="web -> catalog")  # fmt: skip
+        wait_for(lambda: self.idle.get("quiet:8080", "/")[0] == 200, timeout=30,
+                 what="idle -> quiet")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +109,11 @@ def records(out: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
 
 
 def test_no_tap_open_means_no_tap_work(world: World) -> None:
-    """A sidecar no tap ever reached (idle's) serves requests with its tap counters at
-    zero (catalog's inbound side too, when this test runs first, as it does in order)."""
+    """Sidecars no tap ever reached (idle's outbound, quiet's inbound; no test taps them,
+    whatever the order) serve requests with their tap counters at zero."""
     for _ in range(20):
-        assert world.idle.get("catalog:8080", "/?q=1")[0] == 200
-    checked = [world.idle]
-    if world.catalog.metric("gossamer_tap_records_total") == 0:  # no earlier test tapped
-        checked.append(world.catalog)
-    for sidecar in checked:
+        assert world.idle.get("quiet:8080", "/?q=1")[0] == 200
+    for sidecar in (world.idle, world.quiet):
         assert sidecar.metric("gossamer_tap_requests_examined_total") == 0
         assert sidecar.metric("gossamer_tap_records_total") == 0
         assert sidecar.metric("gossamer_tap_records_dropped_total") == 0
@@ -155,17 +156,39 @@ def test_filters_narrow_the_records(world: World) -> None:
     assert {r["status"] for r in by_path} == {404}
     assert {r["destination"] for r in by_to} == {spiffe("catalog")}
     with Traffic(world.web, ("/",)):
-        # nothing is a POST, and nothing goes to vault: these taps see no record
+        # nothing is a POST, and nothing goes to vault: these taps see no record, once
+        # they have reached web's sidecar (its examined count rises again)
         for extra in (("--method", "POST"), ("--to", "vault")):
+            idle = examined_settles(world.web)  # no earlier tap is still open there
             proc = subprocess.Popen(
                 gossamer_cmd("tap", "web", *extra, "-o", "json", "--api", world.api,
                              "--token", world.tokens["operator"]),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
             )  # fmt: skip
-            time.sleep(3)
-            proc.terminate()
-            stdout, _ = proc.communicate(timeout=30)
+            try:
+                wait_for(lambda floor=idle: examined(world.web) >= floor + 20, timeout=30,
+                         what="the tap to examine web's requests")  # fmt: skip
+            finally:
+                proc.terminate()
+                stdout, _ = proc.communicate(timeout=30)
             assert stdout.strip() == "", (extra, stdout)
+
+
+def examined(sidecar: XdsSidecar) -> float:
+    return sidecar.metric("gossamer_tap_requests_examined_total")
+
+
+def examined_settles(sidecar: XdsSidecar) -> float:
+    """The sidecar's examined count once it stops rising for a second while traffic
+    flows: no tap is open there."""
+    last = examined(sidecar)
+    for _ in range(30):
+        time.sleep(1)
+        now = examined(sidecar)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("a tap stayed open on the sidecar")
 
 
 def test_table_output(world: World) -> None:
@@ -181,6 +204,9 @@ def test_table_output(world: World) -> None:
 
 
 def test_viewer_token_is_refused_and_audit_records_taps(world: World) -> None:
+    with Traffic(world.web, ("/status/404",)):  # this test's own tap, in the audit below
+        got = records(tap(world, "web", "--path", "/status/4", "--max", "2", "-o", "json"))
+    assert len(got) == 2
     out = tap(world, "web", "--max", "1", token=world.tokens["viewer"])
     assert out.returncode != 0
     assert "needs operator" in out.stderr and "Traceback" not in out.stderr
@@ -192,12 +218,14 @@ def test_viewer_token_is_refused_and_audit_records_taps(world: World) -> None:
     status, body = api_call(world.mesh.ports["api"], "/v1/audit?limit=200", world.admin)
     assert status == 200
     entries = body["entries"]
-    opened = [e for e in entries if e["action"] == "tap open"]
-    closed = [e for e in entries if e["action"] == "tap close"]
-    assert opened and closed
-    assert {e["who"] for e in opened} == {"operator"}
-    assert any(e.get("path") == "/status" for e in opened)
-    assert any(e["records"] == 5 and e["reason"] == "max reached" for e in closed)
+    opened = [e for e in entries if e["action"] == "tap open" and e.get("path") == "/status/4"]
+    assert len(opened) == 1 and opened[0]["who"] == "operator", opened
+    assert opened[0]["namespace"] == "*" and opened[0]["max"] == 2
+    closed = [e for e in entries if e["action"] == "tap close" and e["tap"] == opened[0]["tap"]]
+    assert len(closed) == 1 and closed[0]["records"] == 2 and closed[0]["reason"] == "max reached"
+    refused = [(e["who"], e["status"]) for e in entries if e["action"] == "GET /v1/tap"]
+    assert ("viewer", 403) in refused and ("operator", 404) in refused
+    assert ("operator", 400) in refused
 
 
 def test_burst_over_the_cap_is_dropped_and_counted(world: World) -> None:
@@ -241,6 +269,6 @@ def test_control_plane_counts_tap_streams_and_taps(world: World) -> None:
     opened = figures()[2]
     with Traffic(world.web, ("/",)):
         assert len(records(tap(world, "catalog", "--max", "1", "-o", "json"))) == 1
-    # web, idle and catalog each keep one Tap stream; every tap has closed
-    wait_for(lambda: figures()[:2] == (3, 0), timeout=20, what="3 tap streams, no tap open")
+    # web, idle, catalog and quiet each keep one Tap stream; every tap has closed
+    wait_for(lambda: figures()[:2] == (4, 0), timeout=20, what="4 tap streams, no tap open")
     assert figures()[2] == opened + 1

@@ -54,12 +54,38 @@ async def test_deliver_only_to_the_tap_of_that_service_and_counts_drops() -> Non
     web = hub.connect("web", "default", "w")
     intruder = hub.connect("vault", "default", "v")
     tap = hub.open(TapSpec("web"))
-    rec = mesh_pb2.TapRecord(path="/x", status=200)
+    rec = mesh_pb2.TapRecord(direction="inbound", path="/x", status=200)
     hub.deliver(web, mesh_pb2.TapReport(tap_id=tap.id, records=[rec, rec], dropped=3))
     hub.deliver(intruder, mesh_pb2.TapReport(tap_id=tap.id, records=[rec]))
     hub.deliver(web, mesh_pb2.TapReport(tap_id="unknown", records=[rec]))
     assert tap.records.qsize() == 2 and tap.received == 2 and tap.dropped == 3
     assert tap.wake.is_set()
+
+
+async def test_deliver_sets_the_sidecars_own_side_from_its_certificate() -> None:
+    hub = TapHub("td")
+    dev = hub.connect("web", "dev", "w")  # a web sidecar in namespace dev
+    tap = hub.open(TapSpec("web"))  # no namespace: any web
+    lie = "spiffe://td/ns/prod/sa/web"
+    records = [
+        mesh_pb2.TapRecord(direction="inbound", source="spiffe://td/ns/dev/sa/a", destination=lie),
+        mesh_pb2.TapRecord(direction="outbound", source=lie, destination="spiffe://td/ns/x/sa/b"),
+        mesh_pb2.TapRecord(direction="sideways", source=lie, destination=lie),
+    ]
+    hub.deliver(dev, mesh_pb2.TapReport(tap_id=tap.id, records=records))
+    inbound, outbound = tap.records.get_nowait(), tap.records.get_nowait()
+    assert inbound.destination == "spiffe://td/ns/dev/sa/web"
+    assert inbound.source == "spiffe://td/ns/dev/sa/a"  # the peer's side: as measured
+    assert outbound.source == "spiffe://td/ns/dev/sa/web"
+    assert outbound.destination == "spiffe://td/ns/x/sa/b"
+    assert tap.records.empty() and tap.dropped == 1  # no direction: not taken
+
+
+async def test_shutdown_wakes_every_open_tap() -> None:
+    hub = TapHub("td")
+    taps = [hub.open(TapSpec("web")), hub.open(TapSpec("catalog"))]
+    hub.shutdown()
+    assert hub.closing and all(t.wake.is_set() for t in taps)
 
 
 async def test_at_most_max_taps() -> None:
@@ -89,6 +115,8 @@ def test_parse_spec() -> None:
         ({"service": "web", "path": "a"}, "path"),
         ({"service": "web", "max": "0"}, "max"),
         ({"service": "web", "max": "x"}, "max"),
+        ({"service": "web", "max": "\u00b2"}, "max"),  # superscript two: isdigit(), not int()
+        ({"service": "web", "max": "\u0661\u0662"}, "max"),  # Arabic-Indic 12
         ({"service": "web", "rate": "101"}, "rate"),
         ({"service": "web", "method": "GET /"}, "method"),
         ({"service": "web", "direction": "sideways"}, "direction"),

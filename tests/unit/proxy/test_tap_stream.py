@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 
 from gossamer.contract import mesh_pb2
 from gossamer.contract.rpc import TAP_WATCH
-from gossamer.proxy.agent.tap_stream import TapStream
+from gossamer.proxy.agent.tap_stream import GOOD_SESSION, TapStream
 from gossamer.proxy.telemetry.tap import Tap
 
 
@@ -122,3 +123,31 @@ async def test_a_move_reopens_on_the_new_replica() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_bad_message_is_retried_not_the_end_of_the_task() -> None:
+    channels = FakeChannels()
+    tap = Tap()
+    client = TapStream(channels, tap, "web-1", max_backoff=0.05)  # type: ignore[arg-type]
+    task = asyncio.create_task(client.run())
+    try:
+        await until(lambda: len(channels.channel.streams) == 1 and client.connected)
+        await channels.channel.streams[0].incoming.put(b"\xff\xff\xff\xff")  # does not decode
+        await until(lambda: len(channels.channel.streams) == 2)
+        assert not task.done()
+        second = channels.channel.streams[1]
+        await until(lambda: client.connected)
+        await second.incoming.put(open_command("t1"))
+        await until(lambda: tap.active)  # still tappable
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_the_back_off_starts_again_after_a_long_session() -> None:
+    client = TapStream(FakeChannels(), Tap(), "web-1")  # type: ignore[arg-type]
+    now = time.monotonic()
+    assert client._next(6, now) == 7  # never connected: the next step
+    client.connected = True
+    assert client._next(6, now) == 7  # connected but failed at once: still a run of failures
+    assert client._next(6, now - GOOD_SESSION - 1) == 1  # a long good session: from the start
