@@ -190,6 +190,8 @@ class TapRoutes:
                 if limit and tap.sent >= limit:
                     return "max reached"
             tap.wake.clear()
+            if self.hub.closing:
+                continue  # it stopped while a line was written: end now
             try:
                 async with asyncio.timeout(max(0.05, next_beat - time.monotonic())):
                     await tap.wake.wait()

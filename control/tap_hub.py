@@ -4,8 +4,8 @@ Every sidecar keeps a `Tap/Watch` stream (mesh.proto) open on the replica it is
 connected to; `TapHub.watch` serves it. The sidecar's service comes from its verified
 client certificate (control/peer.py `peer_identity`), never from a message, so a sidecar
 can only answer taps of its own service, and the own side of its records (`destination`
-of inbound, `source` of outbound) is set to that identity. Each stream is a `SidecarLink` kept in the hub
-while it is open.
+of inbound, `source` of outbound) is set to that identity (a record with neither
+direction is dropped). Each stream is a `SidecarLink` kept in the hub while it is open.
 
 An operator's tap (`open`, from control/tap_api.py) gets an id and is sent as a
 `TapCommand.open` to every link of its service, including links that connect while the
