@@ -168,6 +168,7 @@ def test_filters_narrow_the_records(world: World) -> None:
             try:
                 wait_for(lambda floor=idle: examined(world.web) >= floor + 20, timeout=30,
                          what="the tap to examine web's requests")  # fmt: skip
+                time.sleep(1.5)  # a wrong match would be batched (0.2 s) and printed by now
             finally:
                 proc.terminate()
                 stdout, _ = proc.communicate(timeout=30)
