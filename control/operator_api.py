@@ -166,7 +166,13 @@ class OperatorApi:
             status, message, outcome = failure
             if audit_reads or request.method != "GET":
                 self.audit.record(
-                    caller.name, caller.role, action, "", outcome, status=status, error=message,
+                    caller.name,
+                    caller.role,
+                    action,
+                    "",
+                    outcome,
+                    status=status,
+                    error=message,
                     **asked,
                 )
             return _error(status, message)

@@ -8,6 +8,7 @@ sidecar with no tap open counts no tap work at all."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import threading
@@ -166,7 +167,7 @@ def test_filters_narrow_the_records(world: World) -> None:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
             )  # fmt: skip
             try:
-                wait_for(lambda floor=idle: examined(world.web) >= floor + 20, timeout=30,
+                wait_for(functools.partial(examined_past, world.web, idle + 20), timeout=30,
                          what="the tap to examine web's requests")  # fmt: skip
                 time.sleep(1.5)  # a wrong match would be batched (0.2 s) and printed by now
             finally:
@@ -177,6 +178,10 @@ def test_filters_narrow_the_records(world: World) -> None:
 
 def examined(sidecar: XdsSidecar) -> float:
     return sidecar.metric("gossamer_tap_requests_examined_total")
+
+
+def examined_past(sidecar: XdsSidecar, floor: float) -> bool:
+    return examined(sidecar) >= floor
 
 
 def examined_settles(sidecar: XdsSidecar) -> float:

@@ -16,10 +16,10 @@ from aiohttp import ClientSession, web
 
 from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import ServiceKey
+from gossamer.control import tap_api
 from gossamer.control.api_tokens import ApiTokenStore
 from gossamer.control.audit import AuditLog
 from gossamer.control.operator_api import ApiSources, OperatorApi
-from gossamer.control import tap_api
 from gossamer.control.tap_api import add_tap_routes
 from gossamer.control.tap_hub import TapHub
 from gossamer.discovery.model import RegistryState, Service
