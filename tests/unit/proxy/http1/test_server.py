@@ -231,7 +231,6 @@ async def test_client_gone_mid_request_cancels_the_service():
     [
         (b"http://Catalog?token=x", b"catalog", b"/?token=x"),
         (b"http://catalog:8080?q=1#frag", b"catalog:8080", b"/?q=1"),
-        (b"http://catalog#frag", b"catalog", b"/"),
     ],
 )
 async def test_absolute_form_without_a_slash_keeps_the_query_out_of_the_authority(
