@@ -5,7 +5,9 @@ written from a list of services; `xds_sidecar()` starts `gossamer proxy` bootstr
 with a join token and waits until it is ready; `node_gateway()` starts `gossamer
 gateway` for a node on loopback and waits until it is ready; `otlp_receiver()` starts a real OTLP
 trace receiver (tests/helpers/otlp_receiver.py) in its own process, so trace export
-costs what it costs against a live collector.
+costs what it costs against a live collector. `pair_services()` and `round_order()`
+lay out the fresh web/catalog pairs per configuration and round that the A/B
+benchmarks (mesh_telemetry, tap_overhead) compare.
 """
 
 from __future__ import annotations
@@ -29,6 +31,27 @@ sys.stdin.read()
 print(len(r.spans()), flush=True)
 r.stop()
 """
+
+
+def pair_services(rounds: int, tags: Sequence[str], port: int) -> list[dict[str, object]]:
+    """A web and a catalog service per configuration tag and round (fresh pairs each
+    round; no stale endpoint of an earlier round is ever routed to)."""
+    retries = {"attempts": 1, "on": ["connect-failure", "reset"]}
+    http = [{"port": port, "protocol": "http"}]
+    return [
+        {"name": f"{side}-{tag}{round_no}", "ports": http, "retries": retries}
+        for round_no in range(rounds)
+        for tag in tags
+        for side in ("web", "catalog")
+    ]
+
+
+def round_order(round_no: int, names: Sequence[str]) -> list[str]:
+    """The configurations' order in a round: rotated by the round, mirrored every other
+    round, so a drift of the machine's speed hits every configuration alike."""
+    shift = round_no % len(names)
+    rotated = list(names[shift:]) + list(names[:shift])
+    return rotated if round_no % 2 == 0 else rotated[::-1]
 
 
 @dataclass

@@ -43,7 +43,7 @@ from bench._harness import (
     workspace,
     wrk,
 )
-from bench._mesh import OtlpReceiverProcess, control_plane, xds_sidecar
+from bench._mesh import OtlpReceiverProcess, control_plane, pair_services, round_order, xds_sidecar
 
 SERVICE_PORT = 8080
 TRACED = "metrics + tracing 1%"
@@ -51,26 +51,6 @@ METRICS = "metrics only (default)"
 OFF = "telemetry off"
 OFF_AA = "telemetry off (A/A)"
 PAIRS = {TRACED: "on", METRICS: "m", OFF: "off", OFF_AA: "aa"}
-
-
-def services(rounds: int) -> list[dict[str, object]]:
-    """A web and a catalog service per configuration and round (fresh pairs each round;
-    no stale endpoint of an earlier round is ever routed to)."""
-    retries = {"attempts": 1, "on": ["connect-failure", "reset"]}
-    http = [{"port": SERVICE_PORT, "protocol": "http"}]
-    return [
-        {"name": f"{side}-{tag}{round_no}", "ports": http, "retries": retries}
-        for round_no in range(rounds)
-        for tag in PAIRS.values()
-        for side in ("web", "catalog")
-    ]
-
-
-def _order(round_no: int) -> list[str]:
-    names = list(PAIRS)
-    shift = round_no % len(names)
-    rotated = names[shift:] + names[:shift]
-    return rotated if round_no % 2 == 0 else rotated[::-1]
 
 
 def main(argv: list[str]) -> int:
@@ -84,7 +64,7 @@ def main(argv: list[str]) -> int:
         backend = free_port()
         haproxy_backend(procs, backend)
         receiver = OtlpReceiverProcess(procs)
-        cp = control_plane(procs, services(args.rounds))
+        cp = control_plane(procs, pair_services(args.rounds, list(PAIRS.values()), SERVICE_PORT))
         envs = {
             TRACED: {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},  # default sampler: 1%
             METRICS: {},
@@ -95,7 +75,7 @@ def main(argv: list[str]) -> int:
 
         def start_pairs(round_no: int) -> dict[str, tuple[Sidecar, Sidecar]]:
             pairs = {}
-            for name in _order(round_no + 1):  # start order rotates too
+            for name in round_order(round_no + 1, list(PAIRS)):  # start order rotates too
                 tag = PAIRS[name]
                 pairs[name] = (
                     xds_sidecar(procs, cp, f"web-{tag}{round_no}", env=envs[name]),
@@ -125,7 +105,7 @@ def main(argv: list[str]) -> int:
             pairs = start_pairs(round_no)
             for pair in pairs.values():  # warm up connections and pools
                 run(pair, 1)
-            order = _order(round_no)
+            order = round_order(round_no, list(PAIRS))
             runs: dict[str, list[tuple[float, float]]] = {name: [] for name in PAIRS}
             for name in order + order[::-1]:
                 before = cpu_seconds(receiver.proc.pid)

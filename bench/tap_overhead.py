@@ -35,7 +35,7 @@ import urllib.request
 from typing import Any
 
 from bench._harness import Sidecar, free_port, haproxy_backend, print_table, workspace, wrk
-from bench._mesh import ControlPlane, control_plane, xds_sidecar
+from bench._mesh import ControlPlane, control_plane, pair_services, round_order, xds_sidecar
 from gossamer.proxy.telemetry.tap import Tap
 
 SERVICE_PORT = 8080
@@ -43,24 +43,6 @@ IDLE = "idle (A)"
 IDLE_AA = "idle again (A')"
 OPEN = "tap open at cap (B)"
 PAIRS = {IDLE: "a", IDLE_AA: "aa", OPEN: "b"}
-
-
-def services(rounds: int) -> list[dict[str, object]]:
-    retries = {"attempts": 1, "on": ["connect-failure", "reset"]}
-    http = [{"port": SERVICE_PORT, "protocol": "http"}]
-    return [
-        {"name": f"{side}-{tag}{round_no}", "ports": http, "retries": retries}
-        for round_no in range(rounds)
-        for tag in PAIRS.values()
-        for side in ("web", "catalog")
-    ]
-
-
-def _order(round_no: int) -> list[str]:
-    names = list(PAIRS)
-    shift = round_no % len(names)
-    rotated = names[shift:] + names[:shift]
-    return rotated if round_no % 2 == 0 else rotated[::-1]
 
 
 class TapReader:
@@ -113,7 +95,7 @@ def main(argv: list[str]) -> int:
     with workspace("gossamer-bench-tap-") as (tmp, procs):
         backend = free_port()
         haproxy_backend(procs, backend)
-        cp = control_plane(procs, services(args.rounds))
+        cp = control_plane(procs, pair_services(args.rounds, list(PAIRS.values()), SERVICE_PORT))
         token = (tmp / "data" / "admin-token").read_text().strip()  # admin >= operator
         app = f"{SERVICE_PORT}:{backend}"
 
@@ -132,7 +114,7 @@ def main(argv: list[str]) -> int:
         records = dropped = idle_examined = 0.0
         for round_no in range(args.rounds):
             pairs: dict[str, tuple[Sidecar, Sidecar]] = {}
-            for name in _order(round_no + 1):
+            for name in round_order(round_no + 1, list(PAIRS)):
                 tag = PAIRS[name]
                 pairs[name] = (
                     xds_sidecar(procs, cp, f"web-{tag}{round_no}"),
@@ -142,7 +124,7 @@ def main(argv: list[str]) -> int:
                 run(pair, 1)  # warm up connections and pools
             web_b, catalog_b = pairs[OPEN]
             readers = [TapReader(cp, token, web_b.service), TapReader(cp, token, catalog_b.service)]
-            order = _order(round_no)
+            order = round_order(round_no, list(PAIRS))
             runs: dict[str, list[float]] = {name: [] for name in PAIRS}
             for name in order + order[::-1]:
                 r, err = run(pairs[name], args.duration)
