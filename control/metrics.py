@@ -5,7 +5,8 @@ duration of the last one (the push latency the control plane adds), certificates
 issued, registry size, configuration reloads and errors, registrations refused (by
 reason: `foreign_address`, an address neither the connection nor the certificate
 allows; `no_peer_address`: control/addresses.py), operator API connections closed at
-its connection cap (control/api_limits.py).
+its connection cap (control/api_limits.py), the embedded metric history's series and
+the points it dropped at its series cap (control/series_api.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ControlMetricSources:
     api_overflows: Callable[[], int] = lambda: 0  # connections the operator API's cap cut
     # (taps open, sidecars' Tap streams, taps opened since start): control/tap_hub.py
     taps: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+    # (series in the metric history, points dropped at its cap): control/series_api.py
+    history: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
 
 class ControlCollector(Collector):
@@ -103,6 +106,15 @@ class ControlCollector(Collector):
         )
         yield CounterMetricFamily(
             "gossamer_control_taps_opened", "Operator taps opened since start", value=opened
+        )
+        series, dropped = self.s.history()
+        yield GaugeMetricFamily(
+            "gossamer_control_history_series", "Series in the metric history", value=series
+        )
+        yield CounterMetricFamily(
+            "gossamer_control_history_points_dropped",
+            "Points of new series the metric history did not store: it was at its series cap",
+            value=dropped,
         )
 
 

@@ -87,6 +87,7 @@ class ApiServer:
                     self.connection_limit.overflows if self.connection_limit else 0
                 ),
                 taps=security.tap_hub.counts if security else lambda: (0, 0, 0),
+                history=self._history_counts,
             )
         )
         sources = ApiSources(
@@ -124,6 +125,10 @@ class ApiServer:
         self._server: asyncio.AbstractServer | None = None
         self.connection_limit: ConnectionLimit | None = None
         self.port: int | None = None
+
+    def _history_counts(self) -> tuple[int, int]:
+        series = self.observe.series if hasattr(self, "observe") else None
+        return series.counts() if series is not None else (0, 0)
 
     def _policies(self) -> dict[str, dict[str, Any]]:
         mesh = self.plane.publisher.mesh

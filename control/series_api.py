@@ -8,7 +8,8 @@ Routes (viewer token):
 With `observability.prometheus_url` the points come from Prometheus' range API, with no
 scraping here. Otherwise, when the figures come from the sidecars (LiveSource) and
 `observability.history` is not off, a `HistoryRecorder` scrapes every `history_step`
-while the app runs (started on the app's startup, stopped on its cleanup). Bad
+while the app runs (started on the app's startup, stopped on its cleanup), keeping only
+the services the registry knows (recorder.py), at most `MAX_SERIES` series. Bad
 parameters answer 400 naming the parameter; a service with no series answers 200
 with no points; with no history at all, 404.
 """
@@ -49,6 +50,12 @@ class SeriesRoutes:
         self.recorder = recorder
         self.clock = clock
 
+    def counts(self) -> tuple[int, int]:
+        """(series in the embedded history, points it dropped at its series cap)."""
+        if self.recorder is None:
+            return (0, 0)
+        return (len(self.recorder.store), self.recorder.store.dropped)
+
     def _source(self) -> SeriesSource:
         if self.source is None:
             raise NotFound(
@@ -77,7 +84,13 @@ def series_source(
     if settings.history <= 0 or not isinstance(figures, LiveSource):
         return None, None
     store = HistoryStore(settings.history, settings.history_step)
-    return HistorySeries(store), HistoryRecorder(figures.scraper, store)
+    registry_state = figures.registry_state
+
+    async def services() -> set[str]:
+        state = await registry_state()
+        return {key.name for key in state.services} | {key.name for key, _ in state.endpoints}
+
+    return HistorySeries(store), HistoryRecorder(figures.scraper, store, services=services)
 
 
 def add_series_routes(

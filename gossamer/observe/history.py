@@ -16,6 +16,11 @@ series owns one `array('d')` of `size * len(METRICS)` doubles (8 bytes a value),
 meaning "no point" (not scraped, or no figure: a success rate or latency with no
 request). A series not seen for `length` seconds is dropped. Memory is therefore
 `8 * len(METRICS) * size` bytes per series, plus a fixed ~200 bytes of bookkeeping.
+The number of series is capped (`max_series`, default `MAX_SERIES` = 10,000: 165 MiB at
+the default 1 h at 10 s): a point of a new series beyond the cap is not stored, and
+counted in `dropped` (the recorder logs the first, the control plane exports the count).
+The recorder also keeps only services the registry knows (recorder.py), so a sidecar's
+label values alone cannot make series.
 
 `HistoryStore.query` reads a series at a coarser step: rates (`rps`,
 `tcp_bytes_per_s`) are averaged; `success_rate` is averaged weighted by each point's
@@ -47,6 +52,7 @@ _M = len(METRICS)
 NAN = math.nan
 BYTES_PER_VALUE = 8
 _EMPTY_SLOT = array("d", [NAN]) * _M
+MAX_SERIES = 10_000
 
 # ("service", name, "") or ("edge", source, destination)
 SeriesKey = tuple[str, str, str]
@@ -141,12 +147,16 @@ class _Ring:
 class HistoryStore:
     """Fixed-size rings of points per series; see the module docstring."""
 
-    def __init__(self, length: float, step: float) -> None:
+    def __init__(self, length: float, step: float, max_series: int = MAX_SERIES) -> None:
         if not step > 0 or not length >= step:
             raise ValueError("a history needs step > 0 and length >= step")
+        if max_series < 1:
+            raise ValueError("a history needs max_series >= 1")
         self.length = float(length)
         self.step = float(step)
         self.size = round(length / step)
+        self.max_series = max_series
+        self.dropped = 0  # points of new series not stored: the cap was reached
         self.head: int | None = None  # step index of the newest append
         self._series: dict[SeriesKey, _Ring] = {}
 
@@ -171,7 +181,8 @@ class HistoryStore:
 
     def append(self, at: float, points: Mapping[SeriesKey, Point]) -> None:
         """Record one point per series at unix time `at`. Slots skipped since the last
-        append (a late tick) become gaps; an `at` before the newest append is ignored."""
+        append (a late tick) become gaps; an `at` before the newest append is ignored.
+        A new series beyond `max_series` is not created (counted in `dropped`)."""
         k = int(at // self.step)
         if self.head is not None and k < self.head:
             return
@@ -179,9 +190,14 @@ class HistoryStore:
             for old in self._series.values():
                 self._clear(old, self.head + 1, k)
         size = self.size
+        for gone in [key for key, ring in self._series.items() if ring.last <= k - size]:
+            del self._series[gone]
         for key, point in points.items():
             ring = self._series.get(key)
             if ring is None:
+                if len(self._series) >= self.max_series:
+                    self.dropped += 1
+                    continue
                 ring = self._series[key] = _Ring(size, k)
             base = (k % size) * _M
             for name, value in point.items():
@@ -190,8 +206,6 @@ class HistoryStore:
                     ring.values[base + i] = NAN if value is None else float(value)
             ring.last = k
         self.head = k
-        for gone in [key for key, ring in self._series.items() if ring.last <= k - size]:
-            del self._series[gone]
 
     def _raw(self, ring: _Ring, k: int, metric: int) -> float:
         return ring.values[(k % self.size) * _M + metric]

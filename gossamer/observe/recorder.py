@@ -4,7 +4,16 @@ Every `step` seconds, on the step boundary of the wall clock, it scrapes every s
 through the live scraper (`LiveMetrics.tick`), pairs each target's new scrape with the
 one of its previous tick, and appends `points_from_pairs` to the `HistoryStore` at the
 tick's unix time. A target's first tick yields no rate yet (it needs two scrapes). A
-failed round is logged and skipped (a gap in the charts), never fatal.
+target whose scrape fails keeps its last good scrape as the baseline, so the next good
+one gives the rate over both intervals (rates divide by the real time between the two
+scrapes); a target no longer listed loses it. A failed round is logged and skipped (a
+gap in the charts), never fatal.
+
+With `services` (the registry's service names), points of a service the registry does
+not know, and of an edge whose destination it does not know or whose source it neither
+knows nor reports as `unknown` (a caller outside the mesh), are not stored: the label
+values come from the sidecars and must not make series of their own. The store also
+caps the series (history.py); the first point it drops is logged once.
 """
 
 from __future__ import annotations
@@ -13,15 +22,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from gossamer.logs import event
-from gossamer.observe.history import HistoryStore, points_from_pairs
+from gossamer.observe.history import HistoryStore, SeriesKey, points_from_pairs
 from gossamer.observe.live import Pair, Scrape, Target
 from gossamer.observe.scraper import LiveMetrics
 
 log = logging.getLogger("gossamer.observe.history")
+OUTSIDE = "unknown"  # the source_service of a caller without a mesh identity
+
+
+def known_points(
+    points: Mapping[SeriesKey, Any], services: Collection[str]
+) -> dict[SeriesKey, Any]:
+    """The points whose services are registered (see the module docstring)."""
+    out = {}
+    for key, point in points.items():
+        kind, a, b = key
+        if kind == "service" and a in services:
+            out[key] = point
+        elif kind == "edge" and b in services and (a in services or a == OUTSIDE):
+            out[key] = point
+    return out
 
 
 class HistoryRecorder:
@@ -32,9 +56,12 @@ class HistoryRecorder:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        services: Callable[[], Awaitable[Collection[str]]] | None = None,
     ) -> None:
         self.scraper = scraper
         self.store = store
+        self.services = services
+        self._told_dropped = False
         self.clock = clock
         self._sleep = sleep
         self._previous: dict[Target, Scrape] = {}
@@ -47,11 +74,20 @@ class HistoryRecorder:
         at = self.clock()
         scrapes = await self.scraper.tick()
         pairs: list[Pair] = [(self._previous.get(s.target), s) for s in scrapes]
-        self._previous = {s.target: s for s in scrapes if s.ok}
+        listed = {s.target for s in scrapes}
+        self._previous = {t: s for t, s in self._previous.items() if t in listed}
+        self._previous.update((s.target, s) for s in scrapes if s.ok)
         points = points_from_pairs(pairs)
+        if self.services is not None:
+            points = known_points(points, await self.services())
+        dropped = self.store.dropped
         self.store.append(at, points)
         self.rounds += 1
-        return len(points)
+        if self.store.dropped > dropped and not self._told_dropped:
+            self._told_dropped = True
+            event(log, logging.WARNING, "metric history is full: new series are not recorded",
+                  max_series=self.store.max_series)  # fmt: skip
+        return len(points) - (self.store.dropped - dropped)
 
     async def run(self) -> None:
         step = self.store.step

@@ -67,10 +67,11 @@ def series_promql(q: SeriesQuery) -> str:
     if q.metric == "rps":
         return f"sum(rate(gossamer_requests_total{{{sel}}}[{w}]))"
     if q.metric == "success_rate":
-        return (
-            f'sum(rate(gossamer_requests_total{{{sel},classification="success"}}[{w}])) '
-            f"/ sum(rate(gossamer_requests_total{{{sel}}}[{w}]))"
-        )
+        # a series that never succeeded has no classification="success" counter: its
+        # numerator is then 0 x the total (0 with traffic, no point without), not empty
+        total = f"sum(rate(gossamer_requests_total{{{sel}}}[{w}]))"
+        ok = f'sum(rate(gossamer_requests_total{{{sel},classification="success"}}[{w}]))'
+        return f"({ok} or {total} * 0) / {total}"
     if q.metric == "tcp_bytes_per_s":
         names = '__name__=~"gossamer_tcp_(sent|received)_bytes_total"'
         return f"sum(rate({{{names},{sel}}}[{w}]))"

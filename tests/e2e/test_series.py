@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -166,6 +167,12 @@ def test_bad_parameters_are_400_through_the_real_api(driven):
     assert status == 401
     status, info = api_call(port, "/v1/series/info", token)
     assert status == 200 and info["length_s"] == 600 and info["step_s"] == STEP
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()  # the control plane's own metrics count the series
+    counted = next(float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith("gossamer_control_history_series "))  # fmt: skip
+    assert counted >= 3  # catalog, web, web -> catalog
+    assert "gossamer_control_history_points_dropped_total 0.0" in metrics
     out = run_gossamer("series", "catalog", "--range", "1h",
                        "--api", f"http://127.0.0.1:{port}", "--token", token)  # fmt: skip
     assert out.returncode != 0 and "Traceback" not in out.stderr
@@ -175,23 +182,31 @@ def test_bad_parameters_are_400_through_the_real_api(driven):
 def test_range_path_through_a_real_prometheus(tmp_path):
     """With observability.prometheus_url, /v1/series asks Prometheus' range API (no
     history in the control plane); `gossamer series --prometheus` asks it directly.
-    Prometheus scrapes the sidecars' metrics ports every second."""
+    Prometheus scrapes the sidecars' metrics ports every second. A service whose every
+    request fails has a success rate of 0 (not null)."""
     from tests.helpers.prometheus import PrometheusServer, config_text
 
     with processes() as procs:
         (tmp_path / "prometheus").mkdir()
         prom = PrometheusServer(tmp_path / "prometheus", "")
-        mesh = XdsMesh(tmp_path, procs, [http_service("web"), http_service("catalog")])
+        services = [http_service("web"), http_service("catalog"), http_service("vault")]
+        mesh = XdsMesh(tmp_path, procs, services)
         mesh.observability = {"prometheus_url": prom.url}
         mesh.set_services(mesh.services)
         mesh.start_control()
         catalog = mesh.sidecar("catalog", mesh.app("catalog-0"))
+        vault = mesh.sidecar("vault", mesh.app("vault-0"))
         web = mesh.sidecar("web")
-        targets = [f"127.0.0.1:{sc.metrics}" for sc in (catalog, web)]
+        targets = [f"127.0.0.1:{sc.metrics}" for sc in (catalog, vault, web)]
         prom.config_path.write_text(config_text(None, static_targets=targets))
         prom.start()
         try:
             wait_for(lambda: web.get("catalog", "/")[0] == 200, timeout=30, what="web -> catalog")
+            # vault answers every request 500: its success rate is 0, not "no data"
+            wait_for(lambda: web.get("vault", "/status/500")[0] == 500, timeout=30,
+                     what="web -> vault")  # fmt: skip
+            for _ in range(20):
+                web.get("vault", "/status/500")
             d = drive(web, 36.0, RATE)  # the rate window is 30 s: the last points see only traffic
             time.sleep(2)  # Prometheus' last scrapes
             token = (tmp_path / "data" / "admin-token").read_text().strip()
@@ -217,5 +232,11 @@ def test_range_path_through_a_real_prometheus(tmp_path):
             assert edge["source"] == "prometheus" and edge["direction"] == "inbound"
             ratios = [v for t, v in edge["points"] if d.start + 31 <= t <= d.end and v]
             assert ratios and all(0.75 <= v <= 0.85 for v in ratios), ratios
+
+            query = "/v1/series?service=vault&metric=success_rate&range=5m&step=5s"
+            status, failing = api_call(port, query, token)
+            assert status == 200, failing
+            seen = [v for _, v in failing["points"] if v is not None]
+            assert seen and all(v == 0 for v in seen), failing["points"]
         finally:
             prom.stop()

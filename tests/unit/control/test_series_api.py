@@ -102,3 +102,49 @@ async def test_no_history_is_404(tmp_path, mesh):
         status, body = await get(s, api, "service=catalog&metric=rps")
         assert status == 404 and "observability.history is off" in body["error"]
         assert api.routes.series is not None and api.routes.series.recorder is None
+
+
+async def test_label_values_of_unregistered_services_make_no_series(tmp_path, mesh):
+    """A caller's claimed name is a label value on the callee's metrics page: the
+    history records only services the registry knows (and `unknown`, callers outside
+    the mesh), so forged names cannot allocate series."""
+    from gossamer.control.metrics import ControlMetricSources, metrics_renderer
+    from gossamer.control.publisher import PublishStats
+    from gossamer.control.stream_status import StreamRegistry
+    from tests.helpers.sim_mesh import spiffe
+
+    async with (
+        operator_api(tmp_path, mesh.registry_state, settings=SETTINGS) as api,
+        ClientSession() as s,
+    ):
+        for i in range(20):
+            await mesh.request(headers={"x-sim-peer": spiffe(f"forged-{i}")})
+        await record_two_rounds(api, mesh)
+        for i in range(20):
+            await mesh.request(headers={"x-sim-peer": spiffe(f"forged-{i}")})
+        recorder = api.routes.series.recorder
+        recorder.clock = lambda: time.time()
+        await recorder.record_once()
+        store = recorder.store
+        assert not [k for k in store.keys() if any(p.startswith("forged-") for p in k[1:])]
+        assert ("edge", "unknown", "web") in store  # mesh.drive's requests carry no identity
+        status, body = await get(s, api, "service=web&peer=forged-3&metric=rps&range=1m")
+        assert status == 200 and body["points"] == []
+        status, body = await get(s, api, "service=web&peer=unknown&metric=rps&range=1m")
+        assert any(v for _, v in body["points"])
+        series, dropped = api.routes.series.counts()
+        assert series == len(store) and dropped == 0
+        render = metrics_renderer(
+            ControlMetricSources(
+                streams=StreamRegistry(),
+                publish_stats=PublishStats,
+                certificates_issued=lambda: 0,
+                registry_size=lambda: (0, 0),
+                config_loads=lambda: 0,
+                config_error=lambda: False,
+                history=api.routes.series.counts,
+            )
+        )
+        text = render().decode()
+        assert f"gossamer_control_history_series {float(series)}" in text
+        assert "gossamer_control_history_points_dropped_total 0.0" in text

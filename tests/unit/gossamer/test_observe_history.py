@@ -151,6 +151,26 @@ def test_store_rejects_a_bad_shape():
         HistoryStore(5, 10)
     with pytest.raises(ValueError):
         HistoryStore(60, 0)
+    with pytest.raises(ValueError):
+        HistoryStore(60, 10, max_series=0)
+
+
+def test_series_are_capped_and_the_dropped_points_counted():
+    store = HistoryStore(60, 10, max_series=3)
+    keys = [edge_key(f"caller-{i}", "catalog") for i in range(5)]
+    store.append(T0, {k: point(1.0) for k in keys})
+    assert len(store) == 3 and store.dropped == 2
+    assert store.memory_bytes() == 3 * 6 * len(METRICS) * 8
+    store.append(T0 + 10, {k: point(2.0) for k in keys})  # the known ones still record
+    assert store.dropped == 4
+    assert [v for _, v in store.query(keys[0], "rps", 0, T0 + 10, 10)] == [1.0, 2.0]
+    assert store.query(keys[4], "rps", 0, T0 + 10, 10) == []
+    # a series gone for the history's length frees its place for a new one
+    for i in range(2, 8):
+        store.append(T0 + i * 10, {keys[0]: point(1.0), keys[1]: point(1.0)})
+    store.append(T0 + 80, {keys[0]: point(1.0), keys[4]: point(5.0)})
+    assert keys[2] not in store and keys[4] in store and store.dropped == 4
+    assert HistoryStore(60, 10).max_series == 10_000
 
 
 def test_kept_scrapes_share_their_label_keys():

@@ -83,6 +83,11 @@ def test_promql_of_each_metric():
     expr = series_promql(q)
     assert 'destination_service="catalog",source_service="web"' in expr
     assert 'classification="success"' in expr and "[60s]" in expr  # 2 * the 30 s step
+    total = (
+        'sum(rate(gossamer_requests_total{reporter="destination",'
+        'destination_service="catalog",source_service="web"}[60s]))'
+    )
+    assert expr.endswith(f" or {total} * 0) / {total}")  # no success series: 0, not empty
     q = parse(service="catalog", metric="latency_p95_ms")
     assert series_promql(q).startswith("histogram_quantile(0.95, sum by (le)")
     q = parse(service="catalog", metric="tcp_bytes_per_s")
