@@ -17,6 +17,7 @@ const Charts = (() => {
   let target = null; // {service} or {service, peer, direction}
   let timer = null;
   let available = null; // /v1/series/info, once
+  let generation = 0; // of the newest refresh: an older one's replies are not drawn
 
   const token = () => sessionStorage.getItem("gossamer.token");
 
@@ -34,10 +35,10 @@ const Charts = (() => {
     return body;
   }
 
-  function label() {
-    if (!target) return "";
-    if (!target.peer) return target.service;
-    return target.direction === "outbound" ? `${target.service} → ${target.peer}` : `${target.peer} → ${target.service}`;
+  function label(t) {
+    if (!t) return "";
+    if (!t.peer) return t.service;
+    return t.direction === "outbound" ? `${t.service} → ${t.peer}` : `${t.peer} → ${t.service}`;
   }
 
   function clock(t, span) {
@@ -49,6 +50,8 @@ const Charts = (() => {
   function draw(box, spec, body) {
     const values = body.points.filter((p) => p[1] !== null).map((p) => p[1]);
     const chart = node("svg", { viewBox: `0 0 ${W} ${H}`, class: "series-chart", "data-metric": spec.metric });
+    // which series the reply was for (from the reply itself, not from the selection)
+    chart.dataset.series = body.service + (body.peer ? ` ${body.direction} ${body.peer}` : "");
     chart.append(node("text", { x: L, y: T - 1, class: "series-title" }, spec.title));
     const end = body.end, start = end - body.range_s;
     let lo = values.length ? Math.min(...values) : 0;
@@ -90,39 +93,48 @@ const Charts = (() => {
     return nodes.length ? { service: nodes[0].id } : null;
   }
 
+  // Every refresh (the timer, a click, the range picker) takes a new generation; replies
+  // of an older one that arrive late (a slow request, a click meanwhile) are dropped, so
+  // the charts never show one selection's data under another's label.
   async function refresh() {
     clearTimeout(timer);
     timer = setTimeout(refresh, REFRESH_MS);
+    const mine = ++generation;
     const section = document.getElementById("charts-section");
     if (!token()) return;
     try {
       if (available === null) available = await get("/v1/series/info");
     } catch (err) {
+      if (mine !== generation) return;
       section.hidden = false;
       document.getElementById("charts-note").textContent = "no history: " + err.message;
       return;
     }
+    if (mine !== generation) return;
     limitRanges();
     if (!target) target = busiest();
     if (!target) { clearTimeout(timer); timer = setTimeout(refresh, 1000); return; }
     section.hidden = false;
+    const want = target;
     const range = document.getElementById("chart-range").value;
-    const params = new URLSearchParams({ service: target.service, range });
-    if (target.peer) { params.set("peer", target.peer); params.set("direction", target.direction); }
+    const params = new URLSearchParams({ service: want.service, range });
+    if (want.peer) { params.set("peer", want.peer); params.set("direction", want.direction); }
     try {
       const bodies = await Promise.all(METRICS.map((m) => {
         params.set("metric", m.metric);
         return get("/v1/series?" + params.toString());
       }));
+      if (mine !== generation) return;
       const box = document.getElementById("charts");
       box.replaceChildren();
       METRICS.forEach((spec, i) => draw(box, spec, bodies[i]));
-      box.dataset.target = label();
-      document.getElementById("charts-title").textContent = label();
+      box.dataset.target = label(want);
+      document.getElementById("charts-title").textContent = label(want);
       document.getElementById("charts-note").textContent =
         `from ${bodies[0].source === "prometheus" ? "Prometheus" : "the control plane's history"}, ` +
         `one point per ${bodies[0].step_s}s`;
     } catch (err) {
+      if (mine !== generation) return;
       document.getElementById("charts-note").textContent = "update failed: " + err.message;
     }
   }

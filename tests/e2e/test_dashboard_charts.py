@@ -2,12 +2,16 @@
 real `gossamer control` (history every 2 s) and real sidecars carrying traffic from
 web to catalog. Clicking a service draws its requests/s, success rate and p99 as
 non-empty SVG lines; the range picker offers what the history holds and changes the
-range the page asks for; clicking the edge in the graph charts that edge."""
+range the page asks for; clicking the edge in the graph charts that edge, and a late
+reply for the service selected before is not drawn over the edge's charts."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,6 +26,53 @@ LINE_HAS_POINTS = """(metric) => {
   const path = document.querySelector(`#charts svg[data-metric="${metric}"] path.series-line`);
   return !!path && (path.getAttribute('d') || '').includes('L');
 }"""
+
+
+RECORD_DRAWS = """() => {
+  window.drawn = [];
+  new MutationObserver((changes) => {
+    for (const change of changes) for (const added of change.addedNodes) {
+      const svg = added.querySelector && added.querySelector('svg.series-chart');
+      if (svg) window.drawn.push(svg.dataset.series);
+    }
+  }).observe(document.getElementById('charts'), { childList: true });
+}"""
+
+
+async def late_replies_are_dropped(page: Any, edge: Any) -> None:
+    """Click catalog (its /v1/series replies held back 3 s), then at once the edge web ->
+    catalog: the charts draw the edge, and never catalog's late replies after it."""
+    held: list[str] = []
+    queries = re.compile(r"/v1/series\?")
+
+    async def slow_service_queries(route: Any) -> None:
+        if "peer=" in route.request.url:
+            await route.continue_()
+            return
+        held.append(route.request.url)
+        await asyncio.sleep(3)
+        await route.continue_()
+
+    def on_finished(request: Any) -> None:
+        if "/v1/series?" in request.url and "peer=" not in request.url:
+            finished.append(request.url)
+
+    await page.route(queries, slow_service_queries)
+    finished: list[str] = []
+    page.on("requestfinished", on_finished)
+    await page.evaluate(RECORD_DRAWS)
+    await page.locator('#graph g.node[data-service="catalog"]').click()
+    await edge.locator("text").first.click()
+    wait_until = time.monotonic() + 20
+    while time.monotonic() < wait_until and (len(held) < 3 or len(finished) < len(held)):
+        await page.wait_for_timeout(100)
+    assert len(held) >= 3 and len(finished) >= len(held), (held, finished)
+    await page.wait_for_timeout(1000)  # the page handles the late replies
+    drawn = await page.evaluate("() => window.drawn")
+    assert "catalog inbound web" in drawn, drawn
+    assert "catalog" not in drawn, drawn  # a late reply drawn under the edge's label
+    assert await page.locator("#charts").get_attribute("data-target") == "web → catalog"
+    await page.unroute(queries)
 
 
 def traffic(web: XdsSidecar, stop: threading.Event) -> None:
@@ -112,6 +163,10 @@ async def test_charts_of_a_service_and_an_edge(tmp_path, artifacts_dir):
                         for q in edge_queries
                     )
                     assert "web → catalog" in await page.locator("#charts-title").inner_text()
+
+                    # a slow reply of an older selection is not drawn over the newer one:
+                    # the service's requests answer 3 s late, the edge is clicked meanwhile
+                    await late_replies_are_dropped(page, edge)
 
                     await page.screenshot(
                         path=str(artifacts_dir / "dashboard-charts.png"), full_page=True
