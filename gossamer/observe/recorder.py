@@ -41,9 +41,10 @@ def known_points(
     out = {}
     for key, point in points.items():
         kind, a, b = key
-        if kind == "service" and a in services:
-            out[key] = point
-        elif kind == "edge" and b in services and (a in services or a == OUTSIDE):
+        known = a in services
+        if kind == "edge":
+            known = b in services and (known or a == OUTSIDE)
+        if known:
             out[key] = point
     return out
 

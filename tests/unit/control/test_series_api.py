@@ -122,17 +122,20 @@ async def test_label_values_of_unregistered_services_make_no_series(tmp_path, me
         await record_two_rounds(api, mesh)
         for i in range(20):
             await mesh.request(headers={"x-sim-peer": spiffe(f"forged-{i}")})
-        recorder = api.routes.series.recorder
-        recorder.clock = lambda: time.time()
+        routes = api.routes.series
+        assert routes is not None and routes.recorder is not None
+        recorder = routes.recorder
+        recorder.clock = time.time
         await recorder.record_once()
         store = recorder.store
-        assert not [k for k in store.keys() if any(p.startswith("forged-") for p in k[1:])]
+        kept = store.keys()
+        assert not [k for k in kept if any(p.startswith("forged-") for p in k[1:])]
         assert ("edge", "unknown", "web") in store  # mesh.drive's requests carry no identity
         status, body = await get(s, api, "service=web&peer=forged-3&metric=rps&range=1m")
         assert status == 200 and body["points"] == []
         status, body = await get(s, api, "service=web&peer=unknown&metric=rps&range=1m")
         assert any(v for _, v in body["points"])
-        series, dropped = api.routes.series.counts()
+        series, dropped = routes.counts()
         assert series == len(store) and dropped == 0
         render = metrics_renderer(
             ControlMetricSources(
@@ -142,7 +145,7 @@ async def test_label_values_of_unregistered_services_make_no_series(tmp_path, me
                 registry_size=lambda: (0, 0),
                 config_loads=lambda: 0,
                 config_error=lambda: False,
-                history=api.routes.series.counts,
+                history=routes.counts,
             )
         )
         text = render().decode()

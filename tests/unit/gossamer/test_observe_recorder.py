@@ -139,14 +139,15 @@ async def test_only_registered_services_make_series_and_the_cap_is_told_once(cap
     # known: service catalog, edges web -> catalog and unknown -> catalog (outside callers);
     # the cap of 2 keeps the first two (sorted order is not promised: count them)
     assert len(store) == 2 and store.dropped == 2  # rounds 2 and 3 drop one point each
-    assert all(key[1] not in ("forged-1", "forged-2", "not-registered") for key in store.keys())
-    assert all(key[2] != "not-registered" for key in store.keys())
+    kept = store.keys()
+    assert all(key[1] not in ("forged-1", "forged-2", "not-registered") for key in kept)
+    assert all(key[2] != "not-registered" for key in kept)
     told = [r for r in caplog.records if "metric history is full" in r.getMessage()]
     assert len(told) == 1
 
 
 def test_known_points():
-    points = {
+    points: dict[tuple[str, str, str], dict[str, float]] = {
         service_key("catalog"): {},
         service_key("ghost"): {},
         edge_key("web", "catalog"): {},
