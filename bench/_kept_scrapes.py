@@ -2,8 +2,8 @@
 
 Besides the history's rings, `LiveMetrics` (gossamer/observe/scraper.py) keeps each
 sidecar's parsed scrapes of the last `keep` (10 min): all of the last minute, older ones
-at least 30 s apart, their label keys shared. This simulates N sidecars on the real
-`LiveMetrics` (its `tick`, `refresh`, `share_keys` and `_thin`) under a simulated clock
+at least 30 s apart, packed (gossamer/observe/packed.py). This simulates N sidecars on the real
+`LiveMetrics` (its `tick`, `refresh`, packing and `_thin`) under a simulated clock
 for longer than `keep`, and measures with tracemalloc what stays:
 
 - "history only": the recorder's `tick` every 10 s (the default step), nothing else;
@@ -15,10 +15,10 @@ the traffic of a service called by two services and calling two (requests by sta
 latency histograms, routes, TCP connections and bytes, both reporters), xDS updates,
 listener connections and a certificate expiry. A sidecar's first scrape parses its page
 for real (`parse_exposition`); later scrapes copy that parse with every value advanced
-(new float objects, as a re-parse makes; the label keys a re-parse would make are
-replaced by the kept ones in `share_keys` anyway), so the simulation takes seconds, not
-the ~1 hour of real parsing. The cache of first parses is counted too: about one scrape
-per sidecar more than the scraper alone keeps (a slight over-count).
+(new float objects, as a re-parse makes; a kept scrape holds only its values, packed
+over the layout it shares with the target's earlier scrapes), so the simulation takes seconds, not
+the ~1 hour of real parsing. That cache of first parses is dropped before the memory is
+read: what the kept scrapes still share with it (their layouts' label keys) is counted.
 """
 
 from __future__ import annotations
@@ -138,15 +138,18 @@ async def simulate(sidecars: int, poll: bool) -> KeptScrapes:
         if poll and t % POLL == 0.0:
             await live.refresh(WINDOW)
         t += 1.0
+    first = next(iter(live.parsed.values()))
+    samples = sum(len(series) for series in first.values())
+    live.parsed.clear()  # the simulation's cache: what the kept scrapes share stays alive
+    del first
     gc.collect()
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     kept = live.kept()
-    first = next(iter(live.parsed.values()))
     return KeptScrapes(
         sidecars=sidecars,
         page_bytes=len(next(iter(texts.values())).encode()),
-        samples=sum(len(series) for series in first.values()),
+        samples=samples,
         kept_mean=sum(kept) / len(kept),
         kept_max=max(kept),
         heap=after - before,

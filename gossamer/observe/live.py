@@ -50,7 +50,7 @@ class Target:
 class Scrape:
     target: Target
     at: float  # monotonic seconds
-    samples: Samples = field(default_factory=dict)
+    samples: Mapping[str, Mapping[LabelKey, float]] = field(default_factory=dict)
     error: str | None = None
 
     @property

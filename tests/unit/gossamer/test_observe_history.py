@@ -173,19 +173,28 @@ def test_series_are_capped_and_the_dropped_points_counted():
     assert HistoryStore(60, 10).max_series == 10_000
 
 
-def test_kept_scrapes_share_their_label_keys():
-    from gossamer.observe.scraper import share_keys
+def test_kept_scrapes_are_packed_over_a_shared_layout():
+    from gossamer.observe.live import rates
+    from gossamer.observe.packed import PackedSamples, pack
 
     cat = SidecarMetrics()
     drive(cat, 10)
-    first = snap(CAT, cat, 0.0).samples
-    drive(cat, 10, fail_every=2)  # a new response_code series appears
-    second = snap(CAT, cat, 10.0).samples
-    shared = share_keys(second, first)
-    assert shared == second  # same values
-    name = "gossamer_requests_total"
-    old_keys = {k: k for k in first[name]}
-    for key in shared[name]:
-        if key in old_keys:
-            assert key is old_keys[key]
-    assert any(key not in old_keys for key in shared[name])
+    first_scrape = snap(CAT, cat, 0.0)
+    first = pack(first_scrape.samples)
+    drive(cat, 10)
+    second_raw = snap(CAT, cat, 10.0).samples
+    second = pack(second_raw, first)
+    assert isinstance(second, PackedSamples) and second.layout is first.layout
+    drive(cat, 10, fail_every=2)  # a new response_code series appears: a new layout
+    third_raw = snap(CAT, cat, 20.0).samples
+    third = pack(third_raw, second)
+    assert third.layout is not second.layout
+    assert dict(third) == third_raw  # reads back as the dict it replaces
+    assert third.get("no_such_metric") is None and "gossamer_requests_total" in third
+    assert len(third.data) == sum(len(series) for series in third_raw.values())
+    # the figures from packed scrapes are those of the parsed ones
+    old, new = Scrape(CAT, 10.0, second_raw), Scrape(CAT, 20.0, third_raw)
+    plain = rates([(old, new)], "gossamer_requests_total", ("response_code",))
+    old.samples, new.samples = second, third
+    assert plain[("500",)] == 0.5  # 5 of 10 failed over 10 s
+    assert rates([(old, new)], "gossamer_requests_total", ("response_code",)) == plain
