@@ -12,11 +12,12 @@ host's address for published ports. The control plane runs in the root namespace
 bridge address, reachable by every node. Node-internal ports are not reachable from other
 nodes: each node's INPUT chain accepts from its `eth0` only established connections and
 new ones to the ports in `open_ports` (the gateway's), and drops the rest. Everything is
-removed on exit (the namespaces take their veths with them).
+removed on exit (each veth, which takes its peer, then the namespaces).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from types import TracebackType
 from gossamer.up.netns import choose_subnet
 
 PREFIX = "gsn"
+_RUNS = itertools.count(1)  # SimNodes made by this process: each its own names
 
 
 def sh(*cmd: str) -> str:
@@ -55,7 +57,9 @@ class SimNodes:
         assert os.geteuid() == 0, "multi-node tests create network namespaces: run as root"
         self.count = count
         self.open_ports = tuple(open_ports)
-        self.tag = f"{os.getpid() % 100000}"
+        # unique per instance: a namespace deleted by the previous test can outlive its
+        # `ip netns del` for a moment (the kernel frees it asynchronously), with its veth
+        self.tag = f"{os.getpid() % 100000}x{next(_RUNS) % 100}"
         self.bridge = f"{PREFIX}b{self.tag}"
         self.subnet = choose_subnet()
         self.forward: list[str] | None = None
@@ -98,6 +102,7 @@ class SimNodes:
             sh("ip", "netns", "add", ns)
             self.made.append(f"netns:{ns}")
             sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self.made.append(veth)  # deleted first: both ends go at once
             sh("ip", "link", "set", veth, "master", self.bridge, "up")
             sh("ip", "-n", ns, "addr", "add", f"{self.address(node)}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
