@@ -10,10 +10,8 @@ import pytest
 from gossamer.certs.ca import CertificateAuthority
 from gossamer.certs.keys import build_csr, generate_key
 from gossamer.control.addresses import AddressRefused, LeafAddresses, check_address
-from gossamer.control.metrics import ControlMetricSources, metrics_renderer
 from gossamer.control.peer import peer_address
-from gossamer.control.publisher import PublishStats
-from gossamer.control.stream_status import StreamRegistry
+from tests.helpers.control_metrics import control_metrics_text
 
 TD = "gossamer.local"
 ID = f"spiffe://{TD}/ns/default/sa/web"
@@ -115,18 +113,7 @@ def test_peer_address_parses_grpc_peer_strings(peer, address):
 
 
 def test_refusals_are_counted_by_reason():
-    render = metrics_renderer(
-        ControlMetricSources(
-            streams=StreamRegistry(),
-            publish_stats=PublishStats,
-            certificates_issued=lambda: 0,
-            registry_size=lambda: (0, 0),
-            config_loads=lambda: 0,
-            config_error=lambda: False,
-            registrations_refused=lambda: {"foreign_address": 3},
-        )
-    )
-    text = render().decode()
+    text = control_metrics_text(registrations_refused=lambda: {"foreign_address": 3})
     assert 'gossamer_control_registrations_refused_total{reason="foreign_address"} 3.0' in text
 
 

@@ -108,9 +108,7 @@ async def test_label_values_of_unregistered_services_make_no_series(tmp_path, me
     """A caller's claimed name is a label value on the callee's metrics page: the
     history records only services the registry knows (and `unknown`, callers outside
     the mesh), so forged names cannot allocate series."""
-    from gossamer.control.metrics import ControlMetricSources, metrics_renderer
-    from gossamer.control.publisher import PublishStats
-    from gossamer.control.stream_status import StreamRegistry
+    from tests.helpers.control_metrics import control_metrics_text
     from tests.helpers.sim_mesh import spiffe
 
     async with (
@@ -137,17 +135,6 @@ async def test_label_values_of_unregistered_services_make_no_series(tmp_path, me
         assert any(v for _, v in body["points"])
         series, dropped = routes.counts()
         assert series == len(store) and dropped == 0
-        render = metrics_renderer(
-            ControlMetricSources(
-                streams=StreamRegistry(),
-                publish_stats=PublishStats,
-                certificates_issued=lambda: 0,
-                registry_size=lambda: (0, 0),
-                config_loads=lambda: 0,
-                config_error=lambda: False,
-                history=routes.counts,
-            )
-        )
-        text = render().decode()
+        text = control_metrics_text(history=routes.counts)
         assert f"gossamer_control_history_series {float(series)}" in text
         assert "gossamer_control_history_points_dropped_total 0.0" in text

@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gossamer.contract import mesh_pb2
-from gossamer.control.metrics import ControlMetricSources, metrics_renderer
-from gossamer.control.publisher import PublishStats
-from gossamer.control.stream_status import StreamRegistry
 from gossamer.control.tap_api import parse_spec, record_json
 from gossamer.control.tap_hub import SidecarLink, TapHub, TapSpec, TooManyTaps
 from gossamer.errors import ConfigError
+from tests.helpers.control_metrics import control_metrics_text
 
 
 def drain(link: SidecarLink) -> list[mesh_pb2.TapCommand]:
@@ -142,18 +140,7 @@ async def test_counts_for_metrics() -> None:
     hub.close(hub.open(TapSpec("web")))
     hub.open(TapSpec("web"))
     assert hub.counts() == (1, 1, 2)
-    render = metrics_renderer(
-        ControlMetricSources(
-            streams=StreamRegistry(),
-            publish_stats=PublishStats,
-            certificates_issued=lambda: 0,
-            registry_size=lambda: (0, 0),
-            config_loads=lambda: 0,
-            config_error=lambda: False,
-            taps=hub.counts,
-        )
-    )
-    text = render().decode()
+    text = control_metrics_text(taps=hub.counts)
     assert "gossamer_control_taps_open 1.0" in text
     assert "gossamer_control_tap_streams 1.0" in text
     assert "gossamer_control_taps_opened_total 2.0" in text
