@@ -202,7 +202,7 @@ class Tap:
         text = path.decode("latin-1")
         bare = text.partition("?")[0]
         record: mesh_pb2.TapRecord | None = None
-        for tap in list(self.taps.values()):
+        for tap in self.taps.values():  # offer never awaits: no open/close meanwhile
             if not tap.filter.matches(direction, to_service, bare, method):
                 continue
             if not tap.bucket.take() or len(self.queue) >= self.queue_limit:
