@@ -10,6 +10,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+import grpc
 from cryptography import x509
 
 from gossamer.certs.errors import InvalidSpiffeId
@@ -49,6 +50,18 @@ def peer_identity(context: Any, trust_domain: str) -> SpiffeId | None:
     except InvalidSpiffeId:
         return None
     return sid if sid.trust_domain == trust_domain else None
+
+
+async def require_peer(context: Any, trust_domain: str, what: str) -> SpiffeId:
+    """The caller's SpiffeId, or the call aborted UNAUTHENTICATED ("`what` needs a mesh
+    client certificate") when it presented none usable in `trust_domain`."""
+    peer = peer_identity(context, trust_domain)
+    if peer is None:
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED, f"{what} needs a mesh client certificate"
+        )
+        raise AssertionError("context.abort returned")  # it raises; this line is for mypy
+    return peer
 
 
 def peer_address(context: Any) -> str | None:

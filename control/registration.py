@@ -52,7 +52,7 @@ from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import ServiceKey
 from gossamer.contract.vocabulary import Health
 from gossamer.control.addresses import AddressRefused, LeafAddresses, check_address
-from gossamer.control.peer import peer_address, peer_certificate, peer_identity
+from gossamer.control.peer import peer_address, peer_certificate, require_peer
 from gossamer.discovery.model import Endpoint
 from gossamer.errors import GossamerError
 
@@ -136,12 +136,7 @@ class RegistrationService:
         requests: AsyncIterator[mesh_pb2.RegisterRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[mesh_pb2.RegisterResponse]:
-        peer = peer_identity(context, self._trust_domain)
-        if peer is None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "registration needs a mesh client certificate"
-            )
-            return
+        peer = await require_peer(context, self._trust_domain, "registration")
         first = await anext(aiter(requests), None)
         if first is None or first.WhichOneof("kind") != "instance":
             await context.abort(

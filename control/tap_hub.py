@@ -2,7 +2,7 @@
 
 Every sidecar keeps a `Tap/Watch` stream (mesh.proto) open on the replica it is
 connected to; `TapHub.watch` serves it. The sidecar's service comes from its verified
-client certificate (control/peer.py `peer_identity`), never from a message, so a sidecar
+client certificate (control/peer.py `require_peer`), never from a message, so a sidecar
 can only answer taps of its own service, and the own side of its records (`destination`
 of inbound, `source` of outbound) is set to that identity (a record with neither
 direction is dropped). Each stream is a `SidecarLink` kept in the hub while it is open.
@@ -33,7 +33,7 @@ import grpc
 
 from gossamer.contract import mesh_pb2
 from gossamer.contract.identity import ServiceKey, spiffe_id
-from gossamer.control.peer import peer_identity
+from gossamer.control.peer import require_peer
 from gossamer.errors import GossamerError
 
 log = logging.getLogger("gossamer.control.tap")
@@ -181,12 +181,7 @@ class TapHub:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[mesh_pb2.TapCommand]:
         """Serve one sidecar's Tap/Watch stream."""
-        peer = peer_identity(context, self.trust_domain)
-        if peer is None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "tap needs a mesh client certificate"
-            )
-            return
+        peer = await require_peer(context, self.trust_domain, "tap")
         hello = await anext(aiter(reports), None)
         if hello is None:
             return

@@ -97,21 +97,46 @@ def replay(name: str, files: list[str]) -> int:
 
 
 def run_all(seconds: int) -> int:
-    """Each target for `seconds`, in its own process; the exit code counts failures."""
+    """Each target for `seconds`, in its own process; the exit code counts failures.
+
+    libFuzzer's progress goes to `test-artifacts/fuzz/<name>/fuzz.log`, so the run prints
+    one line a target (and the log's tail when one fails): a CI log's tail then still shows
+    the test results printed before the campaign.
+    """
     failed = []
     start = time.monotonic()
     for name in available():
-        code = subprocess.call(
-            [sys.executable, "-m", "fuzz", name, "--seconds", str(seconds)], cwd=ROOT
-        )
+        log = ARTIFACTS / name / "fuzz.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        with log.open("wb") as out:
+            code = subprocess.call(
+                [sys.executable, "-m", "fuzz", name, "--seconds", str(seconds)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        took = time.monotonic() - began
         if code != 0:
             failed.append(name)
-            print(f"fuzz {name}: FAILED (exit {code}); see test-artifacts/fuzz/{name}/")
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            print("\n".join(tail))
+            print(f"fuzz {name}: FAILED (exit {code}) in {took:.0f} s; see {log.parent}/")
+        else:
+            print(f"fuzz {name}: passed, {executed_runs(log)} runs in {took:.0f} s", flush=True)
     took = time.monotonic() - start
     passed = len(available()) - len(failed)
     print(f"fuzz: {len(failed)} of {len(available())} targets failed in {took:.0f} s")
     print(f"fuzz: {passed} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def executed_runs(log: Path) -> str:
+    """libFuzzer's count of executed inputs from its final stats, or '?' without them."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith("stat::number_of_executed_units:"):
+            return line.split(":", 3)[-1].strip()
+    return "?"
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,7 @@ Theory of operation:
   traces of their own (W3C only: such roots are drawn and formatted 64 at a time,
   trace_roots.py). Tracing disabled: the handle never touches the headers.
 - The data path asks `unsampled(headers)` first: for the 99% no handle is made at all.
+  The handles themselves (no-op, unsampled, recording) are in span_handles.py.
 - Sampled: a `SpanRecord` (span_record.py) with the stable HTTP semantic-convention
   attributes, filled on the request path; a root span keeps the trace id its decision
   was made on. The sidecar's OTLP exporter writes the records' protobuf itself
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from time import time_ns
 from typing import Any
 
@@ -41,200 +42,26 @@ from opentelemetry.trace import SpanKind
 
 from gossamer.proxy.telemetry import semconv as sc
 from gossamer.proxy.telemetry import trace_context as tc
+from gossamer.proxy.telemetry.span_handles import (
+    CLIENT_KIND,
+    DISABLED,
+    PEER_IDENTITY,
+    SERVER_KIND,
+    TRACEPARENT,
+    W3C_ONLY,
+    Headers,
+    Recording,
+    SpanHandle,
+    Unsampled,
+    UnsampledRoot,
+    UnsampledW3C,
+)
 from gossamer.proxy.telemetry.span_record import SpanRecord, ToReadableSpan
 from gossamer.proxy.telemetry.trace_context import Sampler, is_unsampled_traceparent
 from gossamer.proxy.telemetry.trace_export import DroppingBatchProcessor, TracingSettings
 from gossamer.proxy.telemetry.trace_roots import RootIds
 
-Headers = list[tuple[bytes, bytes]]
 __all__ = ["DISABLED", "Sampler", "SpanHandle", "Tracing"]
-_SERVER = SpanKind.SERVER
-_CLIENT = SpanKind.CLIENT
-PEER_IDENTITY = sc.PEER_IDENTITY
-_W3C_ONLY = (tc.W3C,)
-_TRACEPARENT = b"traceparent"
-_UNSAMPLED_ROOT = b"00-%032x-%016x-00"  # traceparent of a new trace, not sampled
-
-
-class SpanHandle:
-    """What the proxy holds for one request. The no-op variants share this interface."""
-
-    __slots__ = ()
-    sampled = False
-
-    def inject(self, headers: Headers) -> None:
-        """Write this span's context into the headers of the request it forwards."""
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        """Add an attribute (ignored unless sampled)."""
-
-    def set_peer(self, spiffe_id: str | None) -> None:
-        """The peer's SPIFFE ID, once known (e.g. after the upstream TLS handshake)."""
-
-    def end(self, status: int | None, error_type: str | None = None) -> None:
-        """Finish the span with the response status, or `error_type` when none came."""
-
-    def rename(self, name: str) -> None:
-        """Set the span's name (once the route is known)."""
-
-    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
-        """Record an event (now) on the span."""
-
-    def attempt(self) -> SpanHandle:
-        """A child client span for the next try of this (logical) request; no-op here."""
-        return self
-
-    @property
-    def trace_id(self) -> int:
-        return 0
-
-
-DISABLED = SpanHandle()
-
-
-class _UnsampledRoot(SpanHandle):
-    """A new trace that is not sampled: propagate the decision, record nothing."""
-
-    __slots__ = ("_formats", "_had", "_span_id", "_trace_id")
-
-    def __init__(self, trace_id: int, span_id: int, formats: tuple[str, ...], had: bool) -> None:
-        self._trace_id, self._span_id, self._formats, self._had = trace_id, span_id, formats, had
-
-    def inject(self, headers: Headers) -> None:
-        if not self._had and self._formats == _W3C_ONLY:  # the common case, kept cheap
-            headers.append((_TRACEPARENT, _UNSAMPLED_ROOT % (self._trace_id, self._span_id)))
-            return
-        tc.inject(
-            headers,
-            self._trace_id,
-            self._span_id,
-            False,
-            self._formats,
-            had_trace_headers=self._had,
-        )
-
-    @property
-    def trace_id(self) -> int:
-        return self._trace_id
-
-
-class _Unsampled(SpanHandle):
-    """A trace someone else decided not to sample: leave the headers as they are."""
-
-    __slots__ = ("_trace_id",)
-
-    def __init__(self, trace_id: int) -> None:
-        self._trace_id = trace_id
-
-    @property
-    def trace_id(self) -> int:
-        return self._trace_id
-
-
-class _UnsampledW3C(SpanHandle):
-    """Like _Unsampled, for a W3C parent; its trace id is decoded only if asked for."""
-
-    __slots__ = ("_traceparent",)
-
-    def __init__(self, traceparent: bytes) -> None:
-        self._traceparent = traceparent
-
-    @property
-    def trace_id(self) -> int:
-        return int(self._traceparent.strip()[3:35], 16)
-
-
-class _Recording(SpanHandle):
-    """A sampled span: a SpanRecord filled on the request path, handed to the export
-    queue (`sink`) when it ends."""
-
-    __slots__ = ("_formats", "_had", "_record", "_sink")
-    sampled = True
-
-    def __init__(
-        self,
-        record: SpanRecord,
-        formats: tuple[str, ...],
-        had: bool,
-        sink: Callable[[SpanRecord], None],
-    ) -> None:
-        self._record = record
-        self._formats = formats
-        self._had = had
-        self._sink = sink
-
-    @property
-    def trace_id(self) -> int:
-        return self._record.trace_id
-
-    def inject(self, headers: Headers) -> None:
-        rec = self._record
-        tc.inject(
-            headers,
-            rec.trace_id,
-            rec.span_id,
-            True,
-            self._formats,
-            tracestate=rec.tracestate,
-            parent_id=rec.parent_id,
-            had_trace_headers=self._had,
-        )
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        self._record.attributes[key] = value
-
-    def set_peer(self, spiffe_id: str | None) -> None:
-        if spiffe_id:
-            self._record.attributes[PEER_IDENTITY] = spiffe_id
-
-    def rename(self, name: str) -> None:
-        self._record.name = name
-
-    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
-        rec = self._record
-        if rec.events is None:
-            rec.events = []
-        rec.events.append((time_ns(), name, attributes or {}))
-
-    def attempt(self) -> SpanHandle:
-        """The next try: a client span under this one, with the request's method, path,
-        scheme, server and route; the try's number after `#` in its name (counted in
-        `gossamer.attempts` here), and from the second on `http.request.resend_count`
-        and the reason the retry layer noted (`gossamer.retry.reason`)."""
-        rec = self._record
-        number = rec.attributes.get(sc.ATTEMPTS, 0) + 1
-        rec.attributes[sc.ATTEMPTS] = number
-        attrs = {k: v for k, v in rec.attributes.items() if k in _ATTEMPT_INHERITS}
-        if number > 1:
-            attrs[sc.HTTP_RESEND_COUNT] = number - 1
-            reason = rec.attributes.get(sc.RETRY_REASON)
-            if reason is not None:
-                attrs[sc.RETRY_REASON] = reason
-        child = SpanRecord(
-            sc.attempt_span_name(rec.name, number), _CLIENT, rec.trace_id,
-            _new_span_id(), rec.span_id, rec.tracestate, attrs, time_ns(),
-        )  # fmt: skip
-        child.local_parent = True
-        return _Recording(child, self._formats, True, self._sink)
-
-    def end(self, status: int | None, error_type: str | None = None) -> None:
-        rec = self._record
-        if rec.end_ns:
-            return  # ended already
-        attrs = rec.attributes
-        failed = False
-        if status is not None and status > 0:
-            attrs[sc.HTTP_STATUS] = status
-            # semconv: 5xx is an error on both sides, 4xx only on the client side
-            failed = status >= 500 or (status >= 400 and rec.kind is _CLIENT)
-            if failed and error_type is None:
-                error_type = str(status)
-        if error_type is not None:
-            attrs[sc.ERROR_TYPE] = error_type
-            failed = True
-        rec.failed = failed
-        rec.end_ns = time_ns()
-        self._sink(rec)
 
 
 class Tracing:
@@ -255,7 +82,7 @@ class Tracing:
         self._rng = rng or random.Random()
         self._getrandbits = self._rng.getrandbits
         self.formats = settings.propagators
-        self._w3c_only = self.formats == _W3C_ONLY
+        self._w3c_only = self.formats == W3C_ONLY
         self._next_root = 0  # a root trace id `unsampled` drew and found sampled
         # new roots' ids: the OS's random bytes (a given rng, for tests: its own)
         self._roots = RootIds(os.urandom if rng is None else rng.randbytes, self._root_bound)
@@ -296,11 +123,11 @@ class Tracing:
                     pending = self._pending_roots
                     root = pending.pop() if pending else self._roots.draw()
                     if isinstance(root, bytes):
-                        headers.append((_TRACEPARENT, root))
+                        headers.append((TRACEPARENT, root))
                         return True
                     self._next_root = root
                 return False  # (other propagators: the span path draws the root)
-            w3c = found.get(_TRACEPARENT)
+            w3c = found.get(TRACEPARENT)
         return self._parent_based and w3c is not None and is_unsampled_traceparent(w3c)
 
     def start_server_span(
@@ -322,7 +149,7 @@ class Tracing:
         if not self.enabled:
             return DISABLED
         return self._start(
-            _SERVER, headers, method, path, server_address, server_port, protocol,
+            SERVER_KIND, headers, method, path, server_address, server_port, protocol,
             peer_identity, route, scheme, attributes,
         )  # fmt: skip
 
@@ -344,7 +171,7 @@ class Tracing:
         if not self.enabled:
             return DISABLED
         return self._start(
-            _CLIENT, headers, method, path, server_address, server_port, protocol,
+            CLIENT_KIND, headers, method, path, server_address, server_port, protocol,
             peer_identity, route, scheme, attributes,
         )  # fmt: skip
 
@@ -364,9 +191,9 @@ class Tracing:
     ) -> SpanHandle:
         found = tc.find_trace_headers(headers)
         if found is not None and self.sampler.parent_based:
-            w3c = found.get(_TRACEPARENT)
+            w3c = found.get(TRACEPARENT)
             if w3c is not None and tc.is_unsampled_traceparent(w3c):
-                return _UnsampledW3C(w3c)  # the caller decided "no"
+                return UnsampledW3C(w3c)  # the caller decided "no"
         parent = tc.extract_found(found) if found is not None else None
         had = found is not None
         trace_id = 0
@@ -378,8 +205,8 @@ class Tracing:
             trace_id = self._getrandbits(128)
         if not self.sampler.decide(parent, trace_id):
             if parent is not None and parent.has_ids:
-                return _Unsampled(trace_id)
-            return _UnsampledRoot(trace_id, self._new_span_id(), self.formats, had)
+                return Unsampled(trace_id)
+            return UnsampledRoot(trace_id, self._new_span_id(), self.formats, had)
         return self._recording(
             kind, parent, trace_id, had, method, path, server_address, server_port, protocol,
             peer_identity, route, scheme, attributes,
@@ -436,7 +263,7 @@ class Tracing:
         formats = self.formats
         if parent is not None and parent.fmt not in formats:
             formats = (*formats, parent.fmt)  # answer in the caller's format too
-        return _Recording(record, formats, had, self._sink)
+        return Recording(record, formats, had, self._sink)
 
     def _new_span_id(self) -> int:
         span_id = 0
@@ -463,18 +290,3 @@ class Tracing:
         self.enabled = False  # the processor stays, for its counters
         if self.processor is not None:
             self.processor.shutdown_within(timeout)
-
-
-_ATTEMPT_INHERITS = frozenset(
-    {sc.HTTP_METHOD, sc.URL_PATH, sc.URL_SCHEME, sc.SERVER_ADDRESS, sc.SERVER_PORT,
-     sc.NETWORK_PROTOCOL_VERSION, sc.HTTP_ROUTE, sc.UPSTREAM_CLUSTER, sc.DESTINATION}
-)  # fmt: skip
-_attempt_ids = random.Random(os.urandom(16))
-
-
-def _new_span_id() -> int:
-    """An attempt span's id (attempt spans are only made for sampled requests)."""
-    span_id = 0
-    while not span_id:
-        span_id = _attempt_ids.getrandbits(64)
-    return span_id
