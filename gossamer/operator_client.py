@@ -48,8 +48,7 @@ class ApiClient:
             self.base_url + path, data=data, method=method, headers=headers
         )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
-                return json.loads(response.read() or b"null")
+            return self._send(req, timeout, retry_reset=method == "GET")
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read()).get("error", exc.reason)
@@ -67,6 +66,24 @@ class ApiClient:
                 f"cannot reach the control plane at {self.base_url}: {reason}",
                 hint="is `gossamer control` running? pass --api URL",
             ) from None
+
+
+    @staticmethod
+    def _send(req: urllib.request.Request, timeout: float, *, retry_reset: bool) -> Any:
+        """The decoded answer. A GET whose connection is reset before any answer is sent
+        once more: an API at its connection cap displaces the oldest connection that has
+        not yet sent a whole request head, which may be ours (README, "Limits")."""
+        for attempt in (1, 2):
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
+                    return json.loads(response.read() or b"null")
+            except (urllib.error.URLError, OSError) as exc:
+                reset = isinstance(exc, ConnectionResetError) or isinstance(
+                    getattr(exc, "reason", None), ConnectionResetError
+                )
+                if not (retry_reset and reset and attempt == 1):
+                    raise
+        raise AssertionError("unreachable")
 
 
 def resolve_client(api: str | None, token: str | None, config: Path | None) -> ApiClient:

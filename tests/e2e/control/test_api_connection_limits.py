@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from gossamer.contract import xds
+from gossamer.control.operator_server import API_BACKLOG
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import mesh, wait_serving, write_mesh
 from tests.helpers.net import idle_connections, seconds_until_cut_off
@@ -100,25 +101,40 @@ async def get_clusters(target: str) -> float:
 
 
 def healthz(port: int) -> float:
+    """Seconds until /healthz answers 200. During the flood a connection accepted a loop
+    turn before its request head is read may still be displaced by newcomers (the
+    design: the oldest connection without a complete head goes); a client retries an
+    idempotent GET on a reset, as the gossamer CLI does (operator_client.py)."""
     start = time.monotonic()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
-        assert r.status == 200
-    return time.monotonic() - start
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+                assert r.status == 200
+            return time.monotonic() - start
+        except ConnectionResetError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def test_api_flood_leaves_xds_its_descriptors(plane: Plane) -> None:
     plane.settle()
     baseline = plane.fds()
     with idle_connections(plane.api, FLOOD):
-        time.sleep(1.0)  # the control plane accepts what it can
-        fds = plane.fds()
+        fds = 0
+        for _ in range(20):  # the control plane accepts what it can; its peak over 1 s
+            time.sleep(0.05)
+            fds = max(fds, plane.fds())
         xds_seconds = asyncio.run(get_clusters(f"127.0.0.1:{plane.xds}"))
         api_seconds = healthz(plane.api)  # displaces the oldest idle connection
     print(f"{FLOOD} idle API connections: control plane {baseline} -> {fds} fds, "
           f"xDS {xds_seconds * 1000:.0f} ms, API {api_seconds * 1000:.0f} ms")  # fmt: skip
     assert xds_seconds < XDS_CEILING
     assert api_seconds < API_CEILING
-    assert fds - baseline <= API_CAP + 16  # the cap, and one accept batch in flight
+    # the cap, plus an accept batch (API_BACKLOG) the cap has not seen yet, plus the
+    # displaced connections whose descriptors close on the loop's next turn (a batch or
+    # two): far from the process's limit, which is what the flood used to reach
+    assert fds - baseline <= API_CAP + 3 * API_BACKLOG
     assert "operator API connection limit reached" in plane.log.read_text()
     with urllib.request.urlopen(f"http://127.0.0.1:{plane.api}/metrics", timeout=10) as r:
         metrics = r.read().decode()
