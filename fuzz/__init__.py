@@ -6,7 +6,7 @@ raises `fuzz.harness.FuzzBug` (or lets any unexpected exception out) when an inp
 breaks a rule. Seeds live in `fuzz/corpus/<target>/` (`fuzz/make_corpus.py` writes the
 generated ones). `./dev fuzz NAME [seconds]` runs one target on a temporary copy of its
 seeds; `./dev fuzz` lists them; `./dev test` runs all of them for
-`GOSSAMER_FUZZ_SECONDS` (30) each after the tests. Crashes are written to
+`GOSSAMER_FUZZ_SECONDS` (15) each after the tests. Crashes are written to
 `test-artifacts/fuzz/<target>/`; `python -m fuzz NAME --replay FILE` re-runs one
 without atheris. Only Gossamer's own modules are instrumented.
 """

@@ -40,16 +40,19 @@ SUBNET = "172.31.77"
 PLAIN = f"""services:
   web:
     image: {IMAGE}
+    init: true  # tini as PID 1: the app stops on SIGTERM, not after the 10 s kill
     entrypoint: [python3, -m, http.server, "8080"]
     expose: ["8080"]
     networks: [shop]
   catalog:
     image: {IMAGE}
+    init: true  # tini as PID 1: the app stops on SIGTERM, not after the 10 s kill
     entrypoint: [python3, -m, http.server, "8080"]
     expose: ["8080"]
     networks: [shop]
   legacy:
     image: {IMAGE}
+    init: true  # tini as PID 1: the app stops on SIGTERM, not after the 10 s kill
     entrypoint: [python3, -m, http.server, "8000"]
     networks:
       shop:

@@ -79,6 +79,7 @@ def app_compose(name: str) -> str:
         "services:\n"
         f"  {name}:\n"
         "    image: gossamer:latest\n"
+        "    init: true\n"  # tini as PID 1: the app stops on SIGTERM, not after the 10 s kill
         f"    entrypoint: [python3, -c, {script}]\n"
         f"    environment: {{APP_NAME: {name}}}\n"
         '    expose: ["8080"]\n'

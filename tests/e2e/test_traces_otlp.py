@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -136,8 +137,8 @@ def test_ratio_sampling_keeps_traces_whole(tmp_path):
         with observed_mesh(tmp_path, sidecar_env=env, drive=False, fail_every=0) as om:
             time.sleep(1)  # the set-up's request, if sampled, is exported by now
             before = {s.trace_id for s in receiver.spans()}
-            for _ in range(REQUESTS):
-                traced(om)
+            with ThreadPoolExecutor(4) as pool:  # four apps' worth of callers at once
+                list(pool.map(lambda _: traced(om), range(REQUESTS)))
             # a sampled marker sent last: once its nine spans are in, every sidecar
             # has exported what came before it
             marker = "5b8efff798038103d269b633813fc60c"
