@@ -11,7 +11,9 @@ then the tap is closed at the sidecars. Record lines carry `ts`, `direction`, `s
 n, "dropped": d}` first, when drops grow, and every `HEARTBEAT_SECONDS` (which is also
 how a client that left is noticed while no records flow). A client that does not take a
 line for `WRITE_SECONDS` loses its tap ("client too slow"), and when the control plane
-stops (`app.on_shutdown`) every open tap ends at once ("control plane stopping"). Each
+stops (`app.on_shutdown`) every open tap ends at once with a last line
+`{"type": "end", "reason": "control plane stopping"}` (a tap that reached `max` just
+ends). Each
 tap opened and closed is written to the audit log (who, service, namespace, filters; on
 close how many records and drops, and why); refused taps are audited by the guard
 (`audit_reads`) and the 429 here.
@@ -156,6 +158,8 @@ class TapRoutes:
             await response.prepare(request)
             reason = await self._stream(response, tap, limit)
             async with asyncio.timeout(WRITE_SECONDS):
+                if reason != "max reached":  # the client did not end it: tell it why
+                    await response.write(_line({"type": "end", "reason": reason}))
                 await response.write_eof()
         except ConnectionError:
             pass  # the client went away

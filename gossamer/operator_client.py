@@ -67,7 +67,6 @@ class ApiClient:
                 hint="is `gossamer control` running? pass --api URL",
             ) from None
 
-
     @staticmethod
     def _send(req: urllib.request.Request, timeout: float, *, retry_reset: bool) -> Any:
         """The decoded answer. A GET whose connection is reset before any answer is sent

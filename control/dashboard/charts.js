@@ -18,6 +18,7 @@ const Charts = (() => {
   let timer = null;
   let available = null; // /v1/series/info, once
   let generation = 0; // of the newest refresh: an older one's replies are not drawn
+  let inflight = 0; // the generation whose requests are still out (0: none)
 
   const token = () => sessionStorage.getItem("gossamer.token");
 
@@ -95,11 +96,24 @@ const Charts = (() => {
 
   // Every refresh (the timer, a click, the range picker) takes a new generation; replies
   // of an older one that arrive late (a slow request, a click meanwhile) are dropped, so
-  // the charts never show one selection's data under another's label.
-  async function refresh() {
+  // the charts never show one selection's data under another's label. The timer never
+  // supersedes requests still out: a history slower to answer than REFRESH_MS is drawn
+  // late instead of never.
+  const tick = () => refresh(true);
+  async function refresh(byTimer) {
     clearTimeout(timer);
-    timer = setTimeout(refresh, REFRESH_MS);
+    timer = setTimeout(tick, REFRESH_MS);
+    if (byTimer === true && inflight) return;
     const mine = ++generation;
+    inflight = mine;
+    try {
+      await update(mine);
+    } finally {
+      if (inflight === mine) inflight = 0;
+    }
+  }
+
+  async function update(mine) {
     const section = document.getElementById("charts-section");
     if (!token()) return;
     try {
@@ -113,7 +127,7 @@ const Charts = (() => {
     if (mine !== generation) return;
     limitRanges();
     if (!target) target = busiest();
-    if (!target) { clearTimeout(timer); timer = setTimeout(refresh, 1000); return; }
+    if (!target) { clearTimeout(timer); timer = setTimeout(tick, 1000); return; }
     section.hidden = false;
     const want = target;
     const range = document.getElementById("chart-range").value;

@@ -3,8 +3,10 @@
 Streams `GET /v1/tap` (control/tap_api.py; an operator API token) and prints each record
 as it arrives: with `-o json` one JSON object per line (flushed per record), otherwise
 one aligned table row per record. Ctrl-C, `--max N` records, or the control plane
-ending the stream ends it; the last line (on stderr) says how many records came and how
-many the sidecars dropped over their cap. The source options are those of `stat`
+ending the stream ends it; the summary line (on stderr) says how many records came and
+how many the sidecars dropped over their cap. When the control plane ended the tap (its
+last line `{"type": "end", "reason": ...}`, e.g. it is stopping), that reason follows as
+an error and the exit status is 1. The source options are those of `stat`
 (`--api`, `--token`, `--token-file`, `--config`).
 """
 
@@ -118,8 +120,12 @@ class Printer:
         self.dropped = 0
         self.sidecars = -1
         self.header = False
+        self.ended: str | None = None  # why the control plane ended the tap, if it did
 
     def __call__(self, obj: dict[str, Any]) -> None:
+        if obj.get("type") == "end":
+            self.ended = str(obj.get("reason") or "no reason given")
+            return
         if obj.get("type") == "status":
             self.dropped = int(obj.get("dropped", 0))
             if obj.get("sidecars") != self.sidecars:
@@ -194,3 +200,8 @@ def tap(service: str, output: str, max_records: int | None, **opts: Any) -> None
     except KeyboardInterrupt:
         pass
     click.echo(printer.summary(), err=True)
+    if printer.ended is not None:
+        raise GossamerError(
+            f"the control plane ended the tap: {printer.ended}",
+            hint="run gossamer tap again once the control plane is back",
+        )

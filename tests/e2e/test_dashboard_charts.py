@@ -2,8 +2,9 @@
 real `gossamer control` (history every 2 s) and real sidecars carrying traffic from
 web to catalog. Clicking a service draws its requests/s, success rate and p99 as
 non-empty SVG lines; the range picker offers what the history holds and changes the
-range the page asks for; clicking the edge in the graph charts that edge, and a late
-reply for the service selected before is not drawn over the edge's charts."""
+range the page asks for; clicking the edge in the graph charts that edge, a late
+reply for the service selected before is not drawn over the edge's charts, and replies
+slower than the page's refresh are still drawn."""
 
 from __future__ import annotations
 
@@ -37,6 +38,24 @@ RECORD_DRAWS = """() => {
     }
   }).observe(document.getElementById('charts'), { childList: true });
 }"""
+
+
+async def slow_replies_are_still_drawn(page: Any) -> None:
+    """Every /v1/series reply held back 6.5 s, longer than the page's 5 s refresh: the
+    refresh timer must not supersede the requests still out, so the charts of the same
+    selection are drawn (late), not dropped as stale forever."""
+    queries = re.compile(r"/v1/series\?")
+
+    async def slower_than_the_refresh(route: Any) -> None:
+        await asyncio.sleep(6.5)
+        await route.continue_()
+
+    await page.route(queries, slower_than_the_refresh)
+    await page.evaluate(RECORD_DRAWS)
+    await page.wait_for_function(
+        "() => window.drawn.includes('catalog inbound web')", timeout=20000
+    )
+    await page.unroute(queries)
 
 
 async def late_replies_are_dropped(page: Any, edge: Any) -> None:
@@ -167,6 +186,7 @@ async def test_charts_of_a_service_and_an_edge(tmp_path, artifacts_dir):
                     # a slow reply of an older selection is not drawn over the newer one:
                     # the service's requests answer 3 s late, the edge is clicked meanwhile
                     await late_replies_are_dropped(page, edge)
+                    await slow_replies_are_still_drawn(page)
 
                     await page.screenshot(
                         path=str(artifacts_dir / "dashboard-charts.png"), full_page=True

@@ -59,6 +59,33 @@ def tap(api_port: int, token: str, service: str, n: int) -> list[dict[str, Any]]
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
+def ended_by_sigterm(mesh: ReplicatedMesh, api_port: int, token: str) -> None:
+    """A tap streaming from replica b when b gets SIGTERM: b exits within seconds (it
+    used to wait out aiohttp's graceful shutdown for the open stream, about 120 s), and
+    the CLI says the control plane ended the tap, exit status 1, no traceback."""
+    proc = subprocess.Popen(
+        gossamer_cmd("tap", "web", "-o", "json", "--api", f"http://127.0.0.1:{api_port}",
+                     "--token", token),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())  # a record: the tap is open and live
+        assert first["direction"] == "outbound", first
+        started = time.monotonic()
+        mesh.stop("b")  # SIGTERM, SIGKILL after 10 s
+        stopped_in = time.monotonic() - started
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert stopped_in < 8, f"the control plane took {stopped_in:.1f} s to stop"
+    assert proc.returncode == 1, stderr
+    assert "the control plane ended the tap: control plane stopping" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
 def waiting_message(api_port: int, token: str, service: str) -> str:
     proc = subprocess.Popen(
         gossamer_cmd("tap", service, "-o", "json", "--api", f"http://127.0.0.1:{api_port}",
@@ -101,5 +128,6 @@ def test_a_replica_taps_its_own_sidecars_and_a_moved_one(tmp_path: Path, etcd_se
                 assert {(r["direction"], r["destination"]) for r in got} == {
                     ("outbound", spiffe("catalog"))
                 }
+                ended_by_sigterm(mesh, b.ports["api"], tokens["b"])
         finally:
             mesh.close()

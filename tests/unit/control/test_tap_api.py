@@ -150,6 +150,8 @@ async def test_stopping_the_server_ends_open_taps_at_once(tmp_path: Path) -> Non
         assert hub.taps == {}
         last = audit.tail()[-1]
         assert last["action"] == "tap close" and last["reason"] == "control plane stopping"
+        lines = [json.loads(x) for x in (await resp.content.read()).splitlines() if x.strip()]
+        assert lines[-1] == {"type": "end", "reason": "control plane stopping"}, lines
     finally:
         resp.close()
         await session.close()
