@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -97,38 +99,44 @@ def replay(name: str, files: list[str]) -> int:
 
 
 def run_all(seconds: int) -> int:
-    """Each target for `seconds`, in its own process; the exit code counts failures.
+    """Each target for `seconds`, in its own process, as many at once as there are cores
+    (each libFuzzer process is single-threaded); the exit code counts failures.
 
     libFuzzer's progress goes to `test-artifacts/fuzz/<name>/fuzz.log`, so the run prints
     one line a target (and the log's tail when one fails): a CI log's tail then still shows
     the test results printed before the campaign.
     """
-    failed = []
     start = time.monotonic()
-    for name in available():
-        log = ARTIFACTS / name / "fuzz.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        began = time.monotonic()
-        with log.open("wb") as out:
-            code = subprocess.call(
-                [sys.executable, "-m", "fuzz", name, "--seconds", str(seconds)],
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        took = time.monotonic() - began
-        if code != 0:
-            failed.append(name)
-            tail = log.read_text(errors="replace").splitlines()[-40:]
-            print("\n".join(tail))
-            print(f"fuzz {name}: FAILED (exit {code}) in {took:.0f} s; see {log.parent}/")
-        else:
-            print(f"fuzz {name}: passed, {executed_runs(log)} runs in {took:.0f} s", flush=True)
+    names = available()
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+        codes = dict(zip(names, pool.map(lambda n: fuzz_logged(n, seconds), names), strict=True))
+    failed = [name for name, code in codes.items() if code != 0]
     took = time.monotonic() - start
-    passed = len(available()) - len(failed)
-    print(f"fuzz: {len(failed)} of {len(available())} targets failed in {took:.0f} s")
-    print(f"fuzz: {passed} passed, {len(failed)} failed")
+    print(f"fuzz: {len(failed)} of {len(names)} targets failed in {took:.0f} s")
+    print(f"fuzz: {len(names) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def fuzz_logged(name: str, seconds: int) -> int:
+    """One target in a child process, its output in its log; prints the outcome."""
+    log = ARTIFACTS / name / "fuzz.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    with log.open("wb") as out:
+        code = subprocess.call(
+            [sys.executable, "-m", "fuzz", name, "--seconds", str(seconds)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    took = time.monotonic() - began
+    if code != 0:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join([*tail, f"fuzz {name}: FAILED (exit {code}) in {took:.0f} s; "
+                         f"see {log.parent}/"]), flush=True)  # fmt: skip
+    else:
+        print(f"fuzz {name}: passed, {executed_runs(log)} runs in {took:.0f} s", flush=True)
+    return code
 
 
 def executed_runs(log: Path) -> str:

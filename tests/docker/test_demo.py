@@ -150,7 +150,7 @@ def _failed(span: dict[str, Any]) -> bool:
     return tags.get("error") in (True, "true") or tags.get("otel.status_code") == "ERROR"
 
 
-def test_a_retried_request_reads_well_in_jaeger(demo: ComposeProject):
+def test_a_retried_request_reads_well_in_jaeger(demo: ComposeProject, artifacts_dir: Path):
     """Sampled requests from the host (inventory answers 5% with 503, the mesh retries
     them): Jaeger shows, for one recovered at catalog's sidecar, `GET /* -> inventory`
     (not an error) with attempts `#1` (503, error) and `#2` (resend_count 1), each with
@@ -188,6 +188,8 @@ def test_a_retried_request_reads_well_in_jaeger(demo: ComposeProject):
         return next((t for t in found if recovered_on_second_try(t)), None)
 
     trace = wait_for("a retried request's trace in Jaeger", find, timeout=120, every=1)
+    # as Jaeger's API gave it (the README's trace tree is drawn from one of these)
+    (artifacts_dir / "jaeger-retried-trace.json").write_text(json.dumps(trace, indent=1))
     spans = {s["spanID"]: s for s in trace["spans"]}
     service = {sid: trace["processes"][s["processID"]]["serviceName"] for sid, s in spans.items()}
     by_name: dict[tuple[str, str], list[dict[str, Any]]] = {}
