@@ -2,7 +2,10 @@
 embedded history scrapes real sidecars every 2 s, traffic of a known shape (a known
 rate, one request in five answered 500 by the app), read back through the CLI and the
 API: the rate within 25%, the success rate 0.8 within 0.05, the edge by direction, and
-a 400 naming the parameter for each bad parameter."""
+a 400 naming the parameter for each bad parameter. A real Prometheus scrapes the same
+sidecars during the same traffic; the last test restarts the control plane with
+`observability.prometheus_url` and reads the same answers from Prometheus' range API.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 STEP = 2.0
 RATE = 20.0  # requests a second
-DRIVE = 22.0  # seconds: at least one whole 10 s bucket
+DRIVE = 36.0  # seconds: a whole 10 s bucket, and Prometheus' 30 s rate window plus scrapes
 
 
 @dataclass
@@ -40,13 +43,16 @@ class Drive:
 
 def drive(web: XdsSidecar, seconds: float, rate: float) -> Drive:
     """`rate` requests a second from web's app to catalog for `seconds`, paced: four
-    `GET /` then one `GET /status/500`, over and over."""
+    `GET /` then one `GET /status/500`, over and over; every tenth turn also one
+    `GET /status/500` to vault (not counted: vault fails every request)."""
     result = Drive(start=time.time())
     next_at = time.monotonic()
     deadline = next_at + seconds
     while time.monotonic() < deadline:
         path = "/status/500" if result.sent % 5 == 4 else "/"
         status, _ = web.get("catalog", path)
+        if result.sent % 10 == 9:
+            web.get("vault", "/status/500")
         result.sent += 1
         result.ok += status == 200
         next_at += 1.0 / rate
@@ -73,24 +79,40 @@ def inside(body: dict[str, Any], d: Drive) -> list[float | None]:
 
 @pytest.fixture(scope="module")
 def driven(tmp_path_factory):
+    from tests.helpers.prometheus import PrometheusServer, config_text
+
     tmp = tmp_path_factory.mktemp("series")
     with processes() as procs:
-        mesh = XdsMesh(tmp, procs, [http_service("web"), http_service("catalog")])
+        (tmp / "prometheus").mkdir()
+        prom = PrometheusServer(tmp / "prometheus", "")
+        services = [http_service("web"), http_service("catalog"), http_service("vault")]
+        mesh = XdsMesh(tmp, procs, services)
         mesh.observability = {"history": "10m", "history_step": f"{STEP:g}s"}
         mesh.set_services(mesh.services)
         mesh.start_control()
-        mesh.sidecar("catalog", mesh.app("catalog-0"))
+        catalog = mesh.sidecar("catalog", mesh.app("catalog-0"))
+        vault = mesh.sidecar("vault", mesh.app("vault-0"))
         web = mesh.sidecar("web")
-        wait_for(lambda: web.get("catalog", "/")[0] == 200, timeout=30, what="web -> catalog")
-        time.sleep(2 * STEP)  # every sidecar scraped once: the drive's first point has a rate
-        d = drive(web, DRIVE, RATE)
-        time.sleep(STEP + 1)  # the tick after the drive's end
-        token = (tmp / "data" / "admin-token").read_text().strip()
-        yield mesh, token, d
+        targets = [f"127.0.0.1:{sc.metrics}" for sc in (catalog, vault, web)]
+        prom.config_path.write_text(config_text(None, static_targets=targets))
+        prom.start()  # scrapes every second
+        try:
+            wait_for(lambda: web.get("catalog", "/")[0] == 200, timeout=30, what="web -> catalog")
+            # vault answers every request 500; Prometheus sees its counters before they
+            # rise (a rate needs that), so its success rate reads 0, not "no data"
+            wait_for(lambda: web.get("vault", "/status/500")[0] == 500, timeout=30,
+                     what="web -> vault")  # fmt: skip
+            time.sleep(2 * STEP)  # every sidecar scraped once: the drive's first point has a rate
+            d = drive(web, DRIVE, RATE)
+            time.sleep(STEP + 1)  # the tick after the drive's end (and Prometheus' last scrapes)
+            token = (tmp / "data" / "admin-token").read_text().strip()
+            yield mesh, token, d, prom
+        finally:
+            prom.stop()
 
 
 def test_service_rate_and_success_rate(driven):
-    mesh, token, d = driven
+    mesh, token, d, _ = driven
     assert d.rate > RATE * 0.5, f"the machine could only send {d.rate:.1f}/s"
     body = series(mesh, token, "catalog", "--metric", "rps", "--range", "5m", "--step", "2s")
     assert body["service"] == "catalog" and body["source"] == "live" and body["step_s"] == 2
@@ -121,7 +143,7 @@ def test_service_rate_and_success_rate(driven):
 
 
 def test_edge_series_by_direction(driven):
-    mesh, token, d = driven
+    mesh, token, d, _ = driven
     inbound = series(mesh, token, "catalog", "--peer", "web", "--direction", "inbound",
                      "--metric", "rps", "--range", "5m", "--step", "2s")  # fmt: skip
     outbound = series(mesh, token, "web", "--peer", "catalog", "--direction", "outbound",
@@ -138,7 +160,7 @@ def test_edge_series_by_direction(driven):
 
 
 def test_chart_on_the_terminal_path(driven):
-    mesh, token, _ = driven
+    mesh, token, _, _ = driven
     out = run_gossamer("series", "catalog", "--metric", "success_rate", "--range", "1m",
                        "--api", f"http://127.0.0.1:{mesh.ports['api']}", "--token", token)  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -149,7 +171,7 @@ def test_chart_on_the_terminal_path(driven):
 
 
 def test_bad_parameters_are_400_through_the_real_api(driven):
-    mesh, token, _ = driven
+    mesh, token, _, _ = driven
     port = mesh.ports["api"]
     cases = {
         "service=catalog&metric=qps": "metric",
@@ -179,65 +201,40 @@ def test_bad_parameters_are_400_through_the_real_api(driven):
     assert "range: 1h is longer than the history holds (600s)" in out.stderr
 
 
-def test_range_path_through_a_real_prometheus(tmp_path):
+def test_range_path_through_a_real_prometheus(driven):
     """With observability.prometheus_url, /v1/series asks Prometheus' range API (no
     history in the control plane); `gossamer series --prometheus` asks it directly.
-    Prometheus scrapes the sidecars' metrics ports every second. A service whose every
-    request fails has a success rate of 0 (not null)."""
-    from tests.helpers.prometheus import PrometheusServer, config_text
+    Prometheus scraped the sidecars' metrics ports every second during the drive. A
+    service whose every request fails has a success rate of 0 (not null). Restarts the
+    control plane with prometheus_url, so it runs last in this module."""
+    mesh, token, d, prom = driven
+    mesh.stop_control()
+    mesh.observability = {"prometheus_url": prom.url}
+    mesh.set_services(mesh.services)
+    mesh.start_control()
+    port = mesh.ports["api"]
+    status, body = api_call(port, "/v1/series?service=catalog&metric=rps&range=5m&step=5s", token)
+    assert status == 200 and body["source"] == "prometheus", body
+    steady = [v for t, v in body["points"] if d.start + 31 <= t <= d.end and v]
+    assert steady, body["points"]
+    mean = sum(steady) / len(steady)
+    assert d.rate * 0.75 <= mean <= d.rate * 1.25, (mean, d.rate)
+    status, info = api_call(port, "/v1/series/info", token)
+    assert status == 200 and info["source"] == "prometheus"
+    status, bad = api_call(port, "/v1/series?service=catalog&metric=qps", token)
+    assert status == 400 and bad["error"].startswith("metric: ")
 
-    with processes() as procs:
-        (tmp_path / "prometheus").mkdir()
-        prom = PrometheusServer(tmp_path / "prometheus", "")
-        services = [http_service("web"), http_service("catalog"), http_service("vault")]
-        mesh = XdsMesh(tmp_path, procs, services)
-        mesh.observability = {"prometheus_url": prom.url}
-        mesh.set_services(mesh.services)
-        mesh.start_control()
-        catalog = mesh.sidecar("catalog", mesh.app("catalog-0"))
-        vault = mesh.sidecar("vault", mesh.app("vault-0"))
-        web = mesh.sidecar("web")
-        targets = [f"127.0.0.1:{sc.metrics}" for sc in (catalog, vault, web)]
-        prom.config_path.write_text(config_text(None, static_targets=targets))
-        prom.start()
-        try:
-            wait_for(lambda: web.get("catalog", "/")[0] == 200, timeout=30, what="web -> catalog")
-            d = drive(web, 36.0, RATE)  # the rate window is 30 s: the last points see only traffic
-            # vault answers every request 500: its success rate is 0, not "no data"
-            wait_for(lambda: web.get("vault", "/status/500")[0] == 500, timeout=30,
-                     what="web -> vault")  # fmt: skip
-            time.sleep(3)  # Prometheus has vault's counters before they rise (a rate needs it)
-            for _ in range(20):
-                web.get("vault", "/status/500")
-            time.sleep(3)  # Prometheus' last scrapes
-            token = (tmp_path / "data" / "admin-token").read_text().strip()
-            port = mesh.ports["api"]
-            status, body = api_call(
-                port, "/v1/series?service=catalog&metric=rps&range=5m&step=5s", token
-            )
-            assert status == 200 and body["source"] == "prometheus", body
-            steady = [v for t, v in body["points"] if d.start + 31 <= t <= d.end and v]
-            assert steady, body["points"]
-            mean = sum(steady) / len(steady)
-            assert d.rate * 0.75 <= mean <= d.rate * 1.25, (mean, d.rate)
-            status, info = api_call(port, "/v1/series/info", token)
-            assert status == 200 and info["source"] == "prometheus"
-            status, bad = api_call(port, "/v1/series?service=catalog&metric=qps", token)
-            assert status == 400 and bad["error"].startswith("metric: ")
+    out = run_gossamer("series", "catalog", "--peer", "web", "--metric", "success_rate",
+                       "--range", "5m", "--step", "5s", "--prometheus", prom.url,
+                       "-o", "json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    edge = json.loads(out.stdout)
+    assert edge["source"] == "prometheus" and edge["direction"] == "inbound"
+    ratios = [v for t, v in edge["points"] if d.start + 31 <= t <= d.end and v]
+    assert ratios and all(0.75 <= v <= 0.85 for v in ratios), ratios
 
-            out = run_gossamer("series", "catalog", "--peer", "web", "--metric", "success_rate",
-                               "--range", "5m", "--step", "5s", "--prometheus", prom.url,
-                               "-o", "json")  # fmt: skip
-            assert out.returncode == 0, out.stderr
-            edge = json.loads(out.stdout)
-            assert edge["source"] == "prometheus" and edge["direction"] == "inbound"
-            ratios = [v for t, v in edge["points"] if d.start + 31 <= t <= d.end and v]
-            assert ratios and all(0.75 <= v <= 0.85 for v in ratios), ratios
-
-            query = "/v1/series?service=vault&metric=success_rate&range=5m&step=5s"
-            status, failing = api_call(port, query, token)
-            assert status == 200, failing
-            seen = [v for _, v in failing["points"] if v is not None]
-            assert seen and all(v == 0 for v in seen), failing["points"]
-        finally:
-            prom.stop()
+    query = "/v1/series?service=vault&metric=success_rate&range=5m&step=5s"
+    status, failing = api_call(port, query, token)
+    assert status == 200, failing
+    seen = [v for _, v in failing["points"] if v is not None]
+    assert seen and all(v == 0 for v in seen), failing["points"]
