@@ -23,6 +23,11 @@ def loadgen_counts(logs: str) -> tuple[int, int] | None:
     return int(sent), int(failed)
 
 
+def loadgen_reports(logs: str) -> int:
+    """How many reports the demo load generator has written (one every 10 s)."""
+    return len(_REPORT.findall(logs))
+
+
 class HostLoad:
     """GETs at a fixed rate from a thread, each on a new connection (so every request
     crosses the published port afresh); records anything but a 200 as a failure."""

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from gossamer.contract.ports import ADMIN_PORT, INBOUND_PORT, METRICS_PORT
-from tests.docker.demo_load import HostLoad, loadgen_counts
+from tests.docker.demo_load import HostLoad, loadgen_counts, loadgen_reports
 from tests.docker.pcap import tcp_segments
 from tests.helpers.docker_compose import ComposeProject, docker, require_engine
 
@@ -403,7 +403,13 @@ def test_faults_lose_no_idempotent_request(demo: ComposeProject):
         time.sleep(5)
         demo.compose("stop", "catalog-2-proxy")
         time.sleep(8)
-    time.sleep(11)  # the load generator's next report
+    # the load generator's next report (every 10 s) counts everything sent meanwhile
+    reports = loadgen_reports(demo.logs("loadgen"))
+    wait_for(
+        "the load generator's next report",
+        lambda: loadgen_reports(demo.logs("loadgen")) > reports,
+        15,
+    )
     end = loadgen_counts(demo.logs("loadgen"))
     assert end is not None
     sent, failed = end[0] - start[0], end[1] - start[1]
