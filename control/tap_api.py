@@ -45,6 +45,7 @@ PARAMS = ("service", "to", "path", "method", "direction", "max", "rate")
 HEARTBEAT_SECONDS = 2.0
 WRITE_SECONDS = 10.0  # a client that takes longer to take one line is dropped ("client too slow")
 MAX_RECORDS = 100_000
+STOPPING = "control plane stopping"  # the one reason a tap's last line tells the client
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _METHOD = re.compile(r"^[A-Za-z]{1,20}$")
 
@@ -158,7 +159,7 @@ class TapRoutes:
             await response.prepare(request)
             reason = await self._stream(response, tap, limit)
             async with asyncio.timeout(WRITE_SECONDS):
-                if reason != "max reached":  # the client did not end it: tell it why
+                if reason == STOPPING:  # the control plane ends it: tell the client why
                     await response.write(_line({"type": "end", "reason": reason}))
                 await response.write_eof()
         except ConnectionError:
@@ -182,7 +183,7 @@ class TapRoutes:
         next_beat = 0.0
         while True:
             if self.hub.closing:
-                return "control plane stopping"
+                return STOPPING
             now = time.monotonic()
             if now >= next_beat or tap.dropped != told:
                 told, next_beat = tap.dropped, now + HEARTBEAT_SECONDS

@@ -1,7 +1,8 @@
 """Run fuzz targets: `python -m fuzz` lists them, `python -m fuzz NAME [--seconds N]`
 runs one with atheris on a temporary copy of its seed corpus, `python -m fuzz --all`
-runs each in turn (a crash fails the run), `python -m fuzz NAME --replay FILE...`
-runs inputs through a target without atheris (to debug a crash).
+runs them all, one per core at a time (a crash fails the run), and
+`python -m fuzz NAME --replay FILE...` runs inputs through a target without atheris (to
+debug a crash).
 
 Crashes, timeouts and leaks go to `test-artifacts/fuzz/<name>/` (libFuzzer's
 artifact prefix). Only Gossamer's modules are instrumented: they are imported inside
@@ -108,7 +109,8 @@ def run_all(seconds: int) -> int:
     """
     start = time.monotonic()
     names = available()
-    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+    # the cores this process may use; at most 4 at once (each may take up to 3 GB)
+    with ThreadPoolExecutor(max(1, min(4, len(os.sched_getaffinity(0))))) as pool:
         codes = dict(zip(names, pool.map(lambda n: fuzz_logged(n, seconds), names), strict=True))
     failed = [name for name, code in codes.items() if code != 0]
     took = time.monotonic() - start
@@ -152,7 +154,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="the target to run")
     parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
-    parser.add_argument("--all", action="store_true", help="run every target in turn")
+    parser.add_argument(
+        "--all", action="store_true", help="run every target, one per core at a time"
+    )
     parser.add_argument("--replay", nargs="+", metavar="FILE", help="run inputs, no atheris")
     args, extra = parser.parse_known_args(argv)
     if args.all:

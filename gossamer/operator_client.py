@@ -77,9 +77,8 @@ class ApiClient:
                 with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
                     return json.loads(response.read() or b"null")
             except (urllib.error.URLError, OSError) as exc:
-                reset = isinstance(exc, ConnectionResetError) or isinstance(
-                    getattr(exc, "reason", None), ConnectionResetError
-                )
+                resets = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+                reset = isinstance(exc, resets) or isinstance(getattr(exc, "reason", None), resets)
                 if not (retry_reset and reset and attempt == 1):
                     raise
         raise AssertionError("unreachable")

@@ -12,6 +12,7 @@ const Charts = (() => {
   ];
   const RANGES = [["5m", 300], ["1h", 3600], ["6h", 21600], ["24h", 86400]];
   const REFRESH_MS = 5000;
+  const FETCH_TIMEOUT_MS = 30000;
   const NS = "http://www.w3.org/2000/svg";
   const W = 360, H = 130, L = 58, R = 8, T = 10, B = 22;
   let target = null; // {service} or {service, peer, direction}
@@ -30,7 +31,12 @@ const Charts = (() => {
   }
 
   async function get(path) {
-    const resp = await fetch(path, { headers: { Authorization: "Bearer " + token() }, cache: "no-store" });
+    // a request that never settles must not hold the refresh (it waits for requests out)
+    const resp = await fetch(path, {
+      headers: { Authorization: "Bearer " + token() },
+      cache: "no-store",
+      signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+    });
     const body = await resp.json().catch(() => ({}));
     if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
     return body;

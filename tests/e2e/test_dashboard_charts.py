@@ -45,13 +45,17 @@ async def slow_replies_are_still_drawn(page: Any) -> None:
     refresh timer must not supersede the requests still out, so the charts of the same
     selection are drawn (late), not dropped as stale forever."""
     queries = re.compile(r"/v1/series\?")
+    released: list[str] = []
 
     async def slower_than_the_refresh(route: Any) -> None:
         await asyncio.sleep(6.5)
+        if not released:  # forget draws of replies sent before the route held them
+            await page.evaluate("() => { window.drawn = []; }")
+        released.append(route.request.url)
         await route.continue_()
 
-    await page.route(queries, slower_than_the_refresh)
     await page.evaluate(RECORD_DRAWS)
+    await page.route(queries, slower_than_the_refresh)
     await page.wait_for_function(
         "() => window.drawn.includes('catalog inbound web')", timeout=20000
     )

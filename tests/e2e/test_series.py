@@ -3,8 +3,8 @@ embedded history scrapes real sidecars every 2 s, traffic of a known shape (a kn
 rate, one request in five answered 500 by the app), read back through the CLI and the
 API: the rate within 25%, the success rate 0.8 within 0.05, the edge by direction, and
 a 400 naming the parameter for each bad parameter. A real Prometheus scrapes the same
-sidecars during the same traffic; the last test restarts the control plane with
-`observability.prometheus_url` and reads the same answers from Prometheus' range API.
+sidecars during the same traffic, and a second control plane with
+`observability.prometheus_url` reads the same answers from Prometheus' range API.
 """
 
 from __future__ import annotations
@@ -201,18 +201,19 @@ def test_bad_parameters_are_400_through_the_real_api(driven):
     assert "range: 1h is longer than the history holds (600s)" in out.stderr
 
 
-def test_range_path_through_a_real_prometheus(driven):
+def test_range_path_through_a_real_prometheus(driven, tmp_path):
     """With observability.prometheus_url, /v1/series asks Prometheus' range API (no
     history in the control plane); `gossamer series --prometheus` asks it directly.
-    Prometheus scraped the sidecars' metrics ports every second during the drive. A
-    service whose every request fails has a success rate of 0 (not null). Restarts the
-    control plane with prometheus_url, so it runs last in this module."""
-    mesh, token, d, prom = driven
-    mesh.stop_control()
-    mesh.observability = {"prometheus_url": prom.url}
-    mesh.set_services(mesh.services)
-    mesh.start_control()
-    port = mesh.ports["api"]
+    Prometheus scraped the sidecars' metrics ports every second during the drive; a
+    second `gossamer control` of the same mesh.yaml services, with prometheus_url,
+    answers from it. A service whose every request fails has a success rate of 0."""
+    mesh, _, d, prom = driven
+    plane = XdsMesh(tmp_path, mesh.procs, mesh.services)
+    plane.observability = {"prometheus_url": prom.url}
+    plane.set_services(plane.services)
+    plane.start_control()
+    token = (tmp_path / "data" / "admin-token").read_text().strip()
+    port = plane.ports["api"]
     status, body = api_call(port, "/v1/series?service=catalog&metric=rps&range=5m&step=5s", token)
     assert status == 200 and body["source"] == "prometheus", body
     steady = [v for t, v in body["points"] if d.start + 31 <= t <= d.end and v]

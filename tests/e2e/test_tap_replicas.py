@@ -5,6 +5,7 @@ sidecar that moves to the other replica when its own is killed can be tapped the
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import threading
 import time
@@ -70,7 +71,13 @@ def ended_by_sigterm(mesh: ReplicatedMesh, api_port: int, token: str) -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        first = json.loads(proc.stdout.readline())  # a record: the tap is open and live
+        # a record within 30 s: the tap is open and live
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            proc.kill()
+            raise AssertionError(f"no tap record in 30 s: {proc.communicate()[1]}")
+        first = json.loads(line)
         assert first["direction"] == "outbound", first
         started = time.monotonic()
         mesh.stop("b")  # SIGTERM, SIGKILL after 10 s

@@ -1,5 +1,5 @@
-"""The CLI's operator-API client sends a GET once more when its connection is reset
-before any answer (an API at its connection cap displaces such connections), and never
+"""The CLI's operator-API clients (operator_client.py, and observe_client.py through
+aiohttp) send a GET once more when its connection is reset before any answer (an API at its connection cap displaces such connections), and never
 resends a POST. A real local socket server resets the first connections it accepts."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gossamer.errors import UpstreamConnectError
+from gossamer.errors import GossamerError, UpstreamConnectError
+from gossamer.observe.observe_client import ControlApi
 from gossamer.operator_client import ApiClient
 
 
@@ -86,3 +87,24 @@ def test_a_post_is_never_resent(server_resetting_once: ResettingServer) -> None:
     with pytest.raises(UpstreamConnectError):
         client.request("POST", "/v1/api-tokens", {"name": "x"})
     assert server_resetting_once.accepted == 1
+
+
+async def test_the_observe_client_sends_a_reset_get_again(
+    server_resetting_once: ResettingServer,
+) -> None:
+    """`stat`, `top`, `edges` and `series` use aiohttp, which itself sends an
+    idempotent request once more when the server disconnects before an answer."""
+    api = ControlApi(f"http://127.0.0.1:{server_resetting_once.port}", "token")
+    assert await api.get("/v1/overview") == {"ok": True}
+    assert server_resetting_once.accepted == 2
+
+
+async def test_the_observe_client_gives_up_after_a_second_reset() -> None:
+    server = ResettingServer(resets=2)
+    try:
+        api = ControlApi(f"http://127.0.0.1:{server.port}", "token")
+        with pytest.raises(GossamerError, match="cannot reach the control plane"):
+            await api.get("/v1/overview")
+        assert server.accepted == 2
+    finally:
+        server.close()

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,8 +112,11 @@ def healthz(port: int) -> float:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
                 assert r.status == 200
             return time.monotonic() - start
-        except ConnectionResetError:
-            if attempt == 2:
+        except (ConnectionResetError, urllib.error.URLError) as exc:
+            reset = isinstance(exc, ConnectionResetError) or isinstance(
+                getattr(exc, "reason", None), (ConnectionResetError, BrokenPipeError)
+            )
+            if attempt == 2 or not reset:
                 raise
     raise AssertionError("unreachable")
 
