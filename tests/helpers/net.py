@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,11 +52,16 @@ def established_to(port: int) -> int:
 
 @contextlib.contextmanager
 def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
-    """`count` TCP connections to `port` that never send a byte (non-blocking connects)."""
+    """`count` TCP connections to `port` that never send a byte (non-blocking connects).
+
+    They close with a reset (SO_LINGER 0): a connection the server has not accepted yet
+    (its handshake still waiting for room in the accept queue) then goes away at once,
+    instead of completing later and reaching the server during the next test."""
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
             s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.setblocking(False)
             code = s.connect_ex(("127.0.0.1", port))
             assert code in (0, errno.EINPROGRESS), errno.errorcode.get(code, code)

@@ -129,6 +129,9 @@ def test_api_flood_leaves_xds_its_descriptors(plane: Plane) -> None:
         for _ in range(20):  # the control plane accepts what it can; its peak over 1 s
             time.sleep(0.05)
             fds = max(fds, plane.fds())
+        # the API reached its cap (accepting at its pace, it may take a moment)
+        wait_for(lambda: "operator API connection limit reached" in plane.log.read_text(),
+                 timeout=10, what="the API's connection limit to be reached")  # fmt: skip
         xds_seconds = asyncio.run(get_clusters(f"127.0.0.1:{plane.xds}"))
         api_seconds = healthz(plane.api)  # displaces the oldest idle connection
     print(f"{FLOOD} idle API connections: control plane {baseline} -> {fds} fds, "
