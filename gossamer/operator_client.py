@@ -76,12 +76,17 @@ class ApiClient:
             try:
                 with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
                     return json.loads(response.read() or b"null")
-            except (urllib.error.URLError, OSError) as exc:
-                resets = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-                reset = isinstance(exc, resets) or isinstance(getattr(exc, "reason", None), resets)
-                if not (retry_reset and reset and attempt == 1):
+            except OSError as exc:  # urllib.error.URLError is one
+                if not (retry_reset and connection_reset(exc) and attempt == 1):
                     raise
         raise AssertionError("unreachable")
+
+
+def connection_reset(exc: BaseException) -> bool:
+    """The peer reset, broke or aborted the connection (bare, or as urllib's URLError
+    reason): the one failure after which a GET is worth sending again."""
+    resets = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+    return isinstance(exc, resets) or isinstance(getattr(exc, "reason", None), resets)
 
 
 def resolve_client(api: str | None, token: str | None, config: Path | None) -> ApiClient:

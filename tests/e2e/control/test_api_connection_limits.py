@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 
 from gossamer.contract import xds
 from gossamer.control.operator_server import API_BACKLOG
+from gossamer.operator_client import connection_reset
 from tests.helpers.ads_client import AdsClient
 from tests.helpers.control_plane import mesh, wait_serving, write_mesh
 from tests.helpers.net import idle_connections, seconds_until_cut_off
@@ -112,11 +112,8 @@ def healthz(port: int) -> float:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
                 assert r.status == 200
             return time.monotonic() - start
-        except (ConnectionResetError, urllib.error.URLError) as exc:
-            reset = isinstance(exc, ConnectionResetError) or isinstance(
-                getattr(exc, "reason", None), (ConnectionResetError, BrokenPipeError)
-            )
-            if attempt == 2 or not reset:
+        except OSError as exc:  # urllib.error.URLError is one
+            if attempt == 2 or not connection_reset(exc):
                 raise
     raise AssertionError("unreachable")
 
@@ -142,7 +139,6 @@ def test_api_flood_leaves_xds_its_descriptors(plane: Plane) -> None:
     # displaced connections whose descriptors close on the loop's next turn (a batch or
     # two): far from the process's limit, which is what the flood used to reach
     assert fds - baseline <= API_CAP + 3 * API_BACKLOG
-    assert "operator API connection limit reached" in plane.log.read_text()
     with urllib.request.urlopen(f"http://127.0.0.1:{plane.api}/metrics", timeout=10) as r:
         metrics = r.read().decode()
     overflows = next(
